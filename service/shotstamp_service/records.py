@@ -1,0 +1,120 @@
+"""Records the service stores and serves: registrations, checkpoints, API keys."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from shotstamp.canonical import canonical_json
+
+__all__ = [
+    "ApiKey",
+    "CheckpointRecord",
+    "NewRegistration",
+    "Registration",
+    "Role",
+    "format_time",
+    "new_registration_id",
+    "utc_now",
+]
+
+Role = Literal["seller", "staff"]
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_registration_id() -> str:
+    """A ULID: 48 bits of milliseconds then 80 random bits, Crockford base32.
+
+    Time-ordered so ids sort roughly by arrival, random enough that one
+    seller cannot guess another's ids.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with microseconds and a `Z`, the one time format of the API."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class NewRegistration:
+    """What an accepted upload stores before it is sealed."""
+
+    id: str
+    seller: str
+    sha256: str
+    perceptual: dict[str, str]
+    received_at: str
+    width: int
+    height: int
+    title: str | None = None
+    reference: str | None = None
+    idempotency_key: str | None = None
+    features: bytes | None = None
+    thumbnail: bytes | None = None
+
+    def leaf_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "seller": self.seller,
+            "sha256": self.sha256,
+            "perceptual": dict(self.perceptual),
+            "received_at": self.received_at,
+        }
+
+
+@dataclass(frozen=True)
+class Registration(NewRegistration):
+    """A stored registration; `leaf_index` is set once the sealer has logged it."""
+
+    seq: int = 0
+    leaf_index: int | None = None
+
+    @property
+    def sealed(self) -> bool:
+        return self.leaf_index is not None
+
+    def leaf_bytes(self) -> bytes:
+        """The log entry: RFC 8785 canonical JSON of the leaf record."""
+        return canonical_json(self.leaf_record())
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    tree_size: int
+    root_hash: bytes
+    timestamp_ns: int
+    note: str
+    key_id: str
+
+    @property
+    def timestamp(self) -> datetime:
+        return datetime.fromtimestamp(self.timestamp_ns / 1e9, UTC)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    secret_hash: bytes
+    seller: str
+    role: Role
+    created_at: str
+    revoked_at: str | None = None
+    label: str | None = field(default=None)
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,19 @@
+"""Storage backends behind one interface."""
+
+from .base import (
+    DuplicateIdempotencyKey,
+    NodeCoord,
+    SealBatch,
+    Store,
+    StoreError,
+    StoredFingerprint,
+)
+
+__all__ = [
+    "DuplicateIdempotencyKey",
+    "NodeCoord",
+    "SealBatch",
+    "Store",
+    "StoreError",
+    "StoredFingerprint",
+]

@@ -1,0 +1,146 @@
+"""The storage interface every backend implements, and its domain errors.
+
+Backends are asynchronous and own their connections. Writes that must survive
+a crash (registrations, seals) return only once they are durably committed.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+
+from ..records import ApiKey, CheckpointRecord, NewRegistration, Registration
+
+__all__ = [
+    "DuplicateIdempotencyKey",
+    "NodeCoord",
+    "SealBatch",
+    "Store",
+    "StoreError",
+    "StoredFingerprint",
+]
+
+NodeCoord = tuple[int, int]
+"""(level, index) of a complete subtree: it covers leaves [index·2^level, (index+1)·2^level)."""
+
+
+class StoreError(Exception):
+    """A backend failed; the operation did not take effect."""
+
+
+class DuplicateIdempotencyKey(StoreError):
+    """The seller already used this idempotency key; `existing` is that registration."""
+
+    def __init__(self, existing: Registration) -> None:
+        super().__init__(f"idempotency key already used by registration {existing.id}")
+        self.existing = existing
+
+
+@dataclass(frozen=True)
+class StoredFingerprint:
+    """What the in-memory index needs of each registration to be rebuilt at start."""
+
+    seq: int
+    seller: str
+    sha256: str
+    perceptual: dict[str, str]
+    features: bytes | None
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class SealBatch:
+    """Everything one seal writes, committed together or not at all."""
+
+    assignments: Sequence[tuple[int, int]]  # (registration seq, leaf index)
+    nodes: Sequence[tuple[int, int, bytes]]  # (level, index, hash) of new complete subtrees
+    checkpoint: CheckpointRecord
+
+
+class Store(abc.ABC):
+    """Registrations, the log's nodes and checkpoints, and API keys."""
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect and migrate; called once before use."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; pending writes are finished first."""
+
+    # -- API keys ---------------------------------------------------------
+    @abc.abstractmethod
+    async def add_api_key(self, key: ApiKey) -> None: ...
+
+    @abc.abstractmethod
+    async def get_api_key(self, key_id: str) -> ApiKey | None: ...
+
+    @abc.abstractmethod
+    async def list_api_keys(self) -> list[ApiKey]: ...
+
+    @abc.abstractmethod
+    async def revoke_api_key(self, key_id: str, revoked_at: str) -> bool:
+        """Mark a key revoked; False if there is no such active key."""
+
+    # -- registrations ----------------------------------------------------
+    @abc.abstractmethod
+    async def add_registration(self, new: NewRegistration) -> Registration:
+        """Durably store a pending registration and return it with its `seq`.
+
+        Raises DuplicateIdempotencyKey when (seller, idempotency_key) exists.
+        """
+
+    @abc.abstractmethod
+    async def get_registration(self, registration_id: str) -> Registration | None: ...
+
+    @abc.abstractmethod
+    async def get_registrations(self, seqs: Iterable[int]) -> dict[int, Registration]: ...
+
+    @abc.abstractmethod
+    async def find_by_sha256(self, sha256: str) -> list[Registration]:
+        """Registrations of these exact file bytes, oldest first."""
+
+    @abc.abstractmethod
+    async def find_by_idempotency_key(self, seller: str, key: str) -> Registration | None: ...
+
+    @abc.abstractmethod
+    def iter_fingerprints(self, after_seq: int = 0) -> AsyncIterator[StoredFingerprint]:
+        """Every registration's fingerprint with seq > after_seq, in seq order."""
+
+    @abc.abstractmethod
+    async def get_features(self, seqs: Iterable[int]) -> dict[int, bytes]: ...
+
+    @abc.abstractmethod
+    async def get_thumbnail(self, seq: int) -> bytes | None: ...
+
+    # -- the log ----------------------------------------------------------
+    @abc.abstractmethod
+    async def pending(self, limit: int) -> list[Registration]:
+        """Unsealed registrations in seq order, at most `limit`."""
+
+    @abc.abstractmethod
+    async def count_pending(self) -> int: ...
+
+    @abc.abstractmethod
+    async def tree_size(self) -> int:
+        """Number of leaves sealed so far (the latest checkpoint's size)."""
+
+    @abc.abstractmethod
+    async def get_nodes(self, coords: Iterable[NodeCoord]) -> dict[NodeCoord, bytes]: ...
+
+    @abc.abstractmethod
+    async def commit_seal(self, batch: SealBatch) -> None:
+        """Assign leaf indices, add nodes and the checkpoint in one transaction.
+
+        Fails, changing nothing, if the checkpoint's size is not the next one.
+        """
+
+    @abc.abstractmethod
+    async def latest_checkpoint(self) -> CheckpointRecord | None: ...
+
+    @abc.abstractmethod
+    async def get_checkpoint(self, tree_size: int) -> CheckpointRecord | None: ...
+
+    @abc.abstractmethod
+    async def first_checkpoint_covering(self, leaf_index: int) -> CheckpointRecord | None:
+        """The earliest checkpoint whose tree contains this leaf."""

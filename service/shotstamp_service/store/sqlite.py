@@ -1,0 +1,553 @@
+"""SQLite backend: the embedded default, one machine, zero set-up.
+
+Durability: WAL journal with `synchronous=FULL`, so a transaction is on disk
+when COMMIT returns; a registration is acknowledged only after that.
+
+Concurrency: one writer thread owns the write connection. Concurrent uploads
+are grouped into one transaction (group commit) so the fsync per commit is
+shared by every upload that arrived meanwhile. Reads use a second connection
+on their own thread and see the last committed state (WAL snapshots).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..records import ApiKey, CheckpointRecord, NewRegistration, Registration
+from .base import (
+    DuplicateIdempotencyKey,
+    NodeCoord,
+    SealBatch,
+    Store,
+    StoreError,
+    StoredFingerprint,
+)
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+# Each entry migrates from version i to i+1; PRAGMA user_version records where a
+# database stands. Never edit an entry once released: append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE registrations (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        seller TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        perceptual TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        title TEXT,
+        reference TEXT,
+        idempotency_key TEXT,
+        features BLOB,
+        thumbnail BLOB,
+        leaf_index INTEGER UNIQUE
+    );
+    CREATE INDEX registrations_sha256 ON registrations (sha256);
+    CREATE UNIQUE INDEX registrations_idempotency
+        ON registrations (seller, idempotency_key) WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX registrations_pending ON registrations (seq) WHERE leaf_index IS NULL;
+    CREATE TABLE tree_nodes (
+        level INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        PRIMARY KEY (level, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE checkpoints (
+        tree_size INTEGER PRIMARY KEY,
+        root_hash BLOB NOT NULL,
+        timestamp_ns INTEGER NOT NULL,
+        note TEXT NOT NULL,
+        key_id TEXT NOT NULL
+    );
+    CREATE TABLE api_keys (
+        key_id TEXT PRIMARY KEY,
+        secret_hash BLOB NOT NULL,
+        seller TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('seller', 'staff')),
+        created_at TEXT NOT NULL,
+        revoked_at TEXT,
+        label TEXT
+    );
+    """,
+]
+
+_REG_COLUMNS = (
+    "seq, id, seller, sha256, perceptual, received_at, width, height, title, reference,"
+    " idempotency_key, leaf_index"
+)
+
+
+def _registration(row: sqlite3.Row) -> Registration:
+    return Registration(
+        seq=row["seq"],
+        id=row["id"],
+        seller=row["seller"],
+        sha256=row["sha256"],
+        perceptual=json.loads(row["perceptual"]),
+        received_at=row["received_at"],
+        width=row["width"],
+        height=row["height"],
+        title=row["title"],
+        reference=row["reference"],
+        idempotency_key=row["idempotency_key"],
+        leaf_index=row["leaf_index"],
+    )
+
+
+def _checkpoint(row: sqlite3.Row) -> CheckpointRecord:
+    return CheckpointRecord(
+        tree_size=row["tree_size"],
+        root_hash=bytes(row["root_hash"]),
+        timestamp_ns=row["timestamp_ns"],
+        note=row["note"],
+        key_id=row["key_id"],
+    )
+
+
+def _api_key(row: sqlite3.Row) -> ApiKey:
+    return ApiKey(
+        key_id=row["key_id"],
+        secret_hash=bytes(row["secret_hash"]),
+        seller=row["seller"],
+        role=row["role"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+        label=row["label"],
+    )
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to the newest version; returns it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"database schema version {version} is newer than this release "
+                f"knows ({len(MIGRATIONS)}); upgrade shotstamp"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            for statement in MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={number + 1}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(MIGRATIONS)
+
+
+class SQLiteStore(Store):
+    """The embedded store: a single SQLite file in the data directory."""
+
+    def __init__(self, path: Path | str, *, group_commit_max: int = 512) -> None:
+        self.path = Path(path)
+        self._group_commit_max = group_commit_max
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
+        self._wconn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+        self._queue: list[tuple[NewRegistration, asyncio.Future[Registration]]] = []
+        self._wake = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- plumbing ---------------------------------------------------------
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        self._wconn = await loop.run_in_executor(self._writer, connect, self.path)
+        await loop.run_in_executor(self._writer, migrate, self._wconn)
+        self._rconn = await loop.run_in_executor(self._reader, connect, self.path)
+        self._flusher = asyncio.create_task(self._flush_forever(), name="sqlite-group-commit")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._flusher is not None:
+            self._wake.set()
+            await self._flusher
+            self._flusher = None
+        loop = asyncio.get_running_loop()
+        if self._wconn is not None:
+            await loop.run_in_executor(self._writer, self._wconn.close)
+            self._wconn = None
+        if self._rconn is not None:
+            await loop.run_in_executor(self._reader, self._rconn.close)
+            self._rconn = None
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._wconn
+        if conn is None:
+            raise StoreError("store is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._writer, fn, conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite write failed: {exc}") from exc
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._rconn
+        if conn is None:
+            raise StoreError("store is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reader, fn, conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite read failed: {exc}") from exc
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body()
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # -- API keys ---------------------------------------------------------
+    async def add_api_key(self, key: ApiKey) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO api_keys (key_id, secret_hash, seller, role, created_at, label)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (key.key_id, key.secret_hash, key.seller, key.role, key.created_at, key.label),
+            )
+
+        await self._write(run)
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        def run(conn: sqlite3.Connection) -> ApiKey | None:
+            row = conn.execute("SELECT * FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
+            return _api_key(row) if row else None
+
+        return await self._read(run)
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        def run(conn: sqlite3.Connection) -> list[ApiKey]:
+            rows = conn.execute("SELECT * FROM api_keys ORDER BY created_at, key_id")
+            return [_api_key(row) for row in rows]
+
+        return await self._read(run)
+
+    async def revoke_api_key(self, key_id: str, revoked_at: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                (revoked_at, key_id),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(run)
+
+    # -- registrations ----------------------------------------------------
+    async def add_registration(self, new: NewRegistration) -> Registration:
+        if self._closing:
+            raise StoreError("store is closing")
+        future: asyncio.Future[Registration] = asyncio.get_running_loop().create_future()
+        self._queue.append((new, future))
+        self._wake.set()
+        return await future
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = self._queue[: self._group_commit_max]
+                del self._queue[: len(batch)]
+                await self._flush(batch)
+            if self._closing:
+                return
+
+    async def _flush(
+        self, batch: list[tuple[NewRegistration, asyncio.Future[Registration]]]
+    ) -> None:
+        items = [new for new, _ in batch]
+        try:
+            results = await self._write(lambda conn: self._insert_many(conn, items))
+        except Exception as exc:  # the whole transaction failed: nobody is acknowledged
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():  # the caller went away; the row stays, as committed
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    def _insert_many(
+        self, conn: sqlite3.Connection, items: Sequence[NewRegistration]
+    ) -> list[Registration | Exception]:
+        def body() -> list[Registration | Exception]:
+            out: list[Registration | Exception] = []
+            for new in items:
+                try:
+                    cur = conn.execute(
+                        "INSERT INTO registrations (id, seller, sha256, perceptual, received_at,"
+                        " width, height, title, reference, idempotency_key, features, thumbnail)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            new.id,
+                            new.seller,
+                            new.sha256,
+                            json.dumps(new.perceptual, sort_keys=True),
+                            new.received_at,
+                            new.width,
+                            new.height,
+                            new.title,
+                            new.reference,
+                            new.idempotency_key,
+                            new.features,
+                            new.thumbnail,
+                        ),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    existing = None
+                    if new.idempotency_key is not None:
+                        row = conn.execute(
+                            f"SELECT {_REG_COLUMNS} FROM registrations"
+                            " WHERE seller = ? AND idempotency_key = ?",
+                            (new.seller, new.idempotency_key),
+                        ).fetchone()
+                        existing = _registration(row) if row else None
+                    out.append(
+                        DuplicateIdempotencyKey(existing)
+                        if existing is not None
+                        else StoreError(f"cannot store registration: {exc}")
+                    )
+                    continue
+                seq = cur.lastrowid
+                assert seq is not None
+                out.append(Registration(**{**new.__dict__, "seq": seq}))
+            return out
+
+        return self._transaction(conn, body)
+
+    async def get_registration(self, registration_id: str) -> Registration | None:
+        def run(conn: sqlite3.Connection) -> Registration | None:
+            row = conn.execute(
+                f"SELECT {_REG_COLUMNS} FROM registrations WHERE id = ?", (registration_id,)
+            ).fetchone()
+            return _registration(row) if row else None
+
+        return await self._read(run)
+
+    async def get_registrations(self, seqs: Iterable[int]) -> dict[int, Registration]:
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return {}
+
+        def run(conn: sqlite3.Connection) -> dict[int, Registration]:
+            found: dict[int, Registration] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(
+                    f"SELECT {_REG_COLUMNS} FROM registrations WHERE seq IN ({marks})", chunk
+                ):
+                    found[row["seq"]] = _registration(row)
+            return found
+
+        return await self._read(run)
+
+    async def find_by_sha256(self, sha256: str) -> list[Registration]:
+        def run(conn: sqlite3.Connection) -> list[Registration]:
+            rows = conn.execute(
+                f"SELECT {_REG_COLUMNS} FROM registrations WHERE sha256 = ? ORDER BY seq",
+                (sha256,),
+            )
+            return [_registration(row) for row in rows]
+
+        return await self._read(run)
+
+    async def find_by_idempotency_key(self, seller: str, key: str) -> Registration | None:
+        def run(conn: sqlite3.Connection) -> Registration | None:
+            row = conn.execute(
+                f"SELECT {_REG_COLUMNS} FROM registrations"
+                " WHERE seller = ? AND idempotency_key = ?",
+                (seller, key),
+            ).fetchone()
+            return _registration(row) if row else None
+
+        return await self._read(run)
+
+    async def iter_fingerprints(self, after_seq: int = 0) -> AsyncIterator[StoredFingerprint]:
+        page = 20_000
+        while True:
+
+            def run(conn: sqlite3.Connection, after: int = after_seq) -> list[StoredFingerprint]:
+                rows = conn.execute(
+                    "SELECT seq, seller, sha256, perceptual, features, width, height"
+                    " FROM registrations WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, page),
+                )
+                return [
+                    StoredFingerprint(
+                        seq=row["seq"],
+                        seller=row["seller"],
+                        sha256=row["sha256"],
+                        perceptual=json.loads(row["perceptual"]),
+                        features=bytes(row["features"]) if row["features"] is not None else None,
+                        width=row["width"],
+                        height=row["height"],
+                    )
+                    for row in rows
+                ]
+
+            batch = await self._read(run)
+            for item in batch:
+                yield item
+            if len(batch) < page:
+                return
+            after_seq = batch[-1].seq
+
+    async def get_features(self, seqs: Iterable[int]) -> dict[int, bytes]:
+        wanted = sorted(set(seqs))
+
+        def run(conn: sqlite3.Connection) -> dict[int, bytes]:
+            found: dict[int, bytes] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(
+                    f"SELECT seq, features FROM registrations"
+                    f" WHERE seq IN ({marks}) AND features IS NOT NULL",
+                    chunk,
+                ):
+                    found[row["seq"]] = bytes(row["features"])
+            return found
+
+        return await self._read(run) if wanted else {}
+
+    async def get_thumbnail(self, seq: int) -> bytes | None:
+        def run(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT thumbnail FROM registrations WHERE seq = ?", (seq,)
+            ).fetchone()
+            return bytes(row["thumbnail"]) if row and row["thumbnail"] is not None else None
+
+        return await self._read(run)
+
+    # -- the log ----------------------------------------------------------
+    async def pending(self, limit: int) -> list[Registration]:
+        def run(conn: sqlite3.Connection) -> list[Registration]:
+            rows = conn.execute(
+                f"SELECT {_REG_COLUMNS} FROM registrations WHERE leaf_index IS NULL"
+                " ORDER BY seq LIMIT ?",
+                (limit,),
+            )
+            return [_registration(row) for row in rows]
+
+        # The sealer reads through the writer connection: it must see every
+        # registration committed before it, and it is the writer's next job anyway.
+        return await self._write(run)
+
+    async def count_pending(self) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT count(*) FROM registrations WHERE leaf_index IS NULL")
+            return int(row.fetchone()[0])
+
+        return await self._read(run)
+
+    async def tree_size(self) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT max(tree_size) FROM checkpoints").fetchone()
+            return int(row[0] or 0)
+
+        return await self._write(run)
+
+    async def get_nodes(self, coords: Iterable[NodeCoord]) -> dict[NodeCoord, bytes]:
+        wanted = sorted(set(coords))
+        if not wanted:
+            return {}
+
+        def run(conn: sqlite3.Connection) -> dict[NodeCoord, bytes]:
+            found: dict[NodeCoord, bytes] = {}
+            for level, idx in wanted:
+                row = conn.execute(
+                    "SELECT hash FROM tree_nodes WHERE level = ? AND idx = ?", (level, idx)
+                ).fetchone()
+                if row is not None:
+                    found[(level, idx)] = bytes(row[0])
+            return found
+
+        return await self._read(run)
+
+    async def commit_seal(self, batch: SealBatch) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            def body() -> None:
+                current = conn.execute("SELECT max(tree_size) FROM checkpoints").fetchone()[0]
+                expected = (current or 0) + len(batch.assignments)
+                if batch.checkpoint.tree_size != expected:
+                    raise StoreError(
+                        f"seal would make tree size {batch.checkpoint.tree_size}, "
+                        f"want {expected}: another sealer got there first"
+                    )
+                cur = conn.executemany(
+                    "UPDATE registrations SET leaf_index = ? WHERE seq = ? AND leaf_index IS NULL",
+                    [(leaf_index, seq) for seq, leaf_index in batch.assignments],
+                )
+                if cur.rowcount != len(batch.assignments):
+                    raise StoreError("a registration in the seal batch was already sealed")
+                conn.executemany(
+                    "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)", batch.nodes
+                )
+                cp = batch.checkpoint
+                conn.execute(
+                    "INSERT INTO checkpoints (tree_size, root_hash, timestamp_ns, note, key_id)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (cp.tree_size, cp.root_hash, cp.timestamp_ns, cp.note, cp.key_id),
+                )
+
+            self._transaction(conn, body)
+
+        await self._write(run)
+
+    async def latest_checkpoint(self) -> CheckpointRecord | None:
+        return await self._one_checkpoint("ORDER BY tree_size DESC LIMIT 1", ())
+
+    async def get_checkpoint(self, tree_size: int) -> CheckpointRecord | None:
+        return await self._one_checkpoint("WHERE tree_size = ?", (tree_size,))
+
+    async def first_checkpoint_covering(self, leaf_index: int) -> CheckpointRecord | None:
+        return await self._one_checkpoint(
+            "WHERE tree_size > ? ORDER BY tree_size LIMIT 1", (leaf_index,)
+        )
+
+    async def _one_checkpoint(self, where: str, args: tuple[Any, ...]) -> CheckpointRecord | None:
+        def run(conn: sqlite3.Connection) -> CheckpointRecord | None:
+            row = conn.execute(
+                "SELECT tree_size, root_hash, timestamp_ns, note, key_id"
+                f" FROM checkpoints {where}",
+                args,
+            ).fetchone()
+            return _checkpoint(row) if row else None
+
+        return await self._read(run)
