@@ -1,0 +1,77 @@
+"""Service configuration: one dataclass, filled from flags and SHOTSTAMP_* variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Config", "ENV_VARS"]
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    origin: str = "shotstamp.local/log"
+    signing_key_file: Path | None = None  # default: <data_dir>/signing.key
+    seal_interval: float = 1.0
+    max_upload_bytes: int = 32 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_frames: int = 1000
+    max_text_length: int = 500
+    fingerprint_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    wait_timeout: float = 15.0
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "shotstamp.db"
+
+    @property
+    def key_path(self) -> Path:
+        return self.signing_key_file or self.data_dir / "signing.key"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Defaults, then SHOTSTAMP_* variables, then explicit overrides (flags)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = ENV_VARS.get(f.name)
+            if name and name in env:
+                values[f.name] = _parse(f.type, env[name], name)
+        config = cls(**values)
+        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+# One place that names every environment variable (the README's table mirrors it).
+ENV_VARS: dict[str, str] = {
+    "data_dir": "SHOTSTAMP_DATA_DIR",
+    "host": "SHOTSTAMP_HOST",
+    "port": "SHOTSTAMP_PORT",
+    "origin": "SHOTSTAMP_ORIGIN",
+    "signing_key_file": "SHOTSTAMP_SIGNING_KEY_FILE",
+    "seal_interval": "SHOTSTAMP_SEAL_INTERVAL",
+    "max_upload_bytes": "SHOTSTAMP_MAX_UPLOAD_BYTES",
+    "max_pixels": "SHOTSTAMP_MAX_PIXELS",
+    "max_frames": "SHOTSTAMP_MAX_FRAMES",
+    "fingerprint_workers": "SHOTSTAMP_FINGERPRINT_WORKERS",
+    "wait_timeout": "SHOTSTAMP_WAIT_TIMEOUT",
+}
+
+
+def _parse(kind: Any, raw: str, name: str) -> Any:
+    kind = str(kind)
+    try:
+        if "Path" in kind:
+            return Path(raw)
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not a valid {kind}") from exc
+    return raw

@@ -1,0 +1,218 @@
+"""Registration decisions: new, already yours, or a copy of someone else's photo.
+
+The rule (one place): among the index's `copy` matches and exact byte
+duplicates, the earliest registration decides. If it is the uploader's own,
+the upload is answered with it (200); if it is another seller's, the upload is
+a conflict (409) and nothing is stored; with no copy match it is new (201).
+
+Race safety: between the index search and the reservation of the new
+fingerprint there is no `await`, so in one process two simultaneous uploads of
+the same photo cannot both pass; the second sees the first's reservation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from array import array
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .auth import Principal
+from .fingerprint import Fingerprint
+from .matching import Match, Matcher
+from .records import NewRegistration, Registration, format_time, new_registration_id, utc_now
+from .store import DuplicateIdempotencyKey, Store
+
+__all__ = ["Outcome", "Owners", "Registry", "ResolvedMatch"]
+
+log = logging.getLogger(__name__)
+
+# Reservation refs live far above any store sequence number, so that every
+# committed registration sorts before every reservation still in flight.
+_RESERVATION_BASE = 1 << 62
+
+
+class Owners:
+    """Which seller owns each indexed ref, compactly (one int32 per registration)."""
+
+    def __init__(self) -> None:
+        self._by_seq = array("i")
+        self._names: list[str] = []
+        self._ids: dict[str, int] = {}
+        self._reserved: dict[int, str] = {}
+
+    def set(self, ref: int, seller: str) -> None:
+        if ref >= _RESERVATION_BASE:
+            self._reserved[ref] = seller
+            return
+        code = self._ids.get(seller)
+        if code is None:
+            code = self._ids[seller] = len(self._names)
+            self._names.append(seller)
+        if ref >= len(self._by_seq):
+            self._by_seq.extend(itertools.repeat(-1, ref + 1 - len(self._by_seq)))
+        self._by_seq[ref] = code
+
+    def get(self, ref: int) -> str | None:
+        if ref >= _RESERVATION_BASE:
+            return self._reserved.get(ref)
+        if ref < len(self._by_seq) and self._by_seq[ref] >= 0:
+            return self._names[self._by_seq[ref]]
+        return None
+
+    def drop_reservation(self, ref: int) -> None:
+        self._reserved.pop(ref, None)
+
+
+@dataclass(frozen=True)
+class ResolvedMatch:
+    """A match with the registration it points at."""
+
+    registration: Registration
+    distances: dict[str, float | int]
+    verdict: Literal["copy", "similar"]
+    exact: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: Literal["created", "existing", "conflict"]
+    registration: Registration | None = None
+    matches: list[ResolvedMatch] = field(default_factory=list)
+
+
+FingerprintFn = Callable[[bytes], Awaitable[Fingerprint]]
+
+
+class Registry:
+    def __init__(self, store: Store, matcher: Matcher, fingerprint: FingerprintFn) -> None:
+        self.store = store
+        self.matcher = matcher
+        self.owners = Owners()
+        self._fingerprint = fingerprint
+        self._reservations = itertools.count(_RESERVATION_BASE)
+        self._inflight: dict[int, asyncio.Future[Registration]] = {}
+        self.indexed_through = 0  # highest store seq the index has seen
+
+    async def load_index(self) -> int:
+        """Add every stored registration not yet in the index; returns how many."""
+        added = 0
+        async for stored in self.store.iter_fingerprints(after_seq=self.indexed_through):
+            fp = Fingerprint.from_store(
+                stored.sha256, stored.perceptual, stored.features, stored.width, stored.height
+            )
+            self.matcher.add(stored.seq, fp)
+            self.owners.set(stored.seq, stored.seller)
+            self.indexed_through = max(self.indexed_through, stored.seq)
+            added += 1
+        return added
+
+    async def fingerprint(self, data: bytes) -> Fingerprint:
+        return await self._fingerprint(data)
+
+    def _copy_refs(self, matches: list[Match]) -> list[int]:
+        return sorted(m.ref for m in matches if m.verdict == "copy")
+
+    async def register(
+        self,
+        who: Principal,
+        data: bytes,
+        *,
+        title: str | None = None,
+        reference: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        if idempotency_key is not None:
+            earlier = await self.store.find_by_idempotency_key(who.seller, idempotency_key)
+            if earlier is not None:
+                return Outcome("existing", earlier)
+        fp = await self.fingerprint(data)
+        exact = await self.store.find_by_sha256(fp.sha256)
+
+        # From here to the reservation: no await (see the module docstring).
+        matches = self.matcher.search(fp)
+        candidates = sorted({*self._copy_refs(matches), *(r.seq for r in exact)})
+        if candidates:
+            first = candidates[0]
+            owner = self.owners.get(first)
+            if owner == who.seller:
+                return Outcome("existing", await self._registration_for(first))
+            if owner is not None:
+                resolved = await self.resolve(matches, exact, only_copies=True)
+                others = [m for m in resolved if m.registration.seller != who.seller]
+                return Outcome("conflict", None, others)
+
+        ref = next(self._reservations)
+        self.matcher.add(ref, fp)
+        self.owners.set(ref, who.seller)
+        future: asyncio.Future[Registration] = asyncio.get_running_loop().create_future()
+        self._inflight[ref] = future
+        perceptual, features = fp.to_store()
+        new = NewRegistration(
+            id=new_registration_id(),
+            seller=who.seller,
+            sha256=fp.sha256,
+            perceptual=perceptual,
+            received_at=format_time(utc_now()),
+            width=fp.width,
+            height=fp.height,
+            title=title,
+            reference=reference,
+            idempotency_key=idempotency_key,
+            features=features,
+        )
+        try:
+            registration = await self.store.add_registration(new)
+        except DuplicateIdempotencyKey as dup:
+            future.set_result(dup.existing)
+            return Outcome("existing", dup.existing)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody logs it twice
+            raise
+        finally:
+            self.matcher.discard(ref)
+            self.owners.drop_reservation(ref)
+            self._inflight.pop(ref, None)
+        future.set_result(registration)
+        self.matcher.add(registration.seq, fp)
+        self.owners.set(registration.seq, registration.seller)
+        self.indexed_through = max(self.indexed_through, registration.seq)
+        return Outcome("created", registration)
+
+    async def _registration_for(self, ref: int) -> Registration:
+        inflight = self._inflight.get(ref)
+        if inflight is not None:
+            return await asyncio.shield(inflight)
+        found = await self.store.get_registrations([ref])
+        return found[ref]
+
+    async def resolve(
+        self,
+        matches: list[Match],
+        exact: list[Registration] | None = None,
+        *,
+        only_copies: bool = False,
+    ) -> list[ResolvedMatch]:
+        """Attach registrations to matches, oldest first; exact duplicates count as copies."""
+        by_ref = {m.ref: m for m in matches if m.ref < _RESERVATION_BASE}
+        if only_copies:
+            by_ref = {ref: m for ref, m in by_ref.items() if m.verdict == "copy"}
+        exact = exact or []
+        registrations = await self.store.get_registrations(by_ref)
+        out: dict[int, ResolvedMatch] = {}
+        for reg in exact:
+            distances = dict(by_ref[reg.seq].distances) if reg.seq in by_ref else {}
+            out[reg.seq] = ResolvedMatch(reg, distances, "copy", exact=True)
+        for ref, match in by_ref.items():
+            if ref not in out and ref in registrations:
+                out[ref] = ResolvedMatch(registrations[ref], dict(match.distances), match.verdict)
+        return [out[ref] for ref in sorted(out)]
+
+    async def check(self, data: bytes) -> tuple[Fingerprint, list[ResolvedMatch]]:
+        fp = await self.fingerprint(data)
+        exact = await self.store.find_by_sha256(fp.sha256)
+        return fp, await self.resolve(self.matcher.search(fp), exact)
