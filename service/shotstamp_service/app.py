@@ -1,0 +1,135 @@
+"""The aiohttp application: factory, middlewares and the lifecycle of its parts.
+
+Start-up order (cleanup_ctx, undone in reverse): store → signing key →
+fingerprint pool → registry (index rebuilt from the store) → sealer.
+On shutdown the sealer seals whatever is still pending before the store closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from .config import Config
+from .errors import ApiError
+from .fingerprint import DecodeLimits, ImageRejected
+from .keys import CONFIG, POOL, REGISTRY, SEALER, SIGNER, STORE
+from .matching import Matcher
+from .pool import FingerprintPool
+from .registry import Registry
+from .routes import routes
+from .sealer import Sealer
+from .signer import LogSigner, load_or_create_key
+from .store import Store, StoreError
+from .store.sqlite import SQLiteStore
+
+__all__ = ["create_app", "make_store"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def make_store(config: Config) -> Store:
+    return SQLiteStore(config.database_path)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as JSON `{"error", "message"}`; nothing else leaks."""
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = web.json_response(exc.body(), status=exc.status)
+        if exc.status == 429 and "retry_after" in exc.extra:
+            response.headers["Retry-After"] = str(exc.extra["retry_after"])
+    except ImageRejected as exc:
+        response = web.json_response({"error": exc.code, "message": exc.message}, status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        response = web.json_response(
+            {"error": code, "message": exc.text or exc.reason}, status=exc.status
+        )
+    except StoreError:
+        log.exception("store failure on %s %s", request.method, request.path)
+        response = web.json_response(
+            {"error": "unavailable", "message": "storage is unavailable; retry shortly"},
+            status=503,
+            headers={"Retry-After": "1"},
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = web.json_response(
+            {"error": "internal", "message": f"internal error; request id {request_id}"},
+            status=500,
+        )
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = make_store(app[CONFIG])
+    await store.open()
+    app[STORE] = store
+    yield
+    await store.close()
+
+
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    pool = FingerprintPool(
+        config.fingerprint_workers,
+        DecodeLimits(max_pixels=config.max_pixels, max_frames=config.max_frames),
+    )
+    app[POOL] = pool
+    yield
+    pool.close()
+
+
+async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
+    registry = Registry(app[STORE], Matcher(), app[POOL])
+    count = await registry.load_index()
+    log.info("index loaded with %d registrations", count)
+    app[REGISTRY] = registry
+    yield
+
+
+async def _sealer_ctx(app: web.Application) -> AsyncIterator[None]:
+    sealer = Sealer(app[STORE], app[SIGNER], interval=app[CONFIG].seal_interval)
+    await sealer.load()
+    app[SEALER] = sealer
+    task = asyncio.create_task(sealer.run(), name="sealer")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    # Seal what the last uploads left pending so a clean stop leaves nothing waiting.
+    try:
+        while await sealer.seal_once() is not None:
+            pass
+    except Exception:
+        log.exception("final seal failed; pending registrations will be sealed at next start")
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware],
+        # The upload handler streams multipart itself with its own cap; this only
+        # bounds bodies read whole (none are, today).
+        client_max_size=config.max_upload_bytes + 65536,
+    )
+    app[CONFIG] = config
+    app[SIGNER] = LogSigner(config.origin, load_or_create_key(config.key_path))
+    app.add_routes(routes)
+    app.cleanup_ctx.extend([_store_ctx, _pool_ctx, _registry_ctx, _sealer_ctx])
+    return app

@@ -1,0 +1,128 @@
+"""`shotstamp-service`: run the service and administer its API keys.
+
+    shotstamp-service --data-dir DIR serve [--host H] [--port P]
+    shotstamp-service --data-dir DIR keys create --seller NAME [--role seller|staff]
+    shotstamp-service --data-dir DIR keys list
+    shotstamp-service --data-dir DIR keys revoke KEY_ID
+
+Exit status: 0 success, 1 the operation failed, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from . import __version__
+from .app import create_app, make_store
+from .auth import issue_key
+from .config import Config
+from .records import format_time, utc_now
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shotstamp-service", description="shotstamp service and administration"
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="holds the SQLite database and signing key (env SHOTSTAMP_DATA_DIR; default ./data)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", help="listen address (env SHOTSTAMP_HOST; default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (env SHOTSTAMP_PORT; default 8080)")
+
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(dest="key_command", required=True)
+    create = key_commands.add_parser("create", help="create a key and print it (shown once)")
+    create.add_argument("--seller", required=True, help="the seller (or staff member) name")
+    create.add_argument("--role", choices=["seller", "staff"], default="seller")
+    create.add_argument("--label", help="a note to recognise the key by in 'keys list'")
+    key_commands.add_parser("list", help="list keys (never their secrets)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    return parser
+
+
+def _serve(config: Config) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # run_app turns SIGTERM/SIGINT into a graceful stop: stop accepting, let
+    # in-flight requests finish, run cleanup (which seals what is pending).
+    web.run_app(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        shutdown_timeout=30,
+        print=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    return 0
+
+
+async def _keys(config: Config, args: argparse.Namespace) -> int:
+    store = make_store(config)
+    await store.open()
+    try:
+        if args.key_command == "create":
+            seller = args.seller.strip()
+            if not seller or any(c.isspace() for c in seller) or len(seller) > 100:
+                print("error: --seller must be 1-100 characters without spaces", file=sys.stderr)
+                return 2
+            secret, record = issue_key(seller, args.role, args.label)
+            await store.add_api_key(record)
+            print(secret)
+            return 0
+        if args.key_command == "list":
+            for key in await store.list_api_keys():
+                print(
+                    json.dumps(
+                        {
+                            "key_id": key.key_id,
+                            "seller": key.seller,
+                            "role": key.role,
+                            "created_at": key.created_at,
+                            "revoked_at": key.revoked_at,
+                            "label": key.label,
+                        }
+                    )
+                )
+            return 0
+        if args.key_command == "revoke":
+            if await store.revoke_api_key(args.key_id, format_time(utc_now())):
+                print(f"revoked {args.key_id}", file=sys.stderr)
+                return 0
+            print(f"error: no active key with id {args.key_id}", file=sys.stderr)
+            return 1
+        raise AssertionError(args.key_command)
+    finally:
+        await store.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    config = Config.from_env(
+        data_dir=args.data_dir,
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+    )
+    if args.command == "serve":
+        return _serve(config)
+    return asyncio.run(_keys(config, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""The OpenAPI 3.1 description of HTTP API v1, served at /openapi.json.
+
+Kept beside the handlers and checked against live responses by the tests, so
+plugin authors can generate clients from it and trust it.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from . import __version__
+
+__all__ = ["openapi_document"]
+
+_HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_TIME = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+_UPLOAD = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {
+                    "image": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "JPEG, PNG, WebP, GIF (first frame) or TIFF",
+                    },
+                    "title": {"type": "string", "maxLength": 500},
+                    "reference": {
+                        "type": "string",
+                        "maxLength": 500,
+                        "description": "your own reference, e.g. a SKU",
+                    },
+                },
+            },
+            "encoding": {"image": {"contentType": "image/*, application/octet-stream"}},
+        }
+    },
+}
+
+_AUTH_ERRORS = {
+    "401": _error("missing, unknown or revoked API key"),
+}
+
+_UPLOAD_ERRORS = {
+    "400": _error("malformed multipart body, missing 'image', invalid text field"),
+    "413": _error("body, image dimensions or frame count over the configured limits"),
+    "415": _error("not multipart/form-data, or not an image in a supported format"),
+    "422": _error("an image that cannot be decoded (truncated, corrupt)"),
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string", "description": "stable machine-readable code"},
+            "message": {"type": "string", "description": "what went wrong, in words"},
+        },
+    },
+    "Registration": {
+        "type": "object",
+        "required": ["id", "seller", "sha256", "perceptual", "received_at", "status"],
+        "properties": {
+            "id": {"type": "string"},
+            "seller": {"type": "string"},
+            "sha256": {**_HEX64, "description": "SHA-256 of the uploaded file's bytes"},
+            "perceptual": {
+                "type": "object",
+                "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]+$"},
+                "description": "perceptual hashes of the decoded pixels, lowercase hex",
+            },
+            "received_at": _TIME,
+            "status": {"type": "string", "enum": ["pending", "sealed"]},
+            "width": {"type": "integer"},
+            "height": {"type": "integer"},
+            "title": {"type": "string"},
+            "reference": {"type": "string"},
+            "leaf_index": {"type": "integer", "minimum": 0},
+            "proof": _ref("Proof"),
+        },
+    },
+    "Match": {
+        "type": "object",
+        "required": ["registration_id", "received_at", "distance", "distances", "verdict"],
+        "properties": {
+            "registration_id": {"type": "string"},
+            "received_at": _TIME,
+            "distance": {
+                "type": "number",
+                "description": "distance of the primary fingerprint (see /v1/config)",
+            },
+            "distances": {"type": "object", "additionalProperties": {"type": "number"}},
+            "verdict": {"type": "string", "enum": ["copy", "similar"]},
+            "exact": {"type": "boolean", "description": "the very same file bytes"},
+            "status": {"type": "string", "enum": ["pending", "sealed"]},
+            "proof_url": {"type": "string"},
+            "seller": {"type": "string", "description": "only for your own or to staff"},
+            "title": {"type": "string"},
+            "reference": {"type": "string"},
+        },
+    },
+    "Conflict": {
+        "allOf": [
+            _ref("Error"),
+            {
+                "type": "object",
+                "required": ["matches"],
+                "properties": {"matches": {"type": "array", "items": _ref("Match")}},
+            },
+        ]
+    },
+    "Check": {
+        "type": "object",
+        "required": ["sha256", "perceptual", "matches"],
+        "properties": {
+            "sha256": _HEX64,
+            "perceptual": {"type": "object", "additionalProperties": {"type": "string"}},
+            "matches": {"type": "array", "items": _ref("Match")},
+        },
+    },
+    "Proof": {
+        "type": "object",
+        "required": ["format", "leaf", "leaf_index", "tree_size", "inclusion_path", "checkpoint"],
+        "properties": {
+            "format": {"type": "string", "const": "shotstamp-proof/1"},
+            "leaf": {
+                "type": "object",
+                "required": ["id", "seller", "sha256", "perceptual", "received_at"],
+                "description": "the registration record; its RFC 8785 JSON is the log leaf",
+            },
+            "leaf_hash": _HEX64,
+            "leaf_index": {"type": "integer", "minimum": 0},
+            "tree_size": {"type": "integer", "minimum": 1},
+            "inclusion_path": {"type": "array", "items": _HEX64},
+            "checkpoint": {"type": "string", "description": "C2SP signed checkpoint note"},
+        },
+    },
+    "Pending": {
+        "type": "object",
+        "required": ["id", "status"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"type": "string", "const": "pending"},
+            "message": {"type": "string"},
+        },
+    },
+    "Checkpoint": {
+        "type": "object",
+        "required": ["tree_size", "root_hash", "timestamp", "note"],
+        "properties": {
+            "tree_size": {"type": "integer", "minimum": 0},
+            "root_hash": _HEX64,
+            "timestamp": _TIME,
+            "key_id": {"type": "string"},
+            "note": {"type": "string"},
+        },
+    },
+    "Keys": {
+        "type": "object",
+        "required": ["origin", "keys"],
+        "properties": {
+            "origin": {"type": "string"},
+            "keys": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["key_id", "algorithm", "public_key", "vkey"],
+                    "properties": {
+                        "key_id": {"type": "string", "pattern": "^[0-9a-f]{8}$"},
+                        "algorithm": {"type": "string", "const": "ed25519"},
+                        "public_key": {"type": "string", "description": "base64, 32 bytes"},
+                        "vkey": {"type": "string", "description": "signed-note verifier key"},
+                        "status": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+    "Config": {"type": "object", "additionalProperties": True},
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string"}, "tree_size": {"type": "integer"}},
+    },
+}
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_WAIT = {
+    "name": "wait",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "boolean"},
+    "description": "block until sealed (up to the server's wait timeout) and include the proof",
+}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "shotstamp",
+            "version": __version__,
+            "description": "Register product photos into a signed, append-only Merkle log; "
+            "get offline-verifiable proofs; catch copies at upload.",
+        },
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": {
+            "/v1/registrations": {
+                "post": {
+                    "summary": "Register a photo",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        _WAIT,
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                            "description": "retries with the same key never register twice",
+                        },
+                    ],
+                    "requestBody": _UPLOAD,
+                    "responses": {
+                        "201": _json(_ref("Registration"), "registered"),
+                        "200": _json(
+                            _ref("Registration"),
+                            "you already registered this photo or a near-duplicate of it",
+                        ),
+                        "409": _json(_ref("Conflict"), "a copy of another seller's photo"),
+                        **_AUTH_ERRORS,
+                        **_UPLOAD_ERRORS,
+                    },
+                }
+            },
+            "/v1/checks": {
+                "post": {
+                    "summary": "Look for earlier registrations of a photo without registering",
+                    "security": [{"bearer": []}],
+                    "requestBody": _UPLOAD,
+                    "responses": {
+                        "200": _json(_ref("Check"), "fingerprints and matches"),
+                        **_AUTH_ERRORS,
+                        **_UPLOAD_ERRORS,
+                    },
+                }
+            },
+            "/v1/registrations/{id}": {
+                "get": {
+                    "summary": "One of your registrations (staff: any)",
+                    "security": [{"bearer": []}],
+                    "parameters": [_ID],
+                    "responses": {
+                        "200": _json(_ref("Registration"), "the registration"),
+                        "404": _error("no such registration visible to you"),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/v1/registrations/{id}/proof": {
+                "get": {
+                    "summary": "The inclusion proof bundle of a sealed registration",
+                    "security": [{"bearer": []}],
+                    "parameters": [_ID, _WAIT],
+                    "responses": {
+                        "200": _json(_ref("Proof"), "the proof"),
+                        "202": _json(_ref("Pending"), "not sealed yet"),
+                        "404": _error("no such registration visible to you"),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/v1/checkpoints/latest": {
+                "get": {
+                    "summary": "The latest signed checkpoint",
+                    "responses": {
+                        "200": _json(_ref("Checkpoint"), "checkpoint"),
+                        "503": _error("no checkpoint published yet"),
+                    },
+                }
+            },
+            "/v1/checkpoints/{size}": {
+                "get": {
+                    "summary": "The checkpoint published at this tree size",
+                    "parameters": [
+                        {
+                            "name": "size",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer", "minimum": 0},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json(_ref("Checkpoint"), "checkpoint"),
+                        "400": _error("not a tree size"),
+                        "404": _error("no checkpoint at that size"),
+                    },
+                }
+            },
+            "/v1/keys": {
+                "get": {
+                    "summary": "The log's origin and public keys",
+                    "responses": {"200": _json(_ref("Keys"), "keys")},
+                }
+            },
+            "/v1/config": {
+                "get": {
+                    "summary": "Limits and the matching rule in use",
+                    "responses": {"200": _json(_ref("Config"), "configuration")},
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness",
+                    "responses": {"200": _json(_ref("Health"), "healthy")},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+                }
+            },
+        },
+    }

@@ -1,0 +1,341 @@
+"""HTTP API v1: thin handlers that parse, call the domain code, and shape JSON."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from .auth import Principal, authenticate, parse_bearer
+from .errors import ApiError
+from .keys import CONFIG, REGISTRY, SEALER, SIGNER, STORE
+from .openapi import openapi_document
+from .proofs import proof_bundle
+from .records import CheckpointRecord, Registration, format_time
+from .registry import ResolvedMatch
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+_TRUE = {"1", "true", "yes"}
+
+
+# -- helpers -----------------------------------------------------------------
+async def require_principal(request: web.Request) -> Principal:
+    token = parse_bearer(request.headers.get("Authorization"))
+    if token is None:
+        raise ApiError(401, "unauthorized", "send an API key as 'Authorization: Bearer <key>'")
+    principal = await authenticate(request.app[STORE], token)
+    if principal is None:
+        raise ApiError(401, "unauthorized", "the API key is unknown or revoked")
+    return principal
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in _TRUE
+
+
+def registration_json(reg: Registration, *, proof: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": reg.id,
+        "seller": reg.seller,
+        "sha256": reg.sha256,
+        "perceptual": reg.perceptual,
+        "received_at": reg.received_at,
+        "status": "sealed" if reg.sealed else "pending",
+        "width": reg.width,
+        "height": reg.height,
+    }
+    if reg.title is not None:
+        body["title"] = reg.title
+    if reg.reference is not None:
+        body["reference"] = reg.reference
+    if reg.leaf_index is not None:
+        body["leaf_index"] = reg.leaf_index
+    if proof is not None:
+        body["proof"] = proof
+    return body
+
+
+def match_json(request: web.Request, match: ResolvedMatch, viewer: Principal) -> dict[str, Any]:
+    """One match; another seller's registration shows only what a dispute needs."""
+    reg = match.registration
+    primary = request.app[REGISTRY].matcher.describe().get("primary", "")
+    distance = 0 if match.exact else match.distances.get(primary, min(match.distances.values()))
+    body: dict[str, Any] = {
+        "registration_id": reg.id,
+        "received_at": reg.received_at,
+        "distance": distance,
+        "distances": match.distances,
+        "verdict": match.verdict,
+        "exact": match.exact,
+        "status": "sealed" if reg.sealed else "pending",
+        "proof_url": f"/v1/registrations/{reg.id}/proof",
+    }
+    if viewer.is_staff or reg.seller == viewer.seller:
+        body["seller"] = reg.seller
+        if reg.title is not None:
+            body["title"] = reg.title
+        if reg.reference is not None:
+            body["reference"] = reg.reference
+    return body
+
+
+def checkpoint_json(cp: CheckpointRecord) -> dict[str, Any]:
+    return {
+        "tree_size": cp.tree_size,
+        "root_hash": cp.root_hash.hex(),
+        "timestamp": format_time(cp.timestamp),
+        "key_id": cp.key_id,
+        "note": cp.note,
+    }
+
+
+async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
+    """The `image` file part (streamed, capped) and the text fields of a multipart body."""
+    config = request.app[CONFIG]
+    if request.content_type != "multipart/form-data":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send multipart/form-data with an 'image' file field, not {request.content_type!r}",
+        )
+    if request.content_length is not None and request.content_length > config.max_upload_bytes + 65536:
+        raise ApiError(
+            413, "body_too_large", f"the body is larger than {config.max_upload_bytes} bytes"
+        )
+    try:
+        reader = await request.multipart()
+    except (ValueError, AssertionError) as exc:
+        raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc}") from exc
+    image: bytes | None = None
+    texts: dict[str, str] = {}
+    try:
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                raise ApiError(400, "bad_multipart", "nested multipart bodies are not accepted")
+            name = part.name
+            if name == "image":
+                if image is not None:
+                    raise ApiError(400, "too_many_files", "send exactly one file in 'image'")
+                image = await _read_capped(part, config.max_upload_bytes)
+            elif name in ("title", "reference"):
+                raw = await _read_capped(part, config.max_text_length * 4)
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise ApiError(400, "invalid_text", f"'{name}' is not valid UTF-8") from exc
+                if len(text) > config.max_text_length:
+                    raise ApiError(
+                        400,
+                        "invalid_text",
+                        f"'{name}' is longer than {config.max_text_length} characters",
+                    )
+                texts[name] = text
+            else:
+                await part.release()
+    except ApiError:
+        raise
+    except (ValueError, AssertionError, RuntimeError) as exc:
+        raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc}") from exc
+    if image is None:
+        raise ApiError(400, "missing_image", "the multipart body has no 'image' file field")
+    if not image:
+        raise ApiError(400, "empty_image", "the 'image' field is empty")
+    return image, texts
+
+
+async def _read_capped(part: BodyPartReader, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await part.read_chunk(65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", f"'{part.name}' is larger than {limit} bytes")
+        chunks.append(chunk)
+
+
+async def wait_until_sealed(request: web.Request, reg: Registration) -> Registration:
+    """Poll (woken by the local sealer) until sealed or the wait timeout passes."""
+    store, sealer = request.app[STORE], request.app[SEALER]
+    deadline = time.monotonic() + request.app[CONFIG].wait_timeout
+    while not reg.sealed:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return reg
+        await sealer.wait_for_seal(min(remaining, 0.5))
+        fresh = await store.get_registration(reg.id)
+        if fresh is not None:
+            reg = fresh
+    return reg
+
+
+async def _visible_registration(request: web.Request, who: Principal) -> Registration:
+    reg = await request.app[STORE].get_registration(request.match_info["id"])
+    # Another seller's registration is indistinguishable from a missing one.
+    if reg is None or not (who.is_staff or reg.seller == who.seller):
+        raise ApiError(404, "not_found", "no such registration")
+    return reg
+
+
+# -- registrations -------------------------------------------------------------
+@routes.post("/v1/registrations")
+async def create_registration(request: web.Request) -> web.Response:
+    who = await require_principal(request)
+    image, texts = await read_upload(request)
+    idempotency_key = request.headers.get("Idempotency-Key")
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-200 characters")
+    outcome = await request.app[REGISTRY].register(
+        who,
+        image,
+        title=texts.get("title"),
+        reference=texts.get("reference"),
+        idempotency_key=idempotency_key,
+    )
+    if outcome.kind == "conflict":
+        matches = [match_json(request, m, who) for m in outcome.matches]
+        first = matches[0]
+        raise ApiError(
+            409,
+            "conflict",
+            f"this image is a copy of registration {first['registration_id']}, "
+            f"registered at {first['received_at']} by another seller",
+            matches=matches,
+        )
+    assert outcome.registration is not None
+    reg = outcome.registration
+    proof = None
+    if _flag(request, "wait"):
+        reg = await wait_until_sealed(request, reg)
+        if reg.sealed:
+            proof = await proof_bundle(request.app[STORE], reg)
+    status = 201 if outcome.kind == "created" else 200
+    return web.json_response(
+        registration_json(reg, proof=proof),
+        status=status,
+        headers={"Location": f"/v1/registrations/{reg.id}"},
+    )
+
+
+@routes.post("/v1/checks")
+async def create_check(request: web.Request) -> web.Response:
+    who = await require_principal(request)
+    image, _ = await read_upload(request)
+    fp, matches = await request.app[REGISTRY].check(image)
+    return web.json_response(
+        {
+            "sha256": fp.sha256,
+            "perceptual": fp.perceptual(),
+            "matches": [match_json(request, m, who) for m in matches],
+        }
+    )
+
+
+@routes.get("/v1/registrations/{id}")
+async def get_registration(request: web.Request) -> web.Response:
+    who = await require_principal(request)
+    reg = await _visible_registration(request, who)
+    return web.json_response(registration_json(reg))
+
+
+@routes.get("/v1/registrations/{id}/proof")
+async def get_proof(request: web.Request) -> web.Response:
+    who = await require_principal(request)
+    reg = await _visible_registration(request, who)
+    if not reg.sealed and _flag(request, "wait"):
+        reg = await wait_until_sealed(request, reg)
+    if not reg.sealed:
+        return web.json_response(
+            {"id": reg.id, "status": "pending", "message": "not sealed yet; retry shortly"},
+            status=202,
+            headers={"Retry-After": "1"},
+        )
+    return web.json_response(await proof_bundle(request.app[STORE], reg))
+
+
+# -- the log -------------------------------------------------------------------
+@routes.get("/v1/checkpoints/latest")
+async def latest_checkpoint(request: web.Request) -> web.Response:
+    cp = await request.app[STORE].latest_checkpoint()
+    if cp is None:
+        raise ApiError(503, "no_checkpoint", "the log has not published a checkpoint yet")
+    return web.json_response(checkpoint_json(cp))
+
+
+@routes.get("/v1/checkpoints/{size}")
+async def checkpoint_at(request: web.Request) -> web.Response:
+    raw = request.match_info["size"]
+    if not raw.isdigit():
+        raise ApiError(400, "invalid_size", "checkpoint size must be a non-negative integer")
+    cp = await request.app[STORE].get_checkpoint(int(raw))
+    if cp is None:
+        raise ApiError(404, "not_found", f"the log published no checkpoint at size {raw}")
+    return web.json_response(checkpoint_json(cp))
+
+
+@routes.get("/v1/keys")
+async def keys(request: web.Request) -> web.Response:
+    signer = request.app[SIGNER]
+    verifier = signer.verifier
+    return web.json_response(
+        {
+            "origin": signer.origin,
+            "keys": [
+                {
+                    "key_id": signer.key_id,
+                    "algorithm": "ed25519",
+                    "public_key": base64.b64encode(verifier.public_key_raw).decode(),
+                    "vkey": verifier.vkey,
+                    "status": "active",
+                }
+            ],
+        }
+    )
+
+
+@routes.get("/v1/config")
+async def config(request: web.Request) -> web.Response:
+    cfg = request.app[CONFIG]
+    return web.json_response(
+        {
+            "origin": request.app[SIGNER].origin,
+            "seal_interval_seconds": cfg.seal_interval,
+            "limits": {
+                "max_upload_bytes": cfg.max_upload_bytes,
+                "max_pixels": cfg.max_pixels,
+                "max_frames": cfg.max_frames,
+                "max_text_length": cfg.max_text_length,
+            },
+            "matching": request.app[REGISTRY].matcher.describe(),
+        }
+    )
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    sealer = request.app[SEALER]
+    last = sealer.last_checkpoint
+    return web.json_response(
+        {
+            "status": "ok",
+            "tree_size": sealer.tree_size,
+            "last_seal": format_time(last.timestamp) if last else None,
+            "indexed": len(request.app[REGISTRY].matcher),
+        }
+    )
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
