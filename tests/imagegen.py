@@ -1,0 +1,59 @@
+"""Synthetic photographs for tests: textured scenes that differ from seed to seed.
+
+Real photos are not committed to the repository; these stand in where a test
+needs distinct, natural-looking pictures. Each is smooth multi-scale noise
+(like lighting and texture) with a few shapes on top, so different seeds give
+pictures whose perceptual hashes are far apart, as different photos' are.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+def photo(seed: int, size: tuple[int, int] = (640, 480)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    width, height = size
+    canvas = np.zeros((height, width, 3), dtype=np.float64)
+    for cells, weight in ((3, 1.0), (7, 0.5), (17, 0.25), (41, 0.12)):
+        field = rng.random((cells, cells, 3))
+        layer = Image.fromarray((field * 255).astype(np.uint8)).resize(
+            (width, height), Image.BICUBIC
+        )
+        canvas += weight * np.asarray(layer, dtype=np.float64)
+    canvas = canvas / canvas.max() * 255
+    image = Image.fromarray(canvas.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(3, 7))):
+        x0, y0 = rng.integers(0, width - 40), rng.integers(0, height - 40)
+        x1 = x0 + rng.integers(30, max(31, width // 2))
+        y1 = y0 + rng.integers(30, max(31, height // 2))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            draw.ellipse((x0, y0, x1, y1), fill=colour)
+        else:
+            draw.rectangle((x0, y0, x1, y1), fill=colour)
+    return image
+
+
+def encode(image: Image.Image, fmt: str = "JPEG", **options: object) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "JPEG":
+        options.setdefault("quality", 92)
+        image = image.convert("RGB")
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def jpeg(seed: int, size: tuple[int, int] = (640, 480), quality: int = 92) -> bytes:
+    return encode(photo(seed, size), "JPEG", quality=quality)
+
+
+def recompressed_copy(data: bytes, scale: float = 0.6, quality: int = 55) -> bytes:
+    """What a thief does: decode, shrink, save again at lower quality."""
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = image.size
+    return encode(image.resize((int(w * scale), int(h * scale)), Image.LANCZOS), quality=quality)
