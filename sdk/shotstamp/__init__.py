@@ -57,11 +57,22 @@ from shotstamp.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from shotstamp.verify import (
+    CHECKS,
+    FORMAT,
+    LEAF_FIELDS,
+    ProofBundle,
+    VerifiedProof,
+    verify_proof,
+)
 
 __all__ = [
     "ALG_ED25519",
+    "CHECKS",
     "EMPTY_ROOT",
+    "FORMAT",
     "HASH_SIZE",
+    "LEAF_FIELDS",
     "LEAF_PREFIX",
     "MAX_SAFE_INTEGER",
     "MAX_SIGNATURES",
@@ -76,6 +87,7 @@ __all__ = [
     "NoteSignature",
     "NoteSigner",
     "NoteVerifier",
+    "ProofBundle",
     "RateLimited",
     "RootMismatchError",
     "ServerError",
@@ -84,6 +96,7 @@ __all__ = [
     "TransportError",
     "ValidationError",
     "VerificationError",
+    "VerifiedProof",
     "canonical_json",
     "consistency_proof",
     "decomp_incl_proof",
@@ -104,4 +117,5 @@ __all__ = [
     "subtree_ranges_for_inclusion",
     "verify_consistency",
     "verify_inclusion",
+    "verify_proof",
 ]
