@@ -71,9 +71,9 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _hex_hash(field_name: str, value: Any) -> bytes:
+def _hex_hash(field_name: str, value: Any, which: str = "") -> bytes:
     if not isinstance(value, str) or not _HEX_HASH.fullmatch(value):
-        raise _malformed(field_name, f"must be {2 * HASH_SIZE} lowercase hex digits")
+        raise _malformed(field_name, f"{which}must be {2 * HASH_SIZE} lowercase hex digits")
     return bytes.fromhex(value)
 
 
@@ -142,7 +142,11 @@ class ProofBundle:
                 decoded = json.loads(
                     data, object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant
                 )
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            except MalformedProofError:
+                raise
+            # ValueError also covers bad encodings and integers too long to
+            # convert; RecursionError, nesting deeper than the parser allows.
+            except (ValueError, RecursionError) as exc:
                 raise MalformedProofError(f"malformed proof bundle: not JSON: {exc}") from exc
         else:
             decoded = data
@@ -169,7 +173,10 @@ class ProofBundle:
             leaf=decoded["leaf"],
             leaf_index=decoded["leaf_index"],
             tree_size=decoded["tree_size"],
-            inclusion_path=tuple(_hex_hash("inclusion_path", element) for element in path),
+            inclusion_path=tuple(
+                _hex_hash("inclusion_path", element, f"element {position} ")
+                for position, element in enumerate(path)
+            ),
             checkpoint=decoded["checkpoint"],
             leaf_hash=None if raw_leaf_hash is None else _hex_hash("leaf_hash", raw_leaf_hash),
             extras={k: v for k, v in decoded.items() if k not in _KNOWN_KEYS},

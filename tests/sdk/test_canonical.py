@@ -26,7 +26,7 @@ _json_values = st.recursive(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(_json_values)
 def test_matches_rfc8785_package(value: Any) -> None:
     assert canonical_json(value) == rfc8785.dumps(value)
@@ -40,7 +40,7 @@ _key_chars = st.sampled_from(
 _keys = st.text(_key_chars | st.characters(codec="utf-8"), max_size=4)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.dictionaries(_keys, st.integers(0, 9)))
 def test_key_order_matches_rfc8785_package(value: dict[str, int]) -> None:
     assert canonical_json(value) == rfc8785.dumps(value)

@@ -508,6 +508,55 @@ def test_single_bit_flips_in_consistency_proofs_fail(
         verify_consistency(size1, size2, wrong, root_hash(leaves[:size1]), root_hash(leaves))
 
 
+def _every_bit_flip(proof: list[bytes]) -> list[list[bytes]]:
+    flips = []
+    for k, element in enumerate(proof):
+        for bit in range(8 * len(element)):
+            flipped = bytearray(element)
+            flipped[bit // 8] ^= 1 << (bit % 8)
+            flips.append([*proof[:k], bytes(flipped), *proof[k + 1 :]])
+    return flips
+
+
+@pytest.mark.parametrize(("index", "size", "path"), REF_INCLUSION[1:])
+def test_every_bit_flip_of_an_inclusion_proof_fails(
+    index: int, size: int, path: list[bytes]
+) -> None:
+    flips = _every_bit_flip(path)
+    assert len(flips) == 256 * len(path)
+    for wrong in flips:
+        with pytest.raises(RootMismatchError):
+            verify_inclusion(index, size, LEAVES[index], wrong, ROOTS[size])
+
+
+@pytest.mark.parametrize(("size1", "size2", "path"), REF_CONSISTENCY[1:])
+def test_every_bit_flip_of_a_consistency_proof_fails(
+    size1: int, size2: int, path: list[bytes]
+) -> None:
+    for wrong in _every_bit_flip(path):
+        with pytest.raises(RootMismatchError):
+            verify_consistency(size1, size2, wrong, ROOTS[size1], ROOTS[size2])
+
+
+@settings(max_examples=30, deadline=None)
+@given(_size_and_index, st.data())
+def test_single_bit_flips_in_inclusion_proofs_fail(
+    size_index: tuple[int, int], data: st.DataObject
+) -> None:
+    size, index = size_index
+    leaves = _tree(size)
+    proof = inclusion_proof(leaves, index)
+    if not proof:
+        return
+    k = data.draw(st.integers(0, len(proof) - 1))
+    bit = data.draw(st.integers(0, 8 * HASH_SIZE - 1))
+    flipped = bytearray(proof[k])
+    flipped[bit // 8] ^= 1 << (bit % 8)
+    wrong = [*proof[:k], bytes(flipped), *proof[k + 1 :]]
+    with pytest.raises(RootMismatchError):
+        verify_inclusion(index, size, leaves[index], wrong, root_hash(leaves))
+
+
 # --- which stored nodes a proof needs ----------------------------------------
 
 
@@ -594,7 +643,7 @@ def _fewest_nodes(begin: int, end: int) -> int:
     return best
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(st.integers(0, 200).flatmap(lambda b: st.tuples(st.just(b), st.integers(b, b + 200))))
 def test_decompose_range_tiles_with_fewest_complete_subtrees(bounds: tuple[int, int]) -> None:
     begin, end = bounds

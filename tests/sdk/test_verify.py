@@ -281,8 +281,16 @@ def _bundle_dict(**changes: Any) -> dict[str, Any]:
         (_bundle_dict(leaf_index=True), "leaf_index", "must be a non-negative integer"),
         (_bundle_dict(tree_size="7"), "tree_size", "must be a non-negative integer"),
         (_bundle_dict(inclusion_path="ab"), "inclusion_path", "must be a list"),
-        (_bundle_dict(inclusion_path=["AB" * 32]), "inclusion_path", "64 lowercase hex digits"),
-        (_bundle_dict(inclusion_path=["ab" * 31]), "inclusion_path", "64 lowercase hex digits"),
+        (
+            _bundle_dict(inclusion_path=["ab" * 32, "AB" * 32]),
+            "inclusion_path",
+            "element 1 must be 64 lowercase hex digits",
+        ),
+        (
+            _bundle_dict(inclusion_path=["ab" * 31]),
+            "inclusion_path",
+            "element 0 must be 64 lowercase hex digits",
+        ),
         (_bundle_dict(leaf_hash="00"), "leaf_hash", "64 lowercase hex digits"),
         (_bundle_dict(checkpoint=""), "checkpoint", "must be a non-empty string"),
         ({k: v for k, v in _bundle_dict().items() if k != "tree_size"}, "tree_size", "is missing"),
@@ -304,6 +312,8 @@ def test_malformed_bundles_name_the_field(data: dict[str, Any], field: str, mess
         ('{"format": "a", "format": "b"}', "duplicate key 'format'"),
         ('{"leaf_index": NaN}', "NaN is not JSON"),
         (b"\xff\xfe\x00", "not JSON"),
+        ('{"leaf_index": 1' + "0" * 5000 + "}", "not JSON"),
+        ("[" * 100_000, "not JSON"),
     ],
 )
 def test_unparseable_bundles(text: str | bytes, message: str) -> None:
