@@ -250,6 +250,8 @@ def _check_leaf(leaf: Mapping[str, Any]) -> _Leaf:
     missing = [name for name in LEAF_FIELDS if name not in leaf]
     if missing:
         raise _leaf_error(f"is missing {', '.join(missing)}")
+    # The leaf format is fixed (docs/DESIGN.md): a field this SDK does not
+    # know would be a signed claim it cannot interpret, so it is refused.
     unexpected = sorted(str(name) for name in leaf if name not in LEAF_FIELDS)
     if unexpected:
         raise _leaf_error(f"has unexpected fields {', '.join(unexpected)}")
