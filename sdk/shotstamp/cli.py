@@ -24,7 +24,15 @@ from .checkpoint import NoteVerifier
 from .errors import MalformedProofError, ShotstampError, VerificationError
 from .verify import verify_proof
 
-__all__ = ["EXIT_CONFLICT", "EXIT_FAILED", "EXIT_MALFORMED", "EXIT_OK", "EXIT_SERVICE", "main"]
+__all__ = [
+    "EXIT_CONFLICT",
+    "EXIT_FAILED",
+    "EXIT_MALFORMED",
+    "EXIT_OK",
+    "EXIT_SERVICE",
+    "EXIT_USAGE",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -83,7 +91,8 @@ def _verify(args: argparse.Namespace) -> int:
         result = verify_proof(bundle_text, keys=verifiers, image=image)
     except VerificationError as exc:
         print(f"FAILED {exc.check}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        # An unparseable bundle is malformed input, not a proof that failed.
+        return EXIT_MALFORMED if exc.check == "format" else EXIT_FAILED
     except (MalformedProofError, ValueError) as exc:
         print(f"error: malformed input: {exc}", file=sys.stderr)
         return EXIT_MALFORMED

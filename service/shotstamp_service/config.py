@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Config", "ENV_VARS"]
+__all__ = ["ENV_VARS", "Config"]
 
 
 @dataclass(frozen=True)

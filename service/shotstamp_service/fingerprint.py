@@ -79,7 +79,9 @@ def _open(data: bytes, limits: DecodeLimits) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
-        raise ImageRejected(415, "unsupported_format", "the upload is not an image in a supported format") from exc
+        raise ImageRejected(
+            415, "unsupported_format", "the upload is not an image in a supported format"
+        ) from exc
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise ImageRejected(413, "image_too_large", str(exc)) from exc
     if image.format not in ALLOWED_FORMATS:
@@ -89,7 +91,8 @@ def _open(data: bytes, limits: DecodeLimits) -> Image.Image:
         raise ImageRejected(
             413,
             "image_too_large",
-            f"image is {width}×{height} = {width * height} pixels; the limit is {limits.max_pixels}",
+            f"image is {width}×{height} = {width * height} pixels; "
+            f"the limit is {limits.max_pixels}",
         )
     if getattr(image, "n_frames", 1) > limits.max_frames:
         raise ImageRejected(

@@ -17,7 +17,7 @@ import numpy as np
 
 from .fingerprint import Fingerprint
 
-__all__ = ["Match", "Matcher", "PHASH_COPY_DISTANCE", "PHASH_SIMILAR_DISTANCE"]
+__all__ = ["PHASH_COPY_DISTANCE", "PHASH_SIMILAR_DISTANCE", "Match", "Matcher"]
 
 PHASH_COPY_DISTANCE = 6
 PHASH_SIMILAR_DISTANCE = 10

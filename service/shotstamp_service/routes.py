@@ -103,7 +103,8 @@ async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
             "unsupported_media_type",
             f"send multipart/form-data with an 'image' file field, not {request.content_type!r}",
         )
-    if request.content_length is not None and request.content_length > config.max_upload_bytes + 65536:
+    declared = request.content_length
+    if declared is not None and declared > config.max_upload_bytes + 65536:
         raise ApiError(
             413, "body_too_large", f"the body is larger than {config.max_upload_bytes} bytes"
         )

@@ -6,9 +6,9 @@ import copy
 import hashlib
 import json
 
-import imagegen
 import pytest
 
+import imagegen
 from shotstamp import NoteVerifier, VerificationError, verify_proof
 
 
@@ -161,13 +161,16 @@ async def test_truncated_jpeg_is_rejected_and_server_stays_up(service):
 async def test_upload_without_image_field_or_multipart(service):
     key = await service.key("acme")
     resp = await service.client.post(
-        "/v1/registrations", data=b"\xff\xd8", headers={**service.auth(key), "Content-Type": "image/jpeg"}
+        "/v1/registrations",
+        data=b"\xff\xd8",
+        headers={**service.auth(key), "Content-Type": "image/jpeg"},
     )
     assert resp.status == 415
     import aiohttp
 
-    form = aiohttp.FormData()
-    form.add_field("title", "no image here")
+    with aiohttp.MultipartWriter("form-data") as form:
+        part = form.append("no image here")
+        part.set_content_disposition("form-data", name="title")
     resp = await service.client.post("/v1/registrations", data=form, headers=service.auth(key))
     assert resp.status == 400
     assert (await resp.json())["error"] == "missing_image"
@@ -281,9 +284,7 @@ async def test_openapi_document_describes_every_route(service):
         for route in service.app.router.routes()
         if route.method != "HEAD"
     }
-    documented = {
-        (method, path) for path, ops in doc["paths"].items() for method in ops
-    }
+    documented = {(method, path) for path, ops in doc["paths"].items() for method in ops}
     assert served <= documented, served - documented
 
 

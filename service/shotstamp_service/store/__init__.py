@@ -5,8 +5,8 @@ from .base import (
     NodeCoord,
     SealBatch,
     Store,
-    StoreError,
     StoredFingerprint,
+    StoreError,
 )
 
 __all__ = [

@@ -25,8 +25,8 @@ from .base import (
     NodeCoord,
     SealBatch,
     Store,
-    StoreError,
     StoredFingerprint,
+    StoreError,
 )
 
 __all__ = ["SQLiteStore"]
