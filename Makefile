@@ -18,7 +18,7 @@ system-deps:
 	@sh scripts/system-deps
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check sdk service tests bench
+	$(BIN)/ruff check .
 
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
