@@ -90,6 +90,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = FingerprintPool(
         config.fingerprint_workers,
         DecodeLimits(max_pixels=config.max_pixels, max_frames=config.max_frames),
+        thumbnail_size=config.thumbnail_size if config.thumbnails else None,
     )
     app[POOL] = pool
     yield
@@ -97,7 +98,8 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
-    registry = Registry(app[STORE], Matcher(), app[POOL])
+    pool = app[POOL]
+    registry = Registry(app[STORE], Matcher(), pool, pool.analyse)
     count = await registry.load_index()
     log.info("index loaded with %d registrations", count)
     app[REGISTRY] = registry

@@ -8,7 +8,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV_VARS", "Config"]
+__all__ = ["ENV_VARS", "MAX_THUMBNAIL_SIZE", "MIN_THUMBNAIL_SIZE", "Config"]
+
+# Big enough to recognise a product shot side by side, small enough to keep
+# per registration (a 256 px JPEG is ~10 KB).
+MIN_THUMBNAIL_SIZE = 16
+MAX_THUMBNAIL_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,17 @@ class Config:
     max_text_length: int = 500
     fingerprint_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     wait_timeout: float = 15.0
+    # A small JPEG of each registration, for staff comparing a suspected copy
+    # with it on the dispute desk. Off: nothing is kept and the desk shows none.
+    thumbnails: bool = True
+    thumbnail_size: int = 256  # longest side in pixels
+
+    def __post_init__(self) -> None:
+        if not MIN_THUMBNAIL_SIZE <= self.thumbnail_size <= MAX_THUMBNAIL_SIZE:
+            raise ValueError(
+                f"thumbnail size must be {MIN_THUMBNAIL_SIZE}-{MAX_THUMBNAIL_SIZE} pixels, "
+                f"got {self.thumbnail_size}"
+            )
 
     @property
     def database_path(self) -> Path:
@@ -60,11 +76,21 @@ ENV_VARS: dict[str, str] = {
     "max_frames": "SHOTSTAMP_MAX_FRAMES",
     "fingerprint_workers": "SHOTSTAMP_FINGERPRINT_WORKERS",
     "wait_timeout": "SHOTSTAMP_WAIT_TIMEOUT",
+    "thumbnails": "SHOTSTAMP_THUMBNAILS",
+    "thumbnail_size": "SHOTSTAMP_THUMBNAIL_SIZE",
 }
+
+_ON = {"on", "true", "yes", "1"}
+_OFF = {"off", "false", "no", "0"}
 
 
 def _parse(kind: Any, raw: str, name: str) -> Any:
     kind = str(kind)
+    if kind == "bool":
+        word = raw.strip().lower()
+        if word not in _ON | _OFF:
+            raise ValueError(f"{name}={raw!r} is not on or off")
+        return word in _ON
     try:
         if "Path" in kind:
             return Path(raw)

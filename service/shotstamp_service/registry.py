@@ -85,14 +85,23 @@ class Outcome:
 
 
 FingerprintFn = Callable[[bytes], Awaitable[Fingerprint]]
+# Fingerprint and thumbnail of an upload in one worker call (see thumbnail.py).
+AnalyseFn = Callable[[bytes], Awaitable[tuple[Fingerprint, bytes | None]]]
 
 
 class Registry:
-    def __init__(self, store: Store, matcher: Matcher, fingerprint: FingerprintFn) -> None:
+    def __init__(
+        self,
+        store: Store,
+        matcher: Matcher,
+        fingerprint: FingerprintFn,
+        analyse: AnalyseFn | None = None,
+    ) -> None:
         self.store = store
         self.matcher = matcher
         self.owners = Owners()
         self._fingerprint = fingerprint
+        self._analyse = analyse
         self._reservations = itertools.count(_RESERVATION_BASE)
         self._inflight: dict[int, asyncio.Future[Registration]] = {}
         self.indexed_through = 0  # highest store seq the index has seen
@@ -113,6 +122,12 @@ class Registry:
     async def fingerprint(self, data: bytes) -> Fingerprint:
         return await self._fingerprint(data)
 
+    async def analyse(self, data: bytes) -> tuple[Fingerprint, bytes | None]:
+        """What registering needs: the fingerprint and the thumbnail to keep, if any."""
+        if self._analyse is None:
+            return await self._fingerprint(data), None
+        return await self._analyse(data)
+
     def _copy_refs(self, matches: list[Match]) -> list[int]:
         return sorted(m.ref for m in matches if m.verdict == "copy")
 
@@ -129,7 +144,7 @@ class Registry:
             earlier = await self.store.find_by_idempotency_key(who.seller, idempotency_key)
             if earlier is not None:
                 return Outcome("existing", earlier)
-        fp = await self.fingerprint(data)
+        fp, thumbnail = await self.analyse(data)
         exact = await self.store.find_by_sha256(fp.sha256)
 
         # From here to the reservation: no await (see the module docstring).
@@ -163,6 +178,7 @@ class Registry:
             reference=reference,
             idempotency_key=idempotency_key,
             features=features,
+            thumbnail=thumbnail,
         )
         try:
             registration = await self.store.add_registration(new)
