@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from . import desk
 from .config import Config
 from .errors import ApiError
 from .fingerprint import DecodeLimits, ImageRejected
@@ -133,5 +134,6 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[SIGNER] = LogSigner(config.origin, load_or_create_key(config.key_path))
     app.add_routes(routes)
+    app.add_routes(desk.routes)
     app.cleanup_ctx.extend([_store_ctx, _pool_ctx, _registry_ctx, _sealer_ctx])
     return app

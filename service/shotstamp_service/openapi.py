@@ -195,6 +195,42 @@ _SCHEMAS: dict[str, Any] = {
         },
     },
     "Config": {"type": "object", "additionalProperties": True},
+    "Session": {
+        "type": "object",
+        "required": ["seller", "role", "key_id"],
+        "properties": {
+            "seller": {"type": "string", "description": "the name the key was created for"},
+            "role": {"type": "string", "const": "staff"},
+            "key_id": {"type": "string"},
+        },
+    },
+    "Verification": {
+        "type": "object",
+        "required": ["verified", "checks", "failed", "keys"],
+        "properties": {
+            "verified": {"type": "boolean"},
+            "checks": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "the checks that passed, in the order they ran",
+            },
+            "failed": {
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "required": ["check", "message"],
+                        "properties": {
+                            "check": {"type": "string", "description": "the SDK's check name"},
+                            "message": {"type": "string"},
+                        },
+                    },
+                ]
+            },
+            "result": {"type": "object", "description": "what a verified proof proves"},
+            "keys": {"type": "array", "items": {"type": "string"}, "description": "vkeys used"},
+        },
+    },
     "Health": {
         "type": "object",
         "required": ["status"],
@@ -328,6 +364,84 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Limits and the matching rule in use",
                     "responses": {"200": _json(_ref("Config"), "configuration")},
+                }
+            },
+            "/v1/registrations/{id}/thumbnail": {
+                "get": {
+                    "summary": "A small JPEG of the registered photo (staff only; for the desk)",
+                    "security": [{"bearer": []}],
+                    "parameters": [_ID],
+                    "responses": {
+                        "200": {
+                            "description": "the thumbnail",
+                            "content": {"image/jpeg": {"schema": {"type": "string"}}},
+                        },
+                        "403": _error("not a staff key"),
+                        "404": _error("no such registration, or no thumbnail kept of it"),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/v1/desk/session": {
+                "get": {
+                    "summary": "Whose staff key this is (the desk signs in with it)",
+                    "security": [{"bearer": []}],
+                    "responses": {
+                        "200": _json(_ref("Session"), "a staff key"),
+                        "403": _error("a seller key: the desk needs a staff key"),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/v1/verify": {
+                "post": {
+                    "summary": "Verify a proof bundle with this service's keys "
+                    "(for browsers without Ed25519)",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "image_sha256",
+                            "in": "query",
+                            "required": False,
+                            "schema": _HEX64,
+                            "description": "also check that the registered file has this SHA-256",
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("Proof")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("Verification"), "verified or not, check by check"),
+                        "400": _error("image_sha256 is not 64 lowercase hex digits"),
+                        "413": _error("larger than a proof bundle can be"),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/desk": {
+                "get": {
+                    "summary": "The dispute desk: a page for staff (data needs a staff key)",
+                    "responses": {
+                        "200": {"description": "HTML", "content": {"text/html": {}}},
+                    },
+                }
+            },
+            "/desk/{asset}": {
+                "get": {
+                    "summary": "The desk's scripts and styles",
+                    "parameters": [
+                        {
+                            "name": "asset",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {"description": "a script or stylesheet"},
+                        "404": _error("no such file"),
+                    },
                 }
             },
             "/healthz": {
