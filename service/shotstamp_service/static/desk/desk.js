@@ -368,22 +368,25 @@ const STATUS_MARKS = { pass: "✓", fail: "✗", skip: "–", "not-run": "·" };
 
 /** Headline, checks by name, what the proof says, and the Merkle path. */
 function renderVerification(outcome, { imageName = null } = {}) {
-  const box = el("div", { class: `verification ${outcome.failed ? "failed" : "verified"}` });
+  const box = el("div", { class: `verification ${outcome.verified ? "verified" : "failed"}` });
   const leaf = outcome.bundle?.leaf;
   const cp = outcome.checkpoint;
   const when = cp && cp.timestampNs !== null ? formatTimestamp(cp.timestampNs) : null;
   if (outcome.failed) {
     const failed = outcome.checks.find((c) => c.name === outcome.failed);
     box.append(el("p", { class: "verdict bad", "data-failed": outcome.failed }, `Not verified: the ${outcome.failed} check failed. `, failed.message));
+  } else if (!outcome.verified) {
+    const unchecked = outcome.checks.find((c) => c.name === outcome.unchecked);
+    box.append(el("p", { class: "verdict bad", "data-unchecked": outcome.unchecked }, `Not verified: the ${outcome.unchecked} check could not be run. `, unchecked.message));
   } else {
     box.append(
       el(
         "p",
         { class: "verdict good" },
-        `Verified: registration ${leaf.id} by ${leaf.seller} was in the log`,
+        leaf && typeof leaf.id === "string" ? `Verified: registration ${leaf.id} by ${leaf.seller} was in the log` : "Verified: the proof holds",
         when ? [" no later than ", time(when)] : "",
         ".",
-        outcome.checks.find((c) => c.name === "image").status === "skip" ? " The photo itself was not checked: none was given." : "",
+        photoNote(outcome.checks.find((c) => c.name === "image")),
       ),
     );
   }
@@ -410,7 +413,7 @@ function renderVerification(outcome, { imageName = null } = {}) {
   if (keyWarnings.length) box.append(el("p", { class: "help" }, `Keys ignored: ${keyWarnings.join("; ")}`));
   if (leaf && outcome.bundle) {
     box.append(
-      el("h3", {}, "What the proof says"),
+      el("h3", {}, outcome.verified ? "What the proof says" : "What the proof claims (not verified)"),
       details([
         ["Registration", typeof leaf.id === "string" ? code(leaf.id) : null],
         ["Seller", typeof leaf.seller === "string" ? leaf.seller : null],
@@ -428,6 +431,12 @@ function renderVerification(outcome, { imageName = null } = {}) {
   }
   if (outcome.path) box.append(merklePath(outcome));
   return box;
+}
+
+function photoNote(image) {
+  if (image.status === "pass") return "";
+  if (image.status === "skip") return " The photo itself was not checked: none was given.";
+  return ` The photo itself was not checked: ${image.message}.`;
 }
 
 function hex(bytes) {
@@ -490,8 +499,8 @@ async function runLookup() {
     return;
   }
   const thumbId = `lookup-thumb-${reg.id}`;
-  const proofBox = el("section", { class: "sub", "aria-labelledby": "lookup-proof-title" }, el("h3", { id: "lookup-proof-title" }, "Proof"), el("p", { class: "status" }, "Fetching the proof…"));
-  const checkpointBox = el("section", { class: "sub", "aria-labelledby": "lookup-cp-title" }, el("h3", { id: "lookup-cp-title" }, "The log's latest checkpoint"), el("p", { class: "status" }, "Fetching…"));
+  const proofBox = el("section", { class: "subsection", "aria-labelledby": "lookup-proof-title" }, el("h3", { id: "lookup-proof-title" }, "Proof"), el("p", { class: "status" }, "Fetching the proof…"));
+  const checkpointBox = el("section", { class: "subsection", "aria-labelledby": "lookup-cp-title" }, el("h3", { id: "lookup-cp-title" }, "The log's latest checkpoint"), el("p", { class: "status" }, "Fetching…"));
   done(
     out,
     el("h3", {}, `Registration ${reg.id}`),

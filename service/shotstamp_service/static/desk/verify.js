@@ -587,8 +587,10 @@ export function checkLeaf(leaf) {
  *   image         the photo's bytes (Uint8Array), optional
  *   serviceVerify async (bundleText) => the service's POST /v1/verify answer;
  *                 used only for what this browser cannot do itself
- * Returns {checks: [{name, status: pass|fail|skip|not-run, by, message}],
- *          failed, bundle, checkpoint, leafHash, path, signers}.
+ * Returns {verified, failed, unchecked, checks: [{name, status: pass|fail|skip|not-run,
+ *          by: browser|service, message}], bundle, checkpoint, leafHash, path, signers}:
+ * `failed` names the first failing check (the SDK's), `unchecked` the first
+ * that could not run; `verified` means neither, the photo aside.
  */
 export async function verifyBundle(text, { keys, image = null, serviceVerify = null } = {}) {
   const results = new Map();
@@ -738,6 +740,10 @@ function finish(outcome, results) {
   );
   const failed = outcome.checks.find((c) => c.status === "fail");
   outcome.failed = failed ? failed.name : null;
+  // A check that could not run proves nothing: only the photo may be left out.
+  const unchecked = outcome.checks.find((c) => c.status === "not-run" && c.name !== "image");
+  outcome.unchecked = unchecked ? unchecked.name : null;
+  outcome.verified = !failed && !unchecked;
   return outcome;
 }
 
@@ -747,6 +753,13 @@ async function verifyByService(text, { image, serviceVerify, outcome }) {
   const results = new Map();
   const answer = serviceVerify ? await serviceVerify(text) : null;
   outcome.service = answer;
+  // Read what the bundle claims, for display only: the verdicts are the service's.
+  try {
+    outcome.bundle = parseBundle(text);
+    outcome.checkpoint = parseCheckpoint(parseSignedNote(outcome.bundle.checkpoint).text);
+  } catch {
+    // Unreadable here too; the service's answer says why.
+  }
   for (const name of CHECKS.filter((n) => n !== "image")) {
     let result = { name, status: "not-run", by: "service", message: "not run: an earlier check failed" };
     if (!answer) {
