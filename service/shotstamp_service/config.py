@@ -25,6 +25,15 @@ class Config:
     max_text_length: int = 500
     fingerprint_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     wait_timeout: float = 15.0
+    # Webhooks: deliveries time out after webhook_timeout seconds; a failed one is
+    # retried after webhook_retry_base · 2^(attempt-1) seconds (jittered, at most
+    # webhook_retry_max), up to webhook_max_attempts tries in all.
+    webhook_timeout: float = 10.0
+    webhook_retry_base: float = 10.0
+    webhook_retry_max: float = 3600.0
+    webhook_max_attempts: int = 20
+    # Refuse webhook URLs on loopback, private and link-local addresses unless set.
+    webhook_allow_private: bool = False
 
     @property
     def database_path(self) -> Path:
@@ -60,6 +69,11 @@ ENV_VARS: dict[str, str] = {
     "max_frames": "SHOTSTAMP_MAX_FRAMES",
     "fingerprint_workers": "SHOTSTAMP_FINGERPRINT_WORKERS",
     "wait_timeout": "SHOTSTAMP_WAIT_TIMEOUT",
+    "webhook_timeout": "SHOTSTAMP_WEBHOOK_TIMEOUT",
+    "webhook_retry_base": "SHOTSTAMP_WEBHOOK_RETRY_BASE",
+    "webhook_retry_max": "SHOTSTAMP_WEBHOOK_RETRY_MAX",
+    "webhook_max_attempts": "SHOTSTAMP_WEBHOOK_MAX_ATTEMPTS",
+    "webhook_allow_private": "SHOTSTAMP_WEBHOOK_ALLOW_PRIVATE",
 }
 
 
@@ -72,6 +86,13 @@ def _parse(kind: Any, raw: str, name: str) -> Any:
             return int(raw)
         if kind.startswith("float"):
             return float(raw)
+        if kind.startswith("bool"):
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
     except ValueError as exc:
         raise ValueError(f"{name}={raw!r} is not a valid {kind}") from exc
     return raw
