@@ -168,10 +168,6 @@ class _Response:
         return self.headers.get(name.lower())
 
 
-class _NotSent(TransportError):
-    """The connection could not be made: the request never reached the service."""
-
-
 def _parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """`Retry-After` as seconds: delta-seconds or an HTTP date; None if absent or bad."""
     if value is None:
@@ -426,9 +422,7 @@ class _BaseClient:
             return policy.delay(retry, retry_after=retry_after, rand=self._rand)
         if isinstance(error, ServerError) and error.status in (502, 504):
             return policy.delay(retry, rand=self._rand) if request.idempotent else None
-        if isinstance(error, _NotSent) or (
-            isinstance(error, TransportError) and request.idempotent
-        ):
+        if isinstance(error, TransportError) and (request.idempotent or not error.maybe_sent):
             return policy.delay(retry, rand=self._rand)
         return None
 
@@ -613,7 +607,8 @@ class AsyncClient(_BaseClient):
                     answer.status, {k.lower(): v for k, v in answer.headers.items()}, body
                 )
         except aiohttp.ClientConnectorError as exc:
-            error: TransportError = _NotSent(f"cannot connect to {self.url}: {exc}")
+            error = TransportError(f"cannot connect to {self.url}: {exc}")
+            error.maybe_sent = False
             cause: BaseException = exc
         except TimeoutError as exc:
             error = TransportError(

@@ -193,10 +193,15 @@ class ServerError(APIError):
 
 
 class TransportError(ShotstampError):
-    """The request got no HTTP answer: connection failure or timeout."""
+    """The request got no HTTP answer: connection failure or timeout.
+
+    `maybe_sent` is False when the connection failed before the request left,
+    so the service cannot have acted on it.
+    """
 
     method: str | None = None
     url: str | None = None
+    maybe_sent: bool = True
 
 
 _BY_STATUS: dict[int, type[APIError]] = {
