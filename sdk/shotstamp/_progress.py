@@ -78,7 +78,7 @@ class Progress:
         tail = f" {self.done}/{self.total}"
         if counts:
             tail += f"  {counts}"
-        if self.done:
+        if self.done and elapsed >= 0.5:
             tail += f"  {rate:.1f}/s"
             if self.done < self.total:
                 tail += f"  ETA {_duration((self.total - self.done) / rate)}"

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import io
 import json
 import mimetypes
 import os
@@ -200,6 +201,8 @@ def _read_image(image: ImageInput) -> tuple[bytes, str]:
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         return path.read_bytes(), path.name
+    if isinstance(image, io.TextIOBase):
+        raise TypeError("the file object must be opened in binary mode ('rb')")
     read = getattr(image, "read", None)
     if read is None:
         raise TypeError(
@@ -667,10 +670,12 @@ class AsyncClient(_BaseClient):
         another seller's earlier registration; nothing is registered then.
         """
         data, name = await _load(image)
+        # Waiting happens in `proof`, bounded by this client's `wait_timeout`,
+        # not in the upload: an upload is never cut short by the wait budget.
         request = self._build_register(
             data,
             filename or name,
-            wait=wait,
+            wait=False,
             title=title,
             reference=reference,
             idempotency_key=idempotency_key or _new_idempotency_key(),
@@ -713,16 +718,25 @@ class AsyncClient(_BaseClient):
         raises `NotSealedError`.
         """
         deadline = time.monotonic() + self.wait_timeout
-        request = self._build_proof(registration_id, wait=wait)
         while True:
-            response = await self._request(request)
+            remaining = deadline - time.monotonic()
+            waiting = wait and remaining > 0
+            request = self._build_proof(registration_id, wait=waiting)
+            try:
+                if waiting:
+                    # The service may hold a waiting request longer than our budget.
+                    response = await asyncio.wait_for(self._request(request), remaining)
+                else:
+                    response = await self._request(request)
+            except TimeoutError:
+                raise NotSealedError(registration_id, retry_after=1.0) from None
             if response.status == 200:
                 proof = self._parse(request, response, ProofBundle.from_json)
                 self._verify_proof(proof, registration_id)
                 return proof
             retry_after = _parse_retry_after(response.header("Retry-After"))
             remaining = deadline - time.monotonic()
-            if not wait or remaining <= 0:
+            if not waiting or remaining <= 0:
                 raise NotSealedError(registration_id, retry_after=retry_after)
             await asyncio.sleep(min(retry_after if retry_after is not None else 1.0, remaining))
 
