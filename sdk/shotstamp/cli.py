@@ -171,13 +171,17 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _client(args: argparse.Namespace, *, need_key: bool = True) -> AsyncClient:
+    if args.retries < 0 or args.timeout <= 0:
+        raise _UsageError("--retries must be >= 0 and --timeout > 0")
     settings = _settings(args)
     if need_key and not settings.api_key:
         raise _UsageError(
             "no API key: pass --api-key, set SHOTSTAMP_API_KEY, or put api_key in "
             "~/.config/shotstamp/config.toml"
         )
-    return AsyncClient(settings.url, api_key=settings.api_key, timeout=args.timeout)
+    return AsyncClient(
+        settings.url, api_key=settings.api_key, timeout=args.timeout, retries=args.retries
+    )
 
 
 def _error(message: str) -> None:
@@ -504,6 +508,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--timeout", type=float, default=30.0, help="seconds per request attempt (default 30)"
+    )
+    group.add_argument(
+        "--retries",
+        type=int,
+        default=4,
+        help="retries of a request on 429, 503 or a dropped connection (default 4)",
     )
 
     register = commands.add_parser(
