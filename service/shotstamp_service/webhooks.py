@@ -201,6 +201,7 @@ class WebhookDispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
+        self._soonest = float("inf")  # the earliest retry scheduled by this process
         self.delivered = 0  # counters, for tests and /healthz-style reporting
         self.failed_attempts = 0
 
@@ -293,8 +294,12 @@ class WebhookDispatcher:
                 claimed = 0
             if claimed >= _BATCH or self._stopping:
                 continue
+            # Sleep until woken, the soonest retry this process scheduled, or the
+            # poll (which also finds retries other replicas scheduled).
+            pause = min(_POLL_INTERVAL, max(0.0, self._soonest - time.time()))
+            self._soonest = float("inf")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), _POLL_INTERVAL)
+                await asyncio.wait_for(self._wake.wait(), pause)
 
     async def deliver_due(self) -> int:
         """Claim the deliveries due now and attempt each once; returns how many."""
@@ -344,10 +349,13 @@ class WebhookDispatcher:
             ", giving up" if give_up else "",
             error,
         )
+        next_attempt_at = time.time() + (0.0 if give_up else self.backoff(attempts))
+        if not give_up:
+            self._soonest = min(self._soonest, next_attempt_at)
         await self.store.finish_delivery_attempt(
             delivery.id,
             status="failed" if give_up else "pending",
-            next_attempt_at=time.time() + (0.0 if give_up else self.backoff(attempts)),
+            next_attempt_at=next_attempt_at,
             last_status=status_code,
             last_error=error,
             delivered_at=None,
