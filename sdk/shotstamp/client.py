@@ -35,6 +35,7 @@ import random
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -668,6 +669,9 @@ class AsyncClient(_BaseClient):
 
         Raises `ConflictError` (with `.matches`) when the photo is a copy of
         another seller's earlier registration; nothing is registered then.
+        If the answer to an attempt was lost and its retry finds the
+        registration that attempt made, `created` is False: the service
+        cannot tell that retry from a re-upload.
         """
         data, name = await _load(image)
         # Waiting happens in `proof`, bounded by this client's `wait_timeout`,
@@ -892,6 +896,13 @@ class _Portal:
         self._thread.join()
 
 
+def _shutdown(portal: _Portal, inner: AsyncClient) -> None:
+    try:
+        portal.call(inner.aclose())
+    finally:
+        portal.stop()
+
+
 class Client(_BaseClient):
     """The synchronous twin of `AsyncClient`: same methods, same options, same results.
 
@@ -930,6 +941,7 @@ class Client(_BaseClient):
         )
         self._portal: _Portal | None = None
         self._async: AsyncClient | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         self._lock = threading.Lock()
 
     def __enter__(self) -> Self:
@@ -949,12 +961,10 @@ class Client(_BaseClient):
         """Close the session and stop the background loop. Final."""
         with self._lock:
             self._state = _State.CLOSED
-            portal, inner = self._portal, self._async
+            finalizer, self._finalizer = self._finalizer, None
             self._portal = self._async = None
-        if portal is not None:
-            if inner is not None:
-                portal.call(inner.aclose())
-            portal.stop()
+        if finalizer is not None:
+            finalizer()
 
     def _inner(self) -> tuple[_Portal, AsyncClient]:
         with self._lock:
@@ -969,6 +979,9 @@ class Client(_BaseClient):
                     return client
 
                 self._async = self._portal.call(make())
+                # A client dropped without close() still closes its session and
+                # stops its thread (at garbage collection or interpreter exit).
+                self._finalizer = weakref.finalize(self, _shutdown, self._portal, self._async)
             return self._portal, self._async
 
     def _call(self, fn: Callable[[AsyncClient], Awaitable[T]]) -> T:

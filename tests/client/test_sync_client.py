@@ -108,3 +108,16 @@ def test_sync_and_async_clients_have_the_same_methods():
     public = {n for n in dir(AsyncClient) if not n.startswith("_")} - {"aclose"}
     assert public == {n for n in dir(Client) if not n.startswith("_")} - {"close"}
     assert {"register", "check", "get", "proof", "checkpoint", "register_many"} <= public
+
+
+def test_a_dropped_client_closes_its_session_and_thread(service_process, keys):
+    import gc
+
+    client = Client(service_process.url, api_key=keys["acme"])
+    client.checkpoint()
+    session = client._async._session  # type: ignore[union-attr]
+    (thread,) = [t for t in threading.enumerate() if t.name == "shotstamp-client"]
+    del client
+    gc.collect()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and session.closed
