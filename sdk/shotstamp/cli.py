@@ -207,6 +207,8 @@ def _run_service_command(
     except VerificationError as exc:
         print(f"FAILED {exc.check}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:
+        raise  # stdout's reader went away (`| head`): handled in main
     except (OSError, MalformedProofError) as exc:
         _error(f"{exc}")
         return EXIT_MALFORMED
@@ -597,6 +599,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Whoever read stdout stopped; exit as a shell pipeline would, quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # SIGPIPE
     return code
 
 
