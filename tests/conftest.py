@@ -73,3 +73,13 @@ async def service(
     app = create_app(service_config)
     client = await aiohttp_client(app)
     yield Service(client=client, app=app)
+
+
+@pytest.fixture(scope="module")
+def service_process(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real `shotstamp-service serve` process, shared by a module's tests."""
+    from processes import start_service
+
+    running = start_service(tmp_path_factory.mktemp("service") / "data")
+    yield running
+    running.stop()

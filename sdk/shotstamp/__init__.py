@@ -2,6 +2,11 @@
 
 Every public name is defined in one module, listed in that module's `__all__`
 and re-exported here; `__all__` below is their sorted union (a test checks it).
+
+Usage:
+
+    with shotstamp.Client(api_key="ss_...") as client:
+        registration = client.register("kettle.jpg", wait=True)
 """
 
 from shotstamp.canonical import (
@@ -21,12 +26,27 @@ from shotstamp.checkpoint import (
     key_hash,
     open_note,
 )
+from shotstamp.client import (
+    AsyncClient,
+    Client,
+    RetryPolicy,
+)
+from shotstamp.config import (
+    DEFAULT_URL,
+    ENV_API_KEY,
+    ENV_CONFIG,
+    ENV_URL,
+    Settings,
+    default_config_path,
+    load_settings,
+)
 from shotstamp.errors import (
     APIError,
     AuthError,
     ConflictError,
     MalformedProofError,
     NotFoundError,
+    NotSealedError,
     RateLimited,
     RootMismatchError,
     ServerError,
@@ -34,6 +54,7 @@ from shotstamp.errors import (
     TransportError,
     ValidationError,
     VerificationError,
+    WebhookVerificationError,
     error_class_for_status,
 )
 from shotstamp.merkle import (
@@ -57,6 +78,16 @@ from shotstamp.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from shotstamp.models import (
+    Check,
+    CheckpointInfo,
+    LogKey,
+    LogKeys,
+    Match,
+    RegisterResult,
+    Registration,
+    Webhook,
+)
 from shotstamp.verify import (
     CHECKS,
     FORMAT,
@@ -65,11 +96,28 @@ from shotstamp.verify import (
     VerifiedProof,
     verify_proof,
 )
+from shotstamp.webhooks import (
+    DEFAULT_TOLERANCE,
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    SIGNATURE_SCHEME,
+    WebhookEvent,
+    sign_webhook,
+    verify_webhook,
+)
 
 __all__ = [
     "ALG_ED25519",
     "CHECKS",
+    "DEFAULT_TOLERANCE",
+    "DEFAULT_URL",
+    "DELIVERY_HEADER",
     "EMPTY_ROOT",
+    "ENV_API_KEY",
+    "ENV_CONFIG",
+    "ENV_URL",
+    "EVENT_HEADER",
     "FORMAT",
     "HASH_SIZE",
     "LEAF_FIELDS",
@@ -77,30 +125,48 @@ __all__ = [
     "MAX_SAFE_INTEGER",
     "MAX_SIGNATURES",
     "NODE_PREFIX",
+    "SIGNATURE_HEADER",
+    "SIGNATURE_SCHEME",
     "TIMESTAMP_PREFIX",
     "APIError",
+    "AsyncClient",
     "AuthError",
+    "Check",
     "Checkpoint",
+    "CheckpointInfo",
+    "Client",
     "ConflictError",
+    "LogKey",
+    "LogKeys",
     "MalformedProofError",
+    "Match",
     "NotFoundError",
+    "NotSealedError",
     "NoteSignature",
     "NoteSigner",
     "NoteVerifier",
     "ProofBundle",
     "RateLimited",
+    "RegisterResult",
+    "Registration",
+    "RetryPolicy",
     "RootMismatchError",
     "ServerError",
+    "Settings",
     "ShotstampError",
     "SignedNote",
     "TransportError",
     "ValidationError",
     "VerificationError",
     "VerifiedProof",
+    "Webhook",
+    "WebhookEvent",
+    "WebhookVerificationError",
     "canonical_json",
     "consistency_proof",
     "decomp_incl_proof",
     "decompose_range",
+    "default_config_path",
     "error_class_for_status",
     "format_vkey",
     "hash_from_subtrees",
@@ -108,14 +174,17 @@ __all__ = [
     "inner_proof_size",
     "key_hash",
     "leaf_hash",
+    "load_settings",
     "node_hash",
     "open_note",
     "root_from_consistency_proof",
     "root_from_inclusion_proof",
     "root_hash",
+    "sign_webhook",
     "subtree_ranges_for_consistency",
     "subtree_ranges_for_inclusion",
     "verify_consistency",
     "verify_inclusion",
     "verify_proof",
+    "verify_webhook",
 ]

@@ -1,36 +1,74 @@
 """`shotstamp`: the seller's command line.
 
+    shotstamp register FOLDER_OR_FILES... [--out DIR] [--concurrency N]
+    shotstamp check FILE [--json]
+    shotstamp proof ID [-o FILE] [--no-wait]
+    shotstamp keys [-o FILE]
     shotstamp verify PROOF.json --key VKEY_OR_FILE [--key ...] [--image FILE]
+    shotstamp webhooks add URL | list | remove ID
+
+Commands that talk to the service take `--url`, `--api-key` and `--config`
+(else `SHOTSTAMP_URL`, `SHOTSTAMP_API_KEY`, `~/.config/shotstamp/config.toml`;
+see `shotstamp.config`).
 
 Exit status (stable; scripts depend on it):
-    0  success (the proof verified)
+    0  success (the proof verified; every file registered)
     1  verification failed: the output names the check that failed
-    2  usage error
-    3  malformed input: the proof or key file cannot be read or parsed
-    4  the service could not be reached or answered with an error
-    5  conflict: the image is a copy of another seller's registration
+    2  usage error (bad arguments, missing API key, bad config file)
+    3  malformed input: a proof, key or image file cannot be read or parsed
+    4  the service could not be reached or answered with an error; for
+       `register`: some file was not registered or its proof not saved
+    5  conflict: an image is a copy of another seller's registration
+  130  interrupted (`register` resumes where it stopped when run again)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
+from ._manifest import (
+    KEYS_NAME,
+    MANIFEST_NAME,
+    PROOFS_DIR,
+    Manifest,
+    file_sha256,
+    write_atomically,
+)
+from ._progress import Progress
 from .checkpoint import NoteVerifier
-from .errors import MalformedProofError, ShotstampError, VerificationError
+from .client import AsyncClient
+from .config import Settings, load_settings
+from .errors import (
+    APIError,
+    AuthError,
+    ConflictError,
+    MalformedProofError,
+    NotSealedError,
+    ShotstampError,
+    TransportError,
+    VerificationError,
+)
+from .models import Match, RegisterResult
 from .verify import verify_proof
 
 __all__ = [
     "EXIT_CONFLICT",
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_MALFORMED",
     "EXIT_OK",
     "EXIT_SERVICE",
     "EXIT_USAGE",
+    "IMAGE_EXTENSIONS",
+    "collect_images",
+    "load_verifiers",
     "main",
 ]
 
@@ -40,6 +78,16 @@ EXIT_USAGE = 2
 EXIT_MALFORMED = 3
 EXIT_SERVICE = 4
 EXIT_CONFLICT = 5
+EXIT_INTERRUPTED = 130
+
+# What a folder walk picks up (the formats the service decodes); files named
+# explicitly are sent whatever their extension.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff"})
+DEFAULT_OUT = "shotstamp-proofs"
+
+
+class _UsageError(Exception):
+    """Bad arguments or configuration: exit 2."""
 
 
 def load_verifiers(specs: Sequence[str]) -> list[NoteVerifier]:
@@ -75,8 +123,7 @@ def _verify(args: argparse.Namespace) -> int:
     keys = args.key or ([os.environ["SHOTSTAMP_KEY"]] if os.environ.get("SHOTSTAMP_KEY") else [])
     if not keys:
         print(
-            "error: give the log's public key with --key (a vkey string or file) "
-            "or SHOTSTAMP_KEY",
+            "error: give the log's public key with --key (a vkey string or file) or SHOTSTAMP_KEY",
             file=sys.stderr,
         )
         return EXIT_USAGE
@@ -114,14 +161,413 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- shared plumbing for the commands that talk to the service ------------------------
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        settings = load_settings(url=args.url, api_key=args.api_key, config_file=args.config)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from exc
+    return settings
+
+
+def _client(args: argparse.Namespace, *, need_key: bool = True) -> AsyncClient:
+    if args.retries < 0 or args.timeout <= 0:
+        raise _UsageError("--retries must be >= 0 and --timeout > 0")
+    settings = _settings(args)
+    if need_key and not settings.api_key:
+        raise _UsageError(
+            "no API key: pass --api-key, set SHOTSTAMP_API_KEY, or put api_key in "
+            "~/.config/shotstamp/config.toml"
+        )
+    return AsyncClient(
+        settings.url, api_key=settings.api_key, timeout=args.timeout, retries=args.retries
+    )
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _run_service_command(
+    args: argparse.Namespace, command: Callable[[argparse.Namespace], Any]
+) -> int:
+    """Run an async command; map what it raises to the documented exit statuses."""
+    try:
+        code: int = asyncio.run(command(args))
+        return code
+    except _UsageError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except ConflictError as exc:
+        _error(str(exc))
+        return EXIT_CONFLICT
+    except (APIError, TransportError, NotSealedError) as exc:
+        print(f"error: {exc.diagnostics()}", file=sys.stderr)
+        return EXIT_SERVICE
+    except VerificationError as exc:
+        print(f"FAILED {exc.check}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except BrokenPipeError:
+        raise  # stdout's reader went away (`| head`): handled in main
+    except (OSError, MalformedProofError) as exc:
+        _error(f"{exc}")
+        return EXIT_MALFORMED
+
+
+def _describe_match(match: Match) -> str:
+    whose = f"yours ({match.seller})" if match.seller else "another seller's"
+    kind = "exact copy" if match.exact else match.verdict
+    return (
+        f"{kind} of registration {match.registration_id}, {whose}, registered "
+        f"{match.received_at.isoformat()} (distance {match.distance})"
+    )
+
+
+# -- register ---------------------------------------------------------------------
+def collect_images(
+    paths: Iterable[str | os.PathLike[str]], *, exclude: Path | None = None
+) -> list[Path]:
+    """The files to register: files named as they are, folders walked for images.
+
+    The walk is recursive and sorted, skips hidden files and folders and the
+    `exclude` folder (the output directory), and keeps each file once.
+    """
+    found: dict[Path, None] = {}
+    skip = exclude.resolve() if exclude is not None else None
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(
+                    d for d in dirs if not d.startswith(".") and Path(root, d).resolve() != skip
+                )
+                for name in sorted(files):
+                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                        found.setdefault(Path(root, name).resolve(), None)
+        elif path.is_file():
+            found.setdefault(path.resolve(), None)
+        else:
+            raise _UsageError(f"{given}: no such file or folder")
+    return list(found)
+
+
+class _Registrar:
+    """One `shotstamp register` run: skip, register, save proofs, keep the manifest."""
+
+    def __init__(self, args: argparse.Namespace, client: AsyncClient, progress: Progress) -> None:
+        self.args = args
+        self.client = client
+        self.progress = progress
+        self.out = Path(args.out)
+        self.manifest = Manifest(self.out)
+        self.vkeys: list[str] = []
+        self.proof_slots = asyncio.Semaphore(args.concurrency)
+        self.fatal: APIError | None = None
+        self.proofs_pending = 0
+
+    def report(self, record: dict[str, Any]) -> None:
+        if self.args.json:
+            print(json.dumps(record, ensure_ascii=False, sort_keys=True), flush=True)
+
+    def finish(self, outcome: str, record: dict[str, Any]) -> None:
+        self.report(self.manifest.append(record))
+        self.progress.advance(outcome)
+
+    async def save_proof(self, base: dict[str, Any], outcome: str) -> None:
+        registration_id = str(base["id"])
+        try:
+            async with self.proof_slots:
+                proof = await self.client.proof(registration_id, wait=True)
+            # Check it before keeping it: signed by the log, for these very bytes.
+            verify_proof(proof, keys=self.vkeys, image_sha256=str(base["sha256"]))
+            relative = f"{PROOFS_DIR}/{registration_id}.json"
+            await asyncio.to_thread(write_atomically, self.out / relative, proof.to_json())
+        except NotSealedError:
+            self.proofs_pending += 1
+            self.progress.write(
+                f"pending   {base['path']}: registration {registration_id} is not sealed yet; "
+                "run again to save its proof"
+            )
+            self.progress.advance(outcome)
+            return
+        except (ShotstampError, OSError) as exc:
+            self.progress.write(f"error     {base['path']}: proof of {registration_id}: {exc}")
+            self.finish("error", {**base, "outcome": "error", "error": f"proof: {exc}"})
+            return
+        self.finish(outcome, {**base, "outcome": outcome, "proof": relative})
+
+    async def run(self, files: list[Path]) -> None:
+        keys = await self.client.keys()
+        self.vkeys = keys.vkeys
+        (self.out / PROOFS_DIR).mkdir(parents=True, exist_ok=True)
+        write_atomically(self.out / KEYS_NAME, json.dumps(dict(keys.raw), indent=2) + "\n")
+
+        # (1) Fingerprint the files locally (sha256), reusing the manifest's
+        # hash of a file whose size and mtime have not changed.
+        todo: list[Path] = []
+        bases: dict[Path, dict[str, Any]] = {}
+        proof_tasks: list[asyncio.Task[None]] = []
+        for path in files:
+            try:
+                stat = path.stat()
+                known = self.manifest.known_sha256(path, stat)
+                sha256 = known if known else await asyncio.to_thread(file_sha256, path)
+            except OSError as exc:
+                self.progress.write(f"error     {path}: {exc.strerror or exc}")
+                self.finish("error", {"path": str(path), "outcome": "error", "error": str(exc)})
+                continue
+            base = {
+                "path": str(path),
+                "sha256": sha256,
+                "size": stat.st_size,
+                "mtime_ns": stat.st_mtime_ns,
+            }
+            earlier = self.manifest.registered(sha256)
+            if earlier is not None and self.manifest.proof_saved(earlier):
+                self.progress.advance("skipped")
+                continue
+            if earlier is not None:
+                # Registered by an earlier run that stopped before its proof.
+                resumed = {**base, "id": earlier["id"], "received_at": earlier.get("received_at")}
+                proof_tasks.append(asyncio.create_task(self.save_proof(resumed, "existing")))
+                continue
+            bases[path] = base
+            todo.append(path)
+
+        # (2) Register the rest; save each proof as soon as it is sealed.
+        stream = self.client.register_many(todo, concurrency=self.args.concurrency)
+        try:
+            async for result in stream:
+                self.record(result, bases[result.path], proof_tasks)
+                if isinstance(result.error, AuthError):
+                    self.fatal = result.error
+                    break
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        if proof_tasks:
+            await asyncio.gather(*proof_tasks)
+
+    def record(
+        self, result: RegisterResult, base: dict[str, Any], proof_tasks: list[asyncio.Task[None]]
+    ) -> None:
+        if result.registration is not None:
+            reg = result.registration
+            registered = {
+                **base,
+                "id": reg.id,
+                "received_at": reg.received_at.isoformat().replace("+00:00", "Z"),
+                "outcome": result.outcome,
+                "proof": None,
+            }
+            # Written before the proof is fetched: an interrupted run resumes from here.
+            self.report(self.manifest.append(registered))
+            proof_tasks.append(asyncio.create_task(self.save_proof(registered, result.outcome)))
+        elif result.outcome == "conflict":
+            first = result.matches[0] if result.matches else None
+            self.progress.write(
+                f"conflict  {result.path}: "
+                + (_describe_match(first) if first else "a copy of another seller's photo")
+            )
+            self.finish(
+                "conflict",
+                {
+                    **base,
+                    "outcome": "conflict",
+                    "matches": [dict(m.raw) for m in result.matches],
+                },
+            )
+        else:
+            self.progress.write(f"error     {result.path}: {result.error}")
+            self.finish("error", {**base, "outcome": "error", "error": str(result.error)})
+
+
+async def _register(args: argparse.Namespace) -> int:
+    if args.concurrency < 1:
+        raise _UsageError("--concurrency must be at least 1")
+    files = collect_images(args.paths, exclude=Path(args.out))
+    if not files:
+        raise _UsageError(
+            "no image files found (looked for " + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")"
+        )
+    progress = Progress(len(files), stream=sys.stderr, enabled=False if args.no_progress else None)
+    async with _client(args) as client:
+        registrar = _Registrar(args, client, progress)
+        try:
+            await registrar.run(files)
+        finally:
+            registrar.manifest.close()
+            progress.close()
+    counts = progress.counts
+    out = sys.stderr if args.json else sys.stdout
+    rows = [
+        ("new", counts["new"]),
+        ("already yours", counts["existing"]),
+        ("skipped (in manifest)", counts["skipped"]),
+        ("conflicts", counts["conflict"]),
+        ("errors", counts["error"]),
+    ]
+    if registrar.proofs_pending:
+        rows.append(("proofs still pending", registrar.proofs_pending))
+    print(f"shotstamp register: {len(files)} files", file=out)
+    for label, count in rows:
+        print(f"  {label:<22}{count:>7}", file=out)
+    print(f"  manifest: {Path(args.out) / MANIFEST_NAME}", file=out)
+    if registrar.fatal is not None:
+        print(f"error: {registrar.fatal.diagnostics()}", file=sys.stderr)
+        return EXIT_SERVICE
+    if counts["error"] or registrar.proofs_pending or progress.done < len(files):
+        return EXIT_SERVICE
+    if counts["conflict"]:
+        return EXIT_CONFLICT
+    return EXIT_OK
+
+
+# -- check, proof, keys, webhooks ---------------------------------------------------
+async def _check(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        result = await client.check(args.file)
+    if args.json:
+        print(json.dumps(dict(result.raw), indent=2))
+    else:
+        print(f"sha256 {result.sha256}")
+        if not result.matches:
+            print("no earlier registration matches this image")
+        for match in result.matches:
+            print(_describe_match(match))
+    theirs = [m for m in result.copies if m.seller is None]
+    return EXIT_CONFLICT if theirs else EXIT_OK
+
+
+async def _proof(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        proof = await client.proof(args.id, wait=not args.no_wait)
+    text = proof.to_json()
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        write_atomically(Path(args.output), text)
+        print(
+            f"saved the proof of {args.id} (leaf {proof.leaf_index} of {proof.tree_size}) "
+            f"to {args.output}",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+async def _keys(args: argparse.Namespace) -> int:
+    async with _client(args, need_key=False) as client:
+        keys = await client.keys()
+    text = json.dumps(dict(keys.raw), indent=2) + "\n"
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        write_atomically(Path(args.output), text)
+        print(f"saved {len(keys.keys)} key(s) of {keys.origin} to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _webhooks(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        if args.webhook_command == "add":
+            hook = await client.create_webhook(args.webhook_url)
+            print(f"id      {hook.id}")
+            print(f"url     {hook.url}")
+            print(f"events  {', '.join(hook.events)}")
+            print(f"secret  {hook.secret}")
+            print("the secret is shown only now: keep it to check signatures", file=sys.stderr)
+        elif args.webhook_command == "list":
+            for hook in await client.webhooks():
+                print(
+                    f"{hook.id}  {hook.url}  {','.join(hook.events)}  {hook.created_at.isoformat()}"
+                )
+        else:
+            await client.delete_webhook(args.webhook_id)
+            print(f"removed {args.webhook_id}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _service(command: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
+    return lambda args: _run_service_command(args, command)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shotstamp",
         description="Timestamp product photos with shotstamp and verify the proofs.",
         epilog="exit status: 0 ok, 1 verification failed, 2 usage, 3 malformed input, "
-        "4 service error, 5 conflict",
+        "4 service error, 5 conflict, 130 interrupted",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+
+    service = argparse.ArgumentParser(add_help=False)
+    group = service.add_argument_group("service")
+    group.add_argument("--url", help="the service URL (env SHOTSTAMP_URL)")
+    group.add_argument("--api-key", help="your API key (env SHOTSTAMP_API_KEY)")
+    group.add_argument(
+        "--config",
+        help="a TOML file with url and api_key (env SHOTSTAMP_CONFIG; default "
+        "~/.config/shotstamp/config.toml)",
+    )
+    group.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds per request attempt (default 30)"
+    )
+    group.add_argument(
+        "--retries",
+        type=int,
+        default=4,
+        help="retries of a request on 429, 503 or a dropped connection (default 4)",
+    )
+
+    register = commands.add_parser(
+        "register",
+        parents=[service],
+        help="register photos: files, or folders walked for images",
+        description="Register every image in the given files and folders (recursively), "
+        "save each proof under OUT/proofs/ and record each file in "
+        f"OUT/{MANIFEST_NAME}. Run it again to pick up new photos: files the "
+        "manifest records as registered are skipped.",
+        epilog="exit status: 0 all registered, 4 some file failed (re-run to retry), "
+        "5 some file is a copy of another seller's photo, 2 usage",
+    )
+    register.add_argument("paths", nargs="+", metavar="FOLDER_OR_FILE")
+    register.add_argument(
+        "--out", "-o", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})"
+    )
+    register.add_argument(
+        "--concurrency", "-j", type=int, default=4, help="uploads at once (default 4)"
+    )
+    register.add_argument("--no-progress", action="store_true", help="never draw the progress bar")
+    register.add_argument(
+        "--json", action="store_true", help="print each manifest line on stdout (summary to stderr)"
+    )
+    register.set_defaults(run=_service(_register))
+
+    check = commands.add_parser(
+        "check",
+        parents=[service],
+        help="look for earlier registrations of a photo without registering it",
+        epilog="exit status: 0 no other seller's copy, 5 a copy of another seller's photo",
+    )
+    check.add_argument("file")
+    check.add_argument("--json", action="store_true", help="print the service's answer as JSON")
+    check.set_defaults(run=_service(_check))
+
+    proof = commands.add_parser(
+        "proof", parents=[service], help="fetch a registration's proof bundle"
+    )
+    proof.add_argument("id", help="the registration id")
+    proof.add_argument("-o", "--output", help="write it here (default: stdout)")
+    proof.add_argument(
+        "--no-wait", action="store_true", help="fail (exit 4) instead of waiting for the seal"
+    )
+    proof.set_defaults(run=_service(_proof))
+
+    keys = commands.add_parser(
+        "keys", parents=[service], help="save the log's public keys (for 'verify --key')"
+    )
+    keys.add_argument("-o", "--output", help="write them here (default: stdout)")
+    keys.set_defaults(run=_service(_keys))
+
     verify = commands.add_parser("verify", help="verify a proof bundle offline")
     verify.add_argument("proof", help="a proof bundle (JSON) as saved by 'shotstamp proof'")
     verify.add_argument(
@@ -132,12 +578,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--image", help="the photo: check it is the registered file")
     verify.set_defaults(run=_verify)
+
+    webhooks = commands.add_parser(
+        "webhooks", help="be told when someone uploads a copy of your photos"
+    )
+    hook_commands = webhooks.add_subparsers(dest="webhook_command", required=True)
+    add = hook_commands.add_parser("add", parents=[service], help="add a webhook URL")
+    add.add_argument("webhook_url", metavar="URL")
+    hook_commands.add_parser("list", parents=[service], help="list your webhooks")
+    remove = hook_commands.add_parser("remove", parents=[service], help="remove a webhook")
+    remove.add_argument("webhook_id", metavar="ID")
+    webhooks.set_defaults(run=_service(_webhooks))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    code: int = args.run(args)
+    try:
+        code: int = args.run(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Whoever read stdout stopped; exit as a shell pipeline would, quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # SIGPIPE
     return code
 
 

@@ -5,7 +5,9 @@ The hierarchy:
     ShotstampError
     ├── MalformedProofError      a bundle, note or checkpoint that does not parse
     ├── VerificationError        a proof that parses but does not hold (.check)
-    │   └── RootMismatchError    a Merkle proof that leads to another root
+    │   ├── RootMismatchError    a Merkle proof that leads to another root
+    │   └── WebhookVerificationError  a webhook delivery whose signature does not hold
+    ├── NotSealedError           the registration is not in a signed checkpoint yet
     ├── APIError                 the service answered with an error (.status, .code)
     │   ├── AuthError            401, 403
     │   ├── NotFoundError        404
@@ -30,6 +32,7 @@ __all__ = [
     "ConflictError",
     "MalformedProofError",
     "NotFoundError",
+    "NotSealedError",
     "RateLimited",
     "RootMismatchError",
     "ServerError",
@@ -37,6 +40,7 @@ __all__ = [
     "TransportError",
     "ValidationError",
     "VerificationError",
+    "WebhookVerificationError",
     "error_class_for_status",
 ]
 
@@ -100,8 +104,31 @@ class RootMismatchError(VerificationError):
         self.size = size
 
 
+class WebhookVerificationError(VerificationError):
+    """A webhook delivery whose signature header is missing, stale or wrong."""
+
+
+class NotSealedError(ShotstampError):
+    """The registration is still pending: no signed checkpoint contains it yet.
+
+    Raised by `proof(..., wait=False)` and when a wait runs out; retry after
+    `retry_after` seconds (sealing takes about a second).
+    """
+
+    def __init__(self, registration_id: str, *, retry_after: float | None = None) -> None:
+        super().__init__(f"registration {registration_id} is not sealed yet; retry shortly")
+        self.registration_id = registration_id
+        self.retry_after = retry_after
+
+
 class APIError(ShotstampError):
-    """The service answered with an error status."""
+    """The service answered with an error status.
+
+    The clients set `method` and `url` to the request that got this answer.
+    """
+
+    method: str | None = None
+    url: str | None = None
 
     def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:
         super().__init__(f"{status} {code}: {message}")
@@ -109,6 +136,12 @@ class APIError(ShotstampError):
         self.code = code
         self.message = message
         self.body = body
+
+    def diagnostics(self) -> str:
+        text = super().diagnostics()
+        if self.method and self.url:
+            text += f"\n  request: {self.method} {self.url}"
+        return text
 
 
 class AuthError(APIError):
@@ -160,7 +193,15 @@ class ServerError(APIError):
 
 
 class TransportError(ShotstampError):
-    """The request got no HTTP answer: connection failure or timeout."""
+    """The request got no HTTP answer: connection failure or timeout.
+
+    `maybe_sent` is False when the connection failed before the request left,
+    so the service cannot have acted on it.
+    """
+
+    method: str | None = None
+    url: str | None = None
+    maybe_sent: bool = True
 
 
 _BY_STATUS: dict[int, type[APIError]] = {

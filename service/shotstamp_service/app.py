@@ -1,7 +1,8 @@
 """The aiohttp application: factory, middlewares and the lifecycle of its parts.
 
 Start-up order (cleanup_ctx, undone in reverse): store → signing key →
-fingerprint pool → registry (index rebuilt from the store) → sealer.
+fingerprint pool → registry (index rebuilt from the store) → sealer →
+webhook dispatcher (stopped first, so its last outbox writes reach the store).
 On shutdown the sealer seals whatever is still pending before the store closes.
 """
 
@@ -19,7 +20,7 @@ from . import desk
 from .config import Config
 from .errors import ApiError
 from .fingerprint import DecodeLimits, ImageRejected
-from .keys import CONFIG, POOL, REGISTRY, SEALER, SIGNER, STORE
+from .keys import CONFIG, POOL, REGISTRY, SEALER, SIGNER, STORE, WEBHOOKS
 from .matching import Matcher
 from .pool import FingerprintPool
 from .registry import Registry
@@ -28,6 +29,7 @@ from .sealer import Sealer
 from .signer import LogSigner, load_or_create_key
 from .store import Store, StoreError
 from .store.sqlite import SQLiteStore
+from .webhooks import WebhookDispatcher
 
 __all__ = ["create_app", "make_store"]
 
@@ -124,6 +126,14 @@ async def _sealer_ctx(app: web.Application) -> AsyncIterator[None]:
         log.exception("final seal failed; pending registrations will be sealed at next start")
 
 
+async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    dispatcher = WebhookDispatcher(app[STORE], app[CONFIG])
+    await dispatcher.start()
+    app[WEBHOOKS] = dispatcher
+    yield
+    await dispatcher.stop()
+
+
 def create_app(config: Config) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware],
@@ -135,5 +145,5 @@ def create_app(config: Config) -> web.Application:
     app[SIGNER] = LogSigner(config.origin, load_or_create_key(config.key_path))
     app.add_routes(routes)
     app.add_routes(desk.routes)
-    app.cleanup_ctx.extend([_store_ctx, _pool_ctx, _registry_ctx, _sealer_ctx])
+    app.cleanup_ctx.extend([_store_ctx, _pool_ctx, _registry_ctx, _sealer_ctx, _webhooks_ctx])
     return app

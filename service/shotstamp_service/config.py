@@ -35,6 +35,16 @@ class Config:
     thumbnails: bool = True
     thumbnail_size: int = 256  # longest side in pixels
 
+    # Webhooks: deliveries time out after webhook_timeout seconds; a failed one is
+    # retried after webhook_retry_base · 2^(attempt-1) seconds (jittered, at most
+    # webhook_retry_max), up to webhook_max_attempts tries in all.
+    webhook_timeout: float = 10.0
+    webhook_retry_base: float = 10.0
+    webhook_retry_max: float = 3600.0
+    webhook_max_attempts: int = 20
+    # Refuse webhook URLs on loopback, private and link-local addresses unless set.
+    webhook_allow_private: bool = False
+
     def __post_init__(self) -> None:
         if not MIN_THUMBNAIL_SIZE <= self.thumbnail_size <= MAX_THUMBNAIL_SIZE:
             raise ValueError(
@@ -78,6 +88,11 @@ ENV_VARS: dict[str, str] = {
     "wait_timeout": "SHOTSTAMP_WAIT_TIMEOUT",
     "thumbnails": "SHOTSTAMP_THUMBNAILS",
     "thumbnail_size": "SHOTSTAMP_THUMBNAIL_SIZE",
+    "webhook_timeout": "SHOTSTAMP_WEBHOOK_TIMEOUT",
+    "webhook_retry_base": "SHOTSTAMP_WEBHOOK_RETRY_BASE",
+    "webhook_retry_max": "SHOTSTAMP_WEBHOOK_RETRY_MAX",
+    "webhook_max_attempts": "SHOTSTAMP_WEBHOOK_MAX_ATTEMPTS",
+    "webhook_allow_private": "SHOTSTAMP_WEBHOOK_ALLOW_PRIVATE",
 }
 
 _ON = {"on", "true", "yes", "1"}

@@ -10,8 +10,9 @@ from .registry import Registry
 from .sealer import Sealer
 from .signer import LogSigner
 from .store import Store
+from .webhooks import WebhookDispatcher
 
-__all__ = ["CONFIG", "POOL", "REGISTRY", "SEALER", "SIGNER", "STORE"]
+__all__ = ["CONFIG", "POOL", "REGISTRY", "SEALER", "SIGNER", "STORE", "WEBHOOKS"]
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
@@ -19,3 +20,4 @@ SIGNER = web.AppKey("signer", LogSigner)
 SEALER = web.AppKey("sealer", Sealer)
 REGISTRY = web.AppKey("registry", Registry)
 POOL = web.AppKey("pool", FingerprintPool)
+WEBHOOKS = web.AppKey("webhooks", WebhookDispatcher)

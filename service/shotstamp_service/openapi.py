@@ -231,6 +231,120 @@ _SCHEMAS: dict[str, Any] = {
             "keys": {"type": "array", "items": {"type": "string"}, "description": "vkeys used"},
         },
     },
+    "NewWebhook": {
+        "type": "object",
+        "required": ["url"],
+        "additionalProperties": False,
+        "properties": {
+            "url": {
+                "type": "string",
+                "format": "uri",
+                "maxLength": 2048,
+                "description": "http or https; not a private, loopback or link-local address",
+            },
+            "events": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["registration.conflict"]},
+                "description": "default: every event type",
+            },
+        },
+    },
+    "Webhook": {
+        "type": "object",
+        "required": ["id", "url", "events", "created_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "url": {"type": "string"},
+            "events": {"type": "array", "items": {"type": "string"}},
+            "created_at": _TIME,
+        },
+    },
+    "WebhookCreated": {
+        "allOf": [
+            _ref("Webhook"),
+            {
+                "type": "object",
+                "required": ["secret"],
+                "properties": {
+                    "secret": {
+                        "type": "string",
+                        "description": "HMAC-SHA256 key of the signatures; shown only here",
+                    }
+                },
+            },
+        ]
+    },
+    "WebhookList": {
+        "type": "object",
+        "required": ["webhooks"],
+        "properties": {"webhooks": {"type": "array", "items": _ref("Webhook")}},
+    },
+    "Delivery": {
+        "type": "object",
+        "required": ["id", "event_id", "event_type", "status", "attempts", "created_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "event_id": {"type": "string"},
+            "event_type": {"type": "string"},
+            "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+            "attempts": {"type": "integer", "minimum": 0},
+            "created_at": _TIME,
+            "next_attempt_at": {"oneOf": [_TIME, {"type": "null"}]},
+            "last_status": {"type": ["integer", "null"]},
+            "last_error": {"type": ["string", "null"]},
+            "delivered_at": {"oneOf": [_TIME, {"type": "null"}]},
+        },
+    },
+    "DeliveryList": {
+        "type": "object",
+        "required": ["deliveries"],
+        "properties": {"deliveries": {"type": "array", "items": _ref("Delivery")}},
+    },
+    "ConflictEvent": {
+        "type": "object",
+        "required": ["id", "type", "created_at", "data"],
+        "properties": {
+            "id": {"type": "string", "description": "the same on every retry: deduplicate on it"},
+            "type": {"type": "string", "const": "registration.conflict"},
+            "created_at": _TIME,
+            "data": {
+                "type": "object",
+                "required": ["registration_id", "upload", "matches"],
+                "properties": {
+                    "registration_id": {
+                        "type": "string",
+                        "description": "your earliest registration the upload copies",
+                    },
+                    "upload": {
+                        "type": "object",
+                        "required": ["received_at", "sha256"],
+                        "properties": {
+                            "received_at": _TIME,
+                            "sha256": {**_HEX64, "description": "SHA-256 of the refused file"},
+                        },
+                        "description": "the refused upload (never who sent it)",
+                    },
+                    "matches": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["registration_id", "received_at", "distances"],
+                            "properties": {
+                                "registration_id": {"type": "string"},
+                                "received_at": _TIME,
+                                "distances": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "number"},
+                                },
+                                "verdict": {"type": "string", "enum": ["copy", "similar"]},
+                                "exact": {"type": "boolean"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
     "Health": {
         "type": "object",
         "required": ["status"],
@@ -257,6 +371,43 @@ def openapi_document() -> dict[str, Any]:
             "version": __version__,
             "description": "Register product photos into a signed, append-only Merkle log; "
             "get offline-verifiable proofs; catch copies at upload.",
+        },
+        "webhooks": {
+            "registration.conflict": {
+                "post": {
+                    "summary": "Someone else uploaded a copy of one of your photos",
+                    "description": "Sent to each of your webhooks when an upload by another "
+                    "seller is refused as a copy of your registration. Header "
+                    "`Shotstamp-Signature: t=<unix seconds>,v1=<hex>`: HMAC-SHA256 with the "
+                    "webhook secret over `<t>.<raw body>`; refuse a stale `t`. Retried with "
+                    "exponential backoff until a 2xx answer; deliver at least once.",
+                    "parameters": [
+                        {
+                            "name": "Shotstamp-Signature",
+                            "in": "header",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "Shotstamp-Event",
+                            "in": "header",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "Shotstamp-Delivery",
+                            "in": "header",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ConflictEvent")}},
+                    },
+                    "responses": {"2XX": {"description": "received; anything else is retried"}},
+                }
+            }
         },
         "components": {
             "schemas": _SCHEMAS,
@@ -323,6 +474,55 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json(_ref("Proof"), "the proof"),
                         "202": _json(_ref("Pending"), "not sealed yet"),
                         "404": _error("no such registration visible to you"),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/v1/webhooks": {
+                "post": {
+                    "summary": "Register a webhook; its signing secret is shown once",
+                    "security": [{"bearer": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("NewWebhook")}},
+                    },
+                    "responses": {
+                        "201": _json(_ref("WebhookCreated"), "created"),
+                        "400": _error("invalid URL or events, duplicate URL, too many webhooks"),
+                        "413": _error("body too large"),
+                        "415": _error("not application/json"),
+                        **_AUTH_ERRORS,
+                    },
+                },
+                "get": {
+                    "summary": "Your webhooks (without secrets)",
+                    "security": [{"bearer": []}],
+                    "responses": {
+                        "200": _json(_ref("WebhookList"), "webhooks"),
+                        **_AUTH_ERRORS,
+                    },
+                },
+            },
+            "/v1/webhooks/{id}": {
+                "delete": {
+                    "summary": "Delete a webhook and its pending deliveries",
+                    "security": [{"bearer": []}],
+                    "parameters": [_ID],
+                    "responses": {
+                        "204": {"description": "deleted"},
+                        "404": _error("no such webhook of yours"),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/v1/webhooks/{id}/deliveries": {
+                "get": {
+                    "summary": "A webhook's most recent deliveries (newest first, up to 100)",
+                    "security": [{"bearer": []}],
+                    "parameters": [_ID],
+                    "responses": {
+                        "200": _json(_ref("DeliveryList"), "deliveries"),
+                        "404": _error("no such webhook of yours"),
                         **_AUTH_ERRORS,
                     },
                 }

@@ -16,6 +16,8 @@ __all__ = [
     "NewRegistration",
     "Registration",
     "Role",
+    "WebhookDelivery",
+    "WebhookRecord",
     "format_time",
     "new_registration_id",
     "utc_now",
@@ -118,3 +120,41 @@ class ApiKey:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class WebhookRecord:
+    """A seller's webhook endpoint; `secret` signs its deliveries (kept: it must sign)."""
+
+    id: str
+    seller: str
+    url: str
+    secret: str
+    events: tuple[str, ...]
+    created_at: str
+
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One event for one webhook in the outbox; `payload` is the exact body sent each try.
+
+    `url` and `secret` are the webhook's, joined in when a delivery is claimed.
+    """
+
+    id: str
+    webhook_id: str
+    event_id: str
+    event_type: str
+    payload: bytes
+    created_at: str
+    status: DeliveryStatus = "pending"
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_status: int | None = None
+    last_error: str | None = None
+    delivered_at: str | None = None
+    url: str = ""
+    secret: str = field(default="", repr=False)

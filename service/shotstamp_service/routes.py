@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 
 from .auth import Principal, authenticate, parse_bearer
 from .errors import ApiError
-from .keys import CONFIG, REGISTRY, SEALER, SIGNER, STORE
+from .keys import CONFIG, REGISTRY, SEALER, SIGNER, STORE, WEBHOOKS
 from .openapi import openapi_document
 from .proofs import proof_bundle
-from .records import CheckpointRecord, Registration, format_time
+from .records import (
+    CheckpointRecord,
+    Registration,
+    WebhookDelivery,
+    WebhookRecord,
+    format_time,
+    utc_now,
+)
 from .registry import ResolvedMatch
+from .webhooks import (
+    EVENT_TYPES,
+    MAX_WEBHOOKS_PER_SELLER,
+    InvalidWebhookURL,
+    check_webhook_url,
+    new_webhook,
+)
 
 __all__ = ["routes"]
 
@@ -204,6 +220,8 @@ async def create_registration(request: web.Request) -> web.Response:
         idempotency_key=idempotency_key,
     )
     if outcome.kind == "conflict":
+        # Tell the sellers whose photo this copies; scheduled, never awaited here.
+        request.app[WEBHOOKS].conflict(outcome.matches, image, format_time(utc_now()))
         matches = [match_json(request, m, who) for m in outcome.matches]
         first = matches[0]
         raise ApiError(
@@ -262,6 +280,131 @@ async def get_proof(request: web.Request) -> web.Response:
             headers={"Retry-After": "1"},
         )
     return web.json_response(await proof_bundle(request.app[STORE], reg))
+
+
+# -- webhooks ----------------------------------------------------------------------
+_MAX_JSON_BODY = 16384
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise ApiError(
+            415, "unsupported_media_type", f"send application/json, not {request.content_type!r}"
+        )
+    if request.content_length is not None and request.content_length > _MAX_JSON_BODY:
+        raise ApiError(413, "body_too_large", f"the body is larger than {_MAX_JSON_BODY} bytes")
+    raw = await request.content.read(_MAX_JSON_BODY + 1)
+    if len(raw) > _MAX_JSON_BODY:
+        raise ApiError(413, "body_too_large", f"the body is larger than {_MAX_JSON_BODY} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    return body
+
+
+def webhook_json(hook: WebhookRecord, *, secret: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": hook.id,
+        "url": hook.url,
+        "events": list(hook.events),
+        "created_at": hook.created_at,
+    }
+    if secret:
+        body["secret"] = hook.secret
+    return body
+
+
+def delivery_json(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "event_id": delivery.event_id,
+        "event_type": delivery.event_type,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "created_at": delivery.created_at,
+        "next_attempt_at": (
+            format_time(datetime.fromtimestamp(delivery.next_attempt_at, UTC))
+            if delivery.status == "pending"
+            else None
+        ),
+        "last_status": delivery.last_status,
+        "last_error": delivery.last_error,
+        "delivered_at": delivery.delivered_at,
+    }
+
+
+async def _own_webhook(request: web.Request, who: Principal) -> WebhookRecord:
+    hook = await request.app[STORE].get_webhook(request.match_info["id"])
+    if hook is None or hook.seller != who.seller:
+        raise ApiError(404, "not_found", "no such webhook")
+    return hook
+
+
+@routes.post("/v1/webhooks")
+async def create_webhook(request: web.Request) -> web.Response:
+    who = await require_principal(request)
+    body = await read_json_object(request)
+    unknown = sorted(set(body) - {"url", "events"})
+    if unknown:
+        raise ApiError(400, "invalid_field", f"unknown fields: {', '.join(unknown)}")
+    try:
+        url = check_webhook_url(
+            body.get("url"), allow_private=request.app[CONFIG].webhook_allow_private
+        )
+    except InvalidWebhookURL as exc:
+        raise ApiError(400, "invalid_url", str(exc)) from exc
+    events = body.get("events", list(EVENT_TYPES))
+    if (
+        not isinstance(events, list)
+        or not events
+        or not all(isinstance(e, str) and e in EVENT_TYPES for e in events)
+    ):
+        raise ApiError(
+            400,
+            "invalid_events",
+            f"'events' must be a non-empty list of: {', '.join(EVENT_TYPES)}",
+        )
+    store = request.app[STORE]
+    existing = await store.list_webhooks(who.seller)
+    if any(h.url == url for h in existing):
+        raise ApiError(400, "duplicate_webhook", "you already have a webhook with this URL")
+    if len(existing) >= MAX_WEBHOOKS_PER_SELLER:
+        raise ApiError(
+            400, "too_many_webhooks", f"at most {MAX_WEBHOOKS_PER_SELLER} webhooks per seller"
+        )
+    hook = new_webhook(who.seller, url, dict.fromkeys(events))
+    await store.add_webhook(hook)
+    return web.json_response(
+        webhook_json(hook, secret=True),
+        status=201,
+        headers={"Location": f"/v1/webhooks/{hook.id}"},
+    )
+
+
+@routes.get("/v1/webhooks")
+async def list_webhooks(request: web.Request) -> web.Response:
+    who = await require_principal(request)
+    hooks = await request.app[STORE].list_webhooks(who.seller)
+    return web.json_response({"webhooks": [webhook_json(h) for h in hooks]})
+
+
+@routes.delete("/v1/webhooks/{id}")
+async def delete_webhook(request: web.Request) -> web.Response:
+    who = await require_principal(request)
+    if not await request.app[STORE].delete_webhook(request.match_info["id"], who.seller):
+        raise ApiError(404, "not_found", "no such webhook")
+    return web.Response(status=204)
+
+
+@routes.get("/v1/webhooks/{id}/deliveries")
+async def webhook_deliveries(request: web.Request) -> web.Response:
+    who = await require_principal(request)
+    hook = await _own_webhook(request, who)
+    deliveries = await request.app[STORE].list_deliveries(hook.id)
+    return web.json_response({"deliveries": [delivery_json(d) for d in deliveries]})
 
 
 # -- the log -------------------------------------------------------------------

@@ -12,7 +12,17 @@ import pytest
 
 import shotstamp
 
-MODULES = ["canonical", "checkpoint", "errors", "merkle", "verify"]
+MODULES = [
+    "canonical",
+    "checkpoint",
+    "client",
+    "config",
+    "errors",
+    "merkle",
+    "models",
+    "verify",
+    "webhooks",
+]
 # Modules that are programs rather than library surface: not re-exported.
 PROGRAMS = {"cli"}
 SDK = Path(shotstamp.__file__).resolve().parent

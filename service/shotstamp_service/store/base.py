@@ -9,8 +9,16 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-from ..records import ApiKey, CheckpointRecord, NewRegistration, Registration
+from ..records import (
+    ApiKey,
+    CheckpointRecord,
+    NewRegistration,
+    Registration,
+    WebhookDelivery,
+    WebhookRecord,
+)
 
 __all__ = [
     "DuplicateIdempotencyKey",
@@ -60,7 +68,7 @@ class SealBatch:
 
 
 class Store(abc.ABC):
-    """Registrations, the log's nodes and checkpoints, and API keys."""
+    """Registrations, the log's nodes and checkpoints, API keys, and webhooks."""
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect and migrate; called once before use."""
@@ -144,3 +152,52 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def first_checkpoint_covering(self, leaf_index: int) -> CheckpointRecord | None:
         """The earliest checkpoint whose tree contains this leaf."""
+
+    # -- webhooks and their outbox ---------------------------------------
+    @abc.abstractmethod
+    async def add_webhook(self, hook: WebhookRecord) -> None: ...
+
+    @abc.abstractmethod
+    async def list_webhooks(self, seller: str) -> list[WebhookRecord]:
+        """The seller's webhooks, oldest first."""
+
+    @abc.abstractmethod
+    async def get_webhook(self, webhook_id: str) -> WebhookRecord | None: ...
+
+    @abc.abstractmethod
+    async def delete_webhook(self, webhook_id: str, seller: str) -> bool:
+        """Delete the seller's webhook and its outbox; False if the seller has no such one."""
+
+    @abc.abstractmethod
+    async def webhooks_for_sellers(self, sellers: Iterable[str]) -> list[WebhookRecord]: ...
+
+    @abc.abstractmethod
+    async def enqueue_deliveries(self, deliveries: Sequence[WebhookDelivery]) -> None:
+        """Durably add pending deliveries to the outbox (one transaction)."""
+
+    @abc.abstractmethod
+    async def claim_deliveries(self, now: float, lease_until: float, limit: int) -> list[
+        WebhookDelivery
+    ]:
+        """Pending deliveries due at `now`, oldest first, with the webhook's url and secret.
+
+        Each is leased: its `next_attempt_at` moves to `lease_until`, so another
+        dispatcher (or this one, after a crash) retries it only once the lease ends.
+        """
+
+    @abc.abstractmethod
+    async def finish_delivery_attempt(
+        self,
+        delivery_id: str,
+        *,
+        status: Literal["pending", "delivered", "failed"],
+        next_attempt_at: float,
+        last_status: int | None,
+        last_error: str | None,
+        delivered_at: str | None,
+    ) -> None:
+        """Record one attempt: counts it, and sets the outcome and the next try."""
+
+    @abc.abstractmethod
+    async def list_deliveries(self, webhook_id: str, limit: int = 100) -> list[WebhookDelivery]:
+        """The webhook's most recent deliveries, newest first."""

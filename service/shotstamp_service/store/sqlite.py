@@ -17,9 +17,16 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from ..records import ApiKey, CheckpointRecord, NewRegistration, Registration
+from ..records import (
+    ApiKey,
+    CheckpointRecord,
+    NewRegistration,
+    Registration,
+    WebhookDelivery,
+    WebhookRecord,
+)
 from .base import (
     DuplicateIdempotencyKey,
     NodeCoord,
@@ -80,6 +87,36 @@ MIGRATIONS: list[str] = [
         label TEXT
     );
     """,
+    # 2: webhooks and the outbox of their deliveries (issue 6).
+    """
+    CREATE TABLE webhooks (
+        id TEXT PRIMARY KEY,
+        seller TEXT NOT NULL,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        events TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX webhooks_seller ON webhooks (seller);
+    CREATE TABLE webhook_deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        webhook_id TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        created_at TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_status INTEGER,
+        last_error TEXT,
+        delivered_at TEXT
+    );
+    CREATE INDEX webhook_deliveries_due
+        ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (webhook_id, seq);
+    """,
 ]
 
 _REG_COLUMNS = (
@@ -124,6 +161,42 @@ def _api_key(row: sqlite3.Row) -> ApiKey:
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
         label=row["label"],
+    )
+
+
+def _webhook(row: sqlite3.Row) -> WebhookRecord:
+    return WebhookRecord(
+        id=row["id"],
+        seller=row["seller"],
+        url=row["url"],
+        secret=row["secret"],
+        events=tuple(json.loads(row["events"])),
+        created_at=row["created_at"],
+    )
+
+
+_DELIVERY_COLUMNS = (
+    "d.id, d.webhook_id, d.event_id, d.event_type, d.payload, d.created_at, d.status,"
+    " d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.delivered_at"
+)
+
+
+def _delivery(row: sqlite3.Row, *, joined: bool = False) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=row["id"],
+        webhook_id=row["webhook_id"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        payload=bytes(row["payload"]),
+        created_at=row["created_at"],
+        status=row["status"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        last_status=row["last_status"],
+        last_error=row["last_error"],
+        delivered_at=row["delivered_at"],
+        url=row["url"] if joined else "",
+        secret=row["secret"] if joined else "",
     )
 
 
@@ -549,5 +622,148 @@ class SQLiteStore(Store):
                 args,
             ).fetchone()
             return _checkpoint(row) if row else None
+
+        return await self._read(run)
+
+    # -- webhooks and their outbox ---------------------------------------
+    async def add_webhook(self, hook: WebhookRecord) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO webhooks (id, seller, url, secret, events, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    hook.id,
+                    hook.seller,
+                    hook.url,
+                    hook.secret,
+                    json.dumps(list(hook.events)),
+                    hook.created_at,
+                ),
+            )
+
+        await self._write(run)
+
+    async def list_webhooks(self, seller: str) -> list[WebhookRecord]:
+        def run(conn: sqlite3.Connection) -> list[WebhookRecord]:
+            rows = conn.execute(
+                "SELECT * FROM webhooks WHERE seller = ? ORDER BY created_at, id", (seller,)
+            )
+            return [_webhook(row) for row in rows]
+
+        return await self._read(run)
+
+    async def get_webhook(self, webhook_id: str) -> WebhookRecord | None:
+        def run(conn: sqlite3.Connection) -> WebhookRecord | None:
+            row = conn.execute("SELECT * FROM webhooks WHERE id = ?", (webhook_id,)).fetchone()
+            return _webhook(row) if row else None
+
+        return await self._read(run)
+
+    async def delete_webhook(self, webhook_id: str, seller: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            def body() -> bool:
+                # The outbox rows go with it (ON DELETE CASCADE).
+                cur = conn.execute(
+                    "DELETE FROM webhooks WHERE id = ? AND seller = ?", (webhook_id, seller)
+                )
+                return cur.rowcount == 1
+
+            return self._transaction(conn, body)
+
+        return await self._write(run)
+
+    async def webhooks_for_sellers(self, sellers: Iterable[str]) -> list[WebhookRecord]:
+        wanted = sorted(set(sellers))
+        if not wanted:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[WebhookRecord]:
+            marks = ",".join("?" * len(wanted))
+            rows = conn.execute(
+                f"SELECT * FROM webhooks WHERE seller IN ({marks}) ORDER BY created_at, id",
+                wanted,
+            )
+            return [_webhook(row) for row in rows]
+
+        return await self._read(run)
+
+    async def enqueue_deliveries(self, deliveries: Sequence[WebhookDelivery]) -> None:
+        if not deliveries:
+            return
+
+        def run(conn: sqlite3.Connection) -> None:
+            def body() -> None:
+                conn.executemany(
+                    "INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type,"
+                    " payload, created_at, status, attempts, next_attempt_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?)",
+                    [
+                        (
+                            d.id,
+                            d.webhook_id,
+                            d.event_id,
+                            d.event_type,
+                            d.payload,
+                            d.created_at,
+                            d.next_attempt_at,
+                        )
+                        for d in deliveries
+                    ],
+                )
+
+            self._transaction(conn, body)
+
+        await self._write(run)
+
+    async def claim_deliveries(
+        self, now: float, lease_until: float, limit: int
+    ) -> list[WebhookDelivery]:
+        def run(conn: sqlite3.Connection) -> list[WebhookDelivery]:
+            def body() -> list[WebhookDelivery]:
+                rows = conn.execute(
+                    f"SELECT {_DELIVERY_COLUMNS}, w.url, w.secret"
+                    " FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id"
+                    " WHERE d.status = 'pending' AND d.next_attempt_at <= ?"
+                    " ORDER BY d.next_attempt_at, d.seq LIMIT ?",
+                    (now, limit),
+                ).fetchall()
+                conn.executemany(
+                    "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ?",
+                    [(lease_until, row["id"]) for row in rows],
+                )
+                return [_delivery(row, joined=True) for row in rows]
+
+            return self._transaction(conn, body)
+
+        return await self._write(run)
+
+    async def finish_delivery_attempt(
+        self,
+        delivery_id: str,
+        *,
+        status: Literal["pending", "delivered", "failed"],
+        next_attempt_at: float,
+        last_status: int | None,
+        last_error: str | None,
+        delivered_at: str | None,
+    ) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1,"
+                " next_attempt_at = ?, last_status = ?, last_error = ?, delivered_at = ?"
+                " WHERE id = ?",
+                (status, next_attempt_at, last_status, last_error, delivered_at, delivery_id),
+            )
+
+        await self._write(run)
+
+    async def list_deliveries(self, webhook_id: str, limit: int = 100) -> list[WebhookDelivery]:
+        def run(conn: sqlite3.Connection) -> list[WebhookDelivery]:
+            rows = conn.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d"
+                " WHERE d.webhook_id = ? ORDER BY d.seq DESC LIMIT ?",
+                (webhook_id, limit),
+            )
+            return [_delivery(row) for row in rows]
 
         return await self._read(run)

@@ -1,0 +1,79 @@
+"""Keep the SDK light: `pip install shotstamp` (no extras) into a clean virtual
+environment pulls neither Pillow, numpy nor scipy, and the SDK works there.
+
+Slow-ish (a fresh venv and a real `pip install` of the working tree with its
+dependencies, from the pip cache or PyPI); it runs in CI with everything else.
+Deselect locally with `-m "not slow"`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("pillow", "numpy", "scipy", "imagehash")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_installing_the_sdk_alone_pulls_no_heavy_dependencies(tmp_path):
+    # A copy of the sources, so the build leaves nothing in the working tree.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in ("sdk", "service"):
+        shutil.copytree(ROOT / name, source / name, ignore=ignore)
+
+    venv = tmp_path / "venv"
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base_python, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+
+    listed = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format=json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    names = {p["name"].lower() for p in json.loads(listed.stdout)}
+    assert {"shotstamp", "aiohttp", "cryptography"} <= names
+    assert not names & set(HEAVY), names & set(HEAVY)
+
+    probe = (
+        "import importlib.util, pathlib, sys, shotstamp\n"
+        "from shotstamp import Client, AsyncClient, verify_proof, verify_webhook\n"
+        "assert pathlib.Path(shotstamp.__file__).parent.joinpath('py.typed').exists()\n"
+        "assert 'site-packages' in shotstamp.__file__, shotstamp.__file__\n"
+        "heavy = [m for m in ('PIL', 'numpy', 'scipy', 'imagehash')"
+        " if importlib.util.find_spec(m) is not None]\n"
+        "print(heavy)\n"
+    )
+    ran = subprocess.run(
+        [str(python), "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "[]"
+    cli = subprocess.run(
+        [str(venv / "bin" / "shotstamp"), "--help"], capture_output=True, text=True, env=env
+    )
+    assert cli.returncode == 0 and "register" in cli.stdout and "verify" in cli.stdout
