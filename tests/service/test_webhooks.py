@@ -212,7 +212,7 @@ async def test_deliveries_survive_a_restart(service_config, receiver):
         return client
 
     first = await start()
-    from conftest import Service
+    from servicekit import Service
 
     service = Service(client=first, app=first.app)
     acme, thief = await service.key("acme"), await service.key("thief")
