@@ -1,8 +1,9 @@
 """The aiohttp application: factory, middlewares and the lifecycle of its parts.
 
-Start-up order (cleanup_ctx, undone in reverse): store → signing key →
-fingerprint pool → registry (index rebuilt from the store) → sealer →
-webhook dispatcher (stopped first, so its last outbox writes reach the store).
+Start-up order (cleanup_ctx, undone in reverse): store → signing keys (the
+active key's private half found on disk) → fingerprint pool → registry (index
+rebuilt from the store) → sealer → webhook dispatcher (stopped first, so its
+last outbox writes reach the store).
 On shutdown the sealer seals whatever is still pending before the store closes.
 """
 
@@ -20,18 +21,18 @@ from . import desk
 from .config import Config
 from .errors import ApiError
 from .fingerprint import DecodeLimits, ImageRejected
-from .keys import CONFIG, POOL, REGISTRY, SEALER, SIGNER, STORE, WEBHOOKS
+from .keys import CONFIG, POOL, REGISTRY, SEALER, SIGNING_KEYS, STORE, WEBHOOKS
 from .matching import Matcher
 from .pool import FingerprintPool
 from .registry import Registry
 from .routes import routes
 from .sealer import Sealer
-from .signer import LogSigner, load_or_create_key
+from .signer import SigningKeys
 from .store import Store, StoreError
 from .store.sqlite import SQLiteStore
 from .webhooks import WebhookDispatcher
 
-__all__ = ["create_app", "make_store"]
+__all__ = ["create_app", "make_signing_keys", "make_store"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def make_store(config: Config) -> Store:
     return SQLiteStore(config.database_path)
+
+
+def make_signing_keys(config: Config, store: Store) -> SigningKeys:
+    return SigningKeys(
+        store,
+        config.origin,
+        key_dir=config.key_dir,
+        key_file=config.signing_key_file,
+        legacy_file=config.legacy_key_path,
+    )
 
 
 @web.middleware
@@ -88,6 +99,13 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
+async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
+    keys = make_signing_keys(app[CONFIG], app[STORE])
+    await keys.open()
+    app[SIGNING_KEYS] = keys
+    yield
+
+
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     pool = FingerprintPool(
@@ -110,7 +128,7 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _sealer_ctx(app: web.Application) -> AsyncIterator[None]:
-    sealer = Sealer(app[STORE], app[SIGNER], interval=app[CONFIG].seal_interval)
+    sealer = Sealer(app[STORE], app[SIGNING_KEYS], interval=app[CONFIG].seal_interval)
     await sealer.load()
     app[SEALER] = sealer
     task = asyncio.create_task(sealer.run(), name="sealer")
@@ -142,8 +160,9 @@ def create_app(config: Config) -> web.Application:
         client_max_size=config.max_upload_bytes + 65536,
     )
     app[CONFIG] = config
-    app[SIGNER] = LogSigner(config.origin, load_or_create_key(config.key_path))
     app.add_routes(routes)
     app.add_routes(desk.routes)
-    app.cleanup_ctx.extend([_store_ctx, _pool_ctx, _registry_ctx, _sealer_ctx, _webhooks_ctx])
+    app.cleanup_ctx.extend(
+        [_store_ctx, _keys_ctx, _pool_ctx, _registry_ctx, _sealer_ctx, _webhooks_ctx]
+    )
     return app

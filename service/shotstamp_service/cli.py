@@ -1,9 +1,11 @@
-"""`shotstamp-service`: run the service and administer its API keys.
+"""`shotstamp-service`: run the service, administer its API keys and its signing keys.
 
     shotstamp-service --data-dir DIR serve [--host H] [--port P]
     shotstamp-service --data-dir DIR keys create --seller NAME [--role seller|staff]
     shotstamp-service --data-dir DIR keys list
     shotstamp-service --data-dir DIR keys revoke KEY_ID
+    shotstamp-service --data-dir DIR signing-key list
+    shotstamp-service --data-dir DIR signing-key rotate
 
 Exit status: 0 success, 1 the operation failed, 2 usage error.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import __version__
-from .app import create_app, make_store
+from .app import create_app, make_signing_keys, make_store
 from .auth import issue_key
 from .config import Config
 from .records import format_time, utc_now
@@ -54,6 +56,19 @@ def _parser() -> argparse.ArgumentParser:
     key_commands.add_parser("list", help="list keys (never their secrets)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
+
+    signing = commands.add_parser(
+        "signing-key", help="the log's checkpoint signing keys (not API keys)"
+    )
+    signing_commands = signing.add_subparsers(dest="signing_command", required=True)
+    signing_commands.add_parser(
+        "list", help="every signing key with its validity period, as /v1/keys shows it"
+    )
+    signing_commands.add_parser(
+        "rotate",
+        help="generate a new signing key in the key directory and make it the active one; "
+        "running services switch at their next seal",
+    )
     return parser
 
 
@@ -112,6 +127,32 @@ async def _keys(config: Config, args: argparse.Namespace) -> int:
         await store.close()
 
 
+async def _signing_key(config: Config, args: argparse.Namespace) -> int:
+    from .routes import key_json
+
+    store = make_store(config)
+    await store.open()
+    try:
+        keys = make_signing_keys(config, store)
+        if args.signing_command == "list":
+            for record in await keys.records():
+                print(json.dumps(key_json(record)))
+            return 0
+        if args.signing_command == "rotate":
+            await keys.open()  # the current key must be in order before it is retired
+            record, path = await keys.rotate()
+            print(json.dumps(key_json(record)))
+            print(
+                f"rotated: checkpoints are now signed by {record.key_id} ({path}); "
+                "replicas that do not share the key directory need a copy of that file",
+                file=sys.stderr,
+            )
+            return 0
+        raise AssertionError(args.signing_command)
+    finally:
+        await store.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     config = Config.from_env(
@@ -121,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "serve":
         return _serve(config)
+    if args.command == "signing-key":
+        return asyncio.run(_signing_key(config, args))
     return asyncio.run(_keys(config, args))
 
 

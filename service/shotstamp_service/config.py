@@ -22,7 +22,8 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     origin: str = "shotstamp.local/log"
-    signing_key_file: Path | None = None  # default: <data_dir>/signing.key
+    signing_key_dir: Path | None = None  # default: <data_dir>/keys
+    signing_key_file: Path | None = None  # one more key file, e.g. shared by replicas
     seal_interval: float = 1.0
     max_upload_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 40_000_000
@@ -57,8 +58,14 @@ class Config:
         return self.data_dir / "shotstamp.db"
 
     @property
-    def key_path(self) -> Path:
-        return self.signing_key_file or self.data_dir / "signing.key"
+    def key_dir(self) -> Path:
+        """Where `signing-key rotate` writes keys and the service looks for them."""
+        return self.signing_key_dir or self.data_dir / "keys"
+
+    @property
+    def legacy_key_path(self) -> Path:
+        """The foundation's single key file, still read if present."""
+        return self.data_dir / "signing.key"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -79,6 +86,7 @@ ENV_VARS: dict[str, str] = {
     "host": "SHOTSTAMP_HOST",
     "port": "SHOTSTAMP_PORT",
     "origin": "SHOTSTAMP_ORIGIN",
+    "signing_key_dir": "SHOTSTAMP_SIGNING_KEY_DIR",
     "signing_key_file": "SHOTSTAMP_SIGNING_KEY_FILE",
     "seal_interval": "SHOTSTAMP_SEAL_INTERVAL",
     "max_upload_bytes": "SHOTSTAMP_MAX_UPLOAD_BYTES",

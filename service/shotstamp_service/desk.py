@@ -23,7 +23,7 @@ from shotstamp.verify import CHECKS, ProofBundle, VerifiedProof, verify_proof
 
 from .auth import Principal
 from .errors import ApiError
-from .keys import SIGNER, STORE
+from .keys import SIGNING_KEYS, STORE
 from .records import format_time
 from .routes import require_principal
 
@@ -124,9 +124,11 @@ async def registration_thumbnail(request: web.Request) -> web.Response:
 
 
 # -- verification by the service, for browsers that cannot ---------------------------
-def _verifiers(request: web.Request) -> list[NoteVerifier]:
-    # The same keys GET /v1/keys publishes.
-    return [request.app[SIGNER].verifier]
+async def _verifiers(request: web.Request) -> list[NoteVerifier]:
+    # The same keys GET /v1/keys publishes, retired ones included: a proof
+    # sealed before a rotation is signed by a retired key.
+    records = await request.app[SIGNING_KEYS].records()
+    return [NoteVerifier(key.name, key.public_key) for key in records]
 
 
 def _verified_json(result: VerifiedProof) -> dict[str, Any]:
@@ -171,7 +173,7 @@ async def verify(request: web.Request) -> web.Response:
     if image_sha256 is not None and not _HEX64.fullmatch(image_sha256):
         raise ApiError(400, "invalid_sha256", "image_sha256 must be 64 lowercase hex digits")
     body = await _read_capped(request, MAX_BUNDLE_BYTES)
-    verifiers = _verifiers(request)
+    verifiers = await _verifiers(request)
     answer: dict[str, Any] = {"keys": [v.vkey for v in verifiers]}
     try:
         result = verify_proof(body, keys=verifiers, image_sha256=image_sha256)

@@ -151,6 +151,25 @@ _SCHEMAS: dict[str, Any] = {
             "tree_size": {"type": "integer", "minimum": 1},
             "inclusion_path": {"type": "array", "items": _HEX64},
             "checkpoint": {"type": "string", "description": "C2SP signed checkpoint note"},
+            "consistency": {
+                "type": "array",
+                "items": _ref("Consistency"),
+                "description": "with ?consistency_with=N: the proof between this checkpoint's "
+                "tree and the tree of N leaves, for offline checks against a trusted checkpoint",
+            },
+        },
+    },
+    "Consistency": {
+        "type": "object",
+        "required": ["from", "to", "path"],
+        "properties": {
+            "from": {"type": "integer", "minimum": 1},
+            "to": {"type": "integer", "minimum": 1},
+            "path": {
+                "type": "array",
+                "items": _HEX64,
+                "description": "RFC 9162 consistency proof, lowercase hex",
+            },
         },
     },
     "Pending": {
@@ -188,7 +207,13 @@ _SCHEMAS: dict[str, Any] = {
                         "algorithm": {"type": "string", "const": "ed25519"},
                         "public_key": {"type": "string", "description": "base64, 32 bytes"},
                         "vkey": {"type": "string", "description": "signed-note verifier key"},
-                        "status": {"type": "string"},
+                        "status": {"type": "string", "enum": ["active", "retired"]},
+                        "not_before": {**_TIME, "description": "signing from"},
+                        "not_after": {
+                            "type": ["string", "null"],
+                            "format": "date-time",
+                            "description": "retired at (null while active)",
+                        },
                     },
                 },
             },
@@ -469,7 +494,18 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "The inclusion proof bundle of a sealed registration",
                     "security": [{"bearer": []}],
-                    "parameters": [_ID, _WAIT],
+                    "parameters": [
+                        _ID,
+                        _WAIT,
+                        {
+                            "name": "consistency_with",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1},
+                            "description": "also carry the consistency proof to (or from) "
+                            "the tree of this size",
+                        },
+                    ],
                     "responses": {
                         "200": _json(_ref("Proof"), "the proof"),
                         "202": _json(_ref("Pending"), "not sealed yet"),
@@ -554,10 +590,69 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/proofs/consistency": {
+                "get": {
+                    "summary": "Proof that the tree of 'to' leaves extends the tree of 'from'",
+                    "parameters": [
+                        {
+                            "name": name,
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "integer", "minimum": 1},
+                        }
+                        for name in ("from", "to")
+                    ],
+                    "responses": {
+                        "200": _json(_ref("Consistency"), "the proof"),
+                        "400": _error("not tree sizes, or from > to, or from = 0"),
+                        "404": _error("the log has no tree of size 'to' yet"),
+                    },
+                }
+            },
             "/v1/keys": {
                 "get": {
-                    "summary": "The log's origin and public keys",
-                    "responses": {"200": _json(_ref("Keys"), "keys")},
+                    "summary": "The log's origin and every signing key, active and retired",
+                    "responses": {"200": _json(_ref("Keys"), "keys, newest first")},
+                }
+            },
+            "/checkpoint": {
+                "get": {
+                    "summary": "The latest signed checkpoint note (c2sp.org/tlog-tiles)",
+                    "responses": {
+                        "200": {
+                            "description": "the note",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "503": _error("no checkpoint published yet"),
+                    },
+                }
+            },
+            "/tile/{path}": {
+                "get": {
+                    "summary": "A hash tile, tile/<L>/<N>[.p/<W>] (c2sp.org/tlog-tiles)",
+                    "description": "Entry bundles (tile/entries/...) are not published: "
+                    "leaves name sellers and photo hashes.",
+                    "parameters": [
+                        {
+                            "name": "path",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                            "description": "<L>/<N>[.p/<W>], N in x-prefixed 3-digit groups",
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "W (or 256) concatenated 32-byte hashes",
+                            "content": {
+                                "application/octet-stream": {
+                                    "schema": {"type": "string", "format": "binary"}
+                                }
+                            },
+                        },
+                        "400": _error("not a canonical tile path"),
+                        "404": _error("no such tile yet, or an entry bundle"),
+                    },
                 }
             },
             "/v1/config": {

@@ -1,4 +1,4 @@
-"""Proof bundles: a registration, its inclusion path and the first checkpoint that holds it."""
+"""Proofs the service hands out: registration bundles and consistency between tree sizes."""
 
 from __future__ import annotations
 
@@ -8,15 +8,53 @@ from shotstamp.merkle import leaf_hash
 
 from .records import Registration
 from .store import Store
-from .tree import inclusion_proof
+from .tree import consistency_proof, inclusion_proof
 
-__all__ = ["PROOF_FORMAT", "proof_bundle"]
+__all__ = ["PROOF_FORMAT", "ProofRangeError", "consistency_json", "proof_bundle"]
 
 PROOF_FORMAT = "shotstamp-proof/1"
 
 
-async def proof_bundle(store: Store, registration: Registration) -> dict[str, Any]:
-    """The self-contained proof for a sealed registration (wire format in docs/DESIGN.md)."""
+class ProofRangeError(ValueError):
+    """Tree sizes no consistency proof can be given for; `status` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def consistency_json(store: Store, first: int, second: int) -> dict[str, Any]:
+    """`{"from", "to", "path"}`: the RFC 9162 proof that the tree of `second` leaves
+    extends the tree of `first` leaves, both sizes of this log's trees.
+
+    The same object is the API answer, an element of a bundle's `consistency`
+    list, and what `shotstamp.verify_consistency_between` takes. Requires
+    1 <= first <= second <= the latest checkpoint's size (`ProofRangeError`
+    otherwise): every tree extends the empty one, and RFC 9162 has no proof
+    for it.
+    """
+    if first < 1:
+        raise ProofRangeError(
+            400, "'from' must be at least 1: every tree extends the empty one, without proof"
+        )
+    if first > second:
+        raise ProofRangeError(400, f"'from' ({first}) is larger than 'to' ({second})")
+    size = await store.tree_size()
+    if second > size:
+        raise ProofRangeError(404, f"the log has no tree of size {second} yet (it has {size})")
+    path = await consistency_proof(store, first, second)
+    return {"from": first, "to": second, "path": [h.hex() for h in path]}
+
+
+async def proof_bundle(
+    store: Store, registration: Registration, *, consistency_with: int | None = None
+) -> dict[str, Any]:
+    """The self-contained proof for a sealed registration (wire format in docs/DESIGN.md).
+
+    With `consistency_with`, the bundle also carries the consistency proof
+    between its checkpoint and the tree of that size (whichever is smaller
+    first), so a holder who trusts that checkpoint verifies it offline.
+    """
     if registration.leaf_index is None:
         raise ValueError(f"registration {registration.id} is not sealed yet")
     # The first checkpoint containing the leaf gives the tightest "no later than".
@@ -24,7 +62,7 @@ async def proof_bundle(store: Store, registration: Registration) -> dict[str, An
     if checkpoint is None:
         raise LookupError(f"no checkpoint covers leaf {registration.leaf_index}")
     path = await inclusion_proof(store, registration.leaf_index, checkpoint.tree_size)
-    return {
+    bundle: dict[str, Any] = {
         "format": PROOF_FORMAT,
         "leaf": registration.leaf_record(),
         "leaf_hash": leaf_hash(registration.leaf_bytes()).hex(),
@@ -33,3 +71,7 @@ async def proof_bundle(store: Store, registration: Registration) -> dict[str, An
         "inclusion_path": [h.hex() for h in path],
         "checkpoint": checkpoint.note,
     }
+    if consistency_with is not None:
+        low, high = sorted((consistency_with, checkpoint.tree_size))
+        bundle["consistency"] = [await consistency_json(store, low, high)]
+    return bundle

@@ -16,6 +16,7 @@ __all__ = [
     "NewRegistration",
     "Registration",
     "Role",
+    "SigningKeyRecord",
     "WebhookDelivery",
     "WebhookRecord",
     "format_time",
@@ -120,6 +121,27 @@ class ApiKey:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class SigningKeyRecord:
+    """A checkpoint signing key's public half and when it was (or is) in use.
+
+    The private half lives on disk, never in the store. `key_id` is the hex
+    signed-note key hash, which every checkpoint's signature line carries.
+    The key is active while `not_after` is None; at most one is.
+    """
+
+    key_id: str
+    name: str  # the signed-note key name: the log's origin
+    algorithm: str
+    public_key: bytes  # 32 raw Ed25519 bytes
+    not_before: str  # RFC 3339
+    not_after: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.not_after is None
 
 
 @dataclass(frozen=True)

@@ -10,20 +10,25 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from shotstamp.checkpoint import format_vkey
+from shotstamp.merkle import HASH_SIZE
+
 from .auth import Principal, authenticate, parse_bearer
 from .errors import ApiError
-from .keys import CONFIG, REGISTRY, SEALER, SIGNER, STORE, WEBHOOKS
+from .keys import CONFIG, REGISTRY, SEALER, SIGNING_KEYS, STORE, WEBHOOKS
 from .openapi import openapi_document
-from .proofs import proof_bundle
+from .proofs import ProofRangeError, consistency_json, proof_bundle
 from .records import (
     CheckpointRecord,
     Registration,
+    SigningKeyRecord,
     WebhookDelivery,
     WebhookRecord,
     format_time,
     utc_now,
 )
 from .registry import ResolvedMatch
+from .tiles import TILE_WIDTH, parse_tile_path
 from .webhooks import (
     EVENT_TYPES,
     MAX_WEBHOOKS_PER_SELLER,
@@ -52,6 +57,15 @@ async def require_principal(request: web.Request) -> Principal:
 
 def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "").lower() in _TRUE
+
+
+def _size_param(raw: str | None, name: str) -> int:
+    """A tree size from the query or path: a decimal integer, 0 or more."""
+    if raw is None:
+        raise ApiError(400, "invalid_size", f"give '{name}', a tree size")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 20:
+        raise ApiError(400, "invalid_size", f"'{name}' must be a non-negative integer")
+    return int(raw)
 
 
 def registration_json(reg: Registration, *, proof: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -273,13 +287,19 @@ async def get_proof(request: web.Request) -> web.Response:
     reg = await _visible_registration(request, who)
     if not reg.sealed and _flag(request, "wait"):
         reg = await wait_until_sealed(request, reg)
+    with_size = request.query.get("consistency_with")
+    consistency_with = None if with_size is None else _size_param(with_size, "consistency_with")
     if not reg.sealed:
         return web.json_response(
             {"id": reg.id, "status": "pending", "message": "not sealed yet; retry shortly"},
             status=202,
             headers={"Retry-After": "1"},
         )
-    return web.json_response(await proof_bundle(request.app[STORE], reg))
+    try:
+        bundle = await proof_bundle(request.app[STORE], reg, consistency_with=consistency_with)
+    except ProofRangeError as exc:
+        raise ApiError(exc.status, "invalid_size", str(exc)) from exc
+    return web.json_response(bundle)
 
 
 # -- webhooks ----------------------------------------------------------------------
@@ -418,32 +438,89 @@ async def latest_checkpoint(request: web.Request) -> web.Response:
 
 @routes.get("/v1/checkpoints/{size}")
 async def checkpoint_at(request: web.Request) -> web.Response:
-    raw = request.match_info["size"]
-    if not raw.isdigit():
-        raise ApiError(400, "invalid_size", "checkpoint size must be a non-negative integer")
-    cp = await request.app[STORE].get_checkpoint(int(raw))
+    size = _size_param(request.match_info["size"], "size")
+    cp = await request.app[STORE].get_checkpoint(size)
     if cp is None:
-        raise ApiError(404, "not_found", f"the log published no checkpoint at size {raw}")
+        raise ApiError(404, "not_found", f"the log published no checkpoint at size {size}")
     return web.json_response(checkpoint_json(cp))
+
+
+@routes.get("/v1/proofs/consistency")
+async def consistency(request: web.Request) -> web.Response:
+    first = _size_param(request.query.get("from"), "from")
+    second = _size_param(request.query.get("to"), "to")
+    try:
+        proof = await consistency_json(request.app[STORE], first, second)
+    except ProofRangeError as exc:
+        raise ApiError(exc.status, "invalid_size", str(exc)) from exc
+    # A proof between two sizes never changes once both trees exist.
+    return web.json_response(proof, headers={"Cache-Control": "public, max-age=31536000"})
+
+
+def key_json(key: SigningKeyRecord) -> dict[str, Any]:
+    return {
+        "key_id": key.key_id,
+        "algorithm": key.algorithm,
+        "public_key": base64.b64encode(key.public_key).decode(),
+        "vkey": format_vkey(key.name, key.public_key),
+        "status": "active" if key.active else "retired",
+        "not_before": key.not_before,
+        "not_after": key.not_after,
+    }
 
 
 @routes.get("/v1/keys")
 async def keys(request: web.Request) -> web.Response:
-    signer = request.app[SIGNER]
-    verifier = signer.verifier
+    records = await request.app[SIGNING_KEYS].records()
+    # Newest first: the active key leads, retired ones still verify old proofs.
     return web.json_response(
         {
-            "origin": signer.origin,
-            "keys": [
-                {
-                    "key_id": signer.key_id,
-                    "algorithm": "ed25519",
-                    "public_key": base64.b64encode(verifier.public_key_raw).decode(),
-                    "vkey": verifier.vkey,
-                    "status": "active",
-                }
-            ],
+            "origin": request.app[CONFIG].origin,
+            "keys": [key_json(key) for key in reversed(records)],
         }
+    )
+
+
+# -- the log as C2SP tlog-tiles (read-only, public) ----------------------------
+@routes.get("/checkpoint")
+async def tlog_checkpoint(request: web.Request) -> web.Response:
+    cp = await request.app[STORE].latest_checkpoint()
+    if cp is None:
+        raise ApiError(503, "no_checkpoint", "the log has not published a checkpoint yet")
+    # Mutable: c2sp.org/tlog-tiles asks that it not be cached beyond a few seconds.
+    return web.Response(
+        text=cp.note,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Cache-Control": "public, max-age=1"},
+    )
+
+
+@routes.get("/tile/{path:.+}")
+async def tlog_tile(request: web.Request) -> web.Response:
+    try:
+        tile = parse_tile_path(request.match_info["path"])
+    except ValueError as exc:
+        raise ApiError(400, "invalid_tile_path", str(exc)) from exc
+    if tile.level is None:
+        # Leaves carry seller names and photo hashes: they are given to their
+        # owner inside the proof bundle, never published (README, "Following the log").
+        raise ApiError(
+            404,
+            "not_found",
+            "this log publishes hash tiles only; entries are private to their sellers",
+        )
+    stored = (await request.app[STORE].get_tiles([(tile.level, tile.index)])).get(
+        (tile.level, tile.index), b""
+    )
+    length = HASH_SIZE * (TILE_WIDTH if tile.width is None else tile.width)
+    if len(stored) < length:
+        raise ApiError(404, "not_found", f"no tile {request.match_info['path']} in the log yet")
+    return web.Response(
+        body=stored[:length],
+        content_type="application/octet-stream",
+        # Immutable: a tile's first W hashes never change.
+        headers={"Cache-Control": "public, max-age=31536000, immutable"},
     )
 
 
@@ -452,7 +529,7 @@ async def config(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG]
     return web.json_response(
         {
-            "origin": request.app[SIGNER].origin,
+            "origin": cfg.origin,
             "seal_interval_seconds": cfg.seal_interval,
             "limits": {
                 "max_upload_bytes": cfg.max_upload_bytes,

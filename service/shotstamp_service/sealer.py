@@ -1,10 +1,14 @@
 """The sealer: once a second, append what is pending to the log and sign a checkpoint.
 
-Each seal is one store transaction (leaf indices, new tree nodes, the signed
-checkpoint), so a crash leaves either the whole seal or none of it; pending
-registrations simply wait for the next one. The cost of a seal grows with the
-batch (a few hashes per leaf), never with the size of the log: the sealer
-keeps the tree's right border in memory and reads nothing else.
+Each seal is one store transaction (leaf indices, the tiles it changed, the
+signed checkpoint), so a crash leaves either the whole seal or none of it;
+pending registrations simply wait for the next one. The cost of a seal grows
+with the batch (a few hashes per leaf, one partial tile rewritten per tile
+level), never with the size of the log: the sealer keeps the tree's right
+border and partial tiles in memory and reads nothing else.
+
+The key it signs with comes from a `SignerSource`: a fixed `LogSigner`, or the
+service's `SigningKeys`, which follows rotations made while it runs.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Callable
 from shotstamp.merkle import leaf_hash
 
 from .records import CheckpointRecord
-from .signer import LogSigner
+from .signer import SignerSource
 from .store import SealBatch, Store, StoreError
 from .tree import LogTree
 
@@ -30,7 +34,7 @@ class Sealer:
     def __init__(
         self,
         store: Store,
-        signer: LogSigner,
+        signer: SignerSource,
         *,
         interval: float = 1.0,
         max_batch: int = 50_000,
@@ -75,27 +79,28 @@ class Sealer:
             pending = await self.store.pending(self.max_batch)
             if not pending:
                 return None
-            tree, nodes = self._tree.append(leaf_hash(reg.leaf_bytes()) for reg in pending)
+            tree, tiles = self._tree.append(leaf_hash(reg.leaf_bytes()) for reg in pending)
             assignments = [(reg.seq, self._tree.size + k) for k, reg in enumerate(pending)]
-            return await self._commit(tree, assignments, nodes)
+            return await self._commit(tree, assignments, tiles)
 
     async def _commit(
         self,
         tree: LogTree,
         assignments: list[tuple[int, int]],
-        nodes: list[tuple[int, int, bytes]],
+        tiles: list[tuple[int, int, bytes]],
     ) -> CheckpointRecord:
+        signer = await self.signer.current()
         timestamp_ns = self._clock_ns()
         root = tree.root()
         checkpoint = CheckpointRecord(
             tree_size=tree.size,
             root_hash=root,
             timestamp_ns=timestamp_ns,
-            note=self.signer.sign_checkpoint(tree.size, root, timestamp_ns),
-            key_id=self.signer.key_id,
+            note=signer.sign_checkpoint(tree.size, root, timestamp_ns),
+            key_id=signer.key_id,
         )
         try:
-            await self.store.commit_seal(SealBatch(assignments, nodes, checkpoint))
+            await self.store.commit_seal(SealBatch(assignments, tiles, checkpoint))
         except StoreError:
             # Our view of the tree may be stale (another sealer, a failed disk):
             # forget it so the next seal starts again from what is stored.

@@ -1,20 +1,21 @@
-"""The log's Merkle tree over stored complete-subtree hashes.
+"""The log's Merkle tree: appending, roots and O(log n) proofs over stored tiles.
 
-The store keeps the hash of every complete subtree, addressed (level, index):
-about 2n hashes for n leaves, each written once and never changed. Any tree
-hash the RFC 9162 proofs need is either one of those nodes or the root of a
+The store keeps the tree as C2SP tlog-tiles (`tiles.py`): the hashes of the
+complete subtrees at every eighth level, about 1.004·n hashes for n leaves,
+from which any complete subtree `(level, index)` is rebuilt inside one tile.
+Any tree hash the RFC 9162 proofs need is either such a node or the root of a
 right-border subtree, folded from at most log2(n) of them, so an inclusion or
-consistency proof at any size costs O(log n) indexed reads, never a pass over
-the leaves.
+consistency proof at any size reads a few tiles, never a pass over the leaves.
 
 In memory the sealer keeps only the tree's right border (the complete subtrees
-that make up [0, size)), enough to append and compute the new root.
+that make up [0, size)) and the partial tile of each tile level: enough to
+append, compute the new root and write every tile a seal changes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from shotstamp.merkle import (
@@ -24,6 +25,8 @@ from shotstamp.merkle import (
     subtree_ranges_for_consistency,
     subtree_ranges_for_inclusion,
 )
+
+from .tiles import TileEdge, TileNodeReader, TileReader, TileWrite
 
 __all__ = [
     "LogTree",
@@ -38,6 +41,7 @@ Node = tuple[int, int, bytes]  # (level, index, hash)
 
 class NodeReader(Protocol):
     async def get_nodes(self, coords: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """The hashes of these complete subtrees `(level, index)` that exist."""
         ...
 
 
@@ -51,35 +55,51 @@ def _fold(hashes: Sequence[bytes]) -> bytes:
 
 @dataclass(frozen=True)
 class LogTree:
-    """An immutable tree state: size and right border, left to right.
+    """An immutable tree state: size, right border (left to right) and tile edge.
 
     `border[k]` is (level, hash) of the k-th complete subtree of [0, size);
-    their levels are the set bits of `size`, highest first.
+    their levels are the set bits of `size`, highest first. `edge` holds the
+    partial tile of each tile level, which the next append extends.
     """
 
     size: int
     border: tuple[tuple[int, bytes], ...]
+    edge: TileEdge = field(default_factory=TileEdge)
 
     @classmethod
     def empty(cls) -> LogTree:
         return cls(0, ())
 
     @classmethod
-    async def load(cls, reader: NodeReader, size: int) -> LogTree:
+    async def load(cls, tiles: TileReader, size: int) -> LogTree:
+        """The tree of `size` leaves as stored: its border nodes and partial tiles."""
         coords = decompose_range(0, size)
-        nodes = await reader.get_nodes(coords)
+        nodes = await TileNodeReader(tiles).get_nodes(coords)
         missing = [c for c in coords if c not in nodes]
         if missing:
             raise LookupError(f"tree nodes {missing} missing from the store at size {size}")
-        return cls(size, tuple((level, nodes[(level, idx)]) for level, idx in coords))
+        border = tuple((level, nodes[(level, idx)]) for level, idx in coords)
+        return cls(size, border, await TileEdge.load(tiles, size))
 
     def root(self) -> bytes:
         if not self.border:
             return root_hash([])
         return _fold([h for _, h in self.border])
 
-    def append(self, leaf_hashes: Iterable[bytes]) -> tuple[LogTree, list[Node]]:
-        """The tree with these leaves added, and every complete subtree they complete."""
+    def append(self, leaf_hashes: Iterable[bytes]) -> tuple[LogTree, list[TileWrite]]:
+        """The tree with these leaves added, and every tile that changes (whole).
+
+        Costs about two hashes per leaf plus rewriting one partial tile per
+        tile level: proportional to the batch, never to the size of the log.
+        """
+        size, border, nodes = self._grow(leaf_hashes)
+        edge, writes = self.edge.extend(size, nodes)
+        return LogTree(size, border, edge), writes
+
+    def _grow(
+        self, leaf_hashes: Iterable[bytes]
+    ) -> tuple[int, tuple[tuple[int, bytes], ...], list[Node]]:
+        """New size and border, and every complete subtree the leaves complete, in order."""
         size = self.size
         border = list(self.border)
         nodes: list[Node] = []
@@ -95,7 +115,7 @@ class LogTree:
                 nodes.append((level, index, current))
             border.append((level, current))
             size += 1
-        return LogTree(size, tuple(border)), nodes
+        return size, tuple(border), nodes
 
 
 async def range_hashes(

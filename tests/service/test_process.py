@@ -181,7 +181,8 @@ def test_serve_registers_and_the_cli_verifies_the_proof(server, tmp_path):
         "POST", f"{base}/v1/registrations?wait=true", key=key, body=body, content_type=ctype
     )
     assert status == 201, reg
-    assert (server["data"] / "signing.key").stat().st_mode & 0o777 == 0o600
+    (key_file,) = (server["data"] / "keys").glob("signing-*.key")
+    assert key_file.stat().st_mode & 0o777 == 0o600
 
     proof_file = tmp_path / "proof.json"
     proof_file.write_text(json.dumps(reg["proof"]))

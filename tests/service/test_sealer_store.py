@@ -105,7 +105,7 @@ async def test_a_stale_sealer_cannot_fork_the_log(tmp_path, signer):
     await store.close()
 
 
-async def test_startup_refuses_a_store_whose_nodes_disagree_with_its_checkpoint(tmp_path, signer):
+async def test_startup_refuses_a_store_whose_tiles_disagree_with_its_checkpoint(tmp_path, signer):
     path = tmp_path / "db.sqlite"
     store = SQLiteStore(path)
     await store.open()
@@ -118,7 +118,10 @@ async def test_startup_refuses_a_store_whose_nodes_disagree_with_its_checkpoint(
     import sqlite3
 
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE tree_nodes SET hash = ? WHERE level = 2 AND idx = 0", (b"\0" * 32,))
+    (data,) = conn.execute("SELECT data FROM tiles WHERE level = 0 AND idx = 0").fetchone()
+    conn.execute(
+        "UPDATE tiles SET data = ? WHERE level = 0 AND idx = 0", (b"\0" * 32 + data[32:],)
+    )
     conn.commit()
     conn.close()
     store = SQLiteStore(path)

@@ -1,6 +1,7 @@
 """Storage backends behind one interface."""
 
 from .base import (
+    ActiveKeyChanged,
     DuplicateIdempotencyKey,
     NodeCoord,
     SealBatch,
@@ -10,6 +11,7 @@ from .base import (
 )
 
 __all__ = [
+    "ActiveKeyChanged",
     "DuplicateIdempotencyKey",
     "NodeCoord",
     "SealBatch",

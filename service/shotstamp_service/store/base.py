@@ -16,11 +16,14 @@ from ..records import (
     CheckpointRecord,
     NewRegistration,
     Registration,
+    SigningKeyRecord,
     WebhookDelivery,
     WebhookRecord,
 )
+from ..tiles import TileCoord, TileNodeReader, TileWrite
 
 __all__ = [
+    "ActiveKeyChanged",
     "DuplicateIdempotencyKey",
     "NodeCoord",
     "SealBatch",
@@ -35,6 +38,10 @@ NodeCoord = tuple[int, int]
 
 class StoreError(Exception):
     """A backend failed; the operation did not take effect."""
+
+
+class ActiveKeyChanged(StoreError):
+    """The active signing key is not the one the caller expected to replace."""
 
 
 class DuplicateIdempotencyKey(StoreError):
@@ -63,7 +70,7 @@ class SealBatch:
     """Everything one seal writes, committed together or not at all."""
 
     assignments: Sequence[tuple[int, int]]  # (registration seq, leaf index)
-    nodes: Sequence[tuple[int, int, bytes]]  # (level, index, hash) of new complete subtrees
+    tiles: Sequence[TileWrite]  # (level, index, data) of every tile the seal changed, whole
     checkpoint: CheckpointRecord
 
 
@@ -134,13 +141,24 @@ class Store(abc.ABC):
         """Number of leaves sealed so far (the latest checkpoint's size)."""
 
     @abc.abstractmethod
-    async def get_nodes(self, coords: Iterable[NodeCoord]) -> dict[NodeCoord, bytes]: ...
+    async def get_tiles(self, coords: Iterable[TileCoord]) -> dict[TileCoord, bytes]:
+        """The stored contents of each of these tiles that exists (see `tiles.py`).
+
+        A tile's contents only ever grow by appending, so a reader that needs
+        the first W hashes may take a prefix of whatever it gets.
+        """
+
+    async def get_nodes(self, coords: Iterable[NodeCoord]) -> dict[NodeCoord, bytes]:
+        """Complete-subtree hashes, rebuilt from the tiles (a `tree.NodeReader`)."""
+        return await TileNodeReader(self).get_nodes(coords)
 
     @abc.abstractmethod
     async def commit_seal(self, batch: SealBatch) -> None:
-        """Assign leaf indices, add nodes and the checkpoint in one transaction.
+        """Assign leaf indices, write the tiles and the checkpoint in one transaction.
 
-        Fails, changing nothing, if the checkpoint's size is not the next one.
+        Fails, changing nothing, if the checkpoint's size is not the next one,
+        or if a tile write is not an extension of what is stored (hashes, once
+        written, never change).
         """
 
     @abc.abstractmethod
@@ -201,3 +219,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_deliveries(self, webhook_id: str, limit: int = 100) -> list[WebhookDelivery]:
         """The webhook's most recent deliveries, newest first."""
+
+    # -- signing keys (public halves; the private keys live on disk) ---------
+    @abc.abstractmethod
+    async def list_signing_keys(self) -> list[SigningKeyRecord]:
+        """Every key the log has signed with, oldest first."""
+
+    @abc.abstractmethod
+    async def activate_signing_key(self, key: SigningKeyRecord, *, replacing: str | None) -> None:
+        """Make `key` the active key, retiring the active one at `key.not_before`.
+
+        Compare-and-swap: raises `ActiveKeyChanged`, changing nothing, unless
+        the active key is `replacing` (None: there is no active key yet).
+        """

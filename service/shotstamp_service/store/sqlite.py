@@ -24,12 +24,14 @@ from ..records import (
     CheckpointRecord,
     NewRegistration,
     Registration,
+    SigningKeyRecord,
     WebhookDelivery,
     WebhookRecord,
 )
+from ..tiles import TILE_BYTES, TILE_HEIGHT, TILE_WIDTH, TileCoord
 from .base import (
+    ActiveKeyChanged,
     DuplicateIdempotencyKey,
-    NodeCoord,
     SealBatch,
     Store,
     StoredFingerprint,
@@ -40,9 +42,47 @@ __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
+
+def _tiles_from_tree_nodes(conn: sqlite3.Connection) -> None:
+    """Version 2: the foundation's one row per complete subtree becomes tlog tiles.
+
+    Only the levels that are multiples of 8 are kept (every other node is
+    rebuilt inside a tile), packed 256 hashes to a row: about half the rows'
+    hashes and a 1/256 of the rows.
+    """
+    conn.execute(
+        "CREATE TABLE tiles (level INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL,"
+        " PRIMARY KEY (level, idx))"
+    )
+    rows = conn.execute(
+        "SELECT level, idx, hash FROM tree_nodes WHERE level % ? = 0 ORDER BY level, idx",
+        (TILE_HEIGHT,),
+    )
+    tile: tuple[int, int] | None = None
+    hashes: list[bytes] = []
+
+    def flush() -> None:
+        if tile is not None and hashes:
+            conn.execute(
+                "INSERT INTO tiles (level, idx, data) VALUES (?, ?, ?)",
+                (*tile, b"".join(hashes)),
+            )
+
+    for level, idx, digest in rows.fetchall():
+        here = (level // TILE_HEIGHT, idx // TILE_WIDTH)
+        if here != tile:
+            flush()
+            tile, hashes = here, []
+        if idx % TILE_WIDTH != len(hashes):
+            raise StoreError(f"tree_nodes is missing nodes before ({level}, {idx})")
+        hashes.append(bytes(digest))
+    flush()
+    conn.execute("DROP TABLE tree_nodes")
+
+
 # Each entry migrates from version i to i+1; PRAGMA user_version records where a
 # database stands. Never edit an entry once released: append a new one.
-MIGRATIONS: list[str] = [
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """
     CREATE TABLE registrations (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -116,6 +156,20 @@ MIGRATIONS: list[str] = [
     CREATE INDEX webhook_deliveries_due
         ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
     CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (webhook_id, seq);
+    """,
+    # 3: the log as tlog tiles instead of a row per subtree (issue 5).
+    _tiles_from_tree_nodes,
+    # 4: signing keys, for rotation (issue 5).
+    """
+    CREATE TABLE signing_keys (
+        key_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        algorithm TEXT NOT NULL,
+        public_key BLOB NOT NULL UNIQUE,
+        not_before TEXT NOT NULL,
+        not_after TEXT
+    );
+    CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys (name) WHERE not_after IS NULL;
     """,
 ]
 
@@ -200,9 +254,23 @@ def _delivery(row: sqlite3.Row, *, joined: bool = False) -> WebhookDelivery:
     )
 
 
+def _signing_key(row: sqlite3.Row) -> SigningKeyRecord:
+    return SigningKeyRecord(
+        key_id=row["key_id"],
+        name=row["name"],
+        algorithm=row["algorithm"],
+        public_key=bytes(row["public_key"]),
+        not_before=row["not_before"],
+        not_after=row["not_after"],
+    )
+
+
 def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.row_factory = sqlite3.Row
+    # Only takes effect on a new database: 16 KiB pages hold two 8 KiB tiles
+    # each, where 4 KiB pages would spread one over three overflow pages.
+    conn.execute("PRAGMA page_size=16384")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -221,9 +289,13 @@ def migrate(conn: sqlite3.Connection) -> int:
                 f"knows ({len(MIGRATIONS)}); upgrade shotstamp"
             )
         for number in range(version, len(MIGRATIONS)):
-            for statement in MIGRATIONS[number].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            step = MIGRATIONS[number]
+            if callable(step):
+                step(conn)
+            else:
+                for statement in step.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
             conn.execute(f"PRAGMA user_version={number + 1}")
         conn.execute("COMMIT")
     except BaseException:
@@ -556,16 +628,16 @@ class SQLiteStore(Store):
 
         return await self._write(run)
 
-    async def get_nodes(self, coords: Iterable[NodeCoord]) -> dict[NodeCoord, bytes]:
+    async def get_tiles(self, coords: Iterable[TileCoord]) -> dict[TileCoord, bytes]:
         wanted = sorted(set(coords))
         if not wanted:
             return {}
 
-        def run(conn: sqlite3.Connection) -> dict[NodeCoord, bytes]:
-            found: dict[NodeCoord, bytes] = {}
+        def run(conn: sqlite3.Connection) -> dict[TileCoord, bytes]:
+            found: dict[TileCoord, bytes] = {}
             for level, idx in wanted:
                 row = conn.execute(
-                    "SELECT hash FROM tree_nodes WHERE level = ? AND idx = ?", (level, idx)
+                    "SELECT data FROM tiles WHERE level = ? AND idx = ?", (level, idx)
                 ).fetchone()
                 if row is not None:
                     found[(level, idx)] = bytes(row[0])
@@ -589,9 +661,20 @@ class SQLiteStore(Store):
                 )
                 if cur.rowcount != len(batch.assignments):
                     raise StoreError("a registration in the seal batch was already sealed")
-                conn.executemany(
-                    "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)", batch.nodes
+                for level, idx, data in batch.tiles:
+                    if not data or len(data) > TILE_BYTES or len(data) % 32:
+                        raise StoreError(f"tile ({level}, {idx}) of {len(data)} bytes")
+                # A tile may only grow: the update applies only when the stored
+                # contents are a strict prefix of the new ones.
+                cur = conn.executemany(
+                    "INSERT INTO tiles (level, idx, data) VALUES (?, ?, ?)"
+                    " ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data"
+                    " WHERE length(excluded.data) > length(tiles.data)"
+                    " AND substr(excluded.data, 1, length(tiles.data)) = tiles.data",
+                    batch.tiles,
                 )
+                if cur.rowcount != len(batch.tiles):
+                    raise StoreError("a tile write would change hashes already in the log")
                 cp = batch.checkpoint
                 conn.execute(
                     "INSERT INTO checkpoints (tree_size, root_hash, timestamp_ns, note, key_id)"
@@ -767,3 +850,37 @@ class SQLiteStore(Store):
             return [_delivery(row) for row in rows]
 
         return await self._read(run)
+
+    # -- signing keys -------------------------------------------------------
+    async def list_signing_keys(self) -> list[SigningKeyRecord]:
+        def run(conn: sqlite3.Connection) -> list[SigningKeyRecord]:
+            rows = conn.execute("SELECT * FROM signing_keys ORDER BY not_before, key_id")
+            return [_signing_key(row) for row in rows]
+
+        return await self._read(run)
+
+    async def activate_signing_key(self, key: SigningKeyRecord, *, replacing: str | None) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            def body() -> None:
+                row = conn.execute(
+                    "SELECT key_id FROM signing_keys WHERE not_after IS NULL"
+                ).fetchone()
+                active = row[0] if row else None
+                if active != replacing:
+                    raise ActiveKeyChanged(
+                        f"the active signing key is {active}, not {replacing}"
+                    )
+                conn.execute(
+                    "UPDATE signing_keys SET not_after = ? WHERE not_after IS NULL",
+                    (key.not_before,),
+                )
+                conn.execute(
+                    "INSERT INTO signing_keys"
+                    " (key_id, name, algorithm, public_key, not_before, not_after)"
+                    " VALUES (?, ?, ?, ?, ?, NULL)",
+                    (key.key_id, key.name, key.algorithm, key.public_key, key.not_before),
+                )
+
+            self._transaction(conn, body)
+
+        await self._write(run)

@@ -1,0 +1,154 @@
+"""The log's tiles in the real SQLite store: migration, the append-only guard, properties."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+import tempfile
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shotstamp import merkle
+from shotstamp_service.records import (
+    CheckpointRecord,
+    NewRegistration,
+    format_time,
+    new_registration_id,
+    utc_now,
+)
+from shotstamp_service.sealer import Sealer
+from shotstamp_service.signer import LogSigner
+from shotstamp_service.store import SealBatch, StoreError
+from shotstamp_service.store.sqlite import MIGRATIONS, SQLiteStore
+from shotstamp_service.tree import LogTree, consistency_proof, inclusion_proof
+
+SIGNER = LogSigner("test.example/log", Ed25519PrivateKey.generate())
+
+
+def registration(n: int) -> NewRegistration:
+    return NewRegistration(
+        id=new_registration_id(),
+        seller="s",
+        sha256=f"{n:064x}",
+        perceptual={"phash": f"{n:016x}"},
+        received_at=format_time(utc_now()),
+        width=10,
+        height=10,
+    )
+
+
+async def seal_batches(store: SQLiteStore, batches: list[int]) -> tuple[list[bytes], list]:
+    """Register and seal these batches through the real sealer; the leaf hashes and checkpoints."""
+    sealer = Sealer(store, SIGNER)
+    await sealer.load()
+    checkpoints, count = [], 0
+    for size in batches:
+        await asyncio.gather(
+            *(store.add_registration(registration(count + k)) for k in range(size))
+        )
+        count += size
+        checkpoints.append(await sealer.seal_once())
+    regs = await store.get_registrations(range(1, count + 1))
+    ordered = sorted(regs.values(), key=lambda r: r.leaf_index)
+    return [merkle.leaf_hash(r.leaf_bytes()) for r in ordered], checkpoints
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=4), st.data())
+async def test_proofs_through_the_sqlite_store_match_the_reference(batches, data):
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SQLiteStore(Path(tmp) / "db.sqlite")
+        await store.open()
+        try:
+            leaves, checkpoints = await seal_batches(store, batches)
+            sizes = [cp.tree_size for cp in checkpoints]
+            for cp in checkpoints:
+                assert cp.root_hash == merkle.root_hash(leaves[: cp.tree_size])
+            # Between any two published checkpoints, and any two sizes at all.
+            old = data.draw(st.sampled_from(sizes))
+            new = data.draw(st.sampled_from([s for s in sizes if s >= old]))
+            for first, second in [
+                (old, new),
+                (
+                    data.draw(st.integers(1, len(leaves))),
+                    len(leaves),
+                ),
+            ]:
+                path = await consistency_proof(store, first, second)
+                assert path == merkle.consistency_proof(leaves[:second], first)
+                merkle.verify_consistency(
+                    first,
+                    second,
+                    path,
+                    merkle.root_hash(leaves[:first]),
+                    merkle.root_hash(leaves[:second]),
+                )
+            index = data.draw(st.integers(0, len(leaves) - 1))
+            path = await inclusion_proof(store, index, len(leaves))
+            assert path == merkle.inclusion_proof(leaves, index)
+        finally:
+            await store.close()
+
+
+async def test_a_tile_write_that_changes_a_stored_hash_is_refused(tmp_path):
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    await store.open()
+    leaves, _ = await seal_batches(store, [5])
+    # A well-formed next seal, except that its level-0 tile rewrites leaf 0;
+    # it is longer than the stored tile, so only the prefix check can refuse it.
+    reg = await store.add_registration(registration(99))
+    tampered = merkle.leaf_hash(b"mallory") + b"".join(leaves[1:]) + leaves[0]
+    batch = SealBatch(
+        assignments=[(reg.seq, 5)],
+        tiles=[(0, 0, tampered)],
+        checkpoint=CheckpointRecord(6, b"\0" * 32, 0, "note", SIGNER.key_id),
+    )
+    with pytest.raises(StoreError, match="change hashes already in the log"):
+        await store.commit_seal(batch)
+    # Nothing of the refused seal was written.
+    assert (await store.latest_checkpoint()).tree_size == 5
+    assert (await store.get_tiles([(0, 0)]))[(0, 0)] == b"".join(leaves)
+    assert (await store.get_registration(reg.id)).leaf_index is None
+    await store.close()
+
+
+async def test_a_foundation_database_is_migrated_to_tiles(tmp_path):
+    # Build a version-1 database by hand: one tree_nodes row per complete subtree.
+    path = tmp_path / "db.sqlite"
+    leaves = [merkle.leaf_hash(hashlib.sha256(str(i).encode()).digest()) for i in range(600)]
+    _, _, nodes = LogTree.empty()._grow(leaves)
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute("PRAGMA user_version=1")
+    conn.executemany("INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
+    root = merkle.root_hash(leaves)
+    conn.execute(
+        "INSERT INTO checkpoints (tree_size, root_hash, timestamp_ns, note, key_id)"
+        " VALUES (600, ?, 1, 'note', ?)",
+        (root, SIGNER.key_id),
+    )
+    conn.commit()
+    conn.close()
+
+    store = SQLiteStore(path)
+    await store.open()
+    tree = await LogTree.load(store, 600)
+    assert tree.root() == root
+    assert await inclusion_proof(store, 300, 600) == merkle.inclusion_proof(leaves, 300)
+    assert await consistency_proof(store, 257, 600) == merkle.consistency_proof(leaves, 257)
+    tiles = await store.get_tiles([(0, 0), (0, 1), (0, 2), (1, 0)])
+    assert [len(tiles[c]) // 32 for c in [(0, 0), (0, 1), (0, 2), (1, 0)]] == [256, 256, 88, 2]
+    await store.close()
+    conn = sqlite3.connect(path)
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert "tree_nodes" not in tables and "tiles" in tables
