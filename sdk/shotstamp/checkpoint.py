@@ -47,10 +47,13 @@ __all__ = [
     "NoteSignature",
     "NoteSigner",
     "NoteVerifier",
+    "SignedCheckpoint",
     "SignedNote",
     "format_vkey",
     "key_hash",
+    "open_checkpoint",
     "open_note",
+    "verifiers_from",
 ]
 
 # Signature type byte of Ed25519 keys (c2sp.org/signed-note, "Signature types").
@@ -363,6 +366,26 @@ class NoteSigner:
         return SignedNote(text, (NoteSignature(self.name, self.key_hash, signature),))
 
 
+def verifiers_from(keys: str | NoteVerifier | Iterable[str | NoteVerifier]) -> list[NoteVerifier]:
+    """Verifier keys from vkey strings or `NoteVerifier`s, one or several.
+
+    Raises `ValueError` for a malformed vkey or no keys at all, `TypeError`
+    for anything else.
+    """
+    items: Iterable[str | NoteVerifier] = [keys] if isinstance(keys, (str, NoteVerifier)) else keys
+    verifiers = []
+    for key in items:
+        if isinstance(key, NoteVerifier):
+            verifiers.append(key)
+        elif isinstance(key, str):
+            verifiers.append(NoteVerifier.from_vkey(key))
+        else:
+            raise TypeError(f"keys must be vkey strings or NoteVerifiers, got {type(key).__name__}")
+    if not verifiers:
+        raise ValueError("verification needs at least one key")
+    return verifiers
+
+
 def open_note(note: str | bytes, verifiers: NoteVerifier | Iterable[NoteVerifier]) -> SignedNote:
     """Parse `note` and verify its signatures against the known `verifiers`.
 
@@ -499,3 +522,78 @@ class Checkpoint:
         if any(not line for line in extensions):
             raise _malformed_checkpoint("empty extension line", "extensions")
         return cls(origin, int(size_line), root, tuple(extensions))
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    """A checkpoint whose note verified under a trusted key named for its origin.
+
+    `note` is the note as received (to store or pass on), `checkpoint` its
+    parsed body and `signer` the verified signature by the log's own key.
+    """
+
+    note: str
+    checkpoint: Checkpoint
+    signer: NoteSignature
+
+    @property
+    def origin(self) -> str:
+        return self.checkpoint.origin
+
+    @property
+    def size(self) -> int:
+        return self.checkpoint.size
+
+    @property
+    def root_hash(self) -> bytes:
+        return self.checkpoint.root_hash
+
+    @property
+    def timestamp(self) -> datetime | None:
+        return self.checkpoint.timestamp
+
+
+def open_checkpoint(
+    note: str | bytes,
+    verifiers: NoteVerifier | Iterable[NoteVerifier],
+    *,
+    which: str = "checkpoint",
+) -> SignedCheckpoint:
+    """Verify a checkpoint note's signature, then parse its body.
+
+    The note must carry a valid signature by one of `verifiers` (see
+    `open_note`), and its origin must be the name of a key that signed it: a
+    log's checkpoints are signed by the log's own key.  Raises
+    `VerificationError` with check `<which>-signature` or `<which>-body`, so
+    a caller verifying several checkpoints names which one failed (e.g.
+    `which="trusted-checkpoint"`).
+    """
+    if isinstance(note, bytes):
+        try:
+            note = note.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise VerificationError(
+                f"{which} note is not UTF-8", check=f"{which}-signature"
+            ) from exc
+    try:
+        opened = open_note(note, verifiers)
+    except MalformedProofError as exc:
+        raise VerificationError(
+            f"{which} note does not parse: {exc}", check=f"{which}-signature"
+        ) from exc
+    except VerificationError as exc:
+        raise VerificationError(str(exc), check=f"{which}-signature") from exc
+    try:
+        body = Checkpoint.from_text(opened.text)
+    except MalformedProofError as exc:
+        raise VerificationError(
+            f"signed {which} does not parse: {exc}", check=f"{which}-body"
+        ) from exc
+    signer = next((s for s in opened.signatures if s.name == body.origin), None)
+    if signer is None:
+        raise VerificationError(
+            f"{which} origin {body.origin!r} is not the name of the key that signed it "
+            f"({', '.join(repr(s.name) for s in opened.signatures)})",
+            check=f"{which}-body",
+        )
+    return SignedCheckpoint(note, body, signer)

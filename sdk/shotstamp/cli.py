@@ -5,6 +5,7 @@
     shotstamp proof ID [-o FILE] [--no-wait]
     shotstamp keys [-o FILE]
     shotstamp verify PROOF.json --key VKEY_OR_FILE [--key ...] [--image FILE]
+                     [--checkpoint TRUSTED] [--url URL]
     shotstamp webhooks add URL | list | remove ID
 
 Commands that talk to the service take `--url`, `--api-key` and `--config`
@@ -29,6 +30,9 @@ import asyncio
 import json
 import os
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,9 +46,10 @@ from ._manifest import (
     write_atomically,
 )
 from ._progress import Progress
-from .checkpoint import NoteVerifier
+from .checkpoint import Checkpoint, NoteVerifier, SignedNote
 from .client import AsyncClient
 from .config import Settings, load_settings
+from .consistency import ConsistencyProof
 from .errors import (
     APIError,
     AuthError,
@@ -56,7 +61,7 @@ from .errors import (
     VerificationError,
 )
 from .models import Match, RegisterResult
-from .verify import verify_proof
+from .verify import ProofBundle, verify_proof
 
 __all__ = [
     "EXIT_CONFLICT",
@@ -119,6 +124,76 @@ def load_verifiers(specs: Sequence[str]) -> list[NoteVerifier]:
     return verifiers
 
 
+def load_checkpoint_note(spec: str) -> str:
+    """A signed checkpoint note from a file (the note, or a saved /v1/checkpoints
+    answer) or given inline as the note's text."""
+    path = Path(spec)
+    if "\n" in spec and not path.exists():
+        return spec
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MalformedProofError(f"cannot read checkpoint file {spec}: {exc.strerror}") from exc
+    if text.lstrip().startswith("{"):
+        try:
+            note = json.loads(text)["note"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MalformedProofError(
+                f"checkpoint file {spec} is JSON but not a /v1/checkpoints answer"
+            ) from exc
+        if not isinstance(note, str):
+            raise MalformedProofError(f"checkpoint file {spec} has no note text")
+        return note
+    return text
+
+
+def _unverified_size(note: str) -> int:
+    # Only to decide which proof to fetch; verify_proof checks everything.
+    return Checkpoint.from_text(SignedNote.from_text(note).text).size
+
+
+def fetch_consistency(base_url: str, first: int, second: int) -> ConsistencyProof:
+    """GET /v1/proofs/consistency from the service; raises OSError or ValueError."""
+    query = urllib.parse.urlencode({"from": first, "to": second})
+    url = f"{base_url.rstrip('/')}/v1/proofs/consistency?{query}"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        proof = ConsistencyProof.from_json(json.loads(response.read()))
+    if (proof.first, proof.second) != (first, second):
+        raise ValueError(f"the service answered a proof from {proof.first} to {proof.second}")
+    return proof
+
+
+def _trusted_consistency(
+    args: argparse.Namespace, bundle_text: str, trusted: str
+) -> tuple[list[bytes] | None, int | None]:
+    """The consistency path to pass to verify_proof, fetched if the bundle lacks it.
+
+    Returns (path or None to use the bundle's, exit status if it cannot go on).
+    """
+    try:
+        bundle = ProofBundle.from_json(bundle_text)
+        sizes = sorted((bundle.tree_size, _unverified_size(trusted)))
+    except MalformedProofError:
+        return None, None  # verify_proof reports it, naming the check
+    first, second = sizes
+    if first == second or first == 0 or bundle.consistency_path(first, second) is not None:
+        return None, None
+    url = args.url or os.environ.get("SHOTSTAMP_URL")
+    if not url:
+        print(
+            f"error: the bundle carries no consistency proof from size {first} to {second}; "
+            "give --url (or SHOTSTAMP_URL) to fetch it from the service",
+            file=sys.stderr,
+        )
+        return None, EXIT_USAGE
+    try:
+        return list(fetch_consistency(url, first, second).path), None
+    except (OSError, ValueError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        print(f"error: cannot fetch the consistency proof from {url}: {reason}", file=sys.stderr)
+        return None, EXIT_SERVICE
+
+
 def _verify(args: argparse.Namespace) -> int:
     keys = args.key or ([os.environ["SHOTSTAMP_KEY"]] if os.environ.get("SHOTSTAMP_KEY") else [])
     if not keys:
@@ -132,10 +207,27 @@ def _verify(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot read proof {args.proof}: {exc.strerror}", file=sys.stderr)
         return EXIT_MALFORMED
+    trusted: str | None = None
+    consistency: list[bytes] | None = None
+    if args.checkpoint is not None:
+        try:
+            trusted = load_checkpoint_note(args.checkpoint)
+        except MalformedProofError as exc:
+            print(f"error: malformed input: {exc}", file=sys.stderr)
+            return EXIT_MALFORMED
+        consistency, status = _trusted_consistency(args, bundle_text, trusted)
+        if status is not None:
+            return status
     try:
         verifiers = load_verifiers(keys)
         image = Path(args.image).read_bytes() if args.image else None
-        result = verify_proof(bundle_text, keys=verifiers, image=image)
+        result = verify_proof(
+            bundle_text,
+            keys=verifiers,
+            image=image,
+            trusted_checkpoint=trusted,
+            consistency=consistency,
+        )
     except VerificationError as exc:
         print(f"FAILED {exc.check}: {exc}", file=sys.stderr)
         # An unparseable bundle is malformed input, not a proof that failed.
@@ -158,6 +250,19 @@ def _verify(args: argparse.Namespace) -> int:
         f"at size {result.tree_size}, checkpoint signed {when}: "
         f"registered no later than that time."
     )
+    if result.trusted_size is not None:
+        if result.extends_trusted:
+            print(
+                f"CONSISTENT the log of this proof (size {result.tree_size}) extends your "
+                f"trusted checkpoint (size {result.trusted_size}): nothing you trusted was "
+                f"rewritten."
+            )
+        else:
+            print(
+                f"CONSISTENT your trusted checkpoint (size {result.trusted_size}) extends the "
+                f"log of this proof (size {result.tree_size}): the registration is in the log "
+                f"you trust."
+            )
     return EXIT_OK
 
 
@@ -577,6 +682,16 @@ def _parser() -> argparse.ArgumentParser:
         "/v1/keys JSON (repeatable: keys retired by rotation still verify old proofs)",
     )
     verify.add_argument("--image", help="the photo: check it is the registered file")
+    verify.add_argument(
+        "--checkpoint",
+        help="a checkpoint of this log you already trust (a file with the signed note or a "
+        "saved /v1/checkpoints answer): prove the proof's log and it are one append-only log",
+    )
+    verify.add_argument(
+        "--url",
+        help="the service (env SHOTSTAMP_URL), to fetch the consistency proof for "
+        "--checkpoint when the bundle does not carry it",
+    )
     verify.set_defaults(run=_verify)
 
     webhooks = commands.add_parser(

@@ -5,6 +5,12 @@ record, its index in the log, the size of the tree it was first sealed into,
 the inclusion path and that tree's signed checkpoint.  `verify_proof` checks
 it with nothing but the log's public key(s): no network, no service.
 
+Given a checkpoint the holder already trusts (seen earlier, or from a
+witness), it also proves that the proof's log and the trusted one are the same
+append-only log, with a consistency proof the bundle may carry in its
+`consistency` list (`GET /v1/registrations/{id}/proof?consistency_with=N`) or
+the caller passes in (`GET /v1/proofs/consistency`).
+
 Usage:
 
     result = verify_proof(bundle_json, keys="shotstamp.example/log+1a2b3c4d+AQ...",
@@ -18,13 +24,14 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from shotstamp.canonical import canonical_json
-from shotstamp.checkpoint import Checkpoint, NoteVerifier, open_note
+from shotstamp.checkpoint import NoteVerifier, open_checkpoint, verifiers_from
+from shotstamp.consistency import ConsistencyProof, check_extends, proof_path
 from shotstamp.errors import MalformedProofError, VerificationError
 from shotstamp.merkle import HASH_SIZE, leaf_hash, verify_inclusion
 
@@ -48,11 +55,24 @@ CHECKS = (
     "leaf-hash",
     "inclusion",
     "image",
+    "trusted-checkpoint-signature",
+    "trusted-checkpoint-body",
+    "origin",
+    "consistency",
 )
 LEAF_FIELDS = ("id", "seller", "sha256", "perceptual", "received_at")
 
 _KNOWN_KEYS = frozenset(
-    {"format", "leaf", "leaf_index", "tree_size", "inclusion_path", "checkpoint", "leaf_hash"}
+    {
+        "format",
+        "leaf",
+        "leaf_index",
+        "tree_size",
+        "inclusion_path",
+        "checkpoint",
+        "leaf_hash",
+        "consistency",
+    }
 )
 _HEX_HASH = re.compile(r"[0-9a-f]{64}")
 _HEX = re.compile(r"(?:[0-9a-f]{2})+")
@@ -98,7 +118,8 @@ class ProofBundle:
 
     `inclusion_path` and `leaf_hash` hold raw 32-byte hashes (hex on the
     wire); keys this version does not know are kept in `extras` and written
-    back by `to_json`.
+    back by `to_json`.  `consistency` holds consistency proofs between this
+    checkpoint's tree and other sizes of the same log (optional).
     """
 
     leaf: Mapping[str, Any]
@@ -107,11 +128,16 @@ class ProofBundle:
     inclusion_path: tuple[bytes, ...]
     checkpoint: str
     leaf_hash: bytes | None = None
+    consistency: tuple[ConsistencyProof, ...] = ()
     format: str = FORMAT
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inclusion_path", tuple(self.inclusion_path))
+        object.__setattr__(self, "consistency", tuple(self.consistency))
+        for position, proof in enumerate(self.consistency):
+            if not isinstance(proof, ConsistencyProof):
+                raise _malformed("consistency", f"element {position} is not a ConsistencyProof")
         if self.format != FORMAT:
             raise _malformed("format", f"is {self.format!r}, want {FORMAT!r}")
         if not isinstance(self.leaf, Mapping):
@@ -168,6 +194,13 @@ class ProofBundle:
         if not isinstance(path, list):
             raise _malformed("inclusion_path", "must be a list of hex hashes")
         raw_leaf_hash = decoded.get("leaf_hash")
+        raw_consistency = decoded.get("consistency", [])
+        if not isinstance(raw_consistency, list):
+            raise _malformed("consistency", "must be a list of {from, to, path} objects")
+        try:
+            consistency = tuple(ConsistencyProof.from_json(p) for p in raw_consistency)
+        except MalformedProofError as exc:
+            raise _malformed("consistency", f"has an element that does not parse: {exc}") from exc
         return cls(
             format=decoded["format"],
             leaf=decoded["leaf"],
@@ -179,6 +212,7 @@ class ProofBundle:
             ),
             checkpoint=decoded["checkpoint"],
             leaf_hash=None if raw_leaf_hash is None else _hex_hash("leaf_hash", raw_leaf_hash),
+            consistency=consistency,
             extras={k: v for k, v in decoded.items() if k not in _KNOWN_KEYS},
         )
 
@@ -194,8 +228,17 @@ class ProofBundle:
         if self.leaf_hash is not None:
             result["leaf_hash"] = self.leaf_hash.hex()
         result["checkpoint"] = self.checkpoint
+        if self.consistency:
+            result["consistency"] = [proof.to_dict() for proof in self.consistency]
         result.update(self.extras)
         return result
+
+    def consistency_path(self, first: int, second: int) -> tuple[bytes, ...] | None:
+        """The carried proof from size `first` to `second`, or None if the bundle has none."""
+        for proof in self.consistency:
+            if (proof.first, proof.second) == (first, second):
+                return proof.path
+        return None
 
     def to_json(self) -> str:
         """The bundle as indented JSON text."""
@@ -217,6 +260,16 @@ class VerifiedProof:
     origin: str
     key_hash: str
     checks: tuple[str, ...]
+    trusted_size: int | None = None
+    trusted_time: datetime | None = None
+
+    @property
+    def extends_trusted(self) -> bool | None:
+        """Whether the proof's tree extends the trusted one (None: no trusted checkpoint).
+
+        False means the trusted tree is the larger one and extends the proof's.
+        """
+        return None if self.trusted_size is None else self.tree_size >= self.trusted_size
 
 
 @dataclass(frozen=True)
@@ -225,21 +278,6 @@ class _Leaf:
     seller: str
     sha256: str
     received_at: datetime
-
-
-def _verifiers(keys: str | NoteVerifier | Iterable[str | NoteVerifier]) -> list[NoteVerifier]:
-    items: Iterable[str | NoteVerifier] = [keys] if isinstance(keys, (str, NoteVerifier)) else keys
-    verifiers = []
-    for key in items:
-        if isinstance(key, NoteVerifier):
-            verifiers.append(key)
-        elif isinstance(key, str):
-            verifiers.append(NoteVerifier.from_vkey(key))
-        else:
-            raise TypeError(f"keys must be vkey strings or NoteVerifiers, got {type(key).__name__}")
-    if not verifiers:
-        raise ValueError("verify_proof needs at least one key")
-    return verifiers
 
 
 def _leaf_error(reason: str) -> VerificationError:
@@ -289,6 +327,8 @@ def verify_proof(
     keys: str | NoteVerifier | Iterable[str | NoteVerifier],
     image: bytes | bytearray | memoryview | str | os.PathLike[str] | None = None,
     image_sha256: str | None = None,
+    trusted_checkpoint: str | bytes | None = None,
+    consistency: Sequence[bytes | str] | None = None,
 ) -> VerifiedProof:
     """Verify a proof bundle offline and return what it proves.
 
@@ -300,6 +340,11 @@ def verify_proof(
       verifies the proofs it signed.
     * **image** - optional photo bytes, or a path to the photo file.
     * **image_sha256** - optional hex SHA-256 of the photo file.
+    * **trusted_checkpoint** - optional signed checkpoint note of this log
+      that the caller already trusts; the proof's tree and the trusted tree
+      must then be one append-only log (either may be the larger).
+    * **consistency** - the consistency path between the two (hex or bytes,
+      smaller size first), if the bundle does not carry it.
 
     Raises `VerificationError` whose `.check` names the first check that
     failed (one of `CHECKS`).  A malformed vkey raises `ValueError`, an
@@ -309,7 +354,7 @@ def verify_proof(
 
         result = verify_proof(bundle_json, keys=[current_vkey, retired_vkey])
     """
-    verifiers = _verifiers(keys)
+    verifiers = verifiers_from(keys)
     checks: list[str] = []
 
     # Verification plan.  Each step below raises VerificationError naming
@@ -336,30 +381,11 @@ def verify_proof(
             raise VerificationError(f"proof bundle does not parse: {exc}", check="format") from exc
     checks.append("format")
 
-    # (2): Verify the checkpoint note's signature before reading its contents.
-    try:
-        note = open_note(bundle.checkpoint, verifiers)
-    except MalformedProofError as exc:
-        raise VerificationError(
-            f"checkpoint note does not parse: {exc}", check="checkpoint-signature"
-        ) from exc
-    checks.append("checkpoint-signature")
-
-    # (3): The signed text is a checkpoint of this log, for this tree size.
-    try:
-        checkpoint = Checkpoint.from_text(note.text)
-    except MalformedProofError as exc:
-        raise VerificationError(
-            f"signed checkpoint does not parse: {exc}", check="checkpoint-body"
-        ) from exc
-    signer = next((s for s in note.signatures if s.name == checkpoint.origin), None)
-    if signer is None:
-        raise VerificationError(
-            f"checkpoint origin {checkpoint.origin!r} is not the name of the key that signed it "
-            f"({', '.join(repr(s.name) for s in note.signatures)})",
-            check="checkpoint-body",
-        )
-    checks.append("checkpoint-body")
+    # (2), (3): Verify the checkpoint note's signature before reading its
+    # contents; the signed text is a checkpoint of the signing key's log.
+    signed = open_checkpoint(bundle.checkpoint, verifiers)
+    checkpoint, signer = signed.checkpoint, signed.signer
+    checks += ["checkpoint-signature", "checkpoint-body"]
     if checkpoint.size != bundle.tree_size:
         raise VerificationError(
             f"checkpoint is for tree size {checkpoint.size}, bundle says {bundle.tree_size}",
@@ -418,6 +444,34 @@ def verify_proof(
                 )
         checks.append("image")
 
+    trusted = None
+    if trusted_checkpoint is not None:
+        # (7): The checkpoint the caller trusts is genuine.
+        trusted = open_checkpoint(trusted_checkpoint, verifiers, which="trusted-checkpoint")
+        checks += ["trusted-checkpoint-signature", "trusted-checkpoint-body"]
+
+        # (8): Of the same log.
+        if trusted.origin != checkpoint.origin:
+            raise VerificationError(
+                f"the trusted checkpoint is of log {trusted.origin!r}, "
+                f"the proof of log {checkpoint.origin!r}",
+                check="origin",
+            )
+        checks.append("origin")
+
+        # (9): One tree extends the other.
+        older, newer = sorted((trusted.checkpoint, checkpoint), key=lambda c: c.size)
+        path = _consistency_path(bundle, consistency, older.size, newer.size)
+        try:
+            check_extends(older, newer, path)
+        except VerificationError as exc:
+            raise VerificationError(
+                f"the proof's checkpoint (size {checkpoint.size}) and the trusted one "
+                f"(size {trusted.size}) are not one append-only log: {exc}",
+                check="consistency",
+            ) from exc
+        checks.append("consistency")
+
     return VerifiedProof(
         registration_id=leaf.registration_id,
         seller=leaf.seller,
@@ -430,4 +484,24 @@ def verify_proof(
         origin=checkpoint.origin,
         key_hash=signer.key_hash.hex(),
         checks=tuple(checks),
+        trusted_size=None if trusted is None else trusted.size,
+        trusted_time=None if trusted is None else trusted.timestamp,
     )
+
+
+def _consistency_path(
+    bundle: ProofBundle, given: Sequence[bytes | str] | None, first: int, second: int
+) -> tuple[bytes, ...]:
+    """The path from size `first` to `second`: the caller's, else the bundle's."""
+    if first == second or first == 0:
+        return ()  # nothing to prove beyond equal (or empty) roots
+    if given is not None:
+        return proof_path(given, first, second)
+    carried = bundle.consistency_path(first, second)
+    if carried is None:
+        raise VerificationError(
+            f"no consistency proof from size {first} to {second}: the bundle carries none; "
+            f"fetch GET /v1/proofs/consistency?from={first}&to={second}",
+            check="consistency",
+        )
+    return carried

@@ -17,11 +17,13 @@ MODULES = [
     "checkpoint",
     "client",
     "config",
+    "consistency",
     "errors",
     "merkle",
     "models",
     "verify",
     "webhooks",
+    "witness",
 ]
 # Modules that are programs rather than library surface: not re-exported.
 PROGRAMS = {"cli"}

@@ -323,9 +323,9 @@ def test_unparseable_bundles(text: str | bytes, message: str) -> None:
 
 
 def test_round_trip_keeps_unknown_sections() -> None:
-    data = _bundle_dict(consistency={"from": 3, "proof": []}, anchor="later")
+    data = _bundle_dict(cosignatures={"witness": []}, anchor="later")
     bundle = ProofBundle.from_json(json.dumps(data))
-    assert bundle.extras == {"consistency": {"from": 3, "proof": []}, "anchor": "later"}
+    assert bundle.extras == {"cosignatures": {"witness": []}, "anchor": "later"}
     assert ProofBundle.from_json(bundle.to_json()) == bundle
     assert json.loads(bundle.to_json()) == data
     assert bundle.format == FORMAT
