@@ -17,6 +17,7 @@ are what `/tile/<L>/<N>[.p/<W>]` serves, so the store *is* the public layout.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -28,6 +29,7 @@ __all__ = [
     "TILE_BYTES",
     "TILE_HEIGHT",
     "TILE_WIDTH",
+    "TileCache",
     "TileCoord",
     "TileEdge",
     "TileNodeReader",
@@ -242,15 +244,42 @@ def _subtree_levels(hashes: Sequence[bytes], height: int) -> list[list[bytes]]:
     return levels
 
 
+class TileCache:
+    """Full tiles with the subtrees inside them hashed, least recently used out.
+
+    Full tiles never change, so keeping them is always safe. Every proof
+    passes through the few tiles at the top of the tree; with them kept, a
+    proof hashes inside little more than its leaf's own tile.
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.capacity = capacity
+        self._tiles: OrderedDict[TileCoord, list[list[bytes]]] = OrderedDict()
+
+    def get(self, coord: TileCoord) -> list[list[bytes]] | None:
+        levels = self._tiles.get(coord)
+        if levels is not None:
+            self._tiles.move_to_end(coord)
+        return levels
+
+    def put(self, coord: TileCoord, levels: list[list[bytes]]) -> None:
+        self._tiles[coord] = levels
+        self._tiles.move_to_end(coord)
+        while len(self._tiles) > self.capacity:
+            self._tiles.popitem(last=False)
+
+
 class TileNodeReader:
     """The tree's complete-subtree hashes `(level, index)`, computed from stored tiles.
 
     Implements `tree.NodeReader`. Each call reads every tile it needs in one
-    batch and hashes inside each tile at most once (255 hashes for a full one).
+    batch (none that `cache` holds) and hashes inside each tile at most once
+    (255 hashes for a full one).
     """
 
-    def __init__(self, tiles: TileReader) -> None:
+    def __init__(self, tiles: TileReader, cache: TileCache | None = None) -> None:
         self._tiles = tiles
+        self._cache = cache
 
     async def get_nodes(self, coords: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         wanted = set(coords)
@@ -263,13 +292,23 @@ class TileNodeReader:
         height: dict[TileCoord, int] = {}
         for tile, within, _ in where.values():
             height[tile] = max(height.get(tile, 0), within)
-        tiles = await self._tiles.get_tiles(height)
-        # Hash inside each tile once, and only as high as this call needs.
-        expanded = {
-            tile: _subtree_levels(_split_hashes(data), height[tile])
-            for tile, data in tiles.items()
-            if tile in height
-        }
+        expanded: dict[TileCoord, list[list[bytes]]] = {}
+        if self._cache is not None:
+            for tile in height:
+                levels = self._cache.get(tile)
+                if levels is not None:
+                    expanded[tile] = levels
+        tiles = await self._tiles.get_tiles(height.keys() - expanded.keys())
+        for tile, data in tiles.items():
+            if tile not in height:
+                continue
+            if self._cache is not None and len(data) == TILE_BYTES:
+                # Hash a full tile all the way up once; it serves every later call.
+                expanded[tile] = _subtree_levels(_split_hashes(data), TILE_HEIGHT)
+                self._cache.put(tile, expanded[tile])
+            else:
+                # Otherwise hash only as high as this call needs.
+                expanded[tile] = _subtree_levels(_split_hashes(data), height[tile])
         found: dict[tuple[int, int], bytes] = {}
         for coord, (tile, within, position) in where.items():
             levels = expanded.get(tile)

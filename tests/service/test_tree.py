@@ -260,3 +260,21 @@ def test_tile_paths_round_trip(level, index, width, path):
 def test_non_canonical_tile_paths_are_refused(path):
     with pytest.raises(ValueError):
         parse_tile_path(path)
+
+
+async def test_a_tile_cache_keeps_full_tiles_and_changes_no_answer():
+    from shotstamp_service.tiles import TileCache, TileNodeReader
+
+    store, all_leaves, _ = grow([70_000])
+    cache = TileCache(capacity=3)
+    reader = TileNodeReader(store, cache)
+    for index in (5, 70_000 - 1, 40_000, 5, 65_000):
+        got = await inclusion_proof(reader, index, 70_000)
+        assert got == await inclusion_proof(store, index, 70_000)
+    assert len(cache._tiles) == 3  # the least recently used went out
+    store.reads = 0
+    await inclusion_proof(reader, 65_001, 70_000)  # same leaf tile, same full tile above
+    assert store.reads == 2  # only the partial tiles at levels 1 and 2 were read again
+    assert await consistency_proof(reader, 300, 70_000) == merkle.consistency_proof(
+        all_leaves, 300
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 from ..records import (
@@ -20,7 +21,7 @@ from ..records import (
     WebhookDelivery,
     WebhookRecord,
 )
-from ..tiles import TileCoord, TileNodeReader, TileWrite
+from ..tiles import TileCache, TileCoord, TileNodeReader, TileWrite
 
 __all__ = [
     "ActiveKeyChanged",
@@ -148,9 +149,13 @@ class Store(abc.ABC):
         the first W hashes may take a prefix of whatever it gets.
         """
 
+    @cached_property
+    def _node_reader(self) -> TileNodeReader:
+        return TileNodeReader(self, TileCache())
+
     async def get_nodes(self, coords: Iterable[NodeCoord]) -> dict[NodeCoord, bytes]:
         """Complete-subtree hashes, rebuilt from the tiles (a `tree.NodeReader`)."""
-        return await TileNodeReader(self).get_nodes(coords)
+        return await self._node_reader.get_nodes(coords)
 
     @abc.abstractmethod
     async def commit_seal(self, batch: SealBatch) -> None:

@@ -268,9 +268,6 @@ def _signing_key(row: sqlite3.Row) -> SigningKeyRecord:
 def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.row_factory = sqlite3.Row
-    # Only takes effect on a new database: 16 KiB pages hold two 8 KiB tiles
-    # each, where 4 KiB pages would spread one over three overflow pages.
-    conn.execute("PRAGMA page_size=16384")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
