@@ -328,7 +328,7 @@ def verify_proof(
     image: bytes | bytearray | memoryview | str | os.PathLike[str] | None = None,
     image_sha256: str | None = None,
     trusted_checkpoint: str | bytes | None = None,
-    consistency: Sequence[bytes | str] | None = None,
+    consistency: ConsistencyProof | Mapping[str, Any] | Sequence[bytes | str] | None = None,
 ) -> VerifiedProof:
     """Verify a proof bundle offline and return what it proves.
 
@@ -343,8 +343,9 @@ def verify_proof(
     * **trusted_checkpoint** - optional signed checkpoint note of this log
       that the caller already trusts; the proof's tree and the trusted tree
       must then be one append-only log (either may be the larger).
-    * **consistency** - the consistency path between the two (hex or bytes,
-      smaller size first), if the bundle does not carry it.
+    * **consistency** - the consistency proof from the smaller of the two
+      sizes to the larger (the `/v1/proofs/consistency` answer or its bare
+      path), if the bundle does not carry it.
 
     Raises `VerificationError` whose `.check` names the first check that
     failed (one of `CHECKS`).  A malformed vkey raises `ValueError`, an
@@ -490,7 +491,10 @@ def verify_proof(
 
 
 def _consistency_path(
-    bundle: ProofBundle, given: Sequence[bytes | str] | None, first: int, second: int
+    bundle: ProofBundle,
+    given: ConsistencyProof | Mapping[str, Any] | Sequence[bytes | str] | None,
+    first: int,
+    second: int,
 ) -> tuple[bytes, ...]:
     """The path from size `first` to `second`: the caller's, else the bundle's."""
     if first == second or first == 0:
