@@ -39,12 +39,20 @@ __all__ = [
     "CHECKS",
     "FORMAT",
     "LEAF_FIELDS",
+    "TRUSTED_CHECKS",
     "ProofBundle",
     "VerifiedProof",
     "verify_proof",
 ]
 
 FORMAT = "shotstamp-proof/1"
+# The checks against a checkpoint the caller already trusts (`trusted_checkpoint=`).
+TRUSTED_CHECKS = (
+    "trusted-checkpoint-signature",
+    "trusted-checkpoint-body",
+    "origin",
+    "consistency",
+)
 # Every check `verify_proof` can run, in order; VerificationError.check is one.
 CHECKS = (
     "format",
@@ -55,10 +63,7 @@ CHECKS = (
     "leaf-hash",
     "inclusion",
     "image",
-    "trusted-checkpoint-signature",
-    "trusted-checkpoint-body",
-    "origin",
-    "consistency",
+    *TRUSTED_CHECKS,
 )
 LEAF_FIELDS = ("id", "seller", "sha256", "perceptual", "received_at")
 
