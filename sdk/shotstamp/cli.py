@@ -30,9 +30,6 @@ import asyncio
 import json
 import os
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -152,15 +149,9 @@ def _unverified_size(note: str) -> int:
     return Checkpoint.from_text(SignedNote.from_text(note).text).size
 
 
-def fetch_consistency(base_url: str, first: int, second: int) -> ConsistencyProof:
-    """GET /v1/proofs/consistency from the service; raises OSError or ValueError."""
-    query = urllib.parse.urlencode({"from": first, "to": second})
-    url = f"{base_url.rstrip('/')}/v1/proofs/consistency?{query}"
-    with urllib.request.urlopen(url, timeout=30) as response:
-        proof = ConsistencyProof.from_json(json.loads(response.read()))
-    if (proof.first, proof.second) != (first, second):
-        raise ValueError(f"the service answered a proof from {proof.first} to {proof.second}")
-    return proof
+async def _fetch_consistency(url: str, first: int, second: int) -> ConsistencyProof:
+    async with AsyncClient(url, retries=2) as client:
+        return await client.consistency(first, second)
 
 
 def _trusted_consistency(
@@ -187,10 +178,9 @@ def _trusted_consistency(
         )
         return None, EXIT_USAGE
     try:
-        return list(fetch_consistency(url, first, second).path), None
-    except (OSError, ValueError) as exc:
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        print(f"error: cannot fetch the consistency proof from {url}: {reason}", file=sys.stderr)
+        return list(asyncio.run(_fetch_consistency(url, first, second)).path), None
+    except (APIError, TransportError, ValueError) as exc:
+        print(f"error: cannot fetch the consistency proof from {url}: {exc}", file=sys.stderr)
         return None, EXIT_SERVICE
 
 

@@ -47,6 +47,7 @@ import aiohttp
 
 from shotstamp.checkpoint import NoteVerifier
 from shotstamp.config import load_settings
+from shotstamp.consistency import ConsistencyProof, check_tree_extends
 from shotstamp.errors import (
     APIError,
     AuthError,
@@ -334,6 +335,14 @@ class _BaseClient:
     def _build_keys(self) -> _Request:
         return _Request("GET", "/v1/keys", auth=False)
 
+    def _build_consistency(self, first: int, second: int) -> _Request:
+        return _Request(
+            "GET",
+            "/v1/proofs/consistency",
+            params={"from": str(first), "to": str(second)},
+            auth=False,
+        )
+
     def _build_create_webhook(self, url: str, events: Iterable[str] | None) -> _Request:
         body: dict[str, Any] = {"url": url}
         if events is not None:
@@ -458,33 +467,38 @@ class _BaseClient:
                 check="leaf",
             )
 
-    def _check_extends(self, new: CheckpointInfo) -> None:
-        """Refuse a checkpoint that cannot extend the last one this client saw.
+    def _consistency_span(self, new: CheckpointInfo) -> tuple[int, int] | None:
+        """`(from, to)` of the consistency proof `new` needs, or None if it needs none."""
+        old = self.last_checkpoint
+        if old is None or old.tree_size == 0 or new.tree_size <= old.tree_size:
+            return None
+        return (old.tree_size, new.tree_size)
 
-        Without a consistency proof this catches a log that shrank or a
-        different tree at the same size. With `trusted_keys`, the new note's
-        signature is checked first.
+    def _check_extends(
+        self, new: CheckpointInfo, proof: ConsistencyProof | None = None
+    ) -> None:
+        """Refuse a checkpoint that does not extend the last one this client saw.
+
+        A larger tree must come with the RFC 9162 consistency proof from
+        `last_checkpoint`'s size (`_consistency_span`); a tree of the same
+        size must have the same root; a smaller one is a rollback. With
+        `trusted_keys`, the new note's signature is checked first.
         """
         if self.trusted_keys is not None:
             new.verify(self.trusted_keys)
         old = self.last_checkpoint
         if old is None:
             return
-        if new.tree_size < old.tree_size:
-            raise VerificationError(
-                f"the log shrank: checkpoint size {new.tree_size} after {old.tree_size}",
-                check="consistency",
-            )
-        if new.tree_size == old.tree_size and new.root_hash != old.root_hash:
-            raise VerificationError(
-                f"two different roots at tree size {new.tree_size}: "
-                f"{old.root_hash.hex()} then {new.root_hash.hex()}",
-                check="consistency",
-            )
-        # Hook for consistency proofs (issue 5): when the service serves
-        # `/v1/proofs/consistency`, AsyncClient.checkpoint fetches the proof
-        # from old.tree_size to new.tree_size and verifies it here with
-        # `shotstamp.verify_consistency` before accepting `new`.
+        span = self._consistency_span(new)
+        path: tuple[bytes, ...] = ()
+        if span is not None:
+            if proof is None or (proof.first, proof.second) != span:
+                raise VerificationError(
+                    f"no consistency proof from size {span[0]} to {span[1]}",
+                    check="consistency",
+                )
+            path = proof.path
+        check_tree_extends(old.tree_size, old.root_hash, new.tree_size, new.root_hash, path)
 
 
 def _segment(value: str) -> str:
@@ -747,16 +761,34 @@ class AsyncClient(_BaseClient):
     async def checkpoint(self) -> CheckpointInfo:
         """The log's latest signed checkpoint.
 
-        Raises `VerificationError` (check `consistency`) if it cannot extend
-        the last checkpoint this client saw (`last_checkpoint`), and, with
-        `trusted_keys`, if its signature does not verify.
+        When the log has grown since `last_checkpoint`, fetches the consistency
+        proof between the two and checks it. Raises `VerificationError` (check
+        `consistency`) if the new checkpoint does not extend the last one this
+        client saw (a rewritten entry, a different tree of a size it saw, a
+        log that shrank), and, with `trusted_keys`, if its signature does not
+        verify. For a memory that survives restarts, see `CheckpointWitness`.
         """
         request = self._build_checkpoint()
         response = await self._request(request)
         info = self._parse(request, response, CheckpointInfo.from_json)
-        self._check_extends(info)
+        span = self._consistency_span(info)
+        proof = None if span is None else await self.consistency(*span)
+        self._check_extends(info, proof)
         self.last_checkpoint = info
         return info
+
+    async def consistency(self, first: int, second: int) -> ConsistencyProof:
+        """The RFC 9162 proof that the log's tree of `second` leaves extends the tree of
+        `first` (`GET /v1/proofs/consistency`); verify it with
+        `verify_consistency_between` or a `CheckpointWitness`."""
+        request = self._build_consistency(first, second)
+        response = await self._request(request)
+        proof = self._parse(request, response, ConsistencyProof.from_json)
+        if (proof.first, proof.second) != (first, second):
+            raise self._bad_answer(
+                request, response, f"a proof from {proof.first} to {proof.second}"
+            )
+        return proof
 
     async def keys(self) -> LogKeys:
         """The log's origin and public keys (what `verify_proof(keys=...)` needs)."""
@@ -1037,6 +1069,10 @@ class Client(_BaseClient):
     def keys(self) -> LogKeys:
         """See `AsyncClient.keys`."""
         return self._call(lambda c: c.keys())
+
+    def consistency(self, first: int, second: int) -> ConsistencyProof:
+        """See `AsyncClient.consistency`."""
+        return self._call(lambda c: c.consistency(first, second))
 
     def register_many(
         self,

@@ -36,6 +36,7 @@ __all__ = [
     "ConsistencyProof",
     "VerifiedConsistency",
     "check_extends",
+    "check_tree_extends",
     "proof_path",
     "verify_consistency_between",
 ]
@@ -151,47 +152,55 @@ def proof_path(
         raise VerificationError(str(exc), check="consistency") from exc
 
 
-def check_extends(old: Checkpoint, new: Checkpoint, path: Sequence[bytes]) -> None:
-    """Check that the tree of checkpoint `new` extends the tree of checkpoint `old`.
+def check_tree_extends(
+    old_size: int, old_root: bytes, new_size: int, new_root: bytes, path: Sequence[bytes]
+) -> None:
+    """Check that the tree of `new_size` leaves with `new_root` extends the older one.
 
-    Both are checkpoints of one log whose signatures the caller verified.
-    Raises `VerificationError` (check `consistency`) on a rollback (`new` is
-    smaller), a fork (equal sizes, different roots, or a proof that does not
-    lead from one root to the other) or a malformed proof.
+    The trees are two of one log whose roots the caller trusts (signed
+    checkpoints). Raises `VerificationError` (check `consistency`) on a
+    rollback (`new_size` is smaller), a fork (equal sizes, different roots,
+    or a proof that does not lead from one root to the other) or a malformed
+    proof. The empty tree is a prefix of every tree, without proof.
     """
     check = "consistency"
-    if new.size < old.size:
+    if new_size < old_size:
         raise VerificationError(
-            f"rollback: the new checkpoint's tree has {new.size} leaves, "
-            f"the trusted one already {old.size}",
+            f"rollback: the log shrank: the new checkpoint's tree has {new_size} leaves, "
+            f"the trusted one already {old_size}",
             check=check,
         )
-    if old.size == new.size or old.size == 0:
+    if old_size == new_size or old_size == 0:
         if path:
             raise VerificationError(
-                f"wrong proof size {len(path)}, want 0 from size {old.size} to {new.size}",
+                f"wrong proof size {len(path)}, want 0 from size {old_size} to {new_size}",
                 check=check,
             )
-        if old.size == 0 and old.root_hash != EMPTY_ROOT:
+        if old_size == 0 and old_root != EMPTY_ROOT:
             raise VerificationError(
                 "fork: a checkpoint of the empty tree with a root other than the empty root",
                 check=check,
             )
-        if old.size == new.size and old.root_hash != new.root_hash:
+        if old_size == new_size and old_root != new_root:
             raise VerificationError(
-                f"fork: two different trees of size {new.size} "
-                f"(roots {old.root_hash.hex()} and {new.root_hash.hex()})",
+                f"fork: two different trees of size {new_size} "
+                f"(roots {old_root.hex()} and {new_root.hex()})",
                 check=check,
             )
         return
     try:
-        verify_consistency(old.size, new.size, path, old.root_hash, new.root_hash)
+        verify_consistency(old_size, new_size, path, old_root, new_root)
     except VerificationError as exc:
         raise VerificationError(
-            f"fork: the tree of size {new.size} does not extend the tree of size "
-            f"{old.size}: {exc}",
+            f"fork: the tree of size {new_size} does not extend the tree of size "
+            f"{old_size}: {exc}",
             check=check,
         ) from exc
+
+
+def check_extends(old: Checkpoint, new: Checkpoint, path: Sequence[bytes]) -> None:
+    """`check_tree_extends` for two checkpoints of one log whose signatures were verified."""
+    check_tree_extends(old.size, old.root_hash, new.size, new.root_hash, path)
 
 
 def verify_consistency_between(

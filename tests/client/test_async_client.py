@@ -123,8 +123,29 @@ async def test_checkpoint_is_verified_and_remembered(service):
         assert info.value.check == "consistency"
         # And one that saw another root at this size refuses it too.
         client.last_checkpoint = dataclasses.replace(first, root_hash=b"\x00" * 32)
-        with pytest.raises(VerificationError, match="two different roots"):
+        with pytest.raises(VerificationError, match="two different trees"):
             await client.checkpoint()
+
+
+async def test_a_growing_log_is_followed_with_consistency_proofs(service):
+    key = await service.key("acme")
+    async with AsyncClient(base_url(service), api_key=key) as probe:
+        keys = await vkeys(probe)
+    async with AsyncClient(base_url(service), api_key=key, trusted_keys=keys) as client:
+        await client.register(imagegen.jpeg(207), wait=True)
+        first = await client.checkpoint()
+        await client.register(imagegen.jpeg(208), wait=True)
+        later = await client.checkpoint()  # fetches and checks the proof first -> later
+        assert later.tree_size == first.tree_size + 1 and client.last_checkpoint == later
+        proof = await client.consistency(first.tree_size, later.tree_size)
+        assert (proof.first, proof.second) == (first.tree_size, later.tree_size)
+        # A client that remembers a different history at an earlier size (a
+        # server that rewrote it since) refuses the log's proof.
+        client.last_checkpoint = dataclasses.replace(first, root_hash=b"\x01" * 32)
+        with pytest.raises(VerificationError, match=r"^fork") as info:
+            await client.checkpoint()
+        assert info.value.check == "consistency"
+        assert client.last_checkpoint.root_hash == b"\x01" * 32  # kept what it had
 
 
 async def test_trusted_keys_reject_proofs_from_another_log(service):

@@ -276,15 +276,29 @@ def _cp(size: int, root: bytes) -> CheckpointInfo:
 
 
 def test_a_checkpoint_that_cannot_extend_the_last_one_is_refused():
+    from shotstamp.consistency import ConsistencyProof
+    from shotstamp.merkle import consistency_proof, leaf_hash, root_hash
+
+    leaves = [leaf_hash(bytes([i])) for i in range(9)]
+    forged = [leaf_hash(b"mallory"), *leaves[1:]]
     client = base()
-    client._check_extends(_cp(5, b"a" * 32))
-    client.last_checkpoint = _cp(5, b"a" * 32)
-    client._check_extends(_cp(5, b"a" * 32))  # the same one again
-    client._check_extends(_cp(9, b"b" * 32))  # larger: accepted (proof hook, issue 5)
+    client._check_extends(_cp(5, root_hash(leaves[:5])))  # nothing seen yet: accepted
+    client.last_checkpoint = _cp(5, root_hash(leaves[:5]))
+    client._check_extends(_cp(5, root_hash(leaves[:5])))  # the same one again
+    assert client._consistency_span(_cp(9, root_hash(leaves))) == (5, 9)
+    # Larger: accepted with the proof from 5 to 9, and only with it.
+    proof = ConsistencyProof(5, 9, tuple(consistency_proof(leaves, 5)))
+    client._check_extends(_cp(9, root_hash(leaves)), proof)
+    with pytest.raises(VerificationError, match="no consistency proof from size 5 to 9"):
+        client._check_extends(_cp(9, root_hash(leaves)))
+    with pytest.raises(VerificationError, match=r"^fork") as info:
+        forged_proof = ConsistencyProof(5, 9, tuple(consistency_proof(forged, 5)))
+        client._check_extends(_cp(9, root_hash(forged)), forged_proof)
+    assert info.value.check == "consistency"
     with pytest.raises(VerificationError, match="shrank") as info:
         client._check_extends(_cp(4, b"c" * 32))
     assert info.value.check == "consistency"
-    with pytest.raises(VerificationError, match="two different roots"):
+    with pytest.raises(VerificationError, match="two different trees"):
         client._check_extends(_cp(5, b"d" * 32))
 
 

@@ -224,6 +224,13 @@ def test_rotating_the_key_while_serving(server, tmp_path):
         str(tmp_path / "after.json"), "--key", str(keys_file), "--checkpoint", str(trusted)
     )
     assert no_url.returncode == 2 and "--url" in no_url.stderr
+    unreachable = verify(
+        str(tmp_path / "after.json"), "--key", str(keys_file),
+        "--checkpoint", str(trusted), "--url", "http://127.0.0.1:9",
+    )  # fmt: skip
+    assert unreachable.returncode == 4 and "cannot fetch the consistency proof" in (
+        unreachable.stderr
+    )
 
     size = after["proof"]["tree_size"]
     status, carried = http(
