@@ -48,6 +48,7 @@ from shotstamp.consistency import (
     ConsistencyProof,
     VerifiedConsistency,
     check_extends,
+    check_tree_extends,
     proof_path,
     verify_consistency_between,
 )
@@ -187,6 +188,7 @@ __all__ = [
     "WebhookVerificationError",
     "canonical_json",
     "check_extends",
+    "check_tree_extends",
     "consistency_proof",
     "decomp_incl_proof",
     "decompose_range",
