@@ -70,6 +70,7 @@ __all__ = [
     "EXIT_USAGE",
     "IMAGE_EXTENSIONS",
     "collect_images",
+    "load_checkpoint_note",
     "load_verifiers",
     "main",
 ]

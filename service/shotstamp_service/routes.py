@@ -63,8 +63,9 @@ def _size_param(raw: str | None, name: str) -> int:
     """A tree size from the query or path: a decimal integer, 0 or more."""
     if raw is None:
         raise ApiError(400, "invalid_size", f"give '{name}', a tree size")
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 20:
-        raise ApiError(400, "invalid_size", f"'{name}' must be a non-negative integer")
+    # Tree sizes are stored as SQL integers: at most 2^63 - 1.
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) >= 2**63:
+        raise ApiError(400, "invalid_size", f"'{name}' must be a non-negative integer below 2^63")
     return int(raw)
 
 

@@ -46,6 +46,8 @@ TILE_WIDTH = 1 << TILE_HEIGHT  # hashes in a full tile
 TILE_BYTES = TILE_WIDTH * HASH_SIZE  # 8,192 bytes
 # The spec allows tile levels 0..63; a tree of at most 2^64 leaves needs 0..7.
 MAX_TILE_LEVEL = 63
+# No tree of at most 2^64 leaves has a tile index this large at any level.
+_MAX_TILE_INDEX = 2**64 // (1 << TILE_HEIGHT)
 
 TileCoord = tuple[int, int]
 """(level, index) of a tile."""
@@ -123,11 +125,15 @@ def parse_tile_path(path: str) -> TileRequest:
         level = int(head)
     else:
         raise ValueError(f"tile level {head!r} is not 0-{MAX_TILE_LEVEL} without leading zeroes")
+    if len(groups) > 7:  # 20 digits already exceed any tile index
+        raise ValueError("tile index beyond any tree")
     if not _GROUP_LAST.fullmatch(groups[-1]) or not all(
         _GROUP_X.fullmatch(g) for g in groups[:-1]
     ):
         raise ValueError("a tile index is 3-digit groups, all but the last prefixed with 'x'")
     index = int("".join(g.lstrip("x") for g in groups))
+    if index >= _MAX_TILE_INDEX:
+        raise ValueError("tile index beyond any tree")
     if _encode_index(index) != "/".join(groups):
         raise ValueError(f"tile index {index} is not canonically encoded")
     return TileRequest(level, index, width)

@@ -74,6 +74,7 @@ async def test_consistency_proof_errors(service):
         ("from=0&to=1", 400, "at least 1"),
         ("from=2&to=1", 400, "larger than"),
         ("from=1&to=99", 404, "no tree of size 99"),
+        ("from=1&to=9223372036854775808", 400, "below 2^63"),
     ]:
         resp = await service.client.get(f"/v1/proofs/consistency?{query}")
         assert resp.status == status, query
@@ -104,6 +105,7 @@ async def test_a_bundle_can_carry_the_consistency_proof_to_a_later_checkpoint(se
         headers=service.auth(key),
     )
     assert resp.status == 404
+    assert (await service.client.get("/v1/checkpoints/99999999999999999999")).status == 400
 
 
 async def test_proofs_sealed_under_a_retired_key_still_verify(service):

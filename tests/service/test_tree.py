@@ -255,6 +255,8 @@ def test_tile_paths_round_trip(level, index, width, path):
         "0/000.p",
         "entries/12",
         "0/abc",
+        "0/x072/x057/x594/x037/x927/x936",  # 2**56: no tree has this tile
+        "0/" + "x999/" * 20 + "999",
     ],
 )
 def test_non_canonical_tile_paths_are_refused(path):
