@@ -2,6 +2,7 @@
 #   docker build -t shotstamp .
 #   docker run -p 8080:8080 -v shotstamp-data:/data shotstamp
 #   docker exec <container> shotstamp-service keys create --seller acme
+#   docker exec <container> shotstamp-service signing-key rotate   # keys live in /data/keys
 FROM python:3.11-slim-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
