@@ -6,13 +6,14 @@ Pure and picklable: the service runs `fingerprint` in a process pool.
 from __future__ import annotations
 
 import hashlib
-import io
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import imagehash
-from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Decoding (format allowlist, bomb guards, normalisation) lives in decode.py;
+# its names are re-exported here so existing imports keep working.
+from .decode import ALLOWED_FORMATS, DecodeLimits, ImageRejected, open_image
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -22,26 +23,7 @@ __all__ = [
     "fingerprint",
 ]
 
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "TIFF", "MPO"})
-
-
-@dataclass(frozen=True)
-class DecodeLimits:
-    max_pixels: int = 40_000_000  # declared width × height: the decompression-bomb guard
-    max_frames: int = 1000  # animated images: only the first frame is hashed
-
-
-class ImageRejected(Exception):
-    """The upload cannot be fingerprinted; `status` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-    def __reduce__(self) -> tuple[type, tuple[int, str, str]]:  # survive the process pool
-        return (ImageRejected, (self.status, self.code, self.message))
+_DEFAULT_LIMITS = DecodeLimits()
 
 
 @dataclass(frozen=True)
@@ -73,52 +55,20 @@ class Fingerprint:
         return cls(sha256, hashes, width, height, "", None, features)
 
 
-def _open(data: bytes, limits: DecodeLimits) -> Image.Image:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError as exc:
-        raise ImageRejected(
-            415, "unsupported_format", "the upload is not an image in a supported format"
-        ) from exc
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ImageRejected(413, "image_too_large", str(exc)) from exc
-    if image.format not in ALLOWED_FORMATS:
-        raise ImageRejected(415, "unsupported_format", f"{image.format} images are not accepted")
-    width, height = image.size
-    if width * height > limits.max_pixels:
-        raise ImageRejected(
-            413,
-            "image_too_large",
-            f"image is {width}×{height} = {width * height} pixels; "
-            f"the limit is {limits.max_pixels}",
-        )
-    if getattr(image, "n_frames", 1) > limits.max_frames:
-        raise ImageRejected(
-            413, "too_many_frames", f"image has more than {limits.max_frames} frames"
-        )
-    return image
+def fingerprint(data: bytes, limits: DecodeLimits = _DEFAULT_LIMITS) -> Fingerprint:
+    """Digest the bytes, decode the first frame upright, and hash its pixels.
 
-
-def fingerprint(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Fingerprint:
-    """Digest the bytes, decode the first frame upright, and hash its pixels."""
+    Raises `ImageRejected` (with the HTTP status to answer) for anything
+    `decode.open_image` refuses.
+    """
     digest = hashlib.sha256(data).hexdigest()
-    image = _open(data, limits)
-    fmt = image.format or ""
-    try:
-        # A reduced-size JPEG decode: pHash looks at a 32×32 thumbnail anyway.
-        image.draft("L", (256, 256))
-        image = ImageOps.exif_transpose(image)
-        width, height = image.size
-        grey = image.convert("L")
-        phash = imagehash.phash(grey)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageRejected(422, "corrupt_image", f"the image could not be decoded: {exc}") from exc
+    # A reduced-size decode: pHash looks at a 32×32 thumbnail anyway.
+    decoded = open_image(data, limits, draft=(256, 256), mode="L")
+    phash = imagehash.phash(decoded.image)
     return Fingerprint(
         sha256=digest,
         hashes={"phash": bytes.fromhex(str(phash))},
-        width=width,
-        height=height,
-        format=fmt,
+        width=decoded.width,
+        height=decoded.height,
+        format=decoded.format,
     )

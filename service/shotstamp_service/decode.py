@@ -1,0 +1,410 @@
+"""Decoding untrusted uploads into pixels, within limits: the one door images come in by.
+
+`open_image(data, limits)` is pure (no I/O, no state beyond Pillow's own) and
+picklable, so it runs in the fingerprinting pool. Whatever the bytes, it
+either returns a `DecodedImage` or raises `ImageRejected` carrying the HTTP
+status to answer with:
+
+- 415 `unsupported_format`: not one of `ALLOWED_FORMATS`. Pillow is only
+  allowed to try those plugins, so no other decoder ever sees the bytes.
+- 413 `image_too_large` / `too_many_frames`: the declared size, a TIFF tile,
+  or the frame count is over the limits. All are read from headers, before a
+  single pixel is allocated, and frames are counted with a cap rather than by
+  walking the whole file.
+- 422 `corrupt_image`: the decoder failed (truncated, corrupt). Pillow's
+  `LOAD_TRUNCATED_IMAGES` stays False: a truncated upload is refused, not
+  grey-filled and hashed.
+
+What comes out is the first frame, upright (EXIF orientation applied once),
+8-bit `RGB` or `L`, transparency composited onto white, CMYK and other colour
+spaces converted, 16-bit samples scaled (not clipped) to 8 bits.
+
+Memory: at most about `max_pixels` × 4 bytes for the decoded frame plus a
+converted copy; with `draft=` a JPEG is decoded at 1/2, 1/4 or 1/8 scale by
+libjpeg itself and other formats are box-reduced right after decoding, so the
+colour conversions run on the small image.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "HEIF_SUPPORTED",
+    "DecodeLimits",
+    "DecodedImage",
+    "ImageRejected",
+    "open_image",
+]
+
+try:  # HEIC from phones; optional because its wheels do not exist everywhere.
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_SUPPORTED = True
+except ImportError:  # pragma: no cover - depends on the platform
+    HEIF_SUPPORTED = False
+
+# Pillow plugin ids tried on an upload, nothing else. JPEG includes MPO (the
+# multi-picture JPEGs phones write), which Pillow reports as format "MPO".
+_PLUGINS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "AVIF")
+if HEIF_SUPPORTED:
+    _PLUGINS += ("HEIF",)
+ALLOWED_FORMATS = frozenset({*_PLUGINS, "MPO"})
+_FORMAT_NAMES = "JPEG, PNG, WebP, GIF, TIFF, AVIF" + (", HEIC" if HEIF_SUPPORTED else "")
+
+# EXIF orientation → the transposition that makes the image upright.
+_ORIENT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_EXIF_ORIENTATION = 0x0112
+_WHITE = 255
+
+# What decoders raise on hostile input. Pillow's plugins and C codecs do not
+# keep to OSError: struct and index errors escape from header parsers, and
+# fuzzing (tests/service/test_decode_fuzz.py) found the rest of this list.
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    OverflowError,
+    RuntimeError,  # libavif: "Decoding of color planes failed"; also RecursionError
+)
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_pixels: int = 40_000_000  # declared width × height: the decompression-bomb guard
+    max_frames: int = 1000  # animated images: only the first frame is decoded
+
+
+class ImageRejected(Exception):
+    """The upload cannot be decoded; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def __reduce__(self) -> tuple[type, tuple[int, str, str]]:  # survive the process pool
+        return (ImageRejected, (self.status, self.code, self.message))
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """The first frame, upright, as 8-bit `RGB` or `L`.
+
+    `width`/`height` are the upright full-resolution dimensions; `image.size`
+    is smaller when a reduced decode was asked for.
+    """
+
+    image: Image.Image
+    format: str
+    width: int
+    height: int
+    frames: int
+
+
+def open_image(
+    data: bytes,
+    limits: DecodeLimits = DecodeLimits(),
+    *,
+    draft: tuple[int, int] | None = None,
+    mode: Literal["RGB", "L"] | None = None,
+) -> DecodedImage:
+    """Decode an upload's first frame within `limits`, or raise `ImageRejected`.
+
+    **Parameters:**
+
+    * **draft** - the smallest size the caller needs: the image may come back
+      reduced by an integer factor, never below this in either dimension.
+    * **mode** - `"L"` or `"RGB"` to force one; by default grey images stay
+      `L` and everything else becomes `RGB`.
+    """
+    # Process-wide, but every call in a process uses the same limits; it makes
+    # Pillow's own header check agree with ours (it warns above the limit).
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # corrupt EXIF and the like are not our concern
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = _identify(data)
+        frames = _check_limits(image, data, limits)
+        try:
+            return _decode(image, frames, draft, mode)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise _too_large() from exc  # a later GIF frame larger than the screen
+        except MemoryError as exc:
+            raise ImageRejected(
+                413, "image_too_large", "the image needs more memory to decode than allowed"
+            ) from exc
+        except _DECODE_ERRORS as exc:
+            raise ImageRejected(
+                422, "corrupt_image", f"the image could not be decoded: {_reason(exc)}"
+            ) from exc
+
+
+# -- (1) identify: only allowlisted plugins, headers only ----------------------
+def _too_large() -> ImageRejected:
+    return ImageRejected(
+        413,
+        "image_too_large",
+        f"the image declares more than {Image.MAX_IMAGE_PIXELS} pixels, the limit",
+    )
+
+
+def _identify(data: bytes) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data), formats=_PLUGINS)
+    except UnidentifiedImageError as exc:
+        raise ImageRejected(
+            415,
+            "unsupported_format",
+            f"the upload is not an image in a supported format ({_FORMAT_NAMES})",
+        ) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _too_large() from exc
+    except _DECODE_ERRORS as exc:  # a recognised format whose header is broken
+        raise ImageRejected(
+            422, "corrupt_image", f"the image header could not be read: {_reason(exc)}"
+        ) from exc
+    if image.format not in ALLOWED_FORMATS:  # belt and braces: plugins can hand off
+        raise ImageRejected(415, "unsupported_format", f"{image.format} images are not accepted")
+    return image
+
+
+# -- (2) limits, from headers ----------------------------------------------------
+def _check_limits(image: Image.Image, data: bytes, limits: DecodeLimits) -> int:
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageRejected(422, "corrupt_image", f"the image declares a size of {width}×{height}")
+    if width * height > limits.max_pixels:
+        raise ImageRejected(
+            413,
+            "image_too_large",
+            f"the image is {width}×{height} = {width * height} pixels; "
+            f"the limit is {limits.max_pixels}",
+        )
+    if image.format == "TIFF":
+        _check_tiff_tiles(image, limits)
+    frames = _count_frames(image, data, limits.max_frames + 1)
+    if frames > limits.max_frames:
+        raise ImageRejected(
+            413,
+            "too_many_frames",
+            f"the image has more than {limits.max_frames} frames; the limit is {limits.max_frames}",
+        )
+    return frames
+
+
+def _check_tiff_tiles(image: Image.Image, limits: DecodeLimits) -> None:
+    """Refuse TIFF tiles far larger than the image.
+
+    libtiff allocates one buffer per tile, sized by the declared tile, not the
+    image: a 16×16 image declaring 16384×16384 deflate tiles is a 0.8 MB file
+    that makes the decoder fill 800 MB. Tiles a little larger than a small
+    image are normal (writers pad to a multiple of 16, often to 256).
+    """
+    tags = getattr(image, "tag_v2", {})
+    tile_w, tile_h = tags.get(322), tags.get(323)
+    if not isinstance(tile_w, int) or not isinstance(tile_h, int):
+        return
+    width, height = image.size
+    allowed = min(limits.max_pixels, max(width * height, 1 << 20))
+    if tile_w * tile_h > allowed:
+        raise ImageRejected(
+            413,
+            "image_too_large",
+            f"the TIFF tiles are {tile_w}×{tile_h} pixels for a {width}×{height} image",
+        )
+
+
+def _count_frames(image: Image.Image, data: bytes, cap: int) -> int:
+    """Frames in the file, counting no further than `cap`.
+
+    Pillow's GIF and TIFF `n_frames` parse every frame of the file to count
+    them (a 30 MB GIF of tiny frames takes seconds); the other formats declare
+    their count in a header, and Pillow reads it from there.
+    """
+    if image.format == "GIF":
+        return _gif_frames(data, cap)
+    if image.format == "TIFF":
+        return _tiff_frames(data, cap)
+    return int(getattr(image, "n_frames", 1))
+
+
+def _gif_frames(data: bytes, cap: int) -> int:
+    """Image descriptors in a GIF, walking blocks without decoding them."""
+
+    def skip_sub_blocks(pos: int) -> int:
+        while pos < len(data):
+            size = data[pos]
+            pos += 1 + size
+            if size == 0:
+                return pos
+        return pos
+
+    if len(data) < 13:
+        return 1
+    pos = 13
+    flags = data[10]
+    if flags & 0x80:
+        pos += 3 << ((flags & 7) + 1)
+    frames = 0
+    while pos < len(data) and frames < cap:
+        block = data[pos]
+        if block == 0x2C:  # image descriptor, optional local palette, LZW data
+            frames += 1
+            if pos + 10 > len(data):
+                break
+            local = data[pos + 9]
+            pos += 10
+            if local & 0x80:
+                pos += 3 << ((local & 7) + 1)
+            pos = skip_sub_blocks(pos + 1)  # +1: the LZW minimum code size
+        elif block == 0x21:  # extension: label, then sub-blocks
+            pos = skip_sub_blocks(pos + 2)
+        else:  # trailer (0x3B) or garbage: Pillow stops here too
+            break
+    return max(frames, 1)
+
+
+def _tiff_frames(data: bytes, cap: int) -> int:
+    """IFDs in a TIFF's chain (classic or BigTIFF), stopping at a loop or `cap`."""
+    if len(data) < 16 or data[:2] not in (b"II", b"MM"):
+        return 1
+    order = "<" if data[:2] == b"II" else ">"
+    (magic,) = struct.unpack_from(order + "H", data, 2)
+    if magic == 43:
+        fmt_off, fmt_count, entry_size, first_at = "Q", "Q", 20, 8
+    else:
+        fmt_off, fmt_count, entry_size, first_at = "I", "H", 12, 4
+    count_size, off_size = struct.calcsize("<" + fmt_count), struct.calcsize("<" + fmt_off)
+    (offset,) = struct.unpack_from(order + fmt_off, data, first_at)
+    seen: set[int] = set()
+    while offset and offset not in seen and len(seen) < cap:
+        if offset + count_size > len(data):
+            break
+        seen.add(offset)
+        (entries,) = struct.unpack_from(order + fmt_count, data, offset)
+        next_at = offset + count_size + entries * entry_size
+        if next_at + off_size > len(data):
+            break
+        (offset,) = struct.unpack_from(order + fmt_off, data, next_at)
+    return max(len(seen), 1)
+
+
+# -- (3) decode the first frame and normalise it --------------------------------
+def _decode(
+    image: Image.Image,
+    frames: int,
+    draft: tuple[int, int] | None,
+    mode: Literal["RGB", "L"] | None,
+) -> DecodedImage:
+    fmt = image.format or ""
+    full_size = image.size  # draft() shrinks `size` to the scale it picks
+    if draft is not None and fmt in ("JPEG", "MPO"):
+        # libjpeg decodes at 1/2, 1/4 or 1/8 scale straight from the DCT
+        # coefficients: much less memory and time than decoding in full.
+        sideways = _orientation(image) in (5, 6, 7, 8)
+        want = (draft[1], draft[0]) if sideways else draft
+        image.draft("L" if mode == "L" else image.mode, want)
+    image.load()
+    # Orientation is read after load: some plugins (TIFF) apply it while
+    # decoding and drop the tag, and must not be rotated twice.
+    orientation = _orientation(image)
+    if draft is not None:
+        image = _reduce(image, draft, orientation)
+    width, height = full_size
+    if orientation in _ORIENT:
+        image = image.transpose(_ORIENT[orientation])
+        if orientation >= 5:
+            width, height = height, width
+    return DecodedImage(_normalise(image, mode), fmt, width, height, frames)
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # an unreadable EXIF block must not cost the photo
+        return 1
+    return value if isinstance(value, int) and value in _ORIENT else 1
+
+
+def _reduce(image: Image.Image, draft: tuple[int, int], orientation: int) -> Image.Image:
+    want_w, want_h = (draft[1], draft[0]) if orientation in (5, 6, 7, 8) else draft
+    factor = min(image.width // max(want_w, 1), image.height // max(want_h, 1))
+    if factor < 2 or image.mode not in ("L", "RGB", "RGBA", "LA", "CMYK", "I", "F", "RGBX"):
+        return image
+    return image.reduce(factor)
+
+
+def _normalise(image: Image.Image, mode: Literal["RGB", "L"] | None) -> Image.Image:
+    """8-bit RGB or L: transparency onto white, other colour spaces converted."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        image = _to_8bit_grey(image)
+    elif image.mode == "1":
+        image = image.convert("L")
+    elif image.mode in ("P", "L", "RGB") and "transparency" in image.info:
+        # A palette or colour key marks transparent pixels: composite them too.
+        image = image.convert("LA" if image.mode == "L" else "RGBA")
+    elif image.mode == "P":
+        image = image.convert("RGB")
+    if image.mode in ("RGBA", "RGBa", "LA", "La", "PA"):
+        image = _onto_white(image)
+    if image.mode not in ("L", "RGB"):  # CMYK, YCbCr, RGBX, LAB, HSV
+        image = image.convert("RGB")
+    if mode is not None and image.mode != mode:
+        image = image.convert(mode)
+    return image
+
+
+def _to_8bit_grey(image: Image.Image) -> Image.Image:
+    """16-bit (and float) grey scaled into 0-255; Pillow's own convert clips at 255."""
+    pixels = np.asarray(image)
+    if image.mode == "F":
+        low, high = float(np.nanmin(pixels)), float(np.nanmax(pixels))
+        scaled = (np.nan_to_num(pixels, nan=low) - low) * (255.0 / (high - low or 1.0))
+    elif image.mode == "I" and int(pixels.max(initial=0)) <= 255:
+        scaled = pixels  # 8-bit data held in a 32-bit mode
+    else:
+        scaled = np.clip(pixels, 0, 65535) / 257.0
+    return Image.fromarray(np.rint(scaled).astype(np.uint8), "L")
+
+
+def _onto_white(image: Image.Image) -> Image.Image:
+    if image.mode in ("RGBa", "La"):  # premultiplied
+        image = image.convert("RGBA" if image.mode == "RGBa" else "LA")
+    if image.mode == "PA":
+        image = image.convert("RGBA")
+    base_mode = "L" if image.mode == "LA" else "RGB"
+    background = Image.new(base_mode, image.size, _WHITE if base_mode == "L" else (_WHITE,) * 3)
+    background.paste(image.convert(base_mode), mask=image.getchannel("A"))
+    return background
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text[:200]
