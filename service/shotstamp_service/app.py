@@ -27,6 +27,7 @@ from .pool import FingerprintPool
 from .registry import Registry
 from .routes import routes
 from .sealer import Sealer
+from .serve import IN_FLIGHT, InFlight, track_in_flight
 from .signer import SigningKeys
 from .store import Store, StoreError
 from .store.sqlite import SQLiteStore
@@ -113,6 +114,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
         DecodeLimits(max_pixels=config.max_pixels, max_frames=config.max_frames),
         thumbnail_size=config.thumbnail_size if config.thumbnails else None,
     )
+    await pool.start()
     app[POOL] = pool
     yield
     pool.close()
@@ -154,12 +156,13 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware],
+        middlewares=[track_in_flight, error_middleware],
         # The upload handler streams multipart itself with its own cap; this only
         # bounds bodies read whole (none are, today).
         client_max_size=config.max_upload_bytes + 65536,
     )
     app[CONFIG] = config
+    app[IN_FLIGHT] = InFlight()
     app.add_routes(routes)
     app.add_routes(desk.routes)
     app.cleanup_ctx.extend(

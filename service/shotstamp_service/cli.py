@@ -20,13 +20,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiohttp import web
-
 from . import __version__
 from .app import create_app, make_signing_keys, make_store
 from .auth import issue_key
 from .config import Config
 from .records import format_time, utc_now
+from .serve import serve
 
 __all__ = ["main"]
 
@@ -76,14 +75,16 @@ def _serve(config: Config) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # run_app turns SIGTERM/SIGINT into a graceful stop: stop accepting, let
-    # in-flight requests finish, run cleanup (which seals what is pending).
-    web.run_app(
-        create_app(config),
-        host=config.host,
-        port=config.port,
-        shutdown_timeout=30,
-        print=lambda msg: print(msg, file=sys.stderr, flush=True),
+    # SIGTERM/SIGINT stop gracefully: stop accepting, let in-flight uploads
+    # finish, seal what is pending (serve.py says how, and why not run_app).
+    asyncio.run(
+        serve(
+            create_app(config),
+            config.host,
+            config.port,
+            drain_timeout=config.shutdown_timeout,
+            announce=lambda msg: print(msg, file=sys.stderr, flush=True),
+        )
     )
     return 0
 

@@ -31,6 +31,9 @@ class Config:
     max_text_length: int = 500
     fingerprint_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     wait_timeout: float = 15.0
+    # On SIGTERM, how long requests in flight may take to finish before the
+    # service cuts them off and exits (pending registrations are sealed either way).
+    shutdown_timeout: float = 30.0
     # A small JPEG of each registration, for staff comparing a suspected copy
     # with it on the dispute desk. Off: nothing is kept and the desk shows none.
     thumbnails: bool = True
@@ -101,6 +104,8 @@ ENV_VARS: dict[str, str] = {
     "webhook_retry_max": "SHOTSTAMP_WEBHOOK_RETRY_MAX",
     "webhook_max_attempts": "SHOTSTAMP_WEBHOOK_MAX_ATTEMPTS",
     "webhook_allow_private": "SHOTSTAMP_WEBHOOK_ALLOW_PRIVATE",
+    "shutdown_timeout": "SHOTSTAMP_SHUTDOWN_TIMEOUT",
+    "max_text_length": "SHOTSTAMP_MAX_TEXT_LENGTH",
 }
 
 _ON = {"on", "true", "yes", "1"}

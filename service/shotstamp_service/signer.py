@@ -77,12 +77,26 @@ def _write_private(path: Path, key: Ed25519PrivateKey) -> None:
         serialization.NoEncryption(),
     )
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # O_EXCL: two processes starting at once must not write two different keys.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-        handle.flush()
-        os.fsync(handle.fileno())
+    # Written whole to a temporary file, flushed, then linked into place: a
+    # crash leaves either no key or the complete key, never an empty or half
+    # file that would stop the next start. link() fails if the name exists
+    # (as O_EXCL would), so two processes starting at once cannot both
+    # install a key.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: rename (loses only the race check)
+            os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     # The new name must survive a crash too, before the store names the key.
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

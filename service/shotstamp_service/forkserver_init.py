@@ -1,0 +1,36 @@
+"""Imported only by the fingerprint pool's forkserver, as a preload: prepares it.
+
+1. It ignores SIGTERM. The forkserver is the parent of the fingerprint
+   workers, and the service learns of a worker's death through its connection
+   to the forkserver: if the forkserver dies, every worker looks dead and the
+   pool breaks. An init system that stops the service signals its whole
+   process group (systemd's default KillMode, docker-compose), so without
+   this the uploads that the graceful shutdown is finishing would fail. The
+   forkserver still leaves with the service: it exits when its last client is
+   gone. (It ignores SIGINT itself; the workers ignore both, see pool.py.)
+2. It fingerprints one tiny image, so that the hashers' lazy imports (scipy's
+   FFT for pHash: most of a second) happen once here, and every worker forked
+   from it starts ready instead of paying for them on its first upload.
+
+Never import this from the service's own process.
+"""
+
+import contextlib
+import io
+import signal
+
+from PIL import Image
+
+from shotstamp_service.fingerprint import fingerprint
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _warm_up() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 120, 40)).save(buffer, "PNG")
+    with contextlib.suppress(Exception):  # a warm-up must never stop the pool starting
+        fingerprint(buffer.getvalue())
+
+
+_warm_up()
