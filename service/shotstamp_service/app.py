@@ -21,9 +21,20 @@ from . import desk
 from .config import Config
 from .errors import ApiError
 from .fingerprint import DecodeLimits, ImageRejected
-from .keys import CONFIG, POOL, REGISTRY, SEALER, SIGNING_KEYS, STORE, WEBHOOKS
+from .keys import (
+    CONFIG,
+    POOL,
+    RATE_LIMITER,
+    REGISTRY,
+    SEALER,
+    SIGNING_KEYS,
+    STORE,
+    UPLOAD_SLOTS,
+    WEBHOOKS,
+)
 from .matching import Matcher
 from .pool import FingerprintPool
+from .ratelimit import Budget, RateLimiter
 from .registry import Registry
 from .routes import routes
 from .sealer import Sealer
@@ -163,6 +174,13 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[IN_FLIGHT] = InFlight()
+    app[RATE_LIMITER] = RateLimiter(
+        {
+            "upload": Budget(config.upload_rate, config.upload_burst),
+            "read": Budget(config.read_rate, config.read_burst),
+        }
+    )
+    app[UPLOAD_SLOTS] = asyncio.Semaphore(max(1, config.max_inflight_uploads))
     app.add_routes(routes)
     app.add_routes(desk.routes)
     app.cleanup_ctx.extend(

@@ -49,6 +49,17 @@ class Config:
     # Refuse webhook URLs on loopback, private and link-local addresses unless set.
     webhook_allow_private: bool = False
 
+    # Uploads being read or fingerprinted at once; more wait their turn before
+    # their bodies are read, so buffered uploads stay under this × max_upload_bytes.
+    max_inflight_uploads: int = 32
+    # Per-key token buckets (requests per second, and the burst a key may bank);
+    # a rate of 0 turns the limit off. Uploads (registrations, checks) cost a
+    # fingerprint, so they get their own, smaller budget.
+    upload_rate: float = 50.0
+    upload_burst: int = 100
+    read_rate: float = 100.0
+    read_burst: int = 200
+
     def __post_init__(self) -> None:
         if not MIN_THUMBNAIL_SIZE <= self.thumbnail_size <= MAX_THUMBNAIL_SIZE:
             raise ValueError(
@@ -106,6 +117,11 @@ ENV_VARS: dict[str, str] = {
     "webhook_allow_private": "SHOTSTAMP_WEBHOOK_ALLOW_PRIVATE",
     "shutdown_timeout": "SHOTSTAMP_SHUTDOWN_TIMEOUT",
     "max_text_length": "SHOTSTAMP_MAX_TEXT_LENGTH",
+    "max_inflight_uploads": "SHOTSTAMP_MAX_INFLIGHT_UPLOADS",
+    "upload_rate": "SHOTSTAMP_UPLOAD_RATE",
+    "upload_burst": "SHOTSTAMP_UPLOAD_BURST",
+    "read_rate": "SHOTSTAMP_READ_RATE",
+    "read_burst": "SHOTSTAMP_READ_BURST",
 }
 
 _ON = {"on", "true", "yes", "1"}

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from .config import Config
 from .pool import FingerprintPool
+from .ratelimit import RateLimiter
 from .registry import Registry
 from .sealer import Sealer
 from .signer import SigningKeys
 from .store import Store
 from .webhooks import WebhookDispatcher
 
-__all__ = ["CONFIG", "POOL", "REGISTRY", "SEALER", "SIGNING_KEYS", "STORE", "WEBHOOKS"]
+__all__ = [
+    "CONFIG",
+    "POOL",
+    "RATE_LIMITER",
+    "REGISTRY",
+    "SEALER",
+    "SIGNING_KEYS",
+    "STORE",
+    "UPLOAD_SLOTS",
+    "WEBHOOKS",
+]
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
@@ -21,3 +34,5 @@ SEALER = web.AppKey("sealer", Sealer)
 REGISTRY = web.AppKey("registry", Registry)
 POOL = web.AppKey("pool", FingerprintPool)
 WEBHOOKS = web.AppKey("webhooks", WebhookDispatcher)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+UPLOAD_SLOTS = web.AppKey("upload_slots", asyncio.Semaphore)

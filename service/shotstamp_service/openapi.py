@@ -111,7 +111,15 @@ _SCHEMAS: dict[str, Any] = {
             "verdict": {"type": "string", "enum": ["copy", "similar"]},
             "exact": {"type": "boolean", "description": "the very same file bytes"},
             "status": {"type": "string", "enum": ["pending", "sealed"]},
-            "proof_url": {"type": "string"},
+            "proof_url": {
+                "type": "string",
+                "description": "the proof; readable by its owner and staff only",
+            },
+            "leaf_index": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "the earlier registration's position in the log, once sealed",
+            },
             "seller": {"type": "string", "description": "only for your own or to staff"},
             "title": {"type": "string"},
             "reference": {"type": "string"},

@@ -6,7 +6,7 @@ import base64
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import BodyPartReader, web
 
@@ -15,9 +15,19 @@ from shotstamp.merkle import HASH_SIZE
 
 from .auth import Principal, authenticate, parse_bearer
 from .errors import ApiError
-from .keys import CONFIG, REGISTRY, SEALER, SIGNING_KEYS, STORE, WEBHOOKS
+from .keys import (
+    CONFIG,
+    RATE_LIMITER,
+    REGISTRY,
+    SEALER,
+    SIGNING_KEYS,
+    STORE,
+    UPLOAD_SLOTS,
+    WEBHOOKS,
+)
 from .openapi import openapi_document
 from .proofs import ProofRangeError, consistency_json, proof_bundle
+from .ratelimit import RateLimiter
 from .records import (
     CheckpointRecord,
     Registration,
@@ -45,13 +55,27 @@ _TRUE = {"1", "true", "yes"}
 
 
 # -- helpers -----------------------------------------------------------------
-async def require_principal(request: web.Request) -> Principal:
+async def require_principal(
+    request: web.Request, budget: Literal["read", "upload"] = "read"
+) -> Principal:
+    """The caller's key, charged one request against its `budget` (429 when spent)."""
     token = parse_bearer(request.headers.get("Authorization"))
     if token is None:
         raise ApiError(401, "unauthorized", "send an API key as 'Authorization: Bearer <key>'")
     principal = await authenticate(request.app[STORE], token)
     if principal is None:
         raise ApiError(401, "unauthorized", "the API key is unknown or revoked")
+    limiter = request.app[RATE_LIMITER]
+    wait = limiter.take(principal.key_id, budget)
+    if wait > 0:
+        limit = limiter.budgets[budget]
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"this key is over its {budget} limit of {limit.rate:g} requests per second "
+            f"(bursts of {limit.burst}); retry in {wait:.2f} s",
+            retry_after=RateLimiter.retry_after(wait),
+        )
     return principal
 
 
@@ -106,6 +130,10 @@ def match_json(request: web.Request, match: ResolvedMatch, viewer: Principal) ->
         "status": "sealed" if reg.sealed else "pending",
         "proof_url": f"/v1/registrations/{reg.id}/proof",
     }
+    if reg.leaf_index is not None:
+        # The proof reference anyone can hold the log to: the entry's position.
+        # (The proof itself carries the leaf, which names the seller.)
+        body["leaf_index"] = reg.leaf_index
     if viewer.is_staff or reg.seller == viewer.seller:
         body["seller"] = reg.seller
         if reg.title is not None:
@@ -222,21 +250,26 @@ async def _visible_registration(request: web.Request, who: Principal) -> Registr
 # -- registrations -------------------------------------------------------------
 @routes.post("/v1/registrations")
 async def create_registration(request: web.Request) -> web.Response:
-    who = await require_principal(request)
-    image, texts = await read_upload(request)
+    who = await require_principal(request, "upload")
     idempotency_key = request.headers.get("Idempotency-Key")
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
         raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-200 characters")
-    outcome = await request.app[REGISTRY].register(
-        who,
-        image,
-        title=texts.get("title"),
-        reference=texts.get("reference"),
-        idempotency_key=idempotency_key,
-    )
+    # The slot bounds the upload bodies held in memory at once; it is released
+    # before any wait for the seal, which holds no body.
+    async with request.app[UPLOAD_SLOTS]:
+        image, texts = await read_upload(request)
+        outcome = await request.app[REGISTRY].register(
+            who,
+            image,
+            title=texts.get("title"),
+            reference=texts.get("reference"),
+            idempotency_key=idempotency_key,
+        )
+        if outcome.kind == "conflict":
+            # Tell the sellers whose photo this copies; scheduled, never awaited here.
+            request.app[WEBHOOKS].conflict(outcome.matches, image, format_time(utc_now()))
+        del image
     if outcome.kind == "conflict":
-        # Tell the sellers whose photo this copies; scheduled, never awaited here.
-        request.app[WEBHOOKS].conflict(outcome.matches, image, format_time(utc_now()))
         matches = [match_json(request, m, who) for m in outcome.matches]
         first = matches[0]
         raise ApiError(
@@ -263,9 +296,10 @@ async def create_registration(request: web.Request) -> web.Response:
 
 @routes.post("/v1/checks")
 async def create_check(request: web.Request) -> web.Response:
-    who = await require_principal(request)
-    image, _ = await read_upload(request)
-    fp, matches = await request.app[REGISTRY].check(image)
+    who = await require_principal(request, "upload")
+    async with request.app[UPLOAD_SLOTS]:
+        image, _ = await read_upload(request)
+        fp, matches = await request.app[REGISTRY].check(image)
     return web.json_response(
         {
             "sha256": fp.sha256,
