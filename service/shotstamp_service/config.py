@@ -51,7 +51,7 @@ class Config:
 
     # Uploads being read or fingerprinted at once; more wait their turn before
     # their bodies are read, so buffered uploads stay under this × max_upload_bytes.
-    max_inflight_uploads: int = 32
+    max_inflight_uploads: int = 16
     # Per-key token buckets (requests per second, and the burst a key may bank);
     # a rate of 0 turns the limit off. Uploads (registrations, checks) cost a
     # fingerprint, so they get their own, smaller budget.

@@ -212,16 +212,18 @@ async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
 
 
 async def _read_capped(part: BodyPartReader, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
+    # One growing buffer, each chunk copied in and dropped at once: large
+    # buffers are mmapped and go back to the OS when freed, where a list of
+    # 64 KiB chunks would leave the heap fragmented and the process's RSS
+    # up by the largest upload burst it ever saw.
+    buffer = bytearray()
     while True:
         chunk = await part.read_chunk(65536)
         if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > limit:
+            return bytes(buffer)
+        if len(buffer) + len(chunk) > limit:
             raise ApiError(413, "body_too_large", f"'{part.name}' is larger than {limit} bytes")
-        chunks.append(chunk)
+        buffer += chunk
 
 
 async def wait_until_sealed(request: web.Request, reg: Registration) -> Registration:
