@@ -84,6 +84,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = web.json_response(
             {"error": code, "message": exc.text or exc.reason}, status=exc.status
         )
+        # Keep what the protocol requires of the status, e.g. `Allow` on a 405.
+        for name in ("Allow", "Retry-After", "WWW-Authenticate"):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
     except StoreError:
         log.exception("store failure on %s %s", request.method, request.path)
         response = web.json_response(

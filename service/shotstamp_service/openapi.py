@@ -55,12 +55,26 @@ _UPLOAD = {
     },
 }
 
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "whole seconds to wait before trying again",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
 _AUTH_ERRORS = {
     "401": _error("missing, unknown or revoked API key"),
+    "429": {
+        **_error("this key is over its rate limit (uploads and reads have separate budgets)"),
+        "headers": _RETRY_AFTER,
+    },
+    "503": {**_error("storage is unavailable; retry shortly"), "headers": _RETRY_AFTER},
 }
 
 _UPLOAD_ERRORS = {
-    "400": _error("malformed multipart body, missing 'image', invalid text field"),
+    "400": _error(
+        "malformed multipart body, missing 'image', invalid text field, invalid parameter"
+    ),
     "413": _error("body, image dimensions or frame count over the configured limits"),
     "415": _error("not multipart/form-data, or not an image in a supported format"),
     "422": _error("an image that cannot be decoded (truncated, corrupt)"),
@@ -73,6 +87,10 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "error": {"type": "string", "description": "stable machine-readable code"},
             "message": {"type": "string", "description": "what went wrong, in words"},
+            "retry_after": {
+                "type": "integer",
+                "description": "with 429: the Retry-After header's seconds",
+            },
         },
     },
     "Registration": {
@@ -516,7 +534,11 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(_ref("Proof"), "the proof"),
-                        "202": _json(_ref("Pending"), "not sealed yet"),
+                        "202": {
+                            **_json(_ref("Pending"), "not sealed yet"),
+                            "headers": _RETRY_AFTER,
+                        },
+                        "400": _error("'wait' is not true or false"),
                         "404": _error("no such registration visible to you"),
                         **_AUTH_ERRORS,
                     },
@@ -588,7 +610,7 @@ def openapi_document() -> dict[str, Any]:
                             "name": "size",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "integer", "minimum": 0},
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
                         }
                     ],
                     "responses": {

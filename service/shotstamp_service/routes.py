@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from shotstamp.checkpoint import format_vkey
 from shotstamp.merkle import HASH_SIZE
@@ -51,7 +52,7 @@ __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 
-_TRUE = {"1", "true", "yes"}
+_BOOLEANS = {"true": True, "false": False}
 
 
 # -- helpers -----------------------------------------------------------------
@@ -80,7 +81,13 @@ async def require_principal(
 
 
 def _flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name, "").lower() in _TRUE
+    """A boolean query parameter as OpenAPI serialises one: absent, `true` or `false`."""
+    values = request.query.getall(name, [])
+    if not values:
+        return False
+    if len(values) > 1 or values[0].lower() not in _BOOLEANS:
+        raise ApiError(400, "invalid_parameter", f"'{name}' must be given once, as true or false")
+    return _BOOLEANS[values[0].lower()]
 
 
 def _size_param(raw: str | None, name: str) -> int:
@@ -169,7 +176,7 @@ async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
         )
     try:
         reader = await request.multipart()
-    except (ValueError, AssertionError) as exc:
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
         raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc}") from exc
     image: bytes | None = None
     texts: dict[str, str] = {}
@@ -186,23 +193,30 @@ async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
                     raise ApiError(400, "too_many_files", "send exactly one file in 'image'")
                 image = await _read_capped(part, config.max_upload_bytes)
             elif name in ("title", "reference"):
-                raw = await _read_capped(part, config.max_text_length * 4)
+                limit = config.max_text_length
+                too_long = ApiError(
+                    400, "invalid_text", f"'{name}' is longer than {limit} characters"
+                )
+                try:
+                    # UTF-8 takes at most 4 bytes a character: more bytes than
+                    # that is too long whatever they spell.
+                    raw = await _read_capped(part, config.max_text_length * 4)
+                except ApiError as exc:
+                    raise too_long from exc
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
                     raise ApiError(400, "invalid_text", f"'{name}' is not valid UTF-8") from exc
                 if len(text) > config.max_text_length:
-                    raise ApiError(
-                        400,
-                        "invalid_text",
-                        f"'{name}' is longer than {config.max_text_length} characters",
-                    )
+                    raise too_long
                 texts[name] = text
             else:
                 await part.release()
     except ApiError:
         raise
-    except (ValueError, AssertionError, RuntimeError) as exc:
+    # aiohttp's multipart parser raises these on malformed parts (headers that
+    # are not headers, a part with no end); schemathesis found the last kind.
+    except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as exc:
         raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc}") from exc
     if image is None:
         raise ApiError(400, "missing_image", "the multipart body has no 'image' file field")
