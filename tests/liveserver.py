@@ -1,5 +1,9 @@
 """A real `shotstamp-service serve` process for tests that kill, signal or measure it.
 
+(processes.py starts one for tests that only talk to it; this one is for tests
+that SIGKILL it, restart it on the same data, signal its process group, or
+read its memory from /proc.)
+
 The server runs in its own session (process group), so a test can signal the
 whole service (main process, forkserver and fingerprint workers) the way an
 init system or the OOM killer would. Its output goes to a file: a pipe that
@@ -11,9 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,22 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BIN = Path(sys.executable).parent
-
-
-def command(name: str) -> list[str]:
-    """The installed console script, or its module when run from a source tree."""
-    script = BIN / name
-    if script.exists():
-        return [str(script)]
-    module = {"shotstamp-service": "shotstamp_service", "shotstamp": "shotstamp.cli"}[name]
-    return [sys.executable, "-m", module]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from processes import command, free_port
 
 
 def multipart(

@@ -13,43 +13,32 @@ from __future__ import annotations
 
 import io
 import logging
-import warnings
 
-from PIL import Image, ImageOps
+from PIL import Image
 
+from .decode import open_image
 from .fingerprint import DecodeLimits, Fingerprint, fingerprint
 
 __all__ = ["JPEG_QUALITY", "fingerprint_and_thumbnail", "make_thumbnail"]
 
 log = logging.getLogger(__name__)
 
+_DEFAULT_LIMITS = DecodeLimits()
+
 # Plenty for a 256 px preview (~10 KB); the desk shows it beside the suspect image.
 JPEG_QUALITY = 80
 
 
-def make_thumbnail(data: bytes, size: int) -> bytes:
+def make_thumbnail(data: bytes, size: int, limits: DecodeLimits = _DEFAULT_LIMITS) -> bytes:
     """A JPEG whose longer side is at most `size` pixels, upright, without metadata.
 
-    Only call this on bytes `fingerprint` accepted: the decode limits were
-    checked there. Raises what Pillow raises for an image it cannot decode.
+    Decoded by `decode.open_image`, as the fingerprint is: the same format
+    allowlist and limits, EXIF orientation, transparency on white (as a shop
+    page shows a cut-out), CMYK and 16-bit converted. Raises `ImageRejected`
+    for what it refuses.
     """
-    with warnings.catch_warnings():
-        # `fingerprint` already enforced the configured pixel limit, which may be
-        # above Pillow's own warning threshold.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        source = Image.open(io.BytesIO(data))
-        # JPEG: let libjpeg decode at 1/2, 1/4 or 1/8 scale, still at least `size`.
-        source.draft("RGB", (size, size))
-        image: Image.Image = ImageOps.exif_transpose(source)
-        image.load()
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        # Transparent product cut-outs: show them on white, as a shop page would.
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, (255, 255, 255))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        image = flat
-    elif image.mode != "RGB":
-        image = image.convert("RGB")
+    # JPEG: libjpeg decodes at 1/2, 1/4 or 1/8 scale, still at least `size`.
+    image = open_image(data, limits, draft=(size, size), mode="RGB").image
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     image.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
@@ -66,7 +55,7 @@ def fingerprint_and_thumbnail(
     """
     fp = fingerprint(data, limits)
     try:
-        return fp, make_thumbnail(data, size)
+        return fp, make_thumbnail(data, size, limits)
     except Exception as exc:  # best effort by design (module docstring)
         log.warning("no thumbnail for an upload with sha256 %s: %s", fp.sha256, exc)
         return fp, None

@@ -125,7 +125,7 @@ async def _call(
         data=_body(operation, world),
         headers=headers,
     )
-    text = await resp.text()
+    text = (await resp.read()).decode("utf-8", errors="replace")  # some answers are images
     return resp.status, text, "\n".join(f"{k}: {v}" for k, v in resp.headers.items())
 
 

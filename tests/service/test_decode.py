@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -381,3 +382,14 @@ def test_rejections_survive_pickling():
     error = rejected(badimages.png_dimension_bomb())
     again = pickle.loads(pickle.dumps(error))
     assert (again.status, again.code, again.message) == (error.status, error.code, error.message)
+
+
+def test_desk_thumbnails_decode_through_open_image_too():
+    from shotstamp_service.thumbnail import make_thumbnail
+
+    data, _ = badimages.grey16(27, (400, 300))
+    thumb = Image.open(io.BytesIO(make_thumbnail(data, 128)))
+    assert max(thumb.size) == 128
+    assert np.asarray(thumb.convert("L")).mean() < 200  # scaled, not clipped to white
+    with pytest.raises(ImageRejected):
+        make_thumbnail(badimages.png_dimension_bomb(), 128)
