@@ -384,9 +384,12 @@ def _normalise(image: Image.Image, mode: Literal["RGB", "L"] | None) -> Image.Im
 def _to_8bit_grey(image: Image.Image) -> Image.Image:
     """16-bit (and float) grey scaled into 0-255; Pillow's own convert clips at 255."""
     pixels = np.asarray(image)
-    if image.mode == "F":
-        low, high = float(np.nanmin(pixels)), float(np.nanmax(pixels))
-        scaled = (np.nan_to_num(pixels, nan=low) - low) * (255.0 / (high - low or 1.0))
+    if image.mode == "F":  # no agreed range: stretch what is there (NaN, ±inf: its floor)
+        finite = np.isfinite(pixels)
+        low = float(pixels[finite].min()) if finite.any() else 0.0
+        high = float(pixels[finite].max()) if finite.any() else 0.0
+        pixels = np.where(finite, pixels, low)
+        scaled = (pixels - low) * (255.0 / (high - low or 1.0))
     elif image.mode == "I" and int(pixels.max(initial=0)) <= 255:
         scaled = pixels  # 8-bit data held in a 32-bit mode
     else:

@@ -259,6 +259,19 @@ def test_16bit_tiff_is_scaled():
     assert mean_diff(decoded.image, photo(15).convert("L")) < 1
 
 
+def test_float_tiff_is_stretched_and_survives_nan_and_infinity():
+    pixels = np.asarray(photo(28).convert("L"), dtype=np.float32) / 255.0
+    decoded = open_image(badimages.encode(Image.fromarray(pixels, "F"), "TIFF"), LIMITS)
+    assert decoded.image.mode == "L"
+    assert mean_diff(decoded.image, photo(28).convert("L")) < 8
+    pixels[:10] = np.nan
+    pixels[10:20] = np.inf
+    decoded = open_image(badimages.encode(Image.fromarray(pixels, "F"), "TIFF"), LIMITS)
+    assert decoded.image.mode == "L"
+    nothing = np.full((8, 8), np.nan, dtype=np.float32)
+    assert open_image(badimages.encode(Image.fromarray(nothing, "F"), "TIFF"), LIMITS).width == 8
+
+
 def test_transparency_is_composited_onto_white():
     rgba = photo(16).convert("RGBA")
     alpha = Image.new("L", rgba.size, 0)

@@ -226,6 +226,8 @@ async def test_mutations_through_the_process_pool_and_a_worker_crash():
         # as the kernel's OOM killer would: ~0.3 s each to inflate 108 MB.
         slow = [asyncio.ensure_future(pool(badimages.png_zlib_bomb(6000))) for _ in range(4)]
         await asyncio.sleep(0.15)
+        # The executor's own table of worker pids (private, but the only way to
+        # find exactly the pool's workers from inside the test process).
         workers = list(pool._executor._processes)  # type: ignore[attr-defined]
         assert workers
         for pid in workers:
