@@ -107,7 +107,7 @@ def test_keys_create_prints_only_the_key_and_list_hides_secrets(tmp_path):
     assert listed.returncode == 0
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert {(r["seller"], r["role"]) for r in rows} == {("acme", "seller"), ("desk", "staff")}
-    assert key not in listed.stdout and key.split("_")[2] not in listed.stdout
+    assert key not in listed.stdout and key.split("_", 2)[2] not in listed.stdout
     # Stored hashed: the secret appears nowhere in the database file.
     for stored in data.glob("shotstamp.db*"):
         assert key.encode() not in stored.read_bytes()
