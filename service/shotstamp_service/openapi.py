@@ -403,6 +403,11 @@ _SCHEMAS: dict[str, Any] = {
     },
 }
 
+_TILE_PATH = (
+    r"^(0|[1-9]|[1-5][0-9]|6[0-3]|entries)/"
+    r"(x(00[1-9]|0[1-9][0-9]|[1-9][0-9]{2})/(x[0-9]{3}/){0,3})?[0-9]{3}"
+    r"(\.p/([1-9][0-9]?|1[0-9]{2}|2[0-4][0-9]|25[0-5]))?$"
+)
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _WAIT = {
     "name": "wait",
@@ -667,7 +672,9 @@ def openapi_document() -> dict[str, Any]:
                             "name": "path",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string"},
+                            # The canonical encoding, as tiles.parse_tile_path accepts it
+                            # (indices up to 15 digits; no tree needs more).
+                            "schema": {"type": "string", "pattern": _TILE_PATH},
                             "description": "<L>/<N>[.p/<W>], N in x-prefixed 3-digit groups",
                         }
                     ],
