@@ -11,6 +11,8 @@ from typing import Any, Literal
 from shotstamp.canonical import canonical_json
 
 __all__ = [
+    "AnchorJob",
+    "AnchorStatus",
     "ApiKey",
     "CheckpointRecord",
     "NewRegistration",
@@ -180,3 +182,37 @@ class WebhookDelivery:
     delivered_at: str | None = None
     url: str = ""
     secret: str = field(default="", repr=False)
+
+
+AnchorStatus = Literal["pending", "anchored", "superseded"]
+
+
+@dataclass(frozen=True)
+class AnchorJob:
+    """One checkpoint handed to one anchor, from scheduling to stored evidence.
+
+    `anchor` is the configured anchor's name (unique), `kind` its type
+    (`rfc3161`, `evm`). A job is `pending` until the anchor returns evidence
+    (`anchored`), or until a newer checkpoint is scheduled for the same anchor
+    before any work on it began (`superseded`: anchoring the newer one proves
+    more, and a late anchor of the older one would prove no earlier a time).
+    `progress` is what an anchor keeps between attempts (the EVM anchor's
+    signed transaction, so a restart re-sends it rather than paying twice).
+    `claim` is the fencing token of the lease under which a worker holds it.
+    `checkpoint` is joined in when the job is claimed or served.
+    """
+
+    id: int
+    anchor: str
+    kind: str
+    tree_size: int
+    status: AnchorStatus
+    created_at: float  # Unix seconds
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    progress: dict[str, Any] | None = None
+    last_error: str | None = None
+    evidence: dict[str, Any] | None = None
+    anchored_at: str | None = None
+    claim: str | None = None
+    checkpoint: CheckpointRecord | None = None

@@ -2,6 +2,7 @@
 
 from .base import (
     ActiveKeyChanged,
+    AnchorAttempt,
     DuplicateIdempotencyKey,
     NodeCoord,
     SealBatch,
@@ -12,6 +13,7 @@ from .base import (
 
 __all__ = [
     "ActiveKeyChanged",
+    "AnchorAttempt",
     "DuplicateIdempotencyKey",
     "NodeCoord",
     "SealBatch",

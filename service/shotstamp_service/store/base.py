@@ -10,9 +10,11 @@ import abc
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 from ..records import (
+    AnchorJob,
+    AnchorStatus,
     ApiKey,
     CheckpointRecord,
     NewRegistration,
@@ -25,6 +27,7 @@ from ..tiles import TileCache, TileCoord, TileNodeReader, TileWrite
 
 __all__ = [
     "ActiveKeyChanged",
+    "AnchorAttempt",
     "DuplicateIdempotencyKey",
     "NodeCoord",
     "SealBatch",
@@ -73,6 +76,19 @@ class SealBatch:
     assignments: Sequence[tuple[int, int]]  # (registration seq, leaf index)
     tiles: Sequence[TileWrite]  # (level, index, data) of every tile the seal changed, whole
     checkpoint: CheckpointRecord
+
+
+@dataclass(frozen=True)
+class AnchorAttempt:
+    """The outcome of one attempt at an anchor job, written by `finish_anchor_attempt`."""
+
+    status: AnchorStatus
+    attempts: int
+    next_attempt_at: float
+    progress: dict[str, Any] | None = None
+    last_error: str | None = None
+    evidence: dict[str, Any] | None = None
+    anchored_at: str | None = None
 
 
 class Store(abc.ABC):
@@ -237,3 +253,45 @@ class Store(abc.ABC):
         Compare-and-swap: raises `ActiveKeyChanged`, changing nothing, unless
         the active key is `replacing` (None: there is no active key yet).
         """
+
+    # -- anchors (checkpoints handed to a TSA, a chain, ...) -------------------
+    @abc.abstractmethod
+    async def schedule_anchor(
+        self, anchor: str, kind: str, tree_size: int, *, now: float, interval: float
+    ) -> bool:
+        """Queue the checkpoint of `tree_size` for `anchor`, at most once per `interval`.
+
+        Atomic, so replicas racing to schedule queue one job: does nothing
+        (False) if the anchor already has a job for a tree at least this large
+        or one created after `now - interval`. Otherwise inserts a pending job
+        due at `now`, marks the anchor's older pending jobs that hold no
+        `progress` superseded, and returns True. The checkpoint must exist.
+        """
+
+    @abc.abstractmethod
+    async def claim_anchor_jobs(
+        self, anchors: Sequence[str], now: float, lease_until: float, limit: int
+    ) -> list[AnchorJob]:
+        """Pending jobs of these anchors due at `now`, oldest first, with their checkpoint.
+
+        Each is leased: `next_attempt_at` moves to `lease_until` and `claim`
+        gets a fresh token, so no other worker (another replica, or this one
+        after a crash) takes it before the lease ends.
+        """
+
+    @abc.abstractmethod
+    async def finish_anchor_attempt(self, job_id: int, claim: str, outcome: AnchorAttempt) -> bool:
+        """Record an attempt, if the job is still under this `claim`; False if it is not
+        (the lease ran out and another worker took it: its result wins)."""
+
+    @abc.abstractmethod
+    async def anchors_covering(self, tree_size: int) -> list[AnchorJob]:
+        """For each anchor, its anchored job of the smallest tree at least `tree_size`
+        (the tightest bound for a leaf first sealed at that size), with its checkpoint;
+        ordered by anchor name."""
+
+    @abc.abstractmethod
+    async def list_anchor_jobs(self, *, anchor: str | None = None, limit: int = 100) -> list[
+        AnchorJob
+    ]:
+        """The most recent jobs (of one anchor, or all), newest first, without checkpoints."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from ..records import (
+    AnchorJob,
     ApiKey,
     CheckpointRecord,
     NewRegistration,
@@ -31,6 +33,7 @@ from ..records import (
 from ..tiles import TILE_BYTES, TILE_HEIGHT, TILE_WIDTH, TileCoord
 from .base import (
     ActiveKeyChanged,
+    AnchorAttempt,
     DuplicateIdempotencyKey,
     SealBatch,
     Store,
@@ -171,6 +174,27 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     );
     CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys (name) WHERE not_after IS NULL;
     """,
+    # 5: anchors: checkpoints handed to a TSA or a chain, and their evidence (issue 11).
+    """
+    CREATE TABLE anchors (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        anchor TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        tree_size INTEGER NOT NULL REFERENCES checkpoints (tree_size),
+        status TEXT NOT NULL CHECK (status IN ('pending', 'anchored', 'superseded')),
+        created_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        claim TEXT,
+        progress TEXT,
+        last_error TEXT,
+        evidence TEXT,
+        anchored_at TEXT,
+        UNIQUE (anchor, tree_size)
+    );
+    CREATE INDEX anchors_due ON anchors (next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX anchors_anchored ON anchors (anchor, tree_size) WHERE status = 'anchored';
+    """,
 ]
 
 _REG_COLUMNS = (
@@ -263,6 +287,36 @@ def _signing_key(row: sqlite3.Row) -> SigningKeyRecord:
         not_before=row["not_before"],
         not_after=row["not_after"],
     )
+
+
+_ANCHOR_COLUMNS = (
+    "a.id, a.anchor, a.kind, a.tree_size, a.status, a.created_at, a.attempts,"
+    " a.next_attempt_at, a.claim, a.progress, a.last_error, a.evidence, a.anchored_at"
+)
+_CHECKPOINT_COLUMNS = "c.root_hash, c.timestamp_ns, c.note, c.key_id"
+
+
+def _anchor_job(row: sqlite3.Row, *, joined: bool = False) -> AnchorJob:
+    return AnchorJob(
+        id=row["id"],
+        anchor=row["anchor"],
+        kind=row["kind"],
+        tree_size=row["tree_size"],
+        status=row["status"],
+        created_at=row["created_at"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        claim=row["claim"],
+        progress=json.loads(row["progress"]) if row["progress"] is not None else None,
+        last_error=row["last_error"],
+        evidence=json.loads(row["evidence"]) if row["evidence"] is not None else None,
+        anchored_at=row["anchored_at"],
+        checkpoint=_checkpoint(row) if joined else None,
+    )
+
+
+def _json_or_null(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -881,3 +935,119 @@ class SQLiteStore(Store):
             self._transaction(conn, body)
 
         await self._write(run)
+
+    # -- anchors ------------------------------------------------------------------
+    async def schedule_anchor(
+        self, anchor: str, kind: str, tree_size: int, *, now: float, interval: float
+    ) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            def body() -> bool:
+                largest, newest = conn.execute(
+                    "SELECT max(tree_size), max(created_at) FROM anchors WHERE anchor = ?",
+                    (anchor,),
+                ).fetchone()
+                if largest is not None and (largest >= tree_size or newest > now - interval):
+                    return False
+                conn.execute(
+                    "UPDATE anchors SET status = 'superseded' WHERE anchor = ?"
+                    " AND status = 'pending' AND progress IS NULL AND tree_size < ?",
+                    (anchor, tree_size),
+                )
+                conn.execute(
+                    "INSERT INTO anchors (anchor, kind, tree_size, status, created_at,"
+                    " next_attempt_at) VALUES (?, ?, ?, 'pending', ?, ?)",
+                    (anchor, kind, tree_size, now, now),
+                )
+                return True
+
+            return self._transaction(conn, body)
+
+        return await self._write(run)
+
+    async def claim_anchor_jobs(
+        self, anchors: Sequence[str], now: float, lease_until: float, limit: int
+    ) -> list[AnchorJob]:
+        names = sorted(set(anchors))
+        if not names:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[AnchorJob]:
+            def body() -> list[AnchorJob]:
+                marks = ",".join("?" * len(names))
+                rows = conn.execute(
+                    f"SELECT {_ANCHOR_COLUMNS} FROM anchors a WHERE a.status = 'pending'"
+                    f" AND a.next_attempt_at <= ? AND a.anchor IN ({marks})"
+                    " ORDER BY a.next_attempt_at, a.id LIMIT ?",
+                    (now, *names, limit),
+                ).fetchall()
+                claimed = []
+                for row in rows:
+                    claim = secrets.token_hex(8)
+                    conn.execute(
+                        "UPDATE anchors SET next_attempt_at = ?, claim = ? WHERE id = ?",
+                        (lease_until, claim, row["id"]),
+                    )
+                    claimed.append((row["id"], claim))
+                if not claimed:
+                    return []
+                ids = ",".join(str(job_id) for job_id, _ in claimed)
+                joined = conn.execute(
+                    f"SELECT {_ANCHOR_COLUMNS}, {_CHECKPOINT_COLUMNS} FROM anchors a"
+                    f" JOIN checkpoints c ON c.tree_size = a.tree_size WHERE a.id IN ({ids})"
+                    " ORDER BY a.id"
+                ).fetchall()
+                return [_anchor_job(row, joined=True) for row in joined]
+
+            return self._transaction(conn, body)
+
+        return await self._write(run)
+
+    async def finish_anchor_attempt(self, job_id: int, claim: str, outcome: AnchorAttempt) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE anchors SET status = ?, attempts = ?, next_attempt_at = ?,"
+                " progress = ?, last_error = ?, evidence = ?, anchored_at = ?, claim = NULL"
+                " WHERE id = ? AND claim = ?",
+                (
+                    outcome.status,
+                    outcome.attempts,
+                    outcome.next_attempt_at,
+                    _json_or_null(outcome.progress),
+                    outcome.last_error,
+                    _json_or_null(outcome.evidence),
+                    outcome.anchored_at,
+                    job_id,
+                    claim,
+                ),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(run)
+
+    async def anchors_covering(self, tree_size: int) -> list[AnchorJob]:
+        def run(conn: sqlite3.Connection) -> list[AnchorJob]:
+            rows = conn.execute(
+                f"SELECT {_ANCHOR_COLUMNS}, {_CHECKPOINT_COLUMNS} FROM anchors a"
+                " JOIN checkpoints c ON c.tree_size = a.tree_size"
+                " WHERE a.status = 'anchored' AND a.tree_size = ("
+                "   SELECT min(b.tree_size) FROM anchors b WHERE b.anchor = a.anchor"
+                "   AND b.status = 'anchored' AND b.tree_size >= ?)"
+                " ORDER BY a.anchor",
+                (tree_size,),
+            )
+            return [_anchor_job(row, joined=True) for row in rows]
+
+        return await self._read(run)
+
+    async def list_anchor_jobs(self, *, anchor: str | None = None, limit: int = 100) -> list[
+        AnchorJob
+    ]:
+        def run(conn: sqlite3.Connection) -> list[AnchorJob]:
+            where, args = ("WHERE a.anchor = ?", (anchor,)) if anchor is not None else ("", ())
+            rows = conn.execute(
+                f"SELECT {_ANCHOR_COLUMNS} FROM anchors a {where} ORDER BY a.id DESC LIMIT ?",
+                (*args, limit),
+            )
+            return [_anchor_job(row) for row in rows]
+
+        return await self._read(run)
