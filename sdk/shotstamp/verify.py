@@ -77,6 +77,7 @@ _KNOWN_KEYS = frozenset(
         "checkpoint",
         "leaf_hash",
         "consistency",
+        "anchors",
     }
 )
 _HEX_HASH = re.compile(r"[0-9a-f]{64}")
@@ -124,7 +125,10 @@ class ProofBundle:
     `inclusion_path` and `leaf_hash` hold raw 32-byte hashes (hex on the
     wire); keys this version does not know are kept in `extras` and written
     back by `to_json`.  `consistency` holds consistency proofs between this
-    checkpoint's tree and other sizes of the same log (optional).
+    checkpoint's tree and other sizes of the same log (optional).  `anchors`
+    holds the anchors section's elements as decoded JSON objects (checked by
+    `shotstamp.anchors`, element by element, so an anchor of a type this
+    version does not know, or one that fails, never spoils the proof).
     """
 
     leaf: Mapping[str, Any]
@@ -134,12 +138,17 @@ class ProofBundle:
     checkpoint: str
     leaf_hash: bytes | None = None
     consistency: tuple[ConsistencyProof, ...] = ()
+    anchors: tuple[Mapping[str, Any], ...] = ()
     format: str = FORMAT
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inclusion_path", tuple(self.inclusion_path))
         object.__setattr__(self, "consistency", tuple(self.consistency))
+        object.__setattr__(self, "anchors", tuple(self.anchors))
+        for position, anchor in enumerate(self.anchors):
+            if not isinstance(anchor, Mapping):
+                raise _malformed("anchors", f"element {position} is not an object")
         for position, proof in enumerate(self.consistency):
             if not isinstance(proof, ConsistencyProof):
                 raise _malformed("consistency", f"element {position} is not a ConsistencyProof")
@@ -206,6 +215,9 @@ class ProofBundle:
             consistency = tuple(ConsistencyProof.from_json(p) for p in raw_consistency)
         except MalformedProofError as exc:
             raise _malformed("consistency", f"has an element that does not parse: {exc}") from exc
+        raw_anchors = decoded.get("anchors", [])
+        if not isinstance(raw_anchors, list):
+            raise _malformed("anchors", "must be a list of objects")
         return cls(
             format=decoded["format"],
             leaf=decoded["leaf"],
@@ -218,6 +230,7 @@ class ProofBundle:
             checkpoint=decoded["checkpoint"],
             leaf_hash=None if raw_leaf_hash is None else _hex_hash("leaf_hash", raw_leaf_hash),
             consistency=consistency,
+            anchors=tuple(raw_anchors),
             extras={k: v for k, v in decoded.items() if k not in _KNOWN_KEYS},
         )
 
@@ -235,6 +248,8 @@ class ProofBundle:
         result["checkpoint"] = self.checkpoint
         if self.consistency:
             result["consistency"] = [proof.to_dict() for proof in self.consistency]
+        if self.anchors:
+            result["anchors"] = [dict(anchor) for anchor in self.anchors]
         result.update(self.extras)
         return result
 
