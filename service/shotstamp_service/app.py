@@ -2,8 +2,9 @@
 
 Start-up order (cleanup_ctx, undone in reverse): store → signing keys (the
 active key's private half found on disk) → fingerprint pool → registry (index
-rebuilt from the store) → sealer → webhook dispatcher (stopped first, so its
-last outbox writes reach the store).
+rebuilt from the store) → sealer → anchors (their own task, never on the
+seal path) → webhook dispatcher (stopped first, so its last outbox writes
+reach the store).
 On shutdown the sealer seals whatever is still pending before the store closes.
 """
 
@@ -18,10 +19,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from . import desk
+from .anchors import AnchorRunner, make_anchors
 from .config import Config
 from .errors import ApiError
 from .fingerprint import DecodeLimits, ImageRejected
 from .keys import (
+    ANCHORS,
     CONFIG,
     POOL,
     RATE_LIMITER,
@@ -161,6 +164,22 @@ async def _sealer_ctx(app: web.Application) -> AsyncIterator[None]:
         log.exception("final seal failed; pending registrations will be sealed at next start")
 
 
+async def _anchors_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    runner = AnchorRunner(
+        app[STORE],
+        make_anchors(config),
+        retry_base=config.anchor_retry_base,
+        retry_max=config.anchor_retry_max,
+    )
+    await runner.start()
+    app[ANCHORS] = runner
+    if runner.anchors:
+        log.info("anchors: %s", ", ".join(f"{a.name} ({a.kind})" for a in runner.anchors.values()))
+    yield
+    await runner.stop()
+
+
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     dispatcher = WebhookDispatcher(app[STORE], app[CONFIG])
     await dispatcher.start()
@@ -188,6 +207,14 @@ def create_app(config: Config) -> web.Application:
     app.add_routes(routes)
     app.add_routes(desk.routes)
     app.cleanup_ctx.extend(
-        [_store_ctx, _keys_ctx, _pool_ctx, _registry_ctx, _sealer_ctx, _webhooks_ctx]
+        [
+            _store_ctx,
+            _keys_ctx,
+            _pool_ctx,
+            _registry_ctx,
+            _sealer_ctx,
+            _anchors_ctx,
+            _webhooks_ctx,
+        ]
     )
     return app

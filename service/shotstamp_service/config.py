@@ -60,12 +60,32 @@ class Config:
     read_rate: float = 100.0
     read_burst: int = 200
 
+    # Anchors (none unless configured): an RFC 3161 TSA and/or an EVM chain are
+    # handed the latest checkpoint every *_interval seconds, off the seal path; a
+    # failed attempt is retried after anchor_retry_base · 2^(n-1) s (jittered,
+    # at most anchor_retry_max).
+    tsa_url: str | None = None
+    tsa_interval: float = 60.0
+    tsa_timeout: float = 30.0
+    tsa_ca_file: Path | None = None  # the TSA's roots: tokens are verified before storing
+    evm_rpc_url: str | None = None
+    evm_key_file: Path | None = None  # default: <data_dir>/evm.key (hex, mode 0600)
+    evm_chain_id: int | None = None  # refuse an RPC serving another chain
+    evm_interval: float = 3600.0
+    evm_timeout: float = 60.0
+    evm_confirmations: int = 3
+    evm_to: str | None = None  # default: the key's own address
+    anchor_retry_base: float = 5.0
+    anchor_retry_max: float = 3600.0
+
     def __post_init__(self) -> None:
         if not MIN_THUMBNAIL_SIZE <= self.thumbnail_size <= MAX_THUMBNAIL_SIZE:
             raise ValueError(
                 f"thumbnail size must be {MIN_THUMBNAIL_SIZE}-{MAX_THUMBNAIL_SIZE} pixels, "
                 f"got {self.thumbnail_size}"
             )
+        if min(self.tsa_interval, self.evm_interval) <= 0 or self.evm_confirmations < 0:
+            raise ValueError("anchor intervals must be positive and confirmations >= 0")
 
     @property
     def database_path(self) -> Path:
@@ -75,6 +95,11 @@ class Config:
     def key_dir(self) -> Path:
         """Where `signing-key rotate` writes keys and the service looks for them."""
         return self.signing_key_dir or self.data_dir / "keys"
+
+    @property
+    def evm_key_path(self) -> Path:
+        """The EVM anchor's private key (hex, 0600), created on first use if missing."""
+        return self.evm_key_file or self.data_dir / "evm.key"
 
     @property
     def legacy_key_path(self) -> Path:
@@ -122,6 +147,19 @@ ENV_VARS: dict[str, str] = {
     "upload_burst": "SHOTSTAMP_UPLOAD_BURST",
     "read_rate": "SHOTSTAMP_READ_RATE",
     "read_burst": "SHOTSTAMP_READ_BURST",
+    "tsa_url": "SHOTSTAMP_TSA_URL",
+    "tsa_interval": "SHOTSTAMP_TSA_INTERVAL",
+    "tsa_timeout": "SHOTSTAMP_TSA_TIMEOUT",
+    "tsa_ca_file": "SHOTSTAMP_TSA_CA_FILE",
+    "evm_rpc_url": "SHOTSTAMP_EVM_RPC_URL",
+    "evm_key_file": "SHOTSTAMP_EVM_KEY_FILE",
+    "evm_chain_id": "SHOTSTAMP_EVM_CHAIN_ID",
+    "evm_interval": "SHOTSTAMP_EVM_INTERVAL",
+    "evm_timeout": "SHOTSTAMP_EVM_TIMEOUT",
+    "evm_confirmations": "SHOTSTAMP_EVM_CONFIRMATIONS",
+    "evm_to": "SHOTSTAMP_EVM_TO",
+    "anchor_retry_base": "SHOTSTAMP_ANCHOR_RETRY_BASE",
+    "anchor_retry_max": "SHOTSTAMP_ANCHOR_RETRY_MAX",
 }
 
 _ON = {"on", "true", "yes", "1"}

@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from .anchors import AnchorRunner
 from .config import Config
 from .pool import FingerprintPool
 from .ratelimit import RateLimiter
@@ -16,6 +17,7 @@ from .store import Store
 from .webhooks import WebhookDispatcher
 
 __all__ = [
+    "ANCHORS",
     "CONFIG",
     "POOL",
     "RATE_LIMITER",
@@ -36,3 +38,4 @@ POOL = web.AppKey("pool", FingerprintPool)
 WEBHOOKS = web.AppKey("webhooks", WebhookDispatcher)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 UPLOAD_SLOTS = web.AppKey("upload_slots", asyncio.Semaphore)
+ANCHORS = web.AppKey("anchors", AnchorRunner)

@@ -54,6 +54,12 @@ async def proof_bundle(
     With `consistency_with`, the bundle also carries the consistency proof
     between its checkpoint and the tree of that size (whichever is smaller
     first), so a holder who trusts that checkpoint verifies it offline.
+
+    Once anchors have dated a checkpoint at least as large as the proof's,
+    the bundle carries, per anchor, the earliest such (`anchors`: the
+    anchored checkpoint's note and the anchor's evidence) and the
+    consistency proof from the proof's tree to it (in `consistency`), so the
+    anchor's date covers this registration without trusting the service.
     """
     if registration.leaf_index is None:
         raise ValueError(f"registration {registration.id} is not sealed yet")
@@ -71,7 +77,29 @@ async def proof_bundle(
         "inclusion_path": [h.hex() for h in path],
         "checkpoint": checkpoint.note,
     }
+    spans: list[tuple[int, int]] = []
     if consistency_with is not None:
         low, high = sorted((consistency_with, checkpoint.tree_size))
-        bundle["consistency"] = [await consistency_json(store, low, high)]
+        spans.append((low, high))
+    anchors = []
+    for job in await store.anchors_covering(checkpoint.tree_size):
+        assert job.checkpoint is not None and job.evidence is not None
+        anchors.append(
+            {
+                "name": job.anchor,
+                "type": job.kind,
+                "tree_size": job.tree_size,
+                "checkpoint": job.checkpoint.note,
+                "anchored_at": job.anchored_at,
+                "evidence": job.evidence,
+            }
+        )
+        if job.tree_size > checkpoint.tree_size:
+            spans.append((checkpoint.tree_size, job.tree_size))
+    if spans:
+        bundle["consistency"] = [
+            await consistency_json(store, low, high) for low, high in dict.fromkeys(spans)
+        ]
+    if anchors:
+        bundle["anchors"] = anchors
     return bundle
