@@ -6,6 +6,7 @@
     shotstamp keys [-o FILE]
     shotstamp verify PROOF.json --key VKEY_OR_FILE [--key ...] [--image FILE]
                      [--checkpoint TRUSTED] [--url URL]
+                     [--tsa-cert PEM ...] [--chain-rpc URL ...] [--require-anchors]
     shotstamp webhooks add URL | list | remove ID
 
 Commands that talk to the service take `--url`, `--api-key` and `--config`
@@ -43,6 +44,7 @@ from ._manifest import (
     write_atomically,
 )
 from ._progress import Progress
+from .anchors import AnchorResult, verify_anchors
 from .checkpoint import Checkpoint, NoteVerifier, SignedNote
 from .client import AsyncClient
 from .config import Settings, load_settings
@@ -242,19 +244,83 @@ def _verify(args: argparse.Namespace) -> int:
         f"registered no later than that time."
     )
     if result.trusted_size is not None:
-        if result.extends_trusted:
+        _print_trusted(result.tree_size, result.trusted_size, bool(result.extends_trusted))
+    return _verify_anchors(args, bundle_text, verifiers)
+
+
+def _print_trusted(tree_size: int, trusted_size: int, extends: bool) -> None:
+    if extends:
+        print(
+            f"CONSISTENT the log of this proof (size {tree_size}) extends your "
+            f"trusted checkpoint (size {trusted_size}): nothing you trusted was "
+            f"rewritten."
+        )
+    else:
+        print(
+            f"CONSISTENT your trusted checkpoint (size {trusted_size}) extends the "
+            f"log of this proof (size {tree_size}): the registration is in the log "
+            f"you trust."
+        )
+
+
+def _verify_anchors(
+    args: argparse.Namespace, bundle_text: str, verifiers: Sequence[NoteVerifier]
+) -> int:
+    """Check and report every anchor the bundle carries; the exit status of the whole."""
+    rpcs = args.chain_rpc or (
+        [os.environ["SHOTSTAMP_CHAIN_RPC"]] if os.environ.get("SHOTSTAMP_CHAIN_RPC") else []
+    )
+    try:
+        report = verify_anchors(
+            bundle_text,
+            keys=verifiers,
+            tsa_certs=args.tsa_cert or None,
+            chain_rpcs=rpcs,
+            timeout=args.timeout,
+        )
+    except ImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except MalformedProofError as exc:
+        print(f"error: malformed input: {exc}", file=sys.stderr)
+        return EXIT_MALFORMED
+    if not report.results:
+        if args.require_anchors:
             print(
-                f"CONSISTENT the log of this proof (size {result.tree_size}) extends your "
-                f"trusted checkpoint (size {result.trusted_size}): nothing you trusted was "
-                f"rewritten."
+                "FAILED anchors: the proof carries no anchors yet (fetch it again later)",
+                file=sys.stderr,
             )
-        else:
+            return EXIT_FAILED
+        if args.tsa_cert or rpcs:
             print(
-                f"CONSISTENT your trusted checkpoint (size {result.trusted_size}) extends the "
-                f"log of this proof (size {result.tree_size}): the registration is in the log "
-                f"you trust."
+                "NO ANCHORS yet: the service anchors its checkpoints every few minutes; "
+                "fetch the proof again later to get them"
             )
+        return EXIT_OK
+    for result in report.results:
+        _print_anchor(result)
+    if report.failed:
+        return EXIT_FAILED
+    if report.by_status("unavailable"):
+        return EXIT_SERVICE
+    if args.require_anchors and report.by_status("skipped"):
+        return EXIT_FAILED
     return EXIT_OK
+
+
+def _print_anchor(result: AnchorResult) -> None:
+    label = f"anchor {result.name} ({result.type}, tree size {result.tree_size})"
+    for check in result.checks:
+        print(f"ok   {result.name}: {check}")
+    if result.status == "verified":
+        print(f"ANCHORED {label}: {result.statement}")
+    elif result.status == "failed":
+        assert result.error is not None
+        print(f"FAILED {result.error.check}: {result.error}", file=sys.stderr)
+    elif result.status == "unavailable":
+        print(f"UNAVAILABLE {label}: cannot ask the chain: {result.reason}", file=sys.stderr)
+    else:
+        print(f"SKIPPED {label}: {result.reason}")
 
 
 # -- shared plumbing for the commands that talk to the service ------------------------
@@ -682,6 +748,28 @@ def _parser() -> argparse.ArgumentParser:
         "--url",
         help="the service (env SHOTSTAMP_URL), to fetch the consistency proof for "
         "--checkpoint when the bundle does not carry it",
+    )
+    verify.add_argument(
+        "--tsa-cert",
+        action="append",
+        metavar="PEM",
+        help="the root (and intermediate) certificates of a timestamp authority you trust: "
+        "check the proof's RFC 3161 anchors offline (repeatable; needs shotstamp[tsa])",
+    )
+    verify.add_argument(
+        "--chain-rpc",
+        action="append",
+        metavar="URL",
+        help="an Ethereum JSON-RPC endpoint you trust (env SHOTSTAMP_CHAIN_RPC): check the "
+        "proof's chain anchors online (repeatable: one per chain)",
+    )
+    verify.add_argument(
+        "--require-anchors",
+        action="store_true",
+        help="fail (exit 1) unless the proof carries anchors and every one was checked",
+    )
+    verify.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds per chain RPC call (default 30)"
     )
     verify.set_defaults(run=_verify)
 
