@@ -19,6 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("pillow", "numpy", "scipy", "imagehash")
+# The anchors' extras (shotstamp[tsa], shotstamp[chain]) must not leak into the base.
+ANCHOR_EXTRAS = ("rfc3161-client", "web3", "eth-account", "py-evm", "eth-tester")
 
 
 @pytest.mark.slow
@@ -58,10 +60,12 @@ def test_installing_the_sdk_alone_pulls_no_heavy_dependencies(tmp_path):
     names = {p["name"].lower() for p in json.loads(listed.stdout)}
     assert {"shotstamp", "aiohttp", "cryptography"} <= names
     assert not names & set(HEAVY), names & set(HEAVY)
+    assert not names & set(ANCHOR_EXTRAS), names & set(ANCHOR_EXTRAS)
 
     probe = (
         "import importlib.util, pathlib, sys, shotstamp\n"
         "from shotstamp import Client, AsyncClient, verify_proof, verify_webhook\n"
+        "from shotstamp.anchors import verify_anchors, evm_payload\n"
         "assert pathlib.Path(shotstamp.__file__).parent.joinpath('py.typed').exists()\n"
         "assert 'site-packages' in shotstamp.__file__, shotstamp.__file__\n"
         "heavy = [m for m in ('PIL', 'numpy', 'scipy', 'imagehash')"

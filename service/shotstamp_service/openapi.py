@@ -181,7 +181,31 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": _ref("Consistency"),
                 "description": "with ?consistency_with=N: the proof between this checkpoint's "
-                "tree and the tree of N leaves, for offline checks against a trusted checkpoint",
+                "tree and the tree of N leaves, for offline checks against a trusted checkpoint; "
+                "and, for each anchor, the proof from this tree to the anchored one",
+            },
+            "anchors": {
+                "type": "array",
+                "items": _ref("Anchor"),
+                "description": "once available: per configured anchor, the earliest anchored "
+                "checkpoint at least as large as this proof's, and the anchor's evidence",
+            },
+        },
+    },
+    "Anchor": {
+        "type": "object",
+        "required": ["name", "type", "tree_size", "checkpoint", "evidence"],
+        "properties": {
+            "name": {"type": "string", "description": "the configured anchor: tsa or chain"},
+            "type": {"type": "string", "description": "rfc3161 or evm (others may follow)"},
+            "tree_size": {"type": "integer", "minimum": 1},
+            "checkpoint": {"type": "string", "description": "the anchored signed checkpoint"},
+            "anchored_at": {"type": "string", "format": "date-time"},
+            "evidence": {
+                "type": "object",
+                "description": "rfc3161: {tsa_url, response (base64 DER TimeStampResp over "
+                "the anchored root), gen_time, tsa_name}; evm: {chain_id, transaction, "
+                "block_number, block_hash, block_time, from}",
             },
         },
     },

@@ -13,6 +13,7 @@ import pytest
 import shotstamp
 
 MODULES = [
+    "anchors",
     "canonical",
     "checkpoint",
     "client",

@@ -76,12 +76,15 @@ class AnchorRunner:
         self.failed_attempts = 0
 
     # -- lifecycle ---------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, *, background: bool = True) -> None:
+        """Start the anchors and (unless `background` is False: tests step `tick()`
+        themselves) the task that runs a round every `poll` seconds."""
         for anchor in self.anchors.values():
             await anchor.start()
         for name in self.anchors:
             await self._reload(name)
-        self._task = asyncio.create_task(self._run(), name="anchors")
+        if background and self.anchors:
+            self._task = asyncio.create_task(self._run(), name="anchors")
 
     async def stop(self) -> None:
         """Stop after the attempts in flight (each bounded by its anchor's timeout)."""
