@@ -6,6 +6,8 @@
     shotstamp-service --data-dir DIR keys revoke KEY_ID
     shotstamp-service --data-dir DIR signing-key list
     shotstamp-service --data-dir DIR signing-key rotate
+    shotstamp-service --data-dir DIR anchors status [--limit N]
+    shotstamp-service --data-dir DIR anchors evm-address
 
 Exit status: 0 success, 1 the operation failed, 2 usage error.
 """
@@ -68,7 +70,50 @@ def _parser() -> argparse.ArgumentParser:
         help="generate a new signing key in the key directory and make it the active one; "
         "running services switch at their next seal",
     )
+
+    anchors = commands.add_parser("anchors", help="the checkpoints' TSA and chain anchors")
+    anchor_commands = anchors.add_subparsers(dest="anchor_command", required=True)
+    status = anchor_commands.add_parser(
+        "status", help="the latest anchor jobs, newest first (one JSON line each)"
+    )
+    status.add_argument("--limit", type=int, default=20)
+    anchor_commands.add_parser(
+        "evm-address",
+        help="print the EVM anchor's address, to fund (creates its key file if missing)",
+    )
     return parser
+
+
+async def _anchors(config: Config, args: argparse.Namespace) -> int:
+    if args.anchor_command == "evm-address":
+        try:
+            from .anchors.evm import load_or_create_evm_key
+        except ImportError:
+            print("error: the EVM anchor needs pip install 'shotstamp[chain]'", file=sys.stderr)
+            return 1
+        print(load_or_create_evm_key(config.evm_key_path).address)
+        return 0
+    store = make_store(config)
+    await store.open()
+    try:
+        for job in await store.list_anchor_jobs(limit=args.limit):
+            print(
+                json.dumps(
+                    {
+                        "anchor": job.anchor,
+                        "type": job.kind,
+                        "tree_size": job.tree_size,
+                        "status": job.status,
+                        "attempts": job.attempts,
+                        "last_error": job.last_error,
+                        "anchored_at": job.anchored_at,
+                        "evidence": job.evidence,
+                    }
+                )
+            )
+        return 0
+    finally:
+        await store.close()
 
 
 def _serve(config: Config) -> int:
@@ -165,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(config)
     if args.command == "signing-key":
         return asyncio.run(_signing_key(config, args))
+    if args.command == "anchors":
+        return asyncio.run(_anchors(config, args))
     return asyncio.run(_keys(config, args))
 
 

@@ -6,6 +6,7 @@ chain and rfc3161-client from the `dev` extra, so a missing piece fails.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,16 @@ import pytest
 from chainkit import ChainServer, chain_server, write_key
 from servicekit import Service
 from tsakit import TsaPki, TsaServer, make_tsa_pki, tsa_server
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _keep_the_recursion_limit() -> Iterator[None]:
+    """eth_account, web3 and py-evm raise the recursion limit to 100,000 when first
+    imported; later tests that expect RecursionError (deeply nested JSON) would
+    overflow the C stack instead. Put it back once these tests are done."""
+    limit = sys.getrecursionlimit()
+    yield
+    sys.setrecursionlimit(limit)
 
 
 @pytest.fixture(scope="session")

@@ -302,3 +302,26 @@ def test_the_evm_key_file_is_private_and_created_once(tmp_path):
     path.chmod(0o644)
     with pytest.raises(PermissionError, match="chmod 600"):
         load_or_create_evm_key(path)
+
+
+def test_importing_the_evm_anchor_leaves_the_recursion_limit_alone():
+    # web3 raises it to 100,000 on import; a service that kept that would crash
+    # (C stack overflow) on a deeply nested JSON body instead of answering 400.
+    probe = (
+        "import sys; before = sys.getrecursionlimit()\n"
+        "import shotstamp_service.anchors.evm\n"
+        "assert sys.getrecursionlimit() == before, sys.getrecursionlimit()\n"
+        "import json\n"
+        "try:\n"
+        "    json.loads('[' * 100000)\n"
+        "except RecursionError:\n"
+        "    print('RecursionError')\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "RecursionError"

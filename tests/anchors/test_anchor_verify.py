@@ -354,3 +354,35 @@ def test_an_unreachable_rpc_is_a_service_error_not_a_failed_proof(anchored):
 def test_the_core_proof_still_verifies_alone(anchored):
     result = shotstamp.verify_proof(anchored.bundle, keys=anchored.keys)
     assert result.tree_size == anchored.bundle["tree_size"]
+
+
+def test_the_admin_command_lists_anchor_jobs_and_the_evm_address(anchored):
+    from eth_account import Account
+
+    done = run(
+        "shotstamp-service",
+        "--data-dir",
+        str(anchored.service.data),
+        "anchors",
+        "status",
+        "--limit",
+        "50",
+        env={"SHOTSTAMP_EVM_KEY_FILE": str(anchored.directory / "evm.key")},
+    )
+    assert done.returncode == 0, done.stderr
+    jobs = [json.loads(line) for line in done.stdout.splitlines()]
+    anchored_sizes = {(j["anchor"], j["tree_size"]) for j in jobs if j["status"] == "anchored"}
+    assert ("tsa", _tsa(anchored.bundle)["tree_size"]) in anchored_sizes
+    assert ("chain", _chain(anchored.bundle)["tree_size"]) in anchored_sizes
+    # The TSA was down at first: that job's failures are on record.
+    assert any("HTTP 503" in (j["last_error"] or "") for j in jobs if j["anchor"] == "tsa")
+    address = run(
+        "shotstamp-service",
+        "--data-dir",
+        str(anchored.service.data),
+        "anchors",
+        "evm-address",
+        env={"SHOTSTAMP_EVM_KEY_FILE": str(anchored.directory / "evm.key")},
+    )
+    key = (anchored.directory / "evm.key").read_text().strip()
+    assert address.stdout.strip() == Account.from_key(key).address

@@ -27,22 +27,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-from eth_typing import HexStr
-from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3.exceptions import TransactionNotFound, Web3RPCError
-from web3.types import Wei
+# web3 (through py_ecc) raises the interpreter's recursion limit to 100,000 when
+# imported. Deep recursion then overflows the C stack and kills the process
+# instead of raising RecursionError: one deeply nested JSON body would crash the
+# service. None of the code used here needs it, so the limit is put back.
+_RECURSION_LIMIT = sys.getrecursionlimit()
 
-from shotstamp.anchors import evm_payload
+from eth_account import Account  # noqa: E402
+from eth_account.signers.local import LocalAccount  # noqa: E402
+from eth_typing import HexStr  # noqa: E402
+from web3 import AsyncHTTPProvider, AsyncWeb3  # noqa: E402
+from web3.exceptions import TransactionNotFound, Web3RPCError  # noqa: E402
+from web3.types import Wei  # noqa: E402
 
-from ..records import CheckpointRecord
-from .base import Anchor, Anchored, AnchorError, AnchorStep, InProgress
+from shotstamp.anchors import evm_payload  # noqa: E402
+
+sys.setrecursionlimit(_RECURSION_LIMIT)
+
+from ..records import CheckpointRecord  # noqa: E402
+from .base import Anchor, Anchored, AnchorError, AnchorStep, InProgress  # noqa: E402
 
 __all__ = ["EvmAnchor", "load_or_create_evm_key"]
 
