@@ -3,6 +3,8 @@
 #   docker run -p 8080:8080 -v shotstamp-data:/data shotstamp
 #   docker exec <container> shotstamp-service keys create --seller acme
 #   docker exec <container> shotstamp-service signing-key rotate   # keys live in /data/keys
+# Anchors are installed but off: set SHOTSTAMP_TSA_URL and/or SHOTSTAMP_EVM_RPC_URL
+# (the EVM key is /data/evm.key; `shotstamp-service anchors evm-address` to fund it).
 FROM python:3.11-slim-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
@@ -13,7 +15,7 @@ COPY sdk sdk
 COPY service service
 RUN python -m venv /opt/shotstamp \
  && /opt/shotstamp/bin/pip install --no-cache-dir --upgrade pip \
- && /opt/shotstamp/bin/pip install --no-cache-dir '.[service]'
+ && /opt/shotstamp/bin/pip install --no-cache-dir '.[service,tsa,chain]'
 
 FROM python:3.11-slim-bookworm
 COPY --from=build /opt/shotstamp /opt/shotstamp
