@@ -60,6 +60,14 @@ class Config:
     read_rate: float = 100.0
     read_burst: int = 200
 
+    # PostgreSQL instead of the embedded SQLite file: shared by several replicas.
+    database_url: str | None = None
+    database_pool_size: int = 10
+    # How often each replica reads registrations made by the others into its index.
+    index_follow_interval: float = 0.25
+    log_format: str = "json"  # json | text
+    log_level: str = "INFO"
+
     # Anchors (none unless configured): an RFC 3161 TSA and/or an EVM chain are
     # handed the latest checkpoint every *_interval seconds, off the seal path; a
     # failed attempt is retried after anchor_retry_base · 2^(n-1) s (jittered,
@@ -86,6 +94,12 @@ class Config:
             )
         if min(self.tsa_interval, self.evm_interval) <= 0 or self.evm_confirmations < 0:
             raise ValueError("anchor intervals must be positive and confirmations >= 0")
+        if self.log_format not in ("json", "text"):
+            raise ValueError(f"log format {self.log_format!r} is neither 'json' nor 'text'")
+        if self.database_url is not None and not self.database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("SHOTSTAMP_DATABASE_URL must be a postgresql:// URL")
 
     @property
     def database_path(self) -> Path:
@@ -105,6 +119,11 @@ class Config:
     def legacy_key_path(self) -> Path:
         """The foundation's single key file, still read if present."""
         return self.data_dir / "signing.key"
+
+    @property
+    def shared_store(self) -> bool:
+        """True when several replicas may share the store (PostgreSQL)."""
+        return self.database_url is not None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -160,6 +179,11 @@ ENV_VARS: dict[str, str] = {
     "evm_to": "SHOTSTAMP_EVM_TO",
     "anchor_retry_base": "SHOTSTAMP_ANCHOR_RETRY_BASE",
     "anchor_retry_max": "SHOTSTAMP_ANCHOR_RETRY_MAX",
+    "database_url": "SHOTSTAMP_DATABASE_URL",
+    "database_pool_size": "SHOTSTAMP_DATABASE_POOL_SIZE",
+    "index_follow_interval": "SHOTSTAMP_INDEX_FOLLOW_INTERVAL",
+    "log_format": "SHOTSTAMP_LOG_FORMAT",
+    "log_level": "SHOTSTAMP_LOG_LEVEL",
 }
 
 _ON = {"on", "true", "yes", "1"}

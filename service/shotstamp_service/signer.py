@@ -105,10 +105,20 @@ def _write_private(path: Path, key: Ed25519PrivateKey) -> None:
         os.close(dir_fd)
 
 
-def load_or_create_key(path: Path) -> Ed25519PrivateKey:
-    """Read the PEM key at `path`, creating it (mode 0600) if it does not exist."""
+def load_or_create_key(path: Path, *, create: bool = True) -> Ed25519PrivateKey:
+    """Read the PEM key at `path`, creating it (mode 0600) if it does not exist.
+
+    With `create=False` a missing key is an error: replicas sharing a store must
+    share one key, and a key made up by one of them would sign a different log.
+    """
     if path.exists():
         return read_key(path)
+    if not create:
+        raise FileNotFoundError(
+            f"signing key {path} does not exist; replicas sharing a database must share "
+            "one key: create it once (e.g. 'openssl genpkey -algorithm ed25519 -out FILE', "
+            "mode 0600) and point SHOTSTAMP_SIGNING_KEY_FILE at it on every replica"
+        )
     key = Ed25519PrivateKey.generate()
     _write_private(path, key)
     return key

@@ -100,6 +100,17 @@ class Store(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; pending writes are finished first."""
 
+    async def hold_sealer_lock(self) -> bool:
+        """Become, or confirm still being, the one process that seals; False if another is.
+
+        Called before every seal. A store only one process writes (SQLite)
+        always answers True; a shared store answers from a lock that is
+        released when its holder dies, so another process can take over.
+        `commit_seal` refusing a stale tree size keeps the log whole even if
+        two processes ever both believe they hold it.
+        """
+        return True
+
     # -- API keys ---------------------------------------------------------
     @abc.abstractmethod
     async def add_api_key(self, key: ApiKey) -> None: ...

@@ -1,0 +1,615 @@
+"""PostgreSQL backend: one database shared by several service replicas.
+
+Durability: every session runs with `synchronous_commit=on` whatever the
+server's default, so COMMIT returns only once the WAL is flushed; a
+registration is acknowledged only after that.
+
+Group commit: as in the SQLite store, concurrent uploads are queued and
+written by one task in one transaction (one multi-row INSERT), so the WAL
+flush is shared by every upload that arrived meanwhile.
+
+Commit order is sequence order: each registration transaction first takes a
+transaction-level advisory lock, so transactions that draw sequence numbers
+commit one after another in that order. A replica that has read every
+registration up to `seq` N can therefore never later see a new one below N,
+which is what lets every replica follow the others' registrations by polling
+`seq > N` (see `Registry.load_index`). The lock is held only for one INSERT and
+its COMMIT; the fingerprinting that dominates an upload happens outside it.
+
+Sealing: `hold_sealer_lock` takes a session-level advisory lock on a
+dedicated connection. Exactly one replica holds it; PostgreSQL releases it
+when that connection ends, whether the replica exits, is killed, or hangs
+(`idle_session_timeout` ends a holder that stops checking in). `commit_seal`
+locks the checkpoints table and refuses a stale tree size, so even two
+replicas that both believe they seal cannot fork the log.
+
+Requires PostgreSQL 14 or newer (`idle_session_timeout`), reached directly or
+through a session-mode pooler (advisory session locks need a real session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from typing import Any
+
+import asyncpg
+
+from ..records import ApiKey, CheckpointRecord, NewRegistration, Registration
+from .base import (
+    DuplicateIdempotencyKey,
+    NodeCoord,
+    SealBatch,
+    Store,
+    StoredFingerprint,
+    StoreError,
+)
+
+__all__ = ["MIGRATIONS", "PostgresStore"]
+
+log = logging.getLogger(__name__)
+
+
+def _lock_key(name: bytes) -> int:
+    """A 64-bit advisory lock key spelled in ASCII, so operators can find it in pg_locks."""
+    return int.from_bytes(name, "big", signed=True)
+
+
+MIGRATION_LOCK = _lock_key(b"ss:migra")
+INSERT_LOCK = _lock_key(b"ss:inser")
+SEALER_LOCK = _lock_key(b"ss:seal_")
+
+# Each entry migrates from version i to i+1; schema_migrations records which
+# have been applied. Never edit an entry once released: append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE registrations (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        seller text NOT NULL,
+        sha256 text NOT NULL,
+        perceptual jsonb NOT NULL,
+        received_at text NOT NULL,  -- the exact RFC 3339 string that is in the leaf
+        width integer NOT NULL,
+        height integer NOT NULL,
+        title text,
+        reference text,
+        idempotency_key text,
+        features bytea,
+        thumbnail bytea,
+        leaf_index bigint UNIQUE
+    );
+    CREATE INDEX registrations_sha256 ON registrations (sha256);
+    CREATE UNIQUE INDEX registrations_idempotency
+        ON registrations (seller, idempotency_key) WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX registrations_pending ON registrations (seq) WHERE leaf_index IS NULL;
+    CREATE TABLE tree_nodes (
+        level smallint NOT NULL,
+        idx bigint NOT NULL,
+        hash bytea NOT NULL,
+        PRIMARY KEY (level, idx)
+    );
+    CREATE TABLE checkpoints (
+        tree_size bigint PRIMARY KEY,
+        root_hash bytea NOT NULL,
+        timestamp_ns bigint NOT NULL,
+        note text NOT NULL,
+        key_id text NOT NULL
+    );
+    CREATE TABLE api_keys (
+        key_id text PRIMARY KEY,
+        secret_hash bytea NOT NULL,
+        seller text NOT NULL,
+        role text NOT NULL CHECK (role IN ('seller', 'staff')),
+        created_at text NOT NULL,
+        revoked_at text,
+        label text
+    );
+    """,
+]
+
+_REG_COLUMNS = (
+    "seq, id, seller, sha256, perceptual, received_at, width, height, title, reference,"
+    " idempotency_key, leaf_index"
+)
+
+# Settings every session gets, whatever the server's defaults say.
+_SESSION_SETTINGS = {
+    "synchronous_commit": "on",  # durable before acknowledged
+    "application_name": "shotstamp",
+}
+
+# PostgreSQL errors that mean "try again later" rather than a bug: they, and
+# lost connections, become StoreError (503 at the edge).
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except StoreError:
+        raise
+    except _DRIVER_ERRORS as exc:
+        raise StoreError(f"postgres {what} failed: {exc}") from exc
+
+
+def _registration(row: asyncpg.Record) -> Registration:
+    return Registration(
+        seq=row["seq"],
+        id=row["id"],
+        seller=row["seller"],
+        sha256=row["sha256"],
+        perceptual=row["perceptual"],
+        received_at=row["received_at"],
+        width=row["width"],
+        height=row["height"],
+        title=row["title"],
+        reference=row["reference"],
+        idempotency_key=row["idempotency_key"],
+        leaf_index=row["leaf_index"],
+    )
+
+
+def _checkpoint(row: asyncpg.Record) -> CheckpointRecord:
+    return CheckpointRecord(
+        tree_size=row["tree_size"],
+        root_hash=bytes(row["root_hash"]),
+        timestamp_ns=row["timestamp_ns"],
+        note=row["note"],
+        key_id=row["key_id"],
+    )
+
+
+def _api_key(row: asyncpg.Record) -> ApiKey:
+    return ApiKey(
+        key_id=row["key_id"],
+        secret_hash=bytes(row["secret_hash"]),
+        seller=row["seller"],
+        role=row["role"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+        label=row["label"],
+    )
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda value: json.dumps(value, sort_keys=True),
+        decoder=json.loads,
+        schema="pg_catalog",
+    )
+
+
+async def migrate(conn: asyncpg.Connection) -> int:
+    """Bring the schema to the newest version; returns it. Safe to run from many replicas."""
+    async with conn.transaction():
+        # Replicas starting together take turns; the later ones find nothing to do.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"database schema version {version} is newer than this release "
+                f"knows ({len(MIGRATIONS)}); upgrade shotstamp"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            await conn.execute(MIGRATIONS[number])
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number + 1)
+            log.info("applied schema migration %d", number + 1)
+    return len(MIGRATIONS)
+
+
+class PostgresStore(Store):
+    """The shared store: a PostgreSQL database reached with asyncpg."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_size: int = 10,
+        group_commit_max: int = 512,
+        sealer_idle_timeout: float = 10.0,
+        command_timeout: float = 30.0,
+    ) -> None:
+        self.dsn = dsn
+        self._pool_size = pool_size
+        self._group_commit_max = group_commit_max
+        self._sealer_idle_timeout = sealer_idle_timeout
+        self._command_timeout = command_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._queue: list[tuple[NewRegistration, asyncio.Future[Registration]]] = []
+        self._wake = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._closing = False
+        self._lock_conn: asyncpg.Connection | None = None
+        self._lock_held = False
+
+    # -- plumbing ---------------------------------------------------------
+    async def open(self) -> None:
+        with _translated("connect"):
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                server_settings=_SESSION_SETTINGS,
+                command_timeout=self._command_timeout,
+                init=_init_connection,
+            )
+            async with self._pool.acquire() as conn:
+                await migrate(conn)
+        self._flusher = asyncio.create_task(self._flush_forever(), name="postgres-group-commit")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._flusher is not None:
+            self._wake.set()
+            await self._flusher
+            self._flusher = None
+        await self.release_sealer_lock()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("store is not open")
+        return self._pool
+
+    # -- the sealer lock --------------------------------------------------
+    async def hold_sealer_lock(self) -> bool:
+        try:
+            conn = self._lock_conn
+            if conn is None or conn.is_closed():
+                conn = self._lock_conn = await asyncpg.connect(
+                    self.dsn,
+                    timeout=5,
+                    server_settings={
+                        **_SESSION_SETTINGS,
+                        "application_name": "shotstamp-sealer-lock",
+                        # A holder that stops checking in (hung, partitioned) is
+                        # disconnected by the server, which releases the lock.
+                        "idle_session_timeout": str(int(self._sealer_idle_timeout * 1000)),
+                        "tcp_keepalives_idle": "5",
+                        "tcp_keepalives_interval": "2",
+                        "tcp_keepalives_count": "3",
+                    },
+                )
+                self._lock_held = False
+            if self._lock_held:
+                # Same session, so the session-level lock is still ours.
+                await conn.fetchval("SELECT 1", timeout=5)
+            else:
+                self._lock_held = bool(
+                    await conn.fetchval("SELECT pg_try_advisory_lock($1)", SEALER_LOCK, timeout=5)
+                )
+            return self._lock_held
+        except _DRIVER_ERRORS as exc:
+            if self._lock_held:
+                log.warning("lost the sealer lock: %s", exc)
+            await self._drop_lock_connection()
+            return False
+
+    async def release_sealer_lock(self) -> None:
+        """Let another replica seal now (closing the session releases the lock)."""
+        conn, self._lock_conn, self._lock_held = self._lock_conn, None, False
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), 5)
+            except _DRIVER_ERRORS:
+                conn.terminate()
+
+    async def _drop_lock_connection(self) -> None:
+        conn, self._lock_conn, self._lock_held = self._lock_conn, None, False
+        if conn is not None:
+            conn.terminate()
+
+    # -- API keys ---------------------------------------------------------
+    async def add_api_key(self, key: ApiKey) -> None:
+        with _translated("write"):
+            await self.pool.execute(
+                "INSERT INTO api_keys (key_id, secret_hash, seller, role, created_at, label)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                key.key_id,
+                key.secret_hash,
+                key.seller,
+                key.role,
+                key.created_at,
+                key.label,
+            )
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        with _translated("read"):
+            row = await self.pool.fetchrow("SELECT * FROM api_keys WHERE key_id = $1", key_id)
+        return _api_key(row) if row else None
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        with _translated("read"):
+            rows = await self.pool.fetch("SELECT * FROM api_keys ORDER BY created_at, key_id")
+        return [_api_key(row) for row in rows]
+
+    async def revoke_api_key(self, key_id: str, revoked_at: str) -> bool:
+        with _translated("write"):
+            status = await self.pool.execute(
+                "UPDATE api_keys SET revoked_at = $1 WHERE key_id = $2 AND revoked_at IS NULL",
+                revoked_at,
+                key_id,
+            )
+        return bool(status == "UPDATE 1")
+
+    # -- registrations ----------------------------------------------------
+    async def add_registration(self, new: NewRegistration) -> Registration:
+        if self._closing:
+            raise StoreError("store is closing")
+        future: asyncio.Future[Registration] = asyncio.get_running_loop().create_future()
+        self._queue.append((new, future))
+        self._wake.set()
+        return await future
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = self._queue[: self._group_commit_max]
+                del self._queue[: len(batch)]
+                await self._flush(batch)
+            if self._closing:
+                return
+
+    async def _flush(
+        self, batch: list[tuple[NewRegistration, asyncio.Future[Registration]]]
+    ) -> None:
+        try:
+            with _translated("write"):
+                results = await self._insert_many([new for new, _ in batch])
+        except Exception as exc:  # the whole transaction failed: nobody is acknowledged
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():  # the caller went away; the row stays, as committed
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _insert_many(
+        self, items: Sequence[NewRegistration]
+    ) -> list[Registration | Exception]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Commit in sequence order (see the module docstring).
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", INSERT_LOCK)
+            rows = await conn.fetch(
+                "INSERT INTO registrations (id, seller, sha256, perceptual, received_at,"
+                " width, height, title, reference, idempotency_key, features, thumbnail)"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[],"
+                " $5::text[], $6::int[], $7::int[], $8::text[], $9::text[], $10::text[],"
+                " $11::bytea[], $12::bytea[])"
+                " ON CONFLICT (seller, idempotency_key) WHERE idempotency_key IS NOT NULL"
+                " DO NOTHING RETURNING id, seq",
+                [new.id for new in items],
+                [new.seller for new in items],
+                [new.sha256 for new in items],
+                [new.perceptual for new in items],
+                [new.received_at for new in items],
+                [new.width for new in items],
+                [new.height for new in items],
+                [new.title for new in items],
+                [new.reference for new in items],
+                [new.idempotency_key for new in items],
+                [new.features for new in items],
+                [new.thumbnail for new in items],
+            )
+            seqs = {row["id"]: row["seq"] for row in rows}
+            out: list[Registration | Exception] = []
+            for new in items:
+                seq = seqs.get(new.id)
+                if seq is not None:
+                    out.append(Registration(**{**new.__dict__, "seq": seq}))
+                    continue
+                # Skipped by ON CONFLICT: this seller already used the key (perhaps
+                # earlier in this very batch); answer with that registration.
+                existing = await conn.fetchrow(
+                    f"SELECT {_REG_COLUMNS} FROM registrations"
+                    " WHERE seller = $1 AND idempotency_key = $2",
+                    new.seller,
+                    new.idempotency_key,
+                )
+                out.append(
+                    DuplicateIdempotencyKey(_registration(existing))
+                    if existing is not None
+                    else StoreError(f"registration {new.id} was not stored")
+                )
+            return out
+
+    async def get_registration(self, registration_id: str) -> Registration | None:
+        with _translated("read"):
+            row = await self.pool.fetchrow(
+                f"SELECT {_REG_COLUMNS} FROM registrations WHERE id = $1", registration_id
+            )
+        return _registration(row) if row else None
+
+    async def get_registrations(self, seqs: Iterable[int]) -> dict[int, Registration]:
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return {}
+        with _translated("read"):
+            rows = await self.pool.fetch(
+                f"SELECT {_REG_COLUMNS} FROM registrations WHERE seq = ANY($1::bigint[])", wanted
+            )
+        return {row["seq"]: _registration(row) for row in rows}
+
+    async def find_by_sha256(self, sha256: str) -> list[Registration]:
+        with _translated("read"):
+            rows = await self.pool.fetch(
+                f"SELECT {_REG_COLUMNS} FROM registrations WHERE sha256 = $1 ORDER BY seq", sha256
+            )
+        return [_registration(row) for row in rows]
+
+    async def find_by_idempotency_key(self, seller: str, key: str) -> Registration | None:
+        with _translated("read"):
+            row = await self.pool.fetchrow(
+                f"SELECT {_REG_COLUMNS} FROM registrations"
+                " WHERE seller = $1 AND idempotency_key = $2",
+                seller,
+                key,
+            )
+        return _registration(row) if row else None
+
+    async def iter_fingerprints(self, after_seq: int = 0) -> AsyncIterator[StoredFingerprint]:
+        page = 20_000
+        while True:
+            with _translated("read"):
+                rows = await self.pool.fetch(
+                    "SELECT seq, seller, sha256, perceptual, features, width, height"
+                    " FROM registrations WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    after_seq,
+                    page,
+                )
+            for row in rows:
+                yield StoredFingerprint(
+                    seq=row["seq"],
+                    seller=row["seller"],
+                    sha256=row["sha256"],
+                    perceptual=row["perceptual"],
+                    features=bytes(row["features"]) if row["features"] is not None else None,
+                    width=row["width"],
+                    height=row["height"],
+                )
+            if len(rows) < page:
+                return
+            after_seq = rows[-1]["seq"]
+
+    async def get_features(self, seqs: Iterable[int]) -> dict[int, bytes]:
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return {}
+        with _translated("read"):
+            rows = await self.pool.fetch(
+                "SELECT seq, features FROM registrations"
+                " WHERE seq = ANY($1::bigint[]) AND features IS NOT NULL",
+                wanted,
+            )
+        return {row["seq"]: bytes(row["features"]) for row in rows}
+
+    async def get_thumbnail(self, seq: int) -> bytes | None:
+        with _translated("read"):
+            value = await self.pool.fetchval(
+                "SELECT thumbnail FROM registrations WHERE seq = $1", seq
+            )
+        return bytes(value) if value is not None else None
+
+    # -- the log ----------------------------------------------------------
+    async def pending(self, limit: int) -> list[Registration]:
+        with _translated("read"):
+            rows = await self.pool.fetch(
+                f"SELECT {_REG_COLUMNS} FROM registrations WHERE leaf_index IS NULL"
+                " ORDER BY seq LIMIT $1",
+                limit,
+            )
+        return [_registration(row) for row in rows]
+
+    async def count_pending(self) -> int:
+        with _translated("read"):
+            count = await self.pool.fetchval(
+                "SELECT count(*) FROM registrations WHERE leaf_index IS NULL"
+            )
+        return int(count)
+
+    async def tree_size(self) -> int:
+        with _translated("read"):
+            size = await self.pool.fetchval("SELECT coalesce(max(tree_size), 0) FROM checkpoints")
+        return int(size)
+
+    async def get_nodes(self, coords: Iterable[NodeCoord]) -> dict[NodeCoord, bytes]:
+        wanted = sorted(set(coords))
+        if not wanted:
+            return {}
+        with _translated("read"):
+            rows = await self.pool.fetch(
+                "SELECT n.level, n.idx, n.hash FROM tree_nodes n"
+                " JOIN unnest($1::smallint[], $2::bigint[]) AS w(level, idx)"
+                " ON n.level = w.level AND n.idx = w.idx",
+                [level for level, _ in wanted],
+                [idx for _, idx in wanted],
+            )
+        return {(row["level"], row["idx"]): bytes(row["hash"]) for row in rows}
+
+    async def commit_seal(self, batch: SealBatch) -> None:
+        cp = batch.checkpoint
+        with _translated("seal"):
+            async with self.pool.acquire() as conn, conn.transaction():
+                # Seals are serialised here, so the size check below cannot race:
+                # a sealer working from a stale tree fails instead of forking the log.
+                await conn.execute("LOCK TABLE checkpoints IN EXCLUSIVE MODE")
+                current = await conn.fetchval(
+                    "SELECT coalesce(max(tree_size), 0) FROM checkpoints"
+                )
+                expected = current + len(batch.assignments)
+                if cp.tree_size != expected:
+                    raise StoreError(
+                        f"seal would make tree size {cp.tree_size}, "
+                        f"want {expected}: another sealer got there first"
+                    )
+                if batch.assignments:
+                    updated = await conn.fetchval(
+                        "WITH sealed AS ("
+                        " UPDATE registrations r SET leaf_index = a.leaf_index"
+                        " FROM unnest($1::bigint[], $2::bigint[]) AS a(seq, leaf_index)"
+                        " WHERE r.seq = a.seq AND r.leaf_index IS NULL RETURNING 1)"
+                        " SELECT count(*) FROM sealed",
+                        [seq for seq, _ in batch.assignments],
+                        [leaf for _, leaf in batch.assignments],
+                    )
+                    if updated != len(batch.assignments):
+                        raise StoreError("a registration in the seal batch was already sealed")
+                if batch.nodes:
+                    await conn.execute(
+                        "INSERT INTO tree_nodes (level, idx, hash)"
+                        " SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
+                        [level for level, _, _ in batch.nodes],
+                        [idx for _, idx, _ in batch.nodes],
+                        [h for _, _, h in batch.nodes],
+                    )
+                # A second empty checkpoint (two replicas starting on a new
+                # database) fails here on the primary key, changing nothing.
+                await conn.execute(
+                    "INSERT INTO checkpoints (tree_size, root_hash, timestamp_ns, note, key_id)"
+                    " VALUES ($1, $2, $3, $4, $5)",
+                    cp.tree_size,
+                    cp.root_hash,
+                    cp.timestamp_ns,
+                    cp.note,
+                    cp.key_id,
+                )
+
+    async def latest_checkpoint(self) -> CheckpointRecord | None:
+        return await self._one_checkpoint("ORDER BY tree_size DESC LIMIT 1")
+
+    async def get_checkpoint(self, tree_size: int) -> CheckpointRecord | None:
+        return await self._one_checkpoint("WHERE tree_size = $1", tree_size)
+
+    async def first_checkpoint_covering(self, leaf_index: int) -> CheckpointRecord | None:
+        return await self._one_checkpoint(
+            "WHERE tree_size > $1 ORDER BY tree_size LIMIT 1", leaf_index
+        )
+
+    async def _one_checkpoint(self, where: str, *args: Any) -> CheckpointRecord | None:
+        with _translated("read"):
+            row = await self.pool.fetchrow(
+                f"SELECT tree_size, root_hash, timestamp_ns, note, key_id FROM checkpoints {where}",
+                *args,
+            )
+        return _checkpoint(row) if row else None
