@@ -107,17 +107,38 @@ class Registry:
         self.indexed_through = 0  # highest store seq the index has seen
 
     async def load_index(self) -> int:
-        """Add every stored registration not yet in the index; returns how many."""
+        """Add every stored registration not yet in the index; returns how many it added.
+
+        Called at start and then every `follow` interval, so the index also holds
+        what other replicas registered. Stores commit registrations in `seq`
+        order, so everything up to the highest seq read has been seen; the
+        replica's own registrations are read again and skipped.
+        """
         added = 0
         async for stored in self.store.iter_fingerprints(after_seq=self.indexed_through):
-            fp = Fingerprint.from_store(
-                stored.sha256, stored.perceptual, stored.features, stored.width, stored.height
-            )
-            self.matcher.add(stored.seq, fp)
-            self.owners.set(stored.seq, stored.seller)
+            if self.owners.get(stored.seq) is None:  # else registered here, already indexed
+                fp = Fingerprint.from_store(
+                    stored.sha256, stored.perceptual, stored.features, stored.width, stored.height
+                )
+                self.matcher.add(stored.seq, fp)
+                self.owners.set(stored.seq, stored.seller)
+                added += 1
             self.indexed_through = max(self.indexed_through, stored.seq)
-            added += 1
         return added
+
+    async def follow(self, interval: float) -> None:
+        """Read other replicas' registrations into the index every `interval` seconds."""
+        failing = False
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.load_index()
+            except Exception as exc:  # a store outage: keep trying, say so once
+                if not failing:
+                    log.warning("cannot follow registrations: %s", exc)
+                failing = True
+            else:
+                failing = False
 
     async def fingerprint(self, data: bytes) -> Fingerprint:
         return await self._fingerprint(data)
@@ -196,7 +217,8 @@ class Registry:
         future.set_result(registration)
         self.matcher.add(registration.seq, fp)
         self.owners.set(registration.seq, registration.seller)
-        self.indexed_through = max(self.indexed_through, registration.seq)
+        # `indexed_through` is not advanced here: on a shared store other replicas'
+        # registrations below this seq may not have been read yet (see load_index).
         return Outcome("created", registration)
 
     async def _registration_for(self, ref: int) -> Registration:

@@ -9,6 +9,15 @@ border and partial tiles in memory and reads nothing else.
 
 The key it signs with comes from a `SignerSource`: a fixed `LogSigner`, or the
 service's `SigningKeys`, which follows rotations made while it runs.
+
+Several replicas may share one store: before every seal the sealer asks the
+store for the sealer lock (`Store.hold_sealer_lock`), so one replica seals at
+a time. The others follow: they read the latest checkpoint every
+`follow_interval` seconds, so requests waiting for a seal (`wait=true`) are
+answered on any replica, and they try for the lock on every tick, so one of
+them takes over within a tick of the sealing replica's death. Whoever seals
+reloads its tree from the store first; the store refuses a seal made from a
+stale tree, so the log never forks.
 """
 
 from __future__ import annotations
@@ -16,18 +25,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from shotstamp.merkle import leaf_hash
 
-from .records import CheckpointRecord
+from .records import CheckpointRecord, Registration
 from .signer import SignerSource
 from .store import SealBatch, Store, StoreError
 from .tree import LogTree
 
-__all__ = ["Sealer"]
+__all__ = ["SealObserver", "Sealer"]
 
 log = logging.getLogger(__name__)
+
+SealObserver = Callable[[CheckpointRecord, Sequence[Registration], float], None]
+"""Told of each seal: its checkpoint, the registrations it sealed, and the seconds it took."""
 
 
 class Sealer:
@@ -37,25 +49,36 @@ class Sealer:
         signer: SignerSource,
         *,
         interval: float = 1.0,
+        follow_interval: float = 0.1,
         max_batch: int = 50_000,
         clock_ns: Callable[[], int] = time.time_ns,
+        on_sealed: SealObserver | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
         self.interval = interval
+        self.follow_interval = follow_interval
         self.max_batch = max_batch
         self._clock_ns = clock_ns
+        self._on_sealed = on_sealed
         self._tree: LogTree | None = None
         self._sealed = asyncio.Condition()
         self._lock = asyncio.Lock()
         self.last_checkpoint: CheckpointRecord | None = None
+        self.leading = False  # whether this replica held the sealer lock at the last tick
+        self._follow_failing = False
 
     @property
     def tree_size(self) -> int:
-        return self._tree.size if self._tree else 0
+        """Size of the newest checkpoint this replica knows of, its own or another's."""
+        return self.last_checkpoint.tree_size if self.last_checkpoint else 0
 
     async def load(self) -> None:
         """Rebuild the right border from the store and check it against the last checkpoint."""
+        async with self._lock:
+            await self._load()
+
+    async def _load(self) -> None:
         latest = await self.store.latest_checkpoint()
         size = latest.tree_size if latest else 0
         tree = await LogTree.load(self.store, size)
@@ -65,23 +88,56 @@ class Sealer:
                 f"but its checkpoint says {latest.root_hash.hex()}"
             )
         self._tree = tree
-        self.last_checkpoint = latest
-        if latest is None:
-            # Publish the empty tree so /v1/checkpoints/latest always answers.
+        if latest is not None:
+            await self._publish(latest)
+            return
+        # Publish the empty tree so /v1/checkpoints/latest always answers.
+        try:
             await self._commit(tree, [], [])
+        except StoreError:
+            if await self.store.latest_checkpoint() is None:
+                raise
+            await self._load()  # another replica published it first
 
     async def seal_once(self) -> CheckpointRecord | None:
         """Seal everything pending (up to `max_batch`); None when nothing was pending."""
         async with self._lock:
+            started = time.perf_counter()
             if self._tree is None:
-                await self.load()
+                await self._load()
             assert self._tree is not None
             pending = await self.store.pending(self.max_batch)
             if not pending:
                 return None
             tree, tiles = self._tree.append(leaf_hash(reg.leaf_bytes()) for reg in pending)
             assignments = [(reg.seq, self._tree.size + k) for k, reg in enumerate(pending)]
-            return await self._commit(tree, assignments, tiles)
+            checkpoint = await self._commit(tree, assignments, tiles)
+            if self._on_sealed is not None:
+                self._on_sealed(checkpoint, pending, time.perf_counter() - started)
+            return checkpoint
+
+    async def drain(self) -> None:
+        """Seal everything pending if this replica may seal: a clean stop leaves nothing waiting."""
+        if not await self._lead():
+            return
+        while await self.seal_once() is not None:
+            pass
+
+    async def follow(self) -> None:
+        """Take note of checkpoints another replica published, waking whoever waits for one."""
+        latest = await self.store.latest_checkpoint()
+        if latest is not None and latest.tree_size > self.tree_size:
+            await self._publish(latest)
+
+    async def _lead(self) -> bool:
+        held = await self.store.hold_sealer_lock()
+        if held != self.leading:
+            async with self._lock:
+                self.leading = held
+                # Another replica may have sealed meanwhile: reload before sealing.
+                self._tree = None
+            log.info("this replica %s", "now seals" if held else "no longer seals")
+        return held
 
     async def _commit(
         self,
@@ -107,10 +163,13 @@ class Sealer:
             self._tree = None
             raise
         self._tree = tree
+        await self._publish(checkpoint)
+        return checkpoint
+
+    async def _publish(self, checkpoint: CheckpointRecord) -> None:
         self.last_checkpoint = checkpoint
         async with self._sealed:
             self._sealed.notify_all()
-        return checkpoint
 
     async def wait_for_seal(self, timeout: float) -> bool:
         """Wait for the next seal; False on timeout."""
@@ -122,17 +181,32 @@ class Sealer:
         return True
 
     async def run(self) -> None:
-        """Seal on a fixed one-second beat until cancelled."""
+        """Seal on a fixed one-second beat until cancelled (follow, when another replica seals)."""
         loop = asyncio.get_running_loop()
         next_tick = loop.time()
         while True:
             next_tick += self.interval
             try:
-                await self.seal_once()
+                if await self._lead():
+                    await self.seal_once()
             except Exception:
                 log.exception("seal failed; retrying on the next tick")
-            delay = next_tick - loop.time()
-            if delay < 0:  # a slow seal: start again from now rather than burst
+            while (delay := next_tick - loop.time()) > 0:
+                if self.leading:
+                    await asyncio.sleep(delay)
+                    break
+                await asyncio.sleep(min(delay, self.follow_interval))
+                await self._follow_quietly()
+            if next_tick < loop.time():  # a slow seal: start again from now rather than burst
                 next_tick = loop.time()
-                delay = 0
-            await asyncio.sleep(delay)
+
+    async def _follow_quietly(self) -> None:
+        """`follow`, logging a store outage once rather than ten times a second."""
+        try:
+            await self.follow()
+        except Exception as exc:
+            if not self._follow_failing:
+                log.warning("cannot read the latest checkpoint: %s", exc)
+            self._follow_failing = True
+        else:
+            self._follow_failing = False
