@@ -2,10 +2,11 @@
 
 Start-up order (cleanup_ctx, undone in reverse): store → signing keys (the
 active key's private half found on disk) → fingerprint pool → registry (index
-rebuilt from the store) → sealer → anchors (their own task, never on the
-seal path) → webhook dispatcher (stopped first, so its last outbox writes
-reach the store).
-On shutdown the sealer seals whatever is still pending before the store closes.
+rebuilt from the store, then following it) → sealer → anchors (their own
+task, never on the seal path) → webhook dispatcher (stopped first, so its
+last outbox writes reach the store). On shutdown the sealer seals whatever is
+still pending before the store closes (if this replica is the one that seals;
+otherwise the one that does will).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -26,6 +28,7 @@ from .fingerprint import DecodeLimits, ImageRejected
 from .keys import (
     ANCHORS,
     CONFIG,
+    METRICS,
     POOL,
     RATE_LIMITER,
     REGISTRY,
@@ -35,7 +38,9 @@ from .keys import (
     UPLOAD_SLOTS,
     WEBHOOKS,
 )
+from .logs import REQUEST_ID
 from .matching import Matcher
+from .metrics import Metrics, upload_outcome
 from .pool import FingerprintPool
 from .ratelimit import Budget, RateLimiter
 from .registry import Registry
@@ -50,11 +55,20 @@ from .webhooks import WebhookDispatcher
 __all__ = ["create_app", "make_signing_keys", "make_store"]
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("shotstamp_service.access")
+
+# Requests too frequent and dull to log at INFO.
+_QUIET_PATHS = frozenset({"/healthz", "/metrics"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def make_store(config: Config) -> Store:
+    """PostgreSQL when SHOTSTAMP_DATABASE_URL is set, else the data directory's SQLite file."""
+    if config.database_url is not None:
+        from .store.postgres import PostgresStore  # asyncpg is needed only here
+
+        return PostgresStore(config.database_url, pool_size=config.database_pool_size)
     return SQLiteStore(config.database_path)
 
 
@@ -65,13 +79,33 @@ def make_signing_keys(config: Config, store: Store) -> SigningKeys:
         key_dir=config.key_dir,
         key_file=config.signing_key_file,
         legacy_file=config.legacy_key_path,
+        # Replicas sharing a database must share one key; none may invent its own.
+        create=not config.shared_store,
     )
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request an id, then log it and count it once it is answered.
+
+    The id (the client's `X-Request-Id`, or a new one) is on every log line
+    written while serving the request, and in the response.
+    """
+    request_id = request.headers.get("X-Request-Id", "")[:100] or uuid.uuid4().hex
+    token = REQUEST_ID.set(request_id)
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+        response.headers["X-Request-Id"] = request_id
+        _observe(request, response.status, time.perf_counter() - started)
+        return response
+    finally:
+        REQUEST_ID.reset(token)
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error leaves as JSON `{"error", "message"}`; nothing else leaks."""
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
     try:
         response = await handler(request)
     except ApiError as exc:
@@ -103,11 +137,30 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = web.json_response(
-            {"error": "internal", "message": f"internal error; request id {request_id}"},
+            {"error": "internal", "message": f"internal error; request id {REQUEST_ID.get()}"},
             status=500,
         )
-    response.headers["X-Request-Id"] = request_id
     return response
+
+
+def _observe(request: web.Request, status: int, seconds: float) -> None:
+    """The access log line and, for uploads, the outcome counter."""
+    if request.method == "POST" and request.path == "/v1/registrations":
+        request.app[METRICS].uploads.labels(upload_outcome(status)).inc()
+    access_log.log(
+        logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO,
+        "%s %s %d",
+        request.method,
+        request.path,
+        status,
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2),
+            "remote": request.remote,
+        },
+    )
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -139,16 +192,28 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
-    pool = app[POOL]
-    registry = Registry(app[STORE], Matcher(), pool, pool.analyse)
+    pool, metrics = app[POOL], app[METRICS]
+    registry = Registry(app[STORE], Matcher(), metrics.timed(pool), metrics.timed(pool.analyse))
     count = await registry.load_index()
     log.info("index loaded with %d registrations", count)
     app[REGISTRY] = registry
+    # Other replicas register too: their photos must be caught here within a second.
+    task = asyncio.create_task(
+        registry.follow(app[CONFIG].index_follow_interval), name="index-follower"
+    )
     yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _sealer_ctx(app: web.Application) -> AsyncIterator[None]:
-    sealer = Sealer(app[STORE], app[SIGNING_KEYS], interval=app[CONFIG].seal_interval)
+    sealer = Sealer(
+        app[STORE],
+        app[SIGNING_KEYS],
+        interval=app[CONFIG].seal_interval,
+        on_sealed=app[METRICS].observe_seal,
+    )
     await sealer.load()
     app[SEALER] = sealer
     task = asyncio.create_task(sealer.run(), name="sealer")
@@ -156,10 +221,8 @@ async def _sealer_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    # Seal what the last uploads left pending so a clean stop leaves nothing waiting.
     try:
-        while await sealer.seal_once() is not None:
-            pass
+        await sealer.drain()
     except Exception:
         log.exception("final seal failed; pending registrations will be sealed at next start")
 
@@ -190,12 +253,13 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(
-        middlewares=[track_in_flight, error_middleware],
+        middlewares=[track_in_flight, request_middleware, error_middleware],
         # The upload handler streams multipart itself with its own cap; this only
         # bounds bodies read whole (none are, today).
         client_max_size=config.max_upload_bytes + 65536,
     )
     app[CONFIG] = config
+    app[METRICS] = Metrics()
     app[IN_FLIGHT] = InFlight()
     app[RATE_LIMITER] = RateLimiter(
         {

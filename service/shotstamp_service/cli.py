@@ -26,10 +26,13 @@ from . import __version__
 from .app import create_app, make_signing_keys, make_store
 from .auth import issue_key
 from .config import Config
+from .logs import configure_logging
 from .records import format_time, utc_now
 from .serve import serve
 
 __all__ = ["main"]
+
+log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        help="holds the SQLite database and signing key (env SHOTSTAMP_DATA_DIR; default ./data)",
+        help="holds the SQLite database and signing key (env SHOTSTAMP_DATA_DIR; default ./data);"
+        " SHOTSTAMP_DATABASE_URL selects PostgreSQL instead of SQLite",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -117,9 +121,7 @@ async def _anchors(config: Config, args: argparse.Namespace) -> int:
 
 
 def _serve(config: Config) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(config.log_format, config.log_level)
     # SIGTERM/SIGINT stop gracefully: stop accepting, let in-flight uploads
     # finish, seal what is pending (serve.py says how, and why not run_app).
     asyncio.run(
@@ -128,7 +130,7 @@ def _serve(config: Config) -> int:
             config.host,
             config.port,
             drain_timeout=config.shutdown_timeout,
-            announce=lambda msg: print(msg, file=sys.stderr, flush=True),
+            announce=lambda msg: log.info(msg.strip()),
         )
     )
     return 0

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from .anchors import AnchorRunner
 from .config import Config
+from .metrics import Metrics
 from .pool import FingerprintPool
 from .ratelimit import RateLimiter
 from .registry import Registry
@@ -19,6 +20,7 @@ from .webhooks import WebhookDispatcher
 __all__ = [
     "ANCHORS",
     "CONFIG",
+    "METRICS",
     "POOL",
     "RATE_LIMITER",
     "REGISTRY",
@@ -39,3 +41,4 @@ WEBHOOKS = web.AppKey("webhooks", WebhookDispatcher)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 UPLOAD_SLOTS = web.AppKey("upload_slots", asyncio.Semaphore)
 ANCHORS = web.AppKey("anchors", AnchorRunner)
+METRICS = web.AppKey("metrics", Metrics)

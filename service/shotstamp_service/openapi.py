@@ -423,7 +423,14 @@ _SCHEMAS: dict[str, Any] = {
     "Health": {
         "type": "object",
         "required": ["status"],
-        "properties": {"status": {"type": "string"}, "tree_size": {"type": "integer"}},
+        "properties": {
+            "status": {"type": "string"},
+            "tree_size": {"type": "integer"},
+            "sealing": {
+                "type": "boolean",
+                "description": "whether this replica is the one that seals",
+            },
+        },
     },
 }
 
@@ -804,6 +811,18 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Liveness",
                     "responses": {"200": _json(_ref("Health"), "healthy")},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics of this replica (text exposition format)",
+                    "responses": {
+                        "200": {
+                            "description": "uploads by outcome, conflicts, fingerprint and "
+                            "seal latency histograms, log size, pending queue, index size",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
                 }
             },
             "/openapi.json": {

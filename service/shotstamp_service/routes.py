@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from .auth import Principal, authenticate, parse_bearer
 from .errors import ApiError
 from .keys import (
     CONFIG,
+    METRICS,
     RATE_LIMITER,
     REGISTRY,
     SEALER,
@@ -26,6 +28,7 @@ from .keys import (
     UPLOAD_SLOTS,
     WEBHOOKS,
 )
+from .metrics import CONTENT_TYPE
 from .openapi import openapi_document
 from .proofs import ProofRangeError, consistency_json, proof_bundle
 from .ratelimit import RateLimiter
@@ -51,6 +54,8 @@ from .webhooks import (
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
+
+log = logging.getLogger(__name__)
 
 _BOOLEANS = {"true": True, "false": False}
 
@@ -288,6 +293,18 @@ async def create_registration(request: web.Request) -> web.Response:
     if outcome.kind == "conflict":
         matches = [match_json(request, m, who) for m in outcome.matches]
         first = matches[0]
+        request.app[METRICS].conflicts.labels(
+            "exact" if outcome.matches[0].exact else "near_duplicate"
+        ).inc()
+        log.info(
+            "upload refused: a copy of %s",
+            first["registration_id"],
+            extra={
+                "outcome": "conflict",
+                "seller": who.seller,
+                "original": first["registration_id"],
+            },
+        )
         raise ApiError(
             409,
             "conflict",
@@ -297,6 +314,12 @@ async def create_registration(request: web.Request) -> web.Response:
         )
     assert outcome.registration is not None
     reg = outcome.registration
+    log.info(
+        "upload %s as %s",
+        outcome.kind,
+        reg.id,
+        extra={"outcome": outcome.kind, "seller": who.seller, "registration_id": reg.id},
+    )
     proof = None
     if _flag(request, "wait"):
         reg = await wait_until_sealed(request, reg)
@@ -603,8 +626,21 @@ async def healthz(request: web.Request) -> web.Response:
             "tree_size": sealer.tree_size,
             "last_seal": format_time(last.timestamp) if last else None,
             "indexed": len(request.app[REGISTRY].matcher),
+            "sealing": sealer.leading,
         }
     )
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    sealer = request.app[SEALER]
+    body = request.app[METRICS].render(
+        log_size=sealer.tree_size,
+        pending=await request.app[STORE].count_pending(),
+        index_size=len(request.app[REGISTRY].matcher),
+        sealing=sealer.leading,
+    )
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 @routes.get("/openapi.json")

@@ -86,7 +86,8 @@ async def serve(
     announce: Callable[[str], None] = print,
 ) -> None:
     """Serve `app` until SIGTERM or SIGINT, then stop as the module docstring says."""
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0)
+    # No aiohttp access log: the app logs each request itself, with its request id.
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

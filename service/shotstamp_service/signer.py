@@ -192,12 +192,16 @@ class SigningKeys:
         key_dir: Path,
         key_file: Path | None = None,
         legacy_file: Path | None = None,
+        create: bool = True,
     ) -> None:
         self.store = store
         self.origin = origin
         self.key_dir = key_dir
         self.key_file = key_file
         self.legacy_file = legacy_file
+        # False when replicas share the store: a key one of them made up would
+        # sign a log the others cannot continue.
+        self.create = create
         self._signer: LogSigner | None = None
 
     def _key_files(self) -> list[Path]:
@@ -244,7 +248,7 @@ class SigningKeys:
 
     async def _adopt_first_key(self) -> None:
         if self.key_file is not None:
-            key = load_or_create_key(self.key_file)
+            key = load_or_create_key(self.key_file, create=self.create)
         else:
             found = self._private_keys()
             if len(found) > 1:
@@ -254,6 +258,12 @@ class SigningKeys:
                 )
             if found:
                 (key,) = found.values()
+            elif not self.create:
+                raise SigningKeyUnavailable(
+                    f"no signing key in {self.key_dir}; replicas sharing a database must "
+                    "share one key: point SHOTSTAMP_SIGNING_KEY_FILE (or "
+                    "SHOTSTAMP_SIGNING_KEY_DIR) at it on every replica"
+                )
             else:
                 path, key = write_new_key(self.key_dir, self.origin)
                 log.info("created signing key %s", path)
