@@ -1,9 +1,18 @@
-"""Shared fixtures: a real service (real store, real sealer, real process pool) per test."""
+"""Shared fixtures: a real service (real store, real sealer, real process pool) per test.
+
+Every service test runs twice, on SQLite and on PostgreSQL (`store_kind`). The
+PostgreSQL server is a throwaway one started once per session (see
+`pgserver.py`); each test gets a fresh database on it. Without PostgreSQL the
+postgres half is skipped, unless SHOTSTAMP_REQUIRE_POSTGRES=1 (CI sets it),
+which turns a missing server into a failure.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +20,77 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from pgserver import PostgresServer, PostgresUnavailable, start_server
 from servicekit import Service
+
+STORE_KINDS = ("sqlite", "postgres")
+
+
+def postgres_required() -> bool:
+    return os.environ.get("SHOTSTAMP_REQUIRE_POSTGRES", "") not in ("", "0")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    try:
+        server = start_server()
+    except PostgresUnavailable as exc:
+        if postgres_required():
+            pytest.fail(f"SHOTSTAMP_REQUIRE_POSTGRES is set but PostgreSQL is unavailable: {exc}")
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    yield server
+    server.stop()
 
 
 @pytest.fixture
-def service_config(tmp_path: Path) -> Any:
-    from shotstamp_service.config import Config
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    url = postgres_server.create_database_sync()
+    yield url
+    postgres_server.drop_database_sync(url)
 
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@dataclass
+class StoreTarget:
+    """Where a test's store lives: a SQLite file or a PostgreSQL database."""
+
+    kind: str
+    path: Path
+    url: str | None = None
+
+    def make(self) -> Any:
+        """A new, unopened store on the same data (open it again to "restart")."""
+        if self.url is not None:
+            from shotstamp_service.store.postgres import PostgresStore
+
+            return PostgresStore(self.url)
+        from shotstamp_service.store.sqlite import SQLiteStore
+
+        return SQLiteStore(self.path)
+
+
+@pytest.fixture
+def store_target(request: pytest.FixtureRequest, store_kind: str, tmp_path: Path) -> StoreTarget:
+    url = request.getfixturevalue("postgres_url") if store_kind == "postgres" else None
+    return StoreTarget(store_kind, tmp_path / "db.sqlite", url)
+
+
+@pytest.fixture
+def service_config(tmp_path: Path, store_target: StoreTarget) -> Any:
+    from shotstamp_service.config import Config
+    from shotstamp_service.signer import load_or_create_key
+
+    key_file = tmp_path / "shared" / "signing.key"
+    load_or_create_key(key_file)  # replicas on a shared database need it made beforehand
     return Config(
         data_dir=tmp_path / "data",
+        signing_key_file=key_file,
+        database_url=store_target.url,
         seal_interval=0.2,
         fingerprint_workers=1,
         wait_timeout=10,

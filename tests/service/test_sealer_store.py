@@ -1,4 +1,4 @@
-"""The sealer over the real SQLite store: seals, restarts, refuses a stale view."""
+"""The sealer over each real store (SQLite, PostgreSQL): seals, restarts, refuses a stale view."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from shotstamp_service.records import NewRegistration, format_time, new_registra
 from shotstamp_service.sealer import Sealer
 from shotstamp_service.signer import LogSigner, load_or_create_key
 from shotstamp_service.store import StoreError
-from shotstamp_service.store.sqlite import SQLiteStore
 from shotstamp_service.tree import inclusion_proof
 
 
@@ -34,8 +33,8 @@ def signer() -> LogSigner:
     return LogSigner("test.example/log", Ed25519PrivateKey.generate())
 
 
-async def test_seal_assigns_indices_in_arrival_order_and_signs(tmp_path, signer):
-    store = SQLiteStore(tmp_path / "db.sqlite")
+async def test_seal_assigns_indices_in_arrival_order_and_signs(store_target, signer):
+    store = store_target.make()
     await store.open()
     sealer = Sealer(store, signer)
     await sealer.load()
@@ -57,9 +56,8 @@ async def test_seal_assigns_indices_in_arrival_order_and_signs(tmp_path, signer)
     await store.close()
 
 
-async def test_restart_continues_the_same_tree(tmp_path, signer):
-    path = tmp_path / "db.sqlite"
-    store = SQLiteStore(path)
+async def test_restart_continues_the_same_tree(store_target, signer):
+    store = store_target.make()
     await store.open()
     sealer = Sealer(store, signer)
     await sealer.load()
@@ -70,7 +68,7 @@ async def test_restart_continues_the_same_tree(tmp_path, signer):
         await store.add_registration(registration("s", n))  # pending at "crash"
     await store.close()
 
-    store = SQLiteStore(path)
+    store = store_target.make()
     await store.open()
     sealer = Sealer(store, signer)
     await sealer.load()
@@ -88,8 +86,8 @@ async def test_restart_continues_the_same_tree(tmp_path, signer):
     await store.close()
 
 
-async def test_a_stale_sealer_cannot_fork_the_log(tmp_path, signer):
-    store = SQLiteStore(tmp_path / "db.sqlite")
+async def test_a_stale_sealer_cannot_fork_the_log(store_target, signer):
+    store = store_target.make()
     await store.open()
     a, b = Sealer(store, signer), Sealer(store, signer)
     await a.load()
@@ -105,9 +103,10 @@ async def test_a_stale_sealer_cannot_fork_the_log(tmp_path, signer):
     await store.close()
 
 
-async def test_startup_refuses_a_store_whose_tiles_disagree_with_its_checkpoint(tmp_path, signer):
-    path = tmp_path / "db.sqlite"
-    store = SQLiteStore(path)
+async def test_startup_refuses_a_store_whose_tiles_disagree_with_its_checkpoint(
+    store_target, signer
+):
+    store = store_target.make()
     await store.open()
     sealer = Sealer(store, signer)
     await sealer.load()
@@ -115,28 +114,40 @@ async def test_startup_refuses_a_store_whose_tiles_disagree_with_its_checkpoint(
         await store.add_registration(registration("s", n))
     await sealer.seal_once()
     await store.close()
-    import sqlite3
-
-    conn = sqlite3.connect(path)
-    (data,) = conn.execute("SELECT data FROM tiles WHERE level = 0 AND idx = 0").fetchone()
-    conn.execute(
-        "UPDATE tiles SET data = ? WHERE level = 0 AND idx = 0", (b"\0" * 32 + data[32:],)
+    # The level-0 tile holds the four leaf hashes; zero them all.
+    await tamper(
+        store_target, "UPDATE tiles SET data = {} WHERE level = 0 AND idx = 0", b"\0" * 32 * 4
     )
-    conn.commit()
-    conn.close()
-    store = SQLiteStore(path)
+    store = store_target.make()
     await store.open()
     with pytest.raises(RuntimeError, match="checkpoint says"):
         await Sealer(store, signer).load()
     await store.close()
 
 
-async def test_idempotency_key_is_unique_per_seller(tmp_path):
+async def tamper(target, statement: str, value: bytes = b"\0" * 32) -> None:
+    """Rewrite stored data behind the store's back, as a broken disk or an attacker would."""
+    if target.kind == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(target.path)
+        conn.execute(statement.format("?"), (value,))
+        conn.commit()
+        conn.close()
+    else:
+        import asyncpg
+
+        conn = await asyncpg.connect(target.url)
+        await conn.execute(statement.format("$1"), value)
+        await conn.close()
+
+
+async def test_idempotency_key_is_unique_per_seller(store_target):
     from dataclasses import replace
 
     from shotstamp_service.store import DuplicateIdempotencyKey
 
-    store = SQLiteStore(tmp_path / "db.sqlite")
+    store = store_target.make()
     await store.open()
     first = await store.add_registration(replace(registration("a", 1), idempotency_key="k1"))
     with pytest.raises(DuplicateIdempotencyKey) as info:
