@@ -124,15 +124,19 @@ def _serve(config: Config) -> int:
     configure_logging(config.log_format, config.log_level)
     # SIGTERM/SIGINT stop gracefully: stop accepting, let in-flight uploads
     # finish, seal what is pending (serve.py says how, and why not run_app).
-    asyncio.run(
-        serve(
-            create_app(config),
-            config.host,
-            config.port,
-            drain_timeout=config.shutdown_timeout,
-            announce=lambda msg: log.info(msg.strip()),
+    try:
+        asyncio.run(
+            serve(
+                create_app(config),
+                config.host,
+                config.port,
+                drain_timeout=config.shutdown_timeout,
+                announce=lambda msg: log.info(msg.strip()),
+            )
         )
-    )
+    except (OSError, ValueError) as exc:  # the signing key: missing, unreadable, not Ed25519
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["REQUEST_ID", "JsonFormatter", "configure_logging"]
+__all__ = ["REQUEST_ID", "JsonFormatter", "RequestIdFilter", "configure_logging"]
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -40,7 +40,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id = REQUEST_ID.get()
+        request_id = getattr(record, "request_id", None)
         if request_id is not None:
             entry["request_id"] = request_id
         for key, value in vars(record).items():
@@ -51,11 +51,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-class _RequestIdFilter(logging.Filter):
-    """Gives text-format records a `request_id` attribute ("-" outside requests)."""
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the request being served when it was logged.
+
+    Filters run where the record is emitted, in the request's context, which
+    a formatter (perhaps run later, elsewhere) cannot rely on.
+    """
+
+    def __init__(self, outside: str | None = None) -> None:
+        super().__init__()
+        self.outside = outside  # what records logged outside any request carry
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = REQUEST_ID.get() or "-"
+        record.request_id = REQUEST_ID.get() or self.outside
         return True
 
 
@@ -63,9 +71,10 @@ def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
     """Send the service's logs to stderr, as JSON lines or as plain text."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
+        handler.addFilter(RequestIdFilter())
         handler.setFormatter(JsonFormatter())
     else:
-        handler.addFilter(_RequestIdFilter())
+        handler.addFilter(RequestIdFilter(outside="-"))
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
         )

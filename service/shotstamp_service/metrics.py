@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 from .records import CheckpointRecord, Registration
@@ -22,7 +22,8 @@ __all__ = ["CONTENT_TYPE", "UPLOAD_OUTCOMES", "Metrics", "upload_outcome"]
 
 T = TypeVar("T")
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The classic text format every Prometheus version scrapes.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 UPLOAD_OUTCOMES = ("created", "existing", "conflict", "rejected", "unauthorized", "error")
 
