@@ -99,8 +99,10 @@ def service_config(tmp_path: Path, store_target: StoreTarget) -> Any:
 
 @pytest.fixture
 async def service(
-    aiohttp_client: Callable[[Any], Awaitable[Any]], service_config: Any
+    service_config: Any, aiohttp_client: Callable[[Any], Awaitable[Any]]
 ) -> AsyncIterator[Service]:
+    # service_config first: its database must outlive the app, which the
+    # aiohttp_client fixture closes at teardown (fixtures end in reverse order).
     from shotstamp_service.app import create_app
 
     app = create_app(service_config)

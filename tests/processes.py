@@ -1,7 +1,9 @@
-"""Real `shotstamp-service` processes on a free port, for the CLI and the sync client.
+"""Real `shotstamp-service` processes on a free port, and a small HTTP client for them.
 
 The in-process `service` fixture cannot serve a blocking caller on the test's
-own event loop; these run the service as its users do, in its own process.
+own event loop, nor be killed; these run the service as its users do, in its
+own process. Plain `urllib` on purpose: callers run in threads beside the
+processes, with no event loop of their own.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BIN = Path(sys.executable).parent
 
@@ -58,11 +62,61 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def http(
+    method: str,
+    url: str,
+    *,
+    key: str | None = None,
+    body: bytes | None = None,
+    content_type: str | None = None,
+    timeout: float = 30,
+) -> tuple[int, Any]:
+    """(status, parsed JSON body, or text) of one request; URLError if nobody answers."""
+    request = urllib.request.Request(url, data=body, method=method)
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, _parse(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, _parse(exc.read())
+
+
+def _parse(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+def multipart(data: bytes, **fields: str) -> tuple[bytes, str]:
+    """A multipart body with `data` in the `image` field; returns (body, content type)."""
+    boundary = uuid.uuid4().hex
+    body = b""
+    for name, value in fields.items():
+        body += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        ).encode()
+    body += (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
 @dataclass
 class ServiceProcess:
     url: str
     data: Path
     proc: subprocess.Popen[str]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)  # extra environment, e.g. the database
 
     def key(self, seller: str, role: str = "seller") -> str:
         created = run(
@@ -75,6 +129,7 @@ class ServiceProcess:
             seller,
             "--role",
             role,
+            env=self.env,
         )
         assert created.returncode == 0, created.stderr
         return created.stdout.strip()
@@ -89,6 +144,26 @@ class ServiceProcess:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
 
+    def health(self) -> dict[str, Any] | None:
+        """The /healthz body, or None when the process does not answer."""
+        try:
+            status, body = http("GET", f"{self.url}/healthz", timeout=5)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
+        return body if status == 200 else None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no final seal; its connections simply drop."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -99,7 +174,9 @@ class ServiceProcess:
                 self.proc.wait()
 
 
-def start_service(data: Path, *, port: int | None = None, env: dict[str, str] | None = None):
+def start_service(
+    data: Path, *, port: int | None = None, env: dict[str, str] | None = None
+) -> ServiceProcess:
     port = port or free_port()
     # To a file, not a pipe: nobody reads a pipe while the tests run, and a full
     # one would stall the service.
@@ -120,7 +197,7 @@ def start_service(data: Path, *, port: int | None = None, env: dict[str, str] | 
         text=True,
         env={**os.environ, **TEST_ENV, **(env or {})},
     )
-    service = ServiceProcess(f"http://127.0.0.1:{port}", data, proc)
+    service = ServiceProcess(f"http://127.0.0.1:{port}", data, proc, log, dict(env or {}))
     deadline = time.monotonic() + 60
     while True:
         try:

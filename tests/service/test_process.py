@@ -1,91 +1,68 @@
-"""The real `shotstamp-service` and `shotstamp` commands, run as processes."""
+"""The real `shotstamp-service` and `shotstamp` commands, run as processes, on each store."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 import imagegen
-
-BIN = Path(sys.executable).parent
-
-
-def command(name: str) -> list[str]:
-    """The installed console script, or its module when run from a source tree."""
-    script = BIN / name
-    if script.exists():
-        return [str(script)]
-    module = {"shotstamp-service": "shotstamp_service", "shotstamp": "shotstamp.cli"}[name]
-    return [sys.executable, "-m", module]
+from processes import http, multipart, run, start_service
 
 
-def run(
-    name: str, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*command(name), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
+@dataclass
+class Backend:
+    """The store a process uses: the data dir's SQLite file, or a PostgreSQL database."""
+
+    kind: str
+    data: Path
+    url: str | None = None
+    key_file: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def rows(self, sql: str) -> list[tuple]:
+        """Rows of a query on the stored data, read behind the service's back."""
+        if self.url is None:
+            conn = sqlite3.connect(self.data / "shotstamp.db")
+            try:
+                return conn.execute(sql).fetchall()
+            finally:
+                conn.close()
+
+        async def fetch() -> list[tuple]:
+            import asyncpg
+
+            conn = await asyncpg.connect(self.url)
+            try:
+                return [tuple(row) for row in await conn.fetch(sql)]
+            finally:
+                await conn.close()
+
+        return asyncio.run(fetch())
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http(
-    method: str,
-    url: str,
-    *,
-    key: str | None = None,
-    body: bytes | None = None,
-    content_type: str | None = None,
-) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, method=method)
-    if key:
-        request.add_header("Authorization", f"Bearer {key}")
-    if content_type:
-        request.add_header("Content-Type", content_type)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def multipart(data: bytes) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\n'
-            f"Content-Type: image/jpeg\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    return body, f"multipart/form-data; boundary={boundary}"
-
-
-def test_keys_create_prints_only_the_key_and_list_hides_secrets(tmp_path):
+@pytest.fixture
+def backend(store_target, tmp_path) -> Backend:
     data = tmp_path / "data"
+    if store_target.url is None:
+        return Backend("sqlite", data)
+    from shotstamp_service.signer import load_or_create_key
+
+    key_file = tmp_path / "shared" / "signing.key"
+    load_or_create_key(key_file)
+    env = {"SHOTSTAMP_DATABASE_URL": store_target.url, "SHOTSTAMP_SIGNING_KEY_FILE": str(key_file)}
+    return Backend("postgres", data, store_target.url, key_file, env)
+
+
+def test_keys_create_prints_only_the_key_and_list_hides_secrets(backend):
+    data, env = backend.data, backend.env
     created = run(
-        "shotstamp-service", "--data-dir", str(data), "keys", "create", "--seller", "acme"
+        "shotstamp-service", "--data-dir", str(data), "keys", "create", "--seller", "acme", env=env
     )
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
@@ -101,20 +78,24 @@ def test_keys_create_prints_only_the_key_and_list_hides_secrets(tmp_path):
         "desk",
         "--role",
         "staff",
+        env=env,
     )
     assert staff.returncode == 0
-    listed = run("shotstamp-service", "--data-dir", str(data), "keys", "list")
+    listed = run("shotstamp-service", "--data-dir", str(data), "keys", "list", env=env)
     assert listed.returncode == 0
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert {(r["seller"], r["role"]) for r in rows} == {("acme", "seller"), ("desk", "staff")}
     assert key not in listed.stdout and key.split("_", 2)[2] not in listed.stdout
-    # Stored hashed: the secret appears nowhere in the database file.
+    # Stored hashed: the secret appears nowhere in the database.
     for stored in data.glob("shotstamp.db*"):
         assert key.encode() not in stored.read_bytes()
+    stored_rows = backend.rows("SELECT * FROM api_keys")
+    assert len(stored_rows) == 2
+    assert key.split("_")[2] not in repr(stored_rows)
     key_id = key.split("_")[1]
-    revoked = run("shotstamp-service", "--data-dir", str(data), "keys", "revoke", key_id)
+    revoked = run("shotstamp-service", "--data-dir", str(data), "keys", "revoke", key_id, env=env)
     assert revoked.returncode == 0
-    again = run("shotstamp-service", "--data-dir", str(data), "keys", "revoke", key_id)
+    again = run("shotstamp-service", "--data-dir", str(data), "keys", "revoke", key_id, env=env)
     assert again.returncode == 1
 
 
@@ -133,44 +114,22 @@ def test_env_var_selects_the_data_dir(tmp_path):
 
 
 @pytest.fixture
-def server(tmp_path):
-    data = tmp_path / "data"
-    port = free_port()
+def server(backend):
+    data = backend.data
     key = run(
-        "shotstamp-service", "--data-dir", str(data), "keys", "create", "--seller", "acme"
+        "shotstamp-service",
+        "--data-dir",
+        str(data),
+        "keys",
+        "create",
+        "--seller",
+        "acme",
+        env=backend.env,
     ).stdout.strip()
-    proc = subprocess.Popen(
-        [
-            *command("shotstamp-service"),
-            "--data-dir",
-            str(data),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            status, _ = http("GET", f"{base}/healthz")
-            if status == 200:
-                break
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"service did not start (exit {proc.poll()}):\n{out}")
-        time.sleep(0.1)
-    yield {"base": base, "key": key, "proc": proc, "data": data}
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    service = start_service(data, env=backend.env)
+    yield {"base": service.url, "key": key, "proc": service.proc, "data": data,
+           "backend": backend, "service": service}
+    service.kill()
 
 
 def test_serve_registers_and_the_cli_verifies_the_proof(server, tmp_path):
@@ -181,8 +140,15 @@ def test_serve_registers_and_the_cli_verifies_the_proof(server, tmp_path):
         "POST", f"{base}/v1/registrations?wait=true", key=key, body=body, content_type=ctype
     )
     assert status == 201, reg
-    (key_file,) = (server["data"] / "keys").glob("signing-*.key")
+    if server["backend"].key_file is not None:
+        key_file = server["backend"].key_file  # shared by replicas, made beforehand
+    else:
+        (key_file,) = (server["data"] / "keys").glob("signing-*.key")
     assert key_file.stat().st_mode & 0o777 == 0o600
+    # The service logs one JSON object a line; the upload's line names its outcome.
+    lines = [json.loads(line) for line in server["service"].output().splitlines()]
+    created = [line for line in lines if line.get("registration_id") == reg["id"]]
+    assert created and created[0]["outcome"] == "created" and created[0]["request_id"]
 
     proof_file = tmp_path / "proof.json"
     proof_file.write_text(json.dumps(reg["proof"]))
@@ -238,8 +204,22 @@ def test_sigterm_stops_gracefully_and_seals_what_is_pending(server):
         ids.append(reg["id"])
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
-    conn = sqlite3.connect(server["data"] / "shotstamp.db")
-    rows = dict(conn.execute("SELECT id, leaf_index FROM registrations").fetchall())
-    conn.close()
+    rows = dict(server["backend"].rows("SELECT id, leaf_index FROM registrations"))
     assert set(rows) == set(ids)
     assert all(index is not None for index in rows.values())
+
+
+def test_a_replica_on_a_shared_database_will_not_invent_a_signing_key(postgres_url, tmp_path):
+    missing = tmp_path / "shared" / "signing.key"
+    result = run(
+        "shotstamp-service",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "serve",
+        "--port",
+        "1",
+        env={"SHOTSTAMP_DATABASE_URL": postgres_url, "SHOTSTAMP_SIGNING_KEY_FILE": str(missing)},
+    )
+    assert result.returncode == 1
+    assert "must share one key" in result.stderr and str(missing) in result.stderr
+    assert not missing.exists()

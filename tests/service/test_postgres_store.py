@@ -1,0 +1,237 @@
+"""What only a shared store does: migrations from many replicas, group commit in seq
+order, the sealer lock and its hand-over, and two sealers on one database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import replace
+
+import asyncpg
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from shotstamp import merkle
+from shotstamp_service.records import NewRegistration, format_time, new_registration_id, utc_now
+from shotstamp_service.sealer import Sealer
+from shotstamp_service.signer import LogSigner
+from shotstamp_service.store import StoreError
+from shotstamp_service.store.postgres import MIGRATIONS, PostgresStore
+from shotstamp_service.tree import consistency_proof
+
+
+def registration(seller: str, n: int) -> NewRegistration:
+    return NewRegistration(
+        id=new_registration_id(),
+        seller=seller,
+        sha256=f"{n:064x}",
+        perceptual={"phash": f"{n:016x}"},
+        received_at=format_time(utc_now()),
+        width=10,
+        height=10,
+    )
+
+
+@contextlib.asynccontextmanager
+async def opened(url: str, **options):
+    store = PostgresStore(url, **options)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_replicas_starting_together_migrate_once(postgres_url):
+    stores = [PostgresStore(postgres_url) for _ in range(3)]
+    await asyncio.gather(*(store.open() for store in stores))
+    conn = await asyncpg.connect(postgres_url)
+    versions = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    await conn.close()
+    assert [row["version"] for row in versions] == list(range(1, len(MIGRATIONS) + 1))
+    for store in stores:
+        await store.close()
+
+
+async def test_a_schema_newer_than_this_release_is_refused(postgres_url):
+    async with opened(postgres_url):
+        pass
+    conn = await asyncpg.connect(postgres_url)
+    await conn.execute("INSERT INTO schema_migrations (version) VALUES (99)")
+    await conn.close()
+    store = PostgresStore(postgres_url)
+    with pytest.raises(StoreError, match="newer than this release"):
+        await store.open()
+    await store.close()
+
+
+async def test_commits_are_durable_whatever_the_database_default(postgres_url):
+    conn = await asyncpg.connect(postgres_url)
+    await conn.execute(
+        f'ALTER DATABASE "{postgres_url.rsplit("/", 1)[1]}" SET synchronous_commit = off'
+    )
+    await conn.close()
+    async with opened(postgres_url) as store, store.pool.acquire() as session:
+        assert await session.fetchval("SHOW synchronous_commit") == "on"
+
+
+async def test_concurrent_uploads_are_committed_together(postgres_url):
+    async with opened(postgres_url) as store:
+        stored = await asyncio.gather(
+            *(store.add_registration(registration("s", n)) for n in range(200))
+        )
+        assert len({reg.seq for reg in stored}) == 200
+        conn = await asyncpg.connect(postgres_url)
+        # Rows written by one transaction share its xmin: few transactions, many rows.
+        transactions = await conn.fetchval(
+            "SELECT count(DISTINCT xmin::text) FROM registrations"
+        )
+        await conn.close()
+        assert transactions <= 10, transactions
+
+
+async def test_registrations_commit_in_seq_order_across_replicas(postgres_url):
+    """A reader that polls `seq > highest seen` must never miss a registration."""
+    async with opened(postgres_url) as a, opened(postgres_url) as b:
+        done = asyncio.Event()
+        seen: set[int] = set()
+
+        async def write(store: PostgresStore, seller: str) -> list[int]:
+            seqs = []
+            for round_ in range(40):
+                batch = await asyncio.gather(
+                    *(store.add_registration(registration(seller, round_ * 8 + k))
+                      for k in range(8))
+                )
+                seqs.extend(reg.seq for reg in batch)
+            return seqs
+
+        async def follow() -> None:
+            through = 0
+            while True:
+                final = done.is_set()
+                async for stored in a.iter_fingerprints(after_seq=through):
+                    seen.add(stored.seq)
+                    through = max(through, stored.seq)
+                if final:
+                    return
+                await asyncio.sleep(0)
+
+        follower = asyncio.create_task(follow())
+        written = await asyncio.gather(write(a, "a"), write(b, "b"))
+        done.set()
+        await follower
+        assert seen == set(written[0]) | set(written[1])
+
+
+async def test_the_sealer_lock_has_one_holder_and_passes_on_when_it_closes(postgres_url):
+    async with opened(postgres_url) as a, opened(postgres_url) as b:
+        assert await a.hold_sealer_lock()
+        assert not await b.hold_sealer_lock()
+        assert await a.hold_sealer_lock()  # still ours
+        await a.release_sealer_lock()
+        assert await b.hold_sealer_lock()
+        assert not await a.hold_sealer_lock()
+
+
+async def test_a_holder_whose_connection_dies_loses_the_lock(postgres_url, postgres_server):
+    async with opened(postgres_url) as a, opened(postgres_url) as b:
+        assert await a.hold_sealer_lock()
+        admin = await asyncpg.connect(postgres_server.admin_url)
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'shotstamp-sealer-lock' AND datname = $1",
+            postgres_url.rsplit("/", 1)[1],
+        )
+        await admin.close()
+        assert killed == 1
+        for _ in range(50):  # the server releases the lock as the backend exits
+            if await b.hold_sealer_lock():
+                break
+            await asyncio.sleep(0.05)
+        assert await b.hold_sealer_lock()
+        assert not await a.hold_sealer_lock()
+
+
+async def test_a_holder_that_stops_checking_in_is_cut_off(postgres_url):
+    async with opened(postgres_url, sealer_idle_timeout=0.5) as a, opened(postgres_url) as b:
+        assert await a.hold_sealer_lock()
+        await asyncio.sleep(1.5)  # hung: no check-in for three timeouts
+        assert await b.hold_sealer_lock()
+        assert not await a.hold_sealer_lock()
+
+
+async def test_two_sealers_on_one_database_keep_one_consistent_log(postgres_url):
+    """Two replicas' sealers run at once; the leader is stopped mid-way; one log results."""
+    signer = LogSigner("test.example/log", Ed25519PrivateKey.generate())
+    store_a, store_b = PostgresStore(postgres_url), PostgresStore(postgres_url)
+    await asyncio.gather(store_a.open(), store_b.open())
+    checkpoints = []
+    sealers = [
+        Sealer(store, signer, interval=0.1, follow_interval=0.02,
+               on_sealed=lambda cp, regs, s: checkpoints.append(cp))
+        for store in (store_a, store_b)
+    ]
+    # Both load at once on an empty database: one empty checkpoint, no error.
+    await asyncio.gather(*(sealer.load() for sealer in sealers))
+    tasks = [asyncio.create_task(sealer.run()) for sealer in sealers]
+    try:
+        ids = []
+        for n in range(30):
+            ids.append((await store_b.add_registration(registration("s", n))).id)
+            await asyncio.sleep(0.01)
+        leader = next(i for i, s in enumerate(sealers) if s.leading)
+        tasks[leader].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tasks[leader]
+        await (store_a, store_b)[leader].release_sealer_lock()
+        follower = 1 - leader
+        for n in range(30, 60):
+            ids.append((await store_b.add_registration(registration("s", n))).id)
+            await asyncio.sleep(0.01)
+        for _ in range(100):
+            if await store_b.count_pending() == 0 and sealers[follower].leading:
+                break
+            await asyncio.sleep(0.05)
+        assert sealers[follower].leading
+        assert await store_b.count_pending() == 0
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    latest = await store_b.latest_checkpoint()
+    assert latest is not None and latest.tree_size == 60
+    regs = sorted(
+        (await store_b.get_registrations(range(1, 200))).values(), key=lambda r: r.leaf_index
+    )
+    assert sorted(r.id for r in regs) == sorted(ids)
+    assert [r.leaf_index for r in regs] == list(range(60))  # each sealed exactly once
+    assert latest.root_hash == merkle.root_hash([merkle.leaf_hash(r.leaf_bytes()) for r in regs])
+    assert {cp.tree_size for cp in checkpoints} >= {latest.tree_size}
+    for cp in checkpoints:
+        stored = await store_b.get_checkpoint(cp.tree_size)
+        assert stored == cp
+        proof = await consistency_proof(store_b, cp.tree_size, latest.tree_size)
+        merkle.verify_consistency(
+            cp.tree_size, latest.tree_size, proof, cp.root_hash, latest.root_hash
+        )
+    await store_a.close()
+    await store_b.close()
+
+
+async def test_an_idempotency_key_repeated_within_one_batch(store_target):
+    store = store_target.make()
+    await store.open()
+    from shotstamp_service.store import DuplicateIdempotencyKey
+
+    first, second = await asyncio.gather(
+        store.add_registration(replace(registration("a", 1), idempotency_key="k")),
+        store.add_registration(replace(registration("a", 2), idempotency_key="k")),
+        return_exceptions=True,
+    )
+    assert not isinstance(first, Exception)
+    assert isinstance(second, DuplicateIdempotencyKey)
+    assert second.existing.id == first.id
+    await store.close()

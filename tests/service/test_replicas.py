@@ -1,0 +1,216 @@
+"""Three real service processes on one PostgreSQL database; the sealing one is killed.
+
+Afterwards every acknowledged registration is sealed exactly once, every
+checkpoint seen before and after the kill is consistent with the final one
+(proved from the stored tree), a copy uploaded to one replica of a photo
+registered on another is refused, and `wait=true` works on every replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import imagegen
+from processes import ServiceProcess, http, multipart, run, start_service
+from shotstamp import NoteVerifier, merkle, verify_proof
+from shotstamp.checkpoint import open_note
+
+REPLICAS = 3
+
+
+@pytest.fixture
+def cluster(postgres_url, tmp_path):
+    from shotstamp_service.signer import load_or_create_key
+
+    key_file = tmp_path / "shared" / "signing.key"
+    load_or_create_key(key_file)
+    env = {
+        "SHOTSTAMP_DATABASE_URL": postgres_url,
+        "SHOTSTAMP_SIGNING_KEY_FILE": str(key_file),
+        "SHOTSTAMP_FINGERPRINT_WORKERS": "1",
+        "SHOTSTAMP_SEAL_INTERVAL": "0.5",
+        "SHOTSTAMP_WAIT_TIMEOUT": "20",
+    }
+    keys = {}
+    for seller in ("acme", "thief", "bulk"):
+        made = run("shotstamp-service", "keys", "create", "--seller", seller, env=env)
+        assert made.returncode == 0, made.stderr
+        keys[seller] = made.stdout.strip()
+    made = run("shotstamp-service", "keys", "create", "--seller", "desk", "--role", "staff",
+               env=env)
+    keys["staff"] = made.stdout.strip()
+    replicas = [
+        start_service(tmp_path / f"data-{n}", env=env)
+        for n in range(REPLICAS)
+    ]
+    yield replicas, keys, postgres_url
+    for replica in replicas:
+        replica.kill()
+
+
+def upload(replica: ServiceProcess, key: str, photo: bytes, *, wait: bool = False):
+    body, ctype = multipart(photo)
+    query = "?wait=true" if wait else ""
+    return http("POST", f"{replica.url}/v1/registrations{query}", key=key, body=body,
+                content_type=ctype)
+
+
+def sealing_replicas(replicas: list[ServiceProcess]) -> list[int]:
+    return [n for n, r in enumerate(replicas) if (r.health() or {}).get("sealing")]
+
+
+def wait_for_one_sealer(replicas: list[ServiceProcess], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sealing_replicas(replicas)
+        if len(found) == 1:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no single sealing replica within {timeout}s: {found}")
+
+
+def test_replicas_share_the_log_and_survive_losing_the_sealer(cluster):
+    replicas, keys, url = cluster
+    leader = wait_for_one_sealer(replicas, timeout=10)
+    followers = [n for n in range(REPLICAS) if n != leader]
+    seen_checkpoints: dict[int, dict] = {}
+    acknowledged: set[str] = set()
+    lock = threading.Lock()
+
+    def note_checkpoints() -> None:
+        for replica in replicas:
+            if replica.alive():
+                try:
+                    status, cp = http("GET", f"{replica.url}/v1/checkpoints/latest", timeout=5)
+                except OSError:
+                    continue
+                if status == 200:
+                    seen_checkpoints[cp["tree_size"]] = cp
+
+    # (1) wait=true on a replica that does not seal still returns a verified proof.
+    photo = imagegen.jpeg(500, size=(320, 240))
+    status, reg = upload(replicas[followers[0]], keys["acme"], photo, wait=True)
+    assert status == 201, reg
+    assert reg["status"] == "sealed"
+    _, published = http("GET", f"{replicas[followers[0]].url}/v1/keys")
+    vkey = published["keys"][0]["vkey"]
+    verify_proof(reg["proof"], keys=vkey, image=photo)
+    acknowledged.add(reg["id"])
+
+    # (2) A copy uploaded to another replica is caught within one second.
+    original = imagegen.jpeg(501, size=(320, 240))
+    status, first = upload(replicas[followers[0]], keys["acme"], original)
+    assert status == 201
+    acknowledged.add(first["id"])
+    time.sleep(1.0)
+    for other in (leader, followers[1]):
+        status, body = upload(replicas[other], keys["thief"],
+                              imagegen.recompressed_copy(original, scale=0.5, quality=50))
+        assert status == 409, body
+        assert body["matches"][0]["registration_id"] == first["id"]
+    status, body = upload(replicas[followers[1]], keys["thief"], original)  # byte-exact copy
+    assert status == 409 and body["matches"][0]["exact"] is True
+
+    # (3) Uploads spread over all replicas while the sealing one is SIGKILLed.
+    photos = [imagegen.jpeg(1000 + n, size=(320, 240)) for n in range(60)]
+    killed_at: list[float] = []
+
+    def send(n: int) -> None:
+        target = replicas[n % REPLICAS]
+        if not target.alive():
+            target = replicas[followers[n % 2]]
+        try:
+            status, body = upload(target, keys["bulk"], photos[n])
+        except OSError:
+            return  # the replica died with the request: never acknowledged
+        if status == 201:
+            with lock:
+                acknowledged.add(body["id"])
+        else:
+            assert status in (502, 503), (status, body)
+
+    note_checkpoints()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        futures = [pool.submit(send, n) for n in range(30)]
+        for f in futures:
+            f.result()
+        note_checkpoints()
+        replicas[leader].kill()
+        killed_at.append(time.monotonic())
+        futures = [pool.submit(send, n) for n in range(30, 60)]
+        for f in futures:
+            f.result()
+
+    # (4) Another replica takes over within a few seconds.
+    survivors = [replicas[n] for n in followers]
+    new_leader = followers[wait_for_one_sealer(survivors, timeout=5)]
+    takeover = time.monotonic() - killed_at[0]
+    assert takeover < 5, takeover
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        status, metrics = http("GET", f"{replicas[new_leader].url}/metrics")
+        pending = [line for line in metrics.splitlines()
+                   if line.startswith("shotstamp_pending_registrations ")]
+        if pending and float(pending[0].split()[1]) == 0:
+            break
+        time.sleep(0.2)
+    assert "shotstamp_sealing 1.0" in metrics
+    note_checkpoints()
+
+    # (5) Every acknowledged registration is sealed exactly once, in one consistent log.
+    latest, leaves, consistency = asyncio.run(read_log(url, sorted(seen_checkpoints)))
+    rows = leaves["rows"]
+    assert acknowledged <= set(rows), acknowledged - set(rows)
+    assert sorted(index for index in rows.values()) == list(range(latest["tree_size"]))
+    assert latest["root_hash"] == merkle.root_hash(leaves["hashes"])
+    verifier = NoteVerifier.from_vkey(vkey)
+    for size, cp in sorted(seen_checkpoints.items()):
+        assert size <= latest["tree_size"]
+        open_note(cp["note"], [verifier])  # signed with the one shared key
+        merkle.verify_consistency(
+            size, latest["tree_size"], consistency[size],
+            bytes.fromhex(cp["root_hash"]), latest["root_hash"],
+        )
+    assert any(size < latest["tree_size"] for size in seen_checkpoints)
+
+    # (6) Proofs from a surviving replica verify, for registrations sealed after the kill.
+    for reg_id in list(acknowledged)[:5]:
+        base = replicas[followers[0]].url
+        status, proof = http("GET", f"{base}/v1/registrations/{reg_id}/proof", key=keys["staff"])
+        assert status == 200, proof
+        verify_proof(proof, keys=vkey)
+
+
+async def read_log(url: str, sizes: list[int]):
+    """The latest checkpoint, every registration's leaf, and consistency proofs from the
+    stored tree (the service's own node store, read as a replica reads it)."""
+    from shotstamp_service.store.postgres import PostgresStore
+    from shotstamp_service.tree import consistency_proof
+
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        latest = await store.latest_checkpoint()
+        assert latest is not None
+        regs = (await store.get_registrations(range(1, 10_000))).values()
+        sealed = sorted((r for r in regs if r.leaf_index is not None), key=lambda r: r.leaf_index)
+        assert all(r.leaf_index is not None for r in regs), "something is left unsealed"
+        proofs = {
+            size: await consistency_proof(store, size, latest.tree_size) for size in sizes
+        }
+        return (
+            {"tree_size": latest.tree_size, "root_hash": latest.root_hash},
+            {
+                "rows": {r.id: r.leaf_index for r in sealed},
+                "hashes": [merkle.leaf_hash(r.leaf_bytes()) for r in sealed],
+            },
+            proofs,
+        )
+    finally:
+        await store.close()
