@@ -1,10 +1,13 @@
-# The shotstamp service on its embedded SQLite store.
+# The shotstamp service image.
+# On its embedded SQLite store (one container):
 #   docker build -t shotstamp .
 #   docker run -p 8080:8080 -v shotstamp-data:/data shotstamp
 #   docker exec <container> shotstamp-service keys create --seller acme
 #   docker exec <container> shotstamp-service signing-key rotate   # keys live in /data/keys
 # Anchors are installed but off: set SHOTSTAMP_TSA_URL and/or SHOTSTAMP_EVM_RPC_URL
 # (the EVM key is /data/evm.key; `shotstamp-service anchors evm-address` to fund it).
+# On PostgreSQL with several replicas (the production path): deploy/compose.yaml,
+# which sets SHOTSTAMP_DATABASE_URL and mounts one shared signing key.
 FROM python:3.11-slim-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
