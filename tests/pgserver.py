@@ -104,8 +104,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server() -> PostgresServer:
-    """An existing server named by $SHOTSTAMP_TEST_DATABASE_URL, or a new throwaway one."""
+def start_server(*, durable: bool = False) -> PostgresServer:
+    """An existing server named by $SHOTSTAMP_TEST_DATABASE_URL, or a new throwaway one.
+
+    `durable` keeps PostgreSQL's fsync on (benchmarks compare like with like:
+    the SQLite store fsyncs every commit).
+    """
     existing = os.environ.get("SHOTSTAMP_TEST_DATABASE_URL")
     if existing:
         return PostgresServer(admin_url=existing)
@@ -150,9 +154,8 @@ def start_server() -> PostgresServer:
             f"-p {port}",
             f"-k {base}",
             "-c listen_addresses=127.0.0.1",
-            "-c fsync=off",
-            "-c full_page_writes=off",
             "-c max_connections=300",
+            *([] if durable else ["-c fsync=off", "-c full_page_writes=off"]),
         ]
     )
     run(
