@@ -13,6 +13,7 @@ the same photo cannot both pass; the second sees the first's reservation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from array import array
@@ -166,20 +167,31 @@ class Registry:
             if earlier is not None:
                 return Outcome("existing", earlier)
         fp, thumbnail = await self.analyse(data)
-        exact = await self.store.find_by_sha256(fp.sha256)
+        while True:
+            exact = await self.store.find_by_sha256(fp.sha256)
 
-        # From here to the reservation: no await (see the module docstring).
-        matches = self.matcher.search(fp)
-        candidates = sorted({*self._copy_refs(matches), *(r.seq for r in exact)})
-        if candidates:
+            # From here to the reservation: no await (see the module docstring).
+            matches = self.matcher.search(fp)
+            candidates = sorted({*self._copy_refs(matches), *(r.seq for r in exact)})
+            if not candidates:
+                break
             first = candidates[0]
             owner = self.owners.get(first)
             if owner == who.seller:
                 return Outcome("existing", await self._registration_for(first))
-            if owner is not None:
-                resolved = await self.resolve(matches, exact, only_copies=True)
-                others = [m for m in resolved if m.registration.seller != who.seller]
-                return Outcome("conflict", None, others)
+            if owner is None:
+                break
+            inflight = self._inflight.get(first)
+            if inflight is not None:
+                # Another seller's upload of this photo is still being committed:
+                # wait for it, then decide against the stored registration (a 409
+                # names it), or without it if its commit failed.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(inflight)
+                continue
+            resolved = await self.resolve(matches, exact, only_copies=True)
+            others = [m for m in resolved if m.registration.seller != who.seller]
+            return Outcome("conflict", None, others)
 
         ref = next(self._reservations)
         self.matcher.add(ref, fp)
