@@ -17,7 +17,7 @@ import contextlib
 import itertools
 import logging
 from array import array
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,7 +25,7 @@ from .auth import Principal
 from .fingerprint import Fingerprint
 from .matching import Match, Matcher
 from .records import NewRegistration, Registration, format_time, new_registration_id, utc_now
-from .store import DuplicateIdempotencyKey, Store
+from .store import DuplicateIdempotencyKey, RegistrationSuperseded, Store, StoreError
 
 __all__ = ["Outcome", "Owners", "Registry", "ResolvedMatch"]
 
@@ -105,7 +105,9 @@ class Registry:
         self._analyse = analyse
         self._reservations = itertools.count(_RESERVATION_BASE)
         self._inflight: dict[int, asyncio.Future[Registration]] = {}
+        self._uncommitted: dict[str, Fingerprint] = {}  # registration id → its fingerprint
         self.indexed_through = 0  # highest store seq the index has seen
+        store.guard_registrations(self.recheck)
 
     async def load_index(self) -> int:
         """Add every stored registration not yet in the index; returns how many it added.
@@ -168,19 +170,32 @@ class Registry:
                 return Outcome("existing", earlier)
         fp, thumbnail = await self.analyse(data)
         while True:
-            exact = await self.store.find_by_sha256(fp.sha256)
+            decided = await self._decide(who, fp)
+            if decided is not None:
+                return decided
+            try:
+                return await self._store_new(who, fp, title, reference, idempotency_key)
+            except RegistrationSuperseded:
+                continue  # another replica committed a copy first: decide again, against it
 
-            # From here to the reservation: no await (see the module docstring).
+    async def _decide(self, who: Principal, fp: Fingerprint) -> Outcome | None:
+        """`existing` or `conflict` from what is indexed; None when the upload is new.
+
+        Returns with no await after the final search, so the caller can reserve
+        the fingerprint before anyone else searches (see the module docstring).
+        """
+        while True:
+            exact = await self.store.find_by_sha256(fp.sha256)
             matches = self.matcher.search(fp)
             candidates = sorted({*self._copy_refs(matches), *(r.seq for r in exact)})
             if not candidates:
-                break
+                return None
             first = candidates[0]
             owner = self.owners.get(first)
             if owner == who.seller:
                 return Outcome("existing", await self._registration_for(first))
             if owner is None:
-                break
+                return None
             inflight = self._inflight.get(first)
             if inflight is not None:
                 # Another seller's upload of this photo is still being committed:
@@ -193,6 +208,15 @@ class Registry:
             others = [m for m in resolved if m.registration.seller != who.seller]
             return Outcome("conflict", None, others)
 
+    async def _store_new(
+        self,
+        who: Principal,
+        fp: Fingerprint,
+        title: str | None,
+        reference: str | None,
+        idempotency_key: str | None,
+    ) -> Outcome:
+        """Reserve the fingerprint, commit the registration, index it under its seq."""
         ref = next(self._reservations)
         self.matcher.add(ref, fp)
         self.owners.set(ref, who.seller)
@@ -213,6 +237,7 @@ class Registry:
             features=features,
             thumbnail=thumbnail,
         )
+        self._uncommitted[new.id] = fp
         try:
             registration = await self.store.add_registration(new)
         except DuplicateIdempotencyKey as dup:
@@ -226,12 +251,36 @@ class Registry:
             self.matcher.discard(ref)
             self.owners.drop_reservation(ref)
             self._inflight.pop(ref, None)
+            self._uncommitted.pop(new.id, None)
         future.set_result(registration)
         self.matcher.add(registration.seq, fp)
         self.owners.set(registration.seq, registration.seller)
         # `indexed_through` is not advanced here: on a shared store other replicas'
         # registrations below this seq may not have been read yet (see load_index).
         return Outcome("created", registration)
+
+    async def recheck(self, batch: Sequence[NewRegistration]) -> list[StoreError | None]:
+        """The store's last look before writing `batch` (see `Store.guard_registrations`).
+
+        A shared store calls this under the lock that orders registration
+        commits, so reading the index up to date here sees everything other
+        replicas committed. An upload that has since become a copy of another
+        seller's registration is refused (`RegistrationSuperseded`), and
+        `register` decides it again: two replicas never both accept copies of
+        one photo from different sellers.
+        """
+        await self.load_index()
+        verdicts: list[StoreError | None] = []
+        for new in batch:
+            fp = self._uncommitted.get(new.id)
+            refs = [] if fp is None else self._copy_refs(self.matcher.search(fp))
+            stored = [ref for ref in refs if ref < _RESERVATION_BASE]
+            owner = self.owners.get(stored[0]) if stored else None
+            if owner is not None and owner != new.seller:
+                verdicts.append(RegistrationSuperseded(f"registration {stored[0]} came first"))
+            else:
+                verdicts.append(None)
+        return verdicts
 
     async def _registration_for(self, ref: int) -> Registration:
         inflight = self._inflight.get(ref)

@@ -61,3 +61,35 @@ async def test_a_copy_of_a_registration_still_being_committed_is_a_conflict(stor
         assert match.exact is is_exact
     assert len(registry.matcher) == 1
     await store.close()
+
+
+async def test_two_replicas_never_both_accept_copies_of_one_photo(postgres_url):
+    """Both replicas search before either commits, so neither index knows the other's
+    upload; the store's insert lock and the registry's last look still let only one in."""
+    from shotstamp_service.store.postgres import PostgresStore
+
+    stores = [GatedStore(PostgresStore(postgres_url)) for _ in range(2)]
+    for gated in stores:
+        await gated._store.open()
+    replicas = [Registry(gated._store, Matcher(), fingerprint_here) for gated in stores]
+    for registry, gated in zip(replicas, stores, strict=True):
+        registry.store = gated  # commits pass the gate; the guard stays on the real store
+    original = imagegen.jpeg(61)
+    uploads = [
+        asyncio.create_task(replicas[0].register(Principal("acme", "seller", "k1"), original)),
+        asyncio.create_task(
+            replicas[1].register(
+                Principal("thief", "seller", "k2"), imagegen.recompressed_copy(original)
+            )
+        ),
+    ]
+    for gated in stores:
+        await gated.waiting.wait()  # both decided "new" and are about to commit
+    for gated in stores:
+        gated.gate.set()
+    outcomes = sorted([await task for task in uploads], key=lambda o: o.kind)
+    assert [o.kind for o in outcomes] == ["conflict", "created"]
+    conflict, created = outcomes
+    assert conflict.matches[0].registration.id == created.registration.id
+    for gated in stores:
+        await gated._store.close()

@@ -7,7 +7,7 @@ a crash (registrations, seals) return only once they are durably committed.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
@@ -30,6 +30,8 @@ __all__ = [
     "AnchorAttempt",
     "DuplicateIdempotencyKey",
     "NodeCoord",
+    "RegistrationGuard",
+    "RegistrationSuperseded",
     "SealBatch",
     "Store",
     "StoreError",
@@ -54,6 +56,14 @@ class DuplicateIdempotencyKey(StoreError):
     def __init__(self, existing: Registration) -> None:
         super().__init__(f"idempotency key already used by registration {existing.id}")
         self.existing = existing
+
+
+class RegistrationSuperseded(StoreError):
+    """Not stored: a registration another process committed first decides this upload."""
+
+
+RegistrationGuard = Callable[[Sequence[NewRegistration]], Awaitable[Sequence[StoreError | None]]]
+"""Given registrations about to be written, an error for each that must not be (else None)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,16 @@ class Store(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; pending writes are finished first."""
+
+    def guard_registrations(self, guard: RegistrationGuard) -> None:  # noqa: B027
+        """Have `guard` look at each batch of new registrations just before it is written.
+
+        A store shared by several processes calls it under the lock that orders
+        registration commits, so everything the others committed is visible to
+        it; a registration it returns an error for is not stored, and that
+        error is raised to its caller. A store only one process writes (SQLite)
+        has nothing to guard against: the in-process reservation suffices.
+        """
 
     async def hold_sealer_lock(self) -> bool:
         """Become, or confirm still being, the one process that seals; False if another is.

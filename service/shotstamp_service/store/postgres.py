@@ -15,6 +15,10 @@ registration up to `seq` N can therefore never later see a new one below N,
 which is what lets every replica follow the others' registrations by polling
 `seq > N` (see `Registry.load_index`). The lock is held only for one INSERT and
 its COMMIT; the fingerprinting that dominates an upload happens outside it.
+Under that lock the store also calls the registration guard
+(`Registry.recheck`), whose last look at what the others committed refuses an
+upload that has meanwhile become a copy of another seller's registration, so
+two replicas never both accept one photo from two sellers.
 
 Sealing: `hold_sealer_lock` takes a session-level advisory lock on a
 dedicated connection. Exactly one replica holds it; PostgreSQL releases it
@@ -42,6 +46,7 @@ from ..records import ApiKey, CheckpointRecord, NewRegistration, Registration
 from .base import (
     DuplicateIdempotencyKey,
     NodeCoord,
+    RegistrationGuard,
     SealBatch,
     Store,
     StoredFingerprint,
@@ -232,6 +237,7 @@ class PostgresStore(Store):
         self._closing = False
         self._lock_conn: asyncpg.Connection | None = None
         self._lock_held = False
+        self._guard: RegistrationGuard | None = None
 
     # -- plumbing ---------------------------------------------------------
     async def open(self) -> None:
@@ -264,6 +270,9 @@ class PostgresStore(Store):
         if self._pool is None:
             raise StoreError("store is not open")
         return self._pool
+
+    def guard_registrations(self, guard: RegistrationGuard) -> None:
+        self._guard = guard
 
     # -- the sealer lock --------------------------------------------------
     async def hold_sealer_lock(self) -> bool:
@@ -386,11 +395,17 @@ class PostgresStore(Store):
                 future.set_result(result)
 
     async def _insert_many(
-        self, items: Sequence[NewRegistration]
+        self, batch: Sequence[NewRegistration]
     ) -> list[Registration | Exception]:
+        items = list(batch)
         async with self.pool.acquire() as conn, conn.transaction():
             # Commit in sequence order (see the module docstring).
             await conn.execute("SELECT pg_advisory_xact_lock($1)", INSERT_LOCK)
+            # Under the lock every other replica's registration is committed or
+            # waiting: the guard's last look (read on another connection) sees it.
+            verdicts = list(await self._guard(items)) if self._guard else [None] * len(items)
+            refused = {new.id: v for new, v in zip(items, verdicts, strict=True) if v is not None}
+            items = [new for new in items if new.id not in refused]
             rows = await conn.fetch(
                 "INSERT INTO registrations (id, seller, sha256, perceptual, received_at,"
                 " width, height, title, reference, idempotency_key, features, thumbnail)"
@@ -414,7 +429,10 @@ class PostgresStore(Store):
             )
             seqs = {row["id"]: row["seq"] for row in rows}
             out: list[Registration | Exception] = []
-            for new in items:
+            for new in batch:
+                if new.id in refused:
+                    out.append(refused[new.id])
+                    continue
                 seq = seqs.get(new.id)
                 if seq is not None:
                     out.append(Registration(**{**new.__dict__, "seq": seq}))
