@@ -78,6 +78,7 @@ class PostgresServer:
              "immediate", "-w", "stop"],
             capture_output=True,
             timeout=60,
+            cwd=self.datadir.parent,
         )
         shutil.rmtree(self.datadir.parent, ignore_errors=True)
         self.datadir = None
@@ -135,8 +136,9 @@ def start_server(*, durable: bool = False) -> PostgresServer:
     port = _free_port()
 
     def run(*args: str) -> None:
+        # cwd: the postgres user may not be allowed into the checkout's folder.
         result = subprocess.run(
-            [*run_as, *args], capture_output=True, text=True, timeout=120
+            [*run_as, *args], capture_output=True, text=True, timeout=120, cwd=base
         )
         if result.returncode != 0:
             log = (base / "server.log").read_text() if (base / "server.log").exists() else ""
