@@ -115,7 +115,7 @@ async def drive(
                 outcomes[resp.status] += 1
             latencies.append(time.perf_counter() - started)
 
-    timeout = aiohttp.ClientTimeout(total=120)
+    timeout = aiohttp.ClientTimeout(total=600)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         await warm_up(session, bases, keys["owner"], concurrency)
         started = time.perf_counter()
@@ -217,7 +217,9 @@ def main() -> None:
     try:
         for _ in range(args.rounds):
             for name, count, db in configs:
-                results[name].append(measure(name, count, db, mix, args))
+                result = measure(name, count, db, mix, args)
+                print(f"  {name}: {result.rate:.1f} uploads/s", file=sys.stderr, flush=True)
+                results[name].append(result)
     finally:
         server.stop()
 
