@@ -174,7 +174,9 @@ class Registry:
             if decided is not None:
                 return decided
             try:
-                return await self._store_new(who, fp, title, reference, idempotency_key)
+                return await self._store_new(
+                    who, fp, thumbnail, title, reference, idempotency_key
+                )
             except RegistrationSuperseded:
                 continue  # another replica committed a copy first: decide again, against it
 
@@ -212,6 +214,7 @@ class Registry:
         self,
         who: Principal,
         fp: Fingerprint,
+        thumbnail: bytes | None,
         title: str | None,
         reference: str | None,
         idempotency_key: str | None,
