@@ -38,11 +38,18 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
-from ..records import ApiKey, CheckpointRecord, NewRegistration, Registration
+from ..records import (
+    ApiKey,
+    CheckpointRecord,
+    NewRegistration,
+    Registration,
+    WebhookDelivery,
+    WebhookRecord,
+)
 from .base import (
     DuplicateIdempotencyKey,
     NodeCoord,
@@ -114,6 +121,36 @@ MIGRATIONS: list[str] = [
         label text
     );
     """,
+    # 2: webhooks and the outbox of their deliveries (as SQLite's migration 2).
+    """
+    CREATE TABLE webhooks (
+        id text PRIMARY KEY,
+        seller text NOT NULL,
+        url text NOT NULL,
+        secret text NOT NULL,
+        events jsonb NOT NULL,
+        created_at text NOT NULL
+    );
+    CREATE INDEX webhooks_seller ON webhooks (seller);
+    CREATE TABLE webhook_deliveries (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        webhook_id text NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+        event_id text NOT NULL,
+        event_type text NOT NULL,
+        payload bytea NOT NULL,
+        created_at text NOT NULL,
+        status text NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+        attempts integer NOT NULL DEFAULT 0,
+        next_attempt_at double precision NOT NULL,
+        last_status integer,
+        last_error text,
+        delivered_at text
+    );
+    CREATE INDEX webhook_deliveries_due
+        ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (webhook_id, seq);
+    """,
 ]
 
 _REG_COLUMNS = (
@@ -166,6 +203,42 @@ def _checkpoint(row: asyncpg.Record) -> CheckpointRecord:
         timestamp_ns=row["timestamp_ns"],
         note=row["note"],
         key_id=row["key_id"],
+    )
+
+
+def _webhook(row: asyncpg.Record) -> WebhookRecord:
+    return WebhookRecord(
+        id=row["id"],
+        seller=row["seller"],
+        url=row["url"],
+        secret=row["secret"],
+        events=tuple(row["events"]),
+        created_at=row["created_at"],
+    )
+
+
+_DELIVERY_COLUMNS = (
+    "d.id, d.webhook_id, d.event_id, d.event_type, d.payload, d.created_at, d.status,"
+    " d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.delivered_at"
+)
+
+
+def _delivery(row: asyncpg.Record, *, joined: bool = False) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=row["id"],
+        webhook_id=row["webhook_id"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        payload=bytes(row["payload"]),
+        created_at=row["created_at"],
+        status=row["status"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        last_status=row["last_status"],
+        last_error=row["last_error"],
+        delivered_at=row["delivered_at"],
+        url=row["url"] if joined else "",
+        secret=row["secret"] if joined else "",
     )
 
 
@@ -631,3 +704,122 @@ class PostgresStore(Store):
                 *args,
             )
         return _checkpoint(row) if row else None
+
+    # -- webhooks and their outbox ---------------------------------------
+    async def add_webhook(self, hook: WebhookRecord) -> None:
+        with _translated("write"):
+            await self.pool.execute(
+                "INSERT INTO webhooks (id, seller, url, secret, events, created_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                hook.id,
+                hook.seller,
+                hook.url,
+                hook.secret,
+                list(hook.events),
+                hook.created_at,
+            )
+
+    async def list_webhooks(self, seller: str) -> list[WebhookRecord]:
+        with _translated("read"):
+            rows = await self.pool.fetch(
+                "SELECT * FROM webhooks WHERE seller = $1 ORDER BY created_at, id", seller
+            )
+        return [_webhook(row) for row in rows]
+
+    async def get_webhook(self, webhook_id: str) -> WebhookRecord | None:
+        with _translated("read"):
+            row = await self.pool.fetchrow("SELECT * FROM webhooks WHERE id = $1", webhook_id)
+        return _webhook(row) if row else None
+
+    async def delete_webhook(self, webhook_id: str, seller: str) -> bool:
+        with _translated("write"):
+            # The outbox rows go with it (ON DELETE CASCADE).
+            status = await self.pool.execute(
+                "DELETE FROM webhooks WHERE id = $1 AND seller = $2", webhook_id, seller
+            )
+        return bool(status == "DELETE 1")
+
+    async def webhooks_for_sellers(self, sellers: Iterable[str]) -> list[WebhookRecord]:
+        wanted = sorted(set(sellers))
+        if not wanted:
+            return []
+        with _translated("read"):
+            rows = await self.pool.fetch(
+                "SELECT * FROM webhooks WHERE seller = ANY($1::text[]) ORDER BY created_at, id",
+                wanted,
+            )
+        return [_webhook(row) for row in rows]
+
+    async def enqueue_deliveries(self, deliveries: Sequence[WebhookDelivery]) -> None:
+        if not deliveries:
+            return
+        with _translated("write"):
+            await self.pool.execute(
+                "INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload,"
+                " created_at, status, attempts, next_attempt_at)"
+                " SELECT i, w, e, t, p, c, 'pending', 0, n FROM unnest($1::text[], $2::text[],"
+                " $3::text[], $4::text[], $5::bytea[], $6::text[], $7::float8[])"
+                " AS x(i, w, e, t, p, c, n)",
+                [d.id for d in deliveries],
+                [d.webhook_id for d in deliveries],
+                [d.event_id for d in deliveries],
+                [d.event_type for d in deliveries],
+                [d.payload for d in deliveries],
+                [d.created_at for d in deliveries],
+                [d.next_attempt_at for d in deliveries],
+            )
+
+    async def claim_deliveries(
+        self, now: float, lease_until: float, limit: int
+    ) -> list[WebhookDelivery]:
+        # Each row comes back with the due time it had, as SQLite's claim reads it.
+        claimed = _DELIVERY_COLUMNS.replace("d.next_attempt_at", "due.next_attempt_at")
+        with _translated("write"):
+            # SKIP LOCKED: dispatchers on several replicas claim disjoint rows.
+            rows = await self.pool.fetch(
+                "WITH due AS ("
+                " SELECT seq, next_attempt_at FROM webhook_deliveries"
+                " WHERE status = 'pending' AND next_attempt_at <= $1"
+                " ORDER BY next_attempt_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                " UPDATE webhook_deliveries d SET next_attempt_at = $2"
+                " FROM due, webhooks w WHERE d.seq = due.seq AND w.id = d.webhook_id"
+                f" RETURNING {claimed}, d.seq, w.url, w.secret",
+                now,
+                lease_until,
+                limit,
+            )
+        ordered = sorted(rows, key=lambda row: (row["next_attempt_at"], row["seq"]))
+        return [_delivery(row, joined=True) for row in ordered]
+
+    async def finish_delivery_attempt(
+        self,
+        delivery_id: str,
+        *,
+        status: Literal["pending", "delivered", "failed"],
+        next_attempt_at: float,
+        last_status: int | None,
+        last_error: str | None,
+        delivered_at: str | None,
+    ) -> None:
+        with _translated("write"):
+            await self.pool.execute(
+                "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1,"
+                " next_attempt_at = $2, last_status = $3, last_error = $4, delivered_at = $5"
+                " WHERE id = $6",
+                status,
+                next_attempt_at,
+                last_status,
+                last_error,
+                delivered_at,
+                delivery_id,
+            )
+
+    async def list_deliveries(self, webhook_id: str, limit: int = 100) -> list[WebhookDelivery]:
+        with _translated("read"):
+            rows = await self.pool.fetch(
+                f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d"
+                " WHERE d.webhook_id = $1 ORDER BY d.seq DESC LIMIT $2",
+                webhook_id,
+                limit,
+            )
+        return [_delivery(row) for row in rows]
