@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from pgserver import PostgresServer, PostgresUnavailable, start_server
-from servicekit import Service
+from servicekit import Service, service_settings
 
 STORE_KINDS = ("sqlite", "postgres")
 
@@ -82,19 +82,7 @@ def store_target(request: pytest.FixtureRequest, store_kind: str, tmp_path: Path
 
 @pytest.fixture
 def service_config(tmp_path: Path, store_target: StoreTarget) -> Any:
-    from shotstamp_service.config import Config
-    from shotstamp_service.signer import load_or_create_key
-
-    key_file = tmp_path / "shared" / "signing.key"
-    load_or_create_key(key_file)  # replicas on a shared database need it made beforehand
-    return Config(
-        data_dir=tmp_path / "data",
-        signing_key_file=key_file,
-        database_url=store_target.url,
-        seal_interval=0.2,
-        fingerprint_workers=1,
-        wait_timeout=10,
-    )
+    return service_settings(tmp_path, store_target.url)
 
 
 @pytest.fixture

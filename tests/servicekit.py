@@ -6,7 +6,31 @@ A module of its own (not conftest) so tests can import it unambiguously.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+
+def service_settings(
+    tmp_path: Path, database_url: str | None = None, **overrides: Any
+) -> Any:
+    """The tests' service configuration, on SQLite or on the PostgreSQL `database_url`.
+
+    The signing key is made beforehand: replicas sharing a database never make one.
+    """
+    from shotstamp_service.config import Config
+    from shotstamp_service.signer import load_or_create_key
+
+    key_file = tmp_path / "shared" / "signing.key"
+    load_or_create_key(key_file)
+    settings: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "signing_key_file": key_file,
+        "database_url": database_url,
+        "seal_interval": 0.2,
+        "fingerprint_workers": 1,
+        "wait_timeout": 10,
+    }
+    return Config(**{**settings, **overrides})
 
 
 @dataclass

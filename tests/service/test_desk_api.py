@@ -88,16 +88,11 @@ async def test_thumbnail_is_for_staff_only(service):
 
 
 @pytest.fixture
-def service_config(request, tmp_path):
+def service_config(request, tmp_path, store_target):
     # conftest's configuration, with the overrides a test passes as its parameter.
-    overrides = getattr(request, "param", {})
-    return Config(
-        data_dir=tmp_path / "data",
-        seal_interval=0.2,
-        fingerprint_workers=1,
-        wait_timeout=10,
-        **overrides,
-    )
+    from servicekit import service_settings
+
+    return service_settings(tmp_path, store_target.url, **getattr(request, "param", {}))
 
 
 @pytest.mark.parametrize(

@@ -22,14 +22,12 @@ from shotstamp_service.webhooks import InvalidWebhookURL, _PublicResolver, check
 
 
 @pytest.fixture
-def service_config(tmp_path):
-    from shotstamp_service.config import Config
+def service_config(tmp_path, store_target):
+    from servicekit import service_settings
 
-    return Config(
-        data_dir=tmp_path / "data",
-        seal_interval=0.2,
-        fingerprint_workers=1,
-        wait_timeout=10,
+    return service_settings(
+        tmp_path,
+        store_target.url,
         webhook_allow_private=True,  # the receivers listen on 127.0.0.1
         webhook_retry_base=0.05,
         webhook_max_attempts=4,
@@ -225,15 +223,23 @@ async def test_deliveries_survive_a_restart(service_config, receiver):
     await first.close()  # the service stops with the delivery still pending
 
     # Point the stored webhook at a receiver that works (as if it came back up).
-    import sqlite3
+    if service_config.database_url is None:
+        import sqlite3
 
-    conn = sqlite3.connect(service_config.database_path)
-    with conn:
-        conn.execute("UPDATE webhooks SET url = ? WHERE id = ?", (up.url, hook.id))
-        (status, attempts) = conn.execute(
-            "SELECT status, attempts FROM webhook_deliveries"
-        ).fetchone()
-    conn.close()
+        conn = sqlite3.connect(service_config.database_path)
+        with conn:
+            conn.execute("UPDATE webhooks SET url = ? WHERE id = ?", (up.url, hook.id))
+            (status, attempts) = conn.execute(
+                "SELECT status, attempts FROM webhook_deliveries"
+            ).fetchone()
+        conn.close()
+    else:
+        import asyncpg
+
+        pg = await asyncpg.connect(service_config.database_url)
+        await pg.execute("UPDATE webhooks SET url = $1 WHERE id = $2", up.url, hook.id)
+        status, attempts = await pg.fetchrow("SELECT status, attempts FROM webhook_deliveries")
+        await pg.close()
     assert status == "pending" and attempts >= 1
 
     second = await start()
