@@ -166,8 +166,10 @@ def measure(
     args: argparse.Namespace,
 ) -> Result:
     work = Path(tempfile.mkdtemp(prefix="shotstamp-bench-"))
-    env = {
+    env = {  # production settings, not the tests' quick ones
         "SHOTSTAMP_FINGERPRINT_WORKERS": str(args.workers),
+        "SHOTSTAMP_SEAL_INTERVAL": "1.0",
+        "SHOTSTAMP_WAIT_TIMEOUT": "15",
         "SHOTSTAMP_LOG_LEVEL": "WARNING",
     }
     url = None
@@ -180,7 +182,7 @@ def measure(
         env["SHOTSTAMP_SIGNING_KEY_FILE"] = str(work / "signing.key")
     keys = {}
     for seller in ("owner", "thief"):
-        made = run("shotstamp-service", "--data-dir", str(work / "data"), "keys", "create",
+        made = run("shotstamp-service", "--data-dir", str(work / "data-0"), "keys", "create",
                    "--seller", seller, env=env)
         keys[seller] = made.stdout.strip()
     processes: list[ServiceProcess] = []
@@ -188,9 +190,9 @@ def measure(
         for n in range(replicas):
             # One SQLite database belongs to one process; replicas share PostgreSQL.
             processes.append(
-                start_service(work / f"replica-{n}.log", data_dir=work / "data", env=env)
+                start_service(work / f"data-{n}", env=env)
             )
-        bases = [p.base for p in processes]
+        bases = [p.url for p in processes]
         seconds, outcomes, latencies = asyncio.run(drive(bases, keys, mix, args.concurrency))
         sealing = asyncio.run(wait_sealed(bases[0]))
     finally:
