@@ -235,3 +235,27 @@ async def test_an_idempotency_key_repeated_within_one_batch(store_target):
     assert isinstance(second, DuplicateIdempotencyKey)
     assert second.existing.id == first.id
     await store.close()
+
+
+async def test_two_replicas_claim_disjoint_webhook_deliveries(postgres_url):
+    from shotstamp_service.records import WebhookDelivery, WebhookRecord
+
+    async with opened(postgres_url) as a, opened(postgres_url) as b:
+        await a.add_webhook(
+            WebhookRecord("wh1", "acme", "https://example.com/h", "s3cret", ("conflict",), "t")
+        )
+        await a.enqueue_deliveries(
+            [WebhookDelivery(f"d{n}", "wh1", f"e{n}", "conflict", b"{}", "t", next_attempt_at=n)
+             for n in range(20)]
+        )
+        first, second = await asyncio.gather(
+            a.claim_deliveries(now=100, lease_until=200, limit=15),
+            b.claim_deliveries(now=100, lease_until=200, limit=15),
+        )
+        ids = [d.id for d in first] + [d.id for d in second]
+        assert sorted(ids) == sorted(f"d{n}" for n in range(20))  # each claimed once
+        assert all(d.url == "https://example.com/h" and d.secret == "s3cret" for d in first)
+        assert [d.next_attempt_at for d in first] == sorted(d.next_attempt_at for d in first)
+        # Leased: nothing is due again until the lease ends.
+        assert await a.claim_deliveries(now=150, lease_until=300, limit=50) == []
+        assert len(await b.claim_deliveries(now=200, lease_until=300, limit=50)) == 20
