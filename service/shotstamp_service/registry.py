@@ -267,22 +267,20 @@ class Registry:
 
         A shared store calls this under the lock that orders registration
         commits, so reading the index up to date here sees everything other
-        replicas committed. An upload that has since become a copy of another
-        seller's registration is refused (`RegistrationSuperseded`), and
-        `register` decides it again: two replicas never both accept copies of
-        one photo from different sellers.
+        replicas committed. An upload that has since become a copy of a stored
+        registration is refused (`RegistrationSuperseded`), and `register`
+        decides it again: a 409 if that is another seller's, a 200 with it if
+        it is the uploader's own. Two replicas never register one photo twice.
         """
         await self.load_index()
         verdicts: list[StoreError | None] = []
         for new in batch:
             fp = self._uncommitted.get(new.id)
             refs = [] if fp is None else self._copy_refs(self.matcher.search(fp))
-            stored = [ref for ref in refs if ref < _RESERVATION_BASE]
-            owner = self.owners.get(stored[0]) if stored else None
-            if owner is not None and owner != new.seller:
-                verdicts.append(RegistrationSuperseded(f"registration {stored[0]} came first"))
-            else:
-                verdicts.append(None)
+            stored = [ref for ref in refs if ref < _RESERVATION_BASE]  # not this batch's
+            verdicts.append(
+                RegistrationSuperseded(f"registration {stored[0]} came first") if stored else None
+            )
         return verdicts
 
     async def _registration_for(self, ref: int) -> Registration:

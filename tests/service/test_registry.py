@@ -93,3 +93,29 @@ async def test_two_replicas_never_both_accept_copies_of_one_photo(postgres_url):
     assert conflict.matches[0].registration.id == created.registration.id
     for gated in stores:
         await gated._store.close()
+
+
+async def test_one_seller_uploading_one_photo_to_two_replicas_registers_it_once(postgres_url):
+    from shotstamp_service.store.postgres import PostgresStore
+
+    stores = [GatedStore(PostgresStore(postgres_url)) for _ in range(2)]
+    for gated in stores:
+        await gated._store.open()
+    replicas = [Registry(gated._store, Matcher(), fingerprint_here) for gated in stores]
+    for registry, gated in zip(replicas, stores, strict=True):
+        registry.store = gated
+    acme = Principal("acme", "seller", "k1")
+    original = imagegen.jpeg(62)
+    uploads = [
+        asyncio.create_task(replicas[0].register(acme, original)),
+        asyncio.create_task(replicas[1].register(acme, imagegen.recompressed_copy(original))),
+    ]
+    for gated in stores:
+        await gated.waiting.wait()
+    for gated in stores:
+        gated.gate.set()
+    outcomes = sorted([await task for task in uploads], key=lambda o: o.kind)
+    assert [o.kind for o in outcomes] == ["created", "existing"]
+    assert outcomes[0].registration.id == outcomes[1].registration.id
+    for gated in stores:
+        await gated._store.close()
