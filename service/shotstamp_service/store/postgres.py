@@ -27,6 +27,14 @@ when that connection ends, whether the replica exits, is killed, or hangs
 locks the checkpoints table and refuses a stale tree size, so even two
 replicas that both believe they seal cannot fork the log.
 
+The log is stored as C2SP tlog tiles (`tiles`, one row per tile with its
+widest contents), written by `commit_seal` under that same lock: a tile may
+only grow by appending, so a seal that would change a hash already in the log
+is refused whole. Signing keys (public halves only) are in `signing_keys`;
+`activate_signing_key` is a compare-and-swap under a transaction advisory lock,
+so replicas adopting their first key and an admin rotating take turns, and at
+most one key is ever active.
+
 Requires PostgreSQL 14 or newer (`idle_session_timeout`), reached directly or
 through a session-mode pooler (advisory session locks need a real session).
 """
@@ -47,12 +55,14 @@ from ..records import (
     CheckpointRecord,
     NewRegistration,
     Registration,
+    SigningKeyRecord,
     WebhookDelivery,
     WebhookRecord,
 )
+from ..tiles import TILE_BYTES, TILE_HEIGHT, TILE_WIDTH, TileCoord, TileWrite
 from .base import (
+    ActiveKeyChanged,
     DuplicateIdempotencyKey,
-    NodeCoord,
     RegistrationGuard,
     SealBatch,
     Store,
@@ -73,6 +83,7 @@ def _lock_key(name: bytes) -> int:
 MIGRATION_LOCK = _lock_key(b"ss:migra")
 INSERT_LOCK = _lock_key(b"ss:inser")
 SEALER_LOCK = _lock_key(b"ss:seal_")
+SIGNING_KEY_LOCK = _lock_key(b"ss:signk")
 
 # Each entry migrates from version i to i+1; schema_migrations records which
 # have been applied. Never edit an entry once released: append a new one.
@@ -151,6 +162,48 @@ MIGRATIONS: list[str] = [
         ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
     CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (webhook_id, seq);
     """,
+    # 3: the log as C2SP tlog tiles instead of a row per subtree (as SQLite's
+    # migration 3). Only tree levels that are multiples of 8 are kept, packed
+    # 256 hashes to a row in index order; every other node is rebuilt inside
+    # a tile. A level-8L tile must hold its hashes from position 0 without a
+    # gap, or the stored tree was broken: refuse rather than guess.
+    f"""
+    CREATE TABLE tiles (
+        level smallint NOT NULL,
+        idx bigint NOT NULL,
+        data bytea NOT NULL CHECK (length(data) BETWEEN 32 AND {TILE_BYTES}
+                                   AND length(data) % 32 = 0),
+        PRIMARY KEY (level, idx)
+    );
+    DO $$
+    BEGIN
+        IF EXISTS (
+            SELECT 1 FROM tree_nodes WHERE level % {TILE_HEIGHT} = 0
+            GROUP BY level / {TILE_HEIGHT}, idx / {TILE_WIDTH}
+            HAVING min(idx % {TILE_WIDTH}) <> 0 OR max(idx % {TILE_WIDTH}) <> count(*) - 1
+        ) THEN
+            RAISE EXCEPTION 'tree_nodes is missing nodes: cannot convert it to tiles';
+        END IF;
+    END $$;
+    INSERT INTO tiles (level, idx, data)
+        SELECT level / {TILE_HEIGHT}, idx / {TILE_WIDTH}, string_agg(hash, ''::bytea ORDER BY idx)
+        FROM tree_nodes WHERE level % {TILE_HEIGHT} = 0
+        GROUP BY level / {TILE_HEIGHT}, idx / {TILE_WIDTH};
+    DROP TABLE tree_nodes;
+    """,
+    # 4: signing keys, for rotation (as SQLite's migration 4). At most one is
+    # active (not_after IS NULL), whatever its name.
+    """
+    CREATE TABLE signing_keys (
+        key_id text PRIMARY KEY,
+        name text NOT NULL,
+        algorithm text NOT NULL,
+        public_key bytea NOT NULL UNIQUE,
+        not_before text NOT NULL,
+        not_after text
+    );
+    CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys ((true)) WHERE not_after IS NULL;
+    """,
 ]
 
 _REG_COLUMNS = (
@@ -203,6 +256,17 @@ def _checkpoint(row: asyncpg.Record) -> CheckpointRecord:
         timestamp_ns=row["timestamp_ns"],
         note=row["note"],
         key_id=row["key_id"],
+    )
+
+
+def _signing_key(row: asyncpg.Record) -> SigningKeyRecord:
+    return SigningKeyRecord(
+        key_id=row["key_id"],
+        name=row["name"],
+        algorithm=row["algorithm"],
+        public_key=bytes(row["public_key"]),
+        not_before=row["not_before"],
+        not_after=row["not_after"],
     )
 
 
@@ -624,19 +688,19 @@ class PostgresStore(Store):
             size = await self.pool.fetchval("SELECT coalesce(max(tree_size), 0) FROM checkpoints")
         return int(size)
 
-    async def get_nodes(self, coords: Iterable[NodeCoord]) -> dict[NodeCoord, bytes]:
+    async def get_tiles(self, coords: Iterable[TileCoord]) -> dict[TileCoord, bytes]:
         wanted = sorted(set(coords))
         if not wanted:
             return {}
         with _translated("read"):
             rows = await self.pool.fetch(
-                "SELECT n.level, n.idx, n.hash FROM tree_nodes n"
+                "SELECT t.level, t.idx, t.data FROM tiles t"
                 " JOIN unnest($1::smallint[], $2::bigint[]) AS w(level, idx)"
-                " ON n.level = w.level AND n.idx = w.idx",
+                " ON t.level = w.level AND t.idx = w.idx",
                 [level for level, _ in wanted],
                 [idx for _, idx in wanted],
             )
-        return {(row["level"], row["idx"]): bytes(row["hash"]) for row in rows}
+        return {(row["level"], row["idx"]): bytes(row["data"]) for row in rows}
 
     async def commit_seal(self, batch: SealBatch) -> None:
         cp = batch.checkpoint
@@ -666,14 +730,8 @@ class PostgresStore(Store):
                     )
                     if updated != len(batch.assignments):
                         raise StoreError("a registration in the seal batch was already sealed")
-                if batch.nodes:
-                    await conn.execute(
-                        "INSERT INTO tree_nodes (level, idx, hash)"
-                        " SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
-                        [level for level, _, _ in batch.nodes],
-                        [idx for _, idx, _ in batch.nodes],
-                        [h for _, _, h in batch.nodes],
-                    )
+                if batch.tiles:
+                    await self._write_tiles(conn, batch.tiles)
                 # A second empty checkpoint (two replicas starting on a new
                 # database) fails here on the primary key, changing nothing.
                 await conn.execute(
@@ -685,6 +743,34 @@ class PostgresStore(Store):
                     cp.note,
                     cp.key_id,
                 )
+
+    @staticmethod
+    async def _write_tiles(conn: asyncpg.Connection, tiles: Sequence[TileWrite]) -> None:
+        """Write each tile's whole new contents; a stored tile may only grow by appending.
+
+        The update applies only where the stored contents are a strict prefix
+        of the new ones, so a write that would change a hash already in the
+        log (or shrink a tile, or rewrite it unchanged) touches no row, and the
+        count gives it away. Runs inside the seal's transaction, under its lock.
+        """
+        for level, idx, data in tiles:
+            if not data or len(data) > TILE_BYTES or len(data) % 32:
+                raise StoreError(f"tile ({level}, {idx}) of {len(data)} bytes")
+        written = await conn.fetchval(
+            "WITH written AS ("
+            " INSERT INTO tiles AS t (level, idx, data)"
+            " SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])"
+            " ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data"
+            " WHERE length(excluded.data) > length(t.data)"
+            " AND substring(excluded.data FROM 1 FOR length(t.data)) = t.data"
+            " RETURNING 1)"
+            " SELECT count(*) FROM written",
+            [level for level, _, _ in tiles],
+            [idx for _, idx, _ in tiles],
+            [data for _, _, data in tiles],
+        )
+        if written != len(tiles):
+            raise StoreError("a tile write would change hashes already in the log")
 
     async def latest_checkpoint(self) -> CheckpointRecord | None:
         return await self._one_checkpoint("ORDER BY tree_size DESC LIMIT 1")
@@ -823,3 +909,36 @@ class PostgresStore(Store):
                 limit,
             )
         return [_delivery(row) for row in rows]
+
+    # -- signing keys (public halves; the private keys live on disk) ------
+    async def list_signing_keys(self) -> list[SigningKeyRecord]:
+        with _translated("read"):
+            rows = await self.pool.fetch("SELECT * FROM signing_keys ORDER BY not_before, key_id")
+        return [_signing_key(row) for row in rows]
+
+    async def activate_signing_key(self, key: SigningKeyRecord, *, replacing: str | None) -> None:
+        with _translated("write"):
+            async with self.pool.acquire() as conn, conn.transaction():
+                # Replicas adopting their first key and admins rotating take
+                # turns, so the compare below cannot race (READ COMMITTED: the
+                # next statement sees whatever the previous holder committed).
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", SIGNING_KEY_LOCK)
+                active = await conn.fetchval(
+                    "SELECT key_id FROM signing_keys WHERE not_after IS NULL"
+                )
+                if active != replacing:
+                    raise ActiveKeyChanged(f"the active signing key is {active}, not {replacing}")
+                await conn.execute(
+                    "UPDATE signing_keys SET not_after = $1 WHERE not_after IS NULL",
+                    key.not_before,
+                )
+                await conn.execute(
+                    "INSERT INTO signing_keys"
+                    " (key_id, name, algorithm, public_key, not_before, not_after)"
+                    " VALUES ($1, $2, $3, $4, $5, NULL)",
+                    key.key_id,
+                    key.name,
+                    key.algorithm,
+                    key.public_key,
+                    key.not_before,
+                )
