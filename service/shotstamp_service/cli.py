@@ -29,6 +29,8 @@ from .config import Config
 from .logs import configure_logging
 from .records import format_time, utc_now
 from .serve import serve
+from .signer import SigningKeyUnavailable
+from .store import ActiveKeyChanged, StoreError
 
 __all__ = ["main"]
 
@@ -134,7 +136,9 @@ def _serve(config: Config) -> int:
                 announce=lambda msg: log.info(msg.strip()),
             )
         )
-    except (OSError, ValueError) as exc:  # the signing key: missing, unreadable, not Ed25519
+    except (SigningKeyUnavailable, StoreError, OSError, ValueError) as exc:
+        # At start: the signing key (missing, not the active one, unreadable, not
+        # Ed25519), the database (unreachable, too new), the port (taken).
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -191,8 +195,13 @@ async def _signing_key(config: Config, args: argparse.Namespace) -> int:
                 print(json.dumps(key_json(record)))
             return 0
         if args.signing_command == "rotate":
-            await keys.open()  # the current key must be in order before it is retired
-            record, path = await keys.rotate()
+            # The current key must be in order before it is retired (a new log has none).
+            try:
+                await keys.open_for_rotation()
+                record, path = await keys.rotate()
+            except (SigningKeyUnavailable, ActiveKeyChanged, OSError, ValueError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
             print(json.dumps(key_json(record)))
             print(
                 f"rotated: checkpoints are now signed by {record.key_id} ({path}); "

@@ -18,6 +18,11 @@ answered on any replica, and they try for the lock on every tick, so one of
 them takes over within a tick of the sealing replica's death. Whoever seals
 reloads its tree from the store first; the store refuses a seal made from a
 stale tree, so the log never forks.
+
+Only a replica that holds the active signing key's private half contends for
+the lock: one that lacks it (a rotation it has no copy of) releases the lock
+if it held it and logs why, so a replica that has the key takes over instead
+of the log stalling behind one that cannot sign.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from collections.abc import Callable, Sequence
 from shotstamp.merkle import leaf_hash
 
 from .records import CheckpointRecord, Registration
-from .signer import SignerSource
+from .signer import SignerSource, SigningKeyUnavailable
 from .store import SealBatch, Store, StoreError
 from .tree import LogTree
 
@@ -67,6 +72,7 @@ class Sealer:
         self.last_checkpoint: CheckpointRecord | None = None
         self.leading = False  # whether this replica held the sealer lock at the last tick
         self._follow_failing = False
+        self._cannot_sign: str | None = None  # why this replica may not seal, once logged
 
     @property
     def tree_size(self) -> int:
@@ -130,7 +136,11 @@ class Sealer:
             await self._publish(latest)
 
     async def _lead(self) -> bool:
-        held = await self.store.hold_sealer_lock()
+        if await self._can_sign():
+            held = await self.store.hold_sealer_lock()
+        else:
+            held = False
+            await self.store.release_sealer_lock()
         if held != self.leading:
             async with self._lock:
                 self.leading = held
@@ -138,6 +148,22 @@ class Sealer:
                 self._tree = None
             log.info("this replica %s", "now seals" if held else "no longer seals")
         return held
+
+    async def _can_sign(self) -> bool:
+        """Whether this process holds the active key's private half (logged when that changes)."""
+        try:
+            await self.signer.current()
+        except SigningKeyUnavailable as exc:
+            if str(exc) != self._cannot_sign:
+                log.error("this replica cannot seal: %s", exc)
+            self._cannot_sign = str(exc)
+            return False
+        except StoreError:
+            return True  # an outage: the sealer lock answers for it, quietly
+        if self._cannot_sign is not None:
+            log.info("this replica holds the active signing key again")
+            self._cannot_sign = None
+        return True
 
     async def _commit(
         self,

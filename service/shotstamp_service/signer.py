@@ -17,6 +17,14 @@ Private keys are Ed25519 PKCS#8 PEM files of mode 0600:
 
 Which key is active is the store's to say; each seal asks it, so a rotation
 made by the admin command reaches every running replica at its next seal.
+
+On a store several replicas share (PostgreSQL), no replica ever generates a
+key (`create=False`): one that finds no key to adopt, or not the active one,
+refuses to start with `SigningKeyUnavailable` naming where it looked. The
+first key is made by the admin command (`signing-key rotate` on a log without
+keys writes `signing-<key id>.key` into the key directory and records it) or
+by the operator; every replica then reads the same directory or file. A
+running replica that lacks a rotated key stops sealing (see `sealer.py`).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from .store import ActiveKeyChanged, Store
 
 __all__ = [
     "KEY_FILE_SUFFIX",
+    "SHARE_ONE_KEY",
     "LogSigner",
     "SignerSource",
     "SigningKeyUnavailable",
@@ -55,6 +64,15 @@ KEY_FILE_SUFFIX = ".key"
 
 class SigningKeyUnavailable(RuntimeError):
     """The store's active signing key has no private key this process can read."""
+
+
+SHARE_ONE_KEY = (
+    "replicas sharing a database must share one key and never make their own: "
+    "create it once with 'shotstamp-service signing-key rotate' (it writes "
+    "signing-<key id>.key into SHOTSTAMP_SIGNING_KEY_DIR and records it), then give "
+    "every replica that directory (a shared volume or mounted secret), or the one "
+    "file as SHOTSTAMP_SIGNING_KEY_FILE"
+)
 
 
 def read_key(path: Path) -> Ed25519PrivateKey:
@@ -114,10 +132,8 @@ def load_or_create_key(path: Path, *, create: bool = True) -> Ed25519PrivateKey:
     if path.exists():
         return read_key(path)
     if not create:
-        raise FileNotFoundError(
-            f"signing key {path} does not exist; replicas sharing a database must share "
-            "one key: create it once (e.g. 'openssl genpkey -algorithm ed25519 -out FILE', "
-            "mode 0600) and point SHOTSTAMP_SIGNING_KEY_FILE at it on every replica"
+        raise SigningKeyUnavailable(
+            f"signing key {path} (SHOTSTAMP_SIGNING_KEY_FILE) does not exist; {SHARE_ONE_KEY}"
         )
     key = Ed25519PrivateKey.generate()
     _write_private(path, key)
@@ -181,7 +197,8 @@ class SigningKeys:
 
     `open()` runs at start: on a store without keys it adopts the configured
     key file, the foundation's `signing.key` or the one key in the directory,
-    or generates one, and records it as active.
+    or generates one (only with `create`: never on a shared store), and
+    records it as active.
     """
 
     def __init__(
@@ -260,9 +277,8 @@ class SigningKeys:
                 (key,) = found.values()
             elif not self.create:
                 raise SigningKeyUnavailable(
-                    f"no signing key in {self.key_dir}; replicas sharing a database must "
-                    "share one key: point SHOTSTAMP_SIGNING_KEY_FILE (or "
-                    "SHOTSTAMP_SIGNING_KEY_DIR) at it on every replica"
+                    f"the store names no signing key yet and {self.key_dir} "
+                    f"(SHOTSTAMP_SIGNING_KEY_DIR) holds none; {SHARE_ONE_KEY}"
                 )
             else:
                 path, key = write_new_key(self.key_dir, self.origin)
@@ -281,6 +297,20 @@ class SigningKeys:
         # If another replica recorded its key first, open() uses that one.
         with contextlib.suppress(ActiveKeyChanged):
             await self.store.activate_signing_key(signer.record(format_time(since)), replacing=None)
+
+    async def open_for_rotation(self) -> None:
+        """What `rotate` needs first: the active key in order, or the log's first key adopted.
+
+        A log with no key anywhere yet (say a new shared database, before any
+        replica started) needs nothing: the rotation makes its first key.
+        """
+        if (
+            await self._active() is None
+            and not self._key_files()
+            and await self.store.latest_checkpoint() is None
+        ):
+            return
+        await self.open()
 
     async def current(self) -> LogSigner:
         """The active key's signer, reloaded from disk when the store's active key changed."""

@@ -131,6 +131,9 @@ class Store(abc.ABC):
         """
         return True
 
+    async def release_sealer_lock(self) -> None:  # noqa: B027 - optional hook
+        """Let another process seal: this one cannot (it lacks the active signing key)."""
+
     # -- API keys ---------------------------------------------------------
     @abc.abstractmethod
     async def add_api_key(self, key: ApiKey) -> None: ...
