@@ -1,6 +1,12 @@
-"""Signing keys: first start, rotation followed by running sealers, replicas, refusals."""
+"""Signing keys in each real store (SQLite, PostgreSQL): first start, rotation followed
+by running sealers, replicas sharing a key directory, refusals."""
 
 from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -14,8 +20,10 @@ from shotstamp_service.signer import (
     SigningKeys,
     SigningKeyUnavailable,
     load_or_create_key,
+    write_new_key,
 )
-from shotstamp_service.store.sqlite import SQLiteStore
+from shotstamp_service.store import ActiveKeyChanged
+from shotstamp_service.store.postgres import PostgresStore
 
 ORIGIN = "test.example/log"
 
@@ -33,8 +41,8 @@ def registration(n: int) -> NewRegistration:
 
 
 @pytest.fixture
-async def store(tmp_path):
-    store = SQLiteStore(tmp_path / "db.sqlite")
+async def store(store_target):
+    store = store_target.make()
     await store.open()
     yield store
     await store.close()
@@ -161,3 +169,164 @@ async def test_two_keys_and_no_record_is_ambiguous(store, tmp_path):
         load_or_create_key(tmp_path / "keys" / f"{LogSigner(ORIGIN, key).key_id}.key")
     with pytest.raises(SigningKeyUnavailable, match="holds 2"):
         await SigningKeys(store, ORIGIN, key_dir=tmp_path / "keys").open()
+
+
+# --- a store several replicas share: no replica ever makes a key -------------------------
+
+
+async def test_a_replica_on_a_shared_store_never_makes_a_key(store, tmp_path):
+    shared = tmp_path / "shared"
+    with pytest.raises(SigningKeyUnavailable, match="SHOTSTAMP_SIGNING_KEY_DIR") as exc:
+        await SigningKeys(store, ORIGIN, key_dir=shared, create=False).open()
+    assert "must share one key" in str(exc.value) and "signing-key rotate" in str(exc.value)
+    missing = tmp_path / "secret" / "signing.key"
+    with pytest.raises(SigningKeyUnavailable, match="SHOTSTAMP_SIGNING_KEY_FILE") as exc:
+        await SigningKeys(store, ORIGIN, key_dir=shared, key_file=missing, create=False).open()
+    assert str(missing) in str(exc.value)
+    assert not shared.exists() and not missing.exists()
+    assert await store.list_signing_keys() == []
+
+
+async def test_rotate_makes_the_first_key_of_a_new_shared_log(store, tmp_path):
+    shared = tmp_path / "shared"
+    admin = SigningKeys(store, ORIGIN, key_dir=shared, create=False)
+    await admin.open_for_rotation()  # nothing to check yet, and nothing made
+    assert not shared.exists()
+    record, path = await admin.rotate()
+    assert path == shared / f"signing-{record.key_id}.key"
+    assert (await store.list_signing_keys()) == [record]  # one key, not an adopted one retired
+    replicas = [SigningKeys(store, ORIGIN, key_dir=shared, create=False) for _ in range(3)]
+    await asyncio.gather(*(replica.open() for replica in replicas))
+    assert {(await replica.current()).key_id for replica in replicas} == {record.key_id}
+    assert len(list(shared.iterdir())) == 1
+
+
+async def test_replicas_adopting_one_shared_key_together_record_it_once(postgres_url, tmp_path):
+    shared = tmp_path / "shared"
+    _, key = write_new_key(shared, ORIGIN)
+    stores = [PostgresStore(postgres_url) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        replicas = [SigningKeys(s, ORIGIN, key_dir=shared, create=False) for s in stores]
+        await asyncio.gather(*(replica.open() for replica in replicas))
+        (record,) = await stores[0].list_signing_keys()
+        assert record.public_key == key.public_key().public_bytes_raw()
+        assert {(await r.current()).key_id for r in replicas} == {record.key_id}
+        # A replica given another key is refused rather than signing a log of its own.
+        write_new_key(tmp_path / "elsewhere", ORIGIN)
+        stray = SigningKeys(stores[0], ORIGIN, key_dir=tmp_path / "elsewhere", create=False)
+        with pytest.raises(SigningKeyUnavailable, match="has no private key"):
+            await stray.open()
+        assert len(await stores[0].list_signing_keys()) == 1
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_of_rotations_racing_from_one_active_key_exactly_one_wins(store, tmp_path):
+    keys = SigningKeys(store, ORIGIN, key_dir=tmp_path / "keys")
+    await keys.open()
+    (first,) = await store.list_signing_keys()
+    since = format_time(utc_now())
+    candidates = [LogSigner(ORIGIN, Ed25519PrivateKey.generate()).record(since) for _ in range(8)]
+    results = await asyncio.gather(
+        *(store.activate_signing_key(c, replacing=first.key_id) for c in candidates),
+        return_exceptions=True,
+    )
+    won = [c for c, r in zip(candidates, results, strict=True) if r is None]
+    assert len(won) == 1, results
+    assert all(isinstance(r, ActiveKeyChanged) for r in results if r is not None)
+    listed = await store.list_signing_keys()
+    assert [k.key_id for k in listed] == [first.key_id, won[0].key_id]
+    assert [k.key_id for k in listed if k.active] == [won[0].key_id]
+    assert listed[0].not_after == since
+
+
+async def _until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_sealer_without_the_active_key_stops_sealing_and_says_why(store, tmp_path, caplog):
+    keys = SigningKeys(store, ORIGIN, key_dir=tmp_path / "a")
+    await keys.open()
+    sealer = Sealer(store, keys, interval=0.05)
+    await sealer.load()
+    task = asyncio.create_task(sealer.run())
+    try:
+        new, new_path = await SigningKeys(store, ORIGIN, key_dir=tmp_path / "b").rotate()
+        with caplog.at_level(logging.ERROR, logger="shotstamp_service.sealer"):
+            reg = await store.add_registration(registration(1))
+            await asyncio.sleep(0.5)  # ten ticks
+        assert (await store.get_registration(reg.id)).leaf_index is None
+        assert not sealer.leading
+        why = [r.getMessage() for r in caplog.records if "cannot seal" in r.getMessage()]
+        assert len(why) == 1 and new.key_id in why[0]  # said once, not every tick
+        shutil.copy(new_path, tmp_path / "a" / new_path.name)
+        await _until(lambda: sealer.last_checkpoint.tree_size == 1)
+        assert sealer.last_checkpoint.key_id == new.key_id
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_replica_without_a_rotated_key_hands_sealing_to_one_with_it(
+    postgres_url, tmp_path
+):
+    """Two replicas on one database: A has only a copy of the first key, B reads the
+    shared directory the rotation writes to. A seals until the rotation, then lets go of
+    the sealer lock and B signs with the new key; A takes over again once it has it."""
+    shared, own = tmp_path / "shared", tmp_path / "a-only"
+    first_path, _ = write_new_key(shared, ORIGIN)
+    own.mkdir(mode=0o700)
+    shutil.copy(first_path, own / first_path.name)
+    stores = [PostgresStore(postgres_url) for _ in range(3)]
+    await asyncio.gather(*(s.open() for s in stores))
+    a_keys = SigningKeys(stores[0], ORIGIN, key_dir=own, create=False)
+    b_keys = SigningKeys(stores[1], ORIGIN, key_dir=shared, create=False)
+    await a_keys.open()
+    await b_keys.open()
+    a = Sealer(stores[0], a_keys, interval=0.1, follow_interval=0.02)
+    b = Sealer(stores[1], b_keys, interval=0.1, follow_interval=0.02)
+    await a.load()
+    await b.load()
+    tasks = [asyncio.create_task(a.run())]
+    try:
+        await _until(lambda: a.leading)
+        tasks.append(asyncio.create_task(b.run()))
+        admin = stores[2]
+        await admin.add_registration(registration(1))
+        await _until(lambda: b.tree_size == 1)
+        assert a.leading and not b.leading
+        first_key = (await admin.latest_checkpoint()).key_id
+
+        rotated, rotated_path = await SigningKeys(admin, ORIGIN, key_dir=shared).rotate()
+        await admin.add_registration(registration(2))
+        await _until(lambda: b.leading and not a.leading)
+        await _until(lambda: a.tree_size == 2)  # A follows the checkpoint B signed
+        latest = await admin.latest_checkpoint()
+        assert latest.key_id == rotated.key_id != first_key
+
+        # With the new key copied over, A may seal again: B goes away, A takes over.
+        shutil.copy(rotated_path, own / rotated_path.name)
+        tasks[1].cancel()
+        await asyncio.gather(tasks[1], return_exceptions=True)
+        await stores[1].release_sealer_lock()
+        await _until(lambda: a.leading)
+        await admin.add_registration(registration(3))
+        await _until(lambda: a.tree_size == 3)
+        assert (await admin.latest_checkpoint()).key_id == rotated.key_id
+
+        # One log throughout: every checkpoint verifies under the key it names.
+        listed = {k.key_id: k for k in await admin.list_signing_keys()}
+        for size in (1, 2, 3):
+            cp = await admin.get_checkpoint(size)
+            open_note(cp.note, [verifier(listed[cp.key_id])])
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for s in stores:
+            await s.close()
