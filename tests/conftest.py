@@ -98,6 +98,23 @@ async def service(
     yield Service(client=client, app=app)
 
 
+@pytest.fixture
+def backend(store_target: StoreTarget, tmp_path: Path) -> Any:
+    """What a service process needs to run on this test's store (`processes.Backend`)."""
+    from processes import Backend
+
+    data = tmp_path / "data"
+    if store_target.url is None:
+        return Backend("sqlite", data, data / "keys")
+    from shotstamp_service.config import Config
+    from shotstamp_service.signer import write_new_key
+
+    key_dir = tmp_path / "shared-keys"
+    write_new_key(key_dir, Config().origin)
+    env = {"SHOTSTAMP_DATABASE_URL": store_target.url, "SHOTSTAMP_SIGNING_KEY_DIR": str(key_dir)}
+    return Backend("postgres", data, key_dir, store_target.url, env)
+
+
 @pytest.fixture(scope="module")
 def service_process(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A real `shotstamp-service serve` process, shared by a module's tests."""

@@ -8,10 +8,12 @@ processes, with no event loop of their own.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -211,3 +213,54 @@ def start_service(
             out = log.read_text()
             raise AssertionError(f"service did not start (exit {proc.poll()}):\n{out}")
         time.sleep(0.1)
+
+
+@dataclass
+class Backend:
+    """The store a process uses: the data dir's SQLite file, or a PostgreSQL database.
+
+    `key_dir` is where the service finds its signing keys: the data directory's
+    own on SQLite; on PostgreSQL a directory every replica shares, holding one
+    key made beforehand (replicas sharing a database never make one).
+    """
+
+    kind: str
+    data: Path
+    key_dir: Path
+    url: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of a query on the stored data, read behind the service's back."""
+        return self._run([sql], fetch=True)
+
+    def execute(self, *statements: str) -> None:
+        """Change the stored data behind the service's back, in one transaction."""
+        self._run(list(statements), fetch=False)
+
+    def _run(self, statements: list[str], *, fetch: bool) -> list[tuple[Any, ...]]:
+        if self.url is None:
+            conn = sqlite3.connect(self.data / "shotstamp.db")
+            try:
+                with conn:
+                    results = [conn.execute(sql).fetchall() for sql in statements]
+                return results[-1] if fetch else []
+            finally:
+                conn.close()
+
+        async def run() -> list[tuple[Any, ...]]:
+            import asyncpg
+
+            conn = await asyncpg.connect(self.url)
+            try:
+                async with conn.transaction():
+                    if fetch:
+                        return [tuple(row) for row in await conn.fetch(statements[-1])]
+                    for sql in statements:
+                        await conn.execute(sql)
+                    return []
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+

@@ -19,11 +19,10 @@ from shotstamp import (
     verify_inclusion,
     verify_proof,
 )
-from shotstamp_service.app import make_signing_keys
+from shotstamp_service.app import make_signing_keys, make_store
 from shotstamp_service.keys import CONFIG, SIGNING_KEYS, STORE
 from shotstamp_service.records import NewRegistration, format_time, new_registration_id, utc_now
 from shotstamp_service.sealer import Sealer
-from shotstamp_service.store.sqlite import SQLiteStore
 
 
 async def _keys(service) -> list[str]:
@@ -234,7 +233,7 @@ def registration(n: int) -> NewRegistration:
 @pytest.fixture
 async def prefilled(service_config) -> list[int]:
     """A log of 601 leaves sealed in four batches (two tile levels, partial tiles)."""
-    store = SQLiteStore(service_config.database_path)
+    store = make_store(service_config)  # the service's own store, SQLite or PostgreSQL
     await store.open()
     keys = make_signing_keys(service_config, store)
     await keys.open()

@@ -1,19 +1,19 @@
-"""The real processes: an operator who rewrites history is caught; keys rotate under load."""
+"""The real processes, on each store: an operator who rewrites history is caught; keys
+rotate under load."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
-import sqlite3
 import subprocess
 import time
 import urllib.error
-from pathlib import Path
 
 import pytest
-from test_process import command, free_port, http, multipart, run
 
 import imagegen
+from processes import Backend, command, free_port, http, multipart, run
 from shotstamp import CheckpointWitness, VerificationError
 
 FAST = {"SHOTSTAMP_SEAL_INTERVAL": "0.2", "SHOTSTAMP_FINGERPRINT_WORKERS": "1"}
@@ -22,15 +22,14 @@ FAST = {"SHOTSTAMP_SEAL_INTERVAL": "0.2", "SHOTSTAMP_FINGERPRINT_WORKERS": "1"}
 class Server:
     """`shotstamp-service serve` on a data directory, restartable."""
 
-    def __init__(self, data: Path) -> None:
-        self.data = data
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.data = backend.data
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
-        import os
-
         self.proc = subprocess.Popen(
             [
                 *command("shotstamp-service"),
@@ -43,7 +42,7 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, **FAST},
+            env={**os.environ, **FAST, **self.backend.env},
         )
         deadline = time.monotonic() + 60
         while True:
@@ -76,6 +75,12 @@ class Server:
         assert reg["status"] == "sealed"
         return reg
 
+    def admin(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`shotstamp-service ARGS` on the same store and keys, as an operator runs it."""
+        return run(
+            "shotstamp-service", "--data-dir", str(self.data), *args, env=self.backend.env
+        )
+
     def get(self, path: str) -> dict:
         status, body = http("GET", f"{self.base}{path}")
         assert status == 200, (path, body)
@@ -83,12 +88,9 @@ class Server:
 
 
 @pytest.fixture
-def server(tmp_path):
-    data = tmp_path / "data"
-    server = Server(data)
-    server.key = run(
-        "shotstamp-service", "--data-dir", str(data), "keys", "create", "--seller", "acme"
-    ).stdout.strip()
+def server(backend):
+    server = Server(backend)
+    server.key = server.admin("keys", "create", "--seller", "acme").stdout.strip()
     server.start()
     yield server
     if server.proc is not None and server.proc.poll() is None:
@@ -96,16 +98,15 @@ def server(tmp_path):
         server.proc.wait()
 
 
-def _rewrite_history(database: Path) -> None:
+def _rewrite_history(backend: Backend) -> None:
     """What a dishonest operator with the database and the key can do: change leaf 0
     and re-seal everything into a new tree, under freshly signed checkpoints."""
-    conn = sqlite3.connect(database)
-    with conn:
-        conn.execute("UPDATE registrations SET seller = 'mallory' WHERE leaf_index = 0")
-        conn.execute("UPDATE registrations SET leaf_index = NULL")
-        conn.execute("DELETE FROM tiles")
-        conn.execute("DELETE FROM checkpoints")
-    conn.close()
+    backend.execute(
+        "UPDATE registrations SET seller = 'mallory' WHERE leaf_index = 0",
+        "UPDATE registrations SET leaf_index = NULL",
+        "DELETE FROM tiles",
+        "DELETE FROM checkpoints",
+    )
 
 
 def test_a_client_holding_an_earlier_checkpoint_catches_a_rewritten_leaf(server, tmp_path):
@@ -121,24 +122,14 @@ def test_a_client_holding_an_earlier_checkpoint_catches_a_rewritten_leaf(server,
     (tmp_path / "proof.json").write_text(json.dumps(first["proof"]))
 
     server.stop()
-    _rewrite_history(server.data / "shotstamp.db")
+    _rewrite_history(server.backend)
     server.start()
     server.register(server.key, 104)  # the log moves on, to size 4
 
     latest = server.get("/v1/checkpoints/latest")
     assert latest["tree_size"] == 4
     # The rewritten log serves leaf 0 with the new seller, signed by the same key.
-    staff = run(
-        "shotstamp-service",
-        "--data-dir",
-        str(server.data),
-        "keys",
-        "create",
-        "--seller",
-        "desk",
-        "--role",
-        "staff",
-    ).stdout.strip()
+    staff = server.admin("keys", "create", "--seller", "desk", "--role", "staff").stdout.strip()
     status, bundle = http("GET", f"{server.base}/v1/registrations/{first['id']}/proof", key=staff)
     assert status == 200 and bundle["leaf"]["seller"] == "mallory"
     assert latest["key_id"] == seen["key_id"]
@@ -177,17 +168,17 @@ def test_rotating_the_key_while_serving(server, tmp_path):
     trusted.write_text(json.dumps(server.get("/v1/checkpoints/latest")))
     old_key_id = server.get("/v1/checkpoints/latest")["key_id"]
 
-    rotated = run("shotstamp-service", "--data-dir", str(server.data), "signing-key", "rotate")
+    rotated = server.admin("signing-key", "rotate")
     assert rotated.returncode == 0, rotated.stderr
     new_key = json.loads(rotated.stdout)
     assert new_key["status"] == "active" and new_key["key_id"] != old_key_id
     assert "rotated" in rotated.stderr
-    (new_file,) = (server.data / "keys").glob(f"signing-{new_key['key_id']}.key")
+    (new_file,) = server.backend.key_dir.glob(f"signing-{new_key['key_id']}.key")
     assert new_file.stat().st_mode & 0o777 == 0o600
 
     after = server.register(server.key, 112)  # sealed by the running service
     assert server.get("/v1/checkpoints/latest")["key_id"] == new_key["key_id"]
-    listed = run("shotstamp-service", "--data-dir", str(server.data), "signing-key", "list")
+    listed = server.admin("signing-key", "list")
     statuses = {
         json.loads(line)["key_id"]: json.loads(line)["status"]
         for line in listed.stdout.splitlines()

@@ -2,61 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-import sqlite3
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 import imagegen
 from processes import http, multipart, run, start_service
-
-
-@dataclass
-class Backend:
-    """The store a process uses: the data dir's SQLite file, or a PostgreSQL database."""
-
-    kind: str
-    data: Path
-    url: str | None = None
-    key_file: Path | None = None
-    env: dict[str, str] = field(default_factory=dict)
-
-    def rows(self, sql: str) -> list[tuple]:
-        """Rows of a query on the stored data, read behind the service's back."""
-        if self.url is None:
-            conn = sqlite3.connect(self.data / "shotstamp.db")
-            try:
-                return conn.execute(sql).fetchall()
-            finally:
-                conn.close()
-
-        async def fetch() -> list[tuple]:
-            import asyncpg
-
-            conn = await asyncpg.connect(self.url)
-            try:
-                return [tuple(row) for row in await conn.fetch(sql)]
-            finally:
-                await conn.close()
-
-        return asyncio.run(fetch())
-
-
-@pytest.fixture
-def backend(store_target, tmp_path) -> Backend:
-    data = tmp_path / "data"
-    if store_target.url is None:
-        return Backend("sqlite", data)
-    from shotstamp_service.signer import load_or_create_key
-
-    key_file = tmp_path / "shared" / "signing.key"
-    load_or_create_key(key_file)
-    env = {"SHOTSTAMP_DATABASE_URL": store_target.url, "SHOTSTAMP_SIGNING_KEY_FILE": str(key_file)}
-    return Backend("postgres", data, store_target.url, key_file, env)
 
 
 def test_keys_create_prints_only_the_key_and_list_hides_secrets(backend):
@@ -140,10 +92,7 @@ def test_serve_registers_and_the_cli_verifies_the_proof(server, tmp_path):
         "POST", f"{base}/v1/registrations?wait=true", key=key, body=body, content_type=ctype
     )
     assert status == 201, reg
-    if server["backend"].key_file is not None:
-        key_file = server["backend"].key_file  # shared by replicas, made beforehand
-    else:
-        (key_file,) = (server["data"] / "keys").glob("signing-*.key")
+    (key_file,) = server["backend"].key_dir.glob("signing-*.key")
     assert key_file.stat().st_mode & 0o777 == 0o600
     # The service logs one JSON object a line; the upload's line names its outcome.
     lines = [json.loads(line) for line in server["service"].output().splitlines()]

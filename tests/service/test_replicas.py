@@ -1,41 +1,54 @@
-"""Three real service processes on one PostgreSQL database; the sealing one is killed.
+"""Real service processes on one PostgreSQL database, sharing one signing-key directory.
 
-Afterwards every acknowledged registration is sealed exactly once, every
-checkpoint seen before and after the kill is consistent with the final one
-(proved from the stored tree), a copy uploaded to one replica of a photo
-registered on another is refused, and `wait=true` works on every replica.
+Three replicas, the sealing one killed: afterwards every acknowledged
+registration is sealed exactly once, every checkpoint seen before and after the
+kill is consistent with the final one (by the replicas' own
+`/v1/proofs/consistency`), a copy uploaded to one replica of a photo registered
+on another is refused, and `wait=true` works on every replica.
+
+A key rotation made with `signing-key rotate` reaches every replica reading the
+shared directory; a replica without the new key hands sealing over, and one
+started without it refuses to start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 import imagegen
 from processes import ServiceProcess, http, multipart, run, start_service
-from shotstamp import NoteVerifier, merkle, verify_proof
-from shotstamp.checkpoint import open_note
+from shotstamp import merkle, verify_consistency_between, verify_proof
 
 REPLICAS = 3
 
 
-@pytest.fixture
-def cluster(postgres_url, tmp_path):
-    from shotstamp_service.signer import load_or_create_key
-
-    key_file = tmp_path / "shared" / "signing.key"
-    load_or_create_key(key_file)
+def shared_log(postgres_url: str, key_dir: Path) -> dict[str, str]:
+    """The replicas' environment, after the operator made the log's first key as documented."""
     env = {
         "SHOTSTAMP_DATABASE_URL": postgres_url,
-        "SHOTSTAMP_SIGNING_KEY_FILE": str(key_file),
+        "SHOTSTAMP_SIGNING_KEY_DIR": str(key_dir),
         "SHOTSTAMP_FINGERPRINT_WORKERS": "1",
         "SHOTSTAMP_SEAL_INTERVAL": "0.5",
         "SHOTSTAMP_WAIT_TIMEOUT": "20",
     }
+    first = run("shotstamp-service", "signing-key", "rotate", env=env)
+    assert first.returncode == 0, first.stderr
+    made = json.loads(first.stdout)["key_id"]
+    assert [p.name for p in key_dir.iterdir()] == [f"signing-{made}.key"]
+    return env
+
+
+@pytest.fixture
+def cluster(postgres_url, tmp_path):
+    env = shared_log(postgres_url, tmp_path / "shared-keys")
     keys = {}
     for seller in ("acme", "thief", "bulk"):
         made = run("shotstamp-service", "keys", "create", "--seller", seller, env=env)
@@ -164,20 +177,29 @@ def test_replicas_share_the_log_and_survive_losing_the_sealer(cluster):
     note_checkpoints()
 
     # (5) Every acknowledged registration is sealed exactly once, in one consistent log.
-    latest, leaves, consistency = asyncio.run(read_log(url, sorted(seen_checkpoints)))
+    latest, leaves = asyncio.run(read_log(url))
     rows = leaves["rows"]
     assert acknowledged <= set(rows), acknowledged - set(rows)
     assert sorted(index for index in rows.values()) == list(range(latest["tree_size"]))
     assert latest["root_hash"] == merkle.root_hash(leaves["hashes"])
-    verifier = NoteVerifier.from_vkey(vkey)
-    for size, cp in sorted(seen_checkpoints.items()):
-        assert size <= latest["tree_size"]
-        open_note(cp["note"], [verifier])  # signed with the one shared key
-        merkle.verify_consistency(
-            size, latest["tree_size"], consistency[size],
-            bytes.fromhex(cp["root_hash"]), latest["root_hash"],
-        )
-    assert any(size < latest["tree_size"] for size in seen_checkpoints)
+    for survivor in survivors:
+        status, final = http("GET", f"{survivor.url}/v1/checkpoints/latest")
+        assert status == 200 and final["tree_size"] == latest["tree_size"], final
+        assert bytes.fromhex(final["root_hash"]) == latest["root_hash"]
+        for size, cp in sorted(seen_checkpoints.items()):
+            assert size <= latest["tree_size"]
+            if size == 0:
+                continue  # every log extends the empty one
+            # Each replica proves, from the tiles it reads, that the log only grew;
+            # both notes are checked against the one shared key.
+            status, proof = http(
+                "GET",
+                f"{survivor.url}/v1/proofs/consistency?from={size}&to={latest['tree_size']}",
+            )
+            assert status == 200, proof
+            verified = verify_consistency_between(cp["note"], final["note"], proof, keys=vkey)
+            assert (verified.old_size, verified.new_size) == (size, latest["tree_size"])
+    assert any(0 < size < latest["tree_size"] for size in seen_checkpoints)
 
     # (6) Proofs from a surviving replica verify, for registrations sealed after the kill.
     for reg_id in list(acknowledged)[:5]:
@@ -187,11 +209,9 @@ def test_replicas_share_the_log_and_survive_losing_the_sealer(cluster):
         verify_proof(proof, keys=vkey)
 
 
-async def read_log(url: str, sizes: list[int]):
-    """The latest checkpoint, every registration's leaf, and consistency proofs from the
-    stored tree (the service's own node store, read as a replica reads it)."""
+async def read_log(url: str):
+    """The latest checkpoint and every registration's leaf, read from the database."""
     from shotstamp_service.store.postgres import PostgresStore
-    from shotstamp_service.tree import consistency_proof
 
     store = PostgresStore(url)
     await store.open()
@@ -201,16 +221,79 @@ async def read_log(url: str, sizes: list[int]):
         regs = (await store.get_registrations(range(1, 10_000))).values()
         sealed = sorted((r for r in regs if r.leaf_index is not None), key=lambda r: r.leaf_index)
         assert all(r.leaf_index is not None for r in regs), "something is left unsealed"
-        proofs = {
-            size: await consistency_proof(store, size, latest.tree_size) for size in sizes
-        }
         return (
             {"tree_size": latest.tree_size, "root_hash": latest.root_hash},
             {
                 "rows": {r.id: r.leaf_index for r in sealed},
                 "hashes": [merkle.leaf_hash(r.leaf_bytes()) for r in sealed],
             },
-            proofs,
         )
     finally:
         await store.close()
+
+
+def test_a_rotation_reaches_every_replica_reading_the_shared_key_directory(
+    postgres_url, tmp_path
+):
+    shared = tmp_path / "shared-keys"
+    env = shared_log(postgres_url, shared)
+    (first_file,) = shared.iterdir()
+    # Replica "c" reads a directory of its own holding a copy of the first key only.
+    own = tmp_path / "c-keys"
+    own.mkdir(mode=0o700)
+    shutil.copy(first_file, own / first_file.name)
+    c = start_service(tmp_path / "data-c", env={**env, "SHOTSTAMP_SIGNING_KEY_DIR": str(own)})
+    replicas = {"c": c}
+    try:
+        assert wait_for_one_sealer([c], timeout=10) == 0  # c seals: it started alone
+        replicas["a"] = start_service(tmp_path / "data-a", env=env)
+        replicas["b"] = start_service(tmp_path / "data-b", env=env)
+        acme = run("shotstamp-service", "keys", "create", "--seller", "acme", env=env)
+        key = acme.stdout.strip()
+        status, before = upload(c, key, imagegen.jpeg(700, size=(320, 240)), wait=True)
+        assert status == 201 and before["status"] == "sealed", before
+
+        rotated = run("shotstamp-service", "signing-key", "rotate", env=env)
+        assert rotated.returncode == 0, rotated.stderr
+        new = json.loads(rotated.stdout)
+        assert (shared / f"signing-{new['key_id']}.key").exists()
+
+        # c cannot sign with the new key: it lets go and one of a, b seals instead.
+        status, after = upload(c, key, imagegen.jpeg(701, size=(320, 240)), wait=True)
+        assert status == 201 and after["status"] == "sealed", after
+        names = list(replicas)
+        leader = names[wait_for_one_sealer(list(replicas.values()), timeout=10)]
+        assert leader in ("a", "b")
+        _, published = http("GET", f"{replicas['a'].url}/v1/keys")
+        listed = {k["key_id"]: k for k in published["keys"]}
+        assert listed[new["key_id"]]["status"] == "active"
+        vkeys = [k["vkey"] for k in published["keys"]]
+        assert verify_proof(after["proof"], keys=vkeys).key_hash == new["key_id"]
+        old_key_id = verify_proof(before["proof"], keys=vkeys).key_hash
+        assert listed[old_key_id]["status"] == "retired" and old_key_id != new["key_id"]
+        logged = [json.loads(line) for line in c.output().splitlines() if line.startswith("{")]
+        assert any(
+            "cannot seal" in line["message"] and new["key_id"] in line["message"]
+            for line in logged
+        )
+
+        # The leader dies: the other replica reading the shared directory takes over.
+        replicas[leader].kill()
+        other = "b" if leader == "a" else "a"
+        status, later = upload(replicas[other], key, imagegen.jpeg(702, size=(320, 240)),
+                               wait=True)
+        assert status == 201 and later["status"] == "sealed", later
+        assert verify_proof(later["proof"], keys=vkeys).key_hash == new["key_id"]
+        assert not (c.health() or {}).get("sealing")
+
+        # A replica started now without the new key refuses to start, saying why.
+        refused = run(
+            "shotstamp-service", "--data-dir", str(tmp_path / "data-d"), "serve", "--port", "1",
+            env={**env, "SHOTSTAMP_SIGNING_KEY_DIR": str(own)},
+        )
+        assert refused.returncode == 1
+        assert "Traceback" not in refused.stderr
+        assert f"the active signing key {new['key_id']} has no private key" in refused.stderr
+    finally:
+        for replica in replicas.values():
+            replica.kill()
