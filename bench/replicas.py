@@ -174,12 +174,13 @@ def measure(
     }
     url = None
     if server is not None:
-        from shotstamp_service.signer import load_or_create_key
-
         url = server.create_database_sync("bench")
-        load_or_create_key(work / "signing.key")
         env["SHOTSTAMP_DATABASE_URL"] = url
-        env["SHOTSTAMP_SIGNING_KEY_FILE"] = str(work / "signing.key")
+        # One key directory shared by every replica; its first key made as the README says.
+        env["SHOTSTAMP_SIGNING_KEY_DIR"] = str(work / "keys")
+        made = run("shotstamp-service", "signing-key", "rotate", env=env)
+        if made.returncode != 0:
+            raise SystemExit(f"cannot make the signing key: {made.stderr}")
     keys = {}
     for seller in ("owner", "thief"):
         made = run("shotstamp-service", "--data-dir", str(work / "data-0"), "keys", "create",
