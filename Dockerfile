@@ -7,7 +7,8 @@
 # Anchors are installed but off: set SHOTSTAMP_TSA_URL and/or SHOTSTAMP_EVM_RPC_URL
 # (the EVM key is /data/evm.key; `shotstamp-service anchors evm-address` to fund it).
 # On PostgreSQL with several replicas (the production path): deploy/compose.yaml,
-# which sets SHOTSTAMP_DATABASE_URL and mounts one shared signing key.
+# which sets SHOTSTAMP_DATABASE_URL and mounts one signing-key directory into
+# every replica (SHOTSTAMP_SIGNING_KEY_DIR); replicas never generate a key.
 FROM python:3.11-slim-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \

@@ -18,10 +18,12 @@ def compose() -> dict:
 
 
 def replicas(doc: dict) -> dict[str, dict]:
+    """The services `up` starts that run shotstamp (not the on-demand admin)."""
     return {
         name: service
         for name, service in doc["services"].items()
         if "SHOTSTAMP_DATABASE_URL" in service.get("environment", {})
+        and not service.get("profiles")
     }
 
 
@@ -36,14 +38,29 @@ def test_compose_runs_postgres_two_replicas_and_a_proxy():
         env = service["environment"]
         assert env["SHOTSTAMP_DATABASE_URL"].startswith("postgresql://")
         assert "@postgres:5432/" in env["SHOTSTAMP_DATABASE_URL"]
-        # One key for all, from a secret every replica mounts.
-        assert env["SHOTSTAMP_SIGNING_KEY_FILE"] == "/run/secrets/signing_key"
-        assert service["secrets"][0]["target"] == "signing_key"
+        # One key directory for all, mounted read-only: no replica can write a key.
+        assert env["SHOTSTAMP_SIGNING_KEY_DIR"] == "/keys"
+        assert "SHOTSTAMP_SIGNING_KEY_FILE" not in env
+        assert service["volumes"] == ["${SIGNING_KEY_DIR:-./keys}:/keys:ro"]
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert service["build"]["dockerfile"] == "Dockerfile"
         assert set(env) <= set(ENV_VARS.values()), set(env) - set(ENV_VARS.values())
-    assert "signing_key" in doc["secrets"]
     assert (ROOT / services["proxy"]["volumes"][0].split(":")[0].replace("./", "deploy/")).exists()
+
+
+def test_the_admin_writes_keys_into_the_directory_the_replicas_read():
+    doc = compose()
+    admin = doc["services"]["admin"]
+    assert admin["profiles"] == ["admin"]  # run on demand, never started by `up`
+    assert admin["entrypoint"] == ["shotstamp-service"]
+    assert admin["volumes"] == ["${SIGNING_KEY_DIR:-./keys}:/keys"]  # writable
+    for replica in replicas(doc).values():
+        # The same database, log and keys as every replica, so a rotation reaches them.
+        for name in ("SHOTSTAMP_DATABASE_URL", "SHOTSTAMP_ORIGIN", "SHOTSTAMP_SIGNING_KEY_DIR"):
+            assert admin["environment"][name] == replica["environment"][name]
+    assert set(admin["environment"]) <= set(ENV_VARS.values())
+    example = (DEPLOY / "env.example").read_text()
+    assert "SIGNING_KEY_DIR=./keys" in example and "POSTGRES_PASSWORD=" in example
 
 
 def test_the_proxy_balances_over_every_replica():
@@ -59,5 +76,5 @@ def test_the_proxy_balances_over_every_replica():
 def test_dockerfile_runs_the_service_as_a_user_with_a_health_check():
     text = (ROOT / "Dockerfile").read_text()
     assert "USER shotstamp" in text and "HEALTHCHECK" in text
-    assert "useradd --system --uid 10001" in text  # the owner the key secret needs
+    assert "useradd --system --uid 10001" in text  # the owner the key directory needs
     assert "'.[service]'" in text  # asyncpg and prometheus-client come with the extra
