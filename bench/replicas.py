@@ -171,6 +171,10 @@ def measure(
         "SHOTSTAMP_SEAL_INTERVAL": "1.0",
         "SHOTSTAMP_WAIT_TIMEOUT": "15",
         "SHOTSTAMP_LOG_LEVEL": "WARNING",
+        # One seller sends the whole mix: per-key rate limits would measure
+        # themselves (429), not the replicas.
+        "SHOTSTAMP_UPLOAD_RATE": "0",
+        "SHOTSTAMP_READ_RATE": "0",
     }
     url = None
     if server is not None:
