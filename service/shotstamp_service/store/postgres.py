@@ -45,12 +45,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import asyncpg
 
 from ..records import (
+    AnchorJob,
     ApiKey,
     CheckpointRecord,
     NewRegistration,
@@ -62,6 +64,7 @@ from ..records import (
 from ..tiles import TILE_BYTES, TILE_HEIGHT, TILE_WIDTH, TileCoord, TileWrite
 from .base import (
     ActiveKeyChanged,
+    AnchorAttempt,
     DuplicateIdempotencyKey,
     RegistrationGuard,
     SealBatch,
@@ -84,6 +87,7 @@ MIGRATION_LOCK = _lock_key(b"ss:migra")
 INSERT_LOCK = _lock_key(b"ss:inser")
 SEALER_LOCK = _lock_key(b"ss:seal_")
 SIGNING_KEY_LOCK = _lock_key(b"ss:signk")
+ANCHOR_LOCK = _lock_key(b"ss:ancho")
 
 # Each entry migrates from version i to i+1; schema_migrations records which
 # have been applied. Never edit an entry once released: append a new one.
@@ -204,6 +208,28 @@ MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys ((true)) WHERE not_after IS NULL;
     """,
+    # 5: anchors: checkpoints handed to a TSA or a chain, and their evidence (as
+    # SQLite's migration 5). `progress` and `evidence` are JSON objects.
+    """
+    CREATE TABLE anchors (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        anchor text NOT NULL,
+        kind text NOT NULL,
+        tree_size bigint NOT NULL REFERENCES checkpoints (tree_size),
+        status text NOT NULL CHECK (status IN ('pending', 'anchored', 'superseded')),
+        created_at double precision NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        next_attempt_at double precision NOT NULL,
+        claim text,
+        progress jsonb,
+        last_error text,
+        evidence jsonb,
+        anchored_at text,
+        UNIQUE (anchor, tree_size)
+    );
+    CREATE INDEX anchors_due ON anchors (next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX anchors_anchored ON anchors (anchor, tree_size) WHERE status = 'anchored';
+    """,
 ]
 
 _REG_COLUMNS = (
@@ -267,6 +293,32 @@ def _signing_key(row: asyncpg.Record) -> SigningKeyRecord:
         public_key=bytes(row["public_key"]),
         not_before=row["not_before"],
         not_after=row["not_after"],
+    )
+
+
+_ANCHOR_COLUMNS = (
+    "a.id, a.anchor, a.kind, a.tree_size, a.status, a.created_at, a.attempts,"
+    " a.next_attempt_at, a.claim, a.progress, a.last_error, a.evidence, a.anchored_at"
+)
+_CHECKPOINT_COLUMNS = "c.root_hash, c.timestamp_ns, c.note, c.key_id"
+
+
+def _anchor_job(row: asyncpg.Record, *, joined: bool = False) -> AnchorJob:
+    return AnchorJob(
+        id=row["id"],
+        anchor=row["anchor"],
+        kind=row["kind"],
+        tree_size=row["tree_size"],
+        status=row["status"],
+        created_at=row["created_at"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        claim=row["claim"],
+        progress=row["progress"],
+        last_error=row["last_error"],
+        evidence=row["evidence"],
+        anchored_at=row["anchored_at"],
+        checkpoint=_checkpoint(row) if joined else None,
     )
 
 
@@ -942,3 +994,120 @@ class PostgresStore(Store):
                     key.public_key,
                     key.not_before,
                 )
+
+    # -- anchors (checkpoints handed to a TSA, a chain, ...) -------------------
+    async def schedule_anchor(
+        self, anchor: str, kind: str, tree_size: int, *, now: float, interval: float
+    ) -> bool:
+        with _translated("write"):
+            async with self.pool.acquire() as conn, conn.transaction():
+                # Replicas' runners schedule in turn, so the check below cannot race
+                # (READ COMMITTED: each statement sees what the previous holder committed).
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", ANCHOR_LOCK)
+                row = await conn.fetchrow(
+                    "SELECT max(tree_size) AS largest, max(created_at) AS newest"
+                    " FROM anchors WHERE anchor = $1",
+                    anchor,
+                )
+                largest, newest = row["largest"], row["newest"]
+                if largest is not None and (largest >= tree_size or newest > now - interval):
+                    return False
+                await conn.execute(
+                    "UPDATE anchors SET status = 'superseded' WHERE anchor = $1"
+                    " AND status = 'pending' AND progress IS NULL AND tree_size < $2",
+                    anchor,
+                    tree_size,
+                )
+                await conn.execute(
+                    "INSERT INTO anchors (anchor, kind, tree_size, status, created_at,"
+                    " next_attempt_at) VALUES ($1, $2, $3, 'pending', $4, $4)",
+                    anchor,
+                    kind,
+                    tree_size,
+                    now,
+                )
+                return True
+
+    async def claim_anchor_jobs(
+        self, anchors: Sequence[str], now: float, lease_until: float, limit: int
+    ) -> list[AnchorJob]:
+        names = sorted(set(anchors))
+        if not names:
+            return []
+        with _translated("write"):
+            async with self.pool.acquire() as conn, conn.transaction():
+                # SKIP LOCKED: runners on several replicas claim disjoint jobs.
+                ids = await conn.fetch(
+                    "SELECT id FROM anchors WHERE status = 'pending' AND next_attempt_at <= $1"
+                    " AND anchor = ANY($2::text[])"
+                    " ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+                    now,
+                    names,
+                    limit,
+                )
+                if not ids:
+                    return []
+                # A fresh fencing token per job and lease.
+                claims = [secrets.token_hex(8) for _ in ids]
+                await conn.execute(
+                    "UPDATE anchors a SET next_attempt_at = $1, claim = c.claim"
+                    " FROM unnest($2::bigint[], $3::text[]) AS c(id, claim) WHERE a.id = c.id",
+                    lease_until,
+                    [row["id"] for row in ids],
+                    claims,
+                )
+                rows = await conn.fetch(
+                    f"SELECT {_ANCHOR_COLUMNS}, {_CHECKPOINT_COLUMNS} FROM anchors a"
+                    " JOIN checkpoints c ON c.tree_size = a.tree_size"
+                    " WHERE a.id = ANY($1::bigint[]) ORDER BY a.id",
+                    [row["id"] for row in ids],
+                )
+        return [_anchor_job(row, joined=True) for row in rows]
+
+    async def finish_anchor_attempt(self, job_id: int, claim: str, outcome: AnchorAttempt) -> bool:
+        with _translated("write"):
+            status = await self.pool.execute(
+                "UPDATE anchors SET status = $1, attempts = $2, next_attempt_at = $3,"
+                " progress = $4, last_error = $5, evidence = $6, anchored_at = $7, claim = NULL"
+                " WHERE id = $8 AND claim = $9",
+                outcome.status,
+                outcome.attempts,
+                outcome.next_attempt_at,
+                outcome.progress,
+                outcome.last_error,
+                outcome.evidence,
+                outcome.anchored_at,
+                job_id,
+                claim,
+            )
+        return bool(status == "UPDATE 1")
+
+    async def anchors_covering(self, tree_size: int) -> list[AnchorJob]:
+        with _translated("read"):
+            rows = await self.pool.fetch(
+                f"SELECT {_ANCHOR_COLUMNS}, {_CHECKPOINT_COLUMNS} FROM anchors a"
+                " JOIN checkpoints c ON c.tree_size = a.tree_size"
+                " WHERE a.status = 'anchored' AND a.tree_size = ("
+                "   SELECT min(b.tree_size) FROM anchors b WHERE b.anchor = a.anchor"
+                "   AND b.status = 'anchored' AND b.tree_size >= $1)"
+                " ORDER BY a.anchor",
+                tree_size,
+            )
+        return [_anchor_job(row, joined=True) for row in rows]
+
+    async def list_anchor_jobs(self, *, anchor: str | None = None, limit: int = 100) -> list[
+        AnchorJob
+    ]:
+        with _translated("read"):
+            if anchor is None:
+                rows = await self.pool.fetch(
+                    f"SELECT {_ANCHOR_COLUMNS} FROM anchors a ORDER BY a.id DESC LIMIT $1", limit
+                )
+            else:
+                rows = await self.pool.fetch(
+                    f"SELECT {_ANCHOR_COLUMNS} FROM anchors a WHERE a.anchor = $1"
+                    " ORDER BY a.id DESC LIMIT $2",
+                    anchor,
+                    limit,
+                )
+        return [_anchor_job(row) for row in rows]
