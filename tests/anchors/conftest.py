@@ -1,4 +1,5 @@
-"""Fixtures for the anchor tests: a real TSA (openssl), a real EVM chain (py-evm), a service.
+"""Fixtures for the anchor tests: a real TSA (openssl), a real EVM chain (py-evm), a service
+on each store (SQLite, PostgreSQL).
 
 Nothing here is skipped: openssl comes from scripts/system-deps and the
 chain and rfc3161-client from the `dev` extra, so a missing piece fails.
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from chainkit import ChainServer, chain_server, write_key
-from servicekit import Service
+from servicekit import Service, service_settings
 from tsakit import TsaPki, TsaServer, make_tsa_pki, tsa_server
 
 
@@ -64,14 +65,13 @@ def evm_key(tmp_path: Path, chain: ChainServer) -> Any:
 
 
 @pytest.fixture
-def anchored_config(tmp_path: Path, tsa: TsaServer, chain: ChainServer, evm_key: Any) -> Any:
-    from shotstamp_service.config import Config
-
-    return Config(
-        data_dir=tmp_path / "data",
-        seal_interval=0.2,
-        fingerprint_workers=1,
-        wait_timeout=10,
+def anchored_config(
+    tmp_path: Path, store_target: Any, tsa: TsaServer, chain: ChainServer, evm_key: Any
+) -> Any:
+    """The tests' service settings on this test's store (SQLite or PostgreSQL), anchored."""
+    return service_settings(
+        tmp_path,
+        store_target.url,
         tsa_url=tsa.url,
         tsa_ca_file=tsa.pki.ca_cert,
         tsa_interval=0.5,

@@ -1,9 +1,10 @@
-"""The anchor runner over the real SQLite store, stepped by hand: restarts, leases, replicas.
+"""The anchor runner over each real store (SQLite, PostgreSQL), stepped by hand:
+restarts, leases, replicas.
 
 Each test builds a log with the real sealer, then drives `AnchorRunner.tick()`
 (schedule, then one attempt of each due job) against the real TSA and chain,
 with a clock it controls where time matters. "Restart" is a new store, anchor
-and runner on the same database file, as after a process restart.
+and runner on the same database, as after a process restart.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from shotstamp_service.anchors.rfc3161 import Rfc3161Anchor
 from shotstamp_service.records import NewRegistration, format_time, new_registration_id, utc_now
 from shotstamp_service.sealer import Sealer
 from shotstamp_service.signer import LogSigner
-from shotstamp_service.store.sqlite import SQLiteStore
 
 SIGNER = LogSigner("anchors.test/log", Ed25519PrivateKey.generate())
 
@@ -48,11 +48,11 @@ def registration(n: int) -> NewRegistration:
 
 
 class Log:
-    """A store and sealer on one database file."""
+    """A store and sealer on one database (`target`: the test's `store_target`)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.store = SQLiteStore(path)
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.store = target.make()
         self.sealer = Sealer(self.store, SIGNER)
         self.count = 0
 
@@ -70,8 +70,8 @@ class Log:
 
 
 @pytest.fixture
-async def log(tmp_path: Path) -> AsyncIterator[Log]:
-    opened = Log(tmp_path / "db.sqlite")
+async def log(store_target: Any) -> AsyncIterator[Log]:
+    opened = Log(store_target)
     await opened.open()
     yield opened
     await opened.store.close()
@@ -118,7 +118,7 @@ async def test_a_signed_transaction_survives_a_restart_and_is_paid_for_once(
     await runner.stop()
     await log.store.close()  # the process dies here
 
-    restarted = Log(log.path)
+    restarted = Log(log.target)
     await restarted.open()
     runner = AnchorRunner(
         restarted.store,
@@ -221,7 +221,7 @@ async def test_a_newer_checkpoint_supersedes_a_job_not_yet_anchored(log, tsa):
 async def test_replicas_sharing_a_store_queue_one_job_and_attempt_it_once(log, tsa):
     clock = Clock()
     await log.grow(3)
-    other_store = SQLiteStore(log.path)  # a second process on the same database
+    other_store = log.target.make()  # a second process on the same database
     await other_store.open()
     runners = [
         AnchorRunner(store, [tsa_anchor(tsa)], clock=clock) for store in (log.store, other_store)

@@ -259,3 +259,44 @@ async def test_two_replicas_claim_disjoint_webhook_deliveries(postgres_url):
         # Leased: nothing is due again until the lease ends.
         assert await a.claim_deliveries(now=150, lease_until=300, limit=50) == []
         assert len(await b.claim_deliveries(now=200, lease_until=300, limit=50)) == 20
+
+
+async def test_replicas_racing_to_schedule_and_claim_an_anchor_job_get_one_each_time(postgres_url):
+    from shotstamp_service.store import AnchorAttempt
+
+    stores = [PostgresStore(postgres_url) for _ in range(6)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        sealer = Sealer(stores[0], LogSigner("test.example/log", Ed25519PrivateKey.generate()))
+        await sealer.load()
+        for n in range(3):
+            await stores[0].add_registration(registration("s", n))
+            await sealer.seal_once()
+        # Every replica's runner schedules the newest checkpoint at the same moment.
+        scheduled = await asyncio.gather(
+            *(s.schedule_anchor("tsa", "rfc3161", 3, now=1000.0, interval=60) for s in stores)
+        )
+        assert sorted(scheduled) == [False] * 5 + [True]
+        # Within the interval nothing more is queued, not even a larger tree.
+        assert not await stores[1].schedule_anchor("tsa", "rfc3161", 3, now=1030.0, interval=60)
+        claims = await asyncio.gather(
+            *(s.claim_anchor_jobs(["tsa"], 1000.0, 1040.0, 8) for s in stores)
+        )
+        (job,) = [job for claimed in claims for job in claimed]
+        assert job.tree_size == 3 and job.checkpoint is not None
+        assert job.checkpoint.root_hash == (await stores[0].get_checkpoint(3)).root_hash
+        assert job.next_attempt_at == 1040.0 and job.claim
+        # The lease fences: a stale claim changes nothing; the holder's result is kept.
+        done = AnchorAttempt(
+            status="anchored", attempts=1, next_attempt_at=0, evidence={"token": "AAEC", "n": 7}
+        )
+        assert not await stores[2].finish_anchor_attempt(job.id, "not-the-claim", done)
+        assert await stores[3].finish_anchor_attempt(job.id, job.claim, done)
+        (covering,) = await stores[4].anchors_covering(1)
+        assert (covering.status, covering.evidence, covering.claim) == (
+            "anchored", {"token": "AAEC", "n": 7}, None
+        )
+        assert await stores[5].anchors_covering(4) == []
+    finally:
+        for s in stores:
+            await s.close()
