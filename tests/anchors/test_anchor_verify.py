@@ -374,8 +374,14 @@ def test_the_admin_command_lists_anchor_jobs_and_the_evm_address(anchored):
     anchored_sizes = {(j["anchor"], j["tree_size"]) for j in jobs if j["status"] == "anchored"}
     assert ("tsa", _tsa(anchored.bundle)["tree_size"]) in anchored_sizes
     assert ("chain", _chain(anchored.bundle)["tree_size"]) in anchored_sizes
-    # The TSA was down at first: that job's failures are on record.
-    assert any("HTTP 503" in (j["last_error"] or "") for j in jobs if j["anchor"] == "tsa")
+    # The TSA was down at first: that job's failures are on record, as the error of a
+    # job superseded meanwhile or as the attempts before the one that succeeded
+    # (which clears the error) when all three seals fell within one poll.
+    assert any(
+        "HTTP 503" in (j["last_error"] or "") or (j["status"] == "anchored" and j["attempts"] > 1)
+        for j in jobs
+        if j["anchor"] == "tsa"
+    ), jobs
     address = run(
         "shotstamp-service",
         "--data-dir",
