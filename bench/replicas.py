@@ -85,7 +85,16 @@ def load_mix(count: int, seed: int = 9) -> list[Upload]:
 
 
 def recompress(data: bytes) -> bytes:
-    image = Image.open(io.BytesIO(data)).convert("RGB")
+    """Half size, JPEG q60; transparency flattened onto white, as the service sees it
+    (PIL's plain convert("RGB") would paint it black: another picture, not a copy)."""
+    image = Image.open(io.BytesIO(data))
+    if image.mode in ("P", "LA", "PA") or "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        flat = Image.new("RGB", image.size, (255, 255, 255))
+        flat.paste(image, mask=image.getchannel("A"))
+        image = flat
+    image = image.convert("RGB")
     w, h = image.size
     out = io.BytesIO()
     image.resize((max(8, w // 2), max(8, h // 2)), Image.LANCZOS).save(out, "JPEG", quality=60)
