@@ -19,6 +19,11 @@ What comes out is the first frame, upright (EXIF orientation applied once),
 8-bit `RGB` or `L`, transparency composited onto white, CMYK and other colour
 spaces converted, 16-bit samples scaled (not clipped) to 8 bits.
 
+`canonical_grey(image)` turns what `open_image` returns into the one image
+the matching engine hashes: 8-bit luminance, long side `CANONICAL_SIDE`. The
+fingerprint worker decodes an upload once (RGB, at draft size), makes the
+thumbnail from that decode and hashes its canonical grey.
+
 Memory: at most about `max_pixels` × 4 bytes for the decoded frame plus a
 converted copy; with `draft=` a JPEG is decoded at 1/2, 1/4 or 1/8 scale by
 libjpeg itself and other formats are box-reduced right after decoding, so the
@@ -39,12 +44,21 @@ from PIL import Image, UnidentifiedImageError
 
 __all__ = [
     "ALLOWED_FORMATS",
+    "CANONICAL_SIDE",
     "HEIF_SUPPORTED",
     "DecodeLimits",
     "DecodedImage",
     "ImageRejected",
+    "canonical_grey",
     "open_image",
 ]
+
+# The pinned hashing resolution: long side of the canonical image every hash and
+# local feature is computed from, so a copy's fingerprint does not depend on the
+# size the thief saved it at (PDQ moves by several bits between a 1000 px and a
+# 500 px input). 256 keeps a 1000×1000 product JPEG decodable at 1/2 scale and
+# gives ORB ~300 keypoints over five pyramid levels.
+CANONICAL_SIDE = 256
 
 try:  # HEIC from phones; optional because its wheels do not exist everywhere.
     import pillow_heif
@@ -406,6 +420,27 @@ def _onto_white(image: Image.Image) -> Image.Image:
     background = Image.new(base_mode, image.size, _WHITE if base_mode == "L" else (_WHITE,) * 3)
     background.paste(image.convert(base_mode), mask=image.getchannel("A"))
     return background
+
+
+# -- (4) the canonical image the matching engine hashes -----------------------------
+def canonical_grey(image: Image.Image) -> np.ndarray:
+    """8-bit luminance of a decoded `RGB` or `L` image, long side exactly `CANONICAL_SIDE`.
+
+    Pass `open_image(..., draft=(CANONICAL_SIDE, CANONICAL_SIDE)).image` (or a
+    larger draft): the decode is already reduced, so this only finishes the job.
+    """
+    grey = image if image.mode == "L" else image.convert("L")
+    width, height = grey.size
+    long_side = max(width, height)
+    if long_side != CANONICAL_SIDE:
+        scale = CANONICAL_SIDE / long_side
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        # The long side is exactly CANONICAL_SIDE whatever the rounding did.
+        size = (CANONICAL_SIDE, size[1]) if width >= height else (size[0], CANONICAL_SIDE)
+        # BOX (area average) when shrinking: no aliasing, and cheap; BILINEAR when enlarging.
+        resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+        grey = grey.resize(size, resample)
+    return np.ascontiguousarray(np.asarray(grey, dtype=np.uint8))
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,6 +1,28 @@
-"""Fingerprints of an uploaded photo: a digest of its bytes, perceptual hashes of its pixels.
+"""The fingerprint of an uploaded photo: what the matching engine knows about it.
 
-Pure and picklable: the service runs `fingerprint` in a process pool.
+    >>> fp = fingerprint(open("photo.jpg", "rb").read())
+    >>> fp.perceptual()                   # goes into the signed leaf and the API
+    {'pdq': '…64 hex…', 'pdq_trim': '…', 'phash': '…16 hex…'}
+    >>> fp - other_fp                      # PDQ Hamming distance, the rule's first test
+    12
+
+Pure and picklable: the service runs `fingerprint` (or `thumbnail.fingerprint_and_thumbnail`:
+the same from the same decode, plus the staff thumbnail) in a process pool. The upload is
+decoded once by `decode.open_image` (allowlist, bomb guards, first frame, upright, transparency
+on white), reduced in the decoder to at least 256 px a side, and everything is computed from
+its `decode.canonical_grey` (luminance, long side 256):
+
+- `sha256` of the uploaded bytes (not of the pixels), so anyone holding the file can check it;
+- `hashes`: `pdq` of the whole image, `pdq_trim` of its content box when it has a uniform
+  border (product on white, padded copies), `phash` (64-bit, the foundation's hash, computed
+  exactly as the foundation did — `imagehash.phash` of the reduced grey decode — so that
+  registrations stored before the engine, which carry only `phash`, are still matched by the
+  foundation's rule: `matching.PHASH_COPY_DISTANCE`);
+- `variants`: query-only hashes never stored — `pdq_mirror`, the PDQ of the left–right mirror;
+- `quality`, `trim_quality`: PDQ quality of the whole image and of the box (0–100). Below
+  `matching.PDQ_MIN_QUALITY` the hash cannot tell photos apart and does not decide alone;
+- `features`: ORB keypoints, descriptors and a 128 px thumbnail (`local_features`), ~15 KB,
+  for the second stage. Stored in the database, never in the leaf.
 """
 
 from __future__ import annotations
@@ -8,26 +30,41 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import imagehash
 
-# Decoding (format allowlist, bomb guards, normalisation) lives in decode.py;
-# its names are re-exported here so existing imports keep working.
-from .decode import ALLOWED_FORMATS, DecodeLimits, ImageRejected, open_image
+from . import hashes as _hashes
+from .decode import (
+    ALLOWED_FORMATS,
+    CANONICAL_SIDE,
+    DecodedImage,
+    DecodeLimits,
+    ImageRejected,
+    canonical_grey,
+    open_image,
+)
+from .hashes import PerceptualHash
+from .local_features import LocalFeatures, extract
 
 __all__ = [
     "ALLOWED_FORMATS",
+    "CANONICAL_SIDE",
     "DecodeLimits",
     "Fingerprint",
     "ImageRejected",
     "fingerprint",
+    "fingerprint_decoded",
 ]
 
-_DEFAULT_LIMITS = DecodeLimits()
+# Names of the stored global hashes whose distances the rule compares (PDQ family).
+PDQ_NAMES = ("pdq", "pdq_trim")
 
 
 @dataclass(frozen=True)
 class Fingerprint:
+    """Hashes and features of one image. `a - b` is the PDQ distance the rule uses."""
+
     sha256: str
     hashes: Mapping[str, bytes]
     width: int
@@ -35,11 +72,15 @@ class Fingerprint:
     format: str
     quality: int | None = None
     features: bytes | None = field(default=None, repr=False)
+    trim_quality: int | None = None
+    variants: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
     def perceptual(self) -> dict[str, str]:
+        """name → lowercase hex of the stored hashes: the leaf's `perceptual` object."""
         return {name: value.hex() for name, value in sorted(self.hashes.items())}
 
     def to_store(self) -> tuple[dict[str, str], bytes | None]:
+        """Everything the index needs to be rebuilt at start: (perceptual hex, feature blob)."""
         return self.perceptual(), self.features
 
     @classmethod
@@ -52,23 +93,83 @@ class Fingerprint:
         height: int,
     ) -> Fingerprint:
         hashes = {name: bytes.fromhex(value) for name, value in perceptual.items()}
-        return cls(sha256, hashes, width, height, "", None, features)
+        quality = trim_quality = None
+        if features is not None:
+            try:
+                local = LocalFeatures.from_bytes(features)
+            except ValueError:  # not an engine blob: index the hashes, verify nothing
+                features = None
+            else:
+                quality = local.quality
+                trim_quality = None if local.trim_quality == 255 else local.trim_quality
+        return cls(sha256, hashes, width, height, "", quality, features, trim_quality)
+
+    def code(self, name: str) -> PerceptualHash:
+        return PerceptualHash(self.hashes[name] if name in self.hashes else self.variants[name])
+
+    def pdq_codes(self, *, query: bool = False) -> list[tuple[str, bytes, int | None]]:
+        """(name, 32-byte code, quality) for each PDQ code; with `query`, the mirror too."""
+        out: list[tuple[str, bytes, int | None]] = []
+        if "pdq" in self.hashes:
+            out.append(("pdq", self.hashes["pdq"], self.quality))
+        if "pdq_trim" in self.hashes:
+            out.append(("pdq_trim", self.hashes["pdq_trim"], self.trim_quality))
+        if query and "pdq_mirror" in self.variants:
+            out.append(("pdq_mirror", self.variants["pdq_mirror"], self.quality))
+        return out
+
+    @cached_property
+    def local(self) -> LocalFeatures | None:
+        """The parsed local features (parsed once; `features` is what travels and is stored)."""
+        return None if self.features is None else LocalFeatures.from_bytes(self.features)
+
+    def __sub__(self, other: object) -> int:
+        """Smallest PDQ distance between any code of `self` and any code of `other`."""
+        if not isinstance(other, Fingerprint):
+            raise TypeError(f"cannot subtract {type(other).__name__} from Fingerprint")
+        mine, theirs = self.pdq_codes(query=True), other.pdq_codes()
+        if not mine or not theirs:
+            raise TypeError("both fingerprints need a PDQ hash to be compared")
+        return min(PerceptualHash(a) - PerceptualHash(b) for _, a, _ in mine for _, b, _ in theirs)
+
+
+_DEFAULT_LIMITS = DecodeLimits()
 
 
 def fingerprint(data: bytes, limits: DecodeLimits = _DEFAULT_LIMITS) -> Fingerprint:
-    """Digest the bytes, decode the first frame upright, and hash its pixels.
+    """Fingerprint the upload `data`; raise `ImageRejected` if it is not a usable image.
 
-    Raises `ImageRejected` (with the HTTP status to answer) for anything
-    `decode.open_image` refuses.
+    Decoded RGB at draft size, as `thumbnail.fingerprint_and_thumbnail` decodes
+    for the thumbnail too: an image fingerprints the same either way.
     """
     digest = hashlib.sha256(data).hexdigest()
-    # A reduced-size decode: pHash looks at a 32×32 thumbnail anyway.
-    decoded = open_image(data, limits, draft=(256, 256), mode="L")
-    phash = imagehash.phash(decoded.image)
+    decoded = open_image(data, limits, draft=(CANONICAL_SIDE, CANONICAL_SIDE), mode="RGB")
+    return fingerprint_decoded(digest, decoded)
+
+
+def fingerprint_decoded(digest: str, decoded: DecodedImage) -> Fingerprint:
+    """The fingerprint of an upload whose SHA-256 is `digest`, from its reduced decode."""
+    reduced_grey = decoded.image.convert("L")
+    grey = canonical_grey(reduced_grey)
+    pdq, quality = _hashes.pdq(grey)
+    mirror, _ = _hashes.pdq(grey, mirror=True)
+    # pHash as the foundation computed it (see the module docstring).
+    phash = bytes.fromhex(str(imagehash.phash(reduced_grey)))
+    hashes = {"pdq": pdq, "phash": phash}
+    trim_quality = None
+    box = _hashes.content_box(grey)
+    if box is not None:
+        x0, y0, x1, y1 = box
+        hashes["pdq_trim"], trim_quality = _hashes.pdq(grey[y0:y1, x0:x1])
+    local = extract(grey, quality, 255 if trim_quality is None else trim_quality)
     return Fingerprint(
         sha256=digest,
-        hashes={"phash": bytes.fromhex(str(phash))},
+        hashes=hashes,
         width=decoded.width,
         height=decoded.height,
         format=decoded.format,
+        quality=quality,
+        features=local.to_bytes(),
+        trim_quality=trim_quality,
+        variants={"pdq_mirror": mirror},
     )

@@ -5,21 +5,24 @@ SHA-256 and perceptual hashes, never to this picture. So a photo whose
 thumbnail cannot be made is still registered, just without one.
 
 Pure and picklable like `fingerprint`: `fingerprint_and_thumbnail` is what a
-fingerprint worker process runs for an upload, so the upload's bytes cross to
-the worker once and the thumbnail costs one extra, reduced-size decode there.
+fingerprint worker process runs for an upload. It decodes the upload ONCE, RGB
+at draft size (libjpeg's 1/2, 1/4, 1/8 scaling), makes the thumbnail from that
+and fingerprints its grey canonical image: a second decode would cost as much
+as the whole fingerprint of a typical product JPEG.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 
 from PIL import Image
 
-from .decode import open_image
-from .fingerprint import DecodeLimits, Fingerprint, fingerprint
+from .decode import CANONICAL_SIDE, open_image
+from .fingerprint import DecodeLimits, Fingerprint, fingerprint_decoded
 
-__all__ = ["JPEG_QUALITY", "fingerprint_and_thumbnail", "make_thumbnail"]
+__all__ = ["JPEG_QUALITY", "fingerprint_and_thumbnail", "make_thumbnail", "thumbnail_jpeg"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,15 @@ _DEFAULT_LIMITS = DecodeLimits()
 
 # Plenty for a 256 px preview (~10 KB); the desk shows it beside the suspect image.
 JPEG_QUALITY = 80
+
+
+def thumbnail_jpeg(image: Image.Image, size: int) -> bytes:
+    """A JPEG of a decoded image whose longer side is at most `size` pixels, without metadata."""
+    small = image.copy()
+    small.thumbnail((size, size), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    small.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
+    return out.getvalue()
 
 
 def make_thumbnail(data: bytes, size: int, limits: DecodeLimits = _DEFAULT_LIMITS) -> bytes:
@@ -38,24 +50,24 @@ def make_thumbnail(data: bytes, size: int, limits: DecodeLimits = _DEFAULT_LIMIT
     for what it refuses.
     """
     # JPEG: libjpeg decodes at 1/2, 1/4 or 1/8 scale, still at least `size`.
-    image = open_image(data, limits, draft=(size, size), mode="RGB").image
-    image.thumbnail((size, size), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
-    return out.getvalue()
+    return thumbnail_jpeg(open_image(data, limits, draft=(size, size), mode="RGB").image, size)
 
 
 def fingerprint_and_thumbnail(
     data: bytes, limits: DecodeLimits, size: int
 ) -> tuple[Fingerprint, bytes | None]:
-    """`fingerprint(data, limits)` and, if the image allows it, its thumbnail.
+    """`fingerprint(data, limits)` and, if the image allows it, its thumbnail, from one decode.
 
-    Rejections come from `fingerprint` alone (same errors as without
+    Rejections come from the decode alone (same errors as without
     thumbnails); a failed thumbnail is logged and returned as None.
     """
-    fp = fingerprint(data, limits)
+    digest = hashlib.sha256(data).hexdigest()
+    # At least CANONICAL_SIDE for the hashes and `size` for the thumbnail, on each side.
+    side = max(CANONICAL_SIDE, size)
+    decoded = open_image(data, limits, draft=(side, side), mode="RGB")
+    fp = fingerprint_decoded(digest, decoded)
     try:
-        return fp, make_thumbnail(data, size, limits)
+        return fp, thumbnail_jpeg(decoded.image, size)
     except Exception as exc:  # best effort by design (module docstring)
         log.warning("no thumbnail for an upload with sha256 %s: %s", fp.sha256, exc)
         return fp, None

@@ -1,0 +1,726 @@
+"""In-memory indexes over registered fingerprints, rebuilt from the store at start.
+
+Two indexes, both updated on every registration and both answering without a Python loop
+over stored items:
+
+`HammingIndex` — exact range search over 256-bit codes (PDQ): every stored code within the
+radius is returned, none beyond it. Multi-index hashing (Norouzi, Punjani & Fleet, 2012): the
+code is cut into m chunks; by the pigeonhole principle a code within distance r of the query
+agrees with it, in at least one chunk, to within ⌊r / m⌋ bits, so probing each chunk's table
+with the query's chunk value and every value within ⌊r / m⌋ bits of it yields a superset of
+the answer, which is then checked with exact popcounts. Chunks are ⌈log2 n⌉ + 2 bits, between
+16 (16 chunks, 17 probes each at r = 31) and 24 (11 chunks, 277 probes each), so that a bucket
+holds well under one code and random candidates stay few. The tables are
+positions sorted by chunk value and the offsets of each value's run (counting sort), rebuilt
+when the unindexed tail of recent additions exceeds `TAIL_LIMIT`; the tail is scanned by
+brute force meanwhile.
+
+`WordIndex` — an inverted file of visual words (see `local_features.words`): for each word,
+the registrations whose strongest keypoints produced it. A query votes with all its words; a
+registration's score is the idf-weighted count of agreeing words whose keypoint orientations
+differ by the same angle (weak geometric consistency, Jégou, Douze & Schmid, 2008): a copy
+turns all its keypoints by one angle, chance agreements by any. Postings live in immutable
+segments (sorted by word, with dense offsets) plus a small mutable tail; segments merge in
+tiers, like a log-structured merge tree, so that a lookup touches few segments.
+
+Both keep their large rebuilds off the event loop: a rebuild or merge runs in a thread on a
+snapshot and is swapped in by the next call that sees it finished.
+
+Discarding is cheap for recent additions (the registry reserves a ref for every upload and
+discards it a few milliseconds later) and a scan for old ones.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["HammingIndex", "Hit", "WordIndex", "WordScore"]
+
+CODE_BYTES = 32
+CODE_BITS = 256
+# Chunk width of the multi-index tables, by table size: ⌈log2 n⌉ + 2 bits, so that a bucket
+# holds well under one code and random candidates stay few — at millions of codes each
+# candidate costs a cache miss or two, and those misses are the lookup's cost, while the
+# number of probes hardly changes with the width (fewer, wider chunks). Between 16 bits (16
+# chunks, one flipped bit per probe at radius 31) and 24 (11 chunks, two flipped bits, 277
+# probes a chunk, 0.7 GB of offsets). bench/index.py, three query codes: 15 M codes with
+# 22-bit chunks 7.5–10.9 ms, with 24-bit 2.7 ms; 1.5 M codes with 20-bit 3.7 ms, 22-bit 1.2–1.5.
+MIN_CHUNK_BITS = 16
+MAX_CHUNK_BITS = 24
+EXTRA_CHUNK_BITS = 2
+# Recent additions are scanned by brute force until there are this many; then the tables are
+# rebuilt (in a thread) over everything. 65,536 × 256-bit popcounts take ~0.3 ms.
+TAIL_LIMIT = 65_536
+# Rebuilds of fewer entries than this run inline (they take milliseconds).
+INLINE_REBUILD = 262_144
+
+
+def _as_words(codes: np.ndarray) -> np.ndarray:
+    """(n, 32) uint8 → (n, 4) uint64 for popcounts (byte order is irrelevant to distances)."""
+    return codes.view(np.uint64).reshape(-1, 4)
+
+
+def _gather_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s, e) for each (s, e), without a Python loop."""
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    shift = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+    return shift + np.arange(total, dtype=np.int64)
+
+
+def _flip_masks(bits: int, max_flips: int) -> np.ndarray:
+    """All `bits`-bit masks with at most `max_flips` bits set (the probes of one chunk)."""
+    masks = [0]
+    frontier = [0]
+    for _ in range(max_flips):
+        frontier = sorted({m | (1 << b) for m in frontier for b in range(bits) if not m >> b & 1})
+        masks.extend(frontier)
+    return np.array(masks, dtype=np.uint32)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a 256-bit code is cut into chunks, and how far each chunk is probed.
+
+    Pigeonhole: with `m` chunks, a code within distance r differs in at most ⌊r/m⌋ bits in
+    some chunk; probing every chunk with all values within `flips` = ⌊max_radius/m⌋ bits of
+    the query's finds every code within `max_radius`.
+    """
+
+    starts: tuple[int, ...]  # first bit of each chunk, MSB-first over the 32 bytes
+    widths: tuple[int, ...]
+    flips: int
+
+    @classmethod
+    def for_size(cls, size: int, max_radius: int, chunk_bits: int | None = None) -> _Layout:
+        natural = max(1, size - 1).bit_length() + EXTRA_CHUNK_BITS  # ⌈log2 size⌉ + 2
+        bits = chunk_bits or min(MAX_CHUNK_BITS, max(MIN_CHUNK_BITS, natural))
+        m = -(-CODE_BITS // bits)
+        base, extra = divmod(CODE_BITS, m)
+        widths = tuple(base + 1 if c < extra else base for c in range(m))
+        starts = tuple(int(x) for x in np.cumsum((0, *widths[:-1])))
+        return cls(starts, widths, max_radius // m)
+
+    def values(self, codes: np.ndarray) -> list[np.ndarray]:
+        """(n, 32) uint8 codes → one uint32 array of chunk values per chunk."""
+        words = codes.view(">u8").reshape(-1, 4)
+        out = []
+        for start, width in zip(self.starts, self.widths, strict=True):
+            k, offset = divmod(start, 64)
+            if offset + width <= 64:
+                v = words[:, k] >> np.uint64(64 - offset - width)
+            else:  # the chunk straddles two 64-bit words
+                low = offset + width - 64
+                v = (words[:, k] << np.uint64(low)) | (words[:, k + 1] >> np.uint64(64 - low))
+            out.append((v & np.uint64((1 << width) - 1)).astype(np.uint32))
+        return out
+
+
+class Hit(NamedTuple):
+    """The closest code pair of one ref: distance, which query code, the stored code's tag."""
+
+    distance: int
+    query: int  # index into the query codes
+    tag: int  # the tag given to the stored code at `add`
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """Multi-index tables over positions [0, size) of a snapshot of the code array."""
+
+    size: int
+    layout: _Layout
+    order: np.ndarray  # (chunks, size) int32: positions sorted by chunk value
+    offsets: list[np.ndarray]  # per chunk, (2**width + 1,) int32 run starts by value
+    masks: list[np.ndarray]  # per chunk, the probe masks
+
+    @property
+    def nbytes(self) -> int:
+        return self.order.nbytes + sum(o.nbytes for o in self.offsets)
+
+
+def _stable_order(values: np.ndarray) -> np.ndarray:
+    """Stable argsort of uint32 chunk values with numpy's radix sort on 16-bit keys."""
+    low = np.argsort((values & 0xFFFF).astype(np.uint16), kind="stable")
+    if int(values.max(initial=0)) < 1 << 16:
+        return low
+    high = (values[low] >> 16).astype(np.uint16)
+    return low[np.argsort(high, kind="stable")]
+
+
+def _build_tables(codes: np.ndarray, max_radius: int, chunk_bits: int | None) -> _Tables:
+    size = len(codes)
+    layout = _Layout.for_size(size, max_radius, chunk_bits)
+    order = np.empty((len(layout.widths), size), np.int32)
+    offsets = []
+    for c, values in enumerate(layout.values(codes)):
+        order[c] = _stable_order(values)
+        counts = np.bincount(values, minlength=1 << layout.widths[c])
+        offsets.append(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    masks = [_flip_masks(w, layout.flips) for w in layout.widths]
+    return _Tables(size, layout, order, offsets, masks)
+
+
+@dataclass
+class _Rebuild:
+    thread: threading.Thread
+    size: int  # positions [0, size) are in the snapshot
+    result: tuple[np.ndarray, np.ndarray, np.ndarray, _Tables] | None = None  # codes, refs, tags
+
+
+class HammingIndex:
+    """Exact Hamming range search over 256-bit codes; several codes may share one ref.
+
+    `search(codes, radius)` returns, for each ref with any stored code within `radius` of any
+    query code, the closest pair as a `Hit` (ties: lowest query index, then lowest tag).
+    `radius` may not exceed `max_radius`. `chunk_bits` fixes the chunk width (tests); by
+    default it follows the table size (MIN_CHUNK_BITS to MAX_CHUNK_BITS).
+    """
+
+    def __init__(self, max_radius: int = 31, *, background: bool = True,
+                 chunk_bits: int | None = None) -> None:
+        if not 0 <= max_radius < CODE_BITS:
+            raise ValueError(f"max_radius must be in [0, 256), got {max_radius}")
+        self.max_radius = max_radius
+        self._chunk_bits = chunk_bits
+        self._background = background
+        self._codes = np.zeros((1024, CODE_BYTES), np.uint8)
+        self._refs = np.zeros(1024, np.int64)
+        self._tags = np.zeros(1024, np.uint8)
+        self._live = np.zeros(1024, bool)
+        self._n = 0
+        self._tables = _build_tables(self._codes[:0], max_radius, chunk_bits)
+        self._tail: dict[int, list[int]] = {}  # ref → positions not covered by the tables
+        self._rebuild: _Rebuild | None = None
+        self._discarded_during_rebuild: list[int] = []
+        self._live_count = 0
+
+    def __len__(self) -> int:
+        """Number of live codes."""
+        return self._live_count
+
+    @property
+    def nbytes(self) -> int:
+        t = self._tables
+        return (self._codes.nbytes + self._refs.nbytes + self._tags.nbytes + self._live.nbytes
+                + t.nbytes)
+
+    def reserve(self, capacity: int) -> None:
+        """Grow the arrays once to `capacity` codes (rebuilding at start avoids regrowth)."""
+        if capacity > len(self._codes):
+            self._grow(capacity)
+
+    def _grow(self, capacity: int) -> None:
+        # Fresh arrays, never resized in place: a rebuild thread keeps reading its snapshot.
+        codes = np.zeros((capacity, CODE_BYTES), np.uint8)
+        refs = np.zeros(capacity, np.int64)
+        tags = np.zeros(capacity, np.uint8)
+        live = np.zeros(capacity, bool)
+        codes[: self._n] = self._codes[: self._n]
+        refs[: self._n] = self._refs[: self._n]
+        tags[: self._n] = self._tags[: self._n]
+        live[: self._n] = self._live[: self._n]
+        self._codes, self._refs, self._tags, self._live = codes, refs, tags, live
+
+    def add(self, ref: int, codes: Sequence[bytes], tags: Sequence[int] | None = None) -> None:
+        """Store `codes` (32 bytes each) for `ref`, each with a small tag (0–255, default 0)."""
+        self._finish_rebuild()
+        tags = [0] * len(codes) if tags is None else tags
+        if len(tags) != len(codes):
+            raise ValueError(f"{len(codes)} codes but {len(tags)} tags")
+        for code, tag in zip(codes, tags, strict=True):
+            if len(code) != CODE_BYTES:
+                raise ValueError(f"codes are {CODE_BYTES} bytes, got {len(code)}")
+            if self._n == len(self._codes):
+                self._grow(max(1024, len(self._codes) * 3 // 2))
+            pos = self._n
+            self._codes[pos] = np.frombuffer(code, np.uint8)
+            self._refs[pos] = ref
+            self._tags[pos] = tag
+            self._live[pos] = True
+            self._n += 1
+            self._live_count += 1
+            self._tail.setdefault(ref, []).append(pos)
+        if self._n - self._tables.size >= TAIL_LIMIT and self._rebuild is None:
+            self._start_rebuild()
+
+    def add_many(self, refs: np.ndarray, codes: np.ndarray,
+                 tags: np.ndarray | None = None) -> None:
+        """Bulk load (rebuilding at start): `codes[i]` (32 bytes) belongs to `refs[i]`."""
+        self.wait()
+        codes = np.ascontiguousarray(codes, np.uint8).reshape(-1, CODE_BYTES)
+        n = len(codes)
+        self.reserve(self._n + n)
+        self._codes[self._n : self._n + n] = codes
+        self._refs[self._n : self._n + n] = refs
+        self._tags[self._n : self._n + n] = 0 if tags is None else tags
+        self._live[self._n : self._n + n] = True
+        self._n += n
+        self._live_count += n
+        # Everything is indexed at once; nothing goes through the tail.
+        background, self._background = self._background, False
+        self._start_rebuild()
+        self._background = background
+
+    def discard(self, ref: int) -> None:
+        self._finish_rebuild()
+        positions = self._tail.pop(ref, None)
+        if positions is None:
+            positions = np.flatnonzero(self._refs[: self._tables.size] == ref).tolist()
+        for pos in positions:
+            if self._live[pos]:
+                self._live[pos] = False
+                self._live_count -= 1
+        if self._rebuild is not None:
+            self._discarded_during_rebuild.append(ref)
+
+    def search(self, codes: Iterable[bytes], radius: int) -> dict[int, Hit]:
+        """ref → its closest (query code, stored code) pair within `radius`."""
+        if radius > self.max_radius:
+            raise ValueError(f"radius {radius} exceeds this index's max_radius {self.max_radius}")
+        self._finish_rebuild()
+        queries = [np.frombuffer(c, np.uint8) for c in codes]
+        best: dict[int, Hit] = {}
+        if not queries or self._n == 0:
+            return best
+        tables = self._tables
+        stored = _as_words(self._codes)
+        # (1): candidates from the tables: each chunk probed with its near values, for all
+        # query codes at once
+        q = np.stack(queries)
+        qvalues = tables.layout.values(q)
+        starts, ends, which = [], [], []
+        order_flat = tables.order.ravel()
+        for c, (values, masks) in enumerate(zip(qvalues, tables.masks, strict=True)):
+            probes = (values[:, None] ^ masks[None, :]).ravel().astype(np.int64)
+            offsets = tables.offsets[c]
+            starts.append(offsets[probes].astype(np.int64) + c * tables.size)
+            ends.append(offsets[probes + 1].astype(np.int64) + c * tables.size)
+            which.append(np.repeat(np.arange(len(queries)), len(masks)))
+        starts_a, ends_a = np.concatenate(starts), np.concatenate(ends)
+        owner = np.repeat(np.concatenate(which), ends_a - starts_a)
+        positions = order_flat[_gather_ranges(starts_a, ends_a)].astype(np.int64)
+        # (2): plus the unindexed tail, by brute force, for every query code
+        tail = np.arange(tables.size, self._n, dtype=np.int64)
+        positions = np.concatenate([positions, np.tile(tail, len(queries))])
+        owner = np.concatenate([owner, np.repeat(np.arange(len(queries)), len(tail))])
+        # (3): exact distances; keep live codes within the radius
+        qwords = _as_words(q)
+        distances = np.bitwise_count(stored[positions] ^ qwords[owner]).sum(axis=1)
+        keep = (distances <= radius) & self._live[positions]
+        for ref, distance, qi, tag in zip(self._refs[positions[keep]].tolist(),
+                                          distances[keep].tolist(), owner[keep].tolist(),
+                                          self._tags[positions[keep]].tolist(), strict=True):
+            hit = Hit(distance, qi, tag)
+            if ref not in best or hit < best[ref]:
+                best[ref] = hit
+        return best
+
+    # -- rebuilding -----------------------------------------------------------------------
+
+    def _start_rebuild(self) -> None:
+        size = self._n
+        codes, refs, tags = self._codes[:size], self._refs[:size], self._tags[:size]
+        live = self._live[:size].copy()
+
+        def work() -> None:
+            keep = np.flatnonzero(live)
+            kept_codes = codes[keep]
+            rebuild.result = (kept_codes, refs[keep], tags[keep],
+                              _build_tables(kept_codes, self.max_radius, self._chunk_bits))
+
+        rebuild = _Rebuild(threading.Thread(target=work, name="hamming-rebuild", daemon=True),
+                           size)
+        self._rebuild = rebuild
+        self._discarded_during_rebuild = []
+        if self._background and size > INLINE_REBUILD:
+            rebuild.thread.start()
+        else:
+            work()
+        self._finish_rebuild()
+
+    def _finish_rebuild(self) -> None:
+        rebuild = self._rebuild
+        if rebuild is None or rebuild.result is None:
+            return
+        if rebuild.thread.ident is not None:
+            rebuild.thread.join()
+        kept_codes, kept_refs, kept_tags, tables = rebuild.result
+        size = rebuild.size
+        # New arrays: the compacted snapshot, then everything added since it was taken.
+        tail_n = self._n - size
+        capacity = max(1024, (len(kept_codes) + tail_n) * 3 // 2)
+        codes = np.zeros((capacity, CODE_BYTES), np.uint8)
+        refs = np.zeros(capacity, np.int64)
+        tags = np.zeros(capacity, np.uint8)
+        live = np.zeros(capacity, bool)
+        k = len(kept_codes)
+        codes[:k], refs[:k], tags[:k], live[:k] = kept_codes, kept_refs, kept_tags, True
+        codes[k : k + tail_n] = self._codes[size : self._n]
+        refs[k : k + tail_n] = self._refs[size : self._n]
+        tags[k : k + tail_n] = self._tags[size : self._n]
+        live[k : k + tail_n] = self._live[size : self._n]
+        # Discards that reached the snapshot while it was being built.
+        late = set(self._discarded_during_rebuild)
+        if late:
+            live[:k] &= ~np.isin(refs[:k], np.fromiter(late, np.int64, len(late)))
+        tail: dict[int, list[int]] = {}
+        for i in range(k, k + tail_n):
+            tail.setdefault(int(refs[i]), []).append(i)
+        self._codes, self._refs, self._tags, self._live = codes, refs, tags, live
+        self._n = k + tail_n
+        self._live_count = int(live[: self._n].sum())
+        self._tables = tables
+        self._tail = tail
+        self._rebuild = None
+        self._discarded_during_rebuild = []
+
+    def wait(self) -> None:
+        """Block until a rebuild in progress is swapped in (tests, benchmarks)."""
+        if self._rebuild is not None:
+            if self._rebuild.thread.ident is not None:
+                self._rebuild.thread.join()
+            self._finish_rebuild()
+
+
+# -- the inverted file of visual words ------------------------------------------------------
+
+WORD_VALUES = 1 << 20
+ANGLE_BINS = 16
+# A segment is frozen from the tail every this many postings (4,096 registrations of 64
+# words); `FANOUT` segments of one tier merge into one of the next.
+SEGMENT_POSTINGS = 1 << 18
+FANOUT = 8
+# Segments this large are never merged again: a merge sorts its whole input, and at ten
+# million registrations one segment of everything would need gigabytes of scratch space.
+MAX_SEGMENT_POSTINGS = 1 << 26
+FINAL_TIER = 1 << 30
+# Merges of fewer postings than this run inline (tens of milliseconds).
+INLINE_MERGE = 1 << 21
+# Postings store the segment-local registration index with the angle bin in the top 4 bits.
+_LOCAL_BITS = 28
+
+
+@dataclass(frozen=True)
+class _Segment:
+    refs: np.ndarray  # (r,) int64: segment-local registration index → ref
+    offsets: np.ndarray  # (WORD_VALUES + 1,) int32: word w's postings [offsets[w], offsets[w+1])
+    postings: np.ndarray  # (p,) uint32: local index | angle bin << 28
+    tier: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.refs.nbytes + self.offsets.nbytes + self.postings.nbytes
+
+
+def _order_by_word(words: np.ndarray) -> np.ndarray:
+    """Stable order of 20-bit words: two passes of numpy's radix sort on 16-bit keys."""
+    low = np.argsort((words & 0xFFFF).astype(np.uint16), kind="stable")
+    high = (words[low] >> 16).astype(np.uint16)
+    return low[np.argsort(high, kind="stable")]
+
+
+def _segment(refs: np.ndarray, reg_of_posting: np.ndarray, words: np.ndarray,
+             angles: np.ndarray, tier: int) -> _Segment:
+    order = _order_by_word(words)
+    offsets = np.zeros(WORD_VALUES + 1, np.int64)
+    np.cumsum(np.bincount(words, minlength=WORD_VALUES), out=offsets[1:])
+    # Segments hold under 2**31 postings (MAX_SEGMENT_POSTINGS): 4-byte offsets suffice.
+    offsets = offsets.astype(np.int32)
+    if len(words) >= MAX_SEGMENT_POSTINGS:
+        tier = FINAL_TIER
+    postings = (reg_of_posting[order].astype(np.uint32)
+                | (angles[order].astype(np.uint32) << _LOCAL_BITS))
+    return _Segment(refs, offsets, postings, tier)
+
+
+def _merge(segments: list[_Segment], dead: set[int], tier: int) -> _Segment:
+    """One segment holding the live postings of `segments`."""
+    refs_parts, reg_parts, word_parts, angle_parts = [], [], [], []
+    base = 0
+    dead_arr = np.fromiter(dead, np.int64, len(dead)) if dead else np.zeros(0, np.int64)
+    for seg in segments:
+        alive = ~np.isin(seg.refs, dead_arr)
+        new_local = np.cumsum(alive) - 1 + base
+        counts = np.diff(seg.offsets)
+        word = np.repeat(np.arange(WORD_VALUES, dtype=np.uint32), counts)
+        local = seg.postings & ((1 << _LOCAL_BITS) - 1)
+        keep = alive[local]
+        refs_parts.append(seg.refs[alive])
+        reg_parts.append(new_local[local[keep]])
+        word_parts.append(word[keep])
+        angle_parts.append((seg.postings[keep] >> _LOCAL_BITS).astype(np.uint8))
+        base += int(alive.sum())
+    return _segment(np.concatenate(refs_parts), np.concatenate(reg_parts),
+                    np.concatenate(word_parts), np.concatenate(angle_parts), tier)
+
+
+@dataclass(frozen=True)
+class WordScore:
+    ref: int
+    score: float  # idf-weighted votes in the best orientation bin pair
+    votes: int  # agreeing words in that bin pair: the most of any bin pair
+
+
+@dataclass
+class _Merge:
+    inputs: list[_Segment]
+    dead: set[int]
+    tier: int
+    thread: threading.Thread | None = None
+    result: _Segment | None = None
+
+    def run(self) -> None:
+        self.result = _merge(self.inputs, self.dead, self.tier)
+
+
+class WordIndex:
+    """Inverted file of visual words with orientation-consistent, idf-weighted voting."""
+
+    def __init__(self, *, background: bool = True,
+                 segment_postings: int = SEGMENT_POSTINGS) -> None:
+        self._background = background
+        self._segment_postings = segment_postings
+        self._segments: list[_Segment] = []
+        self._tail_refs: list[int] = []
+        self._tail_local: dict[int, int] = {}  # ref → index in _tail_refs
+        self._tail_words: list[np.ndarray] = []
+        self._tail_angles: list[np.ndarray] = []
+        self._tail_postings = 0
+        self._tail_by_word: dict[int, list[tuple[int, int]]] = {}  # word → [(tail idx, angle)]
+        self._dead: set[int] = set()  # discarded refs still present in some segment
+        self._registrations = 0
+        self._merge: _Merge | None = None
+
+    def __len__(self) -> int:
+        """Number of live registrations."""
+        return self._registrations
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.nbytes for s in self._segments) + 13 * self._tail_postings
+
+    def add(self, ref: int, words: np.ndarray, angles: np.ndarray) -> None:
+        """Index registration `ref` by its words (uint32 < 2**20) and angle bins (< 16)."""
+        self._finish_merge()
+        words = np.asarray(words, np.uint32)
+        angles = np.asarray(angles, np.uint8)
+        # One vote per word per registration: keep the first (strongest) keypoint of each.
+        words, first = np.unique(words, return_index=True)
+        angles = angles[first]
+        local = len(self._tail_refs)
+        self._tail_refs.append(ref)
+        self._tail_local[ref] = local
+        self._tail_words.append(words)
+        self._tail_angles.append(angles)
+        for w, a in zip(words.tolist(), angles.tolist(), strict=True):
+            self._tail_by_word.setdefault(w, []).append((local, a))
+        self._tail_postings += len(words)
+        self._registrations += 1
+        if self._tail_postings >= self._segment_postings:
+            self._freeze_tail()
+
+    def add_many(self, refs: np.ndarray, counts: np.ndarray, words: np.ndarray,
+                 angles: np.ndarray) -> None:
+        """Bulk load (rebuilding at start): registration i has `counts[i]` consecutive words.
+
+        Builds segments directly, each of at most MAX_SEGMENT_POSTINGS postings, instead of
+        going through the tail one registration at a time.
+        """
+        self._finish_merge()
+        refs = np.asarray(refs, np.int64)
+        counts = np.asarray(counts, np.int64)
+        ends = np.cumsum(counts)
+        start_reg = 0
+        while start_reg < len(refs):
+            first = int(ends[start_reg - 1]) if start_reg else 0
+            stop_reg = int(np.searchsorted(ends, first + MAX_SEGMENT_POSTINGS, side="right"))
+            stop_reg = max(stop_reg, start_reg + 1)
+            last = int(ends[stop_reg - 1])
+            w = np.asarray(words[first:last], np.uint32)
+            a = np.asarray(angles[first:last], np.uint8)
+            reg = np.repeat(np.arange(stop_reg - start_reg, dtype=np.int64),
+                            counts[start_reg:stop_reg])
+            # One vote per word per registration, as in `add`.
+            key = reg * WORD_VALUES + w
+            _, first_of = np.unique(key, return_index=True)
+            first_of.sort()
+            self._segments.append(_segment(refs[start_reg:stop_reg].copy(), reg[first_of],
+                                           w[first_of], a[first_of], 0))
+            self._registrations += stop_reg - start_reg
+            start_reg = stop_reg
+        self._maybe_merge()
+
+    def discard(self, ref: int) -> None:
+        self._finish_merge()
+        local = self._tail_local.pop(ref, None)
+        if local is not None:
+            # Drop its postings from the word lists now: the tail stays exact.
+            for w in self._tail_words[local].tolist():
+                self._tail_by_word[w] = [p for p in self._tail_by_word[w] if p[0] != local]
+            self._tail_refs[local] = -1
+            self._registrations -= 1
+            return
+        if ref not in self._dead and any(np.any(s.refs == ref) for s in self._segments):
+            self._dead.add(ref)
+            self._registrations -= 1
+
+    def _freeze_tail(self) -> None:
+        live = [i for i, r in enumerate(self._tail_refs) if r != -1]
+        refs = np.array([self._tail_refs[i] for i in live], np.int64)
+        words = [self._tail_words[i] for i in live]
+        angles = [self._tail_angles[i] for i in live]
+        reg = np.repeat(np.arange(len(live), dtype=np.int64), [len(w) for w in words])
+        segment = _segment(refs, reg, np.concatenate(words) if words else np.zeros(0, np.uint32),
+                           np.concatenate(angles) if angles else np.zeros(0, np.uint8), 0)
+        self._segments.append(segment)
+        self._tail_refs, self._tail_local = [], {}
+        self._tail_words, self._tail_angles = [], []
+        self._tail_by_word, self._tail_postings = {}, 0
+        self._maybe_merge()
+
+    def _maybe_merge(self) -> None:
+        if self._merge is not None:
+            return
+        for tier in sorted({s.tier for s in self._segments} - {FINAL_TIER}):
+            group = [s for s in self._segments if s.tier == tier]
+            if len(group) < FANOUT:
+                continue
+            merge = _Merge(group, set(self._dead), tier + 1)
+            self._merge = merge
+            if self._background and sum(len(s.postings) for s in group) > INLINE_MERGE:
+                merge.thread = threading.Thread(target=merge.run, name="word-merge", daemon=True)
+                merge.thread.start()
+            else:
+                merge.run()
+                self._finish_merge()
+            return
+
+    def _finish_merge(self) -> None:
+        merge = self._merge
+        if merge is None or merge.result is None:
+            return
+        merged = merge.result
+        inputs = {id(s) for s in merge.inputs}
+        self._segments = [s for s in self._segments if id(s) not in inputs] + [merged]
+        # Refs the merge dropped are gone for good; refs discarded since are still dead.
+        still_present = set()
+        for ref in self._dead:
+            if any(np.any(s.refs == ref) for s in self._segments):
+                still_present.add(ref)
+        self._dead = still_present
+        self._merge = None
+        self._maybe_merge()
+
+    def wait(self) -> None:
+        """Block until merges in progress are swapped in (tests, benchmarks)."""
+        while self._merge is not None:
+            if self._merge.thread is not None:
+                self._merge.thread.join()
+            if self._merge.result is None:  # pragma: no cover - the thread always sets it
+                break
+            self._finish_merge()
+
+    def search(self, words: np.ndarray, angles: np.ndarray, *, limit: int,
+               min_votes: int, max_df: float = 0.02,
+               max_postings: int | None = None) -> list[WordScore]:
+        """The `limit` best-scoring registrations with at least `min_votes` consistent words.
+
+        Words held by more than `max_df` of all registrations (and by more than 64 of them)
+        are skipped: they carry almost no information (idf near zero) and cost the most. With
+        `max_postings`, only the rarest query words whose postings fit that budget are read:
+        the cost of a lookup stays bounded however large the index grows, and the words left
+        out are the least informative.
+        """
+        self._finish_merge()
+        words = np.asarray(words, np.uint32)
+        angles = np.asarray(angles, np.uint8)
+        words, first = np.unique(words, return_index=True)
+        angles = angles[first].astype(np.int64)
+        total = max(1, self._registrations)
+        df = np.zeros(len(words), np.int64)
+        for seg in self._segments:
+            df += seg.offsets[words.astype(np.int64) + 1] - seg.offsets[words.astype(np.int64)]
+        df += np.array([len(self._tail_by_word.get(w, ())) for w in words.tolist()], np.int64)
+        useful = (df > 0) & ~((df > 64) & (df > max_df * total))
+        words, angles, df = words[useful], angles[useful], df[useful]
+        if max_postings is not None and int(df.sum()) > max_postings:
+            rarest = np.argsort(df, kind="stable")
+            within = rarest[np.cumsum(df[rarest]) <= max_postings]
+            words, angles, df = words[within], angles[within], df[within]
+        idf = np.log((total + 1) / df)
+        results: list[WordScore] = []
+        for refs, local, dangle, weight in self._votes(words, angles, idf):
+            results.extend(self._score(refs, local, dangle, weight, min_votes))
+        results = [r for r in results if r.ref not in self._dead]
+        results.sort(key=lambda r: (-r.score, r.ref))
+        return results[:limit]
+
+    def _votes(self, words: np.ndarray, angles: np.ndarray,
+               idf: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per segment (and the tail): (refs, local index, angle difference, weight) arrays."""
+        w64 = words.astype(np.int64)
+        for seg in self._segments:
+            starts, ends = seg.offsets[w64], seg.offsets[w64 + 1]
+            idx = _gather_ranges(starts, ends)
+            if len(idx) == 0:
+                continue
+            which = np.repeat(np.arange(len(words)), ends - starts)
+            post = seg.postings[idx]
+            local = (post & ((1 << _LOCAL_BITS) - 1)).astype(np.int64)
+            dangle = (angles[which] - (post >> _LOCAL_BITS).astype(np.int64)) % ANGLE_BINS
+            yield seg.refs, local, dangle, idf[which]
+        if self._tail_by_word:
+            local_l, dangle_l, weight_l = [], [], []
+            for i, w in enumerate(words.tolist()):
+                for local, a in self._tail_by_word.get(w, ()):
+                    local_l.append(local)
+                    dangle_l.append((int(angles[i]) - a) % ANGLE_BINS)
+                    weight_l.append(idf[i])
+            if local_l:
+                yield (np.array(self._tail_refs, np.int64), np.array(local_l, np.int64),
+                       np.array(dangle_l, np.int64), np.array(weight_l))
+
+    @staticmethod
+    def _score(refs: np.ndarray, local: np.ndarray, dangle: np.ndarray, weight: np.ndarray,
+               min_votes: int) -> list[WordScore]:
+        # Cheap first cut: registrations with fewer raw votes than `min_votes` in all bins
+        # together cannot reach it in one bin pair. Most registrations get one chance vote, so
+        # this cut leaves little for the exact scoring below.
+        if 8 * len(local) >= len(refs):
+            counts = np.bincount(local, minlength=len(refs))
+            hopeful = counts[local] >= min_votes
+        else:  # a few votes into a large segment: sorting them is cheaper than counting all
+            _, inverse, few = np.unique(local, return_inverse=True, return_counts=True)
+            hopeful = few[inverse] >= min_votes
+        if not hopeful.any():
+            return []
+        local, dangle, weight = local[hopeful], dangle[hopeful], weight[hopeful]
+        # Each vote counts in its angle bin and the next, so a copy whose turn falls on a bin
+        # boundary is not split in two.
+        key = np.concatenate([local * ANGLE_BINS + dangle,
+                              local * ANGLE_BINS + (dangle + 1) % ANGLE_BINS])
+        w2 = np.concatenate([weight, weight])
+        keys, inv = np.unique(key, return_inverse=True)
+        score = np.bincount(inv, weights=w2)
+        votes = np.bincount(inv)
+        reg = keys // ANGLE_BINS
+        # Keys are sorted, so each registration is a run; put its best bin first in the run:
+        # most votes (the consistent matches, whatever their weights), then the highest score,
+        # then the lowest bin.
+        order = np.lexsort((-score, -votes, reg))
+        reg, score, votes = reg[order], score[order], votes[order]
+        first = np.flatnonzero(np.r_[True, reg[1:] != reg[:-1]])
+        out = []
+        for r, s, v in zip(reg[first].tolist(), score[first].tolist(), votes[first].tolist(),
+                           strict=True):
+            if v >= min_votes and refs[r] != -1:
+                out.append(WordScore(int(refs[r]), float(s), int(v)))
+        return out

@@ -1,0 +1,288 @@
+"""Stage 2: is this candidate pair one picture? Evidence from keypoints and from the pixels.
+
+Pure and deterministic (OpenCV's RANSAC seeds its own generator), so `verify_pair` runs in the
+process pool on the few candidates stage 1 returns, and any result can be replayed.
+
+Two alignments, each followed by the same photometric comparison:
+
+- **Global** (`global_transform`), for a candidate found by a near PDQ code: PDQ says the whole
+  image (or its content box, or its mirror) looks alike, so the alignment is the one the code
+  pair implies — the two frames (or boxes) stretched onto each other, mirrored if the query's
+  mirror code matched. This also covers aspect-ratio stretches and mirrors, which the keypoint
+  model below does not. Pixels alone are not enough here: two different round products of one
+  size on one background agree almost everywhere (tuxpaint's uranus and neptune discs agree on
+  0.87–0.97 of the cells), so the keypoint matches that land where the alignment puts them are
+  counted too (`global_inliers`; for a mirror, ORB is re-run on the two thumbnails, the query's
+  mirrored, since ORB descriptors are not mirror-invariant).
+- **Keypoints**: brute-force Hamming matching of ORB descriptors with Lowe's ratio test, at most
+  one query keypoint per stored keypoint, then a similarity transform (rotation, uniform scale,
+  translation) fitted with RANSAC. The inlier count is the evidence; the transform aligns.
+
+The photometric comparison (`agreement`) warps the stored thumbnail onto the query's, fits a
+global gain and offset (brightness and contrast edits), drops near-white pixels (clipped
+highlights, shared white backgrounds: no evidence either way) and splits the rest into an 8×8
+grid:
+a textured cell agrees when its pixels correlate, a flat cell when its mean level matches. A
+copy agrees almost everywhere outside its watermark or logo; a different photo of the same
+scene (a stereo pair, the next frame of an animation, a sprite in another pose) agrees only
+where it happens to be identical.
+
+Coordinates: keypoints are in OpenCV pixel-index coordinates of the canonical image (pixel
+centres at integers); global transforms are built in continuous coordinates (pixel centres at
++0.5) and converted, so that a mirror maps column i to column w − 1 − i exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .hashes import content_box
+from .local_features import LocalFeatures
+
+__all__ = ["Evidence", "agreement", "global_transform", "verify_pair"]
+
+# Keypoints: Lowe's ratio, and the RANSAC reprojection threshold in canonical pixels (copies
+# fit to ~0.8 px median; 3 px leaves room for resampling at another scale).
+RATIO = 0.8
+RANSAC_THRESHOLD = 3.0
+MIN_MATCHES = 6
+# Below this many inliers no keypoint verdict is possible (matching.INLIERS_SIMILAR and
+# INLIERS_COPY_FEW are not lower), so the photometric comparison is skipped: most candidates
+# that are not copies stop here, which halves their cost.
+PHOTOMETRY_MIN_INLIERS = 12
+# Photometry: an 8×8 grid over the query thumbnail; a cell is compared when at least 80 % of
+# it lies inside the stored image once aligned.
+GRID = 8
+CELL_COVERAGE = 0.8
+CELL_CORRELATION = 0.5  # textured cells agree when their pixels correlate above this
+FLAT_STD = 4.0  # a cell this flat (grey levels) in both images is compared by its mean
+FLAT_DIFFERENCE = 20.0  # grey levels, after the global gain/offset fit
+# Pixels that say nothing are left out: white in both images (a white background agrees with
+# any other white background), and a highlight clipped to white in one image where the other
+# is merely bright (a brightened or contrast-stretched copy), likewise near black. Content in
+# one image against white in the other stays: that is a difference. A cell is compared only if
+# at least CELL_COVERAGE of it is inside the overlap and informative.
+WHITE = 250
+CLIPPED_FROM = 180  # a bright pixel that an edit of ×1.3–1.5 would clip to white
+BLACK = 5
+CLIPPED_FROM_DARK = 60
+MIN_CELLS = 8  # fewer comparable cells than this: no photometric evidence at all
+# Global alignment: a ratio-test match counts when the stored keypoint lies within this many
+# canonical pixels of where the alignment puts the query keypoint (twice as far for keypoints
+# found on the 128 px thumbnails).
+GUIDED_TOLERANCE = 4.0
+
+
+def _thumbnail_orb() -> cv2.ORB:
+    # The thumbnails are 128 px: a smaller patch and pyramid than on the canonical image.
+    return cv2.ORB.create(nfeatures=200, scaleFactor=1.25, nlevels=4, edgeThreshold=10,
+                          patchSize=21)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What stage 2 found about one (query, stored) pair."""
+
+    matches: int = 0  # ratio-test matches, one per stored keypoint
+    inliers: int = 0  # matches consistent with the fitted similarity transform
+    scale: float = 0.0  # stored size / query size of the shared content
+    rotation: float = 0.0  # degrees
+    agreement: float = 0.0  # share of thumbnail cells that agree under the keypoint alignment
+    cells: int = 0  # thumbnail cells compared under the keypoint alignment
+    global_agreement: float | None = None  # the same under the PDQ code pair's alignment
+    global_inliers: int | None = None  # keypoint matches consistent with that alignment
+
+    def as_dict(self) -> dict[str, float | int]:
+        out: dict[str, float | int] = {
+            "orb_matches": self.matches,
+            "orb_inliers": self.inliers,
+            "orb_scale": round(self.scale, 3),
+            "orb_rotation": round(self.rotation, 2),
+            "photo_agreement": round(self.agreement, 3),
+            "photo_cells": self.cells,
+        }
+        if self.global_agreement is not None:
+            out["global_agreement"] = round(self.global_agreement, 3)
+        if self.global_inliers is not None:
+            out["global_inliers"] = self.global_inliers
+        return out
+
+
+def verify_pair(query: LocalFeatures, stored: LocalFeatures,
+                pdq_pair: tuple[str, str] | None = None) -> Evidence:
+    """Evidence that `query` is a copy of `stored`.
+
+    `pdq_pair` — (query code, stored code) names, e.g. ("pdq_mirror", "pdq_trim") — when the
+    candidate came from a near PDQ code: the global alignment is then checked too.
+    """
+    keypoints = _keypoint_evidence(query, stored)
+    if pdq_pair is None:
+        return keypoints
+    transform = global_transform(query, stored, *pdq_pair)
+    global_agreement, _ = agreement(query, stored, transform)
+    global_inliers = _guided_inliers(query, stored, transform,
+                                     mirrored=pdq_pair[0] == "pdq_mirror")
+    return Evidence(keypoints.matches, keypoints.inliers, keypoints.scale, keypoints.rotation,
+                    keypoints.agreement, keypoints.cells, global_agreement, global_inliers)
+
+
+def _ratio_matches(query: np.ndarray, stored: np.ndarray) -> list[tuple[int, int]]:
+    """(query index, stored index) of Lowe ratio-test matches, one per stored keypoint."""
+    if len(query) < 2 or len(stored) < 2:
+        return []
+    best: dict[int, tuple[float, int]] = {}
+    for pair in cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query, stored, k=2):
+        if len(pair) == 2 and pair[0].distance < RATIO * pair[1].distance:
+            m = pair[0]
+            if m.trainIdx not in best or m.distance < best[m.trainIdx][0]:
+                best[m.trainIdx] = (m.distance, m.queryIdx)
+    return [(q, t) for t, (_, q) in best.items()]
+
+
+def _thumbnail_keypoints(image: np.ndarray, shape: tuple[int, int],
+                         mirror: bool) -> tuple[np.ndarray, np.ndarray]:
+    """ORB on a thumbnail: (continuous canonical coordinates, descriptors)."""
+    th, tw = image.shape
+    if mirror:
+        image = np.ascontiguousarray(image[:, ::-1])
+    keypoints, descriptors = _thumbnail_orb().detectAndCompute(image, None)
+    if descriptors is None:
+        return np.zeros((0, 2)), np.zeros((0, 32), np.uint8)
+    xy = np.array([k.pt for k in keypoints], np.float64) + 0.5
+    if mirror:
+        xy[:, 0] = tw - xy[:, 0]
+    return xy * np.array([shape[1] / tw, shape[0] / th]), descriptors
+
+
+def _guided_inliers(query: LocalFeatures, stored: LocalFeatures, transform: np.ndarray,
+                    *, mirrored: bool) -> int:
+    """Ratio-test matches that `transform` (continuous coordinates) maps onto each other."""
+    if mirrored:
+        qxy, qd = _thumbnail_keypoints(query.thumbnail, query.shape, mirror=True)
+        sxy, sd = _thumbnail_keypoints(stored.thumbnail, stored.shape, mirror=False)
+        tolerance = 2 * GUIDED_TOLERANCE
+    else:
+        qxy, qd = query.xy.astype(np.float64) + 0.5, query.descriptors
+        sxy, sd = stored.xy.astype(np.float64) + 0.5, stored.descriptors
+        tolerance = GUIDED_TOLERANCE
+    pairs = _ratio_matches(qd, sd)
+    if not pairs:
+        return 0
+    qi = np.array([q for q, _ in pairs])
+    si = np.array([t for _, t in pairs])
+    predicted = qxy[qi] @ transform[:, :2].T + transform[:, 2]
+    return int((np.linalg.norm(predicted - sxy[si], axis=1) <= tolerance).sum())
+
+
+def _keypoint_evidence(query: LocalFeatures, stored: LocalFeatures) -> Evidence:
+    # (1): nothing to match
+    if len(query) < MIN_MATCHES or len(stored) < MIN_MATCHES:
+        return Evidence()
+    # (2): ratio-test matches, at most one query keypoint per stored keypoint
+    pairs = _ratio_matches(query.descriptors, stored.descriptors)
+    if len(pairs) < MIN_MATCHES:
+        return Evidence(matches=len(pairs))
+    src = query.xy[np.array([q for q, _ in pairs])]
+    dst = stored.xy[np.array([t for _, t in pairs])]
+    # (3): a similarity transform query → stored, fitted with RANSAC
+    transform, inliers = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_THRESHOLD,
+        maxIters=2000, confidence=0.995, refineIters=10,
+    )
+    if transform is None or inliers is None:
+        return Evidence(matches=len(pairs))
+    count = int(inliers.sum())
+    scale = math.hypot(transform[0, 0], transform[1, 0])
+    rotation = math.degrees(math.atan2(transform[1, 0], transform[0, 0]))
+    if count < PHOTOMETRY_MIN_INLIERS:
+        return Evidence(len(pairs), count, scale, rotation)
+    # (4): how much of the overlap looks the same once aligned (index → continuous coords)
+    a, t = transform[:, :2], transform[:, 2]
+    continuous = np.hstack([a, (t + 0.5 - a @ np.array([0.5, 0.5]))[:, None]])
+    share, cells = agreement(query, stored, continuous)
+    return Evidence(len(pairs), count, scale, rotation, share, cells)
+
+
+def _box(features: LocalFeatures) -> tuple[float, float, float, float]:
+    """The content box in continuous canonical coordinates (whole image if none)."""
+    height, width = features.shape
+    box = content_box(features.thumbnail)
+    if box is None:
+        return 0.0, 0.0, float(width), float(height)
+    th, tw = features.thumbnail.shape
+    sx, sy = width / tw, height / th
+    return box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy
+
+
+def global_transform(query: LocalFeatures, stored: LocalFeatures, query_code: str,
+                     stored_code: str) -> np.ndarray:
+    """The 2×3 map, continuous canonical coordinates query → stored, a PDQ code pair implies.
+
+    `query_code` is "pdq", "pdq_trim" or "pdq_mirror" (the whole image mirrored left–right);
+    `stored_code` is "pdq" or "pdq_trim". Each code hashes its region squeezed to a square, so
+    the regions map onto each other axis by axis.
+    """
+    h, w = query.shape
+    qx0, qy0, qx1, qy1 = _box(query) if query_code == "pdq_trim" else (0.0, 0.0, w, h)
+    hs, ws = stored.shape
+    sx0, sy0, sx1, sy1 = _box(stored) if stored_code == "pdq_trim" else (0.0, 0.0, ws, hs)
+    ax, ay = (sx1 - sx0) / (qx1 - qx0), (sy1 - sy0) / (qy1 - qy0)
+    if query_code == "pdq_mirror":
+        return np.array([[-ax, 0.0, sx0 + ax * qx1], [0.0, ay, sy0 - ay * qy0]])
+    return np.array([[ax, 0.0, sx0 - ax * qx0], [0.0, ay, sy0 - ay * qy0]])
+
+
+def _uninformative(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    white = ((a >= WHITE) & (b >= CLIPPED_FROM)) | ((b >= WHITE) & (a >= CLIPPED_FROM))
+    black = ((a <= BLACK) & (b <= CLIPPED_FROM_DARK)) | ((b <= BLACK) & (a <= CLIPPED_FROM_DARK))
+    return white | black
+
+
+def agreement(query: LocalFeatures, stored: LocalFeatures,
+              transform: np.ndarray) -> tuple[float, int]:
+    """(share of agreeing cells, cells compared) with `transform` in continuous coordinates."""
+    qa, sb = query.thumbnail.astype(np.float32), stored.thumbnail.astype(np.float32)
+    # thumbnail scale per axis: continuous thumbnail coordinate = k × canonical coordinate
+    kq = np.array([qa.shape[1] / query.shape[1], qa.shape[0] / query.shape[0]])
+    ks = np.array([sb.shape[1] / stored.shape[1], sb.shape[0] / stored.shape[0]])
+    a = (ks[:, None] * transform[:, :2]) / kq[None, :]
+    b = ks * transform[:, 2]
+    # index coordinates: i = u − 0.5 on both sides
+    m = np.hstack([a, (a @ np.array([0.5, 0.5]) + b - 0.5)[:, None]])
+    size = (qa.shape[1], qa.shape[0])
+    flags = cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(sb, m, size, flags=cv2.INTER_LINEAR | flags, borderValue=0.0)
+    inside = cv2.warpAffine(np.ones_like(sb), m, size, flags=cv2.INTER_NEAREST | flags,
+                            borderValue=0.0) > 0.5
+    inside &= ~_uninformative(qa, warped)
+    if inside.sum() < 64:
+        return 0.0, 0
+    # Brightness and contrast edits: fit warped ≈ gain·query + offset over the overlap first.
+    x, y = qa[inside], warped[inside]
+    if x.std() > 1.0:
+        gain, offset = np.polyfit(x, y, 1)
+        qa = qa * gain + offset
+    height, width = qa.shape
+    agree = compared = 0
+    for i in range(GRID):
+        for j in range(GRID):
+            rows = slice(i * height // GRID, (i + 1) * height // GRID)
+            cols = slice(j * width // GRID, (j + 1) * width // GRID)
+            mask = inside[rows, cols]
+            if mask.size == 0 or mask.mean() < CELL_COVERAGE:
+                continue
+            u, v = qa[rows, cols][mask], warped[rows, cols][mask]
+            compared += 1
+            su, sv = u.std(), v.std()
+            if su < FLAT_STD and sv < FLAT_STD:
+                agree += abs(u.mean() - v.mean()) < FLAT_DIFFERENCE
+            elif su > 1e-3 and sv > 1e-3:
+                correlation = float(np.mean((u - u.mean()) * (v - v.mean())) / (su * sv))
+                agree += correlation > CELL_CORRELATION
+    if compared < MIN_CELLS:
+        return 0.0, compared
+    return float(agree) / compared, compared

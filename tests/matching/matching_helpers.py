@@ -1,0 +1,42 @@
+"""Image helpers for the matching tests (a unique module name: tests/ has no packages)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+def jpeg(image: Image.Image, quality: int = 90, **kwargs: object) -> bytes:
+    out = io.BytesIO()
+    image.convert("RGB").save(out, "JPEG", quality=quality, **kwargs)
+    return out.getvalue()
+
+
+def png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def fixture_image(size: tuple[int, int] = (640, 480)) -> Image.Image:
+    """A deterministic product-like test image: shapes and a texture on a light background."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([
+        200 + 40 * np.sin(xx / 37.0),
+        180 + 50 * np.cos(yy / 23.0),
+        160 + 60 * np.sin((xx + yy) / 51.0),
+    ], axis=-1)
+    image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((w * 0.2, h * 0.2, w * 0.55, h * 0.75), fill=(180, 40, 30), outline=(20, 20, 20),
+                 width=6)
+    draw.rectangle((w * 0.6, h * 0.15, w * 0.9, h * 0.5), fill=(30, 90, 170))
+    draw.polygon([(w * 0.62, h * 0.9), (w * 0.92, h * 0.9), (w * 0.77, h * 0.58)],
+                 fill=(40, 160, 60))
+    for i in range(12):
+        draw.line((w * 0.05, h * (0.05 + i * 0.07), w * 0.18, h * (0.1 + i * 0.07)),
+                  fill=(10 * i, 20, 200 - 10 * i), width=3)
+    return image
