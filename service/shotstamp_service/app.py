@@ -193,7 +193,9 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     pool, metrics = app[POOL], app[METRICS]
-    registry = Registry(app[STORE], Matcher(), metrics.timed(pool), metrics.timed(pool.analyse))
+    registry = Registry(
+        app[STORE], Matcher(), metrics.timed(pool), metrics.timed(pool.analyse), pool.verify
+    )
     count = await registry.load_index()
     log.info("index loaded with %d registrations", count)
     app[REGISTRY] = registry

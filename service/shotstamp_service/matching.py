@@ -349,45 +349,14 @@ class Matcher:
 
     def add_many(self, items: Iterable[tuple[int, Fingerprint]]) -> int:
         """Bulk `add` for the rebuild at start: one pass, indexes built once. Returns count."""
-        stored: dict[str, tuple[list[int], list[bytes], list[int]]] = {
-            "good": ([], [], []), "low": ([], [], [])}
-        word_refs: list[int] = []
-        counts: list[int] = []
-        word_ids: list[np.ndarray] = []
-        word_angles: list[np.ndarray] = []
-        added = 0
+        bulk = self.bulk()
         for ref, fp in items:
-            if ref in self._refs:
-                continue
-            self._refs.add(ref)
-            self._generation += 1
-            added += 1
-            if _legacy(fp):
-                self._legacy.add(ref, fp.hashes["phash"])
-                continue
-            for kind, codes in zip(("good", "low"), _split_codes(fp, query=False), strict=True):
-                refs, blobs, tags = stored[kind]
-                for name, code in codes:
-                    refs.append(ref)
-                    blobs.append(code)
-                    tags.append(_STORED_CODES.index(name))
-            local = fp.local
-            if local is not None and len(local):
-                ids, angles = words(local, INDEX_KEYPOINTS)
-                word_refs.append(ref)
-                counts.append(len(ids))
-                word_ids.append(ids)
-                word_angles.append(angles)
-        for index, (refs, blobs, tags) in ((self._pdq, stored["good"]),
-                                           (self._pdq_low, stored["low"])):
-            if blobs:
-                index.add_many(np.array(refs, np.int64),
-                               np.frombuffer(b"".join(blobs), np.uint8).reshape(-1, 32),
-                               np.array(tags, np.uint8))
-        if word_refs:
-            self._words.add_many(np.array(word_refs, np.int64), np.array(counts),
-                                 np.concatenate(word_ids), np.concatenate(word_angles))
-        return added
+            bulk.add(ref, fp)
+        return bulk.finish()
+
+    def bulk(self) -> BulkLoad:
+        """A bulk load fed one fingerprint at a time (from an async store cursor)."""
+        return BulkLoad(self)
 
     def discard(self, ref: int) -> None:
         """Forget `ref` (a reservation whose commit failed, or was replaced by its seq)."""
@@ -512,6 +481,66 @@ class Matcher:
                       f"{PHASH_COPY_DISTANCE} is a copy, <= {PHASH_SIMILAR_DISTANCE} similar",
             "registrations": len(self),
         }
+
+
+class BulkLoad:
+    """Collects what the indexes need of many fingerprints, then builds them once.
+
+    Only the codes and the strongest keypoints' words are kept per registration (~700
+    bytes), never the feature blobs, so a store's worth can stream through. Until `finish`,
+    the collected registrations are not searchable.
+    """
+
+    def __init__(self, matcher: Matcher) -> None:
+        self._matcher = matcher
+        self._stored: dict[str, tuple[list[int], list[bytes], list[int]]] = {
+            "good": ([], [], []), "low": ([], [], [])}
+        self._word_refs: list[int] = []
+        self._counts: list[int] = []
+        self._word_ids: list[np.ndarray] = []
+        self._word_angles: list[np.ndarray] = []
+        self._added = 0
+
+    def add(self, ref: int, fp: Fingerprint) -> None:
+        m = self._matcher
+        if ref in m._refs:
+            return
+        m._refs.add(ref)
+        m._generation += 1
+        self._added += 1
+        if _legacy(fp):
+            m._legacy.add(ref, fp.hashes["phash"])
+            return
+        for kind, codes in zip(("good", "low"), _split_codes(fp, query=False), strict=True):
+            refs, blobs, tags = self._stored[kind]
+            for name, code in codes:
+                refs.append(ref)
+                blobs.append(code)
+                tags.append(_STORED_CODES.index(name))
+        local = fp.local
+        if local is not None and len(local):
+            ids, angles = words(local, INDEX_KEYPOINTS)
+            self._word_refs.append(ref)
+            self._counts.append(len(ids))
+            self._word_ids.append(ids.copy())  # not views into the feature blob
+            self._word_angles.append(angles.copy())
+
+    def finish(self) -> int:
+        """Build the indexes over what was collected; returns how many were added."""
+        m = self._matcher
+        for index, (refs, blobs, tags) in ((m._pdq, self._stored["good"]),
+                                           (m._pdq_low, self._stored["low"])):
+            if blobs:
+                index.add_many(np.array(refs, np.int64),
+                               np.frombuffer(b"".join(blobs), np.uint8).reshape(-1, 32),
+                               np.array(tags, np.uint8))
+        if self._word_refs:
+            m._words.add_many(np.array(self._word_refs, np.int64), np.array(self._counts),
+                              np.concatenate(self._word_ids), np.concatenate(self._word_angles))
+        added, self._added = self._added, 0
+        self._stored = {"good": ([], [], []), "low": ([], [], [])}
+        self._word_refs, self._counts, self._word_ids, self._word_angles = [], [], [], []
+        return added
 
 
 def verify(query: LocalFeatures | Fingerprint | bytes, stored: LocalFeatures | bytes,

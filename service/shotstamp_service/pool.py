@@ -18,7 +18,9 @@ from typing import TypeVar
 
 from .errors import ApiError
 from .fingerprint import DecodeLimits, Fingerprint, fingerprint
+from .matching import verify_many
 from .thumbnail import fingerprint_and_thumbnail
+from .verification import Evidence
 
 __all__ = ["FingerprintPool"]
 
@@ -81,6 +83,7 @@ class FingerprintPool:
                 "shotstamp_service.forkserver_init",
                 "shotstamp_service.fingerprint",
                 "shotstamp_service.thumbnail",
+                "shotstamp_service.matching",
             ]
         )
         return ProcessPoolExecutor(
@@ -113,6 +116,16 @@ class FingerprintPool:
         return await self._run(
             functools.partial(fingerprint_and_thumbnail, data, self.limits, self.thumbnail_size)
         )
+
+    async def verify(
+        self, query: bytes, stored: list[tuple[int, bytes, tuple[str, str] | None]]
+    ) -> list[tuple[int, Evidence]]:
+        """Stage 2 of matching for one upload's candidates, in one worker call.
+
+        Local-feature verification is CPU work (~1 ms a candidate, OpenCV holding
+        the GIL for parts of it): on the event loop it would stall every request.
+        """
+        return await self._run(functools.partial(verify_many, query, stored))
 
     async def _run(self, job: Callable[[], T]) -> T:
         executor = self._executor

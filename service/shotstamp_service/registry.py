@@ -5,9 +5,23 @@ duplicates, the earliest registration decides. If it is the uploader's own,
 the upload is answered with it (200); if it is another seller's, the upload is
 a conflict (409) and nothing is stored; with no copy match it is new (201).
 
-Race safety: between the index search and the reservation of the new
+Matching runs in two stages (matching.py): stage 1 reads the in-memory index
+(global hashes decide most copies, and propose a few candidates), stage 2
+verifies those candidates' stored features with local features, in the
+process pool (CPU work, never on the event loop).
+
+Race safety: between the last index read and the reservation of the new
 fingerprint there is no `await`, so in one process two simultaneous uploads of
 the same photo cannot both pass; the second sees the first's reservation.
+Stage 2 awaits the pool, so `_match` loops: after verifying, it reads the index
+again (stage 1 and the candidate list) and returns without awaiting only when
+every candidate it now sees has been verified; a reservation or registration
+that appeared meanwhile and is a candidate is verified in another round. After
+`_MAX_ROUNDS` rounds (a burst of look-alike uploads) it decides on what it has
+verified, so a stage-2-only copy reserved in that window can still pass; a
+stage-1 copy never can. Across replicas, `recheck` runs under the store's
+commit lock: stage 1 over everything, stage 2 for the candidates the decision
+had not verified (usually none, so it costs nothing).
 """
 
 from __future__ import annotations
@@ -23,9 +37,10 @@ from typing import Literal
 
 from .auth import Principal
 from .fingerprint import Fingerprint
-from .matching import Match, Matcher
+from .matching import Candidate, Match, Matcher, decide, rank, verify_many
 from .records import NewRegistration, Registration, format_time, new_registration_id, utc_now
 from .store import DuplicateIdempotencyKey, RegistrationSuperseded, Store, StoreError
+from .verification import Evidence
 
 __all__ = ["Outcome", "Owners", "Registry", "ResolvedMatch"]
 
@@ -34,6 +49,10 @@ log = logging.getLogger(__name__)
 # Reservation refs live far above any store sequence number, so that every
 # committed registration sorts before every reservation still in flight.
 _RESERVATION_BASE = 1 << 62
+# Stage-2 rounds before `_match` decides on what it has verified (module docstring).
+_MAX_ROUNDS = 4
+# Loading the index from the store: rows past this many are bulk-loaded (see load_index).
+_BULK_FROM = 1_000
 
 
 class Owners:
@@ -88,6 +107,18 @@ class Outcome:
 FingerprintFn = Callable[[bytes], Awaitable[Fingerprint]]
 # Fingerprint and thumbnail of an upload in one worker call (see thumbnail.py).
 AnalyseFn = Callable[[bytes], Awaitable[tuple[Fingerprint, bytes | None]]]
+# Stage 2 for several candidates of one upload: (query features, [(ref, stored features,
+# the candidate's global PDQ pair)]) → [(ref, evidence)]; `matching.verify_many` in the pool.
+VerifyItems = list[tuple[int, bytes, tuple[str, str] | None]]
+VerifyFn = Callable[[bytes, VerifyItems], Awaitable[list[tuple[int, Evidence]]]]
+
+
+@dataclass
+class _Pending:
+    """An upload between its decision and its commit: what `recheck` needs to look again."""
+
+    fp: Fingerprint
+    verified: set[int]  # candidate refs stage 2 already verified for the decision
 
 
 class Registry:
@@ -97,15 +128,18 @@ class Registry:
         matcher: Matcher,
         fingerprint: FingerprintFn,
         analyse: AnalyseFn | None = None,
+        verify: VerifyFn | None = None,
     ) -> None:
         self.store = store
         self.matcher = matcher
         self.owners = Owners()
         self._fingerprint = fingerprint
         self._analyse = analyse
+        self._verify = verify  # None: verify in this process (tests, tools)
         self._reservations = itertools.count(_RESERVATION_BASE)
         self._inflight: dict[int, asyncio.Future[Registration]] = {}
-        self._uncommitted: dict[str, Fingerprint] = {}  # registration id → its fingerprint
+        self._uncommitted: dict[str, _Pending] = {}  # registration id → its decision's inputs
+        self._reserved_features: dict[int, bytes] = {}  # reservation ref → its feature blob
         self.indexed_through = 0  # highest store seq the index has seen
         store.guard_registrations(self.recheck)
 
@@ -117,16 +151,23 @@ class Registry:
         order, so everything up to the highest seq read has been seen; the
         replica's own registrations are read again and skipped.
         """
+        # A few rows (following other replicas) go straight into the index's tail;
+        # past _BULK_FROM rows (the load at start) the rest is built in one pass.
         added = 0
+        bulk = self.matcher.bulk()
         async for stored in self.store.iter_fingerprints(after_seq=self.indexed_through):
             if self.owners.get(stored.seq) is None:  # else registered here, already indexed
                 fp = Fingerprint.from_store(
                     stored.sha256, stored.perceptual, stored.features, stored.width, stored.height
                 )
-                self.matcher.add(stored.seq, fp)
+                if added < _BULK_FROM:
+                    self.matcher.add(stored.seq, fp)
+                else:
+                    bulk.add(stored.seq, fp)
                 self.owners.set(stored.seq, stored.seller)
                 added += 1
             self.indexed_through = max(self.indexed_through, stored.seq)
+        bulk.finish()
         return added
 
     async def follow(self, interval: float) -> None:
@@ -155,6 +196,52 @@ class Registry:
     def _copy_refs(self, matches: list[Match]) -> list[int]:
         return sorted(m.ref for m in matches if m.verdict == "copy")
 
+    async def _match(
+        self, fp: Fingerprint, verified: dict[int, Evidence | None] | None = None
+    ) -> list[Match]:
+        """Both stages of matching; returns with no await after its last index read.
+
+        `verified` (ref → evidence, None when a candidate could not be verified)
+        is filled in and may be passed again to skip what was verified already.
+        """
+        verified = {} if verified is None else verified
+        for round_ in range(_MAX_ROUNDS + 1):
+            found = self.matcher.search(fp)
+            if any(m.verdict == "copy" for m in found):
+                return found  # stage 1 decides: no verification needed
+            candidates = self.matcher.candidates(fp)
+            todo = [c for c in candidates if c.ref not in verified]
+            if not todo or round_ == _MAX_ROUNDS:
+                decided = [decide(c, verified.get(c.ref)) for c in candidates]
+                return rank(found + [m for m in decided if m is not None])
+            await self._stage2(fp, todo, verified)
+        raise AssertionError("unreachable: the last round returns")
+
+    async def _stage2(
+        self, fp: Fingerprint, candidates: list[Candidate], verified: dict[int, Evidence | None]
+    ) -> None:
+        """Verify `candidates` with their stored features, in the pool; record the evidence."""
+        for c in candidates:
+            verified[c.ref] = None  # unless evidence arrives below
+        if fp.features is None:
+            return
+        blobs = {
+            c.ref: self._reserved_features[c.ref]
+            for c in candidates
+            if c.ref in self._reserved_features
+        }
+        blobs.update(
+            await self.store.get_features(c.ref for c in candidates if c.ref < _RESERVATION_BASE)
+        )
+        items = [(c.ref, blobs[c.ref], c.global_pair) for c in candidates if c.ref in blobs]
+        if not items:
+            return
+        if self._verify is None:
+            results = verify_many(fp.features, items)
+        else:
+            results = await self._verify(fp.features, items)
+        verified.update(results)
+
     async def register(
         self,
         who: Principal,
@@ -169,26 +256,29 @@ class Registry:
             if earlier is not None:
                 return Outcome("existing", earlier)
         fp, thumbnail = await self.analyse(data)
+        verified: dict[int, Evidence | None] = {}  # stage 2's evidence, kept across rounds
         while True:
-            decided = await self._decide(who, fp)
+            decided = await self._decide(who, fp, verified)
             if decided is not None:
                 return decided
             try:
                 return await self._store_new(
-                    who, fp, thumbnail, title, reference, idempotency_key
+                    who, fp, thumbnail, title, reference, idempotency_key, set(verified)
                 )
             except RegistrationSuperseded:
                 continue  # another replica committed a copy first: decide again, against it
 
-    async def _decide(self, who: Principal, fp: Fingerprint) -> Outcome | None:
+    async def _decide(
+        self, who: Principal, fp: Fingerprint, verified: dict[int, Evidence | None]
+    ) -> Outcome | None:
         """`existing` or `conflict` from what is indexed; None when the upload is new.
 
-        Returns with no await after the final search, so the caller can reserve
-        the fingerprint before anyone else searches (see the module docstring).
+        Returns with no await after the final index read, so the caller can
+        reserve the fingerprint before anyone else searches (module docstring).
         """
         while True:
             exact = await self.store.find_by_sha256(fp.sha256)
-            matches = self.matcher.search(fp)
+            matches = await self._match(fp, verified)
             candidates = sorted({*self._copy_refs(matches), *(r.seq for r in exact)})
             if not candidates:
                 return None
@@ -206,7 +296,7 @@ class Registry:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(inflight)
                 continue
-            resolved = await self.resolve(matches, exact, only_copies=True)
+            resolved = await self.resolve(matches, exact, only_copies=True, fp=fp)
             others = [m for m in resolved if m.registration.seller != who.seller]
             return Outcome("conflict", None, others)
 
@@ -218,11 +308,14 @@ class Registry:
         title: str | None,
         reference: str | None,
         idempotency_key: str | None,
+        verified: set[int],
     ) -> Outcome:
         """Reserve the fingerprint, commit the registration, index it under its seq."""
         ref = next(self._reservations)
         self.matcher.add(ref, fp)
         self.owners.set(ref, who.seller)
+        if fp.features is not None:
+            self._reserved_features[ref] = fp.features
         future: asyncio.Future[Registration] = asyncio.get_running_loop().create_future()
         self._inflight[ref] = future
         perceptual, features = fp.to_store()
@@ -240,7 +333,7 @@ class Registry:
             features=features,
             thumbnail=thumbnail,
         )
-        self._uncommitted[new.id] = fp
+        self._uncommitted[new.id] = _Pending(fp, verified)
         try:
             registration = await self.store.add_registration(new)
         except DuplicateIdempotencyKey as dup:
@@ -253,6 +346,7 @@ class Registry:
         finally:
             self.matcher.discard(ref)
             self.owners.drop_reservation(ref)
+            self._reserved_features.pop(ref, None)
             self._inflight.pop(ref, None)
             self._uncommitted.pop(new.id, None)
         future.set_result(registration)
@@ -271,17 +365,39 @@ class Registry:
         registration is refused (`RegistrationSuperseded`), and `register`
         decides it again: a 409 if that is another seller's, a 200 with it if
         it is the uploader's own. Two replicas never register one photo twice.
+
+        Stage 1 is read for every upload; stage 2 verifies only the candidates
+        its decision had not verified (registrations committed since), so in
+        the usual case this adds no verification under the lock.
         """
         await self.load_index()
         verdicts: list[StoreError | None] = []
         for new in batch:
-            fp = self._uncommitted.get(new.id)
-            refs = [] if fp is None else self._copy_refs(self.matcher.search(fp))
+            pending = self._uncommitted.get(new.id)
+            refs = [] if pending is None else await self._recheck_one(pending)
             stored = [ref for ref in refs if ref < _RESERVATION_BASE]  # not this batch's
             verdicts.append(
                 RegistrationSuperseded(f"registration {stored[0]} came first") if stored else None
             )
         return verdicts
+
+    async def _recheck_one(self, pending: _Pending) -> list[int]:
+        """Stored registrations `pending` is now a copy of (stage 1, then unverified stage 2)."""
+        copies = self._copy_refs(self.matcher.search(pending.fp))
+        if copies:
+            return copies
+        fresh = [
+            c
+            for c in self.matcher.candidates(pending.fp)
+            if c.ref < _RESERVATION_BASE and c.ref not in pending.verified
+        ]
+        if not fresh:
+            return []
+        evidence: dict[int, Evidence | None] = {}
+        await self._stage2(pending.fp, fresh, evidence)
+        pending.verified.update(evidence)
+        decided = [decide(c, evidence.get(c.ref)) for c in fresh]
+        return self._copy_refs([m for m in decided if m is not None])
 
     async def _registration_for(self, ref: int) -> Registration:
         inflight = self._inflight.get(ref)
@@ -296,8 +412,14 @@ class Registry:
         exact: list[Registration] | None = None,
         *,
         only_copies: bool = False,
+        fp: Fingerprint | None = None,
     ) -> list[ResolvedMatch]:
-        """Attach registrations to matches, oldest first; exact duplicates count as copies."""
+        """Attach registrations to matches, oldest first; exact duplicates count as copies.
+
+        With the upload's `fp`, every match also carries the global hashes'
+        distances to the registration (`pdq`, `phash`) where stage 1 did not
+        record them: a stage-2 copy is reported with the same names.
+        """
         by_ref = {m.ref: m for m in matches if m.ref < _RESERVATION_BASE}
         if only_copies:
             by_ref = {ref: m for ref, m in by_ref.items() if m.verdict == "copy"}
@@ -306,13 +428,29 @@ class Registry:
         out: dict[int, ResolvedMatch] = {}
         for reg in exact:
             distances = dict(by_ref[reg.seq].distances) if reg.seq in by_ref else {}
-            out[reg.seq] = ResolvedMatch(reg, distances, "copy", exact=True)
+            out[reg.seq] = ResolvedMatch(reg, _with_hashes(distances, fp, reg), "copy", exact=True)
         for ref, match in by_ref.items():
             if ref not in out and ref in registrations:
-                out[ref] = ResolvedMatch(registrations[ref], dict(match.distances), match.verdict)
+                reg = registrations[ref]
+                distances = _with_hashes(dict(match.distances), fp, reg)
+                out[ref] = ResolvedMatch(reg, distances, match.verdict)
         return [out[ref] for ref in sorted(out)]
 
     async def check(self, data: bytes) -> tuple[Fingerprint, list[ResolvedMatch]]:
         fp = await self.fingerprint(data)
         exact = await self.store.find_by_sha256(fp.sha256)
-        return fp, await self.resolve(self.matcher.search(fp), exact)
+        return fp, await self.resolve(await self._match(fp), exact, fp=fp)
+
+
+def _with_hashes(
+    distances: dict[str, float | int], fp: Fingerprint | None, reg: Registration
+) -> dict[str, float | int]:
+    """`distances` plus the PDQ and pHash distances between `fp` and `reg` it lacks."""
+    if fp is None:
+        return distances
+    stored = Fingerprint.from_store(reg.sha256, reg.perceptual, None, reg.width, reg.height)
+    if "pdq" not in distances and "pdq" in fp.hashes and "pdq" in stored.hashes:
+        distances["pdq"] = fp - stored
+    if "phash" not in distances and "phash" in fp.hashes and "phash" in stored.hashes:
+        distances["phash"] = stored.code("phash") - fp.code("phash")
+    return distances
