@@ -19,6 +19,7 @@ database and is fetched by registration only for candidates, never held for all 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -40,6 +41,8 @@ ORB_SCALE = 1.25
 # Keypoints may come to 15 px of the border (default 31): at 256 px the default would leave
 # a quarter of the image without keypoints, and crops cut exactly there.
 ORB_EDGE = 15
+# Narrower canonical images than this get no keypoints (see `extract`).
+MIN_ORB_SIDE = 2 * ORB_EDGE + 1
 
 # Stored thumbnail for the photometric check: long side in pixels and JPEG quality.
 THUMB_SIDE = 128
@@ -136,7 +139,12 @@ def thumbnail(grey: np.ndarray) -> np.ndarray:
 
 def extract(grey: np.ndarray, quality: int = 0, trim_quality: int = 255) -> LocalFeatures:
     """ORB keypoints of the canonical image, strongest first, and its thumbnail."""
-    keypoints, descriptors = _orb().detectAndCompute(grey, None)
+    keypoints: Sequence[cv2.KeyPoint] = ()
+    descriptors: np.ndarray | None = None
+    # A sliver (aspect ratio past ~8:1) is narrower than ORB's patch: no keypoints there, and
+    # OpenCV's pyramid would fail on it.
+    if min(grey.shape) >= MIN_ORB_SIDE:
+        keypoints, descriptors = _orb().detectAndCompute(grey, None)
     if descriptors is None or not keypoints:
         n = 0
         xy = np.zeros((0, 2), np.float32)

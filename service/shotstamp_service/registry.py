@@ -197,17 +197,24 @@ class Registry:
         return sorted(m.ref for m in matches if m.verdict == "copy")
 
     async def _match(
-        self, fp: Fingerprint, verified: dict[int, Evidence | None] | None = None
+        self,
+        fp: Fingerprint,
+        verified: dict[int, Evidence | None] | None = None,
+        *,
+        complete: bool = False,
     ) -> list[Match]:
         """Both stages of matching; returns with no await after its last index read.
 
         `verified` (ref → evidence, None when a candidate could not be verified)
         is filled in and may be passed again to skip what was verified already.
+        A stage-1 copy ends the search (a registration needs no more), unless
+        `complete` (a check, the desk's compare): then the other candidates are
+        verified too, so similar registrations are listed beside the copy.
         """
         verified = {} if verified is None else verified
         for round_ in range(_MAX_ROUNDS + 1):
             found = self.matcher.search(fp)
-            if any(m.verdict == "copy" for m in found):
+            if not complete and any(m.verdict == "copy" for m in found):
                 return found  # stage 1 decides: no verification needed
             candidates = self.matcher.candidates(fp)
             todo = [c for c in candidates if c.ref not in verified]
@@ -439,7 +446,7 @@ class Registry:
     async def check(self, data: bytes) -> tuple[Fingerprint, list[ResolvedMatch]]:
         fp = await self.fingerprint(data)
         exact = await self.store.find_by_sha256(fp.sha256)
-        return fp, await self.resolve(await self._match(fp), exact, fp=fp)
+        return fp, await self.resolve(await self._match(fp, complete=True), exact, fp=fp)
 
 
 def _with_hashes(
