@@ -390,7 +390,11 @@ class Registry:
 
     async def _recheck_one(self, pending: _Pending) -> list[int]:
         """Stored registrations `pending` is now a copy of (stage 1, then unverified stage 2)."""
-        copies = self._copy_refs(self.matcher.search(pending.fp))
+        # Reservations (this upload's own among them) are not stored registrations.
+        copies = [
+            ref for ref in self._copy_refs(self.matcher.search(pending.fp))
+            if ref < _RESERVATION_BASE
+        ]
         if copies:
             return copies
         fresh = [
