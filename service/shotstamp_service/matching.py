@@ -451,7 +451,8 @@ class Matcher:
                 "pdq": {"bits": 256, "algorithm": "PDQ (pdqhash) of the 256 px canonical image",
                         "codes": ["pdq: whole image", "pdq_trim: content box inside a uniform "
                                   "border", "pdq_mirror: left-right mirror, query only"]},
-                "phash": {"bits": 64, "algorithm": "imagehash.phash; recorded, not decisive"},
+                "phash": {"bits": 64, "algorithm": "imagehash.phash of the reduced decode; decides "
+                          "only against registrations stored with a phash alone (legacy)"},
                 "orb": {"keypoints": "up to 300 ORB keypoints of the canonical image",
                         "words": f"{WORD_BITS}-bit sampled descriptors of the "
                                  f"{INDEX_KEYPOINTS} strongest, in an inverted index"},
