@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| PDQ Hamming{' (clustered)' if clustered else ''} | {n:,} | "
                   f"{r['build_s']:.1f} s | {r['index_mb']:.0f} MB | {r['rss_delta_mb']:.0f} MB | "
                   f"{lk['median']:.2f} ms | {lk['p99']:.2f} ms | {sc['median']:.1f} ms | "  # type: ignore[index]
-                  f"{fa['median']:.1f} ms |" if fa else "- |", flush=True)  # type: ignore[index]
+                  + (f"{fa['median']:.1f} ms |" if fa else "- |"), flush=True)  # type: ignore[index]
         w = bench_words(n, args.queries, rng)
         report["words"].append(w)  # type: ignore[union-attr]
         print(f"| ORB words ({w['postings'] / n:.0f} per registration) | {n:,} | "
