@@ -1,0 +1,394 @@
+"""Load benchmark: registrations per second, latency and time to seal, against the naive loop.
+
+Starts a real service (or targets one with --url), drives it over loopback with
+N concurrent clients uploading distinct 1000×1000 product-style JPEGs for a
+bounded time, and prints, for each concurrency level:
+
+  uploads/s, latency p50/p95/p99, outcomes by status, and acknowledgement→sealed
+  p50/p99 (the ack is when the 201 arrived; sealed is the signed timestamp of
+  the first checkpoint containing the registration).
+
+In the same run it times the naive single-process loop
+`imagehash.phash(Image.open(f))` over the same files and prints the ratio of
+the service's end-to-end throughput to it. Figures are medians over --repeat
+runs of each level; the machine is shared and noisy, so compare ratios.
+
+    python bench/load.py                       # sweep 1,4,8,16,32 clients, 10 s each
+    python bench/load.py --clients 16 --duration 60 --bad-fraction 0.2
+    python bench/load.py --url http://host:8080 --key ss_...   # an existing service
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).parent))
+from productshots import product_shots
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class RunResult:
+    clients: int
+    duration: float
+    latencies: list[float] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    acked: list[tuple[str, float]] = field(default_factory=list)  # (id, wall-clock ack time)
+    seal_delays: list[float] = field(default_factory=list)
+    good_latencies: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.outcomes["201"] / self.duration
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalService:
+    """A real `shotstamp-service serve` in a temporary data directory."""
+
+    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="shotstamp-load-")
+        self.data = Path(self.tmp.name) / "data"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **(extra_env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def admin(self, *args: str) -> str:
+        out = subprocess.run(
+            [str(BIN / "shotstamp-service"), "--data-dir", str(self.data), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=self.env,
+        )
+        return out.stdout.strip()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "shotstamp-service"),
+                "--data-dir",
+                str(self.data),
+                "serve",
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=self.env,
+        )
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.tmp.cleanup()
+
+
+async def wait_healthy(session: aiohttp.ClientSession, url: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            async with session.get(f"{url}/healthz") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.2)
+    raise SystemExit(f"service at {url} did not become healthy")
+
+
+def bad_upload(rng: random.Random, good: bytes) -> tuple[bytes, str]:
+    """One of the malformed uploads the reliability issue lists."""
+    kind = rng.choice(["text", "truncated", "garbage-jpeg", "empty"])
+    if kind == "text":
+        return b"definitely not an image " * 40, "text/plain"
+    if kind == "truncated":
+        return good[: len(good) // 3], "image/jpeg"
+    if kind == "garbage-jpeg":
+        return b"\xff\xd8\xff\xe0" + os.urandom(4000), "image/jpeg"
+    return b"", "image/jpeg"
+
+
+class CheckpointWatcher:
+    """Polls /v1/checkpoints/latest and keeps every (size, signed timestamp) it sees."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session, self.url = session, url
+        self.seen: dict[int, float] = {}
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async with self.session.get(f"{self.url}/v1/checkpoints/latest") as resp:
+                    body = await resp.json()
+                self.seen.setdefault(body["tree_size"], _note_time(body["note"]))
+            except (aiohttp.ClientError, KeyError, ValueError):
+                pass
+            await asyncio.sleep(0.05)
+
+
+def _note_time(note: str) -> float:
+    for line in note.splitlines():
+        if line.startswith("Timestamp: "):
+            return int(line.split()[1]) / 1e9
+    raise ValueError("checkpoint without a timestamp")
+
+
+async def drive(
+    session: aiohttp.ClientSession,
+    url: str,
+    keys: list[str],
+    files: list[bytes],
+    clients: int,
+    duration: float,
+    bad_fraction: float,
+    cursor: list[int],
+) -> RunResult:
+    result = RunResult(clients=clients, duration=duration)
+    rng = random.Random(clients)
+    stop_at = time.monotonic() + duration
+
+    async def client(n: int) -> None:
+        key = keys[n % len(keys)]
+        while time.monotonic() < stop_at:
+            bad = rng.random() < bad_fraction
+            if bad:
+                data, ctype = bad_upload(rng, files[0])
+            else:
+                if cursor[0] >= len(files):
+                    return
+                data, ctype = files[cursor[0]], "image/jpeg"
+                cursor[0] += 1
+            form = aiohttp.FormData()
+            form.add_field("image", data, filename="shot.jpg", content_type=ctype)
+            started = time.monotonic()
+            try:
+                async with session.post(
+                    f"{url}/v1/registrations",
+                    data=form,
+                    headers={"Authorization": f"Bearer {key}"},
+                ) as resp:
+                    body = await resp.read()
+                    status = resp.status
+            except aiohttp.ClientError as exc:
+                result.outcomes[f"error:{type(exc).__name__}"] += 1
+                continue
+            latency = time.monotonic() - started
+            result.latencies.append(latency)
+            result.outcomes[str(status) if not bad else f"bad:{status}"] += 1
+            if status == 201:
+                result.good_latencies.append(latency)
+                result.acked.append((json.loads(body)["id"], time.time()))
+
+    started = time.monotonic()
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    result.duration = time.monotonic() - started
+    return result
+
+
+async def seal_delays(
+    session: aiohttp.ClientSession,
+    url: str,
+    key: str,
+    result: RunResult,
+    watcher: CheckpointWatcher,
+) -> None:
+    """Ack→sealed per registration, from its leaf index and the checkpoints seen."""
+    deadline = time.monotonic() + 30
+    pending = list(result.acked)
+    while pending and time.monotonic() < deadline:
+        still = []
+        for reg_id, acked_at in pending:
+            async with session.get(
+                f"{url}/v1/registrations/{reg_id}", headers={"Authorization": f"Bearer {key}"}
+            ) as resp:
+                body = await resp.json()
+            index = body.get("leaf_index")
+            sizes = sorted(s for s in watcher.seen if index is not None and s > index)
+            if not sizes:
+                still.append((reg_id, acked_at))
+                continue
+            result.seal_delays.append(watcher.seen[sizes[0]] - acked_at)
+        pending = still
+        if pending:
+            await asyncio.sleep(0.5)
+    if pending:
+        result.outcomes["unsealed-after-30s"] += len(pending)
+
+
+def naive_loop(paths: list[Path], seconds: float = 10.0) -> float:
+    """Images per second of `imagehash.phash(Image.open(f))` in this one process."""
+    import imagehash
+    from PIL import Image
+
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        imagehash.phash(Image.open(paths[count % len(paths)]))
+        count += 1
+    return count / (time.perf_counter() - started)
+
+
+def report(result: RunResult, naive: float) -> str:
+    ms = lambda v: f"{v * 1000:7.1f}"  # noqa: E731
+    outcomes = ", ".join(f"{k}={v}" for k, v in sorted(result.outcomes.items()))
+    return (
+        f"{result.clients:7d} {result.rate:9.1f} {result.rate / naive:6.2f}x"
+        f" {ms(pct(result.good_latencies, 50))} {ms(pct(result.good_latencies, 95))}"
+        f" {ms(pct(result.good_latencies, 99))}"
+        f" {ms(pct(result.seal_delays, 50))} {ms(pct(result.seal_delays, 99))}   {outcomes}"
+    )
+
+
+HEADER = "clients  uploads/s  ×naive   p50 ms   p95 ms   p99 ms  seal50ms seal99ms   outcomes"
+
+
+async def run_level(
+    args: argparse.Namespace, files: list[bytes], clients: int, naive: float
+) -> RunResult:
+    """One measured run at `clients`, against a fresh local service unless --url is given.
+
+    A fresh service per run lets every run upload the same distinct shots as new
+    registrations (a second upload of a shot would be "already yours" or a conflict).
+    """
+    service = None
+    url, keys = args.url, [args.key] if args.key else []
+    if url is None:
+        env = {"SHOTSTAMP_SEAL_INTERVAL": "1.0"}
+        if args.workers is not None:
+            env["SHOTSTAMP_FINGERPRINT_WORKERS"] = str(args.workers)
+        service = LocalService(env)
+        keys = [service.admin("keys", "create", "--seller", f"seller{n}") for n in range(8)]
+        args.staff_key = service.admin("keys", "create", "--seller", "bench", "--role", "staff")
+        service.start()
+        url = service.url
+    try:
+        connector = aiohttp.TCPConnector(limit=0)
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            await wait_healthy(session, url)
+            watcher = CheckpointWatcher(session, url)
+            watch = asyncio.create_task(watcher.run())
+            cursor = [0] if service else args.cursor
+            result = await drive(
+                session, url, keys, files, clients, args.duration, args.bad_fraction, cursor
+            )
+            await seal_delays(session, url, args.staff_key or keys[0], result, watcher)
+            watch.cancel()
+            if cursor[0] >= len(files):
+                print("ran out of distinct images; raise --max-rate", file=sys.stderr)
+            return result
+    finally:
+        if service is not None:
+            service.stop()
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    levels = [int(c) for c in args.clients.split(",")]
+    needed = int(args.max_rate * args.duration)
+    if args.url:  # an existing service keeps its registrations: every run needs new shots
+        needed *= len(levels) * args.repeat
+    print(
+        f"preparing {needed} distinct 1000×1000 product shots (cached in bench/out/)…",
+        file=sys.stderr,
+    )
+    paths = product_shots(needed)
+    files = [p.read_bytes() for p in paths]
+    args.cursor = [0]
+
+    naive = naive_loop(paths[:200], args.naive_seconds)
+    print(f"naive loop imagehash.phash(Image.open(f)): {naive:.1f} img/s (one process)")
+    print(HEADER)
+    by_level: dict[int, list[RunResult]] = {}
+    for clients in levels:
+        for _ in range(args.repeat):
+            result = await run_level(args, files, clients, naive)
+            by_level.setdefault(clients, []).append(result)
+            print(report(result, naive), flush=True)
+
+    best = max(by_level.items(), key=lambda kv: statistics.median(r.rate for r in kv[1]))
+    peak = statistics.median(r.rate for r in best[1])
+    print(
+        f"\npeak: {peak:.1f} registrations/s at {best[0]} clients = "
+        f"{peak / naive:.2f}× the naive loop ({naive:.1f} img/s)"
+    )
+    all_seal = [d for rs in by_level.values() for r in rs for d in r.seal_delays]
+    if all_seal:
+        print(
+            f"ack→sealed over all levels: p50 {pct(all_seal, 50) * 1000:.0f} ms, "
+            f"p99 {pct(all_seal, 99) * 1000:.0f} ms, max {max(all_seal) * 1000:.0f} ms"
+        )
+    fives = sum(
+        v
+        for rs in by_level.values()
+        for r in rs
+        for k, v in r.outcomes.items()
+        if k.split(":")[-1].startswith("5")
+    )
+    lost = sum(r.outcomes["unsealed-after-30s"] for rs in by_level.values() for r in rs)
+    print(f"5xx answers: {fives}; acknowledged but not sealed within 30 s: {lost}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="target an existing service instead of starting one")
+    parser.add_argument("--key", help="API key for --url")
+    parser.add_argument(
+        "--staff-key", help="staff key for --url, to read back every client's registrations"
+    )
+    parser.add_argument("--clients", default="1,4,8,16,32", help="comma-separated levels")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per level")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per level (median)")
+    parser.add_argument(
+        "--bad-fraction",
+        type=float,
+        default=0.0,
+        help="share of malformed uploads mixed in (e.g. 0.2)",
+    )
+    parser.add_argument("--workers", type=int, help="SHOTSTAMP_FINGERPRINT_WORKERS")
+    parser.add_argument(
+        "--max-rate",
+        type=float,
+        default=400.0,
+        help="upper bound on uploads/s, to size the image set",
+    )
+    parser.add_argument("--naive-seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
