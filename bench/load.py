@@ -297,6 +297,7 @@ async def run_level(
         }
         if args.workers is not None:
             env["SHOTSTAMP_FINGERPRINT_WORKERS"] = str(args.workers)
+        env.update(item.split("=", 1) for item in args.service_env)
         service = LocalService(env)
         keys = [service.admin("keys", "create", "--seller", f"seller{n}") for n in range(8)]
         args.staff_key = service.admin("keys", "create", "--seller", "bench", "--role", "staff")
@@ -386,6 +387,13 @@ def main() -> None:
         help="share of malformed uploads mixed in (e.g. 0.2)",
     )
     parser.add_argument("--workers", type=int, help="SHOTSTAMP_FINGERPRINT_WORKERS")
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the local service (repeatable), e.g. SHOTSTAMP_THUMBNAILS=off",
+    )
     parser.add_argument(
         "--max-rate",
         type=float,
