@@ -8,13 +8,16 @@ import functools
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
+import socket
+import struct
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from multiprocessing.connection import Connection
-from typing import TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from typing import Any, TypeVar
 
 from .errors import ApiError
 from .fingerprint import DecodeLimits, Fingerprint, fingerprint
@@ -29,38 +32,119 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _init_worker(service_alive: Connection) -> None:
-    """Workers leave when the pool shuts them down or the service is gone, not on signals.
+# A frame is an 8-byte big-endian length and that many bytes of pickle.
+_HEADER = struct.Struct("!Q")
 
-    An init system stopping the service (systemd's default KillMode, a
-    terminal's Ctrl-C) signals the whole process group; a worker that died
-    then would fail the uploads the graceful shutdown is trying to finish.
-    But a worker must not outlive a service killed outright (SIGKILL, the OOM
-    killer): it would hang on its task queue forever, holding memory, and so
-    would the forkserver. `service_alive` is the read end of a pipe whose
-    write end only the service holds; it reads EOF when the service is gone.
+
+def _worker_main(channel: socket.socket) -> None:
+    """A worker: run each job read from `channel`, write back its result, until EOF.
+
+    Workers leave when the pool closes their channel or the service is gone,
+    not on signals. An init system stopping the service (systemd's default
+    KillMode, a terminal's Ctrl-C) signals the whole process group; a worker
+    that died then would fail the uploads the graceful shutdown is trying to
+    finish. Only the service holds the other end of `channel` (the forkserver
+    the worker was forked from never had it), so a service killed outright
+    (SIGKILL, the OOM killer) leaves the worker reading EOF: it exits rather
+    than holding memory forever.
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(
-        target=_exit_with_service, args=(service_alive,), name="service-watch", daemon=True
-    ).start()
+    channel.setblocking(True)
+    _send_frame(channel, pickle.dumps(("ready", None)))
+    while True:
+        frame = _recv_frame(channel)
+        if frame is None:
+            os._exit(0)
+        try:
+            job = pickle.loads(frame)
+            reply = ("ok", job())
+        except Exception as exc:  # handed back to the caller, as an executor would
+            reply = ("error", exc)
+        try:
+            payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # an unpicklable result or exception
+            payload = pickle.dumps(("error", RuntimeError(f"unpicklable result: {exc!r}")))
+        try:
+            _send_frame(channel, payload)
+        except OSError:
+            os._exit(0)
 
 
-def _exit_with_service(service_alive: Connection) -> None:
-    with contextlib.suppress(EOFError, OSError):
-        service_alive.recv()  # nothing is ever sent: this returns at EOF
-    os._exit(0)
+def _send_frame(channel: socket.socket, payload: bytes) -> None:
+    channel.sendall(_HEADER.pack(len(payload)) + payload)
 
 
-def _ready() -> None:
-    """A no-op task: submitting it makes the executor start a worker."""
+def _recv_frame(channel: socket.socket) -> bytes | None:
+    header = _recv_exactly(channel, _HEADER.size)
+    if header is None:
+        return None
+    return _recv_exactly(channel, _HEADER.unpack(header)[0])
+
+
+def _recv_exactly(channel: socket.socket, size: int) -> bytes | None:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = channel.recv_into(view[got:])
+        if n == 0:
+            return None
+        got += n
+    return bytes(buffer)
+
+
+class WorkerLost(Exception):
+    """The worker process died (or its channel broke) before answering."""
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: BaseProcess
+    channel: socket.socket
+
+    async def exchange(self, payload: bytes) -> bytes:
+        """Send one job frame and read its reply frame, without blocking the loop."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.sock_sendall(self.channel, _HEADER.pack(len(payload)) + payload)
+            header = await self.read(loop, _HEADER.size)
+            return await self.read(loop, _HEADER.unpack(header)[0])
+        except OSError as exc:
+            raise WorkerLost(str(exc)) from exc
+
+    async def read(self, loop: asyncio.AbstractEventLoop, size: int) -> bytes:
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        got = 0
+        while got < size:
+            n = await loop.sock_recv_into(self.channel, view[got:])
+            if n == 0:
+                raise WorkerLost("the worker closed its channel")
+            got += n
+        return bytes(buffer)
+
+    def stop(self, timeout: float) -> None:
+        with contextlib.suppress(OSError):
+            self.channel.close()
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(1)
 
 
 class FingerprintPool:
     """Runs `fingerprint` in worker processes; `workers=0` runs it in one thread instead.
 
     `thumbnail_size` (None: no thumbnails) is what `analyse` makes thumbnails at.
+
+    Each worker is a forkserver child with a socket pair to this process, and
+    jobs go to idle workers straight from the event loop (`sock_sendall`,
+    `sock_recv_into`). `concurrent.futures.ProcessPoolExecutor` did the same
+    through two extra threads (a queue feeder and a result manager) and a
+    wakeup pipe written on every submit: under load, profiling showed a third
+    of the service process's time in that machinery, contending with the
+    event loop for the GIL (bench/load.py; README, "Throughput").
     """
 
     def __init__(
@@ -69,15 +153,8 @@ class FingerprintPool:
         self.workers = workers
         self.limits = limits
         self.thumbnail_size = thumbnail_size
-        self._context = multiprocessing.get_context("forkserver")
-        # See _init_worker: the workers watch the read end; only we hold the write end.
-        self._alive_r, self._alive_w = self._context.Pipe(duplex=False)
-        self._executor = self._make_executor()
-
-    def _make_executor(self) -> Executor:
-        if self.workers <= 0:
-            return ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint")
         # forkserver: workers must not inherit the event loop's threads and sockets.
+        self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(
             [
                 "shotstamp_service.forkserver_init",
@@ -86,12 +163,10 @@ class FingerprintPool:
                 "shotstamp_service.matching",
             ]
         )
-        return ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=self._context,
-            initializer=_init_worker,
-            initargs=(self._alive_r,),
-        )
+        self._thread: ThreadPoolExecutor | None = None
+        self._idle: asyncio.Queue[_Worker] | None = None
+        self._all: set[_Worker] = set()
+        self._closed = False
 
     async def start(self) -> None:
         """Start the forkserver and the workers now rather than on the first upload.
@@ -101,10 +176,43 @@ class FingerprintPool:
         which the first uploads after every (re)start would otherwise wait.
         The service reports healthy only after this.
         """
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(self._executor, _ready) for _ in range(max(1, self.workers)))
+        if self.workers <= 0:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint")
+            return
+        self._idle = asyncio.Queue()
+        started = await asyncio.gather(*(self._spawn() for _ in range(self.workers)))
+        for worker in started:
+            self._idle.put_nowait(worker)
+
+    async def _spawn(self) -> _Worker:
+        """A new worker, once it has said it is ready."""
+        ours, theirs = socket.socketpair()
+        process = self._context.Process(
+            target=_worker_main, args=(theirs,), name="shotstamp-fingerprint", daemon=True
         )
+        # Process.start talks to the forkserver (and starts it the first time):
+        # blocking calls, so not on the event loop.
+        await asyncio.to_thread(process.start)
+        theirs.close()
+        ours.setblocking(False)
+        worker = _Worker(process, ours)
+        self._all.add(worker)
+        try:
+            ready = await worker.read(asyncio.get_running_loop(), _HEADER.size)
+            await worker.read(asyncio.get_running_loop(), _HEADER.unpack(ready)[0])
+        except BaseException:
+            self._retire(worker)
+            raise
+        return worker
+
+    def _retire(self, worker: _Worker) -> None:
+        self._all.discard(worker)
+        with contextlib.suppress(OSError):
+            worker.channel.close()
+        if worker.process.is_alive():
+            worker.process.kill()
+        # Reaped later (join) by a thread, so the loop never waits on it.
+        threading.Thread(target=worker.process.join, args=(5,), daemon=True).start()
 
     async def __call__(self, data: bytes) -> Fingerprint:
         return await self._run(functools.partial(fingerprint, data, self.limits))
@@ -128,22 +236,47 @@ class FingerprintPool:
         return await self._run(functools.partial(verify_many, query, stored))
 
     async def _run(self, job: Callable[[], T]) -> T:
-        executor = self._executor
-        loop = asyncio.get_running_loop()
+        if self._thread is not None:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, job)
+        if self._idle is None or self._closed:
+            raise RuntimeError("the fingerprint pool is not running")
+        payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        # Shielded: an upload cancelled mid-job (client gone) must not leave a
+        # worker with half a job sent or a reply unread; the exchange finishes
+        # and the worker goes back to the idle queue either way.
+        status, value = await asyncio.shield(self._exchange(payload))
+        if status == "ok":
+            return value  # type: ignore[no-any-return]
+        raise value
+
+    async def _exchange(self, payload: bytes) -> tuple[str, Any]:
+        assert self._idle is not None
+        worker = await self._idle.get()
         try:
-            return await loop.run_in_executor(executor, job)
-        except BrokenProcessPool as exc:
-            # A worker died (out of memory on a hostile image, killed): replace the
-            # pool so the next upload works, and refuse this one.
-            if executor is self._executor:
-                log.error("a fingerprint worker died; restarting the pool")
-                self._executor = self._make_executor()
-                executor.shutdown(wait=False, cancel_futures=True)
+            reply = await worker.exchange(payload)
+        except WorkerLost as exc:
+            # A worker died (out of memory on a hostile image, killed): replace
+            # it so the next upload works, and refuse this one.
+            log.error("a fingerprint worker died (%s); starting another", exc)
+            self._retire(worker)
+            if not self._closed:
+                self._idle.put_nowait(await self._spawn())
             raise ApiError(
                 422, "image_rejected", "the image could not be processed within limits"
             ) from exc
+        except BaseException:
+            self._retire(worker)
+            if not self._closed:
+                self._idle.put_nowait(await self._spawn())
+            raise
+        self._idle.put_nowait(worker)
+        result: tuple[str, Any] = pickle.loads(reply)
+        return result
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self._alive_w.close()
-        self._alive_r.close()
+        self._closed = True
+        if self._thread is not None:
+            self._thread.shutdown(wait=True, cancel_futures=True)
+        for worker in list(self._all):
+            worker.stop(timeout=5)
+        self._all.clear()

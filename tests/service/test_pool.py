@@ -1,0 +1,78 @@
+"""The fingerprint pool: real worker processes, jobs over their sockets, deaths survived."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+
+import pytest
+
+from imagegen import jpeg
+from shotstamp_service.errors import ApiError
+from shotstamp_service.fingerprint import DecodeLimits, ImageRejected, fingerprint
+from shotstamp_service.pool import FingerprintPool
+
+
+@pytest.fixture
+async def pool():
+    pool = FingerprintPool(2, DecodeLimits(), thumbnail_size=64)
+    await pool.start()
+    yield pool
+    pool.close()
+
+
+def _worker_pids(pool: FingerprintPool) -> set[int]:
+    return {w.process.pid for w in pool._all if w.process.pid is not None}
+
+
+async def test_fingerprints_match_the_in_process_function(pool):
+    images = [jpeg(seed) for seed in range(6)]
+    got = await asyncio.gather(*(pool(data) for data in images))
+    assert got == [fingerprint(data) for data in images]
+    fp, thumb = await pool.analyse(images[0])
+    assert fp == got[0]
+    assert thumb is not None and thumb[:2] == b"\xff\xd8"
+
+
+async def test_a_rejected_image_is_the_worker_s_exception_not_a_dead_worker(pool):
+    before = _worker_pids(pool)
+    with pytest.raises(ImageRejected) as caught:
+        await pool(b"not an image at all")
+    assert caught.value.status == 415
+    with pytest.raises(ValueError):
+        await pool._run(functools.partial(int, "x"))
+    assert _worker_pids(pool) == before
+
+
+async def test_a_dead_worker_fails_its_job_with_422_and_is_replaced(pool):
+    before = _worker_pids(pool)
+    with pytest.raises(ApiError) as caught:
+        await pool._run(functools.partial(os._exit, 3))
+    assert caught.value.status == 422
+    after = _worker_pids(pool)
+    assert len(after) == 2 and after != before
+    # Both the survivor and the replacement work.
+    images = [jpeg(seed) for seed in range(10, 14)]
+    assert await asyncio.gather(*(pool(d) for d in images)) == [fingerprint(d) for d in images]
+
+
+async def test_a_cancelled_upload_leaves_the_pool_whole(pool):
+    before = _worker_pids(pool)
+    tasks = [asyncio.ensure_future(pool(jpeg(seed, size=(1600, 1200)))) for seed in range(4)]
+    await asyncio.sleep(0.01)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    data = jpeg(42)
+    assert await pool(data) == fingerprint(data)
+    assert _worker_pids(pool) == before
+
+
+async def test_workers_leave_when_the_pool_closes():
+    pool = FingerprintPool(2, DecodeLimits())
+    await pool.start()
+    processes = [w.process for w in pool._all]
+    pool.close()
+    assert all(not p.is_alive() for p in processes)
+    assert all(p.exitcode == 0 for p in processes)
