@@ -16,6 +16,11 @@ runs of each level; the machine is shared and noisy, so compare ratios.
     python bench/load.py                       # sweep 1,4,8,16,32 clients, 10 s each
     python bench/load.py --clients 16 --duration 60 --bad-fraction 0.2
     python bench/load.py --url http://host:8080 --key ss_...   # an existing service
+    python bench/load.py --postgres --replicas 2   # replicas sharing a throwaway PostgreSQL
+
+After the sweep it offers half of the peak rate open-loop (arrivals at a fixed
+pace, however slowly the service answers) and prints the latency there: the
+throughput issue's "p99 under 100 ms at half of peak load".
 """
 
 from __future__ import annotations
@@ -170,52 +175,73 @@ def _note_time(note: str) -> float:
 
 async def drive(
     session: aiohttp.ClientSession,
-    url: str,
+    urls: list[str],
     keys: list[str],
     files: list[bytes],
     clients: int,
     duration: float,
     bad_fraction: float,
     cursor: list[int],
+    pace: float | None = None,
 ) -> RunResult:
+    """`clients` closed-loop clients for `duration` s; with `pace`, open-loop arrivals instead.
+
+    Closed loop: each client sends its next upload when the last is answered
+    (peak throughput). Open loop: one upload starts every 1/`pace` s whatever
+    the answers (latency at a given offered load). Clients and arrivals are
+    spread round-robin over `urls` (several replicas).
+    """
     result = RunResult(clients=clients, duration=duration)
     rng = random.Random(clients)
     stop_at = time.monotonic() + duration
 
+    async def upload(n: int) -> None:
+        url, key = urls[n % len(urls)], keys[n % len(keys)]
+        bad = rng.random() < bad_fraction
+        if bad:
+            data, ctype = bad_upload(rng, files[0])
+        else:
+            data, ctype = files[cursor[0]], "image/jpeg"
+            cursor[0] += 1
+        form = aiohttp.FormData()
+        form.add_field("image", data, filename="shot.jpg", content_type=ctype)
+        started = time.monotonic()
+        try:
+            async with session.post(
+                f"{url}/v1/registrations",
+                data=form,
+                headers={"Authorization": f"Bearer {key}"},
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+        except aiohttp.ClientError as exc:
+            result.outcomes[f"error:{type(exc).__name__}"] += 1
+            return
+        latency = time.monotonic() - started
+        result.latencies.append(latency)
+        result.outcomes[str(status) if not bad else f"bad:{status}"] += 1
+        if status == 201:
+            result.good_latencies.append(latency)
+            result.acked.append((json.loads(body)["id"], time.time()))
+
     async def client(n: int) -> None:
-        key = keys[n % len(keys)]
-        while time.monotonic() < stop_at:
-            bad = rng.random() < bad_fraction
-            if bad:
-                data, ctype = bad_upload(rng, files[0])
-            else:
-                if cursor[0] >= len(files):
-                    return
-                data, ctype = files[cursor[0]], "image/jpeg"
-                cursor[0] += 1
-            form = aiohttp.FormData()
-            form.add_field("image", data, filename="shot.jpg", content_type=ctype)
-            started = time.monotonic()
-            try:
-                async with session.post(
-                    f"{url}/v1/registrations",
-                    data=form,
-                    headers={"Authorization": f"Bearer {key}"},
-                ) as resp:
-                    body = await resp.read()
-                    status = resp.status
-            except aiohttp.ClientError as exc:
-                result.outcomes[f"error:{type(exc).__name__}"] += 1
-                continue
-            latency = time.monotonic() - started
-            result.latencies.append(latency)
-            result.outcomes[str(status) if not bad else f"bad:{status}"] += 1
-            if status == 201:
-                result.good_latencies.append(latency)
-                result.acked.append((json.loads(body)["id"], time.time()))
+        while time.monotonic() < stop_at and cursor[0] < len(files):
+            await upload(n)
+
+    async def arrivals(rate: float) -> None:
+        tasks, n, next_at = [], 0, time.monotonic()
+        while next_at < stop_at and cursor[0] < len(files):
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            tasks.append(asyncio.create_task(upload(n)))
+            n += 1
+            next_at += 1 / rate
+        await asyncio.gather(*tasks)
 
     started = time.monotonic()
-    await asyncio.gather(*(client(n) for n in range(clients)))
+    if pace is None:
+        await asyncio.gather(*(client(n) for n in range(clients)))
+    else:
+        await arrivals(pace)
     result.duration = time.monotonic() - started
     return result
 
@@ -277,16 +303,22 @@ HEADER = "clients  uploads/s  ×naive   p50 ms   p95 ms   p99 ms  seal50ms seal9
 
 
 async def run_level(
-    args: argparse.Namespace, files: list[bytes], clients: int, naive: float
+    args: argparse.Namespace,
+    files: list[bytes],
+    clients: int,
+    naive: float,
+    pace: float | None = None,
 ) -> RunResult:
-    """One measured run at `clients`, against a fresh local service unless --url is given.
+    """One measured run at `clients` (or at `pace` uploads/s), against fresh services unless --url.
 
     A fresh service per run lets every run upload the same distinct shots as new
     registrations (a second upload of a shot would be "already yours" or a conflict).
+    With --postgres, `--replicas` services share a fresh database of one server.
     """
-    service = None
-    url, keys = args.url, [args.key] if args.key else []
-    if url is None:
+    services: list[LocalService] = []
+    urls, keys = [args.url] if args.url else [], [args.key] if args.key else []
+    database = None
+    if args.url is None:
         # Peak throughput is the question here, so the per-key rate limits are off
         # (the bench reads every registration back with one staff key).
         env = {
@@ -298,30 +330,45 @@ async def run_level(
         if args.workers is not None:
             env["SHOTSTAMP_FINGERPRINT_WORKERS"] = str(args.workers)
         env.update(item.split("=", 1) for item in args.service_env)
-        service = LocalService(env)
-        keys = [service.admin("keys", "create", "--seller", f"seller{n}") for n in range(8)]
-        args.staff_key = service.admin("keys", "create", "--seller", "bench", "--role", "staff")
-        service.start()
-        url = service.url
+        if args.pg_server is not None:
+            database = await args.pg_server.create_database("load")
+            env["SHOTSTAMP_DATABASE_URL"] = database
+        services = [LocalService(env) for _ in range(args.replicas)]
+        if database is not None:
+            # One signing key for every replica, shared by configuration (README).
+            keydir = services[0].data.parent / "signing-keys"
+            for service in services:
+                service.env["SHOTSTAMP_SIGNING_KEY_DIR"] = str(keydir)
+            services[0].admin("signing-key", "rotate")
+        first = services[0]
+        keys = [first.admin("keys", "create", "--seller", f"seller{n}") for n in range(8)]
+        args.staff_key = first.admin("keys", "create", "--seller", "bench", "--role", "staff")
+        for service in services:
+            service.start()
+        urls = [service.url for service in services]
     try:
         connector = aiohttp.TCPConnector(limit=0)
         timeout = aiohttp.ClientTimeout(total=120)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            await wait_healthy(session, url)
-            watcher = CheckpointWatcher(session, url)
+            for url in urls:
+                await wait_healthy(session, url)
+            watcher = CheckpointWatcher(session, urls[0])
             watch = asyncio.create_task(watcher.run())
-            cursor = [0] if service else args.cursor
+            cursor = [0] if services else args.cursor
             result = await drive(
-                session, url, keys, files, clients, args.duration, args.bad_fraction, cursor
+                session, urls, keys, files, clients, args.duration, args.bad_fraction, cursor,
+                pace,
             )
-            await seal_delays(session, url, args.staff_key or keys[0], result, watcher)
+            await seal_delays(session, urls[0], args.staff_key or keys[0], result, watcher)
             watch.cancel()
             if cursor[0] >= len(files):
                 print("ran out of distinct images; raise --max-rate", file=sys.stderr)
             return result
     finally:
-        if service is not None:
+        for service in services:
             service.stop()
+        if database is not None:
+            await args.pg_server.drop_database(database)
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -353,6 +400,16 @@ async def main_async(args: argparse.Namespace) -> None:
         f"\npeak: {peak:.1f} registrations/s at {best[0]} clients = "
         f"{peak / naive:.2f}× the naive loop ({naive:.1f} img/s)"
     )
+    if args.half_peak and peak > 0:
+        pace = peak / 2
+        halves = [await run_level(args, files, 0, naive, pace) for _ in range(args.repeat)]
+        lat = [v for r in halves for v in r.good_latencies]
+        print(
+            f"at half of peak ({pace:.1f} uploads/s offered open-loop, {len(lat)} uploads): "
+            f"p50 {pct(lat, 50) * 1000:.1f} ms, p95 {pct(lat, 95) * 1000:.1f} ms, "
+            f"p99 {pct(lat, 99) * 1000:.1f} ms"
+        )
+        by_level[-1] = halves
     all_seal = [d for rs in by_level.values() for r in rs for d in r.seal_delays]
     if all_seal:
         print(
@@ -401,8 +458,34 @@ def main() -> None:
         help="upper bound on uploads/s, to size the image set",
     )
     parser.add_argument("--naive-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--no-half-peak",
+        dest="half_peak",
+        action="store_false",
+        help="skip the open-loop run at half of the peak rate",
+    )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="run the services on a throwaway PostgreSQL server (Debian's postgresql)",
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="service processes (several need --postgres)"
+    )
     args = parser.parse_args()
-    asyncio.run(main_async(args))
+    if args.replicas > 1 and not args.postgres:
+        parser.error("several replicas share PostgreSQL: add --postgres")
+    args.pg_server = None
+    if args.postgres:
+        sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+        from pgserver import start_server
+
+        args.pg_server = start_server(durable=True)
+    try:
+        asyncio.run(main_async(args))
+    finally:
+        if args.pg_server is not None:
+            args.pg_server.stop()
 
 
 if __name__ == "__main__":
