@@ -6,7 +6,9 @@ bounded time, and prints, for each concurrency level:
 
   uploads/s, latency p50/p95/p99, outcomes by status, and acknowledgement→sealed
   p50/p99 (the ack is when the 201 arrived; sealed is the signed timestamp of
-  the first checkpoint containing the registration).
+  the first checkpoint containing the registration), and the CPU milliseconds
+  per upload spent in the service process and in its fingerprint workers (from
+  /proc: unlike rates, these barely move when other work shares the machine).
 
 In the same run it times the naive single-process loop
 `imagehash.phash(Image.open(f))` over the same files and prints the ratio of
@@ -58,6 +60,8 @@ class RunResult:
     acked: list[tuple[str, float]] = field(default_factory=list)  # (id, wall-clock ack time)
     seal_delays: list[float] = field(default_factory=list)
     good_latencies: list[float] = field(default_factory=list)
+    cpu_main: float = float("nan")  # CPU seconds of the service processes during the run
+    cpu_workers: float = float("nan")  # ... and of their forkservers and fingerprint workers
 
     @property
     def rate(self) -> float:
@@ -112,6 +116,31 @@ class LocalService:
             stderr=subprocess.DEVNULL,
             env=self.env,
         )
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU time (user + system) so far of the service process and of its descendants.
+
+        Read from /proc (Linux): the descendants are the forkserver and the
+        fingerprint workers, whose parent is the forkserver, not the service.
+        """
+        if self.proc is None:
+            return 0.0, 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        stats: dict[int, tuple[int, float]] = {}  # pid -> (ppid, cpu seconds)
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+        main = stats.get(self.proc.pid, (0, 0.0))[1]
+        family, frontier = set(), {self.proc.pid}
+        while frontier:
+            frontier = {pid for pid, (ppid, _) in stats.items() if ppid in frontier} - family
+            family |= frontier
+        return main, sum(stats[pid][1] for pid in family)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -276,30 +305,35 @@ async def seal_delays(
         result.outcomes["unsealed-after-30s"] += len(pending)
 
 
-def naive_loop(paths: list[Path], seconds: float = 10.0) -> float:
-    """Images per second of `imagehash.phash(Image.open(f))` in this one process."""
+def naive_loop(paths: list[Path], seconds: float = 10.0) -> tuple[float, float]:
+    """`imagehash.phash(Image.open(f))` in this one process: (images/s, CPU ms per image)."""
     import imagehash
     from PIL import Image
 
-    count, started = 0, time.perf_counter()
+    count, started, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         imagehash.phash(Image.open(paths[count % len(paths)]))
         count += 1
-    return count / (time.perf_counter() - started)
+    return count / (time.perf_counter() - started), (time.process_time() - cpu) * 1000 / count
 
 
 def report(result: RunResult, naive: float) -> str:
     ms = lambda v: f"{v * 1000:7.1f}"  # noqa: E731
     outcomes = ", ".join(f"{k}={v}" for k, v in sorted(result.outcomes.items()))
+    n = max(1, sum(result.outcomes.values()))
     return (
         f"{result.clients:7d} {result.rate:9.1f} {result.rate / naive:6.2f}x"
         f" {ms(pct(result.good_latencies, 50))} {ms(pct(result.good_latencies, 95))}"
         f" {ms(pct(result.good_latencies, 99))}"
-        f" {ms(pct(result.seal_delays, 50))} {ms(pct(result.seal_delays, 99))}   {outcomes}"
+        f" {ms(pct(result.seal_delays, 50))} {ms(pct(result.seal_delays, 99))}"
+        f" {ms(result.cpu_main / n)} {ms(result.cpu_workers / n)}   {outcomes}"
     )
 
 
-HEADER = "clients  uploads/s  ×naive   p50 ms   p95 ms   p99 ms  seal50ms seal99ms   outcomes"
+HEADER = (
+    "clients  uploads/s  ×naive   p50 ms   p95 ms   p99 ms  seal50ms seal99ms"
+    "  cpu/up main  workers   outcomes"
+)
 
 
 async def run_level(
@@ -355,10 +389,15 @@ async def run_level(
             watcher = CheckpointWatcher(session, urls[0])
             watch = asyncio.create_task(watcher.run())
             cursor = [0] if services else args.cursor
+            before = [service.cpu_seconds() for service in services]
             result = await drive(
                 session, urls, keys, files, clients, args.duration, args.bad_fraction, cursor,
                 pace,
             )
+            if services:
+                after = [service.cpu_seconds() for service in services]
+                result.cpu_main = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
+                result.cpu_workers = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
             await seal_delays(session, urls[0], args.staff_key or keys[0], result, watcher)
             watch.cancel()
             if cursor[0] >= len(files):
@@ -384,8 +423,11 @@ async def main_async(args: argparse.Namespace) -> None:
     files = [p.read_bytes() for p in paths]
     args.cursor = [0]
 
-    naive = naive_loop(paths[:200], args.naive_seconds)
-    print(f"naive loop imagehash.phash(Image.open(f)): {naive:.1f} img/s (one process)")
+    naive, naive_cpu = naive_loop(paths[:200], args.naive_seconds)
+    print(
+        f"naive loop imagehash.phash(Image.open(f)): {naive:.1f} img/s (one process), "
+        f"{naive_cpu:.1f} ms CPU per image"
+    )
     print(HEADER)
     by_level: dict[int, list[RunResult]] = {}
     for clients in levels:

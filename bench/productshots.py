@@ -129,6 +129,8 @@ def product_shots(count: int, size: int = 1000) -> list[Path]:
             path.write_bytes(buffer.getvalue())
             accepted = np.append(accepted, np.uint64(code))
             paths.append(path)
+            if len(paths) % 100 == 0:  # an interrupted run keeps what it made
+                index.write_text("\n".join(p.name for p in paths))
         seed += 1
     index.write_text("\n".join(p.name for p in paths))
     return paths
