@@ -107,7 +107,9 @@ class _Worker:
         """Send one job frame and read its reply frame, without blocking the loop."""
         loop = asyncio.get_running_loop()
         try:
-            await loop.sock_sendall(self.channel, _HEADER.pack(len(payload)) + payload)
+            # Two sends rather than one concatenation: no extra copy of the image.
+            await loop.sock_sendall(self.channel, _HEADER.pack(len(payload)))
+            await loop.sock_sendall(self.channel, payload)
             header = await self.read(loop, _HEADER.size)
             return await self.read(loop, _HEADER.unpack(header)[0])
         except OSError as exc:
