@@ -1,13 +1,13 @@
 """Imported only by the fingerprint pool's forkserver, as a preload: prepares it.
 
 1. It ignores SIGTERM. The forkserver is the parent of the fingerprint
-   workers, and the service learns of a worker's death through its connection
-   to the forkserver: if the forkserver dies, every worker looks dead and the
-   pool breaks. An init system that stops the service signals its whole
-   process group (systemd's default KillMode, docker-compose), so without
-   this the uploads that the graceful shutdown is finishing would fail. The
-   forkserver still leaves with the service: it exits when its last client is
-   gone. (It ignores SIGINT itself; the workers ignore both, see pool.py.)
+   workers and forks every replacement for a worker that died. An init
+   system that stops the service signals its whole process group (systemd's
+   default KillMode, docker-compose); the workers carry on with the uploads
+   the graceful shutdown is finishing, and a worker lost meanwhile must still
+   be replaceable. The forkserver still leaves with the service: it exits
+   when its last client is gone. (It ignores SIGINT itself; the workers
+   ignore both, see pool.py.)
 2. It fingerprints one tiny image, so that the hashers' lazy imports (scipy's
    FFT for pHash: most of a second) happen once here, and every worker forked
    from it starts ready instead of paying for them on its first upload.
