@@ -32,10 +32,7 @@ import asyncio
 import json
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,9 +43,9 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+import processes  # tests/processes.py: real service processes
 from productshots import product_shots
-
-BIN = Path(sys.executable).parent
 
 
 @dataclass
@@ -75,47 +72,25 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class LocalService:
-    """A real `shotstamp-service serve` in a temporary data directory."""
+    """A real `shotstamp-service serve` (tests/processes.py) in a temporary data directory."""
 
-    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str]) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="shotstamp-load-")
         self.data = Path(self.tmp.name) / "data"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **(extra_env or {})}
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = dict(env)
+        self.process: processes.ServiceProcess | None = None
 
     def admin(self, *args: str) -> str:
-        out = subprocess.run(
-            [str(BIN / "shotstamp-service"), "--data-dir", str(self.data), *args],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=self.env,
-        )
-        return out.stdout.strip()
+        done = processes.run("shotstamp-service", "--data-dir", str(self.data), *args, env=self.env)
+        if done.returncode != 0:
+            raise SystemExit(f"shotstamp-service {' '.join(args)} failed: {done.stderr}")
+        return done.stdout.strip()
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                str(BIN / "shotstamp-service"),
-                "--data-dir",
-                str(self.data),
-                "serve",
-                "--port",
-                str(self.port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=self.env,
-        )
+    def start(self) -> str:
+        """Start it and wait until it is healthy; returns its base URL."""
+        self.process = processes.start_service(self.data, env=self.env)
+        return self.process.url
 
     def cpu_seconds(self) -> tuple[float, float]:
         """CPU time (user + system) so far of the service process and of its descendants.
@@ -123,8 +98,9 @@ class LocalService:
         Read from /proc (Linux): the descendants are the forkserver and the
         fingerprint workers, whose parent is the forkserver, not the service.
         """
-        if self.proc is None:
+        if self.process is None:
             return 0.0, 0.0
+        pid = self.process.proc.pid
         tick = os.sysconf("SC_CLK_TCK")
         stats: dict[int, tuple[int, float]] = {}  # pid -> (ppid, cpu seconds)
         for entry in Path("/proc").iterdir():
@@ -135,34 +111,17 @@ class LocalService:
             except OSError:
                 continue
             stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-        main = stats.get(self.proc.pid, (0, 0.0))[1]
-        family, frontier = set(), {self.proc.pid}
+        main = stats.get(pid, (0, 0.0))[1]
+        family, frontier = set(), {pid}
         while frontier:
             frontier = {pid for pid, (ppid, _) in stats.items() if ppid in frontier} - family
             family |= frontier
         return main, sum(stats[pid][1] for pid in family)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        if self.process is not None:
+            self.process.stop()
         self.tmp.cleanup()
-
-
-async def wait_healthy(session: aiohttp.ClientSession, url: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            async with session.get(f"{url}/healthz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.2)
-    raise SystemExit(f"service at {url} did not become healthy")
 
 
 def bad_upload(rng: random.Random, good: bytes) -> tuple[bytes, str]:
@@ -355,14 +314,14 @@ async def run_level(
     if args.url is None:
         # Peak throughput is the question here, so the per-key rate limits are off
         # (the bench reads every registration back with one staff key).
-        env = {
+        env = {  # production settings over the test processes' quick ones
             "SHOTSTAMP_SEAL_INTERVAL": "1.0",
+            "SHOTSTAMP_WAIT_TIMEOUT": "30",
+            "SHOTSTAMP_FINGERPRINT_WORKERS": str(args.workers or os.cpu_count() or 1),
             "SHOTSTAMP_UPLOAD_RATE": "0",
             "SHOTSTAMP_READ_RATE": "0",
             "SHOTSTAMP_LOG_FORMAT": "text",
         }
-        if args.workers is not None:
-            env["SHOTSTAMP_FINGERPRINT_WORKERS"] = str(args.workers)
         env.update(item.split("=", 1) for item in args.service_env)
         if args.pg_server is not None:
             database = await args.pg_server.create_database("load")
@@ -377,15 +336,11 @@ async def run_level(
         first = services[0]
         keys = [first.admin("keys", "create", "--seller", f"seller{n}") for n in range(8)]
         args.staff_key = first.admin("keys", "create", "--seller", "bench", "--role", "staff")
-        for service in services:
-            service.start()
-        urls = [service.url for service in services]
+        urls = [service.start() for service in services]
     try:
         connector = aiohttp.TCPConnector(limit=0)
         timeout = aiohttp.ClientTimeout(total=120)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            for url in urls:
-                await wait_healthy(session, url)
             watcher = CheckpointWatcher(session, urls[0])
             watch = asyncio.create_task(watcher.run())
             cursor = [0] if services else args.cursor
@@ -519,7 +474,6 @@ def main() -> None:
         parser.error("several replicas share PostgreSQL: add --postgres")
     args.pg_server = None
     if args.postgres:
-        sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
         from pgserver import start_server
 
         args.pg_server = start_server(durable=True)
