@@ -112,9 +112,8 @@ def product_shots(count: int, size: int = 1000) -> list[Path]:
     paths = [CACHE / name for name in known if (CACHE / name).exists()]
     if len(paths) >= count:
         return paths[:count]
-    from PIL import Image as PILImage
-
     import imagehash
+    from PIL import Image as PILImage
 
     codes = [int(str(imagehash.phash(PILImage.open(p))), 16) for p in paths]
     accepted = np.array(codes, dtype=np.uint64)
