@@ -169,6 +169,7 @@ class FingerprintPool:
         self._idle: asyncio.Queue[_Worker] | None = None
         self._all: set[_Worker] = set()
         self._closed = False
+        self._starting: asyncio.Lock | None = None
 
     async def start(self) -> None:
         """Start the forkserver and the workers now rather than on the first upload.
@@ -178,13 +179,22 @@ class FingerprintPool:
         which the first uploads after every (re)start would otherwise wait.
         The service reports healthy only after this.
         """
-        if self.workers <= 0:
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint")
-            return
-        self._idle = asyncio.Queue()
-        started = await asyncio.gather(*(self._spawn() for _ in range(self.workers)))
-        for worker in started:
-            self._idle.put_nowait(worker)
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._thread is not None or self._idle is not None:
+                return
+            if self.workers <= 0:
+                self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint")
+                return
+            idle: asyncio.Queue[_Worker] = asyncio.Queue()
+            for worker in await asyncio.gather(*(self._spawn() for _ in range(self.workers))):
+                idle.put_nowait(worker)
+            self._idle = idle
+
+    def worker_pids(self) -> set[int]:
+        """The live workers' process ids (for operators and tests)."""
+        return {w.process.pid for w in self._all if w.process.pid is not None}
 
     async def _spawn(self) -> _Worker:
         """A new worker, once it has said it is ready."""
@@ -238,10 +248,12 @@ class FingerprintPool:
         return await self._run(functools.partial(verify_many, query, stored))
 
     async def _run(self, job: Callable[[], T]) -> T:
+        if self._closed:
+            raise RuntimeError("the fingerprint pool is closed")
+        if self._thread is None and self._idle is None:
+            await self.start()  # used without `start()`: start on first use
         if self._thread is not None:
             return await asyncio.get_running_loop().run_in_executor(self._thread, job)
-        if self._idle is None or self._closed:
-            raise RuntimeError("the fingerprint pool is not running")
         payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
         # Shielded: an upload cancelled mid-job (client gone) must not leave a
         # worker with half a job sent or a reply unread; the exchange finishes

@@ -226,9 +226,7 @@ async def test_mutations_through_the_process_pool_and_a_worker_crash():
         # as the kernel's OOM killer would: ~0.3 s each to inflate 108 MB.
         slow = [asyncio.ensure_future(pool(badimages.png_zlib_bomb(6000))) for _ in range(4)]
         await asyncio.sleep(0.15)
-        # The executor's own table of worker pids (private, but the only way to
-        # find exactly the pool's workers from inside the test process).
-        workers = list(pool._executor._processes)  # type: ignore[attr-defined]
+        workers = pool.worker_pids()
         assert workers
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
@@ -239,7 +237,7 @@ async def test_mutations_through_the_process_pool_and_a_worker_crash():
         assert all(isinstance(o, ApiError | Fingerprint) for o in outcomes), outcomes
         # Recovered: the next upload is fingerprinted by a fresh pool.
         assert isinstance(await pool(seeds()["jpeg"]), Fingerprint)
-        assert not set(pool._executor._processes) & set(workers)  # type: ignore[attr-defined]
+        assert not pool.worker_pids() & workers
     finally:
         pool.close()
 

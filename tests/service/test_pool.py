@@ -22,10 +22,6 @@ async def pool():
     pool.close()
 
 
-def _worker_pids(pool: FingerprintPool) -> set[int]:
-    return {w.process.pid for w in pool._all if w.process.pid is not None}
-
-
 async def test_fingerprints_match_the_in_process_function(pool):
     images = [jpeg(seed) for seed in range(6)]
     got = await asyncio.gather(*(pool(data) for data in images))
@@ -36,21 +32,21 @@ async def test_fingerprints_match_the_in_process_function(pool):
 
 
 async def test_a_rejected_image_is_the_worker_s_exception_not_a_dead_worker(pool):
-    before = _worker_pids(pool)
+    before = pool.worker_pids()
     with pytest.raises(ImageRejected) as caught:
         await pool(b"not an image at all")
     assert caught.value.status == 415
     with pytest.raises(ValueError):
         await pool._run(functools.partial(int, "x"))
-    assert _worker_pids(pool) == before
+    assert pool.worker_pids() == before
 
 
 async def test_a_dead_worker_fails_its_job_with_422_and_is_replaced(pool):
-    before = _worker_pids(pool)
+    before = pool.worker_pids()
     with pytest.raises(ApiError) as caught:
         await pool._run(functools.partial(os._exit, 3))
     assert caught.value.status == 422
-    after = _worker_pids(pool)
+    after = pool.worker_pids()
     assert len(after) == 2 and after != before
     # Both the survivor and the replacement work.
     images = [jpeg(seed) for seed in range(10, 14)]
@@ -58,7 +54,7 @@ async def test_a_dead_worker_fails_its_job_with_422_and_is_replaced(pool):
 
 
 async def test_a_cancelled_upload_leaves_the_pool_whole(pool):
-    before = _worker_pids(pool)
+    before = pool.worker_pids()
     tasks = [asyncio.ensure_future(pool(jpeg(seed, size=(1600, 1200)))) for seed in range(4)]
     await asyncio.sleep(0.01)
     for task in tasks:
@@ -66,7 +62,18 @@ async def test_a_cancelled_upload_leaves_the_pool_whole(pool):
     await asyncio.gather(*tasks, return_exceptions=True)
     data = jpeg(42)
     assert await pool(data) == fingerprint(data)
-    assert _worker_pids(pool) == before
+    assert pool.worker_pids() == before
+
+
+async def test_a_pool_used_without_start_starts_once():
+    pool = FingerprintPool(2, DecodeLimits())
+    try:
+        images = [jpeg(seed) for seed in range(20, 26)]
+        got = await asyncio.gather(*(pool(d) for d in images))
+        assert got == [fingerprint(d) for d in images]
+        assert len(pool.worker_pids()) == 2
+    finally:
+        pool.close()
 
 
 async def test_workers_leave_when_the_pool_closes():
