@@ -18,7 +18,7 @@ runs of each level; the machine is shared and noisy, so compare ratios.
     python bench/load.py                       # sweep 1,4,8,16,32 clients, 10 s each
     python bench/load.py --clients 16 --duration 60 --bad-fraction 0.2
     python bench/load.py --url http://host:8080 --key ss_...   # an existing service
-    python bench/load.py --postgres --replicas 2   # replicas sharing a throwaway PostgreSQL
+    python bench/load.py --postgres --replicas 1,2   # one replica beside two, on PostgreSQL
 
 After the sweep it offers half of the peak rate open-loop (arrivals at a fixed
 pace, however slowly the service answers) and prints the latency there: the
@@ -301,12 +301,14 @@ async def run_level(
     clients: int,
     naive: float,
     pace: float | None = None,
+    *,
+    replicas: int = 1,
 ) -> RunResult:
     """One measured run at `clients` (or at `pace` uploads/s), against fresh services unless --url.
 
     A fresh service per run lets every run upload the same distinct shots as new
     registrations (a second upload of a shot would be "already yours" or a conflict).
-    With --postgres, `--replicas` services share a fresh database of one server.
+    With --postgres, `replicas` services share a fresh database of one server.
     """
     services: list[LocalService] = []
     urls, keys = [args.url] if args.url else [], [args.key] if args.key else []
@@ -326,7 +328,7 @@ async def run_level(
         if args.pg_server is not None:
             database = await args.pg_server.create_database("load")
             env["SHOTSTAMP_DATABASE_URL"] = database
-        services = [LocalService(env) for _ in range(args.replicas)]
+        services = [LocalService(env) for _ in range(replicas)]
         if database is not None:
             # One signing key for every replica, shared by configuration (README).
             keydir = services[0].data.parent / "signing-keys"
@@ -383,44 +385,55 @@ async def main_async(args: argparse.Namespace) -> None:
         f"naive loop imagehash.phash(Image.open(f)): {naive:.1f} img/s (one process), "
         f"{naive_cpu:.1f} ms CPU per image"
     )
-    print(HEADER)
-    by_level: dict[int, list[RunResult]] = {}
-    for clients in levels:
-        for _ in range(args.repeat):
-            result = await run_level(args, files, clients, naive)
-            by_level.setdefault(clients, []).append(result)
-            print(report(result, naive), flush=True)
+    counts = [int(c) for c in str(args.replicas).split(",")]
+    print(("replicas " if len(counts) > 1 else "") + HEADER)
+    # Replica counts interleaved round by round, so a noisy minute on the shared
+    # machine hits them alike and their ratio stays fair.
+    runs: dict[tuple[int, int], list[RunResult]] = {}
+    for _ in range(args.repeat):
+        for replicas in counts:
+            for clients in levels:
+                result = await run_level(args, files, clients, naive, replicas=replicas)
+                runs.setdefault((replicas, clients), []).append(result)
+                prefix = f"{replicas:8d} " if len(counts) > 1 else ""
+                print(prefix + report(result, naive), flush=True)
 
-    best = max(by_level.items(), key=lambda kv: statistics.median(r.rate for r in kv[1]))
-    peak = statistics.median(r.rate for r in best[1])
-    print(
-        f"\npeak: {peak:.1f} registrations/s at {best[0]} clients = "
-        f"{peak / naive:.2f}× the naive loop ({naive:.1f} img/s)"
-    )
-    if args.half_peak and peak > 0:
-        pace = peak / 2
-        halves = [await run_level(args, files, 0, naive, pace) for _ in range(args.repeat)]
-        lat = [v for r in halves for v in r.good_latencies]
+    peaks = {}
+    for replicas in counts:
+        mine = {c: rs for (r, c), rs in runs.items() if r == replicas}
+        best = max(mine.items(), key=lambda kv: statistics.median(r.rate for r in kv[1]))
+        peak = peaks[replicas] = statistics.median(r.rate for r in best[1])
+        label = f"{replicas} replica{'s' if replicas > 1 else ''}: " if len(counts) > 1 else ""
         print(
-            f"at half of peak ({pace:.1f} uploads/s offered open-loop, {len(lat)} uploads): "
-            f"p50 {pct(lat, 50) * 1000:.1f} ms, p95 {pct(lat, 95) * 1000:.1f} ms, "
-            f"p99 {pct(lat, 99) * 1000:.1f} ms"
+            f"\n{label}peak: {peak:.1f} registrations/s at {best[0]} clients = "
+            f"{peak / naive:.2f}× the naive loop ({naive:.1f} img/s)"
         )
-        by_level[-1] = halves
-    all_seal = [d for rs in by_level.values() for r in rs for d in r.seal_delays]
+        if args.half_peak and peak > 0:
+            pace = peak / 2
+            halves = [
+                await run_level(args, files, 0, naive, pace, replicas=replicas)
+                for _ in range(args.repeat)
+            ]
+            lat = [v for r in halves for v in r.good_latencies]
+            print(
+                f"{label}at half of peak ({pace:.1f} uploads/s offered open-loop, "
+                f"{len(lat)} uploads): p50 {pct(lat, 50) * 1000:.1f} ms, "
+                f"p95 {pct(lat, 95) * 1000:.1f} ms, p99 {pct(lat, 99) * 1000:.1f} ms"
+            )
+            runs[(replicas, -1)] = halves
+    if len(counts) > 1:
+        print(f"{counts[-1]} replicas / {counts[0]}: {peaks[counts[-1]] / peaks[counts[0]]:.2f}×")
+    every = [r for rs in runs.values() for r in rs]
+    all_seal = [d for r in every for d in r.seal_delays]
     if all_seal:
         print(
-            f"ack→sealed over all levels: p50 {pct(all_seal, 50) * 1000:.0f} ms, "
+            f"ack→sealed over all runs: p50 {pct(all_seal, 50) * 1000:.0f} ms, "
             f"p99 {pct(all_seal, 99) * 1000:.0f} ms, max {max(all_seal) * 1000:.0f} ms"
         )
     fives = sum(
-        v
-        for rs in by_level.values()
-        for r in rs
-        for k, v in r.outcomes.items()
-        if k.split(":")[-1].startswith("5")
+        v for r in every for k, v in r.outcomes.items() if k.split(":")[-1].startswith("5")
     )
-    lost = sum(r.outcomes["unsealed-after-30s"] for rs in by_level.values() for r in rs)
+    lost = sum(r.outcomes["unsealed-after-30s"] for r in every)
     print(f"5xx answers: {fives}; acknowledged but not sealed within 30 s: {lost}")
 
 
@@ -467,10 +480,13 @@ def main() -> None:
         help="run the services on a throwaway PostgreSQL server (Debian's postgresql)",
     )
     parser.add_argument(
-        "--replicas", type=int, default=1, help="service processes (several need --postgres)"
+        "--replicas",
+        default="1",
+        help="service processes; a comma-separated list compares counts side by side "
+        "(several need --postgres), e.g. 1,2",
     )
     args = parser.parse_args()
-    if args.replicas > 1 and not args.postgres:
+    if max(int(c) for c in args.replicas.split(",")) > 1 and not args.postgres:
         parser.error("several replicas share PostgreSQL: add --postgres")
     args.pg_server = None
     if args.postgres:
