@@ -51,6 +51,7 @@ per registration) and are read only for candidates.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -75,6 +76,7 @@ __all__ = [
     "Candidate",
     "Match",
     "Matcher",
+    "Stage1",
     "decide",
     "verify",
 ]
@@ -151,6 +153,10 @@ MAX_MATCHES = 20
 PHASH_COPY_DISTANCE = 6
 PHASH_SIMILAR_DISTANCE = 10
 
+# Index changes remembered for `Matcher.look_again` (a few in-flight uploads' worth; each
+# holds its fingerprint, ~15 KB with features). An older look is redone in full.
+JOURNAL_CHANGES = 512
+
 # verify_pair skips the photometry below PHOTOMETRY_MIN_INLIERS: no rule may ask for less.
 assert min(INLIERS_COPY, INLIERS_COPY_FEW, INLIERS_SIMILAR) >= PHOTOMETRY_MIN_INLIERS
 
@@ -181,6 +187,23 @@ class Candidate:
     def global_pair(self) -> tuple[str, str] | None:
         """The code pair to check globally in stage 2, if any (never for gated codes)."""
         return None if self.gated else self.pdq_pair
+
+
+@dataclass(frozen=True)
+class Stage1:
+    """Stage 1's answer for one fingerprint, as of the index's `generation` (`Matcher.look`).
+
+    `candidates` is None when the look stopped at a stage-1 copy.
+    """
+
+    fp: Fingerprint
+    generation: int
+    found: list[Match]
+    candidates: list[Candidate] | None
+
+
+def _candidate_order(c: Candidate) -> tuple[bool, int, int, int]:
+    return (c.pdq is None, c.pdq or 0, -c.votes, c.ref)
 
 
 class _RefSet:
@@ -321,6 +344,11 @@ class Matcher:
     _generation: int = field(init=False, default=0)
     _near: tuple[Fingerprint, int, dict[int, tuple[int, tuple[str, str]]]] | None = field(
         init=False, default=None, repr=False)
+    # Every change since the oldest kept: (ref, its fingerprint if added, None if discarded),
+    # one per `_generation` step, so `look_again` can read only what changed since a look.
+    # A bulk load clears it (those changes are not kept): a look before it is redone in full.
+    _journal: deque[tuple[int, Fingerprint | None]] = field(
+        init=False, default_factory=lambda: deque(maxlen=JOURNAL_CHANGES), repr=False)
 
     def __post_init__(self) -> None:
         self._pdq = HammingIndex(max_radius=PDQ_CANDIDATE, background=self.background)
@@ -336,6 +364,7 @@ class Matcher:
             return
         self._refs.add(ref)
         self._generation += 1
+        self._journal.append((ref, fp))
         if _legacy(fp):
             self._legacy.add(ref, fp.hashes["phash"])
             return
@@ -362,6 +391,7 @@ class Matcher:
         """Forget `ref` (a reservation whose commit failed, or was replaced by its seq)."""
         if self._refs.remove(ref):
             self._generation += 1
+            self._journal.append((ref, None))
             self._pdq.discard(ref)
             self._pdq_low.discard(ref)
             self._words.discard(ref)
@@ -387,8 +417,54 @@ class Matcher:
         self._near = (fp, self._generation, near)
         return near
 
-    def candidates(self, fp: Fingerprint) -> list[Candidate]:
-        """Registrations stage 2 should verify (excluding stage 1's copies)."""
+    def look(self, fp: Fingerprint, *, stop_at_copy: bool = True) -> Stage1:
+        """`search` and, unless it found a copy and `stop_at_copy`, `candidates`."""
+        found = self.search(fp)
+        if stop_at_copy and any(m.verdict == "copy" for m in found):
+            return Stage1(fp, self._generation, found, None)
+        return Stage1(fp, self._generation, found, self.candidates(fp))
+
+    def look_again(self, earlier: Stage1, *, stop_at_copy: bool = True) -> Stage1:
+        """`look(earlier.fp)` after the index changed, reading only what changed since.
+
+        The registry looks again after every await (race safety, see `registry`); a full
+        look costs a whole PDQ multi-index lookup and word vote, so only the registrations
+        added or discarded since `earlier` are looked at, through a scratch matcher holding
+        just the added ones, under the same rule. What comes back is `earlier`'s answer minus
+        the discarded refs, plus every added ref a full look would report: stage-1 copies
+        exactly, PDQ candidates exactly, and word candidates with at least MIN_VOTES — all
+        of them, not only those a full look's top MAX_CANDIDATES would keep, and without
+        dropping `earlier`'s word candidates that newcomers would outscore. So the list is a
+        superset of a full look's: more verification at worst, never a copy unseen.
+        """
+        fp, gap = earlier.fp, self._generation - earlier.generation
+        if gap == 0 and (earlier.candidates is not None or stop_at_copy):
+            return earlier
+        if earlier.candidates is None or gap > len(self._journal):
+            return self.look(fp, stop_at_copy=stop_at_copy)
+        changed: dict[int, Fingerprint | None] = {}
+        for ref, added in list(self._journal)[len(self._journal) - gap:]:
+            changed[ref] = added  # the latest change of each ref wins
+        scratch = Matcher(background=False)
+        for ref, added in changed.items():
+            if added is not None and ref in self._refs:
+                scratch.add(ref, added)
+        found = [m for m in earlier.found if m.ref not in changed]
+        candidates = [c for c in earlier.candidates if c.ref not in changed]
+        if len(scratch):
+            found = rank(found + scratch.search(fp))
+            if stop_at_copy and any(m.verdict == "copy" for m in found):
+                return Stage1(fp, self._generation, found, None)
+            candidates = sorted(candidates + scratch.candidates(fp, limit=None),
+                                key=_candidate_order)
+        return Stage1(fp, self._generation, found, candidates)
+
+    def candidates(self, fp: Fingerprint, *, limit: int | None = MAX_CANDIDATES,
+                   ) -> list[Candidate]:
+        """Registrations stage 2 should verify (excluding stage 1's copies).
+
+        `limit`: the most word-index candidates (None: all with MIN_VOTES votes).
+        """
         good, low = _split_codes(fp, query=True)
         near = self._near_hits(fp)
         out: dict[int, Candidate] = {
@@ -407,7 +483,8 @@ class Matcher:
         local = fp.local
         if local is not None and len(local):
             ids, angles = words(local)
-            for score in self._words.search(ids, angles, limit=MAX_CANDIDATES,
+            most = len(self._words) if limit is None else limit
+            for score in self._words.search(ids, angles, limit=most,
                                             min_votes=MIN_VOTES,
                                             max_postings=WORD_POSTINGS_BUDGET):
                 if near.get(score.ref, (PDQ_CANDIDATE + 1,))[0] <= PDQ_COPY:
@@ -415,7 +492,7 @@ class Matcher:
                 c = out.get(score.ref, Candidate(score.ref))
                 out[score.ref] = Candidate(c.ref, c.pdq, c.pdq_pair, c.gated, score.score,
                                            score.votes)
-        return sorted(out.values(), key=lambda c: (c.pdq is None, c.pdq or 0, -c.votes, c.ref))
+        return sorted(out.values(), key=_candidate_order)
 
     def match(self, fp: Fingerprint, features_of: Callable[[int], bytes | None]) -> list[Match]:
         """Both stages in one call (benchmarks, tests, the `check` endpoint off the hot path)."""
@@ -508,6 +585,7 @@ class BulkLoad:
             return
         m._refs.add(ref)
         m._generation += 1
+        m._journal.clear()  # not journalled: looks from before it are redone in full
         self._added += 1
         if _legacy(fp):
             m._legacy.add(ref, fp.hashes["phash"])

@@ -16,7 +16,10 @@ the same photo cannot both pass; the second sees the first's reservation.
 Stage 2 awaits the pool, so `_match` loops: after verifying, it reads the index
 again (stage 1 and the candidate list) and returns without awaiting only when
 every candidate it now sees has been verified; a reservation or registration
-that appeared meanwhile and is a candidate is verified in another round. After
+that appeared meanwhile and is a candidate is verified in another round. The
+later reads cover only the index entries added or discarded since the previous
+one (`Matcher.look_again`), with nothing lost: under load every round used to be
+a full lookup, since every upload changes the index. After
 `_MAX_ROUNDS` rounds (a burst of look-alike uploads) it decides on what it has
 verified, so a stage-2-only copy reserved in that window can still pass; a
 stage-1 copy never can. Across replicas, `recheck` runs under the store's
@@ -37,7 +40,7 @@ from typing import Literal
 
 from .auth import Principal
 from .fingerprint import Fingerprint
-from .matching import Candidate, Match, Matcher, decide, rank, verify_many
+from .matching import Candidate, Match, Matcher, Stage1, decide, rank, verify_many
 from .records import NewRegistration, Registration, format_time, new_registration_id, utc_now
 from .store import DuplicateIdempotencyKey, RegistrationSuperseded, Store, StoreError
 from .verification import Evidence
@@ -212,11 +215,14 @@ class Registry:
         verified too, so similar registrations are listed beside the copy.
         """
         verified = {} if verified is None else verified
+        seen: Stage1 | None = None
         for round_ in range(_MAX_ROUNDS + 1):
-            found = self.matcher.search(fp)
-            if not complete and any(m.verdict == "copy" for m in found):
+            # After an await, only what the index gained or lost since is read (look_again).
+            seen = (self.matcher.look(fp, stop_at_copy=not complete) if seen is None
+                    else self.matcher.look_again(seen, stop_at_copy=not complete))
+            found, candidates = seen.found, seen.candidates
+            if candidates is None:
                 return found  # stage 1 decides: no verification needed
-            candidates = self.matcher.candidates(fp)
             todo = [c for c in candidates if c.ref not in verified]
             if not todo or round_ == _MAX_ROUNDS:
                 decided = [decide(c, verified.get(c.ref)) for c in candidates]

@@ -159,6 +159,85 @@ def test_search_then_candidates_read_the_pdq_index_once(
     assert lookups.count(matcher._pdq) == 2
 
 
+def _refs(candidates: list[Candidate] | None) -> set[int]:
+    assert candidates is not None
+    return {c.ref for c in candidates}
+
+
+def test_look_again_reads_only_what_changed(
+    fixture_fps: list[Fingerprint], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After an await the registry looks again: a copy reserved meanwhile is found, one
+    discarded meanwhile is gone, and the whole PDQ index is not read a second time."""
+    matcher = Matcher(background=False)
+    *originals, copy = fixture_fps
+    for ref, fp in enumerate(originals[1:], start=1):
+        matcher.add(ref, fp)
+    lookups: list[object] = []
+    real = HammingIndex.search
+
+    def counting(self: HammingIndex, codes: list[bytes], radius: int) -> dict[int, Hit]:
+        lookups.append(self)
+        return real(self, codes, radius)
+
+    monkeypatch.setattr(HammingIndex, "search", counting)
+    first = matcher.look(copy)
+    assert first.found == [] and first.candidates is not None
+    assert matcher.look_again(first) is first  # nothing changed
+    reservation = (1 << 62) + 5
+    matcher.add(reservation, originals[0])
+    again = matcher.look_again(first)
+    assert [m.ref for m in again.found] == [reservation] and again.candidates is None
+    assert lookups.count(matcher._pdq) == 1  # only the first look read the whole index
+    matcher.discard(reservation)
+    matcher.add(0, originals[0])
+    assert [m.ref for m in matcher.look_again(first).found] == [0]
+    matcher.discard(0)
+    gone = matcher.look_again(first)
+    assert gone.found == [] and _refs(gone.candidates) == _refs(first.candidates)
+    assert lookups.count(matcher._pdq) == 1
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]])
+def test_look_again_agrees_with_a_full_look(fixture_fps: list[Fingerprint],
+                                            order: list[int]) -> None:
+    """Stage-1 copies exactly as a full look finds them; candidates a superset of its."""
+    *originals, _ = fixture_fps
+    for query in fixture_fps:
+        matcher = Matcher(background=False)
+        matcher.add(100 + order[0], originals[order[0]])
+        earlier = matcher.look(query, stop_at_copy=False)
+        for step, i in enumerate(order[1:]):
+            matcher.add(100 + i, originals[i])
+            if step == 1:
+                matcher.discard(100 + order[0])
+            later = matcher.look_again(earlier, stop_at_copy=False)
+            full = matcher.look(query, stop_at_copy=False)
+            assert later.found == full.found
+            assert _refs(full.candidates) <= _refs(later.candidates)
+            if step >= 1:  # discarded: neither a copy nor a candidate any more
+                assert 100 + order[0] not in _refs(later.candidates) | {m.ref for m in later.found}
+            earlier = later
+
+
+def test_look_again_redoes_what_the_journal_no_longer_covers(
+    fixture_fps: list[Fingerprint],
+) -> None:
+    """Past JOURNAL_CHANGES changes, or across a bulk load, the look is redone in full."""
+    *originals, copy = fixture_fps
+    matcher = Matcher(background=False)
+    first = matcher.look(copy)
+    for ref in range(rule.JOURNAL_CHANGES + 1):
+        matcher.add(1000 + ref, originals[1 + ref % 3])
+    matcher.add(7, originals[0])
+    assert [m.ref for m in matcher.look_again(first).found] == [7]
+    bulk = Matcher(background=False)
+    before = bulk.look(copy)
+    bulk.add(1, originals[1])
+    bulk.add_many([(2, originals[0])])
+    assert [m.ref for m in bulk.look_again(before).found] == [2]
+
+
 def test_add_many_equals_add(fixture_fps: list[Fingerprint]) -> None:
     one, bulk = Matcher(background=False), Matcher(background=False)
     for ref, fp in enumerate(fixture_fps[:-1]):
