@@ -158,6 +158,9 @@ def _stable_order(values: np.ndarray) -> np.ndarray:
 def _build_tables(codes: np.ndarray, max_radius: int, chunk_bits: int | None) -> _Tables:
     size = len(codes)
     layout = _Layout.for_size(size, max_radius, chunk_bits)
+    if size == 0:  # nothing to probe (search skips the tables): no 2**16 offsets per chunk,
+        # which made every new index cost ~10 ms (Matcher.look_again builds small ones)
+        return _Tables(0, layout, np.empty((len(layout.widths), 0), np.int32), [], [])
     order = np.empty((len(layout.widths), size), np.int32)
     offsets = []
     for c, values in enumerate(layout.values(codes)):
@@ -292,21 +295,23 @@ class HammingIndex:
             return best
         tables = self._tables
         stored = _as_words(self._codes)
-        # (1): candidates from the tables: each chunk probed with its near values, for all
-        # query codes at once
         q = np.stack(queries)
-        qvalues = tables.layout.values(q)
-        starts, ends, which = [], [], []
-        order_flat = tables.order.ravel()
-        for c, (values, masks) in enumerate(zip(qvalues, tables.masks, strict=True)):
-            probes = (values[:, None] ^ masks[None, :]).ravel().astype(np.int64)
-            offsets = tables.offsets[c]
-            starts.append(offsets[probes].astype(np.int64) + c * tables.size)
-            ends.append(offsets[probes + 1].astype(np.int64) + c * tables.size)
-            which.append(np.repeat(np.arange(len(queries)), len(masks)))
-        starts_a, ends_a = np.concatenate(starts), np.concatenate(ends)
-        owner = np.repeat(np.concatenate(which), ends_a - starts_a)
-        positions = order_flat[_gather_ranges(starts_a, ends_a)].astype(np.int64)
+        positions, owner = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if tables.size:
+            # (1): candidates from the tables: each chunk probed with its near values, for
+            # all query codes at once
+            qvalues = tables.layout.values(q)
+            starts, ends, which = [], [], []
+            order_flat = tables.order.ravel()
+            for c, (values, masks) in enumerate(zip(qvalues, tables.masks, strict=True)):
+                probes = (values[:, None] ^ masks[None, :]).ravel().astype(np.int64)
+                offsets = tables.offsets[c]
+                starts.append(offsets[probes].astype(np.int64) + c * tables.size)
+                ends.append(offsets[probes + 1].astype(np.int64) + c * tables.size)
+                which.append(np.repeat(np.arange(len(queries)), len(masks)))
+            starts_a, ends_a = np.concatenate(starts), np.concatenate(ends)
+            owner = np.repeat(np.concatenate(which), ends_a - starts_a)
+            positions = order_flat[_gather_ranges(starts_a, ends_a)].astype(np.int64)
         # (2): plus the unindexed tail, by brute force, for every query code
         tail = np.arange(tables.size, self._n, dtype=np.int64)
         positions = np.concatenate([positions, np.tile(tail, len(queries))])
