@@ -33,6 +33,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -101,16 +102,7 @@ class LocalService:
         if self.process is None:
             return 0.0, 0.0
         pid = self.process.proc.pid
-        tick = os.sysconf("SC_CLK_TCK")
-        stats: dict[int, tuple[int, float]] = {}  # pid -> (ppid, cpu seconds)
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+        stats = _proc_stats()
         main = stats.get(pid, (0, 0.0))[1]
         family, frontier = set(), {pid}
         while frontier:
@@ -295,6 +287,98 @@ HEADER = (
 )
 
 
+# Frames where a thread waits rather than works: left out of the profile's shares.
+_IDLE_FRAMES = (
+    "select (selectors.py",
+    "_worker (concurrent/futures/thread.py",
+    "wait (threading.py",
+    "_recv_exactly (shotstamp_service/pool.py",
+)
+
+
+def start_profilers(service: LocalService, seconds: float, out: Path) -> list[subprocess.Popen]:
+    """py-spy on the service process and on one fingerprint worker, `seconds` long.
+
+    `--gil`: only the thread holding the GIL is sampled, so the shares are of
+    the Python work that competes for the cores, not of threads waiting on a
+    queue, a socket or SQLite's disk writes.
+    """
+    if service.process is None:
+        return []
+    main = service.process.proc.pid
+    children = _children(main)
+    workers = [w for fs in children for w in _children(fs)]
+    targets = [("service", main)] + ([("worker", workers[0])] if workers else [])
+    out.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).parent / "py-spy"
+    return [
+        subprocess.Popen(
+            [
+                str(spy),
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(max(1, int(seconds))),
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--output",
+                str(out / f"{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in targets
+    ]
+
+
+def _children(pid: int) -> list[int]:
+    return [child for child, (parent, _) in _proc_stats().items() if parent == pid]
+
+
+def _proc_stats() -> dict[int, tuple[int, float]]:
+    """pid → (parent pid, CPU seconds so far) of every process, from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return stats
+
+
+def summarise_profile(path: Path, top: int = 12) -> str:
+    """Shares of the sampled work: inclusive by our and the libraries' frames, then self."""
+    total, inclusive, own = 0, Counter[str](), Counter[str]()
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if any(idle in frames[-1] for idle in _IDLE_FRAMES):
+            continue
+        total += int(count)
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            inclusive[frame] += int(count)
+    if not total:
+        return f"{path.stem}: no samples"
+    # Frames every request passes through (event loop, middlewares) say nothing.
+    wanted = ("shotstamp_service/", "PIL/", "imagehash/", "aiohttp/multipart", "sqlite")
+    rows = [
+        f"  {n / total:6.1%}  {frame}"
+        for frame, n in inclusive.most_common()
+        if any(mark in frame for mark in wanted) and n < 0.6 * total
+    ][:top]
+    rows += ["  self:"] + [f"  {n / total:6.1%}  {frame}" for frame, n in own.most_common(8)]
+    return f"{path.stem}: {total} samples\n" + "\n".join(rows)
+
+
 async def run_level(
     args: argparse.Namespace,
     files: list[bytes],
@@ -347,10 +431,27 @@ async def run_level(
             watch = asyncio.create_task(watcher.run())
             cursor = [0] if services else args.cursor
             before = [service.cpu_seconds() for service in services]
+            spies = []
+            if args.profile and services:
+                # Past the first seconds (connections, warm caches), not past the end.
+                spies = start_profilers(services[0], args.duration - 4, args.profile)
             result = await drive(
-                session, urls, keys, files, clients, args.duration, args.bad_fraction, cursor,
+                session,
+                urls,
+                keys,
+                files,
+                clients,
+                args.duration,
+                args.bad_fraction,
+                cursor,
                 pace,
             )
+            for spy in spies:
+                spy.wait()
+            if spies:
+                for name in ("service", "worker"):
+                    if (args.profile / f"{name}.txt").exists():
+                        print(summarise_profile(args.profile / f"{name}.txt"), file=sys.stderr)
             if services:
                 after = [service.cpu_seconds() for service in services]
                 result.cpu_main = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
@@ -430,9 +531,7 @@ async def main_async(args: argparse.Namespace) -> None:
             f"ack→sealed over all runs: p50 {pct(all_seal, 50) * 1000:.0f} ms, "
             f"p99 {pct(all_seal, 99) * 1000:.0f} ms, max {max(all_seal) * 1000:.0f} ms"
         )
-    fives = sum(
-        v for r in every for k, v in r.outcomes.items() if k.split(":")[-1].startswith("5")
-    )
+    fives = sum(v for r in every for k, v in r.outcomes.items() if k.split(":")[-1].startswith("5"))
     lost = sum(r.outcomes["unsealed-after-30s"] for r in every)
     print(f"5xx answers: {fives}; acknowledged but not sealed within 30 s: {lost}")
 
@@ -484,6 +583,13 @@ def main() -> None:
         default="1",
         help="service processes; a comma-separated list compares counts side by side "
         "(several need --postgres), e.g. 1,2",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy the service and one worker during each run; raw stacks in DIR, "
+        "a summary on stderr",
     )
     args = parser.parse_args()
     if max(int(c) for c in args.replicas.split(",")) > 1 and not args.postgres:
