@@ -9,8 +9,9 @@
 Pure and picklable: the service runs `fingerprint` (or `thumbnail.fingerprint_and_thumbnail`:
 the same from the same decode, plus the staff thumbnail) in a process pool. The upload is
 decoded once by `decode.open_image` (allowlist, bomb guards, first frame, upright, transparency
-on white), reduced in the decoder to at least 256 px a side, and everything is computed from
-its `decode.canonical_grey` (luminance, long side 256):
+on white), reduced in the decoder to about 256 px a side (`decode.draft_side`: up to 3 % short,
+then enlarged), and everything is computed from its `decode.canonical_grey` (luminance, long
+side 256):
 
 - `sha256` of the uploaded bytes (not of the pixels), so anyone holding the file can check it;
 - `hashes`: `pdq` of the whole image, `pdq_trim` of its content box when it has a uniform
@@ -42,6 +43,7 @@ from .decode import (
     DecodeLimits,
     ImageRejected,
     canonical_grey,
+    draft_side,
     open_image,
 )
 from .hashes import PerceptualHash
@@ -143,7 +145,8 @@ def fingerprint(data: bytes, limits: DecodeLimits = _DEFAULT_LIMITS) -> Fingerpr
     for the thumbnail too: an image fingerprints the same either way.
     """
     digest = hashlib.sha256(data).hexdigest()
-    decoded = open_image(data, limits, draft=(CANONICAL_SIDE, CANONICAL_SIDE), mode="RGB")
+    side = draft_side(CANONICAL_SIDE)
+    decoded = open_image(data, limits, draft=(side, side), mode="RGB")
     return fingerprint_decoded(digest, decoded)
 
 

@@ -19,7 +19,7 @@ import logging
 
 from PIL import Image
 
-from .decode import CANONICAL_SIDE, open_image
+from .decode import CANONICAL_SIDE, draft_side, open_image
 from .fingerprint import DecodeLimits, Fingerprint, fingerprint_decoded
 
 __all__ = ["JPEG_QUALITY", "fingerprint_and_thumbnail", "make_thumbnail", "thumbnail_jpeg"]
@@ -35,7 +35,7 @@ JPEG_QUALITY = 80
 def thumbnail_jpeg(image: Image.Image, size: int) -> bytes:
     """A JPEG of a decoded image whose longer side is at most `size` pixels, without metadata."""
     small = image.copy()
-    # BOX (area average) from a decode already reduced to about twice `size`:
+    # BOX (area average) from a decode already reduced to at most about twice `size`:
     # a clean preview for 1.3 ms where LANCZOS and an optimised Huffman pass
     # took 4.5 ms, a third of a worker's time per upload (bench/load.py).
     small.thumbnail((size, size), Image.Resampling.BOX)
@@ -65,8 +65,10 @@ def fingerprint_and_thumbnail(
     thumbnails); a failed thumbnail is logged and returned as None.
     """
     digest = hashlib.sha256(data).hexdigest()
-    # At least CANONICAL_SIDE for the hashes and `size` for the thumbnail, on each side.
-    side = max(CANONICAL_SIDE, size)
+    # About CANONICAL_SIDE for the hashes and `size` for the thumbnail, on each side: up to
+    # 3 % short (decode.draft_side), so a 1000 px JPEG decodes at 1/4 scale, not 1/2, and a
+    # 256 px thumbnail comes out 250 px.
+    side = draft_side(max(CANONICAL_SIDE, size))
     decoded = open_image(data, limits, draft=(side, side), mode="RGB")
     fp = fingerprint_decoded(digest, decoded)
     try:
