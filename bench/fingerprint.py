@@ -17,7 +17,8 @@ in one process and interleaved image by image so that machine load hits both ali
 Prints medians, the ratio naive / ours, and the draft tolerance: for every image, the
 fingerprint with libjpeg's reduced-size decode against the same with a full decode (the
 canonical image is then made from the full image): PDQ and pHash bit differences, and ORB
-inliers between the two feature sets.
+inliers between the two feature sets; and the same against a decode never below 256 px
+(no `decode.DRAFT_SLACK`: 1/2 scale instead of 1/4 for a 1000 px JPEG).
 """
 
 from __future__ import annotations
@@ -33,7 +34,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from shotstamp_service import hashes
-from shotstamp_service.decode import CANONICAL_SIDE, DecodeLimits, canonical_grey, open_image
+from shotstamp_service.decode import (
+    CANONICAL_SIDE,
+    DecodeLimits,
+    canonical_grey,
+    draft_side,
+    open_image,
+)
 from shotstamp_service.fingerprint import fingerprint, fingerprint_decoded
 from shotstamp_service.hashes import PerceptualHash
 from shotstamp_service.thumbnail import fingerprint_and_thumbnail, make_thumbnail
@@ -110,7 +117,7 @@ THUMBNAIL_SIZE = 256  # the service's default
 
 def decode(data: bytes) -> np.ndarray:
     """The canonical grey image, from the reduced decode the fingerprint uses."""
-    side = (CANONICAL_SIDE, CANONICAL_SIDE)
+    side = (draft_side(CANONICAL_SIDE),) * 2
     return canonical_grey(open_image(data, LIMITS, draft=side, mode="RGB").image)
 
 
@@ -129,6 +136,30 @@ def global_only(data: bytes) -> object:
     if box is not None:
         out.append(hashes.pdq(grey[box[1]:box[3], box[0]:box[2]]))
     return out
+
+
+def _tolerance(datas: list[bytes], draft: tuple[int, int] | None) -> dict[str, list[float]]:
+    """Bits and ORB inliers between `fingerprint` and the same from another decode."""
+    out: dict[str, list[float]] = {"pdq": [], "pdq_trim": [], "phash": [], "inliers": [],
+                                   "kept": []}
+    for data in datas:
+        drafted = fingerprint(data)
+        other = fingerprint_decoded(drafted.sha256, open_image(data, LIMITS, draft=draft,
+                                                               mode="RGB"))
+        for name in ("pdq", "pdq_trim", "phash"):
+            if name in drafted.hashes and name in other.hashes:
+                out[name].append(PerceptualHash(drafted.hashes[name])
+                                 - PerceptualHash(other.hashes[name]))
+        assert drafted.local is not None and other.local is not None
+        ev = verify_pair(drafted.local, other.local)
+        out["inliers"].append(ev.inliers)
+        out["kept"].append(ev.inliers / max(1, len(other.local)))
+    return out
+
+
+def _summary(v: list[float]) -> str:
+    return (f"identical {sum(x == 0 for x in v)}/{len(v)}, mean {np.mean(v):.1f}, "
+            f"max {max(v):.0f}") if v else "-"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,33 +196,24 @@ def main(argv: list[str] | None = None) -> int:
     for name, ms in medians.items():
         print(f"| {name} | {ms:.2f} | {1000 / ms:.0f} | {base / ms:.2f}× |")
 
-    # Draft tolerance: reduced-size decode against a full decode, same canonical size after.
-    pdq_bits, trim_bits, phash_bits, inliers, kept = [], [], [], [], []
-    for data in datas:
-        drafted = fingerprint(data)
-        full = fingerprint_decoded(drafted.sha256, open_image(data, LIMITS, mode="RGB"))
-        pdq_bits.append(PerceptualHash(drafted.hashes["pdq"]) - PerceptualHash(full.hashes["pdq"]))
-        phash_bits.append(PerceptualHash(drafted.hashes["phash"])
-                          - PerceptualHash(full.hashes["phash"]))
-        if "pdq_trim" in drafted.hashes and "pdq_trim" in full.hashes:
-            trim_bits.append(PerceptualHash(drafted.hashes["pdq_trim"])
-                             - PerceptualHash(full.hashes["pdq_trim"]))
-        assert drafted.local is not None and full.local is not None
-        ev = verify_pair(drafted.local, full.local)
-        inliers.append(ev.inliers)
-        kept.append(ev.inliers / max(1, len(full.local)))
-
-    def summary(v: list[int]) -> str:
-        return (f"identical {sum(x == 0 for x in v)}/{len(v)}, mean {np.mean(v):.1f}, "
-                f"max {max(v)}") if v else "-"
-
-    print()
-    print("Draft decode (libjpeg DCT scaling to ≥256 px) against a full decode:")
-    print(f"- PDQ bits differing: {summary(pdq_bits)}")
-    print(f"- PDQ of the content box: {summary(trim_bits)}")
-    print(f"- pHash bits differing: {summary(phash_bits)}")
-    print(f"- ORB: {np.median(inliers):.0f} inliers median between the two feature sets "
-          f"({np.median(kept):.0%} of keypoints)")
+    # Draft tolerance: reduced-size decode against a full decode, and against a decode never
+    # below CANONICAL_SIDE (no slack), same canonical size after.
+    tolerance = {}
+    for label, draft in (("a full decode", None),
+                         (f"a decode never below {CANONICAL_SIDE} px (no slack)",
+                          (CANONICAL_SIDE, CANONICAL_SIDE))):
+        tolerance[label] = _tolerance(datas, draft)
+    for label, t in tolerance.items():
+        print()
+        print(f"Draft decode (libjpeg DCT scaling to ≥{draft_side(CANONICAL_SIDE)} px) "
+              f"against {label}:")
+        print(f"- PDQ bits differing: {_summary(t['pdq'])}")
+        print(f"- PDQ of the content box: {_summary(t['pdq_trim'])}")
+        print(f"- pHash bits differing: {_summary(t['phash'])}")
+        print(f"- ORB: {np.median(t['inliers']):.0f} inliers median between the two feature "
+              f"sets ({np.median(t['kept']):.0%} of keypoints)")
+    full_t = tolerance["a full decode"]
+    pdq_bits, phash_bits, inliers = full_t["pdq"], full_t["phash"], full_t["inliers"]
     report = {"images": len(datas), "median_ms": medians,
               "speedup_whole": base / medians["shotstamp fingerprint (whole)"],
               "speedup_global": base / medians["shotstamp global hashes only"],
@@ -199,7 +221,12 @@ def main(argv: list[str] | None = None) -> int:
                   "worker, fingerprint + thumbnail, one decode"],
               "draft": {"pdq_max": max(pdq_bits), "pdq_mean": float(np.mean(pdq_bits)),
                         "phash_max": max(phash_bits),
-                        "orb_inliers_median": float(np.median(inliers))}}
+                        "orb_inliers_median": float(np.median(inliers))},
+              "draft_vs_no_slack": {
+                  name: {"mean": float(np.mean(v)), "max": max(v)} if v else None
+                  for name, v in tolerance[
+                      f"a decode never below {CANONICAL_SIDE} px (no slack)"].items()
+                  if name in ("pdq", "pdq_trim", "phash")}}
     (OUT / "fingerprint.json").write_text(json.dumps(report, indent=2))
     return 0
 
