@@ -434,7 +434,8 @@ async def run_level(
             spies = []
             if args.profile and services:
                 # Past the first seconds (connections, warm caches), not past the end.
-                spies = start_profilers(services[0], args.duration - 4, args.profile)
+                level = f"{replicas}x{clients}" if pace is None else f"{replicas}x{pace:.0f}per-s"
+                spies = start_profilers(services[0], args.duration - 4, args.profile / level)
             result = await drive(
                 session,
                 urls,
@@ -450,8 +451,9 @@ async def run_level(
                 spy.wait()
             if spies:
                 for name in ("service", "worker"):
-                    if (args.profile / f"{name}.txt").exists():
-                        print(summarise_profile(args.profile / f"{name}.txt"), file=sys.stderr)
+                    raw = args.profile / level / f"{name}.txt"
+                    if raw.exists():
+                        print(f"[{level}] " + summarise_profile(raw), file=sys.stderr)
             if services:
                 after = [service.cpu_seconds() for service in services]
                 result.cpu_main = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
