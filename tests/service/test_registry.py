@@ -63,9 +63,9 @@ async def test_a_copy_of_a_registration_still_being_committed_is_a_conflict(stor
     await store.close()
 
 
-async def test_two_replicas_never_both_accept_copies_of_one_photo(postgres_url):
-    """Both replicas search before either commits, so neither index knows the other's
-    upload; the store's insert lock and the registry's last look still let only one in."""
+async def _two_replicas(postgres_url: str) -> tuple[list[GatedStore], list[Registry]]:
+    """Two registries on one PostgreSQL database, each committing through its own gate
+    (the commit-order guard stays on the real store)."""
     from shotstamp_service.store.postgres import PostgresStore
 
     stores = [GatedStore(PostgresStore(postgres_url)) for _ in range(2)]
@@ -73,7 +73,14 @@ async def test_two_replicas_never_both_accept_copies_of_one_photo(postgres_url):
         await gated._store.open()
     replicas = [Registry(gated._store, Matcher(), fingerprint_here) for gated in stores]
     for registry, gated in zip(replicas, stores, strict=True):
-        registry.store = gated  # commits pass the gate; the guard stays on the real store
+        registry.store = gated
+    return stores, replicas
+
+
+async def test_two_replicas_never_both_accept_copies_of_one_photo(postgres_url):
+    """Both replicas search before either commits, so neither index knows the other's
+    upload; the store's insert lock and the registry's last look still let only one in."""
+    stores, replicas = await _two_replicas(postgres_url)
     original = imagegen.jpeg(61)
     uploads = [
         asyncio.create_task(replicas[0].register(Principal("acme", "seller", "k1"), original)),
@@ -96,14 +103,7 @@ async def test_two_replicas_never_both_accept_copies_of_one_photo(postgres_url):
 
 
 async def test_one_seller_uploading_one_photo_to_two_replicas_registers_it_once(postgres_url):
-    from shotstamp_service.store.postgres import PostgresStore
-
-    stores = [GatedStore(PostgresStore(postgres_url)) for _ in range(2)]
-    for gated in stores:
-        await gated._store.open()
-    replicas = [Registry(gated._store, Matcher(), fingerprint_here) for gated in stores]
-    for registry, gated in zip(replicas, stores, strict=True):
-        registry.store = gated
+    stores, replicas = await _two_replicas(postgres_url)
     acme = Principal("acme", "seller", "k1")
     original = imagegen.jpeg(62)
     uploads = [
@@ -156,14 +156,7 @@ async def test_a_crop_of_a_registration_still_being_committed_is_a_conflict(stor
 async def test_two_replicas_never_both_accept_an_original_and_its_crop(postgres_url):
     """The crop is a copy only for stage 2: the last look under the insert lock verifies
     the candidates registered since the decision."""
-    from shotstamp_service.store.postgres import PostgresStore
-
-    stores = [GatedStore(PostgresStore(postgres_url)) for _ in range(2)]
-    for gated in stores:
-        await gated._store.open()
-    replicas = [Registry(gated._store, Matcher(), fingerprint_here) for gated in stores]
-    for registry, gated in zip(replicas, stores, strict=True):
-        registry.store = gated
+    stores, replicas = await _two_replicas(postgres_url)
     original = imagegen.encode(imagegen.detailed_photo(64))
     uploads = [
         asyncio.create_task(replicas[0].register(Principal("acme", "seller", "k1"), original)),
