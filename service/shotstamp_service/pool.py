@@ -170,6 +170,7 @@ class FingerprintPool:
         self._all: set[_Worker] = set()
         self._closed = False
         self._starting: asyncio.Lock | None = None
+        self._replacing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Start the forkserver and the workers now rather than on the first upload.
@@ -273,22 +274,51 @@ class FingerprintPool:
             # it so the next upload works, and refuse this one.
             log.error("a fingerprint worker died (%s); starting another", exc)
             self._retire(worker)
-            if not self._closed:
-                self._idle.put_nowait(await self._spawn())
+            self._replace()
             raise ApiError(
                 422, "image_rejected", "the image could not be processed within limits"
             ) from exc
         except BaseException:
             self._retire(worker)
-            if not self._closed:
-                self._idle.put_nowait(await self._spawn())
+            self._replace()
             raise
         self._idle.put_nowait(worker)
         result: tuple[str, Any] = pickle.loads(reply)
         return result
 
+    def _replace(self) -> None:
+        """Start a worker in the background for one that was retired.
+
+        In the background, retried until it starts: the upload that lost its
+        worker is answered at once, and a forkserver that cannot fork for a
+        while (memory pressure) must not shrink the pool for good, which would
+        leave later uploads waiting for a worker that never comes.
+        """
+        if not self._closed:
+            task = asyncio.get_running_loop().create_task(self._replace_until_started())
+            self._replacing.add(task)
+            task.add_done_callback(self._replacing.discard)
+
+    async def _replace_until_started(self) -> None:
+        delay = 0.1
+        while not self._closed:
+            try:
+                worker = await self._spawn()
+            except Exception as exc:
+                log.error("cannot start a fingerprint worker (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if self._closed or self._idle is None:
+                self._retire(worker)
+            else:
+                self._idle.put_nowait(worker)
+            return
+
     def close(self) -> None:
         self._closed = True
+        for task in list(self._replacing):
+            task.cancel()
         if self._thread is not None:
             self._thread.shutdown(wait=True, cancel_futures=True)
         for worker in list(self._all):

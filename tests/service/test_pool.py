@@ -46,11 +46,39 @@ async def test_a_dead_worker_fails_its_job_with_422_and_is_replaced(pool):
     with pytest.raises(ApiError) as caught:
         await pool._run(functools.partial(os._exit, 3))
     assert caught.value.status == 422
-    after = pool.worker_pids()
-    assert len(after) == 2 and after != before
+    after = await _two_workers(pool)
+    assert after != before
     # Both the survivor and the replacement work.
     images = [jpeg(seed) for seed in range(10, 14)]
     assert await asyncio.gather(*(pool(d) for d in images)) == [fingerprint(d) for d in images]
+
+
+async def _two_workers(pool: FingerprintPool) -> set[int]:
+    """The pool's workers once a replacement (started in the background) has joined."""
+    for _ in range(200):
+        if len(pool.worker_pids()) == 2 and pool._idle is not None and pool._idle.qsize() == 2:
+            return pool.worker_pids()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no replacement worker: {pool.worker_pids()}")
+
+
+async def test_a_replacement_that_cannot_start_is_retried(pool, monkeypatch):
+    """A forkserver that cannot fork for a moment must not shrink the pool for good."""
+    spawn, failures = pool._spawn, []
+
+    async def flaky_spawn():
+        if len(failures) < 2:
+            failures.append(1)
+            raise OSError("cannot fork now")
+        return await spawn()
+
+    monkeypatch.setattr(pool, "_spawn", flaky_spawn)
+    with pytest.raises(ApiError):
+        await pool._run(functools.partial(os._exit, 3))
+    await _two_workers(pool)
+    assert len(failures) == 2
+    data = jpeg(7)
+    assert await asyncio.gather(pool(data), pool(data)) == [fingerprint(data)] * 2
 
 
 async def test_a_cancelled_upload_leaves_the_pool_whole(pool):
