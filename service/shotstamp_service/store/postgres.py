@@ -72,6 +72,10 @@ from .base import (
     StoredFingerprint,
     StoreError,
 )
+from .rows import ANCHOR_COLUMNS, CHECKPOINT_COLUMNS, DELIVERY_COLUMNS, REG_COLUMNS, Rows
+
+# jsonb columns arrive decoded (the connection codec).
+_ROWS = Rows(json_text=False)
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
 
@@ -232,10 +236,6 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-_REG_COLUMNS = (
-    "seq, id, seller, sha256, perceptual, received_at, width, height, title, reference,"
-    " idempotency_key, leaf_index"
-)
 
 # Settings every session gets, whatever the server's defaults say.
 _SESSION_SETTINGS = {
@@ -256,118 +256,6 @@ def _translated(what: str) -> Iterator[None]:
         raise
     except _DRIVER_ERRORS as exc:
         raise StoreError(f"postgres {what} failed: {exc}") from exc
-
-
-def _registration(row: asyncpg.Record) -> Registration:
-    return Registration(
-        seq=row["seq"],
-        id=row["id"],
-        seller=row["seller"],
-        sha256=row["sha256"],
-        perceptual=row["perceptual"],
-        received_at=row["received_at"],
-        width=row["width"],
-        height=row["height"],
-        title=row["title"],
-        reference=row["reference"],
-        idempotency_key=row["idempotency_key"],
-        leaf_index=row["leaf_index"],
-    )
-
-
-def _checkpoint(row: asyncpg.Record) -> CheckpointRecord:
-    return CheckpointRecord(
-        tree_size=row["tree_size"],
-        root_hash=bytes(row["root_hash"]),
-        timestamp_ns=row["timestamp_ns"],
-        note=row["note"],
-        key_id=row["key_id"],
-    )
-
-
-def _signing_key(row: asyncpg.Record) -> SigningKeyRecord:
-    return SigningKeyRecord(
-        key_id=row["key_id"],
-        name=row["name"],
-        algorithm=row["algorithm"],
-        public_key=bytes(row["public_key"]),
-        not_before=row["not_before"],
-        not_after=row["not_after"],
-    )
-
-
-_ANCHOR_COLUMNS = (
-    "a.id, a.anchor, a.kind, a.tree_size, a.status, a.created_at, a.attempts,"
-    " a.next_attempt_at, a.claim, a.progress, a.last_error, a.evidence, a.anchored_at"
-)
-_CHECKPOINT_COLUMNS = "c.root_hash, c.timestamp_ns, c.note, c.key_id"
-
-
-def _anchor_job(row: asyncpg.Record, *, joined: bool = False) -> AnchorJob:
-    return AnchorJob(
-        id=row["id"],
-        anchor=row["anchor"],
-        kind=row["kind"],
-        tree_size=row["tree_size"],
-        status=row["status"],
-        created_at=row["created_at"],
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        claim=row["claim"],
-        progress=row["progress"],
-        last_error=row["last_error"],
-        evidence=row["evidence"],
-        anchored_at=row["anchored_at"],
-        checkpoint=_checkpoint(row) if joined else None,
-    )
-
-
-def _webhook(row: asyncpg.Record) -> WebhookRecord:
-    return WebhookRecord(
-        id=row["id"],
-        seller=row["seller"],
-        url=row["url"],
-        secret=row["secret"],
-        events=tuple(row["events"]),
-        created_at=row["created_at"],
-    )
-
-
-_DELIVERY_COLUMNS = (
-    "d.id, d.webhook_id, d.event_id, d.event_type, d.payload, d.created_at, d.status,"
-    " d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.delivered_at"
-)
-
-
-def _delivery(row: asyncpg.Record, *, joined: bool = False) -> WebhookDelivery:
-    return WebhookDelivery(
-        id=row["id"],
-        webhook_id=row["webhook_id"],
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        payload=bytes(row["payload"]),
-        created_at=row["created_at"],
-        status=row["status"],
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        last_status=row["last_status"],
-        last_error=row["last_error"],
-        delivered_at=row["delivered_at"],
-        url=row["url"] if joined else "",
-        secret=row["secret"] if joined else "",
-    )
-
-
-def _api_key(row: asyncpg.Record) -> ApiKey:
-    return ApiKey(
-        key_id=row["key_id"],
-        secret_hash=bytes(row["secret_hash"]),
-        seller=row["seller"],
-        role=row["role"],
-        created_at=row["created_at"],
-        revoked_at=row["revoked_at"],
-        label=row["label"],
-    )
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -528,12 +416,12 @@ class PostgresStore(Store):
     async def get_api_key(self, key_id: str) -> ApiKey | None:
         with _translated("read"):
             row = await self.pool.fetchrow("SELECT * FROM api_keys WHERE key_id = $1", key_id)
-        return _api_key(row) if row else None
+        return _ROWS.api_key(row) if row else None
 
     async def list_api_keys(self) -> list[ApiKey]:
         with _translated("read"):
             rows = await self.pool.fetch("SELECT * FROM api_keys ORDER BY created_at, key_id")
-        return [_api_key(row) for row in rows]
+        return [_ROWS.api_key(row) for row in rows]
 
     async def revoke_api_key(self, key_id: str, revoked_at: str) -> bool:
         with _translated("write"):
@@ -629,13 +517,13 @@ class PostgresStore(Store):
                 # Skipped by ON CONFLICT: this seller already used the key (perhaps
                 # earlier in this very batch); answer with that registration.
                 existing = await conn.fetchrow(
-                    f"SELECT {_REG_COLUMNS} FROM registrations"
+                    f"SELECT {REG_COLUMNS} FROM registrations"
                     " WHERE seller = $1 AND idempotency_key = $2",
                     new.seller,
                     new.idempotency_key,
                 )
                 out.append(
-                    DuplicateIdempotencyKey(_registration(existing))
+                    DuplicateIdempotencyKey(_ROWS.registration(existing))
                     if existing is not None
                     else StoreError(f"registration {new.id} was not stored")
                 )
@@ -644,9 +532,9 @@ class PostgresStore(Store):
     async def get_registration(self, registration_id: str) -> Registration | None:
         with _translated("read"):
             row = await self.pool.fetchrow(
-                f"SELECT {_REG_COLUMNS} FROM registrations WHERE id = $1", registration_id
+                f"SELECT {REG_COLUMNS} FROM registrations WHERE id = $1", registration_id
             )
-        return _registration(row) if row else None
+        return _ROWS.registration(row) if row else None
 
     async def get_registrations(self, seqs: Iterable[int]) -> dict[int, Registration]:
         wanted = sorted(set(seqs))
@@ -654,26 +542,26 @@ class PostgresStore(Store):
             return {}
         with _translated("read"):
             rows = await self.pool.fetch(
-                f"SELECT {_REG_COLUMNS} FROM registrations WHERE seq = ANY($1::bigint[])", wanted
+                f"SELECT {REG_COLUMNS} FROM registrations WHERE seq = ANY($1::bigint[])", wanted
             )
-        return {row["seq"]: _registration(row) for row in rows}
+        return {row["seq"]: _ROWS.registration(row) for row in rows}
 
     async def find_by_sha256(self, sha256: str) -> list[Registration]:
         with _translated("read"):
             rows = await self.pool.fetch(
-                f"SELECT {_REG_COLUMNS} FROM registrations WHERE sha256 = $1 ORDER BY seq", sha256
+                f"SELECT {REG_COLUMNS} FROM registrations WHERE sha256 = $1 ORDER BY seq", sha256
             )
-        return [_registration(row) for row in rows]
+        return [_ROWS.registration(row) for row in rows]
 
     async def find_by_idempotency_key(self, seller: str, key: str) -> Registration | None:
         with _translated("read"):
             row = await self.pool.fetchrow(
-                f"SELECT {_REG_COLUMNS} FROM registrations"
+                f"SELECT {REG_COLUMNS} FROM registrations"
                 " WHERE seller = $1 AND idempotency_key = $2",
                 seller,
                 key,
             )
-        return _registration(row) if row else None
+        return _ROWS.registration(row) if row else None
 
     async def iter_fingerprints(self, after_seq: int = 0) -> AsyncIterator[StoredFingerprint]:
         page = 20_000
@@ -722,11 +610,11 @@ class PostgresStore(Store):
     async def pending(self, limit: int) -> list[Registration]:
         with _translated("read"):
             rows = await self.pool.fetch(
-                f"SELECT {_REG_COLUMNS} FROM registrations WHERE leaf_index IS NULL"
+                f"SELECT {REG_COLUMNS} FROM registrations WHERE leaf_index IS NULL"
                 " ORDER BY seq LIMIT $1",
                 limit,
             )
-        return [_registration(row) for row in rows]
+        return [_ROWS.registration(row) for row in rows]
 
     async def count_pending(self) -> int:
         with _translated("read"):
@@ -841,7 +729,7 @@ class PostgresStore(Store):
                 f"SELECT tree_size, root_hash, timestamp_ns, note, key_id FROM checkpoints {where}",
                 *args,
             )
-        return _checkpoint(row) if row else None
+        return _ROWS.checkpoint(row) if row else None
 
     # -- webhooks and their outbox ---------------------------------------
     async def add_webhook(self, hook: WebhookRecord) -> None:
@@ -862,12 +750,12 @@ class PostgresStore(Store):
             rows = await self.pool.fetch(
                 "SELECT * FROM webhooks WHERE seller = $1 ORDER BY created_at, id", seller
             )
-        return [_webhook(row) for row in rows]
+        return [_ROWS.webhook(row) for row in rows]
 
     async def get_webhook(self, webhook_id: str) -> WebhookRecord | None:
         with _translated("read"):
             row = await self.pool.fetchrow("SELECT * FROM webhooks WHERE id = $1", webhook_id)
-        return _webhook(row) if row else None
+        return _ROWS.webhook(row) if row else None
 
     async def delete_webhook(self, webhook_id: str, seller: str) -> bool:
         with _translated("write"):
@@ -886,7 +774,7 @@ class PostgresStore(Store):
                 "SELECT * FROM webhooks WHERE seller = ANY($1::text[]) ORDER BY created_at, id",
                 wanted,
             )
-        return [_webhook(row) for row in rows]
+        return [_ROWS.webhook(row) for row in rows]
 
     async def enqueue_deliveries(self, deliveries: Sequence[WebhookDelivery]) -> None:
         if not deliveries:
@@ -911,7 +799,7 @@ class PostgresStore(Store):
         self, now: float, lease_until: float, limit: int
     ) -> list[WebhookDelivery]:
         # Each row comes back with the due time it had, as SQLite's claim reads it.
-        claimed = _DELIVERY_COLUMNS.replace("d.next_attempt_at", "due.next_attempt_at")
+        claimed = DELIVERY_COLUMNS.replace("d.next_attempt_at", "due.next_attempt_at")
         with _translated("write"):
             # SKIP LOCKED: dispatchers on several replicas claim disjoint rows.
             rows = await self.pool.fetch(
@@ -927,7 +815,7 @@ class PostgresStore(Store):
                 limit,
             )
         ordered = sorted(rows, key=lambda row: (row["next_attempt_at"], row["seq"]))
-        return [_delivery(row, joined=True) for row in ordered]
+        return [_ROWS.delivery(row, joined=True) for row in ordered]
 
     async def finish_delivery_attempt(
         self,
@@ -955,18 +843,18 @@ class PostgresStore(Store):
     async def list_deliveries(self, webhook_id: str, limit: int = 100) -> list[WebhookDelivery]:
         with _translated("read"):
             rows = await self.pool.fetch(
-                f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d"
+                f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d"
                 " WHERE d.webhook_id = $1 ORDER BY d.seq DESC LIMIT $2",
                 webhook_id,
                 limit,
             )
-        return [_delivery(row) for row in rows]
+        return [_ROWS.delivery(row) for row in rows]
 
     # -- signing keys (public halves; the private keys live on disk) ------
     async def list_signing_keys(self) -> list[SigningKeyRecord]:
         with _translated("read"):
             rows = await self.pool.fetch("SELECT * FROM signing_keys ORDER BY not_before, key_id")
-        return [_signing_key(row) for row in rows]
+        return [_ROWS.signing_key(row) for row in rows]
 
     async def activate_signing_key(self, key: SigningKeyRecord, *, replacing: str | None) -> None:
         with _translated("write"):
@@ -1057,12 +945,12 @@ class PostgresStore(Store):
                     claims,
                 )
                 rows = await conn.fetch(
-                    f"SELECT {_ANCHOR_COLUMNS}, {_CHECKPOINT_COLUMNS} FROM anchors a"
+                    f"SELECT {ANCHOR_COLUMNS}, {CHECKPOINT_COLUMNS} FROM anchors a"
                     " JOIN checkpoints c ON c.tree_size = a.tree_size"
                     " WHERE a.id = ANY($1::bigint[]) ORDER BY a.id",
                     [row["id"] for row in ids],
                 )
-        return [_anchor_job(row, joined=True) for row in rows]
+        return [_ROWS.anchor_job(row, joined=True) for row in rows]
 
     async def finish_anchor_attempt(self, job_id: int, claim: str, outcome: AnchorAttempt) -> bool:
         with _translated("write"):
@@ -1085,7 +973,7 @@ class PostgresStore(Store):
     async def anchors_covering(self, tree_size: int) -> list[AnchorJob]:
         with _translated("read"):
             rows = await self.pool.fetch(
-                f"SELECT {_ANCHOR_COLUMNS}, {_CHECKPOINT_COLUMNS} FROM anchors a"
+                f"SELECT {ANCHOR_COLUMNS}, {CHECKPOINT_COLUMNS} FROM anchors a"
                 " JOIN checkpoints c ON c.tree_size = a.tree_size"
                 " WHERE a.status = 'anchored' AND a.tree_size = ("
                 "   SELECT min(b.tree_size) FROM anchors b WHERE b.anchor = a.anchor"
@@ -1093,7 +981,7 @@ class PostgresStore(Store):
                 " ORDER BY a.anchor",
                 tree_size,
             )
-        return [_anchor_job(row, joined=True) for row in rows]
+        return [_ROWS.anchor_job(row, joined=True) for row in rows]
 
     async def list_anchor_jobs(self, *, anchor: str | None = None, limit: int = 100) -> list[
         AnchorJob
@@ -1101,13 +989,13 @@ class PostgresStore(Store):
         with _translated("read"):
             if anchor is None:
                 rows = await self.pool.fetch(
-                    f"SELECT {_ANCHOR_COLUMNS} FROM anchors a ORDER BY a.id DESC LIMIT $1", limit
+                    f"SELECT {ANCHOR_COLUMNS} FROM anchors a ORDER BY a.id DESC LIMIT $1", limit
                 )
             else:
                 rows = await self.pool.fetch(
-                    f"SELECT {_ANCHOR_COLUMNS} FROM anchors a WHERE a.anchor = $1"
+                    f"SELECT {ANCHOR_COLUMNS} FROM anchors a WHERE a.anchor = $1"
                     " ORDER BY a.id DESC LIMIT $2",
                     anchor,
                     limit,
                 )
-        return [_anchor_job(row) for row in rows]
+        return [_ROWS.anchor_job(row) for row in rows]

@@ -40,6 +40,10 @@ from .base import (
     StoredFingerprint,
     StoreError,
 )
+from .rows import ANCHOR_COLUMNS, CHECKPOINT_COLUMNS, DELIVERY_COLUMNS, REG_COLUMNS, Rows
+
+# JSON columns are TEXT here.
+_ROWS = Rows(json_text=True)
 
 __all__ = ["SQLiteStore"]
 
@@ -197,123 +201,6 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """,
 ]
 
-_REG_COLUMNS = (
-    "seq, id, seller, sha256, perceptual, received_at, width, height, title, reference,"
-    " idempotency_key, leaf_index"
-)
-
-
-def _registration(row: sqlite3.Row) -> Registration:
-    return Registration(
-        seq=row["seq"],
-        id=row["id"],
-        seller=row["seller"],
-        sha256=row["sha256"],
-        perceptual=json.loads(row["perceptual"]),
-        received_at=row["received_at"],
-        width=row["width"],
-        height=row["height"],
-        title=row["title"],
-        reference=row["reference"],
-        idempotency_key=row["idempotency_key"],
-        leaf_index=row["leaf_index"],
-    )
-
-
-def _checkpoint(row: sqlite3.Row) -> CheckpointRecord:
-    return CheckpointRecord(
-        tree_size=row["tree_size"],
-        root_hash=bytes(row["root_hash"]),
-        timestamp_ns=row["timestamp_ns"],
-        note=row["note"],
-        key_id=row["key_id"],
-    )
-
-
-def _api_key(row: sqlite3.Row) -> ApiKey:
-    return ApiKey(
-        key_id=row["key_id"],
-        secret_hash=bytes(row["secret_hash"]),
-        seller=row["seller"],
-        role=row["role"],
-        created_at=row["created_at"],
-        revoked_at=row["revoked_at"],
-        label=row["label"],
-    )
-
-
-def _webhook(row: sqlite3.Row) -> WebhookRecord:
-    return WebhookRecord(
-        id=row["id"],
-        seller=row["seller"],
-        url=row["url"],
-        secret=row["secret"],
-        events=tuple(json.loads(row["events"])),
-        created_at=row["created_at"],
-    )
-
-
-_DELIVERY_COLUMNS = (
-    "d.id, d.webhook_id, d.event_id, d.event_type, d.payload, d.created_at, d.status,"
-    " d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.delivered_at"
-)
-
-
-def _delivery(row: sqlite3.Row, *, joined: bool = False) -> WebhookDelivery:
-    return WebhookDelivery(
-        id=row["id"],
-        webhook_id=row["webhook_id"],
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        payload=bytes(row["payload"]),
-        created_at=row["created_at"],
-        status=row["status"],
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        last_status=row["last_status"],
-        last_error=row["last_error"],
-        delivered_at=row["delivered_at"],
-        url=row["url"] if joined else "",
-        secret=row["secret"] if joined else "",
-    )
-
-
-def _signing_key(row: sqlite3.Row) -> SigningKeyRecord:
-    return SigningKeyRecord(
-        key_id=row["key_id"],
-        name=row["name"],
-        algorithm=row["algorithm"],
-        public_key=bytes(row["public_key"]),
-        not_before=row["not_before"],
-        not_after=row["not_after"],
-    )
-
-
-_ANCHOR_COLUMNS = (
-    "a.id, a.anchor, a.kind, a.tree_size, a.status, a.created_at, a.attempts,"
-    " a.next_attempt_at, a.claim, a.progress, a.last_error, a.evidence, a.anchored_at"
-)
-_CHECKPOINT_COLUMNS = "c.root_hash, c.timestamp_ns, c.note, c.key_id"
-
-
-def _anchor_job(row: sqlite3.Row, *, joined: bool = False) -> AnchorJob:
-    return AnchorJob(
-        id=row["id"],
-        anchor=row["anchor"],
-        kind=row["kind"],
-        tree_size=row["tree_size"],
-        status=row["status"],
-        created_at=row["created_at"],
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        claim=row["claim"],
-        progress=json.loads(row["progress"]) if row["progress"] is not None else None,
-        last_error=row["last_error"],
-        evidence=json.loads(row["evidence"]) if row["evidence"] is not None else None,
-        anchored_at=row["anchored_at"],
-        checkpoint=_checkpoint(row) if joined else None,
-    )
-
 
 def _json_or_null(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
@@ -438,14 +325,14 @@ class SQLiteStore(Store):
     async def get_api_key(self, key_id: str) -> ApiKey | None:
         def run(conn: sqlite3.Connection) -> ApiKey | None:
             row = conn.execute("SELECT * FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
-            return _api_key(row) if row else None
+            return _ROWS.api_key(row) if row else None
 
         return await self._read(run)
 
     async def list_api_keys(self) -> list[ApiKey]:
         def run(conn: sqlite3.Connection) -> list[ApiKey]:
             rows = conn.execute("SELECT * FROM api_keys ORDER BY created_at, key_id")
-            return [_api_key(row) for row in rows]
+            return [_ROWS.api_key(row) for row in rows]
 
         return await self._read(run)
 
@@ -528,11 +415,11 @@ class SQLiteStore(Store):
                     existing = None
                     if new.idempotency_key is not None:
                         row = conn.execute(
-                            f"SELECT {_REG_COLUMNS} FROM registrations"
+                            f"SELECT {REG_COLUMNS} FROM registrations"
                             " WHERE seller = ? AND idempotency_key = ?",
                             (new.seller, new.idempotency_key),
                         ).fetchone()
-                        existing = _registration(row) if row else None
+                        existing = _ROWS.registration(row) if row else None
                     out.append(
                         DuplicateIdempotencyKey(existing)
                         if existing is not None
@@ -549,9 +436,9 @@ class SQLiteStore(Store):
     async def get_registration(self, registration_id: str) -> Registration | None:
         def run(conn: sqlite3.Connection) -> Registration | None:
             row = conn.execute(
-                f"SELECT {_REG_COLUMNS} FROM registrations WHERE id = ?", (registration_id,)
+                f"SELECT {REG_COLUMNS} FROM registrations WHERE id = ?", (registration_id,)
             ).fetchone()
-            return _registration(row) if row else None
+            return _ROWS.registration(row) if row else None
 
         return await self._read(run)
 
@@ -566,9 +453,9 @@ class SQLiteStore(Store):
                 chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 for row in conn.execute(
-                    f"SELECT {_REG_COLUMNS} FROM registrations WHERE seq IN ({marks})", chunk
+                    f"SELECT {REG_COLUMNS} FROM registrations WHERE seq IN ({marks})", chunk
                 ):
-                    found[row["seq"]] = _registration(row)
+                    found[row["seq"]] = _ROWS.registration(row)
             return found
 
         return await self._read(run)
@@ -576,21 +463,21 @@ class SQLiteStore(Store):
     async def find_by_sha256(self, sha256: str) -> list[Registration]:
         def run(conn: sqlite3.Connection) -> list[Registration]:
             rows = conn.execute(
-                f"SELECT {_REG_COLUMNS} FROM registrations WHERE sha256 = ? ORDER BY seq",
+                f"SELECT {REG_COLUMNS} FROM registrations WHERE sha256 = ? ORDER BY seq",
                 (sha256,),
             )
-            return [_registration(row) for row in rows]
+            return [_ROWS.registration(row) for row in rows]
 
         return await self._read(run)
 
     async def find_by_idempotency_key(self, seller: str, key: str) -> Registration | None:
         def run(conn: sqlite3.Connection) -> Registration | None:
             row = conn.execute(
-                f"SELECT {_REG_COLUMNS} FROM registrations"
+                f"SELECT {REG_COLUMNS} FROM registrations"
                 " WHERE seller = ? AND idempotency_key = ?",
                 (seller, key),
             ).fetchone()
-            return _registration(row) if row else None
+            return _ROWS.registration(row) if row else None
 
         return await self._read(run)
 
@@ -655,11 +542,11 @@ class SQLiteStore(Store):
     async def pending(self, limit: int) -> list[Registration]:
         def run(conn: sqlite3.Connection) -> list[Registration]:
             rows = conn.execute(
-                f"SELECT {_REG_COLUMNS} FROM registrations WHERE leaf_index IS NULL"
+                f"SELECT {REG_COLUMNS} FROM registrations WHERE leaf_index IS NULL"
                 " ORDER BY seq LIMIT ?",
                 (limit,),
             )
-            return [_registration(row) for row in rows]
+            return [_ROWS.registration(row) for row in rows]
 
         # The sealer reads through the writer connection: it must see every
         # registration committed before it, and it is the writer's next job anyway.
@@ -755,7 +642,7 @@ class SQLiteStore(Store):
                 f" FROM checkpoints {where}",
                 args,
             ).fetchone()
-            return _checkpoint(row) if row else None
+            return _ROWS.checkpoint(row) if row else None
 
         return await self._read(run)
 
@@ -782,14 +669,14 @@ class SQLiteStore(Store):
             rows = conn.execute(
                 "SELECT * FROM webhooks WHERE seller = ? ORDER BY created_at, id", (seller,)
             )
-            return [_webhook(row) for row in rows]
+            return [_ROWS.webhook(row) for row in rows]
 
         return await self._read(run)
 
     async def get_webhook(self, webhook_id: str) -> WebhookRecord | None:
         def run(conn: sqlite3.Connection) -> WebhookRecord | None:
             row = conn.execute("SELECT * FROM webhooks WHERE id = ?", (webhook_id,)).fetchone()
-            return _webhook(row) if row else None
+            return _ROWS.webhook(row) if row else None
 
         return await self._read(run)
 
@@ -817,7 +704,7 @@ class SQLiteStore(Store):
                 f"SELECT * FROM webhooks WHERE seller IN ({marks}) ORDER BY created_at, id",
                 wanted,
             )
-            return [_webhook(row) for row in rows]
+            return [_ROWS.webhook(row) for row in rows]
 
         return await self._read(run)
 
@@ -855,7 +742,7 @@ class SQLiteStore(Store):
         def run(conn: sqlite3.Connection) -> list[WebhookDelivery]:
             def body() -> list[WebhookDelivery]:
                 rows = conn.execute(
-                    f"SELECT {_DELIVERY_COLUMNS}, w.url, w.secret"
+                    f"SELECT {DELIVERY_COLUMNS}, w.url, w.secret"
                     " FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id"
                     " WHERE d.status = 'pending' AND d.next_attempt_at <= ?"
                     " ORDER BY d.next_attempt_at, d.seq LIMIT ?",
@@ -865,7 +752,7 @@ class SQLiteStore(Store):
                     "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ?",
                     [(lease_until, row["id"]) for row in rows],
                 )
-                return [_delivery(row, joined=True) for row in rows]
+                return [_ROWS.delivery(row, joined=True) for row in rows]
 
             return self._transaction(conn, body)
 
@@ -894,11 +781,11 @@ class SQLiteStore(Store):
     async def list_deliveries(self, webhook_id: str, limit: int = 100) -> list[WebhookDelivery]:
         def run(conn: sqlite3.Connection) -> list[WebhookDelivery]:
             rows = conn.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d"
+                f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d"
                 " WHERE d.webhook_id = ? ORDER BY d.seq DESC LIMIT ?",
                 (webhook_id, limit),
             )
-            return [_delivery(row) for row in rows]
+            return [_ROWS.delivery(row) for row in rows]
 
         return await self._read(run)
 
@@ -906,7 +793,7 @@ class SQLiteStore(Store):
     async def list_signing_keys(self) -> list[SigningKeyRecord]:
         def run(conn: sqlite3.Connection) -> list[SigningKeyRecord]:
             rows = conn.execute("SELECT * FROM signing_keys ORDER BY not_before, key_id")
-            return [_signing_key(row) for row in rows]
+            return [_ROWS.signing_key(row) for row in rows]
 
         return await self._read(run)
 
@@ -975,7 +862,7 @@ class SQLiteStore(Store):
             def body() -> list[AnchorJob]:
                 marks = ",".join("?" * len(names))
                 rows = conn.execute(
-                    f"SELECT {_ANCHOR_COLUMNS} FROM anchors a WHERE a.status = 'pending'"
+                    f"SELECT {ANCHOR_COLUMNS} FROM anchors a WHERE a.status = 'pending'"
                     f" AND a.next_attempt_at <= ? AND a.anchor IN ({marks})"
                     " ORDER BY a.next_attempt_at, a.id LIMIT ?",
                     (now, *names, limit),
@@ -992,11 +879,11 @@ class SQLiteStore(Store):
                     return []
                 ids = ",".join(str(job_id) for job_id, _ in claimed)
                 joined = conn.execute(
-                    f"SELECT {_ANCHOR_COLUMNS}, {_CHECKPOINT_COLUMNS} FROM anchors a"
+                    f"SELECT {ANCHOR_COLUMNS}, {CHECKPOINT_COLUMNS} FROM anchors a"
                     f" JOIN checkpoints c ON c.tree_size = a.tree_size WHERE a.id IN ({ids})"
                     " ORDER BY a.id"
                 ).fetchall()
-                return [_anchor_job(row, joined=True) for row in joined]
+                return [_ROWS.anchor_job(row, joined=True) for row in joined]
 
             return self._transaction(conn, body)
 
@@ -1027,7 +914,7 @@ class SQLiteStore(Store):
     async def anchors_covering(self, tree_size: int) -> list[AnchorJob]:
         def run(conn: sqlite3.Connection) -> list[AnchorJob]:
             rows = conn.execute(
-                f"SELECT {_ANCHOR_COLUMNS}, {_CHECKPOINT_COLUMNS} FROM anchors a"
+                f"SELECT {ANCHOR_COLUMNS}, {CHECKPOINT_COLUMNS} FROM anchors a"
                 " JOIN checkpoints c ON c.tree_size = a.tree_size"
                 " WHERE a.status = 'anchored' AND a.tree_size = ("
                 "   SELECT min(b.tree_size) FROM anchors b WHERE b.anchor = a.anchor"
@@ -1035,7 +922,7 @@ class SQLiteStore(Store):
                 " ORDER BY a.anchor",
                 (tree_size,),
             )
-            return [_anchor_job(row, joined=True) for row in rows]
+            return [_ROWS.anchor_job(row, joined=True) for row in rows]
 
         return await self._read(run)
 
@@ -1045,9 +932,9 @@ class SQLiteStore(Store):
         def run(conn: sqlite3.Connection) -> list[AnchorJob]:
             where, args = ("WHERE a.anchor = ?", (anchor,)) if anchor is not None else ("", ())
             rows = conn.execute(
-                f"SELECT {_ANCHOR_COLUMNS} FROM anchors a {where} ORDER BY a.id DESC LIMIT ?",
+                f"SELECT {ANCHOR_COLUMNS} FROM anchors a {where} ORDER BY a.id DESC LIMIT ?",
                 (*args, limit),
             )
-            return [_anchor_job(row) for row in rows]
+            return [_ROWS.anchor_job(row) for row in rows]
 
         return await self._read(run)
