@@ -72,6 +72,7 @@ from .base import (
     StoredFingerprint,
     StoreError,
 )
+from .group_commit import Batch, GroupCommit
 from .rows import ANCHOR_COLUMNS, CHECKPOINT_COLUMNS, DELIVERY_COLUMNS, REG_COLUMNS, Rows
 
 # jsonb columns arrive decoded (the connection codec).
@@ -304,14 +305,12 @@ class PostgresStore(Store):
     ) -> None:
         self.dsn = dsn
         self._pool_size = pool_size
-        self._group_commit_max = group_commit_max
         self._sealer_idle_timeout = sealer_idle_timeout
         self._command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
-        self._queue: list[tuple[NewRegistration, asyncio.Future[Registration]]] = []
-        self._wake = asyncio.Event()
-        self._flusher: asyncio.Task[None] | None = None
-        self._closing = False
+        self._commits = GroupCommit(
+            self._flush, max_batch=group_commit_max, name="postgres-group-commit"
+        )
         self._lock_conn: asyncpg.Connection | None = None
         self._lock_held = False
         self._guard: RegistrationGuard | None = None
@@ -329,14 +328,10 @@ class PostgresStore(Store):
             )
             async with self._pool.acquire() as conn:
                 await migrate(conn)
-        self._flusher = asyncio.create_task(self._flush_forever(), name="postgres-group-commit")
+        self._commits.start()
 
     async def close(self) -> None:
-        self._closing = True
-        if self._flusher is not None:
-            self._wake.set()
-            await self._flusher
-            self._flusher = None
+        await self._commits.stop()
         await self.release_sealer_lock()
         if self._pool is not None:
             await self._pool.close()
@@ -434,27 +429,9 @@ class PostgresStore(Store):
 
     # -- registrations ----------------------------------------------------
     async def add_registration(self, new: NewRegistration) -> Registration:
-        if self._closing:
-            raise StoreError("store is closing")
-        future: asyncio.Future[Registration] = asyncio.get_running_loop().create_future()
-        self._queue.append((new, future))
-        self._wake.set()
-        return await future
+        return await self._commits.add(new)
 
-    async def _flush_forever(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch = self._queue[: self._group_commit_max]
-                del self._queue[: len(batch)]
-                await self._flush(batch)
-            if self._closing:
-                return
-
-    async def _flush(
-        self, batch: list[tuple[NewRegistration, asyncio.Future[Registration]]]
-    ) -> None:
+    async def _flush(self, batch: Batch) -> None:
         try:
             with _translated("write"):
                 results = await self._insert_many([new for new, _ in batch])

@@ -40,6 +40,7 @@ from .base import (
     StoredFingerprint,
     StoreError,
 )
+from .group_commit import Batch, GroupCommit
 from .rows import ANCHOR_COLUMNS, CHECKPOINT_COLUMNS, DELIVERY_COLUMNS, REG_COLUMNS, Rows
 
 # JSON columns are TEXT here.
@@ -247,15 +248,13 @@ class SQLiteStore(Store):
 
     def __init__(self, path: Path | str, *, group_commit_max: int = 512) -> None:
         self.path = Path(path)
-        self._group_commit_max = group_commit_max
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
-        self._queue: list[tuple[NewRegistration, asyncio.Future[Registration]]] = []
-        self._wake = asyncio.Event()
-        self._flusher: asyncio.Task[None] | None = None
-        self._closing = False
+        self._commits = GroupCommit(
+            self._flush, max_batch=group_commit_max, name="sqlite-group-commit"
+        )
 
     # -- plumbing ---------------------------------------------------------
     async def open(self) -> None:
@@ -264,14 +263,10 @@ class SQLiteStore(Store):
         self._wconn = await loop.run_in_executor(self._writer, connect, self.path)
         await loop.run_in_executor(self._writer, migrate, self._wconn)
         self._rconn = await loop.run_in_executor(self._reader, connect, self.path)
-        self._flusher = asyncio.create_task(self._flush_forever(), name="sqlite-group-commit")
+        self._commits.start()
 
     async def close(self) -> None:
-        self._closing = True
-        if self._flusher is not None:
-            self._wake.set()
-            await self._flusher
-            self._flusher = None
+        await self._commits.stop()
         loop = asyncio.get_running_loop()
         if self._wconn is not None:
             await loop.run_in_executor(self._writer, self._wconn.close)
@@ -348,27 +343,9 @@ class SQLiteStore(Store):
 
     # -- registrations ----------------------------------------------------
     async def add_registration(self, new: NewRegistration) -> Registration:
-        if self._closing:
-            raise StoreError("store is closing")
-        future: asyncio.Future[Registration] = asyncio.get_running_loop().create_future()
-        self._queue.append((new, future))
-        self._wake.set()
-        return await future
+        return await self._commits.add(new)
 
-    async def _flush_forever(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch = self._queue[: self._group_commit_max]
-                del self._queue[: len(batch)]
-                await self._flush(batch)
-            if self._closing:
-                return
-
-    async def _flush(
-        self, batch: list[tuple[NewRegistration, asyncio.Future[Registration]]]
-    ) -> None:
+    async def _flush(self, batch: Batch) -> None:
         items = [new for new, _ in batch]
         try:
             results = await self._write(lambda conn: self._insert_many(conn, items))
