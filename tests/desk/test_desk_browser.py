@@ -337,6 +337,27 @@ def test_lookup_by_id_with_the_keyboard_alone(desk):
     expect(result.locator("[role=alert]")).to_contain_text("no such registration")
 
 
+def _choose_by_keyboard(page: Any, attempts: int = 3) -> Any:
+    """Space on the focused file input opens the file chooser, as for a user.
+
+    Under a loaded CI machine Chromium has dropped the key press now and then
+    (no "filechooser" event within 20 s, once in four full runs); the press is
+    repeated, still by keyboard on the same focused input, rather than failing.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    for attempt in range(attempts):
+        try:
+            with page.expect_file_chooser(timeout=7000) as chooser:
+                page.keyboard.press("Space")
+            return chooser.value
+        except PlaywrightTimeoutError:
+            if attempt == attempts - 1:
+                raise
+            assert page.evaluate("document.activeElement.id") == "suspect-file"
+    raise AssertionError("unreachable")
+
+
 def test_the_suspect_image_input_is_reachable_and_usable_by_keyboard(desk):
     server = desk.server
     original = imagegen.jpeg(67)
@@ -347,9 +368,8 @@ def test_the_suspect_image_input_is_reachable_and_usable_by_keyboard(desk):
     page.keyboard.press("Tab")  # the panel
     page.keyboard.press("Tab")  # the drop zone's file input
     assert page.evaluate("document.activeElement.id") == "suspect-file"
-    with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Space")
-    chooser.value.set_files(jpeg_file("copy.jpg", imagegen.recompressed_copy(original)))
+    chooser = _choose_by_keyboard(page)
+    chooser.set_files(jpeg_file("copy.jpg", imagegen.recompressed_copy(original)))
     expect(page.locator("#compare-summary")).to_contain_text(reg["id"])
     # From the match, straight to its registration and proof.
     page.get_by_role("button", name=f"Look up {reg['id']} and its proof").press("Enter")
