@@ -99,12 +99,25 @@ def pdq(grey: np.ndarray, *, mirror: bool = False) -> tuple[bytes, int]:
 
 
 def phash(grey: np.ndarray) -> bytes:
-    """64-bit pHash (imagehash's algorithm: 32×32 DCT, 8×8 low frequencies against the median)."""
-    import imagehash
+    """64-bit pHash: imagehash's algorithm (LANCZOS to 32×32, DCT, 8×8 low frequencies against
+    their median), bit for bit, of the `HASH_SIDE` square.
+
+    The 32×32 DCT is only needed at its 8×8 lowest frequencies: two small matrix products
+    instead of scipy's full transform, and no PIL round trip of the input (~0.1 ms against
+    ~1 ms for `imagehash.phash` of the ~250 px decode it used to take).
+    """
     from PIL import Image
 
-    value = imagehash.phash(Image.fromarray(_square(grey)))
-    return np.packbits(value.hash.flatten().astype(np.uint8)).tobytes()
+    small = Image.fromarray(_square(grey)).resize((_PHASH_SIDE, _PHASH_SIDE),
+                                                  Image.Resampling.LANCZOS)
+    low = _PHASH_DCT @ np.asarray(small, np.float64) @ _PHASH_DCT.T
+    return np.packbits(low > np.median(low)).tobytes()
+
+
+# Rows 0–7 of scipy.fftpack's unnormalised DCT-II for 32 samples: 2·cos(πk(2n+1)/64).
+_PHASH_SIDE = 32
+_PHASH_DCT = 2 * np.cos(np.pi * np.arange(8)[:, None] * (2 * np.arange(_PHASH_SIDE)[None, :] + 1)
+                        / (2 * _PHASH_SIDE))
 
 
 def content_box(grey: np.ndarray) -> tuple[int, int, int, int] | None:
