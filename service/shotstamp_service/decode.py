@@ -152,6 +152,9 @@ class DecodedImage:
     width: int
     height: int
     frames: int
+    # The alpha plane (`L`, the size of `image`) when some pixel is transparent: `image` is
+    # composited onto white, and the fingerprint also hashes the same pixels on black.
+    alpha: Image.Image | None = None
 
 
 def open_image(
@@ -368,7 +371,8 @@ def _decode(
         image = image.transpose(_ORIENT[orientation])
         if orientation >= 5:
             width, height = height, width
-    return DecodedImage(_normalise(image, mode), fmt, width, height, frames)
+    alpha = _alpha(image)
+    return DecodedImage(_normalise(image, mode), fmt, width, height, frames, alpha)
 
 
 def _orientation(image: Image.Image) -> int:
@@ -385,6 +389,17 @@ def _reduce(image: Image.Image, draft: tuple[int, int], orientation: int) -> Ima
     if factor < 2 or image.mode not in ("L", "RGB", "RGBA", "LA", "CMYK", "I", "F", "RGBX"):
         return image
     return image.reduce(factor)
+
+
+def _alpha(image: Image.Image) -> Image.Image | None:
+    """The alpha plane of an image with transparent pixels, else None."""
+    if image.mode in ("P", "L", "RGB") and "transparency" in image.info:
+        image = image.convert("LA" if image.mode == "L" else "RGBA")
+    if image.mode not in ("RGBA", "RGBa", "LA", "La", "PA"):
+        return None
+    alpha = image.getchannel("A")
+    low, _ = alpha.getextrema()
+    return alpha if isinstance(low, int) and low < _WHITE else None
 
 
 def _normalise(image: Image.Image, mode: Literal["RGB", "L"] | None) -> Image.Image:

@@ -21,8 +21,12 @@ side 256):
   rule: `matching.PHASH_COPY_DISTANCE`. The foundation hashed the ~250 px decode instead; the
   two differ by 0 bits at the median and at most 4 over 400 corpus photos and product shots,
   and the square costs ~0.1 ms instead of ~1 ms);
+- `pdq_black` (transparent uploads only): PDQ of the same pixels composited onto black, so a
+  copy flattened onto black (or an opaque black-background original of a later transparent
+  upload) is found by its hash like any re-encoding; stored and queried like `pdq`;
 - `variants`: query-only hashes never stored — `pdq_mirror`, the PDQ of the left–right mirror;
-- `quality`, `trim_quality`: PDQ quality of the whole image and of the box (0–100). Below
+- `quality`, `trim_quality`, `black_quality`: PDQ quality of the whole image, of the box and of
+  the black composite (0–100). Below
   `matching.PDQ_MIN_QUALITY` the hash cannot tell photos apart and does not decide alone;
 - `features`: ORB keypoints, descriptors and a 128 px thumbnail (`local_features`), ~15 KB,
   for the second stage. Stored in the database, never in the leaf.
@@ -34,6 +38,9 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+
+import numpy as np
+from PIL import Image
 
 from . import hashes as _hashes
 from .decode import (
@@ -60,7 +67,7 @@ __all__ = [
 ]
 
 # Names of the stored global hashes whose distances the rule compares (PDQ family).
-PDQ_NAMES = ("pdq", "pdq_trim")
+PDQ_NAMES = ("pdq", "pdq_trim", "pdq_black")
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ class Fingerprint:
     features: bytes | None = field(default=None, repr=False)
     trim_quality: int | None = None
     variants: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    black_quality: int | None = None
 
     def perceptual(self) -> dict[str, str]:
         """name → lowercase hex of the stored hashes: the leaf's `perceptual` object."""
@@ -95,7 +103,7 @@ class Fingerprint:
         height: int,
     ) -> Fingerprint:
         hashes = {name: bytes.fromhex(value) for name, value in perceptual.items()}
-        quality = trim_quality = None
+        quality = trim_quality = black_quality = None
         if features is not None:
             try:
                 local = LocalFeatures.from_bytes(features)
@@ -104,7 +112,9 @@ class Fingerprint:
             else:
                 quality = local.quality
                 trim_quality = None if local.trim_quality == 255 else local.trim_quality
-        return cls(sha256, hashes, width, height, "", quality, features, trim_quality)
+                black_quality = None if local.black_quality == 255 else local.black_quality
+        return cls(sha256, hashes, width, height, "", quality, features, trim_quality,
+                   black_quality=black_quality)
 
     def code(self, name: str) -> PerceptualHash:
         return PerceptualHash(self.hashes[name] if name in self.hashes else self.variants[name])
@@ -116,6 +126,8 @@ class Fingerprint:
             out.append(("pdq", self.hashes["pdq"], self.quality))
         if "pdq_trim" in self.hashes:
             out.append(("pdq_trim", self.hashes["pdq_trim"], self.trim_quality))
+        if "pdq_black" in self.hashes:
+            out.append(("pdq_black", self.hashes["pdq_black"], self.black_quality))
         if query and "pdq_mirror" in self.variants:
             out.append(("pdq_mirror", self.variants["pdq_mirror"], self.quality))
         return out
@@ -162,7 +174,11 @@ def fingerprint_decoded(digest: str, decoded: DecodedImage) -> Fingerprint:
     if box is not None:
         x0, y0, x1, y1 = box
         hashes["pdq_trim"], trim_quality = _hashes.pdq(grey[y0:y1, x0:x1])
-    local = extract(grey, quality, 255 if trim_quality is None else trim_quality)
+    black_quality = None
+    if decoded.alpha is not None:
+        hashes["pdq_black"], black_quality = _hashes.pdq(_on_black(reduced_grey, decoded.alpha))
+    local = extract(grey, quality, 255 if trim_quality is None else trim_quality,
+                    255 if black_quality is None else black_quality)
     return Fingerprint(
         sha256=digest,
         hashes=hashes,
@@ -173,4 +189,15 @@ def fingerprint_decoded(digest: str, decoded: DecodedImage) -> Fingerprint:
         features=local.to_bytes(),
         trim_quality=trim_quality,
         variants={"pdq_mirror": mirror},
+        black_quality=black_quality,
     )
+
+
+def _on_black(on_white: Image.Image, alpha: Image.Image) -> np.ndarray:
+    """The canonical grey of the image composited onto black, from its composite onto white.
+
+    Luminance is linear in the channels, so on black = on white − (255 − alpha) per pixel.
+    """
+    white = np.asarray(on_white, np.int16)
+    black = np.clip(white - (255 - np.asarray(alpha, np.int16)), 0, 255).astype(np.uint8)
+    return canonical_grey(Image.fromarray(black))

@@ -62,8 +62,11 @@ ANGLE_BINS = 16
 # threads would only contend with it on a small machine.
 cv2.setNumThreads(1)
 
-_MAGIC = b"SSF1"
-_HEADER = struct.Struct("<4sHHHHHBB")
+# SSF2 adds the black composite's PDQ quality; SSF1 blobs (stored before it) still parse.
+_MAGIC_V1 = b"SSF1"
+_HEADER_V1 = struct.Struct("<4sHHHHHBB")
+_MAGIC = b"SSF2"
+_HEADER = struct.Struct("<4sHHHHHBBB")
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,6 +82,7 @@ class LocalFeatures:
     thumbnail_shape: tuple[int, int]  # its (height, width)
     quality: int = 0  # PDQ quality of the whole image, carried for the index's gate
     trim_quality: int = 255  # PDQ quality of the content box; 255 = no content box
+    black_quality: int = 255  # PDQ quality of the transparent image on black; 255 = opaque
 
     def __len__(self) -> int:
         return len(self.descriptors)
@@ -95,7 +99,7 @@ class LocalFeatures:
         n = len(self)
         th, tw = self.thumbnail_shape
         header = _HEADER.pack(_MAGIC, self.shape[0], self.shape[1], n, th, tw,
-                              self.quality, self.trim_quality)
+                              self.quality, self.trim_quality, self.black_quality)
         # Sub-pixel positions in 1/8 px: 2 bytes each for a 256 px canonical image.
         xy = np.clip(np.round(self.xy * 8), 0, 65535).astype("<u2")
         return b"".join([header, xy.tobytes(), self.angle.tobytes(), self.octave.tobytes(),
@@ -104,14 +108,16 @@ class LocalFeatures:
     @classmethod
     def from_bytes(cls, blob: bytes) -> LocalFeatures:
         """Parse a stored blob: views into it, no copies and no image decoding."""
-        if len(blob) < _HEADER.size:
+        header = _HEADER_V1 if blob[:4] == _MAGIC_V1 else _HEADER
+        if len(blob) < header.size:
             raise ValueError(f"feature blob too short ({len(blob)} bytes)")
-        magic, height, width, n, th, tw, quality, trim_quality = _HEADER.unpack_from(blob)
-        if magic != _MAGIC:
+        magic, height, width, n, th, tw, quality, trim_quality, *rest = header.unpack_from(blob)
+        if magic not in (_MAGIC, _MAGIC_V1):
             raise ValueError(f"not a shotstamp feature blob (magic {magic!r})")
-        if len(blob) < _HEADER.size + 38 * n:
+        black_quality = rest[0] if rest else 255
+        if len(blob) < header.size + 38 * n:
             raise ValueError(f"feature blob truncated: {len(blob)} bytes for {n} keypoints")
-        at = _HEADER.size
+        at = header.size
         xy = np.frombuffer(blob, "<u2", 2 * n, at).reshape(n, 2).astype(np.float32) / 8
         at += 4 * n
         angle = np.frombuffer(blob, np.uint8, n, at)
@@ -121,7 +127,7 @@ class LocalFeatures:
         descriptors = np.frombuffer(blob, np.uint8, 32 * n, at).reshape(n, 32)
         at += 32 * n
         return cls((height, width), xy, angle, octave, descriptors, blob[at:], (th, tw),
-                   quality, trim_quality)
+                   quality, trim_quality, black_quality)
 
 
 def _orb() -> cv2.ORB:
@@ -137,7 +143,8 @@ def thumbnail(grey: np.ndarray) -> np.ndarray:
     return cv2.resize(grey, size, interpolation=interpolation)
 
 
-def extract(grey: np.ndarray, quality: int = 0, trim_quality: int = 255) -> LocalFeatures:
+def extract(grey: np.ndarray, quality: int = 0, trim_quality: int = 255,
+            black_quality: int = 255) -> LocalFeatures:
     """ORB keypoints of the canonical image, strongest first, and its thumbnail."""
     keypoints: Sequence[cv2.KeyPoint] = ()
     descriptors: np.ndarray | None = None
@@ -163,7 +170,7 @@ def extract(grey: np.ndarray, quality: int = 0, trim_quality: int = 255) -> Loca
     if not ok:  # pragma: no cover - OpenCV encodes any non-empty uint8 image
         raise ValueError("thumbnail could not be encoded")
     return LocalFeatures(grey.shape, xy, angle, octave, np.ascontiguousarray(descriptors),
-                         jpeg.tobytes(), thumb.shape, quality, trim_quality)
+                         jpeg.tobytes(), thumb.shape, quality, trim_quality, black_quality)
 
 
 _WORD_BYTE = np.array([p // 8 for p in WORD_POSITIONS])

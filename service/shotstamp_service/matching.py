@@ -300,7 +300,7 @@ def _legacy(fp: Fingerprint) -> bool:
 
 
 # Tags of stored PDQ codes in the Hamming indexes.
-_STORED_CODES = ("pdq", "pdq_trim")
+_STORED_CODES = ("pdq", "pdq_trim", "pdq_black")
 
 
 def _split_codes(fp: Fingerprint, *, query: bool,
