@@ -8,7 +8,8 @@ bounded time, and prints, for each concurrency level:
   p50/p99 (the ack is when the 201 arrived; sealed is the signed timestamp of
   the first checkpoint containing the registration), and the CPU milliseconds
   per upload spent in the service process and in its fingerprint workers (from
-  /proc: unlike rates, these barely move when other work shares the machine).
+  /proc: unlike rates, these barely move when other work shares the machine),
+  and in this load generator, which shares the same cores.
 
 In the same run it times the naive single-process loop
 `imagehash.phash(Image.open(f))` over the same files and prints the ratio of
@@ -60,6 +61,7 @@ class RunResult:
     good_latencies: list[float] = field(default_factory=list)
     cpu_main: float = float("nan")  # CPU seconds of the service processes during the run
     cpu_workers: float = float("nan")  # ... and of their forkservers and fingerprint workers
+    cpu_client: float = float("nan")  # ... and of this load generator, on the same cores
 
     @property
     def rate(self) -> float:
@@ -277,13 +279,14 @@ def report(result: RunResult, naive: float) -> str:
         f" {ms(pct(result.good_latencies, 50))} {ms(pct(result.good_latencies, 95))}"
         f" {ms(pct(result.good_latencies, 99))}"
         f" {ms(pct(result.seal_delays, 50))} {ms(pct(result.seal_delays, 99))}"
-        f" {ms(result.cpu_main / n)} {ms(result.cpu_workers / n)}   {outcomes}"
+        f" {ms(result.cpu_main / n)} {ms(result.cpu_workers / n)} {ms(result.cpu_client / n)}"
+        f"   {outcomes}"
     )
 
 
 HEADER = (
     "clients  uploads/s  ×naive   p50 ms   p95 ms   p99 ms  seal50ms seal99ms"
-    "  cpu/up main  workers   outcomes"
+    "  cpu/up main  workers  client   outcomes"
 )
 
 
@@ -431,6 +434,7 @@ async def run_level(
             watch = asyncio.create_task(watcher.run())
             cursor = [0] if services else args.cursor
             before = [service.cpu_seconds() for service in services]
+            client_before = time.process_time()
             spies = []
             if args.profile and services:
                 # Past the first seconds (connections, warm caches), not past the end.
@@ -447,6 +451,7 @@ async def run_level(
                 cursor,
                 pace,
             )
+            result.cpu_client = time.process_time() - client_before
             for spy in spies:
                 spy.wait()
             if spies:
