@@ -14,8 +14,12 @@ For each size it builds, from synthetic fingerprints:
   (codes scattered 20 % around 1,000 centres, as real PDQ codes bunch up) is measured at the
   smaller size too.
 - the `WordIndex` (128 words per registration from a skewed word distribution, as real ORB
-  words are), and times a word vote with 300 query words, 10 % of them from one stored
-  registration (reported: how often that registration is among the candidates).
+  words are, each with a random 32-bit signature), and times a word vote with 300 query words,
+  10 % of them from one stored registration with their signatures moved by a few bits (a
+  copy's keypoints: 3 of 32 bits at the median on the corpus), the rest with random ones
+  (reported: how often that registration is among the candidates). Random signatures are the
+  easy case for the Hamming-embedding filter: on the corpus, keypoints of different photos
+  that share a word sit at a median of 10 bits, not 16 (ORB bits are correlated).
 
 Every lookup result is checked against the brute-force answer on a sample of queries.
 Prints medians and p99 in ms, build time and memory, and writes bench/out/index.json.
@@ -38,6 +42,8 @@ from shotstamp_service.matching import (
     INDEX_KEYPOINTS,
     MAX_CANDIDATES,
     MIN_VOTES,
+    SIGNATURE_DISTANCE,
+    SIGNATURE_SIGMA,
     WORD_POSTINGS_BUDGET,
 )
 
@@ -170,33 +176,47 @@ def bench_words(n: int, queries: int, rng: np.random.Generator) -> dict[str, obj
 
     index = WordIndex(background=False)
     build = 0.0
-    kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    kept: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def signatures(k: int) -> np.ndarray:
+        return rng.integers(0, 1 << 32, k, dtype=np.uint64).astype(np.uint32)
+
+    def moved(stored: np.ndarray) -> np.ndarray:
+        """Each signature with a few bits flipped (binomial, 3 of 32 at the median)."""
+        bits = rng.random((len(stored), 32)) < 3.5 / 32
+        return stored ^ (bits * (1 << np.arange(32, dtype=np.uint64))).sum(
+            axis=1, dtype=np.uint64).astype(np.uint32)
+
     targets = set(rng.choice(n, queries, replace=False).tolist())
     for start in range(0, n, CHUNK):
         stop = min(n, start + CHUNK)
         words = draw((stop - start) * WORDS_PER_REGISTRATION)
         angles = rng.integers(0, 16, len(words), dtype=np.uint8)
+        sigs = signatures(len(words))
         for t in [t for t in targets if start <= t < stop]:
             k = (t - start) * WORDS_PER_REGISTRATION
             kept[t] = (words[k : k + WORDS_PER_REGISTRATION].copy(),
-                       angles[k : k + WORDS_PER_REGISTRATION].copy())
+                       angles[k : k + WORDS_PER_REGISTRATION].copy(),
+                       sigs[k : k + WORDS_PER_REGISTRATION].copy())
         t0 = time.perf_counter()
         index.add_many(np.arange(start, stop, dtype=np.int64),
-                       np.full(stop - start, WORDS_PER_REGISTRATION), words, angles)
+                       np.full(stop - start, WORDS_PER_REGISTRATION), words, angles, sigs)
         build += time.perf_counter() - t0
-        del words, angles
+        del words, angles, sigs
     memory = index.nbytes
     rss = rss_mb() - before
     lat = []
     found = 0
-    for target, (own, own_angles) in kept.items():
+    for target, (own, own_angles, own_signatures) in kept.items():
         k = QUERY_WORDS // 10
         pick = rng.choice(WORDS_PER_REGISTRATION, k, replace=False)
         qw = np.concatenate([own[pick], draw(QUERY_WORDS - k)])
         qa = np.concatenate([(own_angles[pick] + 3) % 16,  # the copy is turned by 3 bins
                              rng.integers(0, 16, QUERY_WORDS - k, dtype=np.uint8)])
+        qs = np.concatenate([moved(own_signatures[pick]), signatures(QUERY_WORDS - k)])
         t = time.perf_counter()
-        top = index.search(qw, qa, limit=MAX_CANDIDATES, min_votes=MIN_VOTES,
+        top = index.search(qw, qa, qs, limit=MAX_CANDIDATES, min_votes=MIN_VOTES,
+                           max_distance=SIGNATURE_DISTANCE, sigma=SIGNATURE_SIGMA,
                            max_postings=WORD_POSTINGS_BUDGET)
         lat.append(time.perf_counter() - t)
         found += any(x.ref == target for x in top)

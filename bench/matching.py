@@ -244,10 +244,7 @@ def run_queries(items: list[Item], registered: dict[str, int], related: dict[str
         true_words, verified_copy = 0.0, False
         local = item.fp.local
         if local is not None and len(local):
-            from shotstamp_service.local_features import words
-
-            ids, angles = words(local)
-            scores = matcher._words.search(ids, angles, limit=1 << 30, min_votes=1)
+            scores = matcher.word_scores(item.fp, limit=1 << 30, min_votes=1, max_postings=None)
             other = np.array([x.score for x in scores
                               if x.ref not in ok and x.votes >= rule.MIN_VOTES])
             unrelated_scores.append(other)

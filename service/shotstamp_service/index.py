@@ -16,10 +16,15 @@ when the unindexed tail of recent additions exceeds `TAIL_LIMIT`; the tail is sc
 brute force meanwhile.
 
 `WordIndex` — an inverted file of visual words (see `local_features.words`): for each word,
-the registrations whose strongest keypoints produced it. A query votes with all its words; a
-registration's score is the idf-weighted count of agreeing words whose keypoint orientations
-differ by the same angle (weak geometric consistency, Jégou, Douze & Schmid, 2008): a copy
-turns all its keypoints by one angle, chance agreements by any. Postings live in immutable
+the registrations whose strongest keypoints produced it, each posting with its keypoint's
+binary signature. A query votes with all its words; a vote counts only where the query
+keypoint's signature is within a Hamming distance of the posting's (Hamming embedding, Jégou,
+Douze & Schmid, 2008: a 20-bit word collides by chance once per million keypoints, far too
+often at millions of registrations, and the signature's other bits tell a chance collision
+from a correspondence); a registration's score is the idf-weighted, distance-weighted count of
+agreeing words whose keypoint orientations differ by the same angle (weak geometric
+consistency, from the same paper): a copy turns all its keypoints by one angle, chance
+agreements by any. Postings live in immutable
 segments (sorted by word, with dense offsets) plus a small mutable tail; segments merge in
 tiers, like a log-structured merge tree, so that a lookup touches few segments.
 
@@ -411,6 +416,8 @@ FINAL_TIER = 1 << 30
 INLINE_MERGE = 1 << 21
 # Postings store the segment-local registration index with the angle bin in the top 4 bits.
 _LOCAL_BITS = 28
+# Signatures are the uint32 of `local_features.SIGNATURE_BITS` (32) descriptor bits.
+SIGNATURE_BITS = 32
 
 
 @dataclass(frozen=True)
@@ -418,11 +425,13 @@ class _Segment:
     refs: np.ndarray  # (r,) int64: segment-local registration index → ref
     offsets: np.ndarray  # (WORD_VALUES + 1,) int32: word w's postings [offsets[w], offsets[w+1])
     postings: np.ndarray  # (p,) uint32: local index | angle bin << 28
+    signatures: np.ndarray  # (p,) uint32: the posting's keypoint signature
     tier: int
 
     @property
     def nbytes(self) -> int:
-        return self.refs.nbytes + self.offsets.nbytes + self.postings.nbytes
+        return (self.refs.nbytes + self.offsets.nbytes + self.postings.nbytes
+                + self.signatures.nbytes)
 
 
 def _order_by_word(words: np.ndarray) -> np.ndarray:
@@ -433,7 +442,7 @@ def _order_by_word(words: np.ndarray) -> np.ndarray:
 
 
 def _segment(refs: np.ndarray, reg_of_posting: np.ndarray, words: np.ndarray,
-             angles: np.ndarray, tier: int) -> _Segment:
+             angles: np.ndarray, signatures: np.ndarray, tier: int) -> _Segment:
     order = _order_by_word(words)
     offsets = np.zeros(WORD_VALUES + 1, np.int64)
     np.cumsum(np.bincount(words, minlength=WORD_VALUES), out=offsets[1:])
@@ -443,12 +452,12 @@ def _segment(refs: np.ndarray, reg_of_posting: np.ndarray, words: np.ndarray,
         tier = FINAL_TIER
     postings = (reg_of_posting[order].astype(np.uint32)
                 | (angles[order].astype(np.uint32) << _LOCAL_BITS))
-    return _Segment(refs, offsets, postings, tier)
+    return _Segment(refs, offsets, postings, np.asarray(signatures, np.uint32)[order], tier)
 
 
 def _merge(segments: list[_Segment], dead: set[int], tier: int) -> _Segment:
     """One segment holding the live postings of `segments`."""
-    refs_parts, reg_parts, word_parts, angle_parts = [], [], [], []
+    refs_parts, reg_parts, word_parts, angle_parts, signature_parts = [], [], [], [], []
     base = 0
     dead_arr = np.fromiter(dead, np.int64, len(dead)) if dead else np.zeros(0, np.int64)
     for seg in segments:
@@ -462,15 +471,17 @@ def _merge(segments: list[_Segment], dead: set[int], tier: int) -> _Segment:
         reg_parts.append(new_local[local[keep]])
         word_parts.append(word[keep])
         angle_parts.append((seg.postings[keep] >> _LOCAL_BITS).astype(np.uint8))
+        signature_parts.append(seg.signatures[keep])
         base += int(alive.sum())
     return _segment(np.concatenate(refs_parts), np.concatenate(reg_parts),
-                    np.concatenate(word_parts), np.concatenate(angle_parts), tier)
+                    np.concatenate(word_parts), np.concatenate(angle_parts),
+                    np.concatenate(signature_parts), tier)
 
 
 @dataclass(frozen=True)
 class WordScore:
     ref: int
-    score: float  # idf-weighted votes in the best orientation bin pair
+    score: float  # idf- and distance-weighted votes in the best orientation bin pair
     votes: int  # agreeing words in that bin pair: the most of any bin pair
 
 
@@ -487,7 +498,8 @@ class _Merge:
 
 
 class WordIndex:
-    """Inverted file of visual words with orientation-consistent, idf-weighted voting."""
+    """Inverted file of visual words with Hamming-embedding signatures and
+    orientation-consistent, idf-weighted voting."""
 
     def __init__(self, *, background: bool = True,
                  segment_postings: int = SEGMENT_POSTINGS) -> None:
@@ -498,8 +510,10 @@ class WordIndex:
         self._tail_local: dict[int, int] = {}  # ref → index in _tail_refs
         self._tail_words: list[np.ndarray] = []
         self._tail_angles: list[np.ndarray] = []
+        self._tail_signatures: list[np.ndarray] = []
         self._tail_postings = 0
-        self._tail_by_word: dict[int, list[tuple[int, int]]] = {}  # word → [(tail idx, angle)]
+        # word → [(tail idx, angle, signature)]
+        self._tail_by_word: dict[int, list[tuple[int, int, int]]] = {}
         self._dead: set[int] = set()  # discarded refs still present in some segment
         self._registrations = 0
         self._merge: _Merge | None = None
@@ -510,30 +524,34 @@ class WordIndex:
 
     @property
     def nbytes(self) -> int:
-        return sum(s.nbytes for s in self._segments) + 13 * self._tail_postings
+        return sum(s.nbytes for s in self._segments) + 17 * self._tail_postings
 
-    def add(self, ref: int, words: np.ndarray, angles: np.ndarray) -> None:
-        """Index registration `ref` by its words (uint32 < 2**20) and angle bins (< 16)."""
+    def add(self, ref: int, words: np.ndarray, angles: np.ndarray,
+            signatures: np.ndarray) -> None:
+        """Index registration `ref` by its words (uint32 < 2**20), angle bins (< 16) and
+        signatures (uint32), one of each per keypoint, strongest first."""
         self._finish_merge()
         words = np.asarray(words, np.uint32)
         angles = np.asarray(angles, np.uint8)
+        signatures = np.asarray(signatures, np.uint32)
         # One vote per word per registration: keep the first (strongest) keypoint of each.
         words, first = np.unique(words, return_index=True)
-        angles = angles[first]
+        angles, signatures = angles[first], signatures[first]
         local = len(self._tail_refs)
         self._tail_refs.append(ref)
         self._tail_local[ref] = local
         self._tail_words.append(words)
         self._tail_angles.append(angles)
-        for w, a in zip(words.tolist(), angles.tolist(), strict=True):
-            self._tail_by_word.setdefault(w, []).append((local, a))
+        self._tail_signatures.append(signatures)
+        for w, a, g in zip(words.tolist(), angles.tolist(), signatures.tolist(), strict=True):
+            self._tail_by_word.setdefault(w, []).append((local, a, g))
         self._tail_postings += len(words)
         self._registrations += 1
         if self._tail_postings >= self._segment_postings:
             self._freeze_tail()
 
     def add_many(self, refs: np.ndarray, counts: np.ndarray, words: np.ndarray,
-                 angles: np.ndarray) -> None:
+                 angles: np.ndarray, signatures: np.ndarray) -> None:
         """Bulk load (rebuilding at start): registration i has `counts[i]` consecutive words.
 
         Builds segments directly, each of at most MAX_SEGMENT_POSTINGS postings, instead of
@@ -551,6 +569,7 @@ class WordIndex:
             last = int(ends[stop_reg - 1])
             w = np.asarray(words[first:last], np.uint32)
             a = np.asarray(angles[first:last], np.uint8)
+            g = np.asarray(signatures[first:last], np.uint32)
             reg = np.repeat(np.arange(stop_reg - start_reg, dtype=np.int64),
                             counts[start_reg:stop_reg])
             # One vote per word per registration, as in `add`.
@@ -558,7 +577,7 @@ class WordIndex:
             _, first_of = np.unique(key, return_index=True)
             first_of.sort()
             self._segments.append(_segment(refs[start_reg:stop_reg].copy(), reg[first_of],
-                                           w[first_of], a[first_of], 0))
+                                           w[first_of], a[first_of], g[first_of], 0))
             self._registrations += stop_reg - start_reg
             start_reg = stop_reg
         self._maybe_merge()
@@ -582,12 +601,15 @@ class WordIndex:
         refs = np.array([self._tail_refs[i] for i in live], np.int64)
         words = [self._tail_words[i] for i in live]
         angles = [self._tail_angles[i] for i in live]
+        signatures = [self._tail_signatures[i] for i in live]
         reg = np.repeat(np.arange(len(live), dtype=np.int64), [len(w) for w in words])
         segment = _segment(refs, reg, np.concatenate(words) if words else np.zeros(0, np.uint32),
-                           np.concatenate(angles) if angles else np.zeros(0, np.uint8), 0)
+                           np.concatenate(angles) if angles else np.zeros(0, np.uint8),
+                           np.concatenate(signatures) if signatures else np.zeros(0, np.uint32),
+                           0)
         self._segments.append(segment)
         self._tail_refs, self._tail_local = [], {}
-        self._tail_words, self._tail_angles = [], []
+        self._tail_words, self._tail_angles, self._tail_signatures = [], [], []
         self._tail_by_word, self._tail_postings = {}, 0
         self._maybe_merge()
 
@@ -633,10 +655,16 @@ class WordIndex:
                 break
             self._finish_merge()
 
-    def search(self, words: np.ndarray, angles: np.ndarray, *, limit: int,
-               min_votes: int, max_df: float = 0.02,
+    def search(self, words: np.ndarray, angles: np.ndarray, signatures: np.ndarray, *,
+               limit: int, min_votes: int, max_distance: int = SIGNATURE_BITS,
+               sigma: float | None = None, max_df: float = 0.02,
                max_postings: int | None = None) -> list[WordScore]:
         """The `limit` best-scoring registrations with at least `min_votes` consistent words.
+
+        A query word votes for a posting only if their signatures differ in at most
+        `max_distance` bits (`SIGNATURE_BITS`: every posting of the word votes); the vote
+        weighs idf(word) · exp(-(d / `sigma`)²) at distance d (Jégou, Douze & Schmid's
+        weighting of Hamming-embedding matches), or idf(word) alone when `sigma` is None.
 
         Words held by more than `max_df` of all registrations (and by more than 64 of them)
         are skipped: they carry almost no information (idf near zero) and cost the most. With
@@ -647,30 +675,39 @@ class WordIndex:
         self._finish_merge()
         words = np.asarray(words, np.uint32)
         angles = np.asarray(angles, np.uint8)
+        signatures = np.asarray(signatures, np.uint32)
         words, first = np.unique(words, return_index=True)
-        angles = angles[first].astype(np.int64)
+        angles, signatures = angles[first].astype(np.int64), signatures[first]
         total = max(1, self._registrations)
         df = np.zeros(len(words), np.int64)
         for seg in self._segments:
             df += seg.offsets[words.astype(np.int64) + 1] - seg.offsets[words.astype(np.int64)]
         df += np.array([len(self._tail_by_word.get(w, ())) for w in words.tolist()], np.int64)
         useful = (df > 0) & ~((df > 64) & (df > max_df * total))
-        words, angles, df = words[useful], angles[useful], df[useful]
+        words, angles, signatures, df = (words[useful], angles[useful], signatures[useful],
+                                         df[useful])
         if max_postings is not None and int(df.sum()) > max_postings:
             rarest = np.argsort(df, kind="stable")
             within = rarest[np.cumsum(df[rarest]) <= max_postings]
-            words, angles, df = words[within], angles[within], df[within]
+            words, angles, signatures, df = (words[within], angles[within], signatures[within],
+                                             df[within])
         idf = np.log((total + 1) / df)
+        distance = np.arange(SIGNATURE_BITS + 1, dtype=np.float64)
+        by_distance = (np.ones_like(distance) if sigma is None
+                       else np.exp(-((distance / sigma) ** 2)))
         results: list[WordScore] = []
-        for refs, local, dangle, weight in self._votes(words, angles, idf):
+        for refs, local, dangle, weight in self._votes(words, angles, signatures, idf,
+                                                       max_distance, by_distance):
             results.extend(self._score(refs, local, dangle, weight, min_votes))
         results = [r for r in results if r.ref not in self._dead]
         results.sort(key=lambda r: (-r.score, r.ref))
         return results[:limit]
 
-    def _votes(self, words: np.ndarray, angles: np.ndarray,
-               idf: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """Per segment (and the tail): (refs, local index, angle difference, weight) arrays."""
+    def _votes(self, words: np.ndarray, angles: np.ndarray, signatures: np.ndarray,
+               idf: np.ndarray, max_distance: int, by_distance: np.ndarray,
+               ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per segment (and the tail): (refs, local index, angle difference, weight) arrays of
+        the postings whose signature is within `max_distance` of the query word's."""
         w64 = words.astype(np.int64)
         for seg in self._segments:
             starts, ends = seg.offsets[w64], seg.offsets[w64 + 1]
@@ -678,17 +715,23 @@ class WordIndex:
             if len(idx) == 0:
                 continue
             which = np.repeat(np.arange(len(words)), ends - starts)
+            distance = np.bitwise_count(seg.signatures[idx] ^ signatures[which])
+            near = distance <= max_distance
+            idx, which, distance = idx[near], which[near], distance[near]
             post = seg.postings[idx]
             local = (post & ((1 << _LOCAL_BITS) - 1)).astype(np.int64)
             dangle = (angles[which] - (post >> _LOCAL_BITS).astype(np.int64)) % ANGLE_BINS
-            yield seg.refs, local, dangle, idf[which]
+            yield seg.refs, local, dangle, idf[which] * by_distance[distance]
         if self._tail_by_word:
             local_l, dangle_l, weight_l = [], [], []
-            for i, w in enumerate(words.tolist()):
-                for local, a in self._tail_by_word.get(w, ()):
+            for i, (w, g) in enumerate(zip(words.tolist(), signatures.tolist(), strict=True)):
+                for local, a, stored in self._tail_by_word.get(w, ()):
+                    d = (g ^ stored).bit_count()
+                    if d > max_distance:
+                        continue
                     local_l.append(local)
                     dangle_l.append((int(angles[i]) - a) % ANGLE_BINS)
-                    weight_l.append(idf[i])
+                    weight_l.append(idf[i] * by_distance[d])
             if local_l:
                 yield (np.array(self._tail_refs, np.int64), np.array(local_l, np.int64),
                        np.array(dangle_l, np.int64), np.array(weight_l))

@@ -45,7 +45,8 @@ matched by the foundation's rule, pHash Hamming ≤ PHASH_COPY_DISTANCE, so upgr
 unprotect them. Every new fingerprint carries a `phash` computed the foundation's way.
 
 Memory at 10 million registrations: see bench/index.py (PDQ tables for ~1.5 codes per
-registration, 128 words × 4 bytes per registration); features stay in the database (~15 KB
+registration; 128 words per registration, each posting 4 bytes and its signature 4 more);
+features stay in the database (~15 KB
 per registration) and are read only for candidates.
 """
 
@@ -59,8 +60,8 @@ from typing import Any, Literal
 import numpy as np
 
 from .fingerprint import Fingerprint
-from .index import HammingIndex, WordIndex
-from .local_features import WORD_BITS, LocalFeatures, words
+from .index import HammingIndex, WordIndex, WordScore
+from .local_features import SIGNATURE_BITS, WORD_BITS, LocalFeatures, words
 from .verification import MIN_CELLS, PHOTOMETRY_MIN_INLIERS, Evidence, verify_pair
 
 __all__ = [
@@ -137,15 +138,31 @@ MAX_ROTATION = 20.0
 # candidates per upload sent to stage 2, and the orientation-consistent words they need.
 # Corpus: indexing 64 keypoints found the original among 5 candidates for 75 % of the 90 %
 # crops, 128 for 90 %, all 300 for 95 % (at 2.3× the memory of 128).
-# Each candidate costs ~3 ms of verification; corpus: 5 candidates per upload → recall 95.5 %
-# over all edits and 2.5 verifications per non-copy, 3 → 95.4 % and 1.7, 2 → 95.3 % and 1.3.
+# Each candidate costs ~1–3 ms of verification. Before the signatures (below), corpus: 5
+# candidates per upload → recall 95.5 % over all edits and 2.5 verifications per non-copy,
+# 3 → 95.4 % and 1.7, 2 → 95.3 % and 1.3. With them (SIGNATURE_DISTANCE 10, sigma 6) chance
+# votes are rare enough for 2 consistent words to propose a candidate: MIN_VOTES 2 → 96.3 %
+# and 2.7 verifications per non-copy (3 → 95.5 % and 1.2); 5 candidates → 96.3 % and 4.3,
+# for 1–4 points more of the 10 M estimate on crops: not worth 1.6× the verifications.
 INDEX_KEYPOINTS = 128
 MAX_CANDIDATES = 3
-MIN_VOTES = 3
+MIN_VOTES = 2
 # A word lookup reads at most this many postings, rarest words first (the corpus index holds
 # fewer in all, so it never binds there). bench/index.py, skewed synthetic words: 100 k
 # postings cost ~4 ms at 1 M registrations, 200 k ~7 ms, no budget ~10 ms and growing.
 WORD_POSTINGS_BUDGET = 100_000
+# Hamming embedding: a query word votes for a posting only if their signatures (32 more
+# descriptor bits, local_features.SIGNATURE_POSITIONS) differ in at most SIGNATURE_DISTANCE
+# bits, and the vote weighs exp(-(d / SIGNATURE_SIGMA)²) at distance d. Corpus (bench/matching,
+# MIN_VOTES 3): distance 6 unweighted cut the (query, unrelated registration) pairs with 3
+# consistent votes from 122,553 to 19,578 of 11.3 M but cost true votes too (crop_90 89.5 →
+# 86.0 %); 10 keeps 96 % of a copy's word collisions and the weighting ranks the close ones
+# first (10 M estimate for crop_80 29 → 37 %; sigma 4: 42 % but pad_10 loses a copy). The
+# unrelated registrations that still outscore a crop's original are mostly other frames of the
+# stereo-calibration chessboards: the same board, truly similar patches, which no signature
+# can tell apart; stage 2 does.
+SIGNATURE_DISTANCE = 10
+SIGNATURE_SIGMA: float | None = 6.0
 MAX_MATCHES = 20
 # The foundation's rule, for registrations stored with a pHash only (module docstring). Measured
 # by the foundation on ../shared/photos: every copy resized to 50 % and re-encoded at q50 within
@@ -373,8 +390,7 @@ class Matcher:
         _add_codes(self._pdq_low, ref, low)
         local = fp.local
         if local is not None and len(local):
-            ids, angles = words(local, INDEX_KEYPOINTS)
-            self._words.add(ref, ids, angles)
+            self._words.add(ref, *words(local, INDEX_KEYPOINTS))
 
     def add_many(self, items: Iterable[tuple[int, Fingerprint]]) -> int:
         """Bulk `add` for the rebuild at start: one pass, indexes built once. Returns count."""
@@ -480,19 +496,23 @@ class Matcher:
         for ref, (d, pair) in gated.items():
             if ref not in out and near.get(ref, (PDQ_CANDIDATE + 1,))[0] > PDQ_COPY:
                 out[ref] = Candidate(ref, pdq=d, pdq_pair=pair, gated=True)
-        local = fp.local
-        if local is not None and len(local):
-            ids, angles = words(local)
-            most = len(self._words) if limit is None else limit
-            for score in self._words.search(ids, angles, limit=most,
-                                            min_votes=MIN_VOTES,
-                                            max_postings=WORD_POSTINGS_BUDGET):
-                if near.get(score.ref, (PDQ_CANDIDATE + 1,))[0] <= PDQ_COPY:
-                    continue  # already a copy by its hash
-                c = out.get(score.ref, Candidate(score.ref))
-                out[score.ref] = Candidate(c.ref, c.pdq, c.pdq_pair, c.gated, score.score,
-                                           score.votes)
+        for score in self.word_scores(fp, limit=len(self._words) if limit is None else limit):
+            if near.get(score.ref, (PDQ_CANDIDATE + 1,))[0] <= PDQ_COPY:
+                continue  # already a copy by its hash
+            c = out.get(score.ref, Candidate(score.ref))
+            out[score.ref] = Candidate(c.ref, c.pdq, c.pdq_pair, c.gated, score.score,
+                                       score.votes)
         return sorted(out.values(), key=_candidate_order)
+
+    def word_scores(self, fp: Fingerprint, *, limit: int, min_votes: int = MIN_VOTES,
+                    max_postings: int | None = WORD_POSTINGS_BUDGET) -> list[WordScore]:
+        """The word index's best `limit` registrations for `fp` (all its keypoints' words)."""
+        local = fp.local
+        if local is None or not len(local):
+            return []
+        return self._words.search(*words(local), limit=limit, min_votes=min_votes,
+                                  max_distance=SIGNATURE_DISTANCE, sigma=SIGNATURE_SIGMA,
+                                  max_postings=max_postings)
 
     def match(self, fp: Fingerprint, features_of: Callable[[int], bytes | None]) -> list[Match]:
         """Both stages in one call (benchmarks, tests, the `check` endpoint off the hot path)."""
@@ -532,7 +552,9 @@ class Matcher:
                           "only against registrations stored with a phash alone (legacy)"},
                 "orb": {"keypoints": "up to 300 ORB keypoints of the canonical image",
                         "words": f"{WORD_BITS}-bit sampled descriptors of the "
-                                 f"{INDEX_KEYPOINTS} strongest, in an inverted index"},
+                                 f"{INDEX_KEYPOINTS} strongest, in an inverted index",
+                        "signatures": f"{SIGNATURE_BITS} other descriptor bits per word; a "
+                                      f"vote needs hamming <= {SIGNATURE_DISTANCE}"},
             },
             "copy": [
                 f"pdq hamming <= {PDQ_COPY}, both codes of quality >= {PDQ_MIN_QUALITY}",
@@ -577,6 +599,7 @@ class BulkLoad:
         self._counts: list[int] = []
         self._word_ids: list[np.ndarray] = []
         self._word_angles: list[np.ndarray] = []
+        self._word_signatures: list[np.ndarray] = []
         self._added = 0
 
     def add(self, ref: int, fp: Fingerprint) -> None:
@@ -598,11 +621,12 @@ class BulkLoad:
                 tags.append(_STORED_CODES.index(name))
         local = fp.local
         if local is not None and len(local):
-            ids, angles = words(local, INDEX_KEYPOINTS)
+            ids, angles, signatures = words(local, INDEX_KEYPOINTS)
             self._word_refs.append(ref)
             self._counts.append(len(ids))
-            self._word_ids.append(ids.copy())  # not views into the feature blob
-            self._word_angles.append(angles.copy())
+            self._word_ids.append(ids)  # new arrays, not views into the feature blob
+            self._word_angles.append(angles)
+            self._word_signatures.append(signatures)
 
     def finish(self) -> int:
         """Build the indexes over what was collected; returns how many were added."""
@@ -615,10 +639,12 @@ class BulkLoad:
                                np.array(tags, np.uint8))
         if self._word_refs:
             m._words.add_many(np.array(self._word_refs, np.int64), np.array(self._counts),
-                              np.concatenate(self._word_ids), np.concatenate(self._word_angles))
+                              np.concatenate(self._word_ids), np.concatenate(self._word_angles),
+                              np.concatenate(self._word_signatures))
         added, self._added = self._added, 0
         self._stored = {"good": ([], [], []), "low": ([], [], [])}
-        self._word_refs, self._counts, self._word_ids, self._word_angles = [], [], [], []
+        self._word_refs, self._counts = [], []
+        self._word_ids, self._word_angles, self._word_signatures = [], [], []
         return added
 
 

@@ -151,31 +151,40 @@ def test_hamming_index_bulk_load_equals_adds(chunk_bits: int | None) -> None:
 # -- the word index ----------------------------------------------------------------------------
 
 
-def _reference_votes(regs: dict[int, tuple[list[int], list[int]]], words: list[int],
-                     angles: list[int], min_votes: int, max_df: float,
-                     total: int) -> dict[int, tuple[int, float]]:
+Posting = tuple[int, int, int]  # (word, angle bin, signature)
+
+
+def _reference_votes(regs: dict[int, list[Posting]], query: list[Posting], min_votes: int,
+                     max_df: float, total: int, max_distance: int,
+                     sigma: float | None) -> dict[int, tuple[int, float]]:
     """ref → (votes, score) by the documented rule, in plain Python."""
-    first_angle = {}
-    for ref, (ws, angs) in regs.items():
-        d: dict[int, int] = {}
-        for w, a in zip(ws, angs, strict=True):
-            d.setdefault(w, a)
-        first_angle[ref] = d
-    query: dict[int, int] = {}
-    for w, a in zip(words, angles, strict=True):
-        query.setdefault(w, a)
-    df = {w: sum(w in d for d in first_angle.values()) for w in query}
+    first: dict[int, dict[int, tuple[int, int]]] = {}
+    for ref, postings in regs.items():
+        d: dict[int, tuple[int, int]] = {}
+        for w, a, g in postings:
+            d.setdefault(w, (a, g))  # the strongest keypoint of each word
+        first[ref] = d
+    q: dict[int, tuple[int, int]] = {}
+    for w, a, g in query:
+        q.setdefault(w, (a, g))
+    df = {w: sum(w in d for d in first.values()) for w in q}
     out = {}
-    for ref, d in first_angle.items():
+    for ref, d in first.items():
         bins_score = [0.0] * ANGLE_BINS
         bins_votes = [0] * ANGLE_BINS
-        for w, qa in query.items():
+        for w, (qa, qg) in q.items():
             if w not in d or df[w] == 0 or (df[w] > 64 and df[w] > max_df * total):
                 continue
-            idf = math.log((total + 1) / df[w])
-            delta = (qa - d[w]) % ANGLE_BINS
+            a, g = d[w]
+            distance = (qg ^ g).bit_count()
+            if distance > max_distance:
+                continue  # Hamming embedding: a chance collision of the word
+            weight = math.log((total + 1) / df[w])
+            if sigma is not None:
+                weight *= math.exp(-((distance / sigma) ** 2))
+            delta = (qa - a) % ANGLE_BINS
             for b in (delta, (delta + 1) % ANGLE_BINS):
-                bins_score[b] += idf
+                bins_score[b] += weight
                 bins_votes[b] += 1
         best = max(range(ANGLE_BINS), key=lambda b: (bins_votes[b], bins_score[b]))
         if bins_votes[best] >= min_votes:
@@ -183,37 +192,51 @@ def _reference_votes(regs: dict[int, tuple[list[int], list[int]]], words: list[i
     return out
 
 
+def _arrays(postings: list[Posting]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (np.array([p[0] for p in postings], np.uint32),
+            np.array([p[1] for p in postings], np.uint8),
+            np.array([p[2] for p in postings], np.uint32))
+
+
 @st.composite
-def word_scenarios(draw: st.DrawFn) -> tuple[list[tuple[int, list[int], list[int]]], list[int],
-                                              list[int], int]:
+def word_scenarios(draw: st.DrawFn) -> tuple[list[tuple[int, list[Posting]]], list[Posting],
+                                              int, int, float | None]:
+    """Few words and signatures near a few bases, so that votes and distances near the
+    threshold are common."""
     vocabulary = draw(st.lists(st.integers(0, (1 << 20) - 1), min_size=3, max_size=12,
                                unique=True))
-    regs = []
-    for ref in range(draw(st.integers(1, 40))):
-        n = draw(st.integers(1, 10))
-        regs.append((ref * 7 + 1,
-                     [draw(st.sampled_from(vocabulary)) for _ in range(n)],
-                     [draw(st.integers(0, ANGLE_BINS - 1)) for _ in range(n)]))
-    nq = draw(st.integers(1, 15))
-    qw = [draw(st.sampled_from(vocabulary)) for _ in range(nq)]
-    qa = [draw(st.integers(0, ANGLE_BINS - 1)) for _ in range(nq)]
-    return regs, qw, qa, draw(st.integers(1, 4))
+    bases = draw(st.lists(st.integers(0, (1 << 32) - 1), min_size=1, max_size=3))
+
+    def posting() -> Posting:
+        flips = draw(st.lists(st.integers(0, 31), max_size=12))
+        signature = draw(st.sampled_from(bases))
+        for bit in flips:
+            signature ^= 1 << bit
+        return (draw(st.sampled_from(vocabulary)), draw(st.integers(0, ANGLE_BINS - 1)),
+                signature)
+
+    regs = [(ref * 7 + 1, [posting() for _ in range(draw(st.integers(1, 10)))])
+            for ref in range(draw(st.integers(1, 40)))]
+    query = [posting() for _ in range(draw(st.integers(1, 15)))]
+    return (regs, query, draw(st.integers(1, 4)), draw(st.sampled_from([0, 3, 6, 32])),
+            draw(st.sampled_from([None, 4.0])))
 
 
 @settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(scenario=word_scenarios(), segment=st.sampled_from([4, 16, 1 << 18]))
 def test_word_index_votes_equal_reference(
-    scenario: tuple[list[tuple[int, list[int], list[int]]], list[int], list[int], int],
+    scenario: tuple[list[tuple[int, list[Posting]]], list[Posting], int, int, float | None],
     segment: int, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    regs, qw, qa, min_votes = scenario
+    regs, query, min_votes, max_distance, sigma = scenario
     monkeypatch.setattr(index_module, "FANOUT", 2)
     index = WordIndex(background=False, segment_postings=segment)
-    for ref, ws, angs in regs:
-        index.add(ref, np.array(ws), np.array(angs))
-    want = _reference_votes({r: (w, a) for r, w, a in regs}, qw, qa, min_votes, 0.02, len(regs))
-    got = index.search(np.array(qw), np.array(qa), limit=1000, min_votes=min_votes)
+    for ref, postings in regs:
+        index.add(ref, *_arrays(postings))
+    want = _reference_votes(dict(regs), query, min_votes, 0.02, len(regs), max_distance, sigma)
+    got = index.search(*_arrays(query), limit=1000, min_votes=min_votes,
+                       max_distance=max_distance, sigma=sigma)
     assert {g.ref: g.votes for g in got} == {r: v for r, (v, _) in want.items()}
     for g in got:
         assert g.score == pytest.approx(want[g.ref][1])
@@ -226,28 +249,65 @@ def test_word_index_votes_equal_reference(
 @given(scenario=word_scenarios(), segment=st.sampled_from([4, 16, 1 << 18]),
        data=st.data())
 def test_word_index_never_returns_discarded(
-    scenario: tuple[list[tuple[int, list[int], list[int]]], list[int], list[int], int],
+    scenario: tuple[list[tuple[int, list[Posting]]], list[Posting], int, int, float | None],
     segment: int, data: st.DataObject, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    regs, qw, qa, min_votes = scenario
+    regs, query, min_votes, max_distance, _ = scenario
     monkeypatch.setattr(index_module, "FANOUT", 2)
     index = WordIndex(background=False, segment_postings=segment)
     live = {}
-    for ref, ws, angs in regs:
-        index.add(ref, np.array(ws), np.array(angs))
-        live[ref] = (ws, angs)
+    for ref, postings in regs:
+        index.add(ref, *_arrays(postings))
+        live[ref] = postings
         if data.draw(st.booleans()):
             gone = data.draw(st.sampled_from(sorted(live)))
             index.discard(gone)
             del live[gone]
     assert len(index) == len(live)
-    got = index.search(np.array(qw), np.array(qa), limit=1000, min_votes=min_votes)
+    got = index.search(*_arrays(query), limit=1000, min_votes=min_votes,
+                       max_distance=max_distance)
     assert {g.ref for g in got} <= set(live)
     # Votes do not depend on idf (the best bin is the one with most votes), so they match a
     # reference over the live registrations even while discarded postings still count in df.
-    want = _reference_votes(live, qw, qa, min_votes, 1.0, len(live))
+    want = _reference_votes(live, query, min_votes, 1.0, len(live), max_distance, None)
     for g in got:
         assert g.votes == want[g.ref][0]
+
+
+def _signatures_at(base: int, distance: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` signatures each exactly `distance` bits from `base`."""
+    out = []
+    for _ in range(n):
+        bits = rng.choice(32, distance, replace=False)
+        out.append(base ^ sum(1 << int(b) for b in bits))
+    return np.array(out, np.uint32)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_word_index_counts_a_vote_only_within_the_signature_distance(frozen: bool) -> None:
+    rng = np.random.default_rng(5)
+    words = np.arange(10, 20, dtype=np.uint32)
+    angles = np.full(10, 3, np.uint8)
+    query = rng.integers(0, 1 << 32, 10, dtype=np.uint64).astype(np.uint32)
+    # Registration 1 holds the query's words with signatures 3 bits away (a copy's keypoints),
+    # registration 2 the same words with signatures 12 bits away (chance collisions).
+    near = np.array([_signatures_at(int(g), 3, 1, rng)[0] for g in query], np.uint32)
+    far = np.array([_signatures_at(int(g), 12, 1, rng)[0] for g in query], np.uint32)
+    index = WordIndex(background=False, segment_postings=1 if frozen else 1 << 18)
+    index.add(1, words, angles, near)
+    index.add(2, words, angles, far)
+    assert (len(index._segments) == 2) is frozen  # frozen segments, or the tail
+
+    got = index.search(words, angles, query, limit=10, min_votes=1, max_distance=6)
+    assert [(g.ref, g.votes) for g in got] == [(1, 10)]
+    # At 12 bits both vote; without the filter (every bit may differ) too.
+    for distance in (12, 32):
+        got = index.search(words, angles, query, limit=10, min_votes=1, max_distance=distance)
+        assert sorted((g.ref, g.votes) for g in got) == [(1, 10), (2, 10)]
+    # Weighted by distance, the near registration scores far higher than the far one.
+    weighted = {g.ref: g.score for g in index.search(words, angles, query, limit=10,
+                                                     min_votes=1, max_distance=12, sigma=6.0)}
+    assert weighted[2] < weighted[1] * math.exp(-(12 / 6) ** 2 + (3 / 6) ** 2) * 1.0001
 
 
 def test_word_index_bulk_load_equals_adds() -> None:
@@ -255,14 +315,30 @@ def test_word_index_bulk_load_equals_adds() -> None:
     n, k = 500, 20
     words = rng.integers(0, 2000, n * k).astype(np.uint32)
     angles = rng.integers(0, ANGLE_BINS, n * k).astype(np.uint8)
+    signatures = rng.integers(0, 1 << 32, n * k, dtype=np.uint64).astype(np.uint32)
     refs = np.arange(n, dtype=np.int64) + 100
     bulk = WordIndex(background=False)
-    bulk.add_many(refs, np.full(n, k), words, angles)
+    bulk.add_many(refs, np.full(n, k), words, angles, signatures)
     one = WordIndex(background=False, segment_postings=256)
     for i in range(n):
-        one.add(int(refs[i]), words[i * k : (i + 1) * k], angles[i * k : (i + 1) * k])
+        part = slice(i * k, (i + 1) * k)
+        one.add(int(refs[i]), words[part], angles[part], signatures[part])
+    # The query: registration 2's keypoints turned by two bins, their signatures 2 bits off;
+    # and registration 3's words, turned alike, with random signatures (chance collisions).
     q, qa = words[40:80], (angles[40:80] + 2) % ANGLE_BINS
-    a = bulk.search(q, qa, limit=10, min_votes=2)
-    b = one.search(q, qa, limit=10, min_votes=2)
-    assert [(x.ref, x.votes) for x in a] == [(x.ref, x.votes) for x in b]
-    assert a[0].ref == refs[2]  # the registration the query words came from
+    qs = np.concatenate([
+        np.array([_signatures_at(int(g), 2, 1, rng)[0] for g in signatures[40:60]], np.uint32),
+        rng.integers(0, 1 << 32, 20, dtype=np.uint64).astype(np.uint32)])
+    for distance in (4, 32):
+        a = bulk.search(q, qa, qs, limit=10, min_votes=2, max_distance=distance, sigma=8.0)
+        b = one.search(q, qa, qs, limit=10, min_votes=2, max_distance=distance, sigma=8.0)
+        assert [(x.ref, x.votes) for x in a] == [(x.ref, x.votes) for x in b]
+        assert [x.score for x in a] == pytest.approx([x.score for x in b])
+        assert a[0].ref == refs[2]  # the registration whose keypoints the query has
+        assert (refs[3] in {x.ref for x in a}) is (distance == 32)
+    # A discarded registration is gone from both.
+    bulk.discard(int(refs[2]))
+    one.discard(int(refs[2]))
+    for index in (bulk, one):
+        assert refs[2] not in {x.ref for x in index.search(q, qa, qs, limit=10, min_votes=2,
+                                                             max_distance=32)}
