@@ -3,6 +3,7 @@ family on a few corpus photos (registered beside their hardest look-alikes)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -17,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from shotstamp_service import matching as rule
 from shotstamp_service.fingerprint import Fingerprint, fingerprint
 from shotstamp_service.index import HammingIndex, Hit
+from shotstamp_service.local_features import SIGNATURE_BITS, SIGNATURE_POSITIONS, words
 from shotstamp_service.matching import Candidate, Match, Matcher, decide, rank
 from shotstamp_service.verification import Evidence
 
@@ -246,6 +248,33 @@ def test_add_many_equals_add(fixture_fps: list[Fingerprint]) -> None:
     for query in fixture_fps:
         assert bulk.search(query) == one.search(query)
         assert bulk.candidates(query) == one.candidates(query)
+
+
+def test_word_votes_need_near_signatures(fixture_fps: list[Fingerprint]) -> None:
+    """A registration whose keypoints share the copy's words but not the signature bits (a
+    chance collision of every word) gets no word votes; the true original does."""
+    *originals, copy = fixture_fps
+    original = originals[0]
+    assert original.local is not None and copy.local is not None
+    bits = np.zeros(256, np.uint8)
+    bits[list(SIGNATURE_POSITIONS)] = 1
+    descriptors = original.local.descriptors ^ np.packbits(bits)
+    forged_local = dataclasses.replace(original.local, descriptors=descriptors)
+    forged = Fingerprint("0" * 64, {}, original.width, original.height, "png",
+                         features=forged_local.to_bytes())
+    assert forged.local is not None
+    assert np.array_equal(words(forged.local).ids, words(original.local).ids)
+    matcher = Matcher(background=False)
+    matcher.add(1, original)
+    matcher.add(2, forged)
+    scores = {s.ref: s.votes for s in matcher.word_scores(copy, limit=10)}
+    assert scores.get(1, 0) >= rule.MIN_VOTES
+    assert 2 not in scores
+    # Without the signature filter the forgery collects exactly the original's votes.
+    unfiltered = {s.ref: s.votes for s in matcher._words.search(
+        *words(copy.local), limit=10, min_votes=1, max_distance=SIGNATURE_BITS)}
+    assert unfiltered[2] == unfiltered[1] >= rule.MIN_VOTES
+    assert 2 not in {c.ref for c in matcher.candidates(copy)}
 
 
 def test_store_round_trip_is_found(fixture_fps: list[Fingerprint]) -> None:
