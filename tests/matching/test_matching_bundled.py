@@ -32,21 +32,16 @@ ALSO_REGISTERED = ("brick.png", "grass.png", "hubble_deep_field.jpg")
 HELD_OUT = ("rocket.jpg", "gravel.png", "retina.jpg")
 REGISTERED = EDIT_PHOTOS + ALSO_REGISTERED
 
-# The one (photo, family) the engine misses here, with why. Reported as xfailed on every run
+# (photo, family) pairs the engine misses here, with why. Reported as xfailed on every run
 # (and as XPASS once caught); a copy verdict for a different photo still fails it.
 # Measured over 12 other seeds per randomised family (November 2026): every other case here is
 # caught at every seed except coins + combination, caught at 8 of 12 (its seed here is one of
 # them; a miss is again too few word votes, never weak stage-2 evidence). If a change to the
 # word index turns it into a miss, that is this family's measured recall, not a new bug: check
 # bench/matching.py before listing it here.
-KNOWN_MISSES = {
-    ("chelsea.png", "combination"): (
-        "crop 90 % + resize 60 % + watermark + JPEG 60 (the benchmark's hardest family, 62.8 % "
-        "recall on the corpus): no PDQ code within 31 bits and fewer than MIN_VOTES word-index "
-        "votes, so stage 2 never sees the original, though verify() alone would call it a copy "
-        "(31 inliers). Enlarging the original 1.5× or 2× does not help: not a size effect."
-    ),
-}
+# chelsea + combination was listed here until the word index's signatures (bench/matching.py:
+# combination 62.8 → 69.4 %) gave its original the votes stage 2 needs.
+KNOWN_MISSES: dict[tuple[str, str], str] = {}
 
 Registry = tuple[Matcher, dict[int, bytes]]
 
