@@ -50,16 +50,21 @@ class Missed(AssertionError):
     """The true original was not called a copy (as opposed to a wrong copy verdict)."""
 
 
-@pytest.fixture(scope="module")
-def registry(bundled: dict[str, tuple[bytes, Image.Image]]) -> Registry:
+def _register(files: tuple[str, ...], bundled: dict[str, tuple[bytes, Image.Image]]) -> Registry:
+    """A matcher holding `files` as refs 0, 1, …, and their feature blobs."""
     matcher = Matcher(background=False)
     features: dict[int, bytes] = {}
-    for ref, file in enumerate(REGISTERED):
+    for ref, file in enumerate(files):
         fp = fingerprint(bundled[file][0])
         assert fp.features is not None
         matcher.add(ref, fp)
         features[ref] = fp.features
     return matcher, features
+
+
+@pytest.fixture(scope="module")
+def registry(bundled: dict[str, tuple[bytes, Image.Image]]) -> Registry:
+    return _register(REGISTERED, bundled)
 
 
 def _copies(registry: Registry, data: bytes) -> tuple[list[int], list[Match]]:
@@ -120,13 +125,7 @@ def test_held_out_photos_are_found_once_registered(
     bundled: dict[str, tuple[bytes, Image.Image]],
 ) -> None:
     """The held-out photos are not trivially unmatchable: registered, they are found."""
-    matcher = Matcher(background=False)
-    features: dict[int, bytes] = {}
-    for ref, file in enumerate(HELD_OUT):
-        fp = fingerprint(bundled[file][0])
-        assert fp.features is not None
-        matcher.add(ref, fp)
-        features[ref] = fp.features
+    matcher, features = _register(HELD_OUT, bundled)
     for ref, file in enumerate(HELD_OUT):
         copy = apply_edit(EDITS_BY_NAME["jpeg_q50"], bundled[file][1], photo=NAMES[file])
         found = [m.ref for m in matcher.match(fingerprint(copy), features.get)
