@@ -59,10 +59,21 @@ MIN_CHUNK_BITS = 16
 MAX_CHUNK_BITS = 24
 EXTRA_CHUNK_BITS = 2
 # Recent additions are scanned by brute force until there are this many; then the tables are
-# rebuilt (in a thread) over everything. 65,536 × 256-bit popcounts take ~0.3 ms.
+# rebuilt (in a thread) over everything. A full tail costs ~1 ms per query code
+# (bench/index.py's tail rows).
 TAIL_LIMIT = 65_536
 # Rebuilds of fewer entries than this run inline (they take milliseconds).
 INLINE_REBUILD = 262_144
+
+
+def _popcount_rows(xor: np.ndarray) -> np.ndarray:
+    """Bits set in each row of an (n, 4) uint64 array: the Hamming distances of n pairs.
+
+    Four column adds instead of `.sum(axis=1)`, whose reduction over a length-4 axis costs
+    more than the popcounts themselves.
+    """
+    bits = np.bitwise_count(xor)
+    return (bits[:, 0].astype(np.int16) + bits[:, 1] + bits[:, 2] + bits[:, 3]).astype(np.int64)
 
 
 def _as_words(codes: np.ndarray) -> np.ndarray:
@@ -317,13 +328,19 @@ class HammingIndex:
             starts_a, ends_a = np.concatenate(starts), np.concatenate(ends)
             owner = np.repeat(np.concatenate(which), ends_a - starts_a)
             positions = order_flat[_gather_ranges(starts_a, ends_a)].astype(np.int64)
-        # (2): plus the unindexed tail, by brute force, for every query code
-        tail = np.arange(tables.size, self._n, dtype=np.int64)
-        positions = np.concatenate([positions, np.tile(tail, len(queries))])
-        owner = np.concatenate([owner, np.repeat(np.arange(len(queries)), len(tail))])
-        # (3): exact distances; keep live codes within the radius
+        # (2): exact distances of the tables' candidates (a gather: they are few)
         qwords = _as_words(q)
-        distances = np.bitwise_count(stored[positions] ^ qwords[owner]).sum(axis=1)
+        distances = _popcount_rows(stored[positions] ^ qwords[owner])
+        # (3): plus the unindexed tail, by brute force over its contiguous rows, one query
+        # code at a time: no gather and no index arrays the size of the tail
+        tail = stored[tables.size:self._n]
+        for qi in range(len(queries)):
+            tail_distances = _popcount_rows(tail ^ qwords[qi])
+            near = np.flatnonzero(tail_distances <= radius)
+            positions = np.concatenate([positions, near + tables.size])
+            owner = np.concatenate([owner, np.full(len(near), qi, np.int64)])
+            distances = np.concatenate([distances, tail_distances[near]])
+        # (4): keep live codes within the radius
         keep = (distances <= radius) & self._live[positions]
         for ref, distance, qi, tag in zip(self._refs[positions[keep]].tolist(),
                                           distances[keep].tolist(), owner[keep].tolist(),
