@@ -72,8 +72,9 @@ def _popcount_rows(xor: np.ndarray) -> np.ndarray:
     Four column adds instead of `.sum(axis=1)`, whose reduction over a length-4 axis costs
     more than the popcounts themselves.
     """
-    bits = np.bitwise_count(xor)
-    return (bits[:, 0].astype(np.int16) + bits[:, 1] + bits[:, 2] + bits[:, 3]).astype(np.int64)
+    bits: np.ndarray = np.bitwise_count(xor)
+    total: np.ndarray = bits[:, 0].astype(np.int16) + bits[:, 1] + bits[:, 2] + bits[:, 3]
+    return total.astype(np.int64)
 
 
 def _as_words(codes: np.ndarray) -> np.ndarray:
