@@ -371,6 +371,7 @@ def _decode(
         image = image.transpose(_ORIENT[orientation])
         if orientation >= 5:
             width, height = height, width
+    image = _keyed_to_alpha(image)
     alpha = _alpha(image)
     return DecodedImage(_normalise(image, mode), fmt, width, height, frames, alpha)
 
@@ -391,10 +392,15 @@ def _reduce(image: Image.Image, draft: tuple[int, int], orientation: int) -> Ima
     return image.reduce(factor)
 
 
+def _keyed_to_alpha(image: Image.Image) -> Image.Image:
+    """A palette or colour key that marks transparent pixels, as an alpha channel."""
+    if image.mode in ("P", "L", "RGB") and "transparency" in image.info:
+        return image.convert("LA" if image.mode == "L" else "RGBA")
+    return image
+
+
 def _alpha(image: Image.Image) -> Image.Image | None:
     """The alpha plane of an image with transparent pixels, else None."""
-    if image.mode in ("P", "L", "RGB") and "transparency" in image.info:
-        image = image.convert("LA" if image.mode == "L" else "RGBA")
     if image.mode not in ("RGBA", "RGBa", "LA", "La", "PA"):
         return None
     alpha = image.getchannel("A")
@@ -403,14 +409,14 @@ def _alpha(image: Image.Image) -> Image.Image | None:
 
 
 def _normalise(image: Image.Image, mode: Literal["RGB", "L"] | None) -> Image.Image:
-    """8-bit RGB or L: transparency onto white, other colour spaces converted."""
+    """8-bit RGB or L: transparency onto white, other colour spaces converted.
+
+    Palette and colour-key transparency has been made an alpha channel (`_keyed_to_alpha`).
+    """
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         image = _to_8bit_grey(image)
     elif image.mode == "1":
         image = image.convert("L")
-    elif image.mode in ("P", "L", "RGB") and "transparency" in image.info:
-        # A palette or colour key marks transparent pixels: composite them too.
-        image = image.convert("LA" if image.mode == "L" else "RGBA")
     elif image.mode == "P":
         image = image.convert("RGB")
     if image.mode in ("RGBA", "RGBa", "LA", "La", "PA"):
