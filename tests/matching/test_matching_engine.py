@@ -138,20 +138,26 @@ def test_reservation_is_seen_by_a_concurrent_upload(fixture_fps: list[Fingerprin
     assert [m.ref for m in matcher.search(fixture_fps[-1])] == [17]
 
 
+@pytest.fixture
+def lookups(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every HammingIndex searched from here on, once per search."""
+    searched: list[object] = []
+    real = HammingIndex.search
+
+    def counting(self: HammingIndex, codes: list[bytes], radius: int) -> dict[int, Hit]:
+        searched.append(self)
+        return real(self, codes, radius)
+
+    monkeypatch.setattr(HammingIndex, "search", counting)
+    return searched
+
+
 def test_search_then_candidates_read_the_pdq_index_once(
-    fixture_fps: list[Fingerprint], monkeypatch: pytest.MonkeyPatch,
+    fixture_fps: list[Fingerprint], lookups: list[object],
 ) -> None:
     """The in-loop cost at scale is one PDQ lookup per upload, not one per stage-1 call."""
     matcher = Matcher(background=False)
     matcher.add(1, fixture_fps[0])
-    lookups: list[object] = []
-    real = HammingIndex.search
-
-    def counting(self: HammingIndex, codes: list[bytes], radius: int) -> dict[int, Hit]:
-        lookups.append(self)
-        return real(self, codes, radius)
-
-    monkeypatch.setattr(HammingIndex, "search", counting)
     query = fixture_fps[-1]
     assert [m.ref for m in matcher.search(query)] == [1]
     matcher.candidates(query)
@@ -167,7 +173,7 @@ def _refs(candidates: list[Candidate] | None) -> set[int]:
 
 
 def test_look_again_reads_only_what_changed(
-    fixture_fps: list[Fingerprint], monkeypatch: pytest.MonkeyPatch,
+    fixture_fps: list[Fingerprint], lookups: list[object],
 ) -> None:
     """After an await the registry looks again: a copy reserved meanwhile is found, one
     discarded meanwhile is gone, and the whole PDQ index is not read a second time."""
@@ -175,14 +181,6 @@ def test_look_again_reads_only_what_changed(
     *originals, copy = fixture_fps
     for ref, fp in enumerate(originals[1:], start=1):
         matcher.add(ref, fp)
-    lookups: list[object] = []
-    real = HammingIndex.search
-
-    def counting(self: HammingIndex, codes: list[bytes], radius: int) -> dict[int, Hit]:
-        lookups.append(self)
-        return real(self, codes, radius)
-
-    monkeypatch.setattr(HammingIndex, "search", counting)
     first = matcher.look(copy)
     assert first.found == [] and first.candidates is not None
     assert matcher.look_again(first) is first  # nothing changed
