@@ -5,10 +5,10 @@ large watermark moves them as far as a different photo (PDQ: a centre crop to 90
 ~86 of 256 bits, median over the corpus). Local features survive those edits: ORB keypoints
 (OpenCV, Rublee et al. 2011) of the canonical image, each with a 256-bit rBRIEF descriptor.
 
-- `words(features, limit)`: each keypoint's descriptor sampled at `WORD_BITS` fixed bit
+- `words(features, keep)`: each keypoint's descriptor sampled at `WORD_BITS` fixed bit
   positions gives a visual word (bit-sampling LSH, Indyk–Motwani), and at `SIGNATURE_BITS`
   other positions a binary signature (Hamming embedding, Jégou, Douze & Schmid 2008); the
-  index keeps the words of each registration's strongest keypoints (`matching.INDEX_KEYPOINTS`)
+  index keeps the words of some of each registration's keypoints (`matching.index_keypoints`)
   with their signatures and votes with the query's words, a vote counting only where the
   signatures are close (`index.WordIndex`).
 - `verification.verify_pair(query, stored)` matches the keypoints of a candidate pair and
@@ -223,9 +223,9 @@ _WORD = _BitSampler.at(WORD_POSITIONS)
 _SIGNATURE = _BitSampler.at(SIGNATURE_POSITIONS)
 
 
-def words(features: LocalFeatures, limit: int | None = None) -> VisualWords:
-    """The words, angle bins and signatures of the `limit` strongest keypoints (all if None)."""
-    descriptors = features.descriptors if limit is None else features.descriptors[:limit]
-    angles = features.angle if limit is None else features.angle[:limit]
+def words(features: LocalFeatures, keep: np.ndarray | None = None) -> VisualWords:
+    """The words, angle bins and signatures of the keypoints `keep` (indices; all if None)."""
+    descriptors = features.descriptors if keep is None else features.descriptors[keep]
+    angles = features.angle if keep is None else features.angle[keep]
     return VisualWords(_WORD(descriptors), (angles // (256 // ANGLE_BINS)).astype(np.uint8),
                        _SIGNATURE(descriptors))

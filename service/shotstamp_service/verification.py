@@ -20,7 +20,7 @@ Two alignments, each followed by the same photometric comparison:
 
 The photometric comparison (`agreement`) warps the stored thumbnail onto the query's, fits a
 global gain and offset (brightness and contrast edits), drops near-white pixels (clipped
-highlights, shared white backgrounds: no evidence either way) and splits the rest into an 8×8
+highlights, shared white backgrounds: no evidence either way) and splits the rest into an 16×16
 grid:
 a textured cell agrees when its pixels correlate, a flat cell when its mean level matches. A
 copy agrees almost everywhere outside its watermark or logo; a different photo of the same
@@ -54,9 +54,13 @@ MIN_MATCHES = 6
 # INLIERS_COPY_FEW are not lower), so the photometric comparison is skipped: most candidates
 # that are not copies stop here, which halves their cost.
 PHOTOMETRY_MIN_INLIERS = 12
-# Photometry: an 8×8 grid over the query thumbnail; a cell is compared when at least 80 % of
-# it lies inside the stored image once aligned.
-GRID = 8
+# Photometry: a 16×16 grid over the query thumbnail (8 px cells on the 128 px thumbnail); a
+# cell is compared when at least 80 % of it lies inside the stored image once aligned. Smaller
+# cells fit inside thin objects on white and between a watermark's strokes: on the corpus the
+# most alike different-photo pair with ≥ 20 inliers agrees on 0.64 with 16×16 cells against
+# 0.73 with 8×8, while copies keep a median of 0.98 (matching.AGREEMENT_COPY). Computed for
+# all cells at once from integral images (~0.2 ms for 256 cells), not cell by cell.
+GRID = 16
 CELL_COVERAGE = 0.8
 CELL_CORRELATION = 0.5  # textured cells agree when their pixels correlate above this
 FLAT_STD = 4.0  # a cell this flat (grey levels) in both images is compared by its mean
@@ -70,7 +74,7 @@ WHITE = 250
 CLIPPED_FROM = 180  # a bright pixel that an edit of ×1.3–1.5 would clip to white
 BLACK = 5
 CLIPPED_FROM_DARK = 60
-MIN_CELLS = 8  # fewer comparable cells than this: no photometric evidence at all
+MIN_CELLS = 32  # fewer comparable cells (an 8th of the grid): no photometric evidence
 # Global alignment: a ratio-test match counts when the stored keypoint lies within this many
 # canonical pixels of where the alignment puts the query keypoint (twice as far for keypoints
 # found on the 128 px thumbnails).
@@ -266,23 +270,37 @@ def agreement(query: LocalFeatures, stored: LocalFeatures,
     if x.std() > 1.0:
         gain, offset = np.polyfit(x, y, 1)
         qa = qa * gain + offset
+    return _cell_agreement(qa, warped, inside)
+
+
+def _cell_sums(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Sum of `values` over every grid cell (cells between consecutive row/column bounds)."""
+    at = cv2.integral(values, sdepth=cv2.CV_64F)[np.ix_(rows, cols)]
+    out: np.ndarray = at[1:, 1:] - at[:-1, 1:] - at[1:, :-1] + at[:-1, :-1]
+    return out
+
+
+def _cell_agreement(qa: np.ndarray, warped: np.ndarray, inside: np.ndarray) -> tuple[float, int]:
+    """(share of agreeing cells, cells compared) over the GRID × GRID cells of the query."""
     height, width = qa.shape
-    agree = compared = 0
-    for i in range(GRID):
-        for j in range(GRID):
-            rows = slice(i * height // GRID, (i + 1) * height // GRID)
-            cols = slice(j * width // GRID, (j + 1) * width // GRID)
-            mask = inside[rows, cols]
-            if mask.size == 0 or mask.mean() < CELL_COVERAGE:
-                continue
-            u, v = qa[rows, cols][mask], warped[rows, cols][mask]
-            compared += 1
-            su, sv = u.std(), v.std()
-            if su < FLAT_STD and sv < FLAT_STD:
-                agree += abs(u.mean() - v.mean()) < FLAT_DIFFERENCE
-            elif su > 1e-3 and sv > 1e-3:
-                correlation = float(np.mean((u - u.mean()) * (v - v.mean())) / (su * sv))
-                agree += correlation > CELL_CORRELATION
-    if compared < MIN_CELLS:
-        return 0.0, compared
-    return float(agree) / compared, compared
+    rows = np.arange(GRID + 1) * height // GRID
+    cols = np.arange(GRID + 1) * width // GRID
+    m = inside.astype(np.float64)
+    u, v = qa.astype(np.float64) * m, warped.astype(np.float64) * m
+    n = _cell_sums(m, rows, cols)
+    area = np.diff(rows)[:, None] * np.diff(cols)[None, :]
+    compared = (area > 0) & (n >= CELL_COVERAGE * np.maximum(area, 1))
+    count = np.maximum(n, 1)
+    mu, mv = _cell_sums(u, rows, cols) / count, _cell_sums(v, rows, cols) / count
+    su = np.sqrt(np.maximum(_cell_sums(u * u, rows, cols) / count - mu * mu, 0))
+    sv = np.sqrt(np.maximum(_cell_sums(v * v, rows, cols) / count - mv * mv, 0))
+    covariance = _cell_sums(u * v, rows, cols) / count - mu * mv
+    flat = (su < FLAT_STD) & (sv < FLAT_STD)
+    textured = ~flat & (su > 1e-3) & (sv > 1e-3)
+    correlation = covariance / np.where(textured, su * sv, 1.0)
+    agree = compared & ((flat & (np.abs(mu - mv) < FLAT_DIFFERENCE))
+                        | (textured & (correlation > CELL_CORRELATION)))
+    cells = int(compared.sum())
+    if cells < MIN_CELLS:
+        return 0.0, cells
+    return float(agree.sum()) / cells, cells

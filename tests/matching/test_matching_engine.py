@@ -50,6 +50,10 @@ def _orb(inliers: int, agreement: float, scale: float = 1.0, rotation: float = 0
         (_orb(rule.INLIERS_CLEAN, rule.AGREEMENT_CLEAN, matches=rule.INLIERS_CLEAN * 2), "similar"),
         (_orb(rule.INLIERS_CLEAN - 1, rule.AGREEMENT_CLEAN, matches=rule.INLIERS_CLEAN - 1),
          "similar"),
+        (_orb(rule.INLIERS_CLEAN, rule.AGREEMENT_CLEAN - 0.01, matches=rule.INLIERS_CLEAN), None),
+        # clean inliers where no cells can be compared (a pale product on white)
+        (_orb(rule.INLIERS_CLEAN, 0.0, matches=rule.INLIERS_CLEAN, cells=3), "copy"),
+        (_orb(rule.INLIERS_CLEAN, 0.0, matches=rule.INLIERS_CLEAN * 2, cells=3), None),
         # too few comparable cells (near-white): keypoints alone, but many of them
         (_orb(rule.INLIERS_ALONE, 0.0, cells=3), "copy"),
         (_orb(rule.INLIERS_ALONE - 1, 0.0, cells=3), None),
