@@ -718,6 +718,11 @@ def main(argv: list[str] | None = None) -> int:
     for g, gi, _, d, q, e, o in global_imp[:4]:
         say(f"  - {q} [{e}] vs {o}: {d} bits, agreement {g:.2f}, guided inliers {gi} "
             f"(needs {rule.GLOBAL_INLIERS_COPY})")
+    if global_imp:
+        g, gi, _, d, q, e, o = max(global_imp, key=lambda x: x[1])
+        say(f"  - most guided inliers of any probed pair: {gi} ({q} [{e}] vs {o}, {d} bits, "
+            f"agreement {g:.2f}); with too few cells to compare, "
+            f"GLOBAL_INLIERS_ALONE = {rule.GLOBAL_INLIERS_ALONE} decide alone")
     # The PDQ tail below what 14 M pairs can show: fit log P(d <= x) linearly in x over the
     # measurable lower tail and extrapolate to PDQ_COPY.
     ecdf_x = np.arange(closest, closest + 40)

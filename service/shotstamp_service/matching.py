@@ -20,7 +20,8 @@ The rule (every number is a named constant below, with the measurement that chos
              or, once verified, PDQ ≤ PDQ_CANDIDATE (quality-gated) and, under the alignment
              that code pair implies (frames or content boxes onto each other, mirrored for
              pdq_mirror), ≥ GLOBAL_INLIERS_COPY keypoint matches where it puts them and
-             ≥ GLOBAL_AGREEMENT_COPY of the thumbnail cells agreeing,
+             ≥ GLOBAL_AGREEMENT_COPY of the thumbnail cells agreeing (or, with too few
+             cells to compare, ≥ GLOBAL_INLIERS_ALONE such matches),
              or a plausible similarity transform (scale within SCALE_RANGE,
              turn within MAX_ROTATION) with ORB inliers ≥ INLIERS_COPY and photometric
              agreement ≥ AGREEMENT_COPY, or inliers ≥ INLIERS_COPY_FEW and agreement ≥
@@ -109,6 +110,10 @@ PDQ_CANDIDATE = 31
 # 16, belong to two stereo-calibration chessboards that agree on 0.62.
 GLOBAL_INLIERS_COPY = 12
 GLOBAL_AGREEMENT_COPY = 0.75
+# Where that alignment leaves fewer than verification.MIN_CELLS cells to compare (a pale
+# product on white, brightened), the guided keypoints decide alone, and need many more than
+# any different-photo pair probed keeps (14, the chessboards): brightness 98.9 → 99.1 %.
+GLOBAL_INLIERS_ALONE = 30
 # Stage 2. A copy keeps many RANSAC inliers *and* looks the same once aligned. Corpus, 67,436
 # pairs of different photos verified (engine candidates, and every same-group or similar_pairs
 # pair as originals, crop_80 and combination), photometry on verification's 16 × 16 grid:
@@ -594,7 +599,8 @@ class Matcher:
                 f"pdq hamming <= {PDQ_COPY}, both codes of quality >= {PDQ_MIN_QUALITY}",
                 f"pdq hamming <= {PDQ_CANDIDATE} (quality-gated), and under the alignment the "
                 f"code pair implies global_inliers >= {GLOBAL_INLIERS_COPY} and "
-                f"global_agreement >= {GLOBAL_AGREEMENT_COPY}",
+                f"global_agreement >= {GLOBAL_AGREEMENT_COPY}, or global_inliers >= "
+                f"{GLOBAL_INLIERS_ALONE} where fewer than {MIN_CELLS} cells are comparable",
                 f"orb_inliers >= {INLIERS_COPY} and photo_agreement >= {AGREEMENT_COPY}",
                 f"orb_inliers >= {INLIERS_COPY_FEW} and photo_agreement >= "
                 f"{AGREEMENT_COPY_FEW}",
@@ -728,8 +734,10 @@ def decide(candidate: Candidate, evidence: Evidence | None) -> Match | None:
     distances.update(evidence.as_dict())
     if (candidate.global_pair is not None and evidence.global_agreement is not None
             and evidence.global_inliers is not None
-            and evidence.global_agreement >= GLOBAL_AGREEMENT_COPY
-            and evidence.global_inliers >= GLOBAL_INLIERS_COPY):
+            and ((evidence.global_agreement >= GLOBAL_AGREEMENT_COPY
+                  and evidence.global_inliers >= GLOBAL_INLIERS_COPY)
+                 or (evidence.global_cells is not None and evidence.global_cells < MIN_CELLS
+                     and evidence.global_inliers >= GLOBAL_INLIERS_ALONE))):
         return Match(candidate.ref, distances, "copy")
     if not evidence.inliers or not _plausible(evidence):
         return None

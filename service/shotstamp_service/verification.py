@@ -99,6 +99,7 @@ class Evidence:
     cells: int = 0  # thumbnail cells compared under the keypoint alignment
     global_agreement: float | None = None  # the same under the PDQ code pair's alignment
     global_inliers: int | None = None  # keypoint matches consistent with that alignment
+    global_cells: int | None = None  # thumbnail cells compared under that alignment
 
     def as_dict(self) -> dict[str, float | int]:
         out: dict[str, float | int] = {
@@ -113,6 +114,8 @@ class Evidence:
             out["global_agreement"] = round(self.global_agreement, 3)
         if self.global_inliers is not None:
             out["global_inliers"] = self.global_inliers
+        if self.global_cells is not None:
+            out["global_cells"] = self.global_cells
         return out
 
 
@@ -127,11 +130,12 @@ def verify_pair(query: LocalFeatures, stored: LocalFeatures,
     if pdq_pair is None:
         return keypoints
     transform = global_transform(query, stored, *pdq_pair)
-    global_agreement, _ = agreement(query, stored, transform)
+    global_agreement, global_cells = agreement(query, stored, transform)
     global_inliers = _guided_inliers(query, stored, transform,
                                      mirrored=pdq_pair[0] == "pdq_mirror")
     return Evidence(keypoints.matches, keypoints.inliers, keypoints.scale, keypoints.rotation,
-                    keypoints.agreement, keypoints.cells, global_agreement, global_inliers)
+                    keypoints.agreement, keypoints.cells, global_agreement, global_inliers,
+                    global_cells)
 
 
 def _ratio_matches(query: np.ndarray, stored: np.ndarray) -> list[tuple[int, int]]:

@@ -20,7 +20,7 @@ from shotstamp_service.fingerprint import Fingerprint, fingerprint
 from shotstamp_service.index import HammingIndex, Hit
 from shotstamp_service.local_features import SIGNATURE_BITS, SIGNATURE_POSITIONS, words
 from shotstamp_service.matching import Candidate, Match, Matcher, decide, rank
-from shotstamp_service.verification import Evidence
+from shotstamp_service.verification import MIN_CELLS, Evidence
 
 # -- the rule, on evidence built by hand -------------------------------------------------------
 
@@ -81,6 +81,16 @@ def test_decide_global_check_only_for_ungated_pdq_candidates() -> None:
                           global_inliers=100),
                  Evidence(global_agreement=1.0, global_inliers=rule.GLOBAL_INLIERS_COPY - 1)):
         assert decide(near, weak) is None
+    # Where the alignment leaves too few cells to compare, many guided keypoints decide alone.
+    few = MIN_CELLS - 1
+    alone = Evidence(global_agreement=0.0, global_inliers=rule.GLOBAL_INLIERS_ALONE,
+                     global_cells=few)
+    match = decide(near, alone)
+    assert match is not None and match.verdict == "copy"
+    assert match.distances["global_cells"] == few
+    assert decide(near, dataclasses.replace(alone, global_inliers=rule.GLOBAL_INLIERS_ALONE - 1)) \
+        is None
+    assert decide(near, dataclasses.replace(alone, global_cells=MIN_CELLS)) is None
     # Below the quality gate a near PDQ code may not be confirmed by the alignment it implies.
     gated = Candidate(3, pdq=10, pdq_pair=("pdq", "pdq"), gated=True)
     assert gated.global_pair is None
