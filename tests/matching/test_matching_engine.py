@@ -36,7 +36,7 @@ def _orb(inliers: int, agreement: float, scale: float = 1.0, rotation: float = 0
     ("evidence", "verdict"),
     [
         (_orb(rule.INLIERS_COPY, rule.AGREEMENT_COPY), "copy"),
-        (_orb(rule.INLIERS_COPY - 1, rule.AGREEMENT_COPY), "similar"),
+        (_orb(rule.INLIERS_COPY - 1, rule.AGREEMENT_COPY_FEW - 0.01), "similar"),
         (_orb(rule.INLIERS_COPY, rule.AGREEMENT_COPY - 0.01), "similar"),
         (_orb(rule.INLIERS_COPY_FEW, rule.AGREEMENT_COPY_FEW), "copy"),
         (_orb(rule.INLIERS_COPY_FEW - 1, 1.0), None),
