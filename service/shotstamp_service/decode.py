@@ -59,7 +59,7 @@ __all__ = [
 # local feature is computed from, so a copy's fingerprint does not depend on the
 # size the thief saved it at (PDQ moves by several bits between a 1000 px and a
 # 500 px input). 256 keeps a 1000×1000 product JPEG decodable at 1/4 scale (see
-# DRAFT_SLACK) and gives ORB ~300 keypoints over five pyramid levels.
+# DRAFT_SLACK) and gives ORB up to 500 keypoints over nine pyramid levels.
 CANONICAL_SIDE = 256
 # How far below the side it is asked for a reduced decode may come out, to be enlarged back
 # (`draft_side`). libjpeg only scales by 1/2, 1/4, 1/8: asked for at least 256 px, a
