@@ -20,16 +20,18 @@ from shotstamp_service.fingerprint import Fingerprint, fingerprint
 from shotstamp_service.index import HammingIndex, Hit
 from shotstamp_service.local_features import SIGNATURE_BITS, SIGNATURE_POSITIONS, words
 from shotstamp_service.matching import Candidate, Match, Matcher, decide, rank
-from shotstamp_service.verification import MIN_CELLS, Evidence
+from shotstamp_service.verification import MIN_CELLS, REMATCH_MIN_INLIERS, Evidence
 
 # -- the rule, on evidence built by hand -------------------------------------------------------
 
 
 def _orb(inliers: int, agreement: float, scale: float = 1.0, rotation: float = 0.0,
-         matches: int | None = None, cells: int = 64) -> Evidence:
+         matches: int | None = None, cells: int = 64, rematched: int = 0,
+         overlay: float | None = None) -> Evidence:
     """Evidence as verify_pair reports it; by default half the matches are outliers."""
     return Evidence(matches=2 * inliers if matches is None else matches, inliers=inliers,
-                    scale=scale, rotation=rotation, agreement=agreement, cells=cells)
+                    scale=scale, rotation=rotation, agreement=agreement, cells=cells,
+                    rematched=rematched, overlay=agreement if overlay is None else overlay)
 
 
 @pytest.mark.parametrize(
@@ -58,6 +60,20 @@ def _orb(inliers: int, agreement: float, scale: float = 1.0, rotation: float = 0
         (_orb(rule.INLIERS_ALONE, 0.0, cells=3), "copy"),
         (_orb(rule.INLIERS_ALONE - 1, 0.0, cells=3), None),
         (_orb(rule.INLIERS_ALONE, 0.0, cells=64), None),
+        # keypoints re-matched under the transform count towards INLIERS_COPY_FEW
+        (_orb(REMATCH_MIN_INLIERS, rule.AGREEMENT_COPY_FEW,
+              rematched=rule.INLIERS_COPY_FEW), "copy"),
+        (_orb(REMATCH_MIN_INLIERS, rule.AGREEMENT_COPY_FEW,
+              rematched=rule.INLIERS_COPY_FEW - 1), None),
+        (_orb(REMATCH_MIN_INLIERS, rule.AGREEMENT_COPY_FEW - 0.01,
+              rematched=rule.INLIERS_COPY_FEW), None),
+        # cells a semi-transparent overlay explains count with the agreeing ones
+        (_orb(rule.INLIERS_COPY_FEW, rule.AGREEMENT_SIMILAR, overlay=rule.OVERLAY_COPY), "copy"),
+        (_orb(rule.INLIERS_COPY_FEW, rule.AGREEMENT_SIMILAR, overlay=rule.OVERLAY_COPY - 0.01),
+         "similar"),
+        (_orb(REMATCH_MIN_INLIERS, 0.5, rematched=rule.INLIERS_COPY_FEW,
+              overlay=rule.OVERLAY_COPY), "copy"),
+        (_orb(rule.INLIERS_COPY_FEW - 1, 0.5, overlay=1.0), None),
         (Evidence(), None),
     ],
 )
