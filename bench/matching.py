@@ -52,7 +52,7 @@ from bench.edits import EDITS, apply_edit, encode
 from shotstamp_service import matching as rule
 from shotstamp_service.fingerprint import Fingerprint, fingerprint
 from shotstamp_service.matching import Candidate, Matcher, decide, verify
-from shotstamp_service.verification import Evidence, verify_pair
+from shotstamp_service.verification import MIN_CELLS, Evidence, verify_pair
 
 OUT = Path(__file__).resolve().parent / "out"
 SERVICE = Path(__file__).resolve().parent.parent / "service" / "shotstamp_service"
@@ -743,6 +743,21 @@ def main(argv: list[str] | None = None) -> int:
     for ev, q, e, s in by_inliers + agreeing:
         say(f"  - {q} [{e}] vs {s}: inliers {ev.inliers}, agreement {ev.agreement:.2f}, "
             f"scale {ev.scale:.2f}, rotation {ev.rotation:.1f}°")
+    # The clauses that count re-matched keypoints, each with its closest different-photo pair.
+    supported = [x for x in ok_ev if max(x[0].inliers, x[0].rematched) >= rule.INLIERS_COPY_FEW]
+    for measure, threshold in (("agreement", rule.AGREEMENT_COPY_FEW),
+                               ("overlay", rule.OVERLAY_COPY)):
+        if supported:
+            ev, q, e, s = max(supported, key=lambda x: getattr(x[0], measure))
+            say(f"- Closest on {measure} (needs ≥ {threshold}) with ≥ {rule.INLIERS_COPY_FEW} "
+                f"inliers or re-matched keypoints: {q} [{e}] vs {s}: {measure} "
+                f"{getattr(ev, measure):.3f}, inliers {ev.inliers}, re-matched {ev.rematched}")
+    few_cells = [x for x in ok_ev if x[0].cells < MIN_CELLS]
+    if few_cells:
+        ev, q, e, s = max(few_cells, key=lambda x: max(x[0].inliers, x[0].rematched))
+        say(f"- Most inliers or re-matched keypoints with fewer than {MIN_CELLS} cells to "
+            f"compare (needs ≥ {rule.INLIERS_ALONE}): {q} [{e}] vs {s}: inliers {ev.inliers}, "
+            f"re-matched {ev.rematched}, cells {ev.cells}")
     say()
 
     say("## Pairs in the corpus that are one picture (bench.corpus.SAME_PICTURE)")
