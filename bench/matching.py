@@ -240,11 +240,14 @@ def run_queries(items: list[Item], registered: dict[str, int], related: dict[str
                     verdict = "similar"
         wrong = [m.ref for m in ranked if m.ref not in ok and m.verdict == "copy"]
         wrong_similar = sum(1 for m in ranked if m.ref not in ok and m.verdict == "similar")
-        # For the 10 M extrapolation: every registration's word score for this query.
+        # For the 10 M extrapolation: every registration's word score for this query, from
+        # exact words only. At 10 M a query's exact words alone hold more postings than
+        # WORD_POSTINGS_BUDGET, so the budget leaves nothing for multi-probe words.
         true_words, verified_copy = 0.0, False
         local = item.fp.local
         if local is not None and len(local):
-            scores = matcher.word_scores(item.fp, limit=1 << 30, min_votes=1, max_postings=None)
+            scores = matcher.word_scores(item.fp, limit=1 << 30, min_votes=1, max_postings=None,
+                                         probes=0)
             other = np.array([x.score for x in scores
                               if x.ref not in ok and x.votes >= rule.MIN_VOTES])
             unrelated_scores.append(other)
@@ -743,8 +746,11 @@ def main(argv: list[str] | None = None) -> int:
     for ev, q, e, s in by_inliers + agreeing:
         say(f"  - {q} [{e}] vs {s}: inliers {ev.inliers}, agreement {ev.agreement:.2f}, "
             f"scale {ev.scale:.2f}, rotation {ev.rotation:.1f}°")
-    # The clauses that count re-matched keypoints, each with its closest different-photo pair.
-    supported = [x for x in ok_ev if max(x[0].inliers, x[0].rematched) >= rule.INLIERS_COPY_FEW]
+    # The clauses that count re-matched keypoints, each with its closest different-photo pair
+    # among plausible transforms (an implausible one is never a copy, and a degenerate one —
+    # scale 0.01 — can map a whole picture onto one flat patch that "agrees" everywhere).
+    supported = [x for x in ok_ev if max(x[0].inliers, x[0].rematched) >= rule.INLIERS_COPY_FEW
+                 and rule._plausible(x[0])]
     for measure, threshold in (("agreement", rule.AGREEMENT_COPY_FEW),
                                ("overlay", rule.OVERLAY_COPY)):
         if supported:

@@ -65,6 +65,7 @@ import numpy as np
 
 from .fingerprint import Fingerprint
 from .index import SIGNATURE_BITS as INDEX_SIGNATURE_BITS
+from .index import WORD_BITS as INDEX_WORD_BITS
 from .index import HammingIndex, WordIndex, WordScore
 from .local_features import SIGNATURE_BITS, WORD_BITS, LocalFeatures, words
 from .verification import (
@@ -143,12 +144,13 @@ INLIERS_COPY_FEW = 12  # fewer inliers are enough when the photometry is near pe
 AGREEMENT_COPY_FEW = 0.8
 # The keypoints found again under the fitted transform (verification's `rematched`, only for
 # a transform of ≥ REMATCH_MIN_INLIERS RANSAC inliers) count towards INLIERS_COPY_FEW. Corpus,
-# the 68,358 verified different-photo pairs, those with ≥ 12 inliers or re-matched keypoints:
-# the most alike agree on 0.715 (the stereo motorcycles, 96 inliers), the next on 0.654
-# (stereo chessboards). A copy under a semi-transparent watermark agrees on its cells outside
-# the text and is explained by the overlay inside it (verification's `overlay` share); a
-# different photo is not: the same pairs reach at most 0.75 on that share (the motorcycles),
-# then 0.73 (two gcompris photos of hands, 6 inliers) and 0.69 (chessboards).
+# the 94,570 verified different-photo pairs, those with ≥ 12 inliers or re-matched keypoints
+# and a plausible transform: the most alike agree on 0.715 (the stereo motorcycles, 96
+# inliers), the next on 0.654 (stereo chessboards). A copy under a semi-transparent watermark
+# agrees on its cells outside the text and is explained by the overlay inside it
+# (verification's `overlay` share); a different photo is not: the same pairs reach at most
+# 0.76 on that share (two gcompris photos of hands, 8 inliers, 26 re-matched), the
+# motorcycles 0.75, the chessboards 0.69.
 OVERLAY_COPY = 0.85
 # With both agreements at 0.8 the INLIERS_COPY clause adds nothing beyond this one; the two
 # stay separate constants because they were measured, and may be tuned, apart.
@@ -217,6 +219,19 @@ WORD_POSTINGS_BUDGET = 200_000
 # can tell apart; stage 2 does.
 SIGNATURE_DISTANCE = 10
 SIGNATURE_SIGMA: float | None = 6.0
+# Multi-probe: the words of the query's WORD_PROBES keypoints that a registration would be
+# indexed by (`index_keypoints`) are also looked up one bit away, after the exact words and
+# within what WORD_POSTINGS_BUDGET leaves. A copy's keypoint keeps its 20-bit word only if
+# none of those bits moved: (1 − d/256)^20 at descriptor distance d, 1.7 % at the
+# combination's median 47 bits, 9 % with one bit allowed to move. Corpus: combination
+# 89.2 → 91.1 %, rotate 97.7 → 98.5 %, all edits 98.2 → 98.4 %, no false match among 94,570
+# verified different-photo pairs (non-copies get 2.99 candidates instead of 2.89); probing
+# all 500 keypoints: combination 92.5 %, but a lookup 5.4 ms instead of 2.1 (corpus index in
+# segments; exact words alone 0.8). The budget decides where it helps: a median query's exact
+# words hold ~600 postings per 664 registrations and its probes ~1,750, so probes are read in
+# full up to ~50 k registrations, in part up to ~200 k, and not at all beyond ~270 k, where
+# the exact words alone fill the budget (at 10 M they hold ~7 M postings).
+WORD_PROBES = INDEX_KEYPOINTS
 MAX_MATCHES = 20
 # The foundation's rule, for registrations stored with a pHash only (module docstring). Measured
 # by the foundation on ../shared/photos: every copy resized to 50 % and re-encoded at q50 within
@@ -231,6 +246,8 @@ JOURNAL_CHANGES = 512
 # The word index stores signatures as uint32 and tabulates their distances up to its own
 # SIGNATURE_BITS: it must be the width local_features samples.
 assert SIGNATURE_BITS == INDEX_SIGNATURE_BITS
+# Its probes flip the low WORD_BITS bits of a word: the width local_features samples.
+assert WORD_BITS == INDEX_WORD_BITS
 # verify_pair skips the photometry below PHOTOMETRY_MIN_INLIERS: no rule may ask for less.
 assert min(INLIERS_COPY, INLIERS_COPY_FEW, INLIERS_SIMILAR) >= PHOTOMETRY_MIN_INLIERS
 
@@ -572,14 +589,17 @@ class Matcher:
         return sorted(out.values(), key=_candidate_order)
 
     def word_scores(self, fp: Fingerprint, *, limit: int, min_votes: int = MIN_VOTES,
-                    max_postings: int | None = WORD_POSTINGS_BUDGET) -> list[WordScore]:
-        """The word index's best `limit` registrations for `fp` (all its keypoints' words)."""
+                    max_postings: int | None = WORD_POSTINGS_BUDGET,
+                    probes: int = WORD_PROBES) -> list[WordScore]:
+        """The word index's best `limit` registrations for `fp` (all its keypoints' words,
+        and one bit away from the words of `probes` of them)."""
         local = fp.local
         if local is None or not len(local):
             return []
         return self._words.search(*words(local), limit=limit, min_votes=min_votes,
                                   max_distance=SIGNATURE_DISTANCE, sigma=SIGNATURE_SIGMA,
-                                  max_postings=max_postings)
+                                  max_postings=max_postings,
+                                  probe=index_keypoints(local, probes) if probes else None)
 
     def match(self, fp: Fingerprint, features_of: Callable[[int], bytes | None]) -> list[Match]:
         """Both stages in one call (benchmarks, tests, the `check` endpoint off the hot path)."""
@@ -648,7 +668,9 @@ class Matcher:
                                     "max_rotation_degrees": MAX_ROTATION},
             "quality_gate": f"pdq quality < {PDQ_MIN_QUALITY}: the hash only proposes "
                             "candidates; local features decide",
-            "second_stage": {"max_candidates": MAX_CANDIDATES, "min_word_votes": MIN_VOTES},
+            "second_stage": {"max_candidates": MAX_CANDIDATES, "min_word_votes": MIN_VOTES,
+                             "probed_keypoints": WORD_PROBES,
+                             "word_postings_budget": WORD_POSTINGS_BUDGET},
             "legacy": f"registrations stored with a phash only: phash hamming <= "
                       f"{PHASH_COPY_DISTANCE} is a copy, <= {PHASH_SIMILAR_DISTANCE} similar",
             "registrations": len(self),

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shotstamp_service import index as index_module
-from shotstamp_service.index import ANGLE_BINS, HammingIndex, Hit, WordIndex
+from shotstamp_service.index import ANGLE_BINS, WORD_BITS, HammingIndex, Hit, WordIndex
 
 
 def _flip(code: bytes, bits: list[int]) -> bytes:
@@ -342,3 +342,54 @@ def test_word_index_bulk_load_equals_adds() -> None:
     for index in (bulk, one):
         assert refs[2] not in {x.ref for x in index.search(q, qa, qs, limit=10, min_votes=2,
                                                              max_distance=32)}
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(scenario=word_scenarios(), segment=st.sampled_from([4, 16, 1 << 18]), data=st.data())
+def test_word_index_probes_equal_reference(
+    scenario: tuple[list[tuple[int, list[Posting]]], list[Posting], int, int, float | None],
+    segment: int, data: st.DataObject, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    regs, query, min_votes, max_distance, sigma = scenario
+    # Some query words one bit off the stored ones, as a copy's descriptors drift.
+    moved = [(w ^ (1 << data.draw(st.integers(0, WORD_BITS - 1))) if data.draw(st.booleans())
+              else w, a, g) for w, a, g in query]
+    probe = sorted(data.draw(st.sets(st.integers(0, len(moved) - 1))))
+    monkeypatch.setattr(index_module, "FANOUT", 2)
+    index = WordIndex(background=False, segment_postings=segment)
+    for ref, postings in regs:
+        index.add(ref, *_arrays(postings))
+    # The documented rule: every exact word first, then each probed word's neighbours in
+    # order; a word already looked up keeps its first query keypoint.
+    expanded = moved + [(moved[i][0] ^ (1 << b), moved[i][1], moved[i][2])
+                        for i in probe for b in range(WORD_BITS)]
+    want = _reference_votes(dict(regs), expanded, min_votes, 0.02, len(regs), max_distance,
+                            sigma)
+    got = index.search(*_arrays(moved), limit=1000, min_votes=min_votes,
+                       max_distance=max_distance, sigma=sigma,
+                       probe=np.array(probe, np.intp))
+    assert {g.ref: g.votes for g in got} == {r: v for r, (v, _) in want.items()}
+    for g in got:
+        assert g.score == pytest.approx(want[g.ref][1])
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_word_index_reads_probes_only_within_the_budget_exact_words_leave(frozen: bool) -> None:
+    word = 0b1011
+    signature = np.array([7], np.uint32)
+    index = WordIndex(background=False, segment_postings=1 if frozen else 1 << 18)
+    index.add(1, np.array([word], np.uint32), np.zeros(1, np.uint8), signature)
+    index.add(2, np.array([word ^ (1 << 5)], np.uint32), np.zeros(1, np.uint8), signature)
+    index.add(3, np.array([word ^ 3], np.uint32), np.zeros(1, np.uint8), signature)  # 2 bits
+
+    def found(**kwargs: object) -> list[int]:
+        got = index.search(np.array([word], np.uint32), np.zeros(1, np.uint8), signature,
+                           limit=10, min_votes=1, max_df=1.0, **kwargs)  # type: ignore[arg-type]
+        return sorted(g.ref for g in got)
+
+    assert found() == [1]
+    assert found(probe=np.array([0])) == [1, 2]
+    # One posting of budget: the exact word's, nothing left for its neighbours.
+    assert found(probe=np.array([0]), max_postings=1) == [1]
+    assert found(probe=np.array([0]), max_postings=2) == [1, 2]
