@@ -19,7 +19,7 @@ For each size it builds, from synthetic fingerprints:
   10 % of them from one stored registration with their signatures moved by a few bits (a
   copy's keypoints: 3 of 32 bits at the median on the corpus), the rest with random ones
   (reported: how often that registration is among the candidates); the first WORD_PROBES
-  query words are also probed one bit away within the budget, as the engine does. Random
+  query words are also probed one bit away within the budgets, as the engine does. Random
   signatures are the
   easy case for the Hamming-embedding filter: on the corpus, keypoints of different photos
   that share a word sit at a median of 10 bits, not 16 (ORB bits are correlated).
@@ -48,6 +48,7 @@ from shotstamp_service.matching import (
     SIGNATURE_DISTANCE,
     SIGNATURE_SIGMA,
     WORD_POSTINGS_BUDGET,
+    WORD_PROBE_POSTINGS,
     WORD_PROBES,
 )
 
@@ -229,7 +230,8 @@ def bench_words(n: int, queries: int, rng: np.random.Generator) -> dict[str, obj
         top = index.search(qw, qa, qs, limit=MAX_CANDIDATES, min_votes=MIN_VOTES,
                            max_distance=SIGNATURE_DISTANCE, sigma=SIGNATURE_SIGMA,
                            max_postings=WORD_POSTINGS_BUDGET,
-                           probe=np.arange(min(len(qw), WORD_PROBES)))
+                           probe=np.arange(min(len(qw), WORD_PROBES)),
+                           max_probe_postings=WORD_PROBE_POSTINGS)
         lat.append(time.perf_counter() - t)
         found += any(x.ref == target for x in top)
     stored = sum(len(seg.postings) for seg in index._segments)

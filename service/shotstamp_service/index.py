@@ -427,7 +427,9 @@ ANGLE_BINS = 16
 # words); `FANOUT` segments of one tier merge into one of the next. The tail is searched in
 # Python, a segment with numpy: on the corpus (664 registrations, ~85 k postings), a lookup
 # took 2.1 ms all in the tail (1 << 18) and 1.2 ms with one segment and the rest in the tail
-# (1 << 16), 3.0 ms against 6.5 ms with multi-probe words (matching.WORD_PROBES).
+# (1 << 16); with 128 probed keypoints 6.5 and 3.0 ms. Under load (bench/load.py, 8 clients,
+# look-alike product shots, no probes) the service process's CPU per upload fell from 8.7 to
+# 6.9 ms.
 SEGMENT_POSTINGS = 1 << 16
 FANOUT = 8
 # Segments this large are never merged again: a merge sorts its whole input, and at ten
@@ -685,8 +687,8 @@ class WordIndex:
     def search(self, words: np.ndarray, angles: np.ndarray, signatures: np.ndarray, *,
                limit: int, min_votes: int, max_distance: int = SIGNATURE_BITS,
                sigma: float | None = None, max_df: float = 0.02,
-               max_postings: int | None = None,
-               probe: np.ndarray | None = None) -> list[WordScore]:
+               max_postings: int | None = None, probe: np.ndarray | None = None,
+               max_probe_postings: int | None = None) -> list[WordScore]:
         """The `limit` best-scoring registrations with at least `min_votes` consistent words.
 
         A query word votes for a posting only if their signatures differ in at most
@@ -702,7 +704,8 @@ class WordIndex:
 
         `probe` (indices into the query words): also read, for each of those words, the
         words one bit away from it (multi-probe LSH, Lv et al. 2007), with its angle and
-        signature — after every exact word, and only within what `max_postings` leaves.
+        signature — after every exact word, and only within what `max_postings` leaves and
+        `max_probe_postings` allows (rarest first).
         """
         self._finish_merge()
         words = np.asarray(words, np.uint32)
@@ -717,7 +720,10 @@ class WordIndex:
             probes, first = np.unique((words[probe, None] ^ flips).ravel(), return_index=True)
             source = np.asarray(probe)[first // WORD_BITS]
             fresh = ~np.isin(probes, unique, assume_unique=True)
-            left = None if max_postings is None else max_postings - int(exact[3].sum())
+            limits = [max_probe_postings]
+            if max_postings is not None:
+                limits.append(max_postings - int(exact[3].sum()))
+            left = min((x for x in limits if x is not None), default=None)
             more = self._readable(probes[fresh], angles[source[fresh]],
                                   signatures[source[fresh]], total, max_df, left)
             words, angles, signatures, df = (np.concatenate([a, b])

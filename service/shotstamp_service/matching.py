@@ -144,13 +144,13 @@ INLIERS_COPY_FEW = 12  # fewer inliers are enough when the photometry is near pe
 AGREEMENT_COPY_FEW = 0.8
 # The keypoints found again under the fitted transform (verification's `rematched`, only for
 # a transform of ≥ REMATCH_MIN_INLIERS RANSAC inliers) count towards INLIERS_COPY_FEW. Corpus,
-# the 94,570 verified different-photo pairs, those with ≥ 12 inliers or re-matched keypoints
+# the 100,827 verified different-photo pairs, those with ≥ 12 inliers or re-matched keypoints
 # and a plausible transform: the most alike agree on 0.715 (the stereo motorcycles, 96
-# inliers), the next on 0.654 (stereo chessboards). A copy under a semi-transparent watermark
+# inliers), the next on 0.656 (stereo chessboards). A copy under a semi-transparent watermark
 # agrees on its cells outside the text and is explained by the overlay inside it
 # (verification's `overlay` share); a different photo is not: the same pairs reach at most
 # 0.76 on that share (two gcompris photos of hands, 8 inliers, 26 re-matched), the
-# motorcycles 0.75, the chessboards 0.69.
+# motorcycles 0.75, the chessboards 0.68.
 OVERLAY_COPY = 0.85
 # With both agreements at 0.8 the INLIERS_COPY clause adds nothing beyond this one; the two
 # stay separate constants because they were measured, and may be tuned, apart.
@@ -220,18 +220,21 @@ WORD_POSTINGS_BUDGET = 200_000
 SIGNATURE_DISTANCE = 10
 SIGNATURE_SIGMA: float | None = 6.0
 # Multi-probe: the words of the query's WORD_PROBES keypoints that a registration would be
-# indexed by (`index_keypoints`) are also looked up one bit away, after the exact words and
-# within what WORD_POSTINGS_BUDGET leaves. A copy's keypoint keeps its 20-bit word only if
-# none of those bits moved: (1 − d/256)^20 at descriptor distance d, 1.7 % at the
-# combination's median 47 bits, 9 % with one bit allowed to move. Corpus: combination
-# 89.2 → 91.1 %, rotate 97.7 → 98.5 %, all edits 98.2 → 98.4 %, no false match among 94,570
-# verified different-photo pairs (non-copies get 2.99 candidates instead of 2.89); probing
-# all 500 keypoints: combination 92.5 %, but a lookup 5.4 ms instead of 2.1 (corpus index in
-# segments; exact words alone 0.8). The budget decides where it helps: a median query's exact
-# words hold ~600 postings per 664 registrations and its probes ~1,750, so probes are read in
-# full up to ~50 k registrations, in part up to ~200 k, and not at all beyond ~270 k, where
-# the exact words alone fill the budget (at 10 M they hold ~7 M postings).
-WORD_PROBES = INDEX_KEYPOINTS
+# indexed by (`index_keypoints`) are also looked up one bit away, after the exact words, at
+# most WORD_PROBE_POSTINGS postings of them (rarest first) and only within what
+# WORD_POSTINGS_BUDGET leaves. A copy's keypoint keeps its 20-bit word only if none of those
+# bits moved: (1 − d/256)^20 at descriptor distance d, 1.7 % at the combination's median 47
+# bits, 9 % with one bit allowed to move. Corpus (bench/matching.py): combination 89.2 →
+# 91.0 %, rotate 97.7 → 98.3 %, all edits 98.2 → 98.4 %, no false match among 100,827 verified
+# different-photo pairs. 128 probed keypoints without a cap: 91.1 %, but on a catalogue of
+# look-alike product shots (bench/load.py, 8 clients, ~1,500 registrations) the service
+# process's CPU per upload went 6.9 → ~14 ms (a 5,000 cap: 12.3 ms; 64 and 2,000: 8.6 ms);
+# all 500 keypoints: 92.5 % for 2.6× the corpus lookup. Where it helps: a median query's 64
+# probes hold ~920 postings per 664 registrations, so the cap reads them all up to ~1,400
+# registrations and their rarest beyond; past ~270 k registrations the exact words alone
+# fill WORD_POSTINGS_BUDGET and no probe is read (at 10 M they hold ~7 M postings).
+WORD_PROBES = 64
+WORD_PROBE_POSTINGS = 2_000
 MAX_MATCHES = 20
 # The foundation's rule, for registrations stored with a pHash only (module docstring). Measured
 # by the foundation on ../shared/photos: every copy resized to 50 % and re-encoded at q50 within
@@ -599,7 +602,8 @@ class Matcher:
         return self._words.search(*words(local), limit=limit, min_votes=min_votes,
                                   max_distance=SIGNATURE_DISTANCE, sigma=SIGNATURE_SIGMA,
                                   max_postings=max_postings,
-                                  probe=index_keypoints(local, probes) if probes else None)
+                                  probe=index_keypoints(local, probes) if probes else None,
+                                  max_probe_postings=WORD_PROBE_POSTINGS)
 
     def match(self, fp: Fingerprint, features_of: Callable[[int], bytes | None]) -> list[Match]:
         """Both stages in one call (benchmarks, tests, the `check` endpoint off the hot path)."""
@@ -670,6 +674,7 @@ class Matcher:
                             "candidates; local features decide",
             "second_stage": {"max_candidates": MAX_CANDIDATES, "min_word_votes": MIN_VOTES,
                              "probed_keypoints": WORD_PROBES,
+                             "probe_postings_budget": WORD_PROBE_POSTINGS,
                              "word_postings_budget": WORD_POSTINGS_BUDGET},
             "legacy": f"registrations stored with a phash only: phash hamming <= "
                       f"{PHASH_COPY_DISTANCE} is a copy, <= {PHASH_SIMILAR_DISTANCE} similar",

@@ -393,3 +393,6 @@ def test_word_index_reads_probes_only_within_the_budget_exact_words_leave(frozen
     # One posting of budget: the exact word's, nothing left for its neighbours.
     assert found(probe=np.array([0]), max_postings=1) == [1]
     assert found(probe=np.array([0]), max_postings=2) == [1, 2]
+    # The probes' own cap, whatever the main budget leaves.
+    assert found(probe=np.array([0]), max_probe_postings=0) == [1]
+    assert found(probe=np.array([0]), max_postings=10, max_probe_postings=1) == [1, 2]
