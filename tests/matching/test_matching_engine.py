@@ -74,6 +74,9 @@ def _orb(inliers: int, agreement: float, scale: float = 1.0, rotation: float = 0
         (_orb(REMATCH_MIN_INLIERS, 0.5, rematched=rule.INLIERS_COPY_FEW,
               overlay=rule.OVERLAY_COPY), "copy"),
         (_orb(rule.INLIERS_COPY_FEW - 1, 0.5, overlay=1.0), None),
+        # and towards INLIERS_ALONE where no cells can be compared
+        (_orb(REMATCH_MIN_INLIERS, 0.0, cells=3, rematched=rule.INLIERS_ALONE), "copy"),
+        (_orb(REMATCH_MIN_INLIERS, 0.0, cells=3, rematched=rule.INLIERS_ALONE - 1), None),
         (Evidence(), None),
     ],
 )
