@@ -373,22 +373,19 @@ def _cell_agreement(qa: np.ndarray, warped: np.ndarray,
     cells = int(compared.sum())
     if cells < MIN_CELLS:
         return 0.0, cells, 0.0
-    explained = max(int((agree | (compared & _overlaid(qa - warped, inside, rows, cols, count,
-                                                         sign))).sum())
-                    for sign in (1.0, -1.0))
+    # Pixels that moved up or down by more than the tolerance, per cell: a white overlay moves
+    # them up, a black one down, so the two sums serve both colours.
+    up, down = (_cell_sums((mask & inside).astype(np.float64), rows, cols)
+                for mask in (qa - warped > OVERLAY_TOLERANCE, qa - warped < -OVERLAY_TOLERANCE))
+    explained = max(int((agree | (compared & _overlaid(towards, away, count))).sum())
+                    for towards, away in ((up, down), (down, up)))
     return float(agree.sum()) / cells, cells, explained / cells
 
 
-def _overlaid(difference: np.ndarray, inside: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-              count: np.ndarray, sign: float) -> np.ndarray:
-    """Cells whose difference (query − stored) a semi-transparent overlay explains: white for
-    sign 1, black for −1 (module docstring)."""
-    towards = sign * difference
-    share = {name: _cell_sums((mask & inside).astype(np.float64), rows, cols) / count
-             for name, mask in (("against", towards < -OVERLAY_TOLERANCE),
-                                ("changed", towards > OVERLAY_TOLERANCE),
-                                ("unchanged", np.abs(towards) <= OVERLAY_TOLERANCE))}
-    out: np.ndarray = ((share["against"] <= OVERLAY_AGAINST)
-                       & (share["changed"] >= OVERLAY_CHANGED)
-                       & (share["unchanged"] >= OVERLAY_UNCHANGED))
+def _overlaid(towards: np.ndarray, away: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Cells a semi-transparent overlay explains, from the per-cell counts of pixels moved
+    towards its colour and away from it among `count` (module docstring)."""
+    out: np.ndarray = ((away / count <= OVERLAY_AGAINST)
+                       & (towards / count >= OVERLAY_CHANGED)
+                       & ((count - towards - away) / count >= OVERLAY_UNCHANGED))
     return out
