@@ -178,7 +178,8 @@ def fingerprint_decoded(digest: str, decoded: DecodedImage) -> Fingerprint:
     if decoded.alpha is not None:
         hashes["pdq_black"], black_quality = _hashes.pdq(_on_black(reduced_grey, decoded.alpha))
     local = extract(grey, quality, 255 if trim_quality is None else trim_quality,
-                    255 if black_quality is None else black_quality)
+                    255 if black_quality is None else black_quality,
+                    (decoded.height, decoded.width))
     return Fingerprint(
         sha256=digest,
         hashes=hashes,

@@ -88,11 +88,11 @@ ANGLE_BINS = 16
 # threads would only contend with it on a small machine.
 cv2.setNumThreads(1)
 
-# SSF2 adds the black composite's PDQ quality; SSF1 blobs (stored before it) still parse.
-_MAGIC_V1 = b"SSF1"
-_HEADER_V1 = struct.Struct("<4sHHHHHBB")
-_MAGIC = b"SSF2"
-_HEADER = struct.Struct("<4sHHHHHBBB")
+# SSF2 added the black composite's PDQ quality, SSF3 the upload's own size; blobs stored
+# before either still parse.
+_HEADERS = {b"SSF1": struct.Struct("<4sHHHHHBB"), b"SSF2": struct.Struct("<4sHHHHHBBB"),
+            b"SSF3": struct.Struct("<4sHHHHHBBBHH")}
+_MAGIC = b"SSF3"
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,6 +109,9 @@ class LocalFeatures:
     quality: int = 0  # PDQ quality of the whole image, carried for the index's gate
     trim_quality: int = 255  # PDQ quality of the content box; 255 = no content box
     black_quality: int = 255  # PDQ quality of the transparent image on black; 255 = opaque
+    # (height, width) of the upload the canonical image was made from, capped at 65535; None
+    # in blobs stored before it was kept. A small upload's canonical image is an enlargement.
+    source: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.descriptors)
@@ -124,8 +127,10 @@ class LocalFeatures:
     def to_bytes(self) -> bytes:
         n = len(self)
         th, tw = self.thumbnail_shape
-        header = _HEADER.pack(_MAGIC, self.shape[0], self.shape[1], n, th, tw,
-                              self.quality, self.trim_quality, self.black_quality)
+        sh, sw = (0, 0) if self.source is None else (min(v, 65535) for v in self.source)
+        header = _HEADERS[_MAGIC].pack(_MAGIC, self.shape[0], self.shape[1], n, th, tw,
+                                       self.quality, self.trim_quality, self.black_quality,
+                                       sh, sw)
         # Sub-pixel positions in 1/8 px: 2 bytes each for a 256 px canonical image.
         xy = np.clip(np.round(self.xy * 8), 0, 65535).astype("<u2")
         return b"".join([header, xy.tobytes(), self.angle.tobytes(), self.octave.tobytes(),
@@ -134,13 +139,14 @@ class LocalFeatures:
     @classmethod
     def from_bytes(cls, blob: bytes) -> LocalFeatures:
         """Parse a stored blob: views into it, no copies and no image decoding."""
-        header = _HEADER_V1 if blob[:4] == _MAGIC_V1 else _HEADER
+        header = _HEADERS.get(bytes(blob[:4]))
+        if header is None:
+            raise ValueError(f"not a shotstamp feature blob (magic {bytes(blob[:4])!r})")
         if len(blob) < header.size:
             raise ValueError(f"feature blob too short ({len(blob)} bytes)")
-        magic, height, width, n, th, tw, quality, trim_quality, *rest = header.unpack_from(blob)
-        if magic not in (_MAGIC, _MAGIC_V1):
-            raise ValueError(f"not a shotstamp feature blob (magic {magic!r})")
+        _, height, width, n, th, tw, quality, trim_quality, *rest = header.unpack_from(blob)
         black_quality = rest[0] if rest else 255
+        source = (rest[1], rest[2]) if len(rest) == 3 and rest[1] and rest[2] else None
         if len(blob) < header.size + 38 * n:
             raise ValueError(f"feature blob truncated: {len(blob)} bytes for {n} keypoints")
         at = header.size
@@ -153,7 +159,7 @@ class LocalFeatures:
         descriptors = np.frombuffer(blob, np.uint8, 32 * n, at).reshape(n, 32)
         at += 32 * n
         return cls((height, width), xy, angle, octave, descriptors, blob[at:], (th, tw),
-                   quality, trim_quality, black_quality)
+                   quality, trim_quality, black_quality, source)
 
 
 def _orb() -> cv2.ORB:
@@ -170,8 +176,11 @@ def thumbnail(grey: np.ndarray) -> np.ndarray:
 
 
 def extract(grey: np.ndarray, quality: int = 0, trim_quality: int = 255,
-            black_quality: int = 255) -> LocalFeatures:
-    """ORB keypoints of the canonical image, strongest first, and its thumbnail."""
+            black_quality: int = 255, source: tuple[int, int] | None = None) -> LocalFeatures:
+    """ORB keypoints of the canonical image, strongest first, and its thumbnail.
+
+    `source`: (height, width) of the upload `grey` was made from, if known.
+    """
     keypoints: Sequence[cv2.KeyPoint] = ()
     descriptors: np.ndarray | None = None
     # A sliver (aspect ratio past ~8:1) is narrower than ORB's patch: no keypoints there, and
@@ -196,7 +205,7 @@ def extract(grey: np.ndarray, quality: int = 0, trim_quality: int = 255,
     if not ok:  # pragma: no cover - OpenCV encodes any non-empty uint8 image
         raise ValueError("thumbnail could not be encoded")
     return LocalFeatures(grey.shape, xy, angle, octave, np.ascontiguousarray(descriptors),
-                         jpeg.tobytes(), thumb.shape, quality, trim_quality, black_quality)
+                         jpeg.tobytes(), thumb.shape, quality, trim_quality, black_quality, source)
 
 
 class VisualWords(NamedTuple):

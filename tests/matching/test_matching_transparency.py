@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -104,10 +105,18 @@ def test_black_quality_survives_the_store_and_old_blobs_still_parse(
     back = Fingerprint.from_store(fp.sha256, fp.perceptual(), fp.features, fp.width, fp.height)
     assert back.black_quality == fp.black_quality
     assert [n for n, _, _ in back.pdq_codes()] == [n for n, _, _ in fp.pdq_codes()]
-    # A blob written before the black composite (SSF1: one header byte fewer) still parses.
     local = LocalFeatures.from_bytes(fp.features)
-    v1 = b"SSF1" + fp.features[4:20] + fp.features[21:]
-    old = LocalFeatures.from_bytes(v1)
-    assert old.black_quality == 255 and old.quality == local.quality
-    assert np.array_equal(old.descriptors, local.descriptors)
-    assert old.thumbnail_jpeg == local.thumbnail_jpeg
+    assert local.source == (fp.height, fp.width)
+    # Blobs written before the upload's size was kept (SSF2: four header bytes fewer) and
+    # before the black composite (SSF1: one more fewer) still parse.
+    header = struct.Struct("<4sHHHHHBBBHH")
+    fields = header.unpack_from(fp.features)
+    body = fp.features[header.size:]
+    v2 = struct.pack("<4sHHHHHBBB", b"SSF2", *fields[1:9]) + body
+    v1 = struct.pack("<4sHHHHHBB", b"SSF1", *fields[1:8]) + body
+    for blob, black in ((v2, local.black_quality), (v1, 255)):
+        old = LocalFeatures.from_bytes(blob)
+        assert old.black_quality == black and old.quality == local.quality
+        assert old.source is None
+        assert np.array_equal(old.descriptors, local.descriptors)
+        assert old.thumbnail_jpeg == local.thumbnail_jpeg
