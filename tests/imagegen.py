@@ -92,3 +92,23 @@ def detailed_photo(seed: int, size: tuple[int, int] = (800, 600)) -> Image.Image
         else:
             draw.line((x, y, x + side, y + int(rng.integers(-side, side))), fill=colour, width=3)
     return image
+
+
+def stamp(variant: int, size: tuple[int, int] = (120, 180)) -> Image.Image:
+    """A clip-art gravestone on white: the same outline and body for every variant, a
+    different engraving (a few strokes and rings drawn from the variant's seed). Variants are
+    the hard case for small images: one silhouette, one colour, on one background."""
+    width, height = size
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    draw.rounded_rectangle((10, 10, width - 10, height - 6), radius=width * 3 // 8,
+                           fill=(150, 150, 158), outline=(60, 60, 66), width=4)
+    rng = np.random.default_rng(variant)
+    for _ in range(4):
+        x0, y0 = rng.integers(25, width - 45), rng.integers(40, height - 50)
+        x1, y1 = x0 + rng.integers(10, 30), y0 + rng.integers(10, 40)
+        if rng.random() < 0.5:
+            draw.line((x0, y0, x1, y1), fill=(40, 40, 44), width=int(rng.integers(3, 7)))
+        else:
+            draw.ellipse((x0, y0, x1, y1), outline=(40, 40, 44), width=int(rng.integers(3, 6)))
+    return image

@@ -21,7 +21,8 @@ The rule (every number is a named constant below, with the measurement that chos
              that code pair implies (frames or content boxes onto each other, mirrored for
              pdq_mirror), ≥ GLOBAL_INLIERS_COPY keypoint matches where it puts them and
              ≥ GLOBAL_AGREEMENT_COPY of the thumbnail cells agreeing (or, with too few
-             cells to compare, ≥ GLOBAL_INLIERS_ALONE such matches),
+             cells to compare, ≥ GLOBAL_INLIERS_ALONE such matches; or, for an upload no
+             larger than the stored thumbnail, its pixels within GLOBAL_RESIDUAL_COPY),
              or a plausible similarity transform (scale within SCALE_RANGE,
              turn within MAX_ROTATION) with ORB inliers ≥ INLIERS_COPY and photometric
              agreement ≥ AGREEMENT_COPY, or inliers (or keypoints re-matched under the
@@ -70,6 +71,7 @@ from .index import HammingIndex, WordIndex, WordScore
 from .local_features import SIGNATURE_BITS, WORD_BITS, LocalFeatures, words
 from .verification import (
     MIN_CELLS,
+    NATIVE_SIDE,
     PHOTOMETRY_MIN_INLIERS,
     REMATCH_MIN_INLIERS,
     Evidence,
@@ -80,6 +82,8 @@ __all__ = [
     "AGREEMENT_COPY",
     "GLOBAL_AGREEMENT_COPY",
     "GLOBAL_INLIERS_COPY",
+    "GLOBAL_RESIDUAL_COPY",
+    "GLOBAL_RESIDUAL_SHARE",
     "INLIERS_COPY",
     "PDQ_CANDIDATE",
     "PDQ_COPY",
@@ -128,6 +132,27 @@ GLOBAL_AGREEMENT_COPY = 0.8
 # product on white, brightened), the guided keypoints decide alone, and need many more than
 # any different-photo pair probed keeps (14, the chessboards): brightness 98.9 → 99.1 %.
 GLOBAL_INLIERS_ALONE = 30
+# A query no larger than the stored thumbnail (verification.NATIVE_SIDE: a thumbnail-sized
+# copy, a sprite shrunk to a quarter) has too few pixels for keypoints, and its pixels are
+# then compared one by one at its own size: a copy if their RMS difference is within
+# GLOBAL_RESIDUAL_COPY grey levels over at least GLOBAL_RESIDUAL_PIXELS pixels that are not
+# blank in both, and within GLOBAL_RESIDUAL_SHARE of the query's own contrast over them (the
+# standard deviation of its grey): two low-contrast images differ by few grey levels however
+# different they are. No gain or offset is fitted, so only copies with their tones unchanged
+# pass (a resize, a re-encode; the other clauses take the rest). Corpus (bench/matching.py
+# --small-probe 0): the small queries' copies within PDQ_CANDIDATE of their original differ by
+# a median 6 grey levels (p90 11), 0.12 of their contrast (p90 0.21); every small query against
+# every different original under its closest code pair's alignment, whatever their PDQ distance
+# (1,185,437 pairs): none passes, the closest 14.8 levels (a dark gravestone against a
+# defocused text photo: contrast 10, share 1.48) and 0.52 of the contrast (a brick wall against
+# fog, 18.1 levels). downscale_25 97.4 → 99.2 % (the 5 left: 3 beyond PDQ_CANDIDATE, 2 below
+# the quality gate), downscale_50 99.7 → 99.8 %, all edits 98.4 → 98.5 %, no false match.
+# Clip art with hard edges shrunk to 20 × 30 px and re-encoded at JPEG 75 comes to 10–12 levels
+# (tests/matching/test_matching_small.py), at JPEG 60 beyond: the rule has little room there.
+# At least 16 × 16 pixels to compare: the fewest of any corpus copy it catches is 366.
+GLOBAL_RESIDUAL_COPY = 12.0
+GLOBAL_RESIDUAL_SHARE = 0.35
+GLOBAL_RESIDUAL_PIXELS = 256
 # Stage 2. A copy keeps many RANSAC inliers *and* looks the same once aligned. Corpus, 68,358
 # pairs of different photos verified (engine candidates, and every same-group or similar_pairs
 # pair as originals, crop_80 and combination), photometry on verification's 16 × 16 grid,
@@ -654,7 +679,11 @@ class Matcher:
                 f"pdq hamming <= {PDQ_CANDIDATE} (quality-gated), and under the alignment the "
                 f"code pair implies global_inliers >= {GLOBAL_INLIERS_COPY} and "
                 f"global_agreement >= {GLOBAL_AGREEMENT_COPY}, or global_inliers >= "
-                f"{GLOBAL_INLIERS_ALONE} where fewer than {MIN_CELLS} cells are comparable",
+                f"{GLOBAL_INLIERS_ALONE} where fewer than {MIN_CELLS} cells are comparable, "
+                f"or for an upload of at most {NATIVE_SIDE} px global_residual <= "
+                f"{GLOBAL_RESIDUAL_COPY} grey levels (RMS, at the upload's own size) and <= "
+                f"{GLOBAL_RESIDUAL_SHARE} x global_contrast over global_pixels >= "
+                f"{GLOBAL_RESIDUAL_PIXELS}",
                 f"orb_inliers >= {INLIERS_COPY} and photo_agreement >= {AGREEMENT_COPY}",
                 f"max(orb_inliers, orb_rematched) >= {INLIERS_COPY_FEW} and photo_agreement "
                 f">= {AGREEMENT_COPY_FEW} or photo_overlay >= {OVERLAY_COPY} (orb_rematched: "
@@ -780,6 +809,16 @@ def _plausible(evidence: Evidence) -> bool:
             and abs(evidence.rotation) <= MAX_ROTATION)
 
 
+def _pixels_match(evidence: Evidence) -> bool:
+    """A small upload's pixels, one by one, under its PDQ alignment (GLOBAL_RESIDUAL_*)."""
+    if (evidence.global_residual is None or evidence.global_pixels is None
+            or evidence.global_contrast is None):
+        return False
+    return (evidence.global_pixels >= GLOBAL_RESIDUAL_PIXELS
+            and evidence.global_residual <= min(GLOBAL_RESIDUAL_COPY,
+                                                GLOBAL_RESIDUAL_SHARE * evidence.global_contrast))
+
+
 def decide(candidate: Candidate, evidence: Evidence | None) -> Match | None:
     """The verdict for one stage-2 candidate from its evidence."""
     distances: dict[str, float | int] = {}
@@ -795,7 +834,8 @@ def decide(candidate: Candidate, evidence: Evidence | None) -> Match | None:
             and ((evidence.global_agreement >= GLOBAL_AGREEMENT_COPY
                   and evidence.global_inliers >= GLOBAL_INLIERS_COPY)
                  or (evidence.global_cells is not None and evidence.global_cells < MIN_CELLS
-                     and evidence.global_inliers >= GLOBAL_INLIERS_ALONE))):
+                     and evidence.global_inliers >= GLOBAL_INLIERS_ALONE)
+                 or _pixels_match(evidence))):
         return Match(candidate.ref, distances, "copy")
     if not evidence.inliers or not _plausible(evidence):
         return None

@@ -13,7 +13,10 @@ Two alignments, each followed by the same photometric comparison:
   size on one background agree almost everywhere (tuxpaint's uranus and neptune discs agree on
   0.87–0.97 of the cells), so the keypoint matches that land where the alignment puts them are
   counted too (`global_inliers`; for a mirror, ORB is re-run on the two thumbnails, the query's
-  mirrored, since ORB descriptors are not mirror-invariant).
+  mirrored, since ORB descriptors are not mirror-invariant). An upload no larger than the stored
+  thumbnail (a stamp shrunk to 40 px) has next to no keypoints; its pixels are then compared one
+  by one at its own size (`residual`): a copy has its tones, a different round product on the
+  same background does not.
 - **Keypoints**: brute-force Hamming matching of ORB descriptors with Lowe's ratio test, at most
   one query keypoint per stored keypoint, then a similarity transform (rotation, uniform scale,
   translation) fitted with RANSAC. The inlier count is the evidence; the transform aligns.
@@ -52,7 +55,7 @@ import numpy as np
 from .hashes import content_box
 from .local_features import LocalFeatures
 
-__all__ = ["Evidence", "agreement", "global_transform", "verify_pair"]
+__all__ = ["Evidence", "agreement", "global_transform", "residual", "verify_pair"]
 
 # Keypoints: Lowe's ratio, and the RANSAC reprojection threshold in canonical pixels (copies
 # fit to ~0.8 px median; 3 px leaves room for resampling at another scale).
@@ -110,6 +113,13 @@ REMATCH_MIN_INLIERS = 6
 # canonical pixels of where the alignment puts the query keypoint (twice as far for keypoints
 # found on the 128 px thumbnails).
 GUIDED_TOLERANCE = 4.0
+# Small uploads: when the query itself is no larger than the stored thumbnail (long side ≤
+# NATIVE_SIDE), every pixel it has can be compared, so the global alignment is also checked
+# pixel by pixel at the query's own size (`residual`): the stored thumbnail, warped and
+# area-averaged down to it, against the query's thumbnail averaged back to it. Pixels white
+# (or black) in both say nothing and are left out; no gain or offset is fitted, so only a
+# copy with its tones unchanged comes close.
+NATIVE_SIDE = 128
 
 
 def _thumbnail_orb() -> cv2.ORB:
@@ -131,6 +141,11 @@ class Evidence:
     global_agreement: float | None = None  # the same under the PDQ code pair's alignment
     global_inliers: int | None = None  # keypoint matches consistent with that alignment
     global_cells: int | None = None  # thumbnail cells compared under that alignment
+    # RMS grey difference under that alignment at a small query's own size (`residual`), and
+    # the pixels it was taken over
+    global_residual: float | None = None
+    global_pixels: int | None = None
+    global_contrast: float | None = None  # the query's grey standard deviation over them
     rematched: int = 0  # keypoint pairs found again under the keypoint transform
     overlay: float = 0.0  # share of cells that agree or differ only by a white/black overlay
 
@@ -153,6 +168,11 @@ class Evidence:
             out["global_inliers"] = self.global_inliers
         if self.global_cells is not None:
             out["global_cells"] = self.global_cells
+        if self.global_residual is not None and self.global_pixels is not None:
+            out["global_residual"] = round(self.global_residual, 2)
+            out["global_pixels"] = self.global_pixels
+        if self.global_contrast is not None:
+            out["global_contrast"] = round(self.global_contrast, 2)
         return out
 
 
@@ -170,6 +190,10 @@ def verify_pair(query: LocalFeatures, stored: LocalFeatures,
     global_agreement, global_cells, _ = agreement(query, stored, transform)
     global_inliers = _guided_inliers(query, stored, transform,
                                      mirrored=pdq_pair[0] == "pdq_mirror")
+    small = residual(query, stored, transform)
+    if small is not None:
+        keypoints = replace(keypoints, global_residual=small[0], global_pixels=small[1],
+                            global_contrast=small[2])
     return replace(keypoints, global_agreement=global_agreement, global_inliers=global_inliers,
                    global_cells=global_cells)
 
@@ -313,10 +337,10 @@ def _uninformative(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return white | black
 
 
-def agreement(query: LocalFeatures, stored: LocalFeatures,
-              transform: np.ndarray) -> tuple[float, int, float]:
-    """(share of agreeing cells, cells compared, share that agree or differ only by an overlay)
-    with `transform` in continuous coordinates."""
+def _warp(query: LocalFeatures, stored: LocalFeatures,
+          transform: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query thumbnail, stored thumbnail warped onto it, mask of the pixels it covers), float32
+    grey, with `transform` in continuous canonical coordinates."""
     qa, sb = query.thumbnail.astype(np.float32), stored.thumbnail.astype(np.float32)
     # thumbnail scale per axis: continuous thumbnail coordinate = k × canonical coordinate
     kq = np.array([qa.shape[1] / query.shape[1], qa.shape[0] / query.shape[0]])
@@ -330,6 +354,14 @@ def agreement(query: LocalFeatures, stored: LocalFeatures,
     warped = cv2.warpAffine(sb, m, size, flags=cv2.INTER_LINEAR | flags, borderValue=0.0)
     inside = cv2.warpAffine(np.ones_like(sb), m, size, flags=cv2.INTER_NEAREST | flags,
                             borderValue=0.0) > 0.5
+    return qa, warped, inside
+
+
+def agreement(query: LocalFeatures, stored: LocalFeatures,
+              transform: np.ndarray) -> tuple[float, int, float]:
+    """(share of agreeing cells, cells compared, share that agree or differ only by an overlay)
+    with `transform` in continuous coordinates."""
+    qa, warped, inside = _warp(query, stored, transform)
     inside &= ~_uninformative(qa, warped)
     if inside.sum() < 64:
         return 0.0, 0, 0.0
@@ -339,6 +371,27 @@ def agreement(query: LocalFeatures, stored: LocalFeatures,
         gain, offset = np.polyfit(x, y, 1)
         qa = qa * gain + offset
     return _cell_agreement(qa, warped, inside)
+
+
+def residual(query: LocalFeatures, stored: LocalFeatures,
+             transform: np.ndarray) -> tuple[float, int, float] | None:
+    """(RMS grey difference, pixels compared, standard deviation of the query's grey over
+    them) at the query's own size under `transform`, for a query no larger than NATIVE_SIDE;
+    None for a larger one or one of unknown size."""
+    if query.source is None or max(query.source) > NATIVE_SIDE:
+        return None
+    qa, warped, inside = _warp(query, stored, transform)
+    size = (query.source[1], query.source[0])
+    qa, warped = (cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in (qa, warped))
+    # A pixel counts where the stored image covers all of it.
+    covered = cv2.resize(inside.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.999
+    blank = ((qa >= WHITE) & (warped >= WHITE)) | ((qa <= BLACK) & (warped <= BLACK))
+    keep = covered & ~blank
+    pixels = int(keep.sum())
+    if not pixels:
+        return None
+    difference = (qa - warped)[keep]
+    return float(np.sqrt(np.mean(difference * difference))), pixels, float(qa[keep].std())
 
 
 def _cell_sums(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

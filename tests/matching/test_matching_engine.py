@@ -110,6 +110,27 @@ def test_decide_global_check_only_for_ungated_pdq_candidates() -> None:
     assert decide(near, dataclasses.replace(alone, global_inliers=rule.GLOBAL_INLIERS_ALONE - 1)) \
         is None
     assert decide(near, dataclasses.replace(alone, global_cells=MIN_CELLS)) is None
+    # A small upload's own pixels decide where it has no keypoints to speak of.
+    contrast = 100.0
+    small = Evidence(global_agreement=0.0, global_inliers=0, global_cells=0,
+                     global_residual=rule.GLOBAL_RESIDUAL_COPY,
+                     global_pixels=rule.GLOBAL_RESIDUAL_PIXELS, global_contrast=contrast)
+    match = decide(near, small)
+    assert match is not None and match.verdict == "copy"
+    assert match.distances["global_residual"] == rule.GLOBAL_RESIDUAL_COPY
+    assert match.distances["global_pixels"] == rule.GLOBAL_RESIDUAL_PIXELS
+    assert match.distances["global_contrast"] == contrast
+    # Within the grey levels, within the share of a low-contrast query's contrast, enough
+    # pixels: each is needed.
+    for weak in (dataclasses.replace(small, global_residual=rule.GLOBAL_RESIDUAL_COPY + 0.1,
+                                     global_contrast=100.0),
+                 dataclasses.replace(small, global_contrast=20.0,
+                                     global_residual=rule.GLOBAL_RESIDUAL_SHARE * 20.0 + 0.01),
+                 dataclasses.replace(small, global_pixels=rule.GLOBAL_RESIDUAL_PIXELS - 1)):
+        assert decide(near, weak) is None
+    assert decide(near, dataclasses.replace(small, global_contrast=20.0,
+                                            global_residual=rule.GLOBAL_RESIDUAL_SHARE * 20.0))
+    assert decide(Candidate(3, votes=5), small) is None
     # Below the quality gate a near PDQ code may not be confirmed by the alignment it implies.
     gated = Candidate(3, pdq=10, pdq_pair=("pdq", "pdq"), gated=True)
     assert gated.global_pair is None

@@ -109,3 +109,23 @@ async def test_transparent_cutout_and_its_copy_on_white_are_one_photo(service, b
     buffer = io.BytesIO()
     flat.save(buffer, "JPEG", quality=85)
     assert (await service.upload(thief, buffer.getvalue())).status == 409
+
+
+async def test_a_stamp_shrunk_to_a_quarter_is_a_conflict_and_its_variant_is_not(service):
+    """A 30 × 45 px copy has no keypoints to speak of: its own pixels decide (global_residual),
+    and a stamp of the same outline with another engraving is not taken for it."""
+    acme, thief = await service.key("acme"), await service.key("thief")
+    resp = await service.upload(acme, imagegen.encode(imagegen.stamp(3), "PNG"))
+    assert resp.status == 201, await resp.text()
+    registered = await resp.json()
+    # PDQ puts this copy past its copy threshold; stage 2 compares the pixels.
+    small = imagegen.stamp(3).resize((20, 30), Image.LANCZOS)
+    resp = await service.upload(thief, imagegen.encode(small, quality=90))
+    assert resp.status == 409, await resp.text()
+    (match,) = (await resp.json())["matches"]
+    assert match["registration_id"] == registered["id"] and match["verdict"] == "copy"
+    assert match["distances"]["pdq"] > 16
+    assert match["distances"]["global_residual"] <= match["distances"]["global_contrast"]
+    variant = imagegen.stamp(2).resize((20, 30), Image.LANCZOS)
+    resp = await service.upload(thief, imagegen.encode(variant, quality=90))
+    assert resp.status == 201, await resp.text()
