@@ -52,7 +52,14 @@ from bench.edits import EDITS, apply_edit, encode
 from shotstamp_service import matching as rule
 from shotstamp_service.fingerprint import Fingerprint, fingerprint
 from shotstamp_service.matching import Candidate, Matcher, decide, verify
-from shotstamp_service.verification import MIN_CELLS, Evidence, verify_pair
+from shotstamp_service.verification import (
+    MIN_CELLS,
+    NATIVE_SIDE,
+    Evidence,
+    global_transform,
+    residual,
+    verify_pair,
+)
 
 OUT = Path(__file__).resolve().parent / "out"
 SERVICE = Path(__file__).resolve().parent.parent / "service" / "shotstamp_service"
@@ -334,6 +341,70 @@ def closest_code_pair(query: Fingerprint, stored: Fingerprint) -> tuple[str, str
     return best[1], best[2]
 
 
+def small_upload_report(queries: list[Item], originals: list[Item], different: np.ndarray,
+                        pdq_gated: np.ndarray, nearest: int) -> str:
+    """The pixel check for small uploads (`verification.residual`, matching.GLOBAL_RESIDUAL_*),
+    on copies and probed with each small query's `nearest` different originals by PDQ (0: all
+    of them, ~0.2 ms a pair)."""
+    def measure(i: int, j: int) -> tuple[float, int, float] | None:
+        q, s = queries[i].fp, originals[j].fp
+        assert q.local is not None and s.local is not None
+        pair = closest_code_pair(q, s)
+        return residual(q.local, s.local, global_transform(q.local, s.local, *pair))
+
+    def passes(r: tuple[float, int, float]) -> bool:
+        return rule._pixels_match(Evidence(global_residual=r[0], global_pixels=r[1],
+                                           global_contrast=r[2]))
+
+    small = [i for i, q in enumerate(queries) if q.fp.local is not None
+             and q.fp.local.source is not None and max(q.fp.local.source) <= NATIVE_SIDE
+             and (pdq_gated[i] < 999).any()]
+    copies, probed = [], []
+    for i in small:
+        own = np.flatnonzero(~different[i] & (pdq_gated[i] <= rule.PDQ_CANDIDATE))
+        if queries[i].edit != "original":
+            copies += [r for j in own[:1] if (r := measure(i, j)) is not None]
+        others = np.flatnonzero(different[i] & (pdq_gated[i] < 999))
+        if nearest:
+            others = others[np.argsort(pdq_gated[i, others], kind="stable")[:nearest]]
+        for j in others:
+            if (r := measure(i, j)) is not None:
+                probed.append((r, int(pdq_gated[i, j]), queries[i].photo, queries[i].edit,
+                               originals[j].photo))
+    lines = [f"- Small uploads (long side ≤ {NATIVE_SIDE} px: {len(small)} queries), their pixels "
+             f"compared at their own size under the closest code pair's alignment:"]
+    if copies:
+        res = [r[0] for r in copies]
+        share = np.array([r[0] / max(r[2], 1e-9) for r in copies])
+        shares = " ".join(f"p{p}={np.percentile(share, p):.2f}" for p in (50, 90, 99))
+        lines.append(f"  - copies within PDQ_CANDIDATE of their original: {len(copies)}, "
+                     f"{sum(map(passes, copies))} pass (the others: tones edited, or "
+                     f"cropped); RMS residual {percentiles(res, (50, 90, 99))} grey levels, "
+                     f"as a share of contrast {shares}")
+    if probed:
+        passed = sum(passes(r) for r, *_ in probed)
+        which = f"{nearest} nearest different originals by PDQ" if nearest else \
+            "different originals, all of them"
+        lines.append(f"  - probed with each one's {which} (any distance; none within "
+                     f"PDQ_CANDIDATE): {len(probed):,} pairs, "
+                     f"{passed} would pass (needs ≤ {rule.GLOBAL_RESIDUAL_COPY} and ≤ "
+                     f"{rule.GLOBAL_RESIDUAL_SHARE} of contrast over ≥ "
+                     f"{rule.GLOBAL_RESIDUAL_PIXELS} px). Closest:")
+        def share(r: tuple[float, int, float]) -> float:
+            return r[0] / max(r[2], 1e-9)
+
+        by_residual = min(probed, key=lambda x: x[0][0])
+        by_share = min(probed, key=lambda x: share(x[0]))
+        # Both bounds at once: how far the nearest pair is from passing, as a multiple of them.
+        by_both = min(probed, key=lambda x: max(x[0][0] / rule.GLOBAL_RESIDUAL_COPY,
+                                                share(x[0]) / rule.GLOBAL_RESIDUAL_SHARE))
+        for (r, d, q, e, o), what in ((by_residual, "residual"), (by_share, "share"),
+                                      (by_both, "both (the larger of the two ratios)")):
+            lines.append(f"    - on {what}: {q} [{e}] vs {o}: {d} bits, residual {r[0]:.1f} "
+                         f"over {r[1]} px, contrast {r[2]:.1f} (share {share(r):.2f})")
+    return "\n".join(lines)
+
+
 def phash_distances(queries: list[Item], stored: list[Item]) -> np.ndarray:
     q = np.array([i.plain_phash for i in queries], np.uint64)
     s = np.array([i.plain_phash for i in stored], np.uint64)
@@ -483,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--photos", type=Path, default=None)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--small-probe", type=int, default=30,
+                        help="probe the pixel check of each small upload with its N nearest "
+                             "different originals by PDQ (0: every one, a few minutes more)")
     parser.add_argument("--hard-edits", default="crop_80,combination",
                         help="edits also verified against every hard-negative pair")
     args = parser.parse_args(argv)
@@ -726,6 +800,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  - most guided inliers of any probed pair: {gi} ({q} [{e}] vs {o}, {d} bits, "
             f"agreement {g:.2f}); with too few cells to compare, "
             f"GLOBAL_INLIERS_ALONE = {rule.GLOBAL_INLIERS_ALONE} decide alone")
+    say(small_upload_report(queries, originals, different, pdq_gated, args.small_probe))
     # The PDQ tail below what 14 M pairs can show: fit log P(d <= x) linearly in x over the
     # measurable lower tail and extrapolate to PDQ_COPY.
     ecdf_x = np.arange(closest, closest + 40)
