@@ -155,3 +155,18 @@ def test_small_copies_of_a_stamp_are_copies_of_it_only(
     query = fingerprint(_quarter(_sprite(variant), f"sprite{variant}"))
     copies = [m.ref for m in matcher.match(query, features.get) if m.verdict == "copy"]
     assert copies == ([variant] if variant in REGISTERED else [])
+
+
+def test_the_residual_follows_the_mirror_codes_alignment() -> None:
+    """A mirrored copy, under the alignment the mirror code implies, lines up as a plain resize
+    does (the stamp is nearly symmetric: only its engraving tells the two ways apart)."""
+    sprite = _sprite(3)
+    mirrored = sprite.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    query = _features(Image.open(io.BytesIO(_quarter(mirrored, "mirrored"))))
+    stored = _features(sprite)
+    aligned = verification.residual(
+        query, stored, verification.global_transform(query, stored, "pdq_mirror", "pdq"))
+    unaligned = _residual(query, stored)
+    assert aligned is not None and unaligned is not None
+    assert aligned[0] <= min(rule.GLOBAL_RESIDUAL_COPY, rule.GLOBAL_RESIDUAL_SHARE * aligned[2])
+    assert unaligned[0] > rule.GLOBAL_RESIDUAL_COPY
