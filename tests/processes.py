@@ -183,22 +183,24 @@ def start_service(
     # To a file, not a pipe: nobody reads a pipe while the tests run, and a full
     # one would stall the service.
     log = data.parent / f"{data.name}-service.log"
-    proc = subprocess.Popen(
-        [
-            *command("shotstamp-service"),
-            "--data-dir",
-            str(data),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=log.open("a"),
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **TEST_ENV, **(env or {})},
-    )
+    # The child writes through its own copy of the descriptor: ours is closed at once.
+    with log.open("a") as out:
+        proc = subprocess.Popen(
+            [
+                *command("shotstamp-service"),
+                "--data-dir",
+                str(data),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **TEST_ENV, **(env or {})},
+        )
     service = ServiceProcess(f"http://127.0.0.1:{port}", data, proc, log, dict(env or {}))
     deadline = time.monotonic() + 60
     while True:
