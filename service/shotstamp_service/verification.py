@@ -141,11 +141,11 @@ class Evidence:
     global_agreement: float | None = None  # the same under the PDQ code pair's alignment
     global_inliers: int | None = None  # keypoint matches consistent with that alignment
     global_cells: int | None = None  # thumbnail cells compared under that alignment
-    # RMS grey difference under that alignment at a small query's own size (`residual`), and
-    # the pixels it was taken over
+    # For a small query (`residual`): the RMS grey difference under that alignment at its own
+    # size, the pixels it was taken over, and the query's grey standard deviation over them
     global_residual: float | None = None
     global_pixels: int | None = None
-    global_contrast: float | None = None  # the query's grey standard deviation over them
+    global_contrast: float | None = None
     rematched: int = 0  # keypoint pairs found again under the keypoint transform
     overlay: float = 0.0  # share of cells that agree or differ only by a white/black overlay
 
@@ -168,11 +168,10 @@ class Evidence:
             out["global_inliers"] = self.global_inliers
         if self.global_cells is not None:
             out["global_cells"] = self.global_cells
-        if self.global_residual is not None and self.global_pixels is not None:
+        if self.global_residual is not None:  # set with global_pixels and global_contrast
             out["global_residual"] = round(self.global_residual, 2)
-            out["global_pixels"] = self.global_pixels
-        if self.global_contrast is not None:
-            out["global_contrast"] = round(self.global_contrast, 2)
+            out["global_pixels"] = self.global_pixels or 0
+            out["global_contrast"] = round(self.global_contrast or 0.0, 2)
         return out
 
 
