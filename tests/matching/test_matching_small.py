@@ -29,12 +29,6 @@ def _sprite(variant: int) -> Image.Image:
     return imagegen.stamp(variant, SPRITE_SIZE)
 
 
-def _png(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return out.getvalue()
-
-
 def _quarter(image: Image.Image, name: str) -> bytes:
     return apply_edit(EDITS_BY_NAME["downscale_25"], image, photo=name)
 
@@ -104,7 +98,7 @@ def registry() -> tuple[Matcher, dict[int, bytes]]:
     matcher = Matcher(background=False)
     features: dict[int, bytes] = {}
     for ref in REGISTERED:
-        fp = fingerprint(_png(_sprite(ref)))
+        fp = fingerprint(imagegen.encode(_sprite(ref), "PNG"))
         assert fp.features is not None
         matcher.add(ref, fp)
         features[ref] = fp.features
