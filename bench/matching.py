@@ -356,14 +356,18 @@ def small_upload_report(queries: list[Item], originals: list[Item], different: n
         return rule._pixels_match(Evidence(global_residual=r[0], global_pixels=r[1],
                                            global_contrast=r[2]))
 
+    def share(r: tuple[float, int, float]) -> float:
+        return r[0] / max(r[2], 1e-9)
+
     small = [i for i, q in enumerate(queries) if q.fp.local is not None
              and q.fp.local.source is not None and max(q.fp.local.source) <= NATIVE_SIDE
              and (pdq_gated[i] < 999).any()]
-    copies, probed = [], []
+    copies: list[tuple[tuple[float, int, float], str]] = []
+    probed = []
     for i in small:
         own = np.flatnonzero(~different[i] & (pdq_gated[i] <= rule.PDQ_CANDIDATE))
         if queries[i].edit != "original":
-            copies += [r for j in own[:1] if (r := measure(i, j)) is not None]
+            copies += [(r, queries[i].edit) for j in own[:1] if (r := measure(i, j)) is not None]
         others = np.flatnonzero(different[i] & (pdq_gated[i] < 999))
         if nearest:
             others = others[np.argsort(pdq_gated[i, others], kind="stable")[:nearest]]
@@ -374,13 +378,14 @@ def small_upload_report(queries: list[Item], originals: list[Item], different: n
     lines = [f"- Small uploads (long side ≤ {NATIVE_SIDE} px: {len(small)} queries), their pixels "
              f"compared at their own size under the closest code pair's alignment:"]
     if copies:
-        res = [r[0] for r in copies]
-        share = np.array([r[0] / max(r[2], 1e-9) for r in copies])
-        shares = " ".join(f"p{p}={np.percentile(share, p):.2f}" for p in (50, 90, 99))
+        res = [r[0] for r, _ in copies]
+        shares = np.array([share(r) for r, _ in copies])
+        failing = collections.Counter(e for r, e in copies if not passes(r)).most_common(4)
         lines.append(f"  - copies within PDQ_CANDIDATE of their original: {len(copies)}, "
-                     f"{sum(map(passes, copies))} pass (the others: tones edited, or "
-                     f"cropped); RMS residual {percentiles(res, (50, 90, 99))} grey levels, "
-                     f"as a share of contrast {shares}")
+                     f"{sum(passes(r) for r, _ in copies)} pass (most failing: "
+                     f"{', '.join(f'{e} {n}' for e, n in failing) or 'none'}); RMS residual "
+                     f"{percentiles(res, (50, 90, 99))} grey levels, as a share of contrast "
+                     + " ".join(f"p{p}={np.percentile(shares, p):.2f}" for p in (50, 90, 99)))
     if probed:
         passed = sum(passes(r) for r, *_ in probed)
         which = f"{nearest} nearest different originals by PDQ" if nearest else \
@@ -390,9 +395,6 @@ def small_upload_report(queries: list[Item], originals: list[Item], different: n
                      f"{passed} would pass (needs ≤ {rule.GLOBAL_RESIDUAL_COPY} and ≤ "
                      f"{rule.GLOBAL_RESIDUAL_SHARE} of contrast over ≥ "
                      f"{rule.GLOBAL_RESIDUAL_PIXELS} px). Closest:")
-        def share(r: tuple[float, int, float]) -> float:
-            return r[0] / max(r[2], 1e-9)
-
         by_residual = min(probed, key=lambda x: x[0][0])
         by_share = min(probed, key=lambda x: share(x[0]))
         # Both bounds at once: how far the nearest pair is from passing, as a multiple of them.
