@@ -30,9 +30,7 @@ def _cut_out(seed: int) -> Image.Image:
 
 
 def _png(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return out.getvalue()
+    return imagegen.encode(image, "PNG")
 
 
 def _flattened(image: Image.Image, background: tuple[int, int, int], quality: int = 85) -> bytes:
