@@ -44,14 +44,14 @@ from shotstamp.anchors import load_tsa_certificates
 from shotstamp_service.anchors import AnchorRunner
 from shotstamp_service.anchors.evm import EvmAnchor, load_or_create_evm_key
 from shotstamp_service.anchors.rfc3161 import Rfc3161Anchor
+from shotstamp_service.log.sealer import Sealer
+from shotstamp_service.log.signer import LogSigner
 from shotstamp_service.records import (
     NewRegistration,
     format_time,
     new_registration_id,
     utc_now,
 )
-from shotstamp_service.sealer import Sealer
-from shotstamp_service.signer import LogSigner
 from shotstamp_service.store.sqlite import SQLiteStore
 from tsakit import make_tsa_pki, tsa_server
 

@@ -33,18 +33,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from shotstamp_service import hashes
-from shotstamp_service.decode import (
+from shotstamp_service.matching import hashes
+from shotstamp_service.matching.decode import (
     CANONICAL_SIDE,
     DecodeLimits,
     canonical_grey,
     draft_side,
     open_image,
 )
-from shotstamp_service.fingerprint import fingerprint, fingerprint_decoded
-from shotstamp_service.hashes import PerceptualHash
-from shotstamp_service.thumbnail import fingerprint_and_thumbnail, make_thumbnail
-from shotstamp_service.verification import verify_pair
+from shotstamp_service.matching.fingerprint import fingerprint, fingerprint_decoded
+from shotstamp_service.matching.hashes import PerceptualHash
+from shotstamp_service.matching.thumbnail import fingerprint_and_thumbnail, make_thumbnail
+from shotstamp_service.matching.verification import verify_pair
 
 OUT = Path(__file__).resolve().parent / "out"
 SIDE = 1000

@@ -40,8 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shotstamp_service.index import TAIL_LIMIT, HammingIndex, WordIndex
-from shotstamp_service.matching import (
+from shotstamp_service.matching.engine import (
     INDEX_KEYPOINTS,
     MAX_CANDIDATES,
     MIN_VOTES,
@@ -51,6 +50,7 @@ from shotstamp_service.matching import (
     WORD_PROBE_POSTINGS,
     WORD_PROBES,
 )
+from shotstamp_service.matching.index import TAIL_LIMIT, HammingIndex, WordIndex
 
 OUT = Path(__file__).resolve().parent / "out"
 RADIUS = 31

@@ -54,11 +54,11 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shotstamp import merkle
-from shotstamp_service.sealer import Sealer
-from shotstamp_service.signer import LogSigner
+from shotstamp_service.log.sealer import Sealer
+from shotstamp_service.log.signer import LogSigner
+from shotstamp_service.log.tiles import TILE_BYTES, TILE_WIDTH
+from shotstamp_service.log.tree import LogTree, consistency_proof, inclusion_proof
 from shotstamp_service.store.sqlite import SQLiteStore
-from shotstamp_service.tiles import TILE_BYTES, TILE_WIDTH
-from shotstamp_service.tree import LogTree, consistency_proof, inclusion_proof
 
 ORIGIN = "bench.shotstamp.local/log"
 SEAL_BATCH = 50_000

@@ -49,10 +49,10 @@ from bench.corpus import (
     similar_pairs,
 )
 from bench.edits import EDITS, apply_edit, encode
-from shotstamp_service import matching as rule
-from shotstamp_service.fingerprint import Fingerprint, fingerprint
-from shotstamp_service.matching import Candidate, Matcher, decide, verify
-from shotstamp_service.verification import (
+from shotstamp_service.matching import engine as rule
+from shotstamp_service.matching.engine import Candidate, Matcher, decide, verify
+from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint
+from shotstamp_service.matching.verification import (
     MIN_CELLS,
     NATIVE_SIDE,
     Evidence,

@@ -21,9 +21,9 @@ import numpy as np
 from PIL import Image
 
 from bench.corpus import corpus_dir, load_photos, same_picture
-from shotstamp_service.fingerprint import Fingerprint, fingerprint
-from shotstamp_service.hashes import PerceptualHash
-from shotstamp_service.matching import Matcher
+from shotstamp_service.matching.engine import Matcher
+from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint
+from shotstamp_service.matching.hashes import PerceptualHash
 
 COPIES = {
     "on black": ((0, 0, 0), 1.0),

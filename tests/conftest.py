@@ -91,7 +91,7 @@ async def service(
 ) -> AsyncIterator[Service]:
     # service_config first: its database must outlive the app, which the
     # aiohttp_client fixture closes at teardown (fixtures end in reverse order).
-    from shotstamp_service.app import create_app
+    from shotstamp_service.http.app import create_app
 
     app = create_app(service_config)
     client = await aiohttp_client(app)
@@ -107,7 +107,7 @@ def backend(store_target: StoreTarget, tmp_path: Path) -> Any:
     if store_target.url is None:
         return Backend("sqlite", data, data / "keys")
     from shotstamp_service.config import Config
-    from shotstamp_service.signer import write_new_key
+    from shotstamp_service.log.signer import write_new_key
 
     key_dir = tmp_path / "shared-keys"
     write_new_key(key_dir, Config().origin)

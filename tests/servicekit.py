@@ -18,7 +18,7 @@ def service_settings(
     The signing key is made beforehand: replicas sharing a database never make one.
     """
     from shotstamp_service.config import Config
-    from shotstamp_service.signer import load_or_create_key
+    from shotstamp_service.log.signer import load_or_create_key
 
     key_file = tmp_path / "shared" / "signing.key"
     load_or_create_key(key_file)
@@ -42,8 +42,8 @@ class Service:
     keys: dict[str, str] = field(default_factory=dict)
 
     async def key(self, seller: str, role: str = "seller") -> str:
-        from shotstamp_service.auth import issue_key
-        from shotstamp_service.keys import STORE
+        from shotstamp_service.http.auth import issue_key
+        from shotstamp_service.http.keys import STORE
 
         secret, record = issue_key(seller, role)  # type: ignore[arg-type]
         await self.app[STORE].add_api_key(record)

@@ -60,7 +60,7 @@ def operation(doc: dict[str, Any], method: str, path: str) -> dict[str, Any]:
 
 
 def test_every_curl_example_names_only_documented_paths_fields_and_parameters():
-    from shotstamp_service.openapi import openapi_document
+    from shotstamp_service.http.openapi import openapi_document
 
     doc = openapi_document()
     commands = curl_commands()

@@ -22,15 +22,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .app import create_app, make_signing_keys, make_store
-from .auth import issue_key
-from .config import Config
-from .logs import configure_logging
-from .records import format_time, utc_now
-from .serve import serve
-from .signer import SigningKeyUnavailable
-from .store import ActiveKeyChanged, StoreError
+from shotstamp_service import __version__
+from shotstamp_service.config import Config
+from shotstamp_service.http.app import create_app, make_signing_keys, make_store
+from shotstamp_service.http.auth import issue_key
+from shotstamp_service.http.serve import serve
+from shotstamp_service.log.signer import SigningKeyUnavailable
+from shotstamp_service.logs import configure_logging
+from shotstamp_service.records import format_time, utc_now
+from shotstamp_service.store import ActiveKeyChanged, StoreError
 
 __all__ = ["main"]
 
@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
 async def _anchors(config: Config, args: argparse.Namespace) -> int:
     if args.anchor_command == "evm-address":
         try:
-            from .anchors.evm import load_or_create_evm_key
+            from shotstamp_service.anchors.evm import load_or_create_evm_key
         except ImportError:
             print("error: the EVM anchor needs pip install 'shotstamp[chain]'", file=sys.stderr)
             return 1
@@ -184,7 +184,7 @@ async def _keys(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _signing_key(config: Config, args: argparse.Namespace) -> int:
-    from .routes import key_json
+    from shotstamp_service.http.routes import key_json
 
     store = make_store(config)
     await store.open()

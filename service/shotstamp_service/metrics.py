@@ -16,7 +16,7 @@ from typing import TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
-from .records import CheckpointRecord, Registration
+from shotstamp_service.records import CheckpointRecord, Registration
 
 __all__ = ["CONTENT_TYPE", "UPLOAD_OUTCOMES", "Metrics", "upload_outcome"]
 

@@ -38,12 +38,31 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .auth import Principal
-from .fingerprint import Fingerprint
-from .matching import Candidate, Match, Matcher, Stage1, decide, rank, verify_many
-from .records import NewRegistration, Registration, format_time, new_registration_id, utc_now
-from .store import DuplicateIdempotencyKey, RegistrationSuperseded, Store, StoreError
-from .verification import Evidence
+from shotstamp_service.http.auth import Principal
+from shotstamp_service.matching.engine import (
+    Candidate,
+    Match,
+    Matcher,
+    Stage1,
+    decide,
+    rank,
+    verify_many,
+)
+from shotstamp_service.matching.fingerprint import Fingerprint
+from shotstamp_service.matching.verification import Evidence
+from shotstamp_service.records import (
+    NewRegistration,
+    Registration,
+    format_time,
+    new_registration_id,
+    utc_now,
+)
+from shotstamp_service.store import (
+    DuplicateIdempotencyKey,
+    RegistrationSuperseded,
+    Store,
+    StoreError,
+)
 
 __all__ = ["Outcome", "Owners", "Registry", "ResolvedMatch"]
 

@@ -91,7 +91,7 @@ def anchored_config(
 async def anchored_service(
     aiohttp_client: Callable[[Any], Awaitable[Any]], anchored_config: Any
 ) -> AsyncIterator[Service]:
-    from shotstamp_service.app import create_app
+    from shotstamp_service.http.app import create_app
 
     app = create_app(anchored_config)
     client = await aiohttp_client(app)

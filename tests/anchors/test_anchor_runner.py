@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from shotstamp_service.anchors import AnchorRunner
 from shotstamp_service.anchors.evm import EvmAnchor, load_or_create_evm_key
 from shotstamp_service.anchors.rfc3161 import Rfc3161Anchor
+from shotstamp_service.log.sealer import Sealer
+from shotstamp_service.log.signer import LogSigner
 from shotstamp_service.records import NewRegistration, format_time, new_registration_id, utc_now
-from shotstamp_service.sealer import Sealer
-from shotstamp_service.signer import LogSigner
 
 SIGNER = LogSigner("anchors.test/log", Ed25519PrivateKey.generate())
 

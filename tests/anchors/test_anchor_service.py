@@ -18,7 +18,7 @@ import imagegen
 from anchorkit import proof_with_anchors, vkeys
 from shotstamp import verify_proof
 from shotstamp.anchors import evm_payload, verify_anchors
-from shotstamp_service.keys import ANCHORS, SEALER, STORE
+from shotstamp_service.http.keys import ANCHORS, SEALER, STORE
 
 
 async def _register(service: Any, key: str, seed: int) -> dict[str, Any]:

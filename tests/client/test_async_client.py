@@ -165,7 +165,7 @@ async def test_trusted_keys_reject_proofs_from_another_log(service):
 
 
 async def test_proof_without_wait_on_a_pending_registration_raises_not_sealed(service):
-    from shotstamp_service.keys import SEALER
+    from shotstamp_service.http.keys import SEALER
 
     key = await service.key("acme")
     sealer = service.app[SEALER]

@@ -119,9 +119,9 @@ def _create_keys(data: Path, *specs: tuple[str, str]) -> list[str]:
     In this process, through the service's own store: each `shotstamp-service`
     run pays the service's whole import time, seconds on a busy machine.
     """
-    from shotstamp_service.app import make_store
-    from shotstamp_service.auth import issue_key
     from shotstamp_service.config import Config
+    from shotstamp_service.http.app import make_store
+    from shotstamp_service.http.auth import issue_key
 
     async def create() -> list[str]:
         store = make_store(Config(data_dir=data))

@@ -13,8 +13,8 @@ from PIL import Image, ImageDraw
 import imagegen
 from shotstamp import VerificationError, verify_proof
 from shotstamp.checkpoint import Checkpoint, NoteSignature, SignedNote
-from shotstamp_service.fingerprint import fingerprint
-from shotstamp_service.matching import Matcher
+from shotstamp_service.matching.engine import Matcher
+from shotstamp_service.matching.fingerprint import fingerprint
 
 
 def expect(target: Any) -> Any:

@@ -22,7 +22,7 @@ from shotstamp import VerificationError, verify_proof
 from shotstamp.canonical import canonical_json
 from shotstamp.checkpoint import NoteSignature, NoteSigner, SignedNote
 from shotstamp.verify import CHECKS, TRUSTED_CHECKS
-from shotstamp_service.signer import load_or_create_key, read_key
+from shotstamp_service.log.signer import load_or_create_key, read_key
 
 MODULE = "/desk/verify.js"
 

@@ -17,8 +17,8 @@ from bench.edits import EDITS, EDITS_BY_NAME, apply_edit
 from bundled_photos import BUNDLED_PHOTOS
 from PIL import Image
 
-from shotstamp_service.fingerprint import fingerprint
-from shotstamp_service.matching import Match, Matcher
+from shotstamp_service.matching.engine import Match, Matcher
+from shotstamp_service.matching.fingerprint import fingerprint
 
 NAMES = {p.file: p.name for p in BUNDLED_PHOTOS}
 

@@ -15,12 +15,12 @@ from bench.edits import EDITS, Edit, apply_edit
 from matching_helpers import fixture_image, jpeg, png
 from PIL import Image, ImageDraw, ImageFilter
 
-from shotstamp_service import matching as rule
-from shotstamp_service.fingerprint import Fingerprint, fingerprint
-from shotstamp_service.index import HammingIndex, Hit
-from shotstamp_service.local_features import SIGNATURE_BITS, SIGNATURE_POSITIONS, words
-from shotstamp_service.matching import Candidate, Match, Matcher, decide, rank
-from shotstamp_service.verification import MIN_CELLS, REMATCH_MIN_INLIERS, Evidence
+from shotstamp_service.matching import engine as rule
+from shotstamp_service.matching.engine import Candidate, Match, Matcher, decide, rank
+from shotstamp_service.matching.features import SIGNATURE_BITS, SIGNATURE_POSITIONS, words
+from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint
+from shotstamp_service.matching.index import HammingIndex, Hit
+from shotstamp_service.matching.verification import MIN_CELLS, REMATCH_MIN_INLIERS, Evidence
 
 # -- the rule, on evidence built by hand -------------------------------------------------------
 

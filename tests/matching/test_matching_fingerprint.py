@@ -10,17 +10,17 @@ import pytest
 from matching_helpers import fixture_image, jpeg, png
 from PIL import Image
 
-from shotstamp_service.decode import (
+from shotstamp_service.matching.decode import (
     CANONICAL_SIDE,
     DecodeLimits,
     ImageRejected,
     canonical_grey,
     open_image,
 )
-from shotstamp_service.fingerprint import Fingerprint, fingerprint, fingerprint_decoded
-from shotstamp_service.hashes import PerceptualHash
-from shotstamp_service.local_features import LocalFeatures
-from shotstamp_service.thumbnail import fingerprint_and_thumbnail
+from shotstamp_service.matching.features import LocalFeatures
+from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint, fingerprint_decoded
+from shotstamp_service.matching.hashes import PerceptualHash
+from shotstamp_service.matching.thumbnail import fingerprint_and_thumbnail
 
 # Golden values for `fixture_image()` saved as PNG. They pin the whole pipeline (decode,
 # canonical resize, PDQ, pHash); they may drift with Pillow's resampling (BOX), OpenCV's
@@ -157,7 +157,7 @@ def test_phash_is_imagehash_phash_of_the_square_bit_for_bit(seed: int) -> None:
     import imagehash
     from PIL import Image
 
-    from shotstamp_service import hashes
+    from shotstamp_service.matching import hashes
 
     rng = np.random.default_rng(seed)
     for shape in [(37, 301), (128, 128), (250, 250), (480, 640)]:

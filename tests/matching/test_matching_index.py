@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shotstamp_service import index as index_module
-from shotstamp_service.index import ANGLE_BINS, WORD_BITS, HammingIndex, Hit, WordIndex
+from shotstamp_service.matching import index as index_module
+from shotstamp_service.matching.index import ANGLE_BINS, WORD_BITS, HammingIndex, Hit, WordIndex
 
 
 def _flip(code: bytes, bits: list[int]) -> bytes:

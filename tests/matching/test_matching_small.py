@@ -15,12 +15,12 @@ from bench.edits import EDITS_BY_NAME, apply_edit
 from PIL import Image
 
 import imagegen
-from shotstamp_service import matching as rule
-from shotstamp_service import verification
-from shotstamp_service.decode import canonical_grey
-from shotstamp_service.fingerprint import fingerprint
-from shotstamp_service.local_features import LocalFeatures, extract
-from shotstamp_service.matching import Matcher
+from shotstamp_service.matching import engine as rule
+from shotstamp_service.matching import verification
+from shotstamp_service.matching.decode import canonical_grey
+from shotstamp_service.matching.engine import Matcher
+from shotstamp_service.matching.features import LocalFeatures, extract
+from shotstamp_service.matching.fingerprint import fingerprint
 
 SPRITE_SIZE = (120, 180)  # width, height: a quarter is 30 × 45
 

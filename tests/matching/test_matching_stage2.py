@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from shotstamp_service import matching as rule
-from shotstamp_service import verification
-from shotstamp_service.local_features import LocalFeatures, extract
-from shotstamp_service.matching import index_keypoints
+from shotstamp_service.matching import engine as rule
+from shotstamp_service.matching import verification
+from shotstamp_service.matching.engine import index_keypoints
+from shotstamp_service.matching.features import LocalFeatures, extract
 
 
 def _overlaid_cell(u: np.ndarray, v: np.ndarray, sign: float) -> bool:

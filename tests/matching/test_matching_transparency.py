@@ -10,10 +10,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 import imagegen
-from shotstamp_service import matching as rule
-from shotstamp_service.fingerprint import Fingerprint, fingerprint
-from shotstamp_service.local_features import LocalFeatures
-from shotstamp_service.matching import Matcher
+from shotstamp_service.matching import engine as rule
+from shotstamp_service.matching.engine import Matcher
+from shotstamp_service.matching.features import LocalFeatures
+from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint
 
 
 def _cut_out(seed: int) -> Image.Image:

@@ -51,7 +51,7 @@ class World:
 
 @pytest.fixture
 async def world(service) -> World:
-    from shotstamp_service.keys import STORE
+    from shotstamp_service.http.keys import STORE
 
     owner, rival, staff = (
         await service.key(OWNER),
@@ -207,7 +207,7 @@ async def test_staff_read_everything_and_the_owner_reads_its_own(world):
 
 
 async def test_no_endpoint_makes_or_reveals_api_keys(world):
-    from shotstamp_service.keys import STORE
+    from shotstamp_service.http.keys import STORE
 
     store = world.service.app[STORE]
     before = await store.list_api_keys()

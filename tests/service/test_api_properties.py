@@ -20,8 +20,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from liveserver import LiveServer, http
-from shotstamp_service.openapi import openapi_document
-from shotstamp_service.tiles import parse_tile_path
+from shotstamp_service.http.openapi import openapi_document
+from shotstamp_service.log.tiles import parse_tile_path
 
 EXAMPLES = int(os.environ.get("API_EXAMPLES", "40"))
 

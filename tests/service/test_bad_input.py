@@ -15,7 +15,7 @@ import pytest
 import badimages
 import imagegen
 from liveserver import LiveServer, http, multipart, peak_rss_kib, rss_kib
-from shotstamp_service.decode import HEIF_SUPPORTED
+from shotstamp_service.matching.decode import HEIF_SUPPORTED
 
 MAX_UPLOAD = 2 * 1024 * 1024
 

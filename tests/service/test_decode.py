@@ -14,14 +14,14 @@ from PIL import Image, ImageFile
 
 import badimages
 import imagegen
-from shotstamp_service.decode import (
+from shotstamp_service.matching.decode import (
     ALLOWED_FORMATS,
     HEIF_SUPPORTED,
     DecodeLimits,
     ImageRejected,
     open_image,
 )
-from shotstamp_service.fingerprint import fingerprint
+from shotstamp_service.matching.fingerprint import fingerprint
 
 LIMITS = DecodeLimits(max_pixels=40_000_000, max_frames=1000)
 
@@ -113,7 +113,7 @@ BOMBS = {
 
 _PEAK_PROBE = """
 import json, resource, sys
-from shotstamp_service.decode import DecodeLimits, ImageRejected, open_image
+from shotstamp_service.matching.decode import DecodeLimits, ImageRejected, open_image
 out = []
 for path in sys.argv[1:]:
     data = open(path, "rb").read()
@@ -384,7 +384,7 @@ def test_rotated_and_cmyk_copies_fingerprint_like_the_original():
 
 
 def test_load_truncated_images_stays_off_after_importing_the_service():
-    import shotstamp_service.app  # noqa: F401 - everything the server imports
+    import shotstamp_service.http.app  # noqa: F401 - everything the server imports
 
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
@@ -398,7 +398,7 @@ def test_rejections_survive_pickling():
 
 
 def test_desk_thumbnails_decode_through_open_image_too():
-    from shotstamp_service.thumbnail import make_thumbnail
+    from shotstamp_service.matching.thumbnail import make_thumbnail
 
     data, _ = badimages.grey16(27, (400, 300))
     thumb = Image.open(io.BytesIO(make_thumbnail(data, 128)))

@@ -26,10 +26,15 @@ from PIL import Image
 
 import badimages
 import imagegen
-from shotstamp_service.decode import HEIF_SUPPORTED
-from shotstamp_service.errors import ApiError
-from shotstamp_service.fingerprint import DecodeLimits, Fingerprint, ImageRejected, fingerprint
-from shotstamp_service.pool import FingerprintPool
+from shotstamp_service.http.errors import ApiError
+from shotstamp_service.matching.decode import HEIF_SUPPORTED
+from shotstamp_service.matching.fingerprint import (
+    DecodeLimits,
+    Fingerprint,
+    ImageRejected,
+    fingerprint,
+)
+from shotstamp_service.matching.pool import FingerprintPool
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 # Small limits so that a mutated header cannot make one example decode for seconds.

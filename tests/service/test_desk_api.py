@@ -248,7 +248,7 @@ def test_desk_files_ship_as_package_data():
     import tomllib
     from pathlib import Path
 
-    from shotstamp_service import desk
+    from shotstamp_service.http import desk
 
     root = Path(__file__).parents[2]
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][

@@ -19,10 +19,10 @@ from shotstamp import (
     verify_inclusion,
     verify_proof,
 )
-from shotstamp_service.app import make_signing_keys, make_store
-from shotstamp_service.keys import CONFIG, SIGNING_KEYS, STORE
+from shotstamp_service.http.app import make_signing_keys, make_store
+from shotstamp_service.http.keys import CONFIG, SIGNING_KEYS, STORE
+from shotstamp_service.log.sealer import Sealer
 from shotstamp_service.records import NewRegistration, format_time, new_registration_id, utc_now
-from shotstamp_service.sealer import Sealer
 
 
 async def _keys(service) -> list[str]:

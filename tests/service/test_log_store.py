@@ -19,6 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shotstamp import merkle
+from shotstamp_service.log.sealer import Sealer
+from shotstamp_service.log.signer import LogSigner
+from shotstamp_service.log.tree import LogTree, consistency_proof, inclusion_proof
 from shotstamp_service.records import (
     CheckpointRecord,
     NewRegistration,
@@ -26,13 +29,10 @@ from shotstamp_service.records import (
     new_registration_id,
     utc_now,
 )
-from shotstamp_service.sealer import Sealer
-from shotstamp_service.signer import LogSigner
 from shotstamp_service.store import SealBatch, Store, StoreError
 from shotstamp_service.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from shotstamp_service.store.postgres import PostgresStore
 from shotstamp_service.store.sqlite import MIGRATIONS, SQLiteStore
-from shotstamp_service.tree import LogTree, consistency_proof, inclusion_proof
 
 SIGNER = LogSigner("test.example/log", Ed25519PrivateKey.generate())
 

@@ -68,7 +68,7 @@ async def test_metrics_count_uploads_conflicts_and_seals(service):
 async def test_pending_registrations_show_until_sealed(service):
     import asyncio
 
-    from shotstamp_service.keys import SEALER
+    from shotstamp_service.http.keys import SEALER
 
     acme = await service.key("acme")
     sealer = service.app[SEALER]

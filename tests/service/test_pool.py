@@ -9,9 +9,9 @@ import os
 import pytest
 
 from imagegen import jpeg
-from shotstamp_service.errors import ApiError
-from shotstamp_service.fingerprint import DecodeLimits, ImageRejected, fingerprint
-from shotstamp_service.pool import FingerprintPool
+from shotstamp_service.http.errors import ApiError
+from shotstamp_service.matching.fingerprint import DecodeLimits, ImageRejected, fingerprint
+from shotstamp_service.matching.pool import FingerprintPool
 
 
 @pytest.fixture

@@ -12,12 +12,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shotstamp import merkle
+from shotstamp_service.log.sealer import Sealer
+from shotstamp_service.log.signer import LogSigner
+from shotstamp_service.log.tree import consistency_proof
 from shotstamp_service.records import NewRegistration, format_time, new_registration_id, utc_now
-from shotstamp_service.sealer import Sealer
-from shotstamp_service.signer import LogSigner
 from shotstamp_service.store import StoreError
 from shotstamp_service.store.postgres import MIGRATIONS, PostgresStore
-from shotstamp_service.tree import consistency_proof
 
 
 def registration(seller: str, n: int) -> NewRegistration:

@@ -9,7 +9,7 @@ import pytest
 
 import imagegen
 from shotstamp_service.config import Config
-from shotstamp_service.ratelimit import Budget, RateLimiter
+from shotstamp_service.http.ratelimit import Budget, RateLimiter
 
 
 class Clock:

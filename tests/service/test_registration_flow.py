@@ -194,7 +194,7 @@ async def test_seller_cannot_read_another_sellers_registration(service):
 
 
 async def test_revoked_or_unknown_key_is_refused(service):
-    from shotstamp_service.keys import STORE
+    from shotstamp_service.http.keys import STORE
 
     key = await service.key("acme")
     resp = await service.upload("ss_000000000000_nope", imagegen.jpeg(12))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import imagegen
-from shotstamp_service.auth import Principal
-from shotstamp_service.fingerprint import DecodeLimits, Fingerprint, fingerprint
-from shotstamp_service.matching import Matcher
+from shotstamp_service.http.auth import Principal
+from shotstamp_service.matching.engine import Matcher
+from shotstamp_service.matching.fingerprint import DecodeLimits, Fingerprint, fingerprint
 from shotstamp_service.records import NewRegistration, Registration
 from shotstamp_service.registry import Registry
 

@@ -9,11 +9,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shotstamp import merkle
 from shotstamp.checkpoint import Checkpoint, open_note
+from shotstamp_service.log.sealer import Sealer
+from shotstamp_service.log.signer import LogSigner, load_or_create_key
+from shotstamp_service.log.tree import inclusion_proof
 from shotstamp_service.records import NewRegistration, format_time, new_registration_id, utc_now
-from shotstamp_service.sealer import Sealer
-from shotstamp_service.signer import LogSigner, load_or_create_key
 from shotstamp_service.store import StoreError
-from shotstamp_service.tree import inclusion_proof
 
 
 def registration(seller: str, n: int) -> NewRegistration:

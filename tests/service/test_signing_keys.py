@@ -13,15 +13,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shotstamp.checkpoint import NoteVerifier, format_vkey, open_note
 from shotstamp.errors import VerificationError
-from shotstamp_service.records import NewRegistration, format_time, new_registration_id, utc_now
-from shotstamp_service.sealer import Sealer
-from shotstamp_service.signer import (
+from shotstamp_service.log.sealer import Sealer
+from shotstamp_service.log.signer import (
     LogSigner,
     SigningKeys,
     SigningKeyUnavailable,
     load_or_create_key,
     write_new_key,
 )
+from shotstamp_service.records import NewRegistration, format_time, new_registration_id, utc_now
 from shotstamp_service.store import ActiveKeyChanged
 from shotstamp_service.store.postgres import PostgresStore
 
@@ -257,7 +257,7 @@ async def test_a_sealer_without_the_active_key_stops_sealing_and_says_why(store,
     task = asyncio.create_task(sealer.run())
     try:
         new, new_path = await SigningKeys(store, ORIGIN, key_dir=tmp_path / "b").rotate()
-        with caplog.at_level(logging.ERROR, logger="shotstamp_service.sealer"):
+        with caplog.at_level(logging.ERROR, logger="shotstamp_service.log.sealer"):
             reg = await store.add_registration(registration(1))
             await asyncio.sleep(0.5)  # ten ticks
         assert (await store.get_registration(reg.id)).leaf_index is None

@@ -12,14 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shotstamp import merkle
-from shotstamp_service.tiles import (
+from shotstamp_service.log.tiles import (
     TILE_WIDTH,
     TileEdge,
     edge_widths,
     parse_tile_path,
     tile_path,
 )
-from shotstamp_service.tree import LogTree, consistency_proof, inclusion_proof
+from shotstamp_service.log.tree import LogTree, consistency_proof, inclusion_proof
 
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
 
@@ -37,7 +37,7 @@ class MemoryTiles:
         return {c: self.tiles[c] for c in coords if c in self.tiles}
 
     async def get_nodes(self, coords):
-        from shotstamp_service.tiles import TileNodeReader
+        from shotstamp_service.log.tiles import TileNodeReader
 
         return await TileNodeReader(self).get_nodes(coords)
 
@@ -265,7 +265,7 @@ def test_non_canonical_tile_paths_are_refused(path):
 
 
 async def test_a_tile_cache_keeps_full_tiles_and_changes_no_answer():
-    from shotstamp_service.tiles import TileCache, TileNodeReader
+    from shotstamp_service.log.tiles import TileCache, TileNodeReader
 
     store, all_leaves, _ = grow([70_000])
     cache = TileCache(capacity=3)

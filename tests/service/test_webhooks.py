@@ -18,7 +18,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 import imagegen
 from shotstamp import AsyncClient, verify_webhook
-from shotstamp_service.webhooks import InvalidWebhookURL, _PublicResolver, check_webhook_url
+from shotstamp_service.webhooks.dispatcher import (
+    InvalidWebhookURL,
+    _PublicResolver,
+    check_webhook_url,
+)
 
 
 @pytest.fixture
@@ -198,7 +202,7 @@ async def test_a_slow_receiver_never_slows_the_409(service, receiver):
 
 
 async def test_deliveries_survive_a_restart(service_config, receiver):
-    from shotstamp_service.app import create_app
+    from shotstamp_service.http.app import create_app
 
     down = await receiver(script=[503] * 1000)
     up = await receiver()

@@ -12,9 +12,9 @@ when its anchor is configured, so a service without anchors needs neither.
 
 from __future__ import annotations
 
-from ..config import Config
-from .base import Anchor, Anchored, AnchorError, AnchorStep, InProgress
-from .runner import AnchorRunner
+from shotstamp_service.anchors.base import Anchor, Anchored, AnchorError, AnchorStep, InProgress
+from shotstamp_service.anchors.runner import AnchorRunner
+from shotstamp_service.config import Config
 
 __all__ = [
     "Anchor",
@@ -42,7 +42,7 @@ def make_anchors(config: Config) -> list[Anchor]:
     anchors: list[Anchor] = []
     if config.tsa_url:
         try:
-            from .rfc3161 import Rfc3161Anchor
+            from shotstamp_service.anchors.rfc3161 import Rfc3161Anchor
         except ImportError as exc:
             raise _needs("tsa", "SHOTSTAMP_TSA_URL", exc) from exc
         from shotstamp.anchors import load_tsa_certificates
@@ -60,7 +60,7 @@ def make_anchors(config: Config) -> list[Anchor]:
         )
     if config.evm_rpc_url:
         try:
-            from .evm import EvmAnchor, load_or_create_evm_key
+            from shotstamp_service.anchors.evm import EvmAnchor, load_or_create_evm_key
         except ImportError as exc:
             raise _needs("chain", "SHOTSTAMP_EVM_RPC_URL", exc) from exc
         anchors.append(

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..records import CheckpointRecord
+from shotstamp_service.records import CheckpointRecord
 
 __all__ = ["Anchor", "AnchorError", "AnchorStep", "Anchored", "InProgress"]
 

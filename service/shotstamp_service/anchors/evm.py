@@ -50,8 +50,8 @@ from shotstamp.anchors import evm_payload  # noqa: E402
 
 sys.setrecursionlimit(_RECURSION_LIMIT)
 
-from ..records import CheckpointRecord  # noqa: E402
-from .base import Anchor, Anchored, AnchorError, AnchorStep, InProgress  # noqa: E402
+from shotstamp_service.anchors.base import Anchor, Anchored, AnchorError, AnchorStep, InProgress  # noqa: E402
+from shotstamp_service.records import CheckpointRecord  # noqa: E402
 
 __all__ = ["EvmAnchor", "load_or_create_evm_key"]
 

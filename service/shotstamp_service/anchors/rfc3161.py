@@ -31,10 +31,9 @@ from rfc3161_client import HashAlgorithm, TimestampRequestBuilder
 
 from shotstamp.anchors import check_timestamp_response
 from shotstamp.errors import VerificationError
-
-from .. import __version__
-from ..records import CheckpointRecord
-from .base import Anchor, Anchored, AnchorError, AnchorStep
+from shotstamp_service import __version__
+from shotstamp_service.anchors.base import Anchor, Anchored, AnchorError, AnchorStep
+from shotstamp_service.records import CheckpointRecord
 
 __all__ = ["Rfc3161Anchor"]
 

@@ -29,9 +29,9 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
-from ..records import AnchorJob, format_time, utc_now
-from ..store import AnchorAttempt, Store
-from .base import Anchor, Anchored, InProgress
+from shotstamp_service.anchors.base import Anchor, Anchored, InProgress
+from shotstamp_service.records import AnchorJob, format_time, utc_now
+from shotstamp_service.store import AnchorAttempt, Store
 
 __all__ = ["AnchorRunner"]
 

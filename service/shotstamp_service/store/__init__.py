@@ -1,6 +1,6 @@
 """Storage backends behind one interface."""
 
-from .base import (
+from shotstamp_service.store.base import (
     ActiveKeyChanged,
     AnchorAttempt,
     DuplicateIdempotencyKey,

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
-from ..records import (
+from shotstamp_service.log.tiles import TileCache, TileCoord, TileNodeReader, TileWrite
+from shotstamp_service.records import (
     AnchorJob,
     AnchorStatus,
     ApiKey,
@@ -23,7 +24,6 @@ from ..records import (
     WebhookDelivery,
     WebhookRecord,
 )
-from ..tiles import TileCache, TileCoord, TileNodeReader, TileWrite
 
 __all__ = [
     "ActiveKeyChanged",

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from ..records import NewRegistration, Registration
-from .base import StoreError
+from shotstamp_service.records import NewRegistration, Registration
+from shotstamp_service.store.base import StoreError
 
 __all__ = ["Batch", "GroupCommit"]
 

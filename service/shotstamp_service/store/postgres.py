@@ -51,7 +51,8 @@ from typing import Any, Literal
 
 import asyncpg
 
-from ..records import (
+from shotstamp_service.log.tiles import TILE_BYTES, TILE_HEIGHT, TILE_WIDTH, TileCoord, TileWrite
+from shotstamp_service.records import (
     AnchorJob,
     ApiKey,
     CheckpointRecord,
@@ -61,8 +62,7 @@ from ..records import (
     WebhookDelivery,
     WebhookRecord,
 )
-from ..tiles import TILE_BYTES, TILE_HEIGHT, TILE_WIDTH, TileCoord, TileWrite
-from .base import (
+from shotstamp_service.store.base import (
     ActiveKeyChanged,
     AnchorAttempt,
     DuplicateIdempotencyKey,
@@ -72,8 +72,14 @@ from .base import (
     StoredFingerprint,
     StoreError,
 )
-from .group_commit import Batch, GroupCommit
-from .rows import ANCHOR_COLUMNS, CHECKPOINT_COLUMNS, DELIVERY_COLUMNS, REG_COLUMNS, Rows
+from shotstamp_service.store.group_commit import Batch, GroupCommit
+from shotstamp_service.store.rows import (
+    ANCHOR_COLUMNS,
+    CHECKPOINT_COLUMNS,
+    DELIVERY_COLUMNS,
+    REG_COLUMNS,
+    Rows,
+)
 
 # jsonb columns arrive decoded (the connection codec).
 _ROWS = Rows(json_text=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from ..records import (
+from shotstamp_service.records import (
     AnchorJob,
     ApiKey,
     CheckpointRecord,

@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from ..records import (
+from shotstamp_service.log.tiles import TILE_BYTES, TILE_HEIGHT, TILE_WIDTH, TileCoord
+from shotstamp_service.records import (
     AnchorJob,
     ApiKey,
     CheckpointRecord,
@@ -30,8 +31,7 @@ from ..records import (
     WebhookDelivery,
     WebhookRecord,
 )
-from ..tiles import TILE_BYTES, TILE_HEIGHT, TILE_WIDTH, TileCoord
-from .base import (
+from shotstamp_service.store.base import (
     ActiveKeyChanged,
     AnchorAttempt,
     DuplicateIdempotencyKey,
@@ -40,8 +40,14 @@ from .base import (
     StoredFingerprint,
     StoreError,
 )
-from .group_commit import Batch, GroupCommit
-from .rows import ANCHOR_COLUMNS, CHECKPOINT_COLUMNS, DELIVERY_COLUMNS, REG_COLUMNS, Rows
+from shotstamp_service.store.group_commit import Batch, GroupCommit
+from shotstamp_service.store.rows import (
+    ANCHOR_COLUMNS,
+    CHECKPOINT_COLUMNS,
+    DELIVERY_COLUMNS,
+    REG_COLUMNS,
+    Rows,
+)
 
 # JSON columns are TEXT here.
 _ROWS = Rows(json_text=True)

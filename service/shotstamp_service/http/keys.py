@@ -6,16 +6,16 @@ import asyncio
 
 from aiohttp import web
 
-from .anchors import AnchorRunner
-from .config import Config
-from .metrics import Metrics
-from .pool import FingerprintPool
-from .ratelimit import RateLimiter
-from .registry import Registry
-from .sealer import Sealer
-from .signer import SigningKeys
-from .store import Store
-from .webhooks import WebhookDispatcher
+from shotstamp_service.anchors import AnchorRunner
+from shotstamp_service.config import Config
+from shotstamp_service.http.ratelimit import RateLimiter
+from shotstamp_service.log.sealer import Sealer
+from shotstamp_service.log.signer import SigningKeys
+from shotstamp_service.matching.pool import FingerprintPool
+from shotstamp_service.metrics import Metrics
+from shotstamp_service.registry import Registry
+from shotstamp_service.store import Store
+from shotstamp_service.webhooks.dispatcher import WebhookDispatcher
 
 __all__ = [
     "ANCHORS",

@@ -64,12 +64,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .fingerprint import Fingerprint
-from .index import SIGNATURE_BITS as INDEX_SIGNATURE_BITS
-from .index import WORD_BITS as INDEX_WORD_BITS
-from .index import HammingIndex, WordIndex, WordScore
-from .local_features import SIGNATURE_BITS, WORD_BITS, LocalFeatures, words
-from .verification import (
+from shotstamp_service.matching.features import SIGNATURE_BITS, WORD_BITS, LocalFeatures, words
+from shotstamp_service.matching.fingerprint import Fingerprint
+from shotstamp_service.matching.index import SIGNATURE_BITS as INDEX_SIGNATURE_BITS
+from shotstamp_service.matching.index import WORD_BITS as INDEX_WORD_BITS
+from shotstamp_service.matching.index import HammingIndex, WordIndex, WordScore
+from shotstamp_service.matching.verification import (
     MIN_CELLS,
     NATIVE_SIDE,
     PHOTOMETRY_MIN_INLIERS,

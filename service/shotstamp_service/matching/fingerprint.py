@@ -42,8 +42,8 @@ from functools import cached_property
 import numpy as np
 from PIL import Image
 
-from . import hashes as _hashes
-from .decode import (
+from shotstamp_service.matching import hashes as _hashes
+from shotstamp_service.matching.decode import (
     ALLOWED_FORMATS,
     CANONICAL_SIDE,
     DecodedImage,
@@ -53,8 +53,8 @@ from .decode import (
     draft_side,
     open_image,
 )
-from .hashes import PerceptualHash
-from .local_features import LocalFeatures, extract
+from shotstamp_service.matching.features import LocalFeatures, extract
+from shotstamp_service.matching.hashes import PerceptualHash
 
 __all__ = [
     "ALLOWED_FORMATS",

@@ -19,8 +19,8 @@ import logging
 
 from PIL import Image
 
-from .decode import CANONICAL_SIDE, draft_side, open_image
-from .fingerprint import DecodeLimits, Fingerprint, fingerprint_decoded
+from shotstamp_service.matching.decode import CANONICAL_SIDE, draft_side, open_image
+from shotstamp_service.matching.fingerprint import DecodeLimits, Fingerprint, fingerprint_decoded
 
 __all__ = ["JPEG_QUALITY", "fingerprint_and_thumbnail", "make_thumbnail", "thumbnail_jpeg"]
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from shotstamp.merkle import leaf_hash
-
-from .records import Registration
-from .store import Store
-from .tree import consistency_proof, inclusion_proof
+from shotstamp_service.log.tree import consistency_proof, inclusion_proof
+from shotstamp_service.records import Registration
+from shotstamp_service.store import Store
 
 __all__ = ["PROOF_FORMAT", "ProofRangeError", "consistency_json", "proof_bundle"]
 

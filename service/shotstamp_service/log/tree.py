@@ -25,8 +25,7 @@ from shotstamp.merkle import (
     subtree_ranges_for_consistency,
     subtree_ranges_for_inclusion,
 )
-
-from .tiles import TileEdge, TileNodeReader, TileReader, TileWrite
+from shotstamp_service.log.tiles import TileEdge, TileNodeReader, TileReader, TileWrite
 
 __all__ = [
     "LogTree",

@@ -52,8 +52,8 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from .hashes import content_box
-from .local_features import LocalFeatures
+from shotstamp_service.matching.features import LocalFeatures
+from shotstamp_service.matching.hashes import content_box
 
 __all__ = ["Evidence", "agreement", "global_transform", "residual", "verify_pair"]
 

@@ -33,11 +33,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from shotstamp.merkle import leaf_hash
-
-from .records import CheckpointRecord, Registration
-from .signer import SignerSource, SigningKeyUnavailable
-from .store import SealBatch, Store, StoreError
-from .tree import LogTree
+from shotstamp_service.log.signer import SignerSource, SigningKeyUnavailable
+from shotstamp_service.log.tree import LogTree
+from shotstamp_service.records import CheckpointRecord, Registration
+from shotstamp_service.store import SealBatch, Store, StoreError
 
 __all__ = ["SealObserver", "Sealer"]
 

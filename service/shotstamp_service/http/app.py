@@ -20,12 +20,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from . import desk
-from .anchors import AnchorRunner, make_anchors
-from .config import Config
-from .errors import ApiError
-from .fingerprint import DecodeLimits, ImageRejected
-from .keys import (
+from shotstamp_service.anchors import AnchorRunner, make_anchors
+from shotstamp_service.config import Config
+from shotstamp_service.http import desk
+from shotstamp_service.http.errors import ApiError
+from shotstamp_service.http.keys import (
     ANCHORS,
     CONFIG,
     METRICS,
@@ -38,19 +37,20 @@ from .keys import (
     UPLOAD_SLOTS,
     WEBHOOKS,
 )
-from .logs import REQUEST_ID
-from .matching import Matcher
-from .metrics import Metrics, upload_outcome
-from .pool import FingerprintPool
-from .ratelimit import Budget, RateLimiter
-from .registry import Registry
-from .routes import routes
-from .sealer import Sealer
-from .serve import IN_FLIGHT, InFlight, track_in_flight
-from .signer import SigningKeys
-from .store import Store, StoreError
-from .store.sqlite import SQLiteStore
-from .webhooks import WebhookDispatcher
+from shotstamp_service.http.ratelimit import Budget, RateLimiter
+from shotstamp_service.http.routes import routes
+from shotstamp_service.http.serve import IN_FLIGHT, InFlight, track_in_flight
+from shotstamp_service.log.sealer import Sealer
+from shotstamp_service.log.signer import SigningKeys
+from shotstamp_service.logs import REQUEST_ID
+from shotstamp_service.matching.engine import Matcher
+from shotstamp_service.matching.fingerprint import DecodeLimits, ImageRejected
+from shotstamp_service.matching.pool import FingerprintPool
+from shotstamp_service.metrics import Metrics, upload_outcome
+from shotstamp_service.registry import Registry
+from shotstamp_service.store import Store, StoreError
+from shotstamp_service.store.sqlite import SQLiteStore
+from shotstamp_service.webhooks.dispatcher import WebhookDispatcher
 
 __all__ = ["create_app", "make_signing_keys", "make_store"]
 
@@ -66,7 +66,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def make_store(config: Config) -> Store:
     """PostgreSQL when SHOTSTAMP_DATABASE_URL is set, else the data directory's SQLite file."""
     if config.database_url is not None:
-        from .store.postgres import PostgresStore  # asyncpg is needed only here
+        from shotstamp_service.store.postgres import PostgresStore  # asyncpg is needed only here
 
         return PostgresStore(config.database_url, pool_size=config.database_pool_size)
     return SQLiteStore(config.database_path)

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
-from .errors import ApiError
-from .fingerprint import DecodeLimits, Fingerprint, fingerprint
-from .matching import verify_many
-from .thumbnail import fingerprint_and_thumbnail
-from .verification import Evidence
+from shotstamp_service.http.errors import ApiError
+from shotstamp_service.matching.engine import verify_many
+from shotstamp_service.matching.fingerprint import DecodeLimits, Fingerprint, fingerprint
+from shotstamp_service.matching.thumbnail import fingerprint_and_thumbnail
+from shotstamp_service.matching.verification import Evidence
 
 __all__ = ["FingerprintPool"]
 
@@ -159,10 +159,10 @@ class FingerprintPool:
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(
             [
-                "shotstamp_service.forkserver_init",
-                "shotstamp_service.fingerprint",
-                "shotstamp_service.thumbnail",
-                "shotstamp_service.matching",
+                "shotstamp_service.matching.forkserver_init",
+                "shotstamp_service.matching.fingerprint",
+                "shotstamp_service.matching.thumbnail",
+                "shotstamp_service.matching.engine",
             ]
         )
         self._thread: ThreadPoolExecutor | None = None

@@ -41,9 +41,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shotstamp.checkpoint import Checkpoint, NoteSigner, NoteVerifier
-
-from .records import SigningKeyRecord, format_time, utc_now
-from .store import ActiveKeyChanged, Store
+from shotstamp_service.records import SigningKeyRecord, format_time, utc_now
+from shotstamp_service.store import ActiveKeyChanged, Store
 
 __all__ = [
     "KEY_FILE_SUFFIX",

@@ -14,10 +14,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from shotstamp.checkpoint import format_vkey
 from shotstamp.merkle import HASH_SIZE
-
-from .auth import Principal, authenticate, parse_bearer
-from .errors import ApiError
-from .keys import (
+from shotstamp_service.http.auth import Principal, authenticate, parse_bearer
+from shotstamp_service.http.errors import ApiError
+from shotstamp_service.http.keys import (
     CONFIG,
     METRICS,
     RATE_LIMITER,
@@ -28,11 +27,12 @@ from .keys import (
     UPLOAD_SLOTS,
     WEBHOOKS,
 )
-from .metrics import CONTENT_TYPE
-from .openapi import openapi_document
-from .proofs import ProofRangeError, consistency_json, proof_bundle
-from .ratelimit import RateLimiter
-from .records import (
+from shotstamp_service.http.openapi import openapi_document
+from shotstamp_service.http.ratelimit import RateLimiter
+from shotstamp_service.log.proofs import ProofRangeError, consistency_json, proof_bundle
+from shotstamp_service.log.tiles import TILE_WIDTH, parse_tile_path
+from shotstamp_service.metrics import CONTENT_TYPE
+from shotstamp_service.records import (
     CheckpointRecord,
     Registration,
     SigningKeyRecord,
@@ -41,9 +41,8 @@ from .records import (
     format_time,
     utc_now,
 )
-from .registry import ResolvedMatch
-from .tiles import TILE_WIDTH, parse_tile_path
-from .webhooks import (
+from shotstamp_service.registry import ResolvedMatch
+from shotstamp_service.webhooks.dispatcher import (
     EVENT_TYPES,
     MAX_WEBHOOKS_PER_SELLER,
     InvalidWebhookURL,

@@ -13,8 +13,8 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from .records import ApiKey, Role, format_time, utc_now
-from .store import Store
+from shotstamp_service.records import ApiKey, Role, format_time, utc_now
+from shotstamp_service.store import Store
 
 __all__ = ["Principal", "authenticate", "issue_key", "parse_bearer"]
 

@@ -44,18 +44,17 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from shotstamp.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign_webhook
-
-from . import __version__
-from .config import Config
-from .records import (
+from shotstamp_service import __version__
+from shotstamp_service.config import Config
+from shotstamp_service.records import (
     WebhookDelivery,
     WebhookRecord,
     format_time,
     new_registration_id,
     utc_now,
 )
-from .registry import ResolvedMatch
-from .store import Store
+from shotstamp_service.registry import ResolvedMatch
+from shotstamp_service.store import Store
 
 __all__ = [
     "CONFLICT_EVENT",

@@ -21,7 +21,7 @@ import signal
 
 from PIL import Image
 
-from shotstamp_service.fingerprint import fingerprint
+from shotstamp_service.matching.fingerprint import fingerprint
 
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 

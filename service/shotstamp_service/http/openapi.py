@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from . import __version__
+from shotstamp_service import __version__
 
 __all__ = ["openapi_document"]
 
