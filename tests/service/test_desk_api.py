@@ -243,21 +243,23 @@ async def test_desk_files_are_served_with_a_strict_policy(service):
 
 
 def test_desk_files_ship_as_package_data():
-    # The wheel carries static/desk/* (pyproject's package-data); check the
+    # The wheel carries http/static/desk/* (pyproject's package-data); check the
     # pattern covers every file the page route table names.
     import tomllib
     from pathlib import Path
 
+    import shotstamp_service
     from shotstamp_service.http import desk
 
     root = Path(__file__).parents[2]
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"
     ]["shotstamp_service"]
+    package = Path(shotstamp_service.__file__).parent
     shipped = {
-        path.relative_to(desk.STATIC_DIR.parent.parent).as_posix()
+        path.relative_to(package).as_posix()
         for pattern in patterns
-        for path in desk.STATIC_DIR.parent.parent.glob(pattern)
+        for path in package.glob(pattern)
     }
     for name in ["index.html", *desk._ASSETS]:
-        assert f"static/desk/{name}" in shipped, name
+        assert f"http/static/desk/{name}" in shipped, name
