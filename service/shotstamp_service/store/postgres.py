@@ -46,7 +46,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import asyncpg
@@ -779,23 +779,41 @@ class PostgresStore(Store):
             )
 
     async def claim_deliveries(
-        self, now: float, lease_until: float, limit: int
+        self,
+        now: float,
+        lease_until: float,
+        limit: int,
+        *,
+        per_seller: int | None = None,
+        exclude_sellers: Collection[str] = (),
     ) -> list[WebhookDelivery]:
         # Each row comes back with the due time it had, as SQLite's claim reads it.
         claimed = DELIVERY_COLUMNS.replace("d.next_attempt_at", "due.next_attempt_at")
         with _translated("write"):
-            # SKIP LOCKED: dispatchers on several replicas claim disjoint rows.
+            # Ranked per seller first (FOR UPDATE cannot go with a window), then
+            # locked; SKIP LOCKED: dispatchers on several replicas claim disjoint rows.
             rows = await self.pool.fetch(
-                "WITH due AS ("
+                "WITH ranked AS ("
+                " SELECT seq FROM ("
+                "  SELECT d.seq, d.next_attempt_at, row_number() OVER (PARTITION BY w.seller"
+                "   ORDER BY d.next_attempt_at, d.seq) AS seller_rank"
+                "  FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id"
+                "  WHERE d.status = 'pending' AND d.next_attempt_at <= $1"
+                "  AND NOT (w.seller = ANY($4::text[]))) r"
+                " WHERE seller_rank <= $5 ORDER BY next_attempt_at, seq LIMIT $3),"
+                " due AS ("
                 " SELECT seq, next_attempt_at FROM webhook_deliveries"
-                " WHERE status = 'pending' AND next_attempt_at <= $1"
-                " ORDER BY next_attempt_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                " WHERE seq IN (SELECT seq FROM ranked)"
+                " AND status = 'pending' AND next_attempt_at <= $1"
+                " FOR UPDATE SKIP LOCKED)"
                 " UPDATE webhook_deliveries d SET next_attempt_at = $2"
                 " FROM due, webhooks w WHERE d.seq = due.seq AND w.id = d.webhook_id"
-                f" RETURNING {claimed}, d.seq, w.url, w.secret",
+                f" RETURNING {claimed}, d.seq, w.url, w.secret, w.seller",
                 now,
                 lease_until,
                 limit,
+                sorted(exclude_sellers),
+                per_seller or limit,
             )
         ordered = sorted(rows, key=lambda row: (row["next_attempt_at"], row["seq"]))
         return [_ROWS.delivery(row, joined=True) for row in ordered]

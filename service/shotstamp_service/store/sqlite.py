@@ -15,7 +15,7 @@ import asyncio
 import json
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -720,16 +720,28 @@ class SQLiteStore(Store):
         await self._write(run)
 
     async def claim_deliveries(
-        self, now: float, lease_until: float, limit: int
+        self,
+        now: float,
+        lease_until: float,
+        limit: int,
+        *,
+        per_seller: int | None = None,
+        exclude_sellers: Collection[str] = (),
     ) -> list[WebhookDelivery]:
+        excluded = json.dumps(sorted(exclude_sellers))
+
         def run(conn: sqlite3.Connection) -> list[WebhookDelivery]:
             def body() -> list[WebhookDelivery]:
                 rows = conn.execute(
-                    f"SELECT {DELIVERY_COLUMNS}, w.url, w.secret"
+                    "SELECT * FROM ("
+                    f" SELECT {DELIVERY_COLUMNS}, d.seq, w.url, w.secret, w.seller,"
+                    " row_number() OVER (PARTITION BY w.seller"
+                    "  ORDER BY d.next_attempt_at, d.seq) AS seller_rank"
                     " FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id"
                     " WHERE d.status = 'pending' AND d.next_attempt_at <= ?"
-                    " ORDER BY d.next_attempt_at, d.seq LIMIT ?",
-                    (now, limit),
+                    " AND w.seller NOT IN (SELECT value FROM json_each(?)))"
+                    " WHERE seller_rank <= ? ORDER BY next_attempt_at, seq LIMIT ?",
+                    (now, excluded, per_seller or limit, limit),
                 ).fetchall()
                 conn.executemany(
                     "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ?",

@@ -9,11 +9,16 @@ Flow:
    the delivery loop. The body is fixed at this point: every retry sends the
    same bytes and the same event id.
 3. The delivery loop claims due deliveries with a lease (so a crash, or a
-   second replica, retries a delivery only once its lease ends), POSTs each
-   signed with the webhook's secret (`Shotstamp-Signature`, see
-   `shotstamp.webhooks`), and records the outcome: delivered on a 2xx,
-   otherwise retried after an exponential, jittered backoff until
-   `webhook_max_attempts`, then marked failed.
+   second replica, retries a delivery only once its lease ends) and starts
+   each as a task of its own, which POSTs it signed with the webhook's secret
+   (`Shotstamp-Signature`, see `shotstamp.webhooks`) and records the outcome:
+   delivered on a 2xx, otherwise retried after an exponential, jittered
+   backoff until `webhook_max_attempts`, then marked failed.
+4. No delivery waits for another's: at most `webhook_concurrency` run at
+   once, at most `webhook_seller_concurrency` of one seller's (a seller at
+   its cap is left out of claims), each bounded by `webhook_connect_timeout`
+   and `webhook_timeout`. An endpoint that accepts and never answers holds
+   only its own seller's slots.
 
 Delivery is at least once: a receiver should deduplicate on the event id.
 Between the 409 and the outbox write (milliseconds) a crash loses the event;
@@ -83,9 +88,8 @@ CONFLICT_EVENT = "registration.conflict"
 EVENT_TYPES = (CONFLICT_EVENT,)
 MAX_WEBHOOKS_PER_SELLER = 10
 MAX_URL_LENGTH = 2048
-# Deliveries handed out per claim, and at most this many in flight at once.
-_BATCH = 32
-# How long a claimed delivery is reserved beyond its own timeout.
+# How long a claimed delivery is reserved beyond twice its timeout (it may
+# wait for one of its seller's deliveries in flight before its own try).
 _LEASE_MARGIN = 30.0
 # The loop also wakes this often to pick up retries that became due.
 _POLL_INTERVAL = 1.0
@@ -333,6 +337,9 @@ class WebhookDispatcher:
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Task[None]] = set()  # one task per claimed delivery
+        self._seller_load: dict[str, int] = {}  # claimed and not finished, per seller
+        self._seller_gates: dict[str, asyncio.Semaphore] = {}
         self._session: aiohttp.ClientSession | None = None
         self._soonest = float("inf")  # the earliest retry scheduled by this process
         self.delivered = 0  # counters, for tests and /healthz-style reporting
@@ -342,7 +349,8 @@ class WebhookDispatcher:
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
             connector=delivery_connector(
-                allow_private=self.config.webhook_allow_private, limit=_BATCH
+                allow_private=self.config.webhook_allow_private,
+                limit=self.config.webhook_concurrency,
             ),
             headers={"User-Agent": f"shotstamp-webhooks/{__version__}"},
         )
@@ -355,11 +363,15 @@ class WebhookDispatcher:
         if self._background:
             await asyncio.wait(self._background, timeout=5)
         if self._loop_task is not None:
-            try:
-                await asyncio.wait_for(self._loop_task, self.config.webhook_timeout + 5)
-            except TimeoutError:
-                log.warning("webhook deliveries still running at shutdown; they will be retried")
+            await self._loop_task
             self._loop_task = None
+        if self._inflight:
+            _, late = await asyncio.wait(self._inflight, timeout=self.config.webhook_timeout + 5)
+            if late:
+                log.warning("webhook deliveries still running at shutdown; they will be retried")
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -415,16 +427,19 @@ class WebhookDispatcher:
     # -- delivery ----------------------------------------------------------------
     async def _run(self) -> None:
         while not self._stopping:
-            # Cleared before claiming: an event queued meanwhile wakes the next wait.
+            # Cleared before claiming: an event queued, or a delivery finished,
+            # meanwhile wakes the next wait.
             self._wake.clear()
-            try:
-                claimed = await self.deliver_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("webhook delivery loop failed; retrying")
-                claimed = 0
-            if claimed >= _BATCH or self._stopping:
+            free = self.config.webhook_concurrency - len(self._inflight)
+            started = 0
+            if free > 0:
+                try:
+                    started = len(await self._start_due(free))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("webhook delivery loop failed; retrying")
+            if (started and started >= free) or self._stopping:
                 continue
             # Sleep until woken, the soonest retry this process scheduled, or the
             # poll (which also finds retries other replicas scheduled).
@@ -434,13 +449,51 @@ class WebhookDispatcher:
                 await asyncio.wait_for(self._wake.wait(), pause)
 
     async def deliver_due(self) -> int:
-        """Claim the deliveries due now and attempt each once; returns how many."""
+        """Claim the deliveries due now, attempt each once and wait; returns how many."""
+        tasks = await self._start_due(self.config.webhook_concurrency - len(self._inflight))
+        if tasks:
+            await asyncio.wait(tasks)
+        return len(tasks)
+
+    async def _start_due(self, limit: int) -> list[asyncio.Task[None]]:
+        """Claim up to `limit` due deliveries and start a task for each; returns them."""
+        if limit <= 0:
+            return []
+        cap = self.config.webhook_seller_concurrency
         now = time.time()
-        lease = now + self.config.webhook_timeout + _LEASE_MARGIN
-        due = await self.store.claim_deliveries(now, lease, _BATCH)
-        if due:
-            await asyncio.gather(*(self._attempt(d) for d in due))
-        return len(due)
+        lease = now + 2 * self.config.webhook_timeout + _LEASE_MARGIN
+        busy = [seller for seller, load in self._seller_load.items() if load >= cap]
+        due = await self.store.claim_deliveries(
+            now, lease, limit, per_seller=cap, exclude_sellers=busy
+        )
+        tasks = []
+        for delivery in due:
+            self._seller_load[delivery.seller] = self._seller_load.get(delivery.seller, 0) + 1
+            task = asyncio.create_task(self._deliver(delivery), name=f"webhook-{delivery.id}")
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            tasks.append(task)
+        return tasks
+
+    async def _deliver(self, delivery: WebhookDelivery) -> None:
+        """One try of one delivery, once its seller has fewer than its cap in flight."""
+        seller = delivery.seller
+        gate = self._seller_gates.setdefault(
+            seller, asyncio.Semaphore(self.config.webhook_seller_concurrency)
+        )
+        try:
+            async with gate:
+                # A claim may add up to the cap to a seller with some in flight.
+                if not self._stopping:  # else its lease runs out and it is tried again
+                    await self._attempt(delivery)
+        except Exception:
+            log.exception("webhook delivery %s failed unexpectedly", delivery.id)
+        finally:
+            self._seller_load[seller] -= 1
+            if not self._seller_load[seller]:
+                del self._seller_load[seller]
+                del self._seller_gates[seller]
+            self._wake.set()  # a slot is free
 
     def backoff(self, attempts: int) -> float:
         """Seconds before the next try after `attempts` failed ones (equal jitter)."""
@@ -516,7 +569,10 @@ class WebhookDispatcher:
             data=delivery.payload,
             headers=headers,
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=self.config.webhook_timeout),
+            timeout=aiohttp.ClientTimeout(
+                total=self.config.webhook_timeout,
+                connect=min(self.config.webhook_connect_timeout, self.config.webhook_timeout),
+            ),
         ) as response:
             # Read a little so the connection can be reused; the body is not used.
             await response.content.read(4096)
