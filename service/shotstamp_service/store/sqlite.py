@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from shotstamp_service.files import create_private_file, tighten
 from shotstamp_service.log.tiles import TILE_BYTES, TILE_HEIGHT, TILE_WIDTH, TileCoord
 from shotstamp_service.records import (
     AnchorJob,
@@ -264,7 +265,12 @@ class SQLiteStore(Store):
 
     # -- plumbing ---------------------------------------------------------
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # It holds webhook secrets: created 0600, and SQLite gives its -wal,
+        # -shm and -journal the database file's mode.
+        create_private_file(self.path)
+        tighten(*(self.path.with_name(self.path.name + end) for end in ("", "-wal", "-shm")))
         loop = asyncio.get_running_loop()
         self._wconn = await loop.run_in_executor(self._writer, connect, self.path)
         await loop.run_in_executor(self._writer, migrate, self._wconn)
