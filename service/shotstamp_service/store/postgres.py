@@ -241,6 +241,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX anchors_due ON anchors (next_attempt_at) WHERE status = 'pending';
     CREATE INDEX anchors_anchored ON anchors (anchor, tree_size) WHERE status = 'anchored';
     """,
+    # 6: each webhook's due deliveries in order (as SQLite's migration 6).
+    "CREATE INDEX webhook_deliveries_due_by_hook"
+    " ON webhook_deliveries (webhook_id, next_attempt_at, seq) WHERE status = 'pending'",
 ]
 
 
@@ -790,16 +793,27 @@ class PostgresStore(Store):
         # Each row comes back with the due time it had, as SQLite's claim reads it.
         claimed = DELIVERY_COLUMNS.replace("d.next_attempt_at", "due.next_attempt_at")
         with _translated("write"):
-            # Ranked per seller first (FOR UPDATE cannot go with a window), then
-            # locked; SKIP LOCKED: dispatchers on several replicas claim disjoint rows.
+            # As SQLite's: the webhooks with pending deliveries (a skip scan),
+            # the first few due of each, at most `per_seller` of each seller's;
+            # then locked (FOR UPDATE cannot go with a window), SKIP LOCKED so
+            # that replicas claim disjoint rows.
             rows = await self.pool.fetch(
-                "WITH ranked AS ("
+                "WITH RECURSIVE hooks AS ("
+                " (SELECT webhook_id FROM webhook_deliveries WHERE status = 'pending'"
+                "  ORDER BY webhook_id LIMIT 1)"
+                " UNION ALL SELECT (SELECT x.webhook_id FROM webhook_deliveries x"
+                "  WHERE x.status = 'pending' AND x.webhook_id > h.webhook_id"
+                "  ORDER BY x.webhook_id LIMIT 1)"
+                " FROM hooks h WHERE h.webhook_id IS NOT NULL),"
+                " ranked AS ("
                 " SELECT seq FROM ("
-                "  SELECT d.seq, d.next_attempt_at, row_number() OVER (PARTITION BY w.seller"
-                "   ORDER BY d.next_attempt_at, d.seq) AS seller_rank"
-                "  FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id"
-                "  WHERE d.status = 'pending' AND d.next_attempt_at <= $1"
-                "  AND NOT (w.seller = ANY($4::text[]))) r"
+                "  SELECT p.seq, p.next_attempt_at, row_number() OVER (PARTITION BY w.seller"
+                "   ORDER BY p.next_attempt_at, p.seq) AS seller_rank"
+                "  FROM hooks h JOIN webhooks w ON w.id = h.webhook_id CROSS JOIN LATERAL ("
+                "   SELECT seq, next_attempt_at FROM webhook_deliveries"
+                "   WHERE webhook_id = w.id AND status = 'pending' AND next_attempt_at <= $1"
+                "   ORDER BY next_attempt_at, seq LIMIT $5) p"
+                "  WHERE NOT (w.seller = ANY($4::text[]))) r"
                 " WHERE seller_rank <= $5 ORDER BY next_attempt_at, seq LIMIT $3),"
                 " due AS ("
                 " SELECT seq, next_attempt_at FROM webhook_deliveries"

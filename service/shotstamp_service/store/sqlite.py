@@ -207,6 +207,10 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     CREATE INDEX anchors_due ON anchors (next_attempt_at) WHERE status = 'pending';
     CREATE INDEX anchors_anchored ON anchors (anchor, tree_size) WHERE status = 'anchored';
     """,
+    # 6: each webhook's due deliveries in order, so a claim takes a few of each
+    # webhook's without reading one seller's whole backlog (issue 19).
+    "CREATE INDEX webhook_deliveries_due_by_hook"
+    " ON webhook_deliveries (webhook_id, next_attempt_at, seq) WHERE status = 'pending'",
 ]
 
 
@@ -738,16 +742,27 @@ class SQLiteStore(Store):
 
         def run(conn: sqlite3.Connection) -> list[WebhookDelivery]:
             def body() -> list[WebhookDelivery]:
+                # The webhooks with pending deliveries (a skip scan of the index),
+                # the first few due of each (a probe each), then at most
+                # `per_seller` of each seller's, oldest first: no step reads a
+                # whole backlog, nor webhooks with nothing pending.
                 rows = conn.execute(
-                    "SELECT * FROM ("
+                    "WITH RECURSIVE hooks(id) AS ("
+                    " SELECT min(webhook_id) FROM webhook_deliveries WHERE status = 'pending'"
+                    " UNION ALL SELECT (SELECT min(webhook_id) FROM webhook_deliveries"
+                    "  WHERE status = 'pending' AND webhook_id > hooks.id)"
+                    " FROM hooks WHERE hooks.id IS NOT NULL)"
+                    " SELECT * FROM ("
                     f" SELECT {DELIVERY_COLUMNS}, d.seq, w.url, w.secret, w.seller,"
                     " row_number() OVER (PARTITION BY w.seller"
                     "  ORDER BY d.next_attempt_at, d.seq) AS seller_rank"
-                    " FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id"
-                    " WHERE d.status = 'pending' AND d.next_attempt_at <= ?"
-                    " AND w.seller NOT IN (SELECT value FROM json_each(?)))"
+                    " FROM hooks JOIN webhooks w ON w.id = hooks.id, webhook_deliveries d"
+                    " WHERE w.seller NOT IN (SELECT value FROM json_each(?))"
+                    " AND d.seq IN (SELECT x.seq FROM webhook_deliveries x"
+                    "  WHERE x.webhook_id = w.id AND x.status = 'pending'"
+                    "  AND x.next_attempt_at <= ? ORDER BY x.next_attempt_at, x.seq LIMIT ?))"
                     " WHERE seller_rank <= ? ORDER BY next_attempt_at, seq LIMIT ?",
-                    (now, excluded, per_seller or limit, limit),
+                    (excluded, now, per_seller or limit, per_seller or limit, limit),
                 ).fetchall()
                 conn.executemany(
                     "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ?",
