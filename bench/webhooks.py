@@ -150,9 +150,7 @@ async def delivery_delays(rounds: int) -> list[dict[str, float]]:
         await client.start_server()
         service = Service(client=client, app=client.app)
         try:
-            hostile, honest, thief = [
-                await service.key(s) for s in ("hostile", "honest", "thief")
-            ]
+            hostile, honest, thief = [await service.key(s) for s in ("hostile", "honest", "thief")]
             for n in range(10):
                 resp = await client.post(
                     "/v1/webhooks",
