@@ -18,12 +18,14 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from shotstamp_service import __version__
 from shotstamp_service.config import Config
+from shotstamp_service.files import PRIVATE_UMASK
 from shotstamp_service.http.app import create_app, make_signing_keys, make_store
 from shotstamp_service.http.auth import issue_key
 from shotstamp_service.http.serve import serve
@@ -215,6 +217,7 @@ async def _signing_key(config: Config, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(PRIVATE_UMASK)  # the data directory holds secrets: keys, webhook secrets
     args = _parser().parse_args(argv)
     config = Config.from_env(
         data_dir=args.data_dir,

@@ -46,6 +46,13 @@ class Config:
     webhook_retry_base: float = 10.0
     webhook_retry_max: float = 3600.0
     webhook_max_attempts: int = 20
+    # A delivery's connection must be made within webhook_connect_timeout seconds.
+    # At most webhook_concurrency deliveries run at once, and at most
+    # webhook_seller_concurrency of any one seller's (per replica), so a seller
+    # whose endpoints hang delays only its own deliveries.
+    webhook_connect_timeout: float = 5.0
+    webhook_concurrency: int = 64
+    webhook_seller_concurrency: int = 4
     # Refuse webhook URLs on loopback, private and link-local addresses unless set.
     webhook_allow_private: bool = False
 
@@ -94,6 +101,8 @@ class Config:
             )
         if min(self.tsa_interval, self.evm_interval) <= 0 or self.evm_confirmations < 0:
             raise ValueError("anchor intervals must be positive and confirmations >= 0")
+        if min(self.webhook_concurrency, self.webhook_seller_concurrency) < 1:
+            raise ValueError("webhook concurrency limits must be at least 1")
         if self.log_format not in ("json", "text"):
             raise ValueError(f"log format {self.log_format!r} is neither 'json' nor 'text'")
         if self.database_url is not None and not self.database_url.startswith(
@@ -159,6 +168,9 @@ ENV_VARS: dict[str, str] = {
     "webhook_retry_max": "SHOTSTAMP_WEBHOOK_RETRY_MAX",
     "webhook_max_attempts": "SHOTSTAMP_WEBHOOK_MAX_ATTEMPTS",
     "webhook_allow_private": "SHOTSTAMP_WEBHOOK_ALLOW_PRIVATE",
+    "webhook_connect_timeout": "SHOTSTAMP_WEBHOOK_CONNECT_TIMEOUT",
+    "webhook_concurrency": "SHOTSTAMP_WEBHOOK_CONCURRENCY",
+    "webhook_seller_concurrency": "SHOTSTAMP_WEBHOOK_SELLER_CONCURRENCY",
     "shutdown_timeout": "SHOTSTAMP_SHUTDOWN_TIMEOUT",
     "max_text_length": "SHOTSTAMP_MAX_TEXT_LENGTH",
     "max_inflight_uploads": "SHOTSTAMP_MAX_INFLIGHT_UPLOADS",

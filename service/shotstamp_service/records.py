@@ -165,7 +165,7 @@ DeliveryStatus = Literal["pending", "delivered", "failed"]
 class WebhookDelivery:
     """One event for one webhook in the outbox; `payload` is the exact body sent each try.
 
-    `url` and `secret` are the webhook's, joined in when a delivery is claimed.
+    `url`, `secret` and `seller` are the webhook's, joined in when a delivery is claimed.
     """
 
     id: str
@@ -182,6 +182,7 @@ class WebhookDelivery:
     delivered_at: str | None = None
     url: str = ""
     secret: str = field(default="", repr=False)
+    seller: str = ""
 
 
 AnchorStatus = Literal["pending", "anchored", "superseded"]

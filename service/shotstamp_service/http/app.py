@@ -22,6 +22,7 @@ from aiohttp import web
 
 from shotstamp_service.anchors import AnchorRunner, make_anchors
 from shotstamp_service.config import Config
+from shotstamp_service.files import secure_data_dir
 from shotstamp_service.http import desk
 from shotstamp_service.http.errors import ApiError
 from shotstamp_service.http.keys import (
@@ -164,6 +165,8 @@ def _observe(request: web.Request, status: int, seconds: float) -> None:
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Everything in the data directory is private, whatever it was left as.
+    secure_data_dir(app[CONFIG])
     store = make_store(app[CONFIG])
     await store.open()
     app[STORE] = store

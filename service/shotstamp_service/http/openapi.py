@@ -315,7 +315,10 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "string",
                 "format": "uri",
                 "maxLength": 2048,
-                "description": "http or https; not a private, loopback or link-local address",
+                "description": (
+                    "http or https; a public address or a name: no private, loopback,"
+                    " link-local or reserved address, however spelt"
+                ),
             },
             "events": {
                 "type": "array",

@@ -7,7 +7,7 @@ a crash (registrations, seals) return only once they are durably committed.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
@@ -249,13 +249,21 @@ class Store(abc.ABC):
         """Durably add pending deliveries to the outbox (one transaction)."""
 
     @abc.abstractmethod
-    async def claim_deliveries(self, now: float, lease_until: float, limit: int) -> list[
-        WebhookDelivery
-    ]:
-        """Pending deliveries due at `now`, oldest first, with the webhook's url and secret.
+    async def claim_deliveries(
+        self,
+        now: float,
+        lease_until: float,
+        limit: int,
+        *,
+        per_seller: int | None = None,
+        exclude_sellers: Collection[str] = (),
+    ) -> list[WebhookDelivery]:
+        """Pending deliveries due at `now`, oldest first, with the webhook's url, secret, seller.
 
-        Each is leased: its `next_attempt_at` moves to `lease_until`, so another
-        dispatcher (or this one, after a crash) retries it only once the lease ends.
+        At most `per_seller` of each seller's, and none of `exclude_sellers`', so
+        one seller's backlog cannot fill a claim. Each is leased: its
+        `next_attempt_at` moves to `lease_until`, so another dispatcher (or this
+        one, after a crash) retries it only once the lease ends.
         """
 
     @abc.abstractmethod

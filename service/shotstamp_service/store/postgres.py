@@ -46,7 +46,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import asyncpg
@@ -241,6 +241,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX anchors_due ON anchors (next_attempt_at) WHERE status = 'pending';
     CREATE INDEX anchors_anchored ON anchors (anchor, tree_size) WHERE status = 'anchored';
     """,
+    # 6: each webhook's due deliveries in order (as SQLite's migration 6).
+    "CREATE INDEX webhook_deliveries_due_by_hook"
+    " ON webhook_deliveries (webhook_id, next_attempt_at, seq) WHERE status = 'pending'",
 ]
 
 
@@ -779,23 +782,52 @@ class PostgresStore(Store):
             )
 
     async def claim_deliveries(
-        self, now: float, lease_until: float, limit: int
+        self,
+        now: float,
+        lease_until: float,
+        limit: int,
+        *,
+        per_seller: int | None = None,
+        exclude_sellers: Collection[str] = (),
     ) -> list[WebhookDelivery]:
         # Each row comes back with the due time it had, as SQLite's claim reads it.
         claimed = DELIVERY_COLUMNS.replace("d.next_attempt_at", "due.next_attempt_at")
         with _translated("write"):
-            # SKIP LOCKED: dispatchers on several replicas claim disjoint rows.
+            # As SQLite's: the webhooks with pending deliveries (a skip scan),
+            # the first few due of each, at most `per_seller` of each seller's;
+            # then locked (FOR UPDATE cannot go with a window), SKIP LOCKED so
+            # that replicas claim disjoint rows.
             rows = await self.pool.fetch(
-                "WITH due AS ("
+                "WITH RECURSIVE hooks AS ("
+                " (SELECT webhook_id FROM webhook_deliveries WHERE status = 'pending'"
+                "  ORDER BY webhook_id LIMIT 1)"
+                " UNION ALL SELECT (SELECT x.webhook_id FROM webhook_deliveries x"
+                "  WHERE x.status = 'pending' AND x.webhook_id > h.webhook_id"
+                "  ORDER BY x.webhook_id LIMIT 1)"
+                " FROM hooks h WHERE h.webhook_id IS NOT NULL),"
+                " ranked AS ("
+                " SELECT seq FROM ("
+                "  SELECT p.seq, p.next_attempt_at, row_number() OVER (PARTITION BY w.seller"
+                "   ORDER BY p.next_attempt_at, p.seq) AS seller_rank"
+                "  FROM hooks h JOIN webhooks w ON w.id = h.webhook_id CROSS JOIN LATERAL ("
+                "   SELECT seq, next_attempt_at FROM webhook_deliveries"
+                "   WHERE webhook_id = w.id AND status = 'pending' AND next_attempt_at <= $1"
+                "   ORDER BY next_attempt_at, seq LIMIT $5) p"
+                "  WHERE NOT (w.seller = ANY($4::text[]))) r"
+                " WHERE seller_rank <= $5 ORDER BY next_attempt_at, seq LIMIT $3),"
+                " due AS ("
                 " SELECT seq, next_attempt_at FROM webhook_deliveries"
-                " WHERE status = 'pending' AND next_attempt_at <= $1"
-                " ORDER BY next_attempt_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                " WHERE seq IN (SELECT seq FROM ranked)"
+                " AND status = 'pending' AND next_attempt_at <= $1"
+                " FOR UPDATE SKIP LOCKED)"
                 " UPDATE webhook_deliveries d SET next_attempt_at = $2"
                 " FROM due, webhooks w WHERE d.seq = due.seq AND w.id = d.webhook_id"
-                f" RETURNING {claimed}, d.seq, w.url, w.secret",
+                f" RETURNING {claimed}, d.seq, w.url, w.secret, w.seller",
                 now,
                 lease_until,
                 limit,
+                sorted(exclude_sellers),
+                per_seller or limit,
             )
         ordered = sorted(rows, key=lambda row: (row["next_attempt_at"], row["seq"]))
         return [_ROWS.delivery(row, joined=True) for row in ordered]

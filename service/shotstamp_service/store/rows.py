@@ -115,6 +115,7 @@ class Rows:
             delivered_at=row["delivered_at"],
             url=row["url"] if joined else "",
             secret=row["secret"] if joined else "",
+            seller=row["seller"] if joined else "",
         )
 
     def signing_key(self, row: Row) -> SigningKeyRecord:

@@ -15,11 +15,12 @@ import asyncio
 import json
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from shotstamp_service.files import create_private_file, tighten
 from shotstamp_service.log.tiles import TILE_BYTES, TILE_HEIGHT, TILE_WIDTH, TileCoord
 from shotstamp_service.records import (
     AnchorJob,
@@ -206,6 +207,10 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     CREATE INDEX anchors_due ON anchors (next_attempt_at) WHERE status = 'pending';
     CREATE INDEX anchors_anchored ON anchors (anchor, tree_size) WHERE status = 'anchored';
     """,
+    # 6: each webhook's due deliveries in order, so a claim takes a few of each
+    # webhook's without reading one seller's whole backlog (issue 19).
+    "CREATE INDEX webhook_deliveries_due_by_hook"
+    " ON webhook_deliveries (webhook_id, next_attempt_at, seq) WHERE status = 'pending'",
 ]
 
 
@@ -264,7 +269,12 @@ class SQLiteStore(Store):
 
     # -- plumbing ---------------------------------------------------------
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # It holds webhook secrets: created 0600, and SQLite gives its -wal,
+        # -shm and -journal the database file's mode.
+        create_private_file(self.path)
+        tighten(*(self.path.with_name(self.path.name + end) for end in ("", "-wal", "-shm")))
         loop = asyncio.get_running_loop()
         self._wconn = await loop.run_in_executor(self._writer, connect, self.path)
         await loop.run_in_executor(self._writer, migrate, self._wconn)
@@ -720,16 +730,39 @@ class SQLiteStore(Store):
         await self._write(run)
 
     async def claim_deliveries(
-        self, now: float, lease_until: float, limit: int
+        self,
+        now: float,
+        lease_until: float,
+        limit: int,
+        *,
+        per_seller: int | None = None,
+        exclude_sellers: Collection[str] = (),
     ) -> list[WebhookDelivery]:
+        excluded = json.dumps(sorted(exclude_sellers))
+
         def run(conn: sqlite3.Connection) -> list[WebhookDelivery]:
             def body() -> list[WebhookDelivery]:
+                # The webhooks with pending deliveries (a skip scan of the index),
+                # the first few due of each (a probe each), then at most
+                # `per_seller` of each seller's, oldest first: no step reads a
+                # whole backlog, nor webhooks with nothing pending.
                 rows = conn.execute(
-                    f"SELECT {DELIVERY_COLUMNS}, w.url, w.secret"
-                    " FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id"
-                    " WHERE d.status = 'pending' AND d.next_attempt_at <= ?"
-                    " ORDER BY d.next_attempt_at, d.seq LIMIT ?",
-                    (now, limit),
+                    "WITH RECURSIVE hooks(id) AS ("
+                    " SELECT min(webhook_id) FROM webhook_deliveries WHERE status = 'pending'"
+                    " UNION ALL SELECT (SELECT min(webhook_id) FROM webhook_deliveries"
+                    "  WHERE status = 'pending' AND webhook_id > hooks.id)"
+                    " FROM hooks WHERE hooks.id IS NOT NULL)"
+                    " SELECT * FROM ("
+                    f" SELECT {DELIVERY_COLUMNS}, d.seq, w.url, w.secret, w.seller,"
+                    " row_number() OVER (PARTITION BY w.seller"
+                    "  ORDER BY d.next_attempt_at, d.seq) AS seller_rank"
+                    " FROM hooks JOIN webhooks w ON w.id = hooks.id, webhook_deliveries d"
+                    " WHERE w.seller NOT IN (SELECT value FROM json_each(?))"
+                    " AND d.seq IN (SELECT x.seq FROM webhook_deliveries x"
+                    "  WHERE x.webhook_id = w.id AND x.status = 'pending'"
+                    "  AND x.next_attempt_at <= ? ORDER BY x.next_attempt_at, x.seq LIMIT ?))"
+                    " WHERE seller_rank <= ? ORDER BY next_attempt_at, seq LIMIT ?",
+                    (excluded, now, per_seller or limit, per_seller or limit, limit),
                 ).fetchall()
                 conn.executemany(
                     "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ?",
