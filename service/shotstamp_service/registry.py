@@ -480,6 +480,16 @@ class Registry:
         exact = await self.store.find_by_sha256(fp.sha256)
         return fp, await self.resolve(await self._match(fp, complete=True), exact, fp=fp)
 
+    async def check_with_thumbnail(
+        self, data: bytes
+    ) -> tuple[Fingerprint, bytes | None, list[ResolvedMatch]]:
+        """`check`, and a thumbnail of the upload from the same decode (a dispute file's
+        picture of the suspect; None when thumbnails are off or it cannot be made)."""
+        fp, thumbnail = await self.analyse(data)
+        exact = await self.store.find_by_sha256(fp.sha256)
+        matches = await self.resolve(await self._match(fp, complete=True), exact, fp=fp)
+        return fp, thumbnail, matches
+
 
 def _with_hashes(
     distances: dict[str, float | int], fp: Fingerprint | None, reg: Registration

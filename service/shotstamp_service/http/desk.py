@@ -35,6 +35,7 @@ STATIC_DIR = Path(__file__).parent / "static" / "desk"
 _ASSETS = {
     "desk.css": "text/css",
     "desk.js": "text/javascript",
+    "evidence.js": "text/javascript",
     "favicon.svg": "image/svg+xml",
     "verify.js": "text/javascript",
 }

@@ -821,6 +821,70 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/desk/evidence": {
+                "post": {
+                    "summary": "A dispute file for a registration and a suspect image (staff)",
+                    "description": "Compares the image with the registration as /v1/checks "
+                    "does and answers with one self-contained HTML page: both pictures, the "
+                    "match and its geometry, the proof bundle, the log's public keys, every "
+                    "anchor with the service's check of it, and how to check it independently; "
+                    "the page re-runs the proof check in the reader's browser without network. "
+                    "format=pdf: the same page printed by Chromium.",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "format",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": ["html", "pdf"]},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["image", "registration_id"],
+                                    "properties": {
+                                        "image": {"type": "string", "format": "binary"},
+                                        "registration_id": {"type": "string"},
+                                        "suspect_name": {
+                                            "type": "string",
+                                            "maxLength": 500,
+                                            "description": "the suspect's file name, shown",
+                                        },
+                                    },
+                                },
+                                "encoding": {
+                                    "image": {"contentType": "image/*, application/octet-stream"}
+                                },
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "the dispute file",
+                            "content": {
+                                "text/html": {"schema": {"type": "string"}},
+                                "application/pdf": {
+                                    "schema": {"type": "string", "format": "binary"}
+                                },
+                            },
+                        },
+                        **_UPLOAD_ERRORS,
+                        "403": _error("a seller key: dispute files are for staff"),
+                        "404": _error("no such registration"),
+                        "409": _error("the registration is not sealed yet"),
+                        "422": _error(
+                            "an image that cannot be decoded, or one that does not match the "
+                            "registration (no_match)"
+                        ),
+                        "501": _error("PDF asked for, but this service has no Chromium"),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
             "/v1/verify": {
                 "post": {
                     "summary": "Verify a proof bundle with this service's keys "

@@ -188,8 +188,10 @@ def checkpoint_json(cp: CheckpointRecord) -> dict[str, Any]:
     }
 
 
-async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
-    """The `image` file part (streamed, capped) and the text fields of a multipart body."""
+async def read_upload(
+    request: web.Request, text_fields: tuple[str, ...] = ("title", "reference")
+) -> tuple[bytes, dict[str, str]]:
+    """The `image` file part (streamed, capped) and the `text_fields` of a multipart body."""
     config = request.app[CONFIG]
     # The media type alone, without `request.content_type`: aiohttp parses that
     # with the email package, a few percent of the service's CPU per upload.
@@ -224,7 +226,7 @@ async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
                 if image is not None:
                     raise ApiError(400, "too_many_files", "send exactly one file in 'image'")
                 image = await _read_capped(part, config.max_upload_bytes)
-            elif name in ("title", "reference"):
+            elif name in text_fields:
                 limit = config.max_text_length
                 too_long = ApiError(
                     400, "invalid_text", f"'{name}' is longer than {limit} characters"
