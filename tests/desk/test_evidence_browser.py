@@ -355,3 +355,28 @@ def test_without_chromium_a_pdf_is_a_clear_501(monkeypatch):
         dispute._chromium()
     assert raised.value.status == 501 and "no Chromium at /nonexistent/chromium" in str(
         raised.value)
+
+
+def test_the_cli_saves_the_same_dispute_file_and_its_pdf(desk, registered, tmp_path):
+    from processes import run
+
+    server = desk.server
+    suspect = tmp_path / "listing.jpg"
+    suspect.write_bytes(registered["suspect"])
+    env = {"SHOTSTAMP_URL": server.base, "SHOTSTAMP_API_KEY": server.staff}
+    reg_id = registered["reg"]["id"]
+    done = run("shotstamp", "evidence", reg_id, "--suspect", str(suspect),
+               "-o", str(tmp_path / "case.html"), env=env)
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "case.html").read_text(encoding="utf-8")
+    assert '<pre id="proof-json">' in page and registered["reg"]["sha256"] in page
+    assert "Suspect image (listing.jpg)" in page
+    done = run("shotstamp", "evidence", reg_id, "--suspect", str(suspect),
+               "-o", str(tmp_path / "case.pdf"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert len(PdfReader(tmp_path / "case.pdf").pages) >= 3
+    # A seller key is refused, in words, with the service's exit status.
+    done = run("shotstamp", "evidence", reg_id, "--suspect", str(suspect),
+               "-o", str(tmp_path / "no.html"), env={**env, "SHOTSTAMP_API_KEY": server.acme})
+    assert done.returncode == 4 and "staff key" in done.stderr
+    assert not (tmp_path / "no.html").exists()

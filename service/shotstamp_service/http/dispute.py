@@ -340,9 +340,10 @@ def render_dispute_html(
     distances = ", ".join(f"{k} {v}" for k, v in match.get("distances", {}).items())
     geometry = match.get("geometry")
     alignment = (
-        f"{_esc(geometry['model'])}: suspect scaled ×{_esc(geometry['scale'])}, turned "
-        f"{_esc(geometry['rotation'])}°, covering {round(geometry['covered'] * 100)} % of the "
-        f"registered image; {len(geometry['pairs'])} matched keypoint pairs drawn"
+        f"{_esc(geometry['model'])} transform between the two 256-px analysis copies: turned "
+        f"{_esc(geometry['rotation'])}°, scale {_esc(geometry['scale'])}, covering "
+        f"{round(geometry['covered'] * 100)} % of the registered image; "
+        f"{len(geometry['pairs'])} matched keypoint pairs drawn"
         if geometry else "none: matched as a whole picture by its perceptual hash"
     )
     service_line = (

@@ -139,7 +139,8 @@ export async function differenceView(registeredImg, suspectImg, g) {
     const d = Math.min(255, Math.abs(base - grey(two, i)) * 3);
     if (d > 90) differing += 1;
     // grey where they agree, red where they differ
-    out.data.set([base * 0.5 + d * 0.5 + 60, base * 0.5 * (1 - d / 255) + 40, base * 0.5 * (1 - d / 255) + 40, 255], i);
+    const g = (base * 0.45 + 120) * (1 - d / 255);
+    out.data.set([g + d, g, g, 255], i);
   }
   heat.getContext("2d").putImageData(out, 0, 0);
   const share = covered ? differing / covered : 0;
