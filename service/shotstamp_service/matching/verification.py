@@ -138,13 +138,22 @@ class Geometry:
     Continuous canonical coordinates (origin at the top-left corner, pixel centres at +0.5):
     `transform` (2×3) maps the query's canonical image onto the stored one's; `pairs` (n×4,
     float32) holds inlier keypoint pairs (query x, y, stored x, y); sizes are (width, height).
+    Held as a tuple and bytes, which cross the process pool for a fraction of what arrays cost.
     """
 
     model: str  # "similarity" (keypoints, RANSAC) or "aligned" (a PDQ code pair's frames)
-    transform: np.ndarray
-    pairs: np.ndarray
+    matrix: tuple[float, ...]  # the 2×3 transform, row by row
+    pair_bytes: bytes  # the pairs, float32
     query_size: tuple[int, int]
     stored_size: tuple[int, int]
+
+    @property
+    def transform(self) -> np.ndarray:
+        return np.array(self.matrix, np.float64).reshape(2, 3)
+
+    @property
+    def pairs(self) -> np.ndarray:
+        return np.frombuffer(self.pair_bytes, np.float32).reshape(-1, 4)
 
     def outline(self) -> np.ndarray:
         """The query's corners (top-left, top-right, bottom-right, bottom-left) in the stored
@@ -166,8 +175,8 @@ class Geometry:
 
     def rotation(self) -> float:
         """Degrees the query is turned against the stored image, counter-clockwise as seen."""
-        a = self.transform
-        return math.degrees(math.atan2(a[1, 0], a[0, 0]))
+        m = self.matrix
+        return math.degrees(math.atan2(m[3], m[0]))
 
     def scale(self) -> float:
         """Stored pixels per query pixel (geometric mean of the two axes)."""
@@ -182,8 +191,9 @@ def _geometry(model: str, transform: np.ndarray, query_xy: np.ndarray, stored_xy
     """A Geometry from arrays stage 2 already holds (continuous coordinates)."""
     step = max(1, -(-len(query_xy) // GEOMETRY_PAIRS))
     pairs = np.hstack([query_xy[::step], stored_xy[::step]]).astype(np.float32)
-    return Geometry(model, np.asarray(transform, np.float64), pairs,
-                    (query.shape[1], query.shape[0]), (stored.shape[1], stored.shape[0]))
+    return Geometry(model, tuple(np.asarray(transform, np.float64).ravel().tolist()),
+                    pairs.tobytes(), (query.shape[1], query.shape[0]),
+                    (stored.shape[1], stored.shape[0]))
 
 
 @dataclass(frozen=True)
