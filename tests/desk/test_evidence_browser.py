@@ -380,3 +380,34 @@ def test_the_cli_saves_the_same_dispute_file_and_its_pdf(desk, registered, tmp_p
                "-o", str(tmp_path / "no.html"), env={**env, "SHOTSTAMP_API_KEY": server.acme})
     assert done.returncode == 4 and "staff key" in done.stderr
     assert not (tmp_path / "no.html").exists()
+
+
+def test_every_anchor_is_listed_with_its_check_and_every_text_is_escaped():
+    page = dispute.render_dispute_html(
+        match={"registration_id": "R1", "verdict": "copy", "distances": {"pdq": 3},
+               "explanation": "the same photo <b>re-encoded</b>"},
+        registration={"id": "R1", "seller": "<script>alert(1)</script>", "sha256": "ab" * 32,
+                      "received_at": "2026-01-01T00:00:00Z", "leaf_index": 0},
+        suspect={"name": "x</script><script>alert(2)</script>.jpg", "sha256": "cd" * 32,
+                 "bytes": 10},
+        suspect_image=None, registered_image=None,
+        bundle_text='{"leaf": {"seller": "</pre><script>alert(3)</script>"}}',
+        vkeys=["log+01234567+AAAA"],
+        anchors=[
+            {"name": "tsa", "type": "rfc3161", "status": "verified", "tree_size": 9,
+             "statement": "the root of tree 9 existed", "time": "2026-01-01T00:00:05Z",
+             "authority": "CN=Test TSA", "checks": ["anchor-format", "tsa-signature"]},
+            {"name": "chain", "type": "evm", "status": "skipped", "tree_size": 9,
+             "reason": "give an RPC URL"},
+        ],
+        service_check={"verified": True, "checks": ["format", "inclusion"]},
+        made_at="2026-01-01T00:00:10Z", service_url="https://stamp.example",
+    )
+    assert "tsa (rfc3161): verified by the service when this file was made" in page
+    assert "CN=Test TSA" in page and "anchor-format, tsa-signature" in page
+    assert "chain (evm): not checked by the service" in page and "give an RPC URL" in page
+    assert "alert" in page and "<script>alert" not in page
+    assert "<b>re-encoded" not in page
+    # the match's JSON for the page's script cannot close its <script> element
+    data = page.split('id="match-data">', 1)[1].split("</script>", 1)[0]
+    assert json.loads(data)["explanation"] == "the same photo <b>re-encoded</b>"

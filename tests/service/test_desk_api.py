@@ -254,10 +254,14 @@ def test_desk_files_ship_as_package_data():
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"
     ]["shotstamp_service"]
+    package = desk.STATIC_DIR.parents[2]  # the patterns are relative to shotstamp_service/
     shipped = {
-        path.relative_to(desk.STATIC_DIR.parent.parent).as_posix()
+        path.relative_to(package).as_posix()
         for pattern in patterns
-        for path in desk.STATIC_DIR.parent.parent.glob(pattern)
+        for path in package.glob(pattern)
     }
     for name in ["index.html", *desk._ASSETS]:
-        assert f"static/desk/{name}" in shipped, name
+        assert f"http/static/desk/{name}" in shipped, name
+    # and what a dispute file inlines besides the desk's scripts
+    for name in ("boot.js", "dispute.css"):
+        assert f"http/static/dispute/{name}" in shipped, name

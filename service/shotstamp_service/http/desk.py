@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -65,9 +65,11 @@ def _static(name: str, content_type: str) -> web.FileResponse:
     )
 
 
-async def require_staff(request: web.Request) -> Principal:
+async def require_staff(
+    request: web.Request, budget: Literal["read", "upload"] = "read"
+) -> Principal:
     """The caller's principal if it holds a staff key; a seller key gets a 403 saying so."""
-    who = await require_principal(request)
+    who = await require_principal(request, budget)
     if not who.is_staff:
         raise ApiError(
             403,

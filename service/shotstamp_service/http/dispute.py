@@ -124,7 +124,7 @@ async def _check_anchors(
 @routes.post("/v1/desk/evidence")
 async def dispute_file(request: web.Request) -> web.Response:
     """The dispute file for one registration and a suspect image: HTML, or PDF."""
-    who = await require_staff(request)
+    who = await require_staff(request, "upload")  # it decodes and matches an image
     fmt = request.query.get("format", "html")
     if fmt not in ("html", "pdf"):
         raise ApiError(400, "invalid_parameter", "format must be html or pdf")
