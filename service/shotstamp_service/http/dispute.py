@@ -400,7 +400,7 @@ def render_dispute_html(
 <p class="headline">The check has not run: this viewer runs no JavaScript. Check the proof with
 the command below.</p><ol></ol>
 </div>
-<p class="muted">The service checked the same proof when it made this file: {_esc(service_line)}.
+<p class="muted">When the service made this file, its copy of the proof {_esc(service_line)}.
 The check above runs again in your browser, from the proof and keys printed in this file, with
 no network.</p>
 
