@@ -55,4 +55,5 @@ def test_the_pdq_alignment_of_a_mirrored_copy_is_mirrored_onto_the_whole_frame()
     # the suspect's top-left corner is the original's top-right, and so on round
     assert np.abs(geometry.outline() - [[w, 0], [0, 0], [0, h], [w, h]]).max() < 1e-6
     assert geometry.covered() == pytest.approx(1.0)
+    assert geometry.rotation() == pytest.approx(0.0)  # mirrored, not turned upside down
     assert geometry.scale() == pytest.approx(1.0)  # both canonical frames are 256 px wide

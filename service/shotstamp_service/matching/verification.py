@@ -174,9 +174,11 @@ class Geometry:
         return float(area) / (w * h) if w * h else 0.0
 
     def rotation(self) -> float:
-        """Degrees the query is turned against the stored image, counter-clockwise as seen."""
+        """Degrees the query is turned against the stored image, counter-clockwise as seen
+        (after undoing a left-right mirror, if any)."""
         m = self.matrix
-        return math.degrees(math.atan2(m[3], m[0]))
+        sign = -1.0 if self.mirrored() else 1.0
+        return math.degrees(math.atan2(sign * m[3], sign * m[0]))
 
     def scale(self) -> float:
         """Stored pixels per query pixel (geometric mean of the two axes)."""
