@@ -9,6 +9,7 @@ pictures whose perceptual hashes are far apart, as different photos' are.
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -112,3 +113,22 @@ def stamp(variant: int, size: tuple[int, int] = (120, 180)) -> Image.Image:
         else:
             draw.ellipse((x0, y0, x1, y1), outline=(40, 40, 44), width=int(rng.integers(3, 6)))
     return image
+
+
+def crop_and_turn(image: Image.Image, box: tuple[int, int, int, int],
+                  angle: float) -> tuple[Image.Image, list[tuple[float, float]]]:
+    """`image` cropped to `box` and turned `angle` degrees counter-clockwise (same frame, black
+    corners), and where the result's corners (top-left, top-right, bottom-right, bottom-left)
+    lie in `image`, in its pixels."""
+    x0, y0, x1, y1 = box
+    turned = image.crop(box).rotate(angle, resample=Image.Resampling.BICUBIC)
+    w, h = x1 - x0, y1 - y0
+    cx, cy = w / 2, h / 2
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    corners = []
+    for u, v in ((0, 0), (w, 0), (w, h), (0, h)):
+        # turned counter-clockwise as seen (y down): each output point comes from the source
+        # point turned back clockwise about the centre
+        dx, dy = u - cx, v - cy
+        corners.append((x0 + cx + c * dx - s * dy, y0 + cy + s * dx + c * dy))
+    return turned, corners

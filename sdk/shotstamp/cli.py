@@ -4,6 +4,7 @@
     shotstamp check FILE [--json]
     shotstamp proof ID [-o FILE] [--no-wait]
     shotstamp keys [-o FILE]
+    shotstamp evidence ID --suspect FILE -o CASE.html|CASE.pdf   (staff key)
     shotstamp verify PROOF.json --key VKEY_OR_FILE [--key ...] [--image FILE]
                      [--checkpoint TRUSTED] [--url URL]
                      [--tsa-cert PEM ...] [--chain-rpc URL ...] [--require-anchors]
@@ -616,6 +617,20 @@ async def _proof(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _evidence(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    fmt = "pdf" if output.suffix.lower() == ".pdf" else "html"
+    async with _client(args) as client:
+        data = await client.dispute_file(args.id, args.suspect, format=fmt)
+    write_atomically(output, data)
+    print(
+        f"saved the dispute file for {args.id} and {args.suspect} to {args.output} "
+        f"({len(data):,} bytes{'' if fmt == 'pdf' else '; it checks its proof when opened'})",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
 async def _keys(args: argparse.Namespace) -> int:
     async with _client(args, need_key=False) as client:
         keys = await client.keys()
@@ -723,6 +738,20 @@ def _parser() -> argparse.ArgumentParser:
         "--no-wait", action="store_true", help="fail (exit 4) instead of waiting for the seal"
     )
     proof.set_defaults(run=_service(_proof))
+
+    evidence = commands.add_parser(
+        "evidence",
+        parents=[service],
+        help="make a dispute file for a registration and a suspected copy (staff key)",
+        epilog="an .html output checks its own proof offline in any browser; a .pdf output "
+        "asks the service to print it (exit 4 when it cannot)",
+    )
+    evidence.add_argument("id", help="the registration id")
+    evidence.add_argument("--suspect", required=True, help="the suspected copy (an image file)")
+    evidence.add_argument(
+        "-o", "--output", required=True, help="CASE.html, or CASE.pdf for the printed form"
+    )
+    evidence.set_defaults(run=_service(_evidence))
 
     keys = commands.add_parser(
         "keys", parents=[service], help="save the log's public keys (for 'verify --key')"

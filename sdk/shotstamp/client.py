@@ -317,6 +317,18 @@ class _BaseClient:
     def _build_check(self, data: bytes, filename: str) -> _Request:
         return _Request("POST", "/v1/checks", upload=_Upload(data, filename))
 
+    def _build_dispute_file(
+        self, registration_id: str, data: bytes, filename: str, fmt: str
+    ) -> _Request:
+        return _Request(
+            "POST",
+            "/v1/desk/evidence",
+            params={"format": fmt},
+            upload=_Upload(
+                data, filename, {"registration_id": registration_id, "suspect_name": filename}
+            ),
+        )
+
     def _build_get(self, registration_id: str) -> _Request:
         return _Request("GET", f"/v1/registrations/{_segment(registration_id)}")
 
@@ -722,6 +734,23 @@ class AsyncClient(_BaseClient):
         response = await self._request(request)
         return self._parse(request, response, Check.from_json)
 
+    async def dispute_file(
+        self,
+        registration_id: str,
+        suspect: ImageInput,
+        *,
+        format: str = "html",
+        filename: str | None = None,
+    ) -> bytes:
+        """A dispute file (staff keys): the registration, `suspect` and how they match, with
+        the proof and how to check it; `format` "html" (checks itself offline) or "pdf"."""
+        if format not in ("html", "pdf"):
+            raise ValueError("format must be 'html' or 'pdf'")
+        data, name = await _load(suspect)
+        request = self._build_dispute_file(registration_id, data, filename or name, format)
+        response = await self._request(request)
+        return response.body
+
     async def get(self, registration_id: str) -> Registration:
         """One of your registrations (staff keys: anyone's). Raises `NotFoundError`."""
         request = self._build_get(registration_id)
@@ -1053,6 +1082,19 @@ class Client(_BaseClient):
     def check(self, image: ImageInput, *, filename: str | None = None) -> Check:
         """See `AsyncClient.check`."""
         return self._call(lambda c: c.check(image, filename=filename))
+
+    def dispute_file(
+        self,
+        registration_id: str,
+        suspect: ImageInput,
+        *,
+        format: str = "html",
+        filename: str | None = None,
+    ) -> bytes:
+        """See `AsyncClient.dispute_file`."""
+        return self._call(
+            lambda c: c.dispute_file(registration_id, suspect, format=format, filename=filename)
+        )
 
     def get(self, registration_id: str) -> Registration:
         """See `AsyncClient.get`."""

@@ -49,7 +49,7 @@ from shotstamp_service.matching.engine import (
     verify_many,
 )
 from shotstamp_service.matching.fingerprint import Fingerprint
-from shotstamp_service.matching.verification import Evidence
+from shotstamp_service.matching.verification import Evidence, Geometry
 from shotstamp_service.records import (
     NewRegistration,
     Registration,
@@ -117,6 +117,7 @@ class ResolvedMatch:
     distances: dict[str, float | int]
     verdict: Literal["copy", "similar"]
     exact: bool = False
+    geometry: Geometry | None = None  # stage 2's alignment of the upload onto it, if any
 
 
 @dataclass(frozen=True)
@@ -464,18 +465,30 @@ class Registry:
         out: dict[int, ResolvedMatch] = {}
         for reg in exact:
             distances = dict(by_ref[reg.seq].distances) if reg.seq in by_ref else {}
-            out[reg.seq] = ResolvedMatch(reg, _with_hashes(distances, fp, reg), "copy", exact=True)
+            geometry = by_ref[reg.seq].geometry if reg.seq in by_ref else None
+            out[reg.seq] = ResolvedMatch(reg, _with_hashes(distances, fp, reg), "copy", exact=True,
+                                         geometry=geometry)
         for ref, match in by_ref.items():
             if ref not in out and ref in registrations:
                 reg = registrations[ref]
                 distances = _with_hashes(dict(match.distances), fp, reg)
-                out[ref] = ResolvedMatch(reg, distances, match.verdict)
+                out[ref] = ResolvedMatch(reg, distances, match.verdict, geometry=match.geometry)
         return [out[ref] for ref in sorted(out)]
 
     async def check(self, data: bytes) -> tuple[Fingerprint, list[ResolvedMatch]]:
         fp = await self.fingerprint(data)
         exact = await self.store.find_by_sha256(fp.sha256)
         return fp, await self.resolve(await self._match(fp, complete=True), exact, fp=fp)
+
+    async def check_with_thumbnail(
+        self, data: bytes
+    ) -> tuple[Fingerprint, bytes | None, list[ResolvedMatch]]:
+        """`check`, and a thumbnail of the upload from the same decode (a dispute file's
+        picture of the suspect; None when thumbnails are off or it cannot be made)."""
+        fp, thumbnail = await self.analyse(data)
+        exact = await self.store.find_by_sha256(fp.sha256)
+        matches = await self.resolve(await self._match(fp, complete=True), exact, fp=fp)
+        return fp, thumbnail, matches
 
 
 def _with_hashes(

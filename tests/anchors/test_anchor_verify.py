@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import html
 import json
 import time
 from collections.abc import Iterator
@@ -392,3 +393,16 @@ def test_the_admin_command_lists_anchor_jobs_and_the_evm_address(anchored):
     )
     key = (anchored.directory / "evm.key").read_text().strip()
     assert address.stdout.strip() == Account.from_key(key).address
+
+
+def test_a_dispute_file_lists_both_anchors_as_the_service_checked_them(anchored):
+    """The service checks every anchor with its own TSA roots and chain RPC for the file."""
+    staff = anchored.service.key("dana", "staff")
+    reg_id = anchored.bundle["leaf"]["id"]
+    with shotstamp.Client(anchored.service.url, api_key=staff) as client:
+        page = client.dispute_file(reg_id, imagegen.jpeg(501)).decode("utf-8")
+    assert "tsa (rfc3161): verified by the service when this file was made" in page
+    assert "chain (evm): verified by the service when this file was made" in page
+    assert "shotstamp test TSA" in page  # the authority that dated it
+    proof = json.loads(html.unescape(page.split('<pre id="proof-json">', 1)[1].split("</pre>")[0]))
+    assert {a["name"] for a in proof["anchors"]} == {"tsa", "chain"}

@@ -103,6 +103,8 @@ def test_a_dropped_copy_names_the_original_oldest_first_beside_its_thumbnail(des
     expect(cards.nth(1).locator("h3")).to_contain_text("similar")
     card = cards.nth(0)
     expect(card).to_contain_text(first["received_at"].replace("T", " ").replace("Z", " UTC"))
+    # The engine's figures sit under a Details fold.
+    card.locator("details.engine summary").click()
     expect(card.locator("dd", has_text="phash")).to_be_visible()
 
     # The two images side by side: the suspect from the browser, the thumbnail from the service.

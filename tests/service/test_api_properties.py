@@ -110,3 +110,30 @@ def test_a_key_revoked_from_the_cli_stops_working_at_once(live):
 @given(st.from_regex(TILE_PATH_PATTERN, fullmatch=True))
 def test_the_documented_tile_path_pattern_is_what_the_handler_parses(path):
     parse_tile_path(path)  # raises ValueError (a 400) for a path it refuses
+
+
+def test_a_cropped_turned_copy_reports_its_geometry_as_documented(live):
+    """Random bytes never match, so the geometry of a match is validated here on a real copy:
+    the answer must conform to the document (MatchGeometry, strict), as schemathesis checks."""
+    import imagegen
+
+    original = imagegen.detailed_photo(5)
+    suspect, _ = imagegen.crop_and_turn(original, (40, 60, 600, 530), 4.0)
+    operation = schema["/v1/registrations"]["POST"]
+    case = operation.Case(body={"image": imagegen.encode(original)},
+                          media_type="multipart/form-data", query={"wait": "true"})
+    case.call_and_validate(base_url=live.base, headers={"Authorization": f"Bearer {live.key}"},
+                           excluded_checks=[positive_data_acceptance, negative_data_rejection])
+    check = schema["/v1/checks"]["POST"].Case(body={"image": imagegen.encode(suspect)},
+                                              media_type="multipart/form-data")
+    response = check.call_and_validate(
+        base_url=live.base, headers={"Authorization": f"Bearer {live.key}"},
+        excluded_checks=[positive_data_acceptance, negative_data_rejection])
+    matches = response.json()["matches"]
+    assert [m["verdict"] for m in matches] == ["copy"]
+    geometry = matches[0]["geometry"]
+    assert geometry["model"] == "similarity" and abs(geometry["rotation"] - 4.0) < 0.5
+    # and the document describes it strictly: an unknown field would not validate
+    described = openapi_document()["components"]["schemas"]["MatchGeometry"]
+    assert described["additionalProperties"] is False
+    assert set(geometry) == set(described["properties"])

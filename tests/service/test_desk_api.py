@@ -263,3 +263,6 @@ def test_desk_files_ship_as_package_data():
     }
     for name in ["index.html", *desk._ASSETS]:
         assert f"http/static/desk/{name}" in shipped, name
+    # and what a dispute file inlines besides the desk's scripts
+    for name in ("boot.js", "dispute.css"):
+        assert f"http/static/dispute/{name}" in shipped, name

@@ -23,7 +23,7 @@ from aiohttp import web
 from shotstamp_service.anchors import AnchorRunner, make_anchors
 from shotstamp_service.config import Config
 from shotstamp_service.files import secure_data_dir
-from shotstamp_service.http import desk
+from shotstamp_service.http import desk, dispute
 from shotstamp_service.http.errors import ApiError
 from shotstamp_service.http.keys import (
     ANCHORS,
@@ -275,6 +275,7 @@ def create_app(config: Config) -> web.Application:
     app[UPLOAD_SLOTS] = asyncio.Semaphore(max(1, config.max_inflight_uploads))
     app.add_routes(routes)
     app.add_routes(desk.routes)
+    app.add_routes(dispute.routes)
     app.cleanup_ctx.extend(
         [
             _store_ctx,

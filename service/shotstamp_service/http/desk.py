@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -35,6 +35,7 @@ STATIC_DIR = Path(__file__).parent / "static" / "desk"
 _ASSETS = {
     "desk.css": "text/css",
     "desk.js": "text/javascript",
+    "evidence.js": "text/javascript",
     "favicon.svg": "image/svg+xml",
     "verify.js": "text/javascript",
 }
@@ -64,9 +65,11 @@ def _static(name: str, content_type: str) -> web.FileResponse:
     )
 
 
-async def require_staff(request: web.Request) -> Principal:
+async def require_staff(
+    request: web.Request, budget: Literal["read", "upload"] = "read"
+) -> Principal:
     """The caller's principal if it holds a staff key; a seller key gets a 403 saying so."""
-    who = await require_principal(request)
+    who = await require_principal(request, budget)
     if not who.is_staff:
         raise ApiError(
             403,

@@ -15,6 +15,9 @@ __all__ = ["openapi_document"]
 
 _HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _TIME = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
+_SIZE = {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "integer"},
+         "description": "width, height"}
+_POINT = {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "number"}}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -141,6 +144,68 @@ _SCHEMAS: dict[str, Any] = {
             "seller": {"type": "string", "description": "only for your own or to staff"},
             "title": {"type": "string"},
             "reference": {"type": "string"},
+            "geometry": _ref("MatchGeometry"),
+        },
+    },
+    "MatchGeometry": {
+        "type": "object",
+        "description": "where the upload (the suspect) sits in the registered image, as stage 2 "
+        "fitted it; only for matches stage 2 verified (a copy by its hash alone has none). "
+        "Coordinates are continuous pixels (origin at the top-left corner of the image, pixel "
+        "centres at +0.5) of the registered image scaled to `registered_size` (the analysis "
+        "copy, long side 256 px; the desk's thumbnail has the same proportions: multiply by "
+        "thumbnail width / registered_size[0]); suspect points likewise in `suspect_size`",
+        "additionalProperties": False,
+        "required": ["model", "registered_size", "suspect_size", "transform", "outline",
+                     "scale", "rotation", "mirrored", "covered", "pairs"],
+        "properties": {
+            "model": {
+                "type": "string",
+                "enum": ["similarity", "aligned"],
+                "description": "similarity: rotation, uniform scale and shift fitted with RANSAC "
+                "on ORB keypoints; aligned: the frames (or content boxes, mirrored) a near PDQ "
+                "code pair puts onto each other, scaled per axis",
+            },
+            "registered_size": _SIZE,
+            "suspect_size": _SIZE,
+            "transform": {
+                "type": "array",
+                "minItems": 3,
+                "maxItems": 3,
+                "items": {"type": "array", "minItems": 3, "maxItems": 3,
+                          "items": {"type": "number"}},
+                "description": "3×3 homogeneous matrix (row-major, last row 0 0 1) mapping a "
+                "suspect point (x, y, 1) to the registered image",
+            },
+            "outline": {
+                "type": "array",
+                "minItems": 4,
+                "maxItems": 4,
+                "items": _POINT,
+                "description": "the suspect's corners (top-left, top-right, bottom-right, "
+                "bottom-left) in the registered image",
+            },
+            "scale": {"type": "number", "description": "registered pixels per suspect pixel"},
+            "rotation": {
+                "type": "number",
+                "description": "degrees the suspect is turned against the registered image, "
+                "counter-clockwise as seen",
+            },
+            "mirrored": {"type": "boolean"},
+            "covered": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1,
+                "description": "share of the registered image inside the outline",
+            },
+            "pairs": {
+                "type": "array",
+                "maxItems": 100,
+                "items": {"type": "array", "minItems": 4, "maxItems": 4,
+                          "items": {"type": "number"}},
+                "description": "matched keypoints consistent with the transform (at most 100, "
+                "spread over all): suspect x, y, registered x, y",
+            },
         },
     },
     "Conflict": {
@@ -755,6 +820,70 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref("Session"), "a staff key"),
                         "403": _error("a seller key: the desk needs a staff key"),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/v1/desk/evidence": {
+                "post": {
+                    "summary": "A dispute file for a registration and a suspect image (staff)",
+                    "description": "Compares the image with the registration as /v1/checks "
+                    "does and answers with one self-contained HTML page: both pictures, the "
+                    "match and its geometry, the proof bundle, the log's public keys, every "
+                    "anchor with the service's check of it, and how to check it independently; "
+                    "the page re-runs the proof check in the reader's browser without network. "
+                    "format=pdf: the same page printed by Chromium.",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "format",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": ["html", "pdf"]},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["image", "registration_id"],
+                                    "properties": {
+                                        "image": {"type": "string", "format": "binary"},
+                                        "registration_id": {"type": "string"},
+                                        "suspect_name": {
+                                            "type": "string",
+                                            "maxLength": 500,
+                                            "description": "the suspect's file name, shown",
+                                        },
+                                    },
+                                },
+                                "encoding": {
+                                    "image": {"contentType": "image/*, application/octet-stream"}
+                                },
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "the dispute file",
+                            "content": {
+                                "text/html": {"schema": {"type": "string"}},
+                                "application/pdf": {
+                                    "schema": {"type": "string", "format": "binary"}
+                                },
+                            },
+                        },
+                        **_UPLOAD_ERRORS,
+                        "403": _error("a seller key: dispute files are for staff"),
+                        "404": _error("no such registration"),
+                        "409": _error("the registration is not sealed yet"),
+                        "422": _error(
+                            "an image that cannot be decoded, or one that does not match the "
+                            "registration (no_match)"
+                        ),
+                        "501": _error("PDF asked for, but this service has no Chromium"),
                         **_AUTH_ERRORS,
                     },
                 }

@@ -31,6 +31,7 @@ from shotstamp_service.http.openapi import openapi_document
 from shotstamp_service.http.ratelimit import RateLimiter
 from shotstamp_service.log.proofs import ProofRangeError, consistency_json, proof_bundle
 from shotstamp_service.log.tiles import TILE_WIDTH, parse_tile_path
+from shotstamp_service.matching.verification import Geometry
 from shotstamp_service.metrics import CONTENT_TYPE
 from shotstamp_service.records import (
     CheckpointRecord,
@@ -151,7 +152,30 @@ def match_json(request: web.Request, match: ResolvedMatch, viewer: Principal) ->
             body["title"] = reg.title
         if reg.reference is not None:
             body["reference"] = reg.reference
+    if match.geometry is not None:
+        body["geometry"] = geometry_json(match.geometry)
     return body
+
+
+def geometry_json(geometry: Geometry) -> dict[str, Any]:
+    """Where the upload sits in the registered image (openapi.py's MatchGeometry)."""
+
+    def point(x: float, y: float) -> list[float]:
+        return [round(float(x), 2), round(float(y), 2)]
+
+    m = geometry.transform
+    return {
+        "model": geometry.model,
+        "registered_size": list(geometry.stored_size),
+        "suspect_size": list(geometry.query_size),
+        "transform": [[round(float(v), 6) for v in row] for row in m] + [[0.0, 0.0, 1.0]],
+        "outline": [point(x, y) for x, y in geometry.outline()],
+        "scale": round(geometry.scale(), 4),
+        "rotation": round(geometry.rotation(), 2),
+        "mirrored": geometry.mirrored(),
+        "covered": round(geometry.covered(), 4),
+        "pairs": [point(qx, qy) + point(sx, sy) for qx, qy, sx, sy in geometry.pairs],
+    }
 
 
 def checkpoint_json(cp: CheckpointRecord) -> dict[str, Any]:
@@ -164,8 +188,10 @@ def checkpoint_json(cp: CheckpointRecord) -> dict[str, Any]:
     }
 
 
-async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
-    """The `image` file part (streamed, capped) and the text fields of a multipart body."""
+async def read_upload(
+    request: web.Request, text_fields: tuple[str, ...] = ("title", "reference")
+) -> tuple[bytes, dict[str, str]]:
+    """The `image` file part (streamed, capped) and the `text_fields` of a multipart body."""
     config = request.app[CONFIG]
     # The media type alone, without `request.content_type`: aiohttp parses that
     # with the email package, a few percent of the service's CPU per upload.
@@ -200,7 +226,7 @@ async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
                 if image is not None:
                     raise ApiError(400, "too_many_files", "send exactly one file in 'image'")
                 image = await _read_capped(part, config.max_upload_bytes)
-            elif name in ("title", "reference"):
+            elif name in text_fields:
                 limit = config.max_text_length
                 too_long = ApiError(
                     400, "invalid_text", f"'{name}' is longer than {limit} characters"

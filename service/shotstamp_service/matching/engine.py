@@ -75,6 +75,7 @@ from shotstamp_service.matching.verification import (
     PHOTOMETRY_MIN_INLIERS,
     REMATCH_MIN_INLIERS,
     Evidence,
+    Geometry,
     verify_pair,
 )
 
@@ -290,6 +291,8 @@ class Match:
     ref: int
     distances: dict[str, float | int]
     verdict: Verdict
+    # Stage 2's fitted alignment of the upload onto the registration (stage-1 copies have none)
+    geometry: Geometry | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -837,7 +840,7 @@ def decide(candidate: Candidate, evidence: Evidence | None) -> Match | None:
                  or (evidence.global_cells is not None and evidence.global_cells < MIN_CELLS
                      and evidence.global_inliers >= GLOBAL_INLIERS_ALONE)
                  or _pixels_match(evidence))):
-        return Match(candidate.ref, distances, "copy")
+        return Match(candidate.ref, distances, "copy", evidence.global_geometry)
     if not evidence.inliers or not _plausible(evidence):
         return None
     inliers, agreement = evidence.inliers, evidence.agreement
@@ -848,9 +851,9 @@ def decide(candidate: Candidate, evidence: Evidence | None) -> Match | None:
             or (support >= INLIERS_ALONE and evidence.cells < MIN_CELLS)
             or (inliers >= INLIERS_CLEAN and inliers >= INLIER_SHARE_CLEAN * evidence.matches
                 and (agreement >= AGREEMENT_CLEAN or evidence.cells < MIN_CELLS))):
-        return Match(candidate.ref, distances, "copy")
+        return Match(candidate.ref, distances, "copy", evidence.geometry)
     if inliers >= INLIERS_SIMILAR and agreement >= AGREEMENT_SIMILAR:
-        return Match(candidate.ref, distances, "similar")
+        return Match(candidate.ref, distances, "similar", evidence.geometry)
     return None
 
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -55,7 +55,7 @@ import numpy as np
 from shotstamp_service.matching.features import LocalFeatures
 from shotstamp_service.matching.hashes import content_box
 
-__all__ = ["Evidence", "agreement", "global_transform", "residual", "verify_pair"]
+__all__ = ["Evidence", "Geometry", "agreement", "global_transform", "residual", "verify_pair"]
 
 # Keypoints: Lowe's ratio, and the RANSAC reprojection threshold in canonical pixels (copies
 # fit to ~0.8 px median; 3 px leaves room for resampling at another scale).
@@ -120,12 +120,82 @@ GUIDED_TOLERANCE = 4.0
 # (or black) in both say nothing and are left out; no gain or offset is fitted, so only a
 # copy with its tones unchanged comes close.
 NATIVE_SIDE = 128
+# Evidence for people (the desk's keypoint lines): at most this many inlier pairs travel back
+# from the pool with a transform, spread over all of them.
+GEOMETRY_PAIRS = 100
 
 
 def _thumbnail_orb() -> cv2.ORB:
     # The thumbnails are 128 px: a smaller patch and pyramid than on the canonical image.
     return cv2.ORB.create(nfeatures=200, scaleFactor=1.25, nlevels=4, edgeThreshold=10,
                           patchSize=21)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the query sits in the stored image: what stage 2 fitted, kept to show people.
+
+    Continuous canonical coordinates (origin at the top-left corner, pixel centres at +0.5):
+    `transform` (2×3) maps the query's canonical image onto the stored one's; `pairs` (n×4,
+    float32) holds inlier keypoint pairs (query x, y, stored x, y); sizes are (width, height).
+    Held as a tuple and bytes, which cross the process pool for a fraction of what arrays cost.
+    """
+
+    model: str  # "similarity" (keypoints, RANSAC) or "aligned" (a PDQ code pair's frames)
+    matrix: tuple[float, ...]  # the 2×3 transform, row by row
+    pair_bytes: bytes  # the pairs, float32
+    query_size: tuple[int, int]
+    stored_size: tuple[int, int]
+
+    @property
+    def transform(self) -> np.ndarray:
+        return np.array(self.matrix, np.float64).reshape(2, 3)
+
+    @property
+    def pairs(self) -> np.ndarray:
+        return np.frombuffer(self.pair_bytes, np.float32).reshape(-1, 4)
+
+    def outline(self) -> np.ndarray:
+        """The query's corners (top-left, top-right, bottom-right, bottom-left) in the stored
+        image's coordinates, 4×2."""
+        w, h = self.query_size
+        corners = np.array([[0.0, 0.0], [w, 0.0], [w, h], [0.0, h]])
+        out: np.ndarray = corners @ self.transform[:, :2].T + self.transform[:, 2]
+        return out
+
+    def covered(self) -> float:
+        """Share of the stored image the query's outline covers."""
+        w, h = self.stored_size
+        frame = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+        outline = self.outline().astype(np.float32)
+        if cv2.contourArea(outline, oriented=True) < 0:  # a mirror turns the corners around
+            outline = outline[::-1].copy()
+        area, _ = cv2.intersectConvexConvex(outline, frame)
+        return float(area) / (w * h) if w * h else 0.0
+
+    def rotation(self) -> float:
+        """Degrees the query is turned against the stored image, counter-clockwise as seen
+        (after undoing a left-right mirror, if any)."""
+        m = self.matrix
+        sign = -1.0 if self.mirrored() else 1.0
+        return math.degrees(math.atan2(sign * m[3], sign * m[0]))
+
+    def scale(self) -> float:
+        """Stored pixels per query pixel (geometric mean of the two axes)."""
+        return math.sqrt(abs(float(np.linalg.det(self.transform[:, :2]))))
+
+    def mirrored(self) -> bool:
+        return float(np.linalg.det(self.transform[:, :2])) < 0
+
+
+def _geometry(model: str, transform: np.ndarray, query_xy: np.ndarray, stored_xy: np.ndarray,
+              query: LocalFeatures, stored: LocalFeatures) -> Geometry:
+    """A Geometry from arrays stage 2 already holds (continuous coordinates)."""
+    step = max(1, -(-len(query_xy) // GEOMETRY_PAIRS))
+    pairs = np.hstack([query_xy[::step], stored_xy[::step]]).astype(np.float32)
+    return Geometry(model, tuple(np.asarray(transform, np.float64).ravel().tolist()),
+                    pairs.tobytes(), (query.shape[1], query.shape[0]),
+                    (stored.shape[1], stored.shape[0]))
 
 
 @dataclass(frozen=True)
@@ -148,6 +218,10 @@ class Evidence:
     global_contrast: float | None = None
     rematched: int = 0  # keypoint pairs found again under the keypoint transform
     overlay: float = 0.0  # share of cells that agree or differ only by a white/black overlay
+    # Where the query sits, under the keypoint transform and under the PDQ alignment (shown to
+    # people, never part of the decision)
+    geometry: Geometry | None = field(default=None, compare=False)
+    global_geometry: Geometry | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, float | int]:
         out: dict[str, float | int] = {
@@ -187,14 +261,15 @@ def verify_pair(query: LocalFeatures, stored: LocalFeatures,
         return keypoints
     transform = global_transform(query, stored, *pdq_pair)
     global_agreement, global_cells, _ = agreement(query, stored, transform)
-    global_inliers = _guided_inliers(query, stored, transform,
-                                     mirrored=pdq_pair[0] == "pdq_mirror")
+    global_inliers, qxy, sxy = _guided_inliers(query, stored, transform,
+                                               mirrored=pdq_pair[0] == "pdq_mirror")
     small = residual(query, stored, transform)
     if small is not None:
         keypoints = replace(keypoints, global_residual=small[0], global_pixels=small[1],
                             global_contrast=small[2])
     return replace(keypoints, global_agreement=global_agreement, global_inliers=global_inliers,
-                   global_cells=global_cells)
+                   global_cells=global_cells,
+                   global_geometry=_geometry("aligned", transform, qxy, sxy, query, stored))
 
 
 def _nearest(query: np.ndarray, stored: np.ndarray) -> Sequence[Sequence[cv2.DMatch]]:
@@ -234,8 +309,9 @@ def _thumbnail_keypoints(image: np.ndarray, shape: tuple[int, int],
 
 
 def _guided_inliers(query: LocalFeatures, stored: LocalFeatures, transform: np.ndarray,
-                    *, mirrored: bool) -> int:
-    """Ratio-test matches that `transform` (continuous coordinates) maps onto each other."""
+                    *, mirrored: bool) -> tuple[int, np.ndarray, np.ndarray]:
+    """Ratio-test matches that `transform` (continuous coordinates) maps onto each other: their
+    count and their (query, stored) points."""
     if mirrored:
         qxy, qd = _thumbnail_keypoints(query.thumbnail, query.shape, mirror=True)
         sxy, sd = _thumbnail_keypoints(stored.thumbnail, stored.shape, mirror=False)
@@ -246,11 +322,12 @@ def _guided_inliers(query: LocalFeatures, stored: LocalFeatures, transform: np.n
         tolerance = GUIDED_TOLERANCE
     pairs = _ratio_matches(qd, sd)
     if not pairs:
-        return 0
+        return 0, np.zeros((0, 2)), np.zeros((0, 2))
     qi = np.array([q for q, _ in pairs])
     si = np.array([t for _, t in pairs])
     predicted = qxy[qi] @ transform[:, :2].T + transform[:, 2]
-    return int((np.linalg.norm(predicted - sxy[si], axis=1) <= tolerance).sum())
+    near = np.linalg.norm(predicted - sxy[si], axis=1) <= tolerance
+    return int(near.sum()), qxy[qi[near]], sxy[si[near]]
 
 
 def _keypoint_evidence(query: LocalFeatures, stored: LocalFeatures) -> Evidence:
@@ -274,16 +351,21 @@ def _keypoint_evidence(query: LocalFeatures, stored: LocalFeatures) -> Evidence:
     count = int(inliers.sum())
     scale = math.hypot(transform[0, 0], transform[1, 0])
     rotation = math.degrees(math.atan2(transform[1, 0], transform[0, 0]))
+    # index → continuous coordinates
+    a, t = transform[:, :2], transform[:, 2]
+    continuous = np.hstack([a, (t + 0.5 - a @ np.array([0.5, 0.5]))[:, None]])
+    kept = inliers.ravel().astype(bool)
+    geometry = _geometry("similarity", continuous, src[kept] + 0.5, dst[kept] + 0.5, query,
+                         stored)
     # (4): every keypoint pair the transform puts together, ratio test or not
     rematched = _rematch(query, stored, transform, nearest) if count >= REMATCH_MIN_INLIERS else 0
     if max(count, rematched) < PHOTOMETRY_MIN_INLIERS:
-        return Evidence(len(pairs), count, scale, rotation, rematched=rematched)
-    # (5): how much of the overlap looks the same once aligned (index → continuous coords)
-    a, t = transform[:, :2], transform[:, 2]
-    continuous = np.hstack([a, (t + 0.5 - a @ np.array([0.5, 0.5]))[:, None]])
+        return Evidence(len(pairs), count, scale, rotation, rematched=rematched,
+                        geometry=geometry)
+    # (5): how much of the overlap looks the same once aligned
     share, cells, overlay = agreement(query, stored, continuous)
     return Evidence(len(pairs), count, scale, rotation, share, cells, rematched=rematched,
-                    overlay=overlay)
+                    overlay=overlay, geometry=geometry)
 
 
 def _rematch(query: LocalFeatures, stored: LocalFeatures, transform: np.ndarray,

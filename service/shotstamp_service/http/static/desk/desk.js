@@ -9,6 +9,7 @@ import {
   verifyBundle,
   verifyCheckpointNote,
 } from "./verify.js";
+import { differenceView, explain, keypointView, outlinedImage } from "./evidence.js";
 
 const KEY_STORAGE = "shotstamp.desk.key";
 const $ = (id) => document.getElementById(id);
@@ -252,7 +253,7 @@ async function compare() {
         )
       : el("p", { class: "verdict none", id: "compare-summary" }, `No registration matches ${file.name}.`);
     const list = el("ol", { class: "matches" });
-    matches.forEach((match, position) => list.append(matchCard(match, position, suspectUrl, file.name)));
+    matches.forEach((match, position) => list.append(matchCard(match, position, suspectUrl, file)));
     done(
       out,
       summary,
@@ -263,16 +264,18 @@ async function compare() {
       ]),
       matches.length ? list : null,
     );
-    for (const match of matches) loadThumbnail(match.registration_id, `thumb-${match.registration_id}`);
+    for (const match of matches) loadThumbnail(match.registration_id, `thumb-${match.registration_id}`, match.geometry);
   } catch (err) {
     done(out, errorBox(err));
   }
 }
 
-function matchCard(match, position, suspectUrl, fileName) {
-  const headingId = `match-${match.registration_id}`;
+function matchCard(match, position, suspectUrl, file, { idPrefix = "" } = {}) {
+  const headingId = `${idPrefix}match-${match.registration_id}`;
+  const figureId = `${idPrefix}thumb-${match.registration_id}`;
   const distances = Object.entries(match.distances || {}).map(([name, d]) => `${name} ${d}`).join(", ");
-  return el(
+  const views = el("div", { class: "views" });
+  const card = el(
     "li",
     { class: `match ${match.verdict}`, "aria-labelledby": headingId, "data-registration": match.registration_id },
     el(
@@ -282,40 +285,116 @@ function matchCard(match, position, suspectUrl, fileName) {
       el("span", { class: `badge ${match.verdict}` }, match.exact ? "exact copy" : match.verdict),
       position === 0 ? el("span", { class: "badge first" }, "registered first") : null,
     ),
+    el("p", { class: "explanation" }, explain(match)),
     el(
       "div",
       { class: "pair" },
-      el("figure", {}, el("img", { src: suspectUrl, alt: `Suspected image ${fileName}` }), el("figcaption", {}, "Suspected image")),
+      el("figure", {}, el("img", { class: "suspect", src: suspectUrl, alt: `Suspected image ${file.name}` }), el("figcaption", {}, "Suspected image")),
       el(
         "figure",
-        { id: `thumb-${match.registration_id}` },
+        { id: figureId },
         el("p", { class: "status" }, "Loading the registered image…"),
-        el("figcaption", {}, `Registered image (${match.registration_id})`),
+        el("figcaption", {}, match.geometry ? `Registered image (${match.registration_id}), the suspect outlined` : `Registered image (${match.registration_id})`),
       ),
     ),
-    details([
-      ["Registration", code(match.registration_id)],
-      ["Seller", match.seller ?? "(not shown)"],
-      ["Registered at", time(match.received_at)],
-      ["Verdict", match.exact ? "copy: the very same file" : match.verdict],
-      ["Distance", String(match.distance)],
-      ["Distances", distances],
-      ["Status", match.status],
-      ["Title", match.title],
-      ["Reference", match.reference],
-    ]),
-    el("button", { type: "button", onclick: () => lookUp(match.registration_id) }, `Look up ${match.registration_id} and its proof`),
+    el(
+      "div",
+      { class: "row actions" },
+      match.geometry ? el("button", { type: "button", class: "quiet show-keypoints", onclick: () => toggleKeypoints(card, match, suspectUrl) }, "Show matched keypoints") : null,
+      el("button", { type: "button", class: "quiet show-difference", onclick: () => toggleDifference(card, match) }, "Show differences"),
+      el("button", { type: "button", class: "dispute-html", onclick: () => disputeFile(card, match, file, "html") }, "Dispute file (HTML)"),
+      el("button", { type: "button", class: "quiet dispute-pdf", onclick: () => disputeFile(card, match, file, "pdf") }, "PDF"),
+    ),
+    views,
+    el("p", { class: "download" }),
+    el(
+      "details",
+      { class: "engine" },
+      el("summary", {}, "Details"),
+      details([
+        ["Registration", code(match.registration_id)],
+        ["Seller", match.seller ?? "(not shown)"],
+        ["Registered at", time(match.received_at)],
+        ["Verdict", match.exact ? "copy: the very same file" : match.verdict],
+        ["Deciding stage", match.stage === undefined ? null : String(match.stage)],
+        ["Distance", String(match.distance)],
+        ["Engine figures", distances],
+        ["Alignment", match.geometry ? `${match.geometry.model}: scale ${match.geometry.scale}, rotation ${match.geometry.rotation}°, covers ${Math.round(match.geometry.covered * 100)} %, ${match.geometry.pairs.length} keypoint pairs shown` : null],
+        ["Status", match.status],
+        ["Title", match.title],
+        ["Reference", match.reference],
+      ]),
+    ),
+    el("button", { type: "button", class: "quiet", onclick: () => lookUp(match.registration_id) }, `Look up ${match.registration_id} and its proof`),
   );
+  return card;
 }
 
-async function loadThumbnail(registrationId, figureId) {
+function registeredImg(card) {
+  return card.querySelector(".pair figure:last-child img");
+}
+
+function toggleKeypoints(card, match, suspectUrl) {
+  const views = card.querySelector(".views");
+  const shown = views.querySelector(".keypoints");
+  const button = card.querySelector(".show-keypoints");
+  if (shown) {
+    shown.remove();
+    button.textContent = "Show matched keypoints";
+    return;
+  }
+  const img = registeredImg(card);
+  if (!img) return;
+  views.prepend(keypointView(match.geometry, suspectUrl, img.src));
+  button.textContent = "Hide matched keypoints";
+}
+
+async function toggleDifference(card, match) {
+  const views = card.querySelector(".views");
+  const shown = views.querySelector(".difference");
+  const button = card.querySelector(".show-difference");
+  if (shown) {
+    shown.remove();
+    button.textContent = "Show differences";
+    return;
+  }
+  const img = registeredImg(card);
+  if (!img) return;
+  try {
+    views.append(await differenceView(img, card.querySelector("img.suspect"), match.geometry));
+    button.textContent = "Hide differences";
+  } catch (err) {
+    views.append(errorBox(err));
+  }
+}
+
+/** The dispute file for this match, made by the service, offered as a download. */
+async function disputeFile(card, match, file, format) {
+  const slot = card.querySelector(".download");
+  busy(slot, format === "pdf" ? "Making the PDF…" : "Making the dispute file…");
+  try {
+    const form = new FormData();
+    form.append("registration_id", match.registration_id);
+    form.append("suspect_name", file.name);
+    form.append("image", file, file.name);
+    const blob = await api(`/v1/desk/evidence${format === "pdf" ? "?format=pdf" : ""}`, { method: "POST", body: form, as: "blob" });
+    const name = `shotstamp-dispute-${match.registration_id}.${format}`;
+    const link = el("a", { href: objectUrl(`dispute-${match.registration_id}-${format}`, blob), download: name, class: "dispute-link" }, `Save ${name}`);
+    done(slot, link, ` (${Math.round(blob.size / 1024)} KB)`);
+    link.click();
+  } catch (err) {
+    done(slot, errorBox(err));
+  }
+}
+
+async function loadThumbnail(registrationId, figureId, geometry = null) {
   const figure = $(figureId);
   if (!figure) return;
   const placeholder = figure.querySelector(".status");
   try {
     const blob = await api(`/v1/registrations/${encodeURIComponent(registrationId)}/thumbnail`, { as: "blob" });
     const img = el("img", { src: objectUrl(figureId, blob), alt: `Registered image of ${registrationId} (thumbnail)` });
-    placeholder.replaceWith(img);
+    placeholder.replaceWith(geometry ? outlinedImage(img, geometry) : img);
   } catch (err) {
     placeholder.textContent = err instanceof ApiError && err.code === "no_thumbnail" ? `No thumbnail: ${err.message}` : describeError(err);
     placeholder.className = "status missing";
@@ -353,8 +432,35 @@ async function submitVerify(event) {
     const image = imageFile ? new Uint8Array(await imageFile.arrayBuffer()) : null;
     const outcome = await verifyBundle(text, { keys: trustedKeys, image, serviceVerify });
     done(out, renderVerification(outcome, { imageName: imageFile ? imageFile.name : null }));
+    const imageCheck = outcome.checks.find((c) => c.name === "image");
+    const leafId = outcome.bundle?.leaf?.id;
+    if (imageFile && imageCheck?.status === "fail" && typeof leafId === "string") await compareWithRegistered(out, imageFile, leafId);
   } catch (err) {
     done(out, errorBox(err));
+  }
+}
+
+/** A photo that is not the registered file: is it a copy of it? The same picture as Compare. */
+async function compareWithRegistered(out, file, registrationId) {
+  const box = el("section", { class: "subsection", id: "verify-compare", "aria-labelledby": "verify-compare-title" }, el("h3", { id: "verify-compare-title" }, `Is ${file.name} a copy of ${registrationId}?`));
+  out.append(box);
+  try {
+    const form = new FormData();
+    form.append("image", file, file.name);
+    const check = await api("/v1/checks", { method: "POST", body: form });
+    const match = check.matches.find((m) => m.registration_id === registrationId);
+    if (!match) {
+      box.append(el("p", { class: "verdict none", id: "verify-compare-summary" }, `No: the service does not find ${file.name} to be a copy of registration ${registrationId}, nor similar to it.`));
+      return;
+    }
+    const words = match.verdict === "copy" ? "Yes: it is a copy of it" : "Not a copy, but similar to it";
+    box.append(
+      el("p", { class: `verdict ${match.verdict === "copy" ? "bad" : ""}`, id: "verify-compare-summary" }, `${words}. The photo is not the registered file itself, so the proof's image check fails; the comparison below shows how the two relate.`),
+      el("ol", { class: "matches" }, matchCard(match, 0, objectUrl("verify-suspect", file), file, { idPrefix: "verify-" })),
+    );
+    await loadThumbnail(registrationId, `verify-thumb-${registrationId}`, match.geometry);
+  } catch (err) {
+    box.append(errorBox(err));
   }
 }
 
