@@ -159,3 +159,22 @@ def test_readme_documents_every_environment_variable():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     missing = [name for name in ENV_VARS.values() if f"`{name}`" not in readme]
     assert not missing, missing
+
+
+async def test_the_root_points_to_the_desk_the_api_and_the_docs(service):
+    answer = await service.client.get("/")
+    assert answer.status == 200 and answer.content_type == "application/json"
+    body = await answer.json()
+    assert body["links"]["desk"] == "/desk" and body["links"]["openapi"] == "/openapi.json"
+    assert "docs/api.md" in body["docs"]
+    for path in body["links"].values():  # every link leads somewhere real
+        assert (await service.client.get(path)).status == 200, path
+    browser = await service.client.get(
+        "/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    )
+    assert browser.status == 200 and browser.content_type == "text/html"
+    page = await browser.text()
+    assert '<a href="/desk">' in page and '<a href="/openapi.json">' in page
+    assert "docs/api.md" in page
+    curl = await service.client.get("/", headers={"Accept": "*/*"})
+    assert curl.content_type == "application/json"
