@@ -95,14 +95,8 @@ def server(backend):
         env=backend.env,
     ).stdout.strip()
     service = start_service(data, env=backend.env)
-    yield {
-        "base": service.url,
-        "key": key,
-        "proc": service.proc,
-        "data": data,
-        "backend": backend,
-        "service": service,
-    }
+    yield {"base": service.url, "key": key, "proc": service.proc, "data": data,
+           "backend": backend, "service": service}
     service.kill()
 
 
