@@ -417,7 +417,7 @@ async def run_level(
             env["SHOTSTAMP_DATABASE_URL"] = database
         services = [LocalService(env) for _ in range(replicas)]
         if database is not None:
-            # One signing key for every replica, shared by configuration (README).
+            # One signing key for every replica, shared by configuration (docs/operations.md).
             keydir = services[0].data.parent / "signing-keys"
             for service in services:
                 service.env["SHOTSTAMP_SIGNING_KEY_DIR"] = str(keydir)

@@ -189,7 +189,7 @@ def measure(
     if server is not None:
         url = server.create_database_sync("bench")
         env["SHOTSTAMP_DATABASE_URL"] = url
-        # One key directory shared by every replica; its first key made as the README says.
+        # One key directory shared by every replica; its first key made as docs/operations.md says.
         env["SHOTSTAMP_SIGNING_KEY_DIR"] = str(work / "keys")
         made = run("shotstamp-service", "signing-key", "rotate", env=env)
         if made.returncode != 0:

@@ -10,6 +10,11 @@ apply, `id`, `received_at`, `proof` (relative to OUT), `matches`, `error`,
 and `at` (when the line was written). A file has a line when it is
 registered and another when its proof is saved; the last line for a sha256
 wins. A line cut short by a crash is ignored on the next run.
+
+A line `{"log": {"origin", "key_ids", "url"}, "at"}` names the log the folder
+was registered in; registrations in another log are not skipped for it, so a
+run against another service is refused (`LogMismatch`). A manifest without
+one (written before it existed) adopts the first log it is used with.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ __all__ = [
     "KEYS_NAME",
     "MANIFEST_NAME",
     "PROOFS_DIR",
+    "LogMismatch",
     "Manifest",
     "file_sha256",
     "write_atomically",
@@ -52,6 +58,10 @@ def write_atomically(path: Path, text: str | bytes) -> None:
     os.replace(temporary, path)
 
 
+class LogMismatch(Exception):
+    """The output directory records registrations in another log than the service's."""
+
+
 class Manifest:
     """The manifest of an output directory: read at start, appended to as files finish."""
 
@@ -60,6 +70,7 @@ class Manifest:
         self.path = directory / MANIFEST_NAME
         self.by_sha256: dict[str, dict[str, Any]] = {}
         self.by_path: dict[str, dict[str, Any]] = {}
+        self.log: dict[str, Any] | None = None
         self.unreadable_lines = 0
         self._handle: IO[str] | None = None
         self._load()
@@ -81,10 +92,34 @@ class Manifest:
                 self._index(record)
 
     def _index(self, record: dict[str, Any]) -> None:
+        if isinstance(record.get("log"), dict):
+            self.log = record["log"]
         if isinstance(record.get("sha256"), str):
             self.by_sha256[record["sha256"]] = record
         if isinstance(record.get("path"), str):
             self.by_path[record["path"]] = record
+
+    def bind_log(self, origin: str, key_ids: list[str], url: str) -> None:
+        """Record the service's log, or refuse one that is not the log recorded.
+
+        Same log: same origin and at least one signing key in common (a
+        rotation keeps the retired key listed in /v1/keys).
+        """
+        if self.log is None:
+            self.append({"log": {"origin": origin, "key_ids": sorted(key_ids), "url": url}})
+            return
+        known = {str(k) for k in self.log.get("key_ids") or []}
+        if self.log.get("origin") != origin or not known & set(key_ids):
+            raise LogMismatch(
+                f"{self.path} records registrations in another log (origin "
+                f"{self.log.get('origin')}, key {', '.join(sorted(known)) or 'none'}, at "
+                f"{self.log.get('url', 'an unrecorded URL')}) than {url} serves (origin "
+                f"{origin}, key {', '.join(sorted(key_ids))}); give another --out folder "
+                "for this service"
+            )
+        if not set(key_ids) <= known:  # rotated since: remember the new key too
+            merged = sorted(known | set(key_ids))
+            self.append({"log": {"origin": origin, "key_ids": merged, "url": url}})
 
     def known_sha256(self, path: Path, stat: os.stat_result) -> str | None:
         """The sha256 recorded for this path if its size and mtime are unchanged."""

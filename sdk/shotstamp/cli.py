@@ -9,10 +9,11 @@
                      [--checkpoint TRUSTED] [--url URL]
                      [--tsa-cert PEM ...] [--chain-rpc URL ...] [--require-anchors]
     shotstamp webhooks add URL | list | remove ID
+    shotstamp --version
 
 Commands that talk to the service take `--url`, `--api-key` and `--config`
 (else `SHOTSTAMP_URL`, `SHOTSTAMP_API_KEY`, `~/.config/shotstamp/config.toml`;
-see `shotstamp.config`).
+see `shotstamp.config`). `verify --key` falls back on `SHOTSTAMP_KEY`.
 
 Exit status (stable; scripts depend on it):
     0  success (the proof verified; every file registered)
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import os
 import sys
@@ -40,6 +42,7 @@ from ._manifest import (
     KEYS_NAME,
     MANIFEST_NAME,
     PROOFS_DIR,
+    LogMismatch,
     Manifest,
     file_sha256,
     write_atomically,
@@ -94,6 +97,13 @@ DEFAULT_OUT = "shotstamp-proofs"
 
 class _UsageError(Exception):
     """Bad arguments or configuration: exit 2."""
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("shotstamp")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "(not installed)"
 
 
 def load_verifiers(specs: Sequence[str]) -> list[NoteVerifier]:
@@ -462,6 +472,10 @@ class _Registrar:
     async def run(self, files: list[Path]) -> None:
         keys = await self.client.keys()
         self.vkeys = keys.vkeys
+        try:
+            self.manifest.bind_log(keys.origin, [k.key_id for k in keys.keys], self.client.url)
+        except LogMismatch as exc:
+            raise _UsageError(str(exc)) from exc
         (self.out / PROOFS_DIR).mkdir(parents=True, exist_ok=True)
         write_atomically(self.out / KEYS_NAME, json.dumps(dict(keys.raw), indent=2) + "\n")
 
@@ -487,6 +501,7 @@ class _Registrar:
             }
             earlier = self.manifest.registered(sha256)
             if earlier is not None and self.manifest.proof_saved(earlier):
+                self.report({**earlier, **base, "skipped": True})
                 self.progress.advance("skipped")
                 continue
             if earlier is not None:
@@ -571,7 +586,7 @@ async def _register(args: argparse.Namespace) -> int:
     ]
     if registrar.proofs_pending:
         rows.append(("proofs still pending", registrar.proofs_pending))
-    print(f"shotstamp register: {len(files)} files", file=out)
+    print(f"shotstamp register: {len(files)} file{'' if len(files) == 1 else 's'}", file=out)
     for label, count in rows:
         print(f"  {label:<22}{count:>7}", file=out)
     print(f"  manifest: {Path(args.out) / MANIFEST_NAME}", file=out)
@@ -672,8 +687,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="shotstamp",
         description="Timestamp product photos with shotstamp and verify the proofs.",
         epilog="exit status: 0 ok, 1 verification failed, 2 usage, 3 malformed input, "
-        "4 service error, 5 conflict, 130 interrupted",
+        "4 service error, 5 conflict, 130 interrupted. Environment: SHOTSTAMP_URL, "
+        "SHOTSTAMP_API_KEY, SHOTSTAMP_CONFIG (the service and your key), SHOTSTAMP_KEY "
+        "(verify's --key), SHOTSTAMP_CHAIN_RPC (verify's --chain-rpc). "
+        "'shotstamp COMMAND --help' describes each command.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     service = argparse.ArgumentParser(add_help=False)
@@ -706,7 +725,14 @@ def _parser() -> argparse.ArgumentParser:
         epilog="exit status: 0 all registered, 4 some file failed (re-run to retry), "
         "5 some file is a copy of another seller's photo, 2 usage",
     )
-    register.add_argument("paths", nargs="+", metavar="FOLDER_OR_FILE")
+    register.add_argument(
+        "paths",
+        nargs="+",
+        metavar="FOLDER_OR_FILE",
+        help="image files (sent whatever their extension) and folders (walked for "
+        + ", ".join(sorted(IMAGE_EXTENSIONS))
+        + ")",
+    )
     register.add_argument(
         "--out", "-o", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})"
     )
@@ -715,7 +741,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     register.add_argument("--no-progress", action="store_true", help="never draw the progress bar")
     register.add_argument(
-        "--json", action="store_true", help="print each manifest line on stdout (summary to stderr)"
+        "--json",
+        action="store_true",
+        help="print each manifest line on stdout, and the recorded line with "
+        '"skipped": true for a file skipped (summary to stderr)',
     )
     register.set_defaults(run=_service(_register))
 
@@ -723,14 +752,23 @@ def _parser() -> argparse.ArgumentParser:
         "check",
         parents=[service],
         help="look for earlier registrations of a photo without registering it",
-        epilog="exit status: 0 no other seller's copy, 5 a copy of another seller's photo",
+        description="Ask the service whether a photo (or a near-copy of it: re-encoded, "
+        "resized, cropped, edited) is already registered, yours or another seller's. "
+        "Nothing is registered.",
+        epilog="exit status: 0 no other seller's copy, 5 a copy of another seller's photo, "
+        "4 service error",
     )
-    check.add_argument("file")
+    check.add_argument("file", help="the image to look up")
     check.add_argument("--json", action="store_true", help="print the service's answer as JSON")
     check.set_defaults(run=_service(_check))
 
     proof = commands.add_parser(
-        "proof", parents=[service], help="fetch a registration's proof bundle"
+        "proof",
+        parents=[service],
+        help="fetch a registration's proof bundle",
+        description="Fetch the proof bundle of one of your registrations (waiting for its "
+        "seal, at most about a second), to keep or send; check it with 'shotstamp verify'.",
+        epilog="exit status: 0 saved, 4 unknown id, not sealed (--no-wait) or service error",
     )
     proof.add_argument("id", help="the registration id")
     proof.add_argument("-o", "--output", help="write it here (default: stdout)")
@@ -754,18 +792,34 @@ def _parser() -> argparse.ArgumentParser:
     evidence.set_defaults(run=_service(_evidence))
 
     keys = commands.add_parser(
-        "keys", parents=[service], help="save the log's public keys (for 'verify --key')"
+        "keys",
+        parents=[service],
+        help="save the log's public keys (for 'verify --key')",
+        description="Save the log's public signing keys, active and retired (GET /v1/keys; "
+        "no API key needed), for 'shotstamp verify --key FILE'. Get them from a source you "
+        "trust, not from whoever sends you a proof.",
+        epilog="exit status: 0 saved, 4 service error",
     )
     keys.add_argument("-o", "--output", help="write them here (default: stdout)")
     keys.set_defaults(run=_service(_keys))
 
-    verify = commands.add_parser("verify", help="verify a proof bundle offline")
+    verify = commands.add_parser(
+        "verify",
+        help="verify a proof bundle offline",
+        description="Check a proof bundle with the log's public keys, offline: the signed "
+        "checkpoint, the record, its inclusion in the log and (--image) the photo; with "
+        "--checkpoint, that the log extends one you trusted; with --tsa-cert or "
+        "--chain-rpc, its anchors. Each check is printed; a failure names the one that failed.",
+        epilog="exit status: 0 verified, 1 a check failed, 2 usage (no key), "
+        "3 unreadable input, 4 a service or chain RPC could not be asked",
+    )
     verify.add_argument("proof", help="a proof bundle (JSON) as saved by 'shotstamp proof'")
     verify.add_argument(
         "--key",
         action="append",
         help="the log's verifier key: a vkey string, a file of vkey lines, or a saved "
-        "/v1/keys JSON (repeatable: keys retired by rotation still verify old proofs)",
+        "/v1/keys JSON (repeatable: keys retired by rotation still verify old proofs; "
+        "env SHOTSTAMP_KEY)",
     )
     verify.add_argument("--image", help="the photo: check it is the registered file")
     verify.add_argument(
@@ -803,14 +857,34 @@ def _parser() -> argparse.ArgumentParser:
     verify.set_defaults(run=_verify)
 
     webhooks = commands.add_parser(
-        "webhooks", help="be told when someone uploads a copy of your photos"
+        "webhooks",
+        help="be told when someone uploads a copy of your photos",
+        description="Manage the URLs the service POSTs a signed registration.conflict event "
+        "to whenever another seller's upload is refused as a copy of one of your photos.",
+        epilog="exit status: 0 done, 4 service error (an invalid URL, an unknown id)",
     )
     hook_commands = webhooks.add_subparsers(dest="webhook_command", required=True)
-    add = hook_commands.add_parser("add", parents=[service], help="add a webhook URL")
-    add.add_argument("webhook_url", metavar="URL")
-    hook_commands.add_parser("list", parents=[service], help="list your webhooks")
-    remove = hook_commands.add_parser("remove", parents=[service], help="remove a webhook")
-    remove.add_argument("webhook_id", metavar="ID")
+    add = hook_commands.add_parser(
+        "add",
+        parents=[service],
+        help="add a webhook URL",
+        description="Add a webhook; prints its id and its secret, shown only now: keep the "
+        "secret to check each delivery's Shotstamp-Signature.",
+    )
+    add.add_argument("webhook_url", metavar="URL", help="an https URL that accepts POSTs")
+    hook_commands.add_parser(
+        "list",
+        parents=[service],
+        help="list your webhooks",
+        description="List your webhooks: id, URL, events, creation time (never the secret).",
+    )
+    remove = hook_commands.add_parser(
+        "remove",
+        parents=[service],
+        help="remove a webhook",
+        description="Remove a webhook by its id; it gets no more deliveries.",
+    )
+    remove.add_argument("webhook_id", metavar="ID", help="the id 'webhooks add' or 'list' shows")
     webhooks.set_defaults(run=_service(_webhooks))
     return parser
 

@@ -44,26 +44,30 @@ def _parser() -> argparse.ArgumentParser:
         prog="shotstamp-service", description="shotstamp service and administration"
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="holds the SQLite database and signing key (env SHOTSTAMP_DATA_DIR; default ./data);"
-        " SHOTSTAMP_DATABASE_URL selects PostgreSQL instead of SQLite",
+    data_dir_help = (
+        "holds the SQLite database and signing key (env SHOTSTAMP_DATA_DIR; default ./data);"
+        " SHOTSTAMP_DATABASE_URL selects PostgreSQL instead of SQLite"
     )
+    parser.add_argument("--data-dir", type=Path, help=data_dir_help)
+    # Also accepted after the subcommand; SUPPRESS keeps a value given before it.
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help=data_dir_help)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve = commands.add_parser("serve", parents=[data], help="run the HTTP service")
     serve.add_argument("--host", help="listen address (env SHOTSTAMP_HOST; default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (env SHOTSTAMP_PORT; default 8080)")
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="key_command", required=True)
-    create = key_commands.add_parser("create", help="create a key and print it (shown once)")
+    create = key_commands.add_parser(
+        "create", parents=[data], help="create a key and print it (shown once)"
+    )
     create.add_argument("--seller", required=True, help="the seller (or staff member) name")
     create.add_argument("--role", choices=["seller", "staff"], default="seller")
     create.add_argument("--label", help="a note to recognise the key by in 'keys list'")
-    key_commands.add_parser("list", help="list keys (never their secrets)")
-    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    key_commands.add_parser("list", parents=[data], help="list keys (never their secrets)")
+    revoke = key_commands.add_parser("revoke", parents=[data], help="revoke a key by its id")
     revoke.add_argument("key_id")
 
     signing = commands.add_parser(
@@ -71,10 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     signing_commands = signing.add_subparsers(dest="signing_command", required=True)
     signing_commands.add_parser(
-        "list", help="every signing key with its validity period, as /v1/keys shows it"
+        "list",
+        parents=[data],
+        help="every signing key with its validity period, as /v1/keys shows it",
     )
     signing_commands.add_parser(
         "rotate",
+        parents=[data],
         help="generate a new signing key in the key directory and make it the active one; "
         "running services switch at their next seal",
     )
@@ -82,11 +89,12 @@ def _parser() -> argparse.ArgumentParser:
     anchors = commands.add_parser("anchors", help="the checkpoints' TSA and chain anchors")
     anchor_commands = anchors.add_subparsers(dest="anchor_command", required=True)
     status = anchor_commands.add_parser(
-        "status", help="the latest anchor jobs, newest first (one JSON line each)"
+        "status", parents=[data], help="the latest anchor jobs, newest first (one JSON line each)"
     )
     status.add_argument("--limit", type=int, default=20)
     anchor_commands.add_parser(
         "evm-address",
+        parents=[data],
         help="print the EVM anchor's address, to fund (creates its key file if missing)",
     )
     return parser

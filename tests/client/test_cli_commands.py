@@ -273,3 +273,95 @@ def test_the_progress_bar_is_drawn_on_a_terminal(env, tmp_path):
     assert proc.returncode == 0
     text = seen.decode()
     assert "\r\x1b[K[" in text and "3/3" in text and "new 3" in text
+
+
+def test_version_and_every_command_and_argument_described():
+    import argparse
+    import importlib.metadata
+
+    from shotstamp.cli import _parser
+
+    shown = run("shotstamp", "--version")
+    assert shown.returncode == 0
+    assert shown.stdout.strip() == f"shotstamp {importlib.metadata.version('shotstamp')}"
+
+    def walk(parser: argparse.ArgumentParser, name: str):
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, child in action.choices.items():
+                    yield from walk(child, f"{name} {sub}")
+
+    for name, parser in walk(_parser(), "shotstamp"):
+        assert parser.description, f"{name} has no description"
+        for action in parser._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                assert action.help, f"{name} {action.dest} has no help"
+    verify_help = run("shotstamp", "verify", "--help").stdout
+    assert "SHOTSTAMP_KEY" in verify_help
+    assert "SHOTSTAMP_KEY" in run("shotstamp", "--help").stdout
+
+
+def test_one_file_and_json_lines_for_files_skipped(env, tmp_path):
+    photo = tmp_path / "vase.jpg"
+    photo.write_bytes(imagegen.jpeg(560))
+    out = tmp_path / "out"
+    first = run("shotstamp", "register", str(photo), "-o", str(out), env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[0] == "shotstamp register: 1 file"
+    again = run("shotstamp", "register", str(photo), "-o", str(out), "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    (line,) = [json.loads(text) for text in again.stdout.splitlines()]
+    registered = [r for r in manifest_lines(out) if r.get("proof")][-1]
+    assert line["skipped"] is True
+    assert {k: line[k] for k in ("path", "sha256", "id", "proof", "outcome")} == {
+        k: registered[k] for k in ("path", "sha256", "id", "proof", "outcome")
+    }
+    assert summary(again.stderr)["skipped (in manifest)"] == 1
+    # The manifest records the file twice: registered, then its proof saved.
+    assert [r["outcome"] for r in manifest_lines(out) if r.get("path")] == ["new", "new"]
+
+
+def test_an_output_folder_of_one_service_is_refused_by_another(
+    service_process, env, tmp_path_factory, tmp_path
+):
+    from processes import start_service
+
+    photos = tmp_path / "catalogue"
+    catalogue(photos, range(570, 573))
+    out = tmp_path / "out"
+    staging = run("shotstamp", "register", str(photos), "-o", str(out), env=env)
+    assert staging.returncode == 0, staging.stderr
+    keys_before = (out / "keys.json").read_text()
+
+    production = start_service(tmp_path_factory.mktemp("production") / "data")
+    try:
+        prod_env = {
+            **env,
+            "SHOTSTAMP_URL": production.url,
+            "SHOTSTAMP_API_KEY": production.key("acme"),
+        }
+        refused = run("shotstamp", "register", str(photos), "-o", str(out), env=prod_env)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "another log" in refused.stderr and production.url in refused.stderr
+        assert (out / "keys.json").read_text() == keys_before  # the folder is untouched
+        # Nothing was registered there; another folder registers everything.
+        for photo in sorted(photos.rglob("*.jpg")):
+            looked = run("shotstamp", "check", str(photo), env=prod_env)
+            assert "no earlier registration" in looked.stdout
+        fresh = run(
+            "shotstamp", "register", str(photos), "-o", str(tmp_path / "prod"), env=prod_env
+        )
+        assert fresh.returncode == 0 and summary(fresh.stdout)["new"] == 3
+
+        # A manifest written before the log line adopts the first service it meets.
+        manifest = out / "shotstamp-manifest.jsonl"
+        old = [line for line in manifest.read_text().splitlines() if '"log"' not in line]
+        manifest.write_text("\n".join(old) + "\n")
+        adopted = run("shotstamp", "register", str(photos), "-o", str(out), env=env)
+        assert adopted.returncode == 0 and summary(adopted.stdout)["skipped (in manifest)"] == 3
+        assert (
+            run("shotstamp", "register", str(photos), "-o", str(out), env=prod_env).returncode == 2
+        )
+    finally:
+        production.stop()

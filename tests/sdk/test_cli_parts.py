@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from shotstamp._manifest import MANIFEST_NAME, Manifest
+from shotstamp._manifest import MANIFEST_NAME, LogMismatch, Manifest
 from shotstamp._progress import Progress
 from shotstamp.cli import collect_images
 
@@ -131,3 +131,35 @@ def test_folder_walk_refuses_a_missing_path(tmp_path):
 
     with pytest.raises(_UsageError, match="no such file"):
         collect_images([tmp_path / "nope"])
+
+
+def test_manifest_remembers_its_log_and_refuses_another(tmp_path):
+    first = Manifest(tmp_path)
+    first.bind_log("shotstamp.local/log", ["aaaa"], "http://staging")
+    first.close()
+    # A rotation keeps the retired key listed: the same log, now known by both keys.
+    rotated = Manifest(tmp_path)
+    rotated.bind_log("shotstamp.local/log", ["bbbb", "aaaa"], "http://staging")
+    rotated.close()
+    assert Manifest(tmp_path).log == {
+        "origin": "shotstamp.local/log",
+        "key_ids": ["aaaa", "bbbb"],
+        "url": "http://staging",
+    }
+    # The same origin name with other keys (the default origin of a second
+    # service), or another origin: another log.
+    for origin, keys in (("shotstamp.local/log", ["cccc"]), ("prod.example/log", ["aaaa"])):
+        with pytest.raises(LogMismatch, match="another log"):
+            Manifest(tmp_path).bind_log(origin, keys, "http://production")
+
+
+def test_a_manifest_from_before_the_log_line_adopts_the_first_log(tmp_path):
+    old = '{"path": "/p/a.jpg", "sha256": "ab", "outcome": "new", "id": "01X", "proof": "p"}\n'
+    (tmp_path / MANIFEST_NAME).write_text(old)
+    manifest = Manifest(tmp_path)
+    assert manifest.log is None and manifest.by_sha256["ab"]["id"] == "01X"
+    manifest.bind_log("o/log", ["k1"], "http://a")
+    manifest.close()
+    assert Manifest(tmp_path).log == {"origin": "o/log", "key_ids": ["k1"], "url": "http://a"}
+    with pytest.raises(LogMismatch):
+        Manifest(tmp_path).bind_log("o/log", ["k2"], "http://b")

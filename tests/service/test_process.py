@@ -65,6 +65,22 @@ def test_env_var_selects_the_data_dir(tmp_path):
     assert (data / "shotstamp.db").exists()
 
 
+def test_data_dir_is_accepted_after_the_subcommand_too(tmp_path):
+    after, before = tmp_path / "after", tmp_path / "before"
+    created = run(
+        "shotstamp-service", "keys", "create", "--seller", "acme", "--data-dir", str(after)
+    )
+    assert created.returncode == 0, created.stderr
+    assert (after / "shotstamp.db").exists()
+    listed = run("shotstamp-service", "keys", "list", "--data-dir", str(after))
+    assert [json.loads(line)["seller"] for line in listed.stdout.splitlines()] == ["acme"]
+    # Given before the subcommand only, it is not reset by the subcommand's default.
+    listed = run("shotstamp-service", "--data-dir", str(before), "signing-key", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert not (tmp_path / "data").exists()
+    assert before.exists()
+
+
 @pytest.fixture
 def server(backend):
     data = backend.data

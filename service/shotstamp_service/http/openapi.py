@@ -914,6 +914,34 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/": {
+                "get": {
+                    "summary": "Where to start: links to the desk, this document, the keys",
+                    "responses": {
+                        "200": {
+                            "description": "JSON links, or an HTML page when the Accept "
+                            "header prefers text/html",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["service", "links", "docs"],
+                                        "properties": {
+                                            "service": {"type": "string"},
+                                            "links": {
+                                                "type": "object",
+                                                "additionalProperties": {"type": "string"},
+                                            },
+                                            "docs": {"type": "string"},
+                                        },
+                                    }
+                                },
+                                "text/html": {},
+                            },
+                        },
+                    },
+                }
+            },
             "/desk": {
                 "get": {
                     "summary": "The dispute desk: a page for staff (data needs a staff key)",

@@ -645,6 +645,45 @@ async def config(request: web.Request) -> web.Response:
     )
 
 
+# What `GET /` points to: a newcomer's way in, from a browser or curl.
+_ENTRY_POINTS = {
+    "desk": ("/desk", "the dispute desk, for staff (a staff key)"),
+    "openapi": ("/openapi.json", "the HTTP API, OpenAPI 3.1"),
+    "keys": ("/v1/keys", "the log's public keys, to verify proofs offline"),
+    "checkpoint": ("/v1/checkpoints/latest", "the log's latest signed checkpoint"),
+    "config": ("/v1/config", "limits and the matching rule in use"),
+    "health": ("/healthz", "liveness"),
+}
+_DOCS = "docs/api.md and README.md in the shotstamp source"
+
+
+@routes.get("/")
+async def index(request: web.Request) -> web.Response:
+    links = {name: path for name, (path, _) in _ENTRY_POINTS.items()}
+    headers = {"Vary": "Accept"}
+    if _prefers_html(request.headers.get("Accept", "")):
+        items = "".join(
+            f'<li><a href="{path}">{path}</a>: {what}</li>' for path, what in _ENTRY_POINTS.values()
+        )
+        page = (
+            '<!doctype html><html lang="en"><meta charset="utf-8"><title>shotstamp</title>'
+            "<h1>shotstamp</h1><p>Copyright timestamping for product photos.</p>"
+            f"<ul>{items}</ul><p>Documentation: {_DOCS}.</p></html>"
+        )
+        return web.Response(text=page, content_type="text/html", headers=headers)
+    return web.json_response(
+        {"service": "shotstamp", "links": links, "docs": _DOCS}, headers=headers
+    )
+
+
+def _prefers_html(accept: str) -> bool:
+    """A browser's Accept names text/html before any JSON; curl's */* gets JSON."""
+    types = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    html = types.index("text/html") if "text/html" in types else None
+    json_at = types.index("application/json") if "application/json" in types else None
+    return html is not None and (json_at is None or html < json_at)
+
+
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     sealer = request.app[SEALER]
@@ -675,4 +714,3 @@ async def metrics(request: web.Request) -> web.Response:
 @routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
-
