@@ -44,7 +44,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Frozen", "HammingIndex", "Hit", "WordIndex", "WordScore", "build_frozen", "word_segments"]
+__all__ = ["Frozen", "HammingIndex", "Hit", "WordIndex", "WordScore", "build_frozen",
+           "word_segments"]
 
 CODE_BYTES = 32
 CODE_BITS = 256

@@ -212,7 +212,8 @@ class SegmentDir:
                 raise Damaged(f"{path} has {actual} bytes, the manifest says {size}")
             if verify and _crc(path) != crc:
                 raise Damaged(f"{path} fails its checksum")
-            return np.load(path, mmap_mode="r", allow_pickle=False)
+            array: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
+            return array
 
         def frozen(prefix: str) -> Frozen:
             codes, order, flat = load(f"{prefix}.codes"), load(f"{prefix}.order"), load(
@@ -327,7 +328,7 @@ class SegmentDir:
                 return
             segments = [self._open(e, verify=False) for e in tail]
             entry = self._merged(segments, int(tail[0]["tier"]) + 1)
-            self._write_manifest(entries[:-FANOUT] + [entry])
+            self._write_manifest([*entries[:-FANOUT], entry])
             log.info("index segments %s..%s merged into %s", tail[0]["name"], tail[-1]["name"],
                      entry["name"])
             for e in tail:
