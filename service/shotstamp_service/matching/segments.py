@@ -261,21 +261,29 @@ class SegmentDir:
         """Write the registrations of `columns` (seqs in (after, through], `sellers[i]` owns
         `columns.refs[i]`) as a new segment, then merge tiers; `open` maps the result. False
         if the manifest no longer ends at `after` (another process wrote that range first)."""
-        refs = np.array(columns.refs, np.int64)
+        return self.add_arrays(np.array(columns.refs, np.int64), sellers, columns.codes("good"),
+                               columns.codes("low"), columns.words(), columns.legacy(),
+                               after, through)
+
+    def add_arrays(self, refs: np.ndarray, sellers: list[str],
+                   pdq: tuple[np.ndarray, np.ndarray, np.ndarray],
+                   pdq_low: tuple[np.ndarray, np.ndarray, np.ndarray],
+                   words: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                   legacy: list[tuple[int, bytes]], after: int, through: int) -> bool:
+        """`add` from the arrays of `Columns.codes`, `Columns.words` and `Columns.legacy`."""
         names = sorted(set(sellers))
         code = {n: i for i, n in enumerate(names)}
         seller_codes = np.array([code[s] for s in sellers], np.int32)
         arrays: dict[str, np.ndarray] = {"refs": refs, "sellers": seller_codes,
                                          "names": np.array(names, dtype=str)}
         chunk_bits = {}
-        for prefix, kind in (("pdq", "good"), ("low", "low")):
-            part = build_frozen(*_swap(columns.codes(kind)), PDQ_CANDIDATE)  # type: ignore[arg-type]
+        for prefix, (code_refs, codes, tags) in (("pdq", pdq), ("low", pdq_low)):
+            part = build_frozen(codes, code_refs, tags, PDQ_CANDIDATE)
             arrays.update(_frozen_arrays(prefix, part))
             chunk_bits[prefix] = max(part.tables.layout.widths)
-        parts = list(word_segments(*columns.words()))
+        parts = list(word_segments(*words))
         for k, w in enumerate(parts):
             arrays.update(_word_arrays(k, w))
-        legacy = columns.legacy()
         arrays["legacy.refs"] = np.array([r for r, _ in legacy], np.int64)
         arrays["legacy.codes"] = np.frombuffer(b"".join(c for _, c in legacy),
                                                np.uint8).reshape(-1, 8)
@@ -378,9 +386,3 @@ class SegmentDir:
         return self._write_segment(arrays, segments[0].after, segments[-1].through, tier,
                                    chunk_bits, len(groups), len(arrays["refs"]), links)
 
-
-def _swap(columns: tuple[np.ndarray, np.ndarray, np.ndarray],
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`Columns.codes` gives (refs, codes, tags); `build_frozen` takes (codes, refs, tags)."""
-    refs, codes, tags = columns
-    return codes, refs, tags
