@@ -65,6 +65,9 @@ class Config:
     database_pool_size: int = 10
     # How often each replica reads registrations made by the others into its index.
     index_follow_interval: float = 0.25
+    # Persisted index segments (docs/index.md); local to each replica. Default <data_dir>/index.
+    index_dir: Path | None = None
+    index_segment_interval: float = 10.0  # how often new registrations are checked for one
     log_format: str = "json"  # json | text
     log_level: str = "INFO"
 
@@ -104,6 +107,11 @@ class Config:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "shotstamp.db"
+
+    @property
+    def index_path(self) -> Path:
+        """Where this process keeps (or shares, with others on the machine) index segments."""
+        return self.index_dir or self.data_dir / "index"
 
     @property
     def key_dir(self) -> Path:
@@ -182,6 +190,8 @@ ENV_VARS: dict[str, str] = {
     "database_url": "SHOTSTAMP_DATABASE_URL",
     "database_pool_size": "SHOTSTAMP_DATABASE_POOL_SIZE",
     "index_follow_interval": "SHOTSTAMP_INDEX_FOLLOW_INTERVAL",
+    "index_dir": "SHOTSTAMP_INDEX_DIR",
+    "index_segment_interval": "SHOTSTAMP_INDEX_SEGMENT_INTERVAL",
     "log_format": "SHOTSTAMP_LOG_FORMAT",
     "log_level": "SHOTSTAMP_LOG_LEVEL",
 }

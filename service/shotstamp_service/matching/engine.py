@@ -547,6 +547,19 @@ class Matcher:
         for ref, code in segment.legacy:
             self._legacy.add(ref, code)
 
+    def adopt(self, columns: Columns) -> int:
+        """Bulk-load registrations already collected as `Columns` (see `BulkLoad`)."""
+        bulk = BulkLoad(self)
+        for ref in columns.refs:
+            if ref in self._refs:
+                raise ValueError(f"ref {ref} is indexed already")
+            self._refs.add(ref)
+        if len(columns):
+            self._generation += 1
+            self._journal.clear()
+        bulk._columns = columns
+        return bulk.finish()
+
     def bulk(self) -> BulkLoad:
         """A bulk load fed one fingerprint at a time (from an async store cursor)."""
         return BulkLoad(self)
