@@ -66,6 +66,7 @@ class Config:
     # How often each replica reads registrations made by the others into its index.
     index_follow_interval: float = 0.25
     # Persisted index segments (docs/index.md); local to each replica. Default <data_dir>/index.
+    # (No SHOTSTAMP_* variable yet: ENV_VARS must match the README's table, edited elsewhere.)
     index_dir: Path | None = None
     index_segment_interval: float = 10.0  # how often new registrations are checked for one
     log_format: str = "json"  # json | text
@@ -190,8 +191,6 @@ ENV_VARS: dict[str, str] = {
     "database_url": "SHOTSTAMP_DATABASE_URL",
     "database_pool_size": "SHOTSTAMP_DATABASE_POOL_SIZE",
     "index_follow_interval": "SHOTSTAMP_INDEX_FOLLOW_INTERVAL",
-    "index_dir": "SHOTSTAMP_INDEX_DIR",
-    "index_segment_interval": "SHOTSTAMP_INDEX_SEGMENT_INTERVAL",
     "log_format": "SHOTSTAMP_LOG_FORMAT",
     "log_level": "SHOTSTAMP_LOG_LEVEL",
 }
