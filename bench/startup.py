@@ -2,6 +2,7 @@
 
     PYTHONPATH=sdk:service python -m bench.startup build DIR [--registrations 10000000]
     PYTHONPATH=sdk:service python -m bench.startup measure DIR [--queries 200]
+    PYTHONPATH=sdk:service python -m bench.startup store DIR [--registrations 30000]
 
 `build` writes synthetic registrations as `bench/index.py` makes them (1.5 uniform PDQ codes
 per registration, 128 Zipf-distributed words each with a random 32-bit signature) straight
@@ -16,6 +17,11 @@ of 300 words with WORD_PROBES probed). The parent reads /proc/PID/smaps_rollup o
 Pss, private pages) once both have answered all their queries. Before timing, each fills
 the tails to their fullest (the PDQ brute-force tail one code short of a table rebuild, the
 word tail one registration short of a freeze).
+
+`store` fills a SQLite store with registrations whose rows are real (fingerprints, feature blobs
+and thumbnails of corpus photos, cycled, each with its own id and digest), then times the
+registry's index load three ways in one run: without segments (the release before them), the
+first start with an index directory (writing its segments), and a later start.
 """
 
 from __future__ import annotations
@@ -42,10 +48,11 @@ from shotstamp_service.matching.engine import (
 )
 from shotstamp_service.matching.index import SEGMENT_POSTINGS, TAIL_LIMIT
 from shotstamp_service.matching.segments import SegmentDir
+from shotstamp_service.registry import SEGMENT_ROWS
 
 WORDS = 128
 CHUNK = 1_250_000
-TAIL = 65_535  # registrations in memory, just under a segment's worth (registry.SEGMENT_ROWS)
+TAIL = SEGMENT_ROWS - 1  # registrations in memory, just under a segment's worth
 QUERY_WORDS = 300
 
 
@@ -190,19 +197,84 @@ def measure(directory: Path, queries: int) -> None:
           f"are {100 * second_uss / index_bytes:.1f} % of it")
 
 
+def store_startup(directory: Path, registrations: int) -> None:
+    import asyncio
+    import hashlib
+    import resource
+
+    from bench.corpus import corpus_dir, original_bytes
+    from shotstamp_service.matching.fingerprint import DecodeLimits
+    from shotstamp_service.matching.thumbnail import fingerprint_and_thumbnail
+    from shotstamp_service.records import NewRegistration, format_time, utc_now
+    from shotstamp_service.registry import Registry
+    from shotstamp_service.store.sqlite import SQLiteStore
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    async def run() -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        store = SQLiteStore(directory / "shotstamp.db")
+        await store.open()
+        have = len([x async for x in store.iter_fingerprints()]) if (
+            directory / "filled").exists() else 0
+        if have < registrations:
+            files = sorted(p for p in corpus_dir().rglob("*")
+                           if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:40]
+            rows = []
+            for path in files:
+                fp, thumb = fingerprint_and_thumbnail(original_bytes(path)[0], DecodeLimits(),
+                                                      256)
+                rows.append((fp, thumb))
+            for start in range(0, registrations, 512):
+                batch = []
+                for k in range(start, min(registrations, start + 512)):
+                    fp, thumb = rows[k % len(rows)]
+                    perceptual, features = fp.to_store()
+                    batch.append(store.add_registration(NewRegistration(
+                        id=f"reg-{k:09d}", seller=f"seller-{k % 97}",
+                        sha256=hashlib.sha256(b"%d" % k).hexdigest(), perceptual=perceptual,
+                        received_at=format_time(utc_now()), width=fp.width, height=fp.height,
+                        features=features, thumbnail=thumb)))
+                await asyncio.gather(*batch)
+            (directory / "filled").touch()
+        print("| start | registrations indexed | wall | CPU |")
+        print("|---|---|---|---|")
+        for label, index in (("without segments (today)", None),
+                             ("first start with segments (upgrade)", directory / "index"),
+                             ("later start", directory / "index")):
+            if label.startswith("first"):
+                import shutil
+
+                shutil.rmtree(directory / "index", ignore_errors=True)
+            t, c = time.perf_counter(), cpu()
+            registry = Registry(store, Matcher(), None,  # type: ignore[arg-type]
+                                segments=None if index is None else SegmentDir(index))
+            count = await registry.load_index()
+            print(f"| {label} | {count:,} | {time.perf_counter() - t:.2f} s | "
+                  f"{cpu() - c:.2f} s |", flush=True)
+            del registry
+        await store.close()
+
+    asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_serve":
         _serve(Path(argv[1]), float(argv[2]), int(argv[3]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["build", "measure"])
+    parser.add_argument("command", choices=["build", "measure", "store"])
     parser.add_argument("directory", type=Path)
     parser.add_argument("--registrations", type=int, default=10_000_000)
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args(argv)
     if args.command == "build":
         build(args.directory, args.registrations)
+    elif args.command == "store":
+        store_startup(args.directory, args.registrations)
     else:
         measure(args.directory, args.queries)
     return 0

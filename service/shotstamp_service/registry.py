@@ -81,8 +81,9 @@ _MAX_ROUNDS = 4
 # Loading the index from the store: rows past this many are bulk-loaded (see load_index).
 _BULK_FROM = 1_000
 # With an index directory: registrations past the last segment are written as a new one
-# once there are this many (at most this many are read from the store at start)...
-SEGMENT_ROWS = 65_536
+# once there are this many, so at most this many are read from the store at start (≈ 0.4 ms
+# of CPU each, reading and parsing the row: bench/startup.py store)...
+SEGMENT_ROWS = 8_192
 # ...and a store from before segments is written in segments of this many at its first
 # start (bounding the memory the columns take while they are collected).
 UPGRADE_ROWS = 500_000
