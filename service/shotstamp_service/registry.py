@@ -256,8 +256,8 @@ class Registry:
             count += len(segment.refs)
         mapped = segments[-1].through if segments else 0
         self.indexed_through = max(self.indexed_through, mapped)
-        if mapped < after:  # another process's manifest moved on: read from where it ends
-            return count
+        if mapped != after:  # another process changed the manifest meanwhile: the rows past
+            return count  # what is mapped are read again by load_index
         self.matcher.adopt(columns)
         for ref, seller in zip(columns.refs, sellers, strict=True):
             self.owners.set(ref, seller)
@@ -293,8 +293,11 @@ class Registry:
                 if len(batch) >= 1024:
                     await asyncio.to_thread(parse, batch)
                     batch = []
+                    if len(columns) >= UPGRADE_ROWS:
+                        break
             await asyncio.to_thread(parse, batch)
-            if len(columns) < SEGMENT_ROWS:
+            if len(columns) < SEGMENT_ROWS:  # another process wrote them: count what is left
+                self._since_segment = len(columns)
                 return False
             written = await asyncio.to_thread(directory.add, columns, sellers, after, through)
             if written:

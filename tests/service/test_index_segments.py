@@ -4,10 +4,12 @@ segment, and a damaged segment is rebuilt from the store."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
-import imagegen
 import pytest
+
+import imagegen
 from shotstamp_service import registry as registry_module
 from shotstamp_service.http.auth import Principal
 from shotstamp_service.matching.engine import Matcher
@@ -110,4 +112,24 @@ async def test_a_damaged_segment_is_rebuilt_from_the_store(
     assert [e["through"] for e in SegmentDir(index).manifest()] == [4, 8]
     assert len(rebuilt.matcher) == 9
     await _check_copies(rebuilt, photos)
+    await store.close()
+
+
+async def test_two_processes_sharing_an_index_directory_each_index_everything_once(
+        store_target, tmp_path: Path, small_segments: None) -> None:
+    store = store_target.make()
+    await store.open()
+    photos = {seed: imagegen.jpeg(seed) for seed in range(30, 40)}
+    old = await _start(store, None)
+    for seed, data in photos.items():
+        await old.register(SELLERS[seed % 3], data)
+    index = tmp_path / "index"
+    # Both upgrade at once: each segment range is written by one of them, and each maps what
+    # the other wrote instead of indexing those rows twice.
+    first, second = await asyncio.gather(_start(store, index), _start(store, index))
+    throughs = [e["through"] for e in SegmentDir(index).manifest()]
+    assert throughs == [4, 8]
+    for registry in (first, second):
+        assert len(registry.matcher) == 10 and registry.indexed_through == 10
+        await _check_copies(registry, photos)
     await store.close()
