@@ -178,23 +178,28 @@ class SegmentDir:
     def open(self) -> list[Segment]:
         """Map the listed segments, contiguous from seq 0. The first damaged or missing one
         is dropped from the manifest with every later one (the store still has them)."""
-        entries = self.manifest()
-        opened: list[Segment] = []
-        for i, entry in enumerate(entries):
-            expected = opened[-1].through if opened else 0
-            try:
-                if int(entry["after"]) != expected:
-                    raise Damaged(f"covers seqs after {entry['after']}, expected {expected}")
-                opened.append(self._open(entry, verify=self.verify))
-            except (Damaged, OSError, ValueError, KeyError) as exc:
-                log.warning("index segment %s is unusable (%s): it and %d later segment(s) are "
-                            "rebuilt from the store", entry.get("name"), exc,
-                            len(entries) - i - 1)
-                with self.lock():
-                    current = self.manifest()
-                    if current[: len(opened)] == entries[: len(opened)]:
-                        self._write_manifest(current[: len(opened)])
-                break
+        for _ in range(3):  # a merge by another process may replace what was listed
+            entries = self.manifest()
+            opened: list[Segment] = []
+            for i, entry in enumerate(entries):
+                expected = opened[-1].through if opened else 0
+                try:
+                    if int(entry["after"]) != expected:
+                        raise Damaged(f"covers seqs after {entry['after']}, expected "
+                                      f"{expected}")
+                    opened.append(self._open(entry, verify=self.verify))
+                except (Damaged, OSError, ValueError, KeyError) as exc:
+                    with self.lock():
+                        current = self.manifest()
+                        if current != entries:
+                            break  # changed meanwhile: open the new one
+                        log.warning("index segment %s is unusable (%s): it and %d later "
+                                    "segment(s) are rebuilt from the store", entry.get("name"),
+                                    exc, len(entries) - i - 1)
+                        self._write_manifest(current[:i])
+                    return opened
+            else:
+                return opened
         return opened
 
     def _open(self, entry: dict[str, Any], *, verify: bool) -> Segment:
