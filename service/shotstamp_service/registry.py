@@ -207,7 +207,12 @@ class Registry:
         added = 0
         if self.segments is not None and not self._segments_opened:
             self._segments_opened = True
-            added = await self._open_segments(self.segments)
+            try:
+                added = await self._open_segments(self.segments)
+            except OSError as exc:  # e.g. a read-only or full disk: serve from memory
+                log.error("index directory %s unusable (%s): the index is built in memory",
+                          self.segments.path, exc)
+                self.segments = None
         # A few rows (following other replicas) go straight into the index's tail;
         # past _BULK_FROM rows (the load at start) the rest is built in one pass.
         bulk = self.matcher.bulk()

@@ -133,3 +133,19 @@ async def test_two_processes_sharing_an_index_directory_each_index_everything_on
         assert len(registry.matcher) == 10 and registry.indexed_through == 10
         await _check_copies(registry, photos)
     await store.close()
+
+
+async def test_an_unusable_index_directory_leaves_the_index_in_memory(
+        store_target, tmp_path: Path, small_segments: None) -> None:
+    store = store_target.make()
+    await store.open()
+    photos = {seed: imagegen.jpeg(seed) for seed in range(40, 45)}
+    old = await _start(store, None)
+    for seed, data in photos.items():
+        await old.register(SELLERS[seed % 3], data)
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    registry = await _start(store, blocked)
+    assert registry.segments is None and len(registry.matcher) == 5
+    await _check_copies(registry, photos)
+    await store.close()

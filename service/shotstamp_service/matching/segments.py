@@ -128,7 +128,6 @@ class SegmentDir:
     def __init__(self, path: Path, *, verify: bool = False) -> None:
         self.path = Path(path)
         self.verify = verify
-        self.path.mkdir(parents=True, exist_ok=True)
 
     # -- the manifest ---------------------------------------------------------------------
 
@@ -161,6 +160,7 @@ class SegmentDir:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """The writers' lock (one process builds or merges at a time)."""
+        self.path.mkdir(parents=True, exist_ok=True)
         with open(self.path / LOCK, "a+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
