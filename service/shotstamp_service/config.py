@@ -72,6 +72,10 @@ class Config:
     database_pool_size: int = 10
     # How often each replica reads registrations made by the others into its index.
     index_follow_interval: float = 0.25
+    # Persisted index segments (docs/index.md); local to each replica. Default <data_dir>/index.
+    # (No SHOTSTAMP_* variable yet: ENV_VARS must match the README's table, edited elsewhere.)
+    index_dir: Path | None = None
+    index_segment_interval: float = 10.0  # how often new registrations are checked for one
     log_format: str = "json"  # json | text
     log_level: str = "INFO"
 
@@ -113,6 +117,11 @@ class Config:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "shotstamp.db"
+
+    @property
+    def index_path(self) -> Path:
+        """Where this process keeps (or shares, with others on the machine) index segments."""
+        return self.index_dir or self.data_dir / "index"
 
     @property
     def key_dir(self) -> Path:

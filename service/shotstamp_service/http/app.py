@@ -47,6 +47,7 @@ from shotstamp_service.logs import REQUEST_ID
 from shotstamp_service.matching.engine import Matcher
 from shotstamp_service.matching.fingerprint import DecodeLimits, ImageRejected
 from shotstamp_service.matching.pool import FingerprintPool
+from shotstamp_service.matching.segments import SegmentDir
 from shotstamp_service.metrics import Metrics, upload_outcome
 from shotstamp_service.registry import Registry
 from shotstamp_service.store import Store, StoreError
@@ -196,20 +197,25 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     pool, metrics = app[POOL], app[METRICS]
+    config = app[CONFIG]
     registry = Registry(
-        app[STORE], Matcher(), metrics.timed(pool), metrics.timed(pool.analyse), pool.verify
+        app[STORE], Matcher(), metrics.timed(pool), metrics.timed(pool.analyse), pool.verify,
+        segments=SegmentDir(config.index_path),
     )
     count = await registry.load_index()
     log.info("index loaded with %d registrations", count)
     app[REGISTRY] = registry
     # Other replicas register too: their photos must be caught here within a second.
-    task = asyncio.create_task(
-        registry.follow(app[CONFIG].index_follow_interval), name="index-follower"
-    )
+    tasks = [
+        asyncio.create_task(registry.follow(config.index_follow_interval), name="index-follower"),
+        asyncio.create_task(registry.keep_segments(config.index_segment_interval),
+                            name="index-segments"),
+    ]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _sealer_ctx(app: web.Application) -> AsyncIterator[None]:

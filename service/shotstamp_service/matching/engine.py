@@ -60,7 +60,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -78,6 +78,9 @@ from shotstamp_service.matching.verification import (
     Geometry,
     verify_pair,
 )
+
+if TYPE_CHECKING:
+    from shotstamp_service.matching.segments import Segment
 
 __all__ = [
     "AGREEMENT_COPY",
@@ -357,6 +360,25 @@ class _RefSet:
             self._other.add(ref)
         self.count += 1
 
+    def add_many(self, refs: np.ndarray) -> None:
+        """`add` for many refs at once, all new, all ordinary sequence numbers."""
+        if not len(refs):
+            return
+        top = int(refs.max()) + 1
+        if top > self._BITMAP_LIMIT or int(refs.min()) < 0:
+            for ref in refs.tolist():
+                self.add(ref)
+            return
+        marks = np.zeros(-(-top // 8) * 8, bool)
+        marks[refs] = True
+        packed = np.packbits(marks, bitorder="little")
+        if len(packed) > len(self._bits):
+            self._bits.extend(bytes(len(packed) - len(self._bits)))
+        bits = np.frombuffer(self._bits, np.uint8)
+        fresh = int(np.bitwise_count(packed & ~bits[: len(packed)]).sum(dtype=np.int64))
+        bits[: len(packed)] |= packed
+        self.count += fresh
+
     def remove(self, ref: int) -> bool:
         if ref not in self:
             return False
@@ -513,6 +535,32 @@ class Matcher:
         bulk = self.bulk()
         for ref, fp in items:
             bulk.add(ref, fp)
+        return bulk.finish()
+
+    def attach(self, segment: Segment) -> None:
+        """Search a persisted segment's registrations too (`segments.py`): its PDQ tables
+        and word postings are memory-mapped, shared with every process that maps them."""
+        self._refs.add_many(segment.refs)
+        self._generation += 1
+        self._journal.clear()  # not journalled: looks from before it are redone in full
+        self._pdq.attach(segment.pdq)
+        self._pdq_low.attach(segment.pdq_low)
+        for part in segment.words:
+            self._words.attach(part)
+        for ref, code in segment.legacy:
+            self._legacy.add(ref, code)
+
+    def adopt(self, columns: Columns) -> int:
+        """Bulk-load registrations already collected as `Columns` (see `BulkLoad`)."""
+        bulk = BulkLoad(self)
+        for ref in columns.refs:
+            if ref in self._refs:
+                raise ValueError(f"ref {ref} is indexed already")
+            self._refs.add(ref)
+        if len(columns):
+            self._generation += 1
+            self._journal.clear()
+        bulk._columns = columns
         return bulk.finish()
 
     def bulk(self) -> BulkLoad:
@@ -715,16 +763,13 @@ class Matcher:
         }
 
 
-class BulkLoad:
-    """Collects what the indexes need of many fingerprints, then builds them once.
+class Columns:
+    """What the indexes need of many fingerprints, as flat arrays: a bulk load's input, and
+    a persisted segment's (`segments.py`). Only the codes and the strongest keypoints' words
+    are kept per registration (~700 bytes), never the feature blobs."""
 
-    Only the codes and the strongest keypoints' words are kept per registration (~700
-    bytes), never the feature blobs, so a store's worth can stream through. Until `finish`,
-    the collected registrations are not searchable.
-    """
-
-    def __init__(self, matcher: Matcher) -> None:
-        self._matcher = matcher
+    def __init__(self) -> None:
+        self.refs: list[int] = []
         self._stored: dict[str, tuple[list[int], list[bytes], list[int]]] = {
             "good": ([], [], []), "low": ([], [], [])}
         self._word_refs: list[int] = []
@@ -732,18 +777,15 @@ class BulkLoad:
         self._word_ids: list[np.ndarray] = []
         self._word_angles: list[np.ndarray] = []
         self._word_signatures: list[np.ndarray] = []
-        self._added = 0
+        self._legacy: list[tuple[int, bytes]] = []
+
+    def __len__(self) -> int:
+        return len(self.refs)
 
     def add(self, ref: int, fp: Fingerprint) -> None:
-        m = self._matcher
-        if ref in m._refs:
-            return
-        m._refs.add(ref)
-        m._generation += 1
-        m._journal.clear()  # not journalled: looks from before it are redone in full
-        self._added += 1
+        self.refs.append(ref)
         if _legacy(fp):
-            m._legacy.add(ref, fp.hashes["phash"])
+            self._legacy.append((ref, fp.hashes["phash"]))
             return
         for kind, codes in zip(("good", "low"), _split_codes(fp, query=False), strict=True):
             refs, blobs, tags = self._stored[kind]
@@ -760,24 +802,61 @@ class BulkLoad:
             self._word_angles.append(angles)
             self._word_signatures.append(signatures)
 
+    def codes(self, kind: Literal["good", "low"]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(refs, (n, 32) codes, tags) of the PDQ codes of enough quality, or the others."""
+        refs, blobs, tags = self._stored[kind]
+        return (np.array(refs, np.int64),
+                np.frombuffer(b"".join(blobs), np.uint8).reshape(-1, 32),
+                np.array(tags, np.uint8))
+
+    def words(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(refs, counts, words, angles, signatures) as `WordIndex.add_many` takes them."""
+        if not self._word_refs:
+            return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint32),
+                    np.zeros(0, np.uint8), np.zeros(0, np.uint32))
+        return (np.array(self._word_refs, np.int64), np.array(self._counts, np.int64),
+                np.concatenate(self._word_ids), np.concatenate(self._word_angles),
+                np.concatenate(self._word_signatures))
+
+    def legacy(self) -> list[tuple[int, bytes]]:
+        """(ref, 8-byte pHash) of registrations stored with a pHash alone."""
+        return list(self._legacy)
+
+
+class BulkLoad:
+    """Collects what the indexes need of many fingerprints (`Columns`), then builds them once.
+
+    A store's worth can stream through. Until `finish`, the collected registrations are not
+    searchable.
+    """
+
+    def __init__(self, matcher: Matcher) -> None:
+        self._matcher = matcher
+        self._columns = Columns()
+
+    def add(self, ref: int, fp: Fingerprint) -> None:
+        m = self._matcher
+        if ref in m._refs:
+            return
+        m._refs.add(ref)
+        m._generation += 1
+        m._journal.clear()  # not journalled: looks from before it are redone in full
+        self._columns.add(ref, fp)
+
     def finish(self) -> int:
         """Build the indexes over what was collected; returns how many were added."""
-        m = self._matcher
-        for index, (refs, blobs, tags) in ((m._pdq, self._stored["good"]),
-                                           (m._pdq_low, self._stored["low"])):
-            if blobs:
-                index.add_many(np.array(refs, np.int64),
-                               np.frombuffer(b"".join(blobs), np.uint8).reshape(-1, 32),
-                               np.array(tags, np.uint8))
-        if self._word_refs:
-            m._words.add_many(np.array(self._word_refs, np.int64), np.array(self._counts),
-                              np.concatenate(self._word_ids), np.concatenate(self._word_angles),
-                              np.concatenate(self._word_signatures))
-        added, self._added = self._added, 0
-        self._stored = {"good": ([], [], []), "low": ([], [], [])}
-        self._word_refs, self._counts = [], []
-        self._word_ids, self._word_angles, self._word_signatures = [], [], []
-        return added
+        m, columns = self._matcher, self._columns
+        for ref, code in columns.legacy():
+            m._legacy.add(ref, code)
+        for index, kind in ((m._pdq, "good"), (m._pdq_low, "low")):
+            refs, codes, tags = columns.codes(kind)  # type: ignore[arg-type]
+            if len(refs):
+                index.add_many(refs, codes, tags)
+        refs, counts, ids, angles, signatures = columns.words()
+        if len(refs):
+            m._words.add_many(refs, counts, ids, angles, signatures)
+        self._columns = Columns()
+        return len(columns)
 
 
 def verify(query: LocalFeatures | Fingerprint | bytes, stored: LocalFeatures | bytes,

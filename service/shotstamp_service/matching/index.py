@@ -44,7 +44,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["HammingIndex", "Hit", "WordIndex", "WordScore"]
+__all__ = ["Frozen", "HammingIndex", "Hit", "WordIndex", "WordScore", "build_frozen",
+           "word_segments"]
 
 CODE_BYTES = 32
 CODE_BITS = 256
@@ -90,6 +91,16 @@ def _gather_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int64)
     shift = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
     return shift + np.arange(total, dtype=np.int64)
+
+
+def _keep_best(best: dict[int, Hit], refs: np.ndarray, distances: np.ndarray,
+               owner: np.ndarray, tags: np.ndarray) -> None:
+    """Fold code pairs into `best`: each ref's closest pair (ties: query index, then tag)."""
+    for ref, distance, qi, tag in zip(refs.tolist(), distances.tolist(), owner.tolist(),
+                                      tags.tolist(), strict=True):
+        hit = Hit(distance, qi, tag)
+        if ref not in best or hit < best[ref]:
+            best[ref] = hit
 
 
 def _flip_masks(bits: int, max_flips: int) -> np.ndarray:
@@ -188,6 +199,46 @@ def _build_tables(codes: np.ndarray, max_radius: int, chunk_bits: int | None) ->
     return _Tables(size, layout, order, offsets, masks)
 
 
+@dataclass(frozen=True)
+class Frozen:
+    """A persisted, immutable part of a `HammingIndex` (memory-mapped arrays, see
+    `segments.py`): codes, their refs and tags, and multi-index tables over them."""
+
+    codes: np.ndarray  # (n, 32) uint8
+    refs: np.ndarray  # (n,) int64
+    tags: np.ndarray  # (n,) uint8
+    tables: _Tables
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.nbytes + self.refs.nbytes + self.tags.nbytes + self.tables.nbytes
+
+
+def build_frozen(codes: np.ndarray, refs: np.ndarray, tags: np.ndarray, max_radius: int,
+                 chunk_bits: int | None = None) -> Frozen:
+    """The tables over `codes`, as `HammingIndex` builds them, for a persisted part."""
+    codes = np.ascontiguousarray(codes, np.uint8).reshape(-1, CODE_BYTES)
+    return Frozen(codes, np.asarray(refs, np.int64), np.asarray(tags, np.uint8),
+                  _build_tables(codes, max_radius, chunk_bits))
+
+
+def _probe(tables: _Tables, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, which query code) of the tables' candidates for query codes `q`: each
+    chunk probed with its near values, for all query codes at once."""
+    qvalues = tables.layout.values(q)
+    starts, ends, which = [], [], []
+    order_flat = tables.order.reshape(-1)
+    for c, (values, masks) in enumerate(zip(qvalues, tables.masks, strict=True)):
+        probes = (values[:, None] ^ masks[None, :]).ravel().astype(np.int64)
+        offsets = tables.offsets[c]
+        starts.append(offsets[probes].astype(np.int64) + c * tables.size)
+        ends.append(offsets[probes + 1].astype(np.int64) + c * tables.size)
+        which.append(np.repeat(np.arange(len(q)), len(masks)))
+    starts_a, ends_a = np.concatenate(starts), np.concatenate(ends)
+    owner = np.repeat(np.concatenate(which), ends_a - starts_a)
+    return order_flat[_gather_ranges(starts_a, ends_a)].astype(np.int64), owner
+
+
 @dataclass
 class _Rebuild:
     thread: threading.Thread
@@ -221,6 +272,7 @@ class HammingIndex:
         self._rebuild: _Rebuild | None = None
         self._discarded_during_rebuild: list[int] = []
         self._live_count = 0
+        self._frozen: list[Frozen] = []  # persisted parts: committed codes, never discarded
 
     def __len__(self) -> int:
         """Number of live codes."""
@@ -230,7 +282,13 @@ class HammingIndex:
     def nbytes(self) -> int:
         t = self._tables
         return (self._codes.nbytes + self._refs.nbytes + self._tags.nbytes + self._live.nbytes
-                + t.nbytes)
+                + t.nbytes + sum(f.nbytes for f in self._frozen))
+
+    def attach(self, part: Frozen) -> None:
+        """Search `part` too (a persisted segment's codes; never discarded: they are
+        committed registrations, and only reservations are ever discarded)."""
+        self._frozen.append(part)
+        self._live_count += len(part.codes)
 
     def reserve(self, capacity: int) -> None:
         """Grow the arrays once to `capacity` codes (rebuilding at start avoids regrowth)."""
@@ -308,29 +366,24 @@ class HammingIndex:
         self._finish_rebuild()
         queries = [np.frombuffer(c, np.uint8) for c in codes]
         best: dict[int, Hit] = {}
-        if not queries or self._n == 0:
+        if not queries or self._n + len(self._frozen) == 0:
             return best
         tables = self._tables
         stored = _as_words(self._codes)
         q = np.stack(queries)
+        qwords = _as_words(q)
+        for part in self._frozen:
+            if part.tables.size:
+                positions, owner = _probe(part.tables, q)
+                distances = _popcount_rows(_as_words(part.codes)[positions] ^ qwords[owner])
+                keep = distances <= radius
+                _keep_best(best, part.refs[positions[keep]], distances[keep], owner[keep],
+                           part.tags[positions[keep]])
         positions, owner = np.zeros(0, np.int64), np.zeros(0, np.int64)
         if tables.size:
-            # (1): candidates from the tables: each chunk probed with its near values, for
-            # all query codes at once
-            qvalues = tables.layout.values(q)
-            starts, ends, which = [], [], []
-            order_flat = tables.order.ravel()
-            for c, (values, masks) in enumerate(zip(qvalues, tables.masks, strict=True)):
-                probes = (values[:, None] ^ masks[None, :]).ravel().astype(np.int64)
-                offsets = tables.offsets[c]
-                starts.append(offsets[probes].astype(np.int64) + c * tables.size)
-                ends.append(offsets[probes + 1].astype(np.int64) + c * tables.size)
-                which.append(np.repeat(np.arange(len(queries)), len(masks)))
-            starts_a, ends_a = np.concatenate(starts), np.concatenate(ends)
-            owner = np.repeat(np.concatenate(which), ends_a - starts_a)
-            positions = order_flat[_gather_ranges(starts_a, ends_a)].astype(np.int64)
+            # (1): candidates from the tables
+            positions, owner = _probe(tables, q)
         # (2): exact distances of the tables' candidates (a gather: they are few)
-        qwords = _as_words(q)
         distances = _popcount_rows(stored[positions] ^ qwords[owner])
         # (3): plus the unindexed tail, by brute force over its contiguous rows, one query
         # code at a time: no gather and no index arrays the size of the tail
@@ -343,12 +396,8 @@ class HammingIndex:
             distances = np.concatenate([distances, tail_distances[near]])
         # (4): keep live codes within the radius
         keep = (distances <= radius) & self._live[positions]
-        for ref, distance, qi, tag in zip(self._refs[positions[keep]].tolist(),
-                                          distances[keep].tolist(), owner[keep].tolist(),
-                                          self._tags[positions[keep]].tolist(), strict=True):
-            hit = Hit(distance, qi, tag)
-            if ref not in best or hit < best[ref]:
-                best[ref] = hit
+        _keep_best(best, self._refs[positions[keep]], distances[keep], owner[keep],
+                   self._tags[positions[keep]])
         return best
 
     # -- rebuilding -----------------------------------------------------------------------
@@ -451,6 +500,7 @@ class _Segment:
     postings: np.ndarray  # (p,) uint32: local index | angle bin << 28
     signatures: np.ndarray  # (p,) uint32: the posting's keypoint signature
     tier: int
+    persisted: bool = False  # memory-mapped from a segment file: committed refs only
 
     @property
     def nbytes(self) -> int:
@@ -477,6 +527,33 @@ def _segment(refs: np.ndarray, reg_of_posting: np.ndarray, words: np.ndarray,
     postings = (reg_of_posting[order].astype(np.uint32)
                 | (angles[order].astype(np.uint32) << _LOCAL_BITS))
     return _Segment(refs, offsets, postings, np.asarray(signatures, np.uint32)[order], tier)
+
+
+def word_segments(refs: np.ndarray, counts: np.ndarray, words: np.ndarray,
+                  angles: np.ndarray, signatures: np.ndarray) -> Iterator[_Segment]:
+    """Segments of at most MAX_SEGMENT_POSTINGS postings over registrations given as in
+    `WordIndex.add_many` (registration i has `counts[i]` consecutive words)."""
+    refs = np.asarray(refs, np.int64)
+    counts = np.asarray(counts, np.int64)
+    ends = np.cumsum(counts)
+    start_reg = 0
+    while start_reg < len(refs):
+        first = int(ends[start_reg - 1]) if start_reg else 0
+        stop_reg = int(np.searchsorted(ends, first + MAX_SEGMENT_POSTINGS, side="right"))
+        stop_reg = max(stop_reg, start_reg + 1)
+        last = int(ends[stop_reg - 1])
+        w = np.asarray(words[first:last], np.uint32)
+        a = np.asarray(angles[first:last], np.uint8)
+        g = np.asarray(signatures[first:last], np.uint32)
+        reg = np.repeat(np.arange(stop_reg - start_reg, dtype=np.int64),
+                        counts[start_reg:stop_reg])
+        # One vote per word per registration, as in `add`.
+        key = reg * WORD_VALUES + w
+        _, first_of = np.unique(key, return_index=True)
+        first_of.sort()
+        yield _segment(refs[start_reg:stop_reg].copy(), reg[first_of], w[first_of],
+                       a[first_of], g[first_of], 0)
+        start_reg = stop_reg
 
 
 def _merge(segments: list[_Segment], dead: set[int], tier: int) -> _Segment:
@@ -586,28 +663,9 @@ class WordIndex:
         going through the tail one registration at a time.
         """
         self._finish_merge()
-        refs = np.asarray(refs, np.int64)
-        counts = np.asarray(counts, np.int64)
-        ends = np.cumsum(counts)
-        start_reg = 0
-        while start_reg < len(refs):
-            first = int(ends[start_reg - 1]) if start_reg else 0
-            stop_reg = int(np.searchsorted(ends, first + MAX_SEGMENT_POSTINGS, side="right"))
-            stop_reg = max(stop_reg, start_reg + 1)
-            last = int(ends[stop_reg - 1])
-            w = np.asarray(words[first:last], np.uint32)
-            a = np.asarray(angles[first:last], np.uint8)
-            g = np.asarray(signatures[first:last], np.uint32)
-            reg = np.repeat(np.arange(stop_reg - start_reg, dtype=np.int64),
-                            counts[start_reg:stop_reg])
-            # One vote per word per registration, as in `add`.
-            key = reg * WORD_VALUES + w
-            _, first_of = np.unique(key, return_index=True)
-            first_of.sort()
-            self._segments.append(_segment(refs[start_reg:stop_reg].copy(), reg[first_of],
-                                           w[first_of], a[first_of], g[first_of], 0))
-            self._registrations += stop_reg - start_reg
-            start_reg = stop_reg
+        for segment in word_segments(refs, counts, words, angles, signatures):
+            self._segments.append(segment)
+            self._registrations += len(segment.refs)
         self._maybe_merge()
 
     def discard(self, ref: int) -> None:
@@ -620,9 +678,16 @@ class WordIndex:
             self._tail_refs[local] = -1
             self._registrations -= 1
             return
-        if ref not in self._dead and any(np.any(s.refs == ref) for s in self._segments):
+        if ref not in self._dead and any(np.any(s.refs == ref) for s in self._segments
+                                         if not s.persisted):
             self._dead.add(ref)
             self._registrations -= 1
+
+    def attach(self, segment: _Segment) -> None:
+        """Search `segment` too (a persisted one, never merged here; see `segments.py`)."""
+        self._finish_merge()
+        self._segments.append(segment)
+        self._registrations += len(segment.refs)
 
     def _freeze_tail(self) -> None:
         live = [i for i, r in enumerate(self._tail_refs) if r != -1]
@@ -669,7 +734,7 @@ class WordIndex:
         # Refs the merge dropped are gone for good; refs discarded since are still dead.
         still_present = set()
         for ref in self._dead:
-            if any(np.any(s.refs == ref) for s in self._segments):
+            if any(np.any(s.refs == ref) for s in self._segments if not s.persisted):
                 still_present.add(ref)
         self._dead = still_present
         self._merge = None

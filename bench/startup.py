@@ -1,0 +1,284 @@
+"""Start-up and shared memory of the persisted index (matching/segments.py), at 10 M.
+
+    PYTHONPATH=sdk:service python -m bench.startup build DIR [--registrations 10000000]
+    PYTHONPATH=sdk:service python -m bench.startup measure DIR [--queries 200]
+    PYTHONPATH=sdk:service python -m bench.startup store DIR [--registrations 30000]
+
+`build` writes synthetic registrations as `bench/index.py` makes them (1.5 uniform PDQ codes
+per registration, 128 Zipf-distributed words each with a random 32-bit signature) straight
+into a segment directory, `CHUNK` registrations per segment, through `SegmentDir.add_arrays`
+(so the tiered merge runs as in service). `measure` launches two processes one after the
+other; each maps the segments into a `Matcher`, bulk-loads `TAIL` registrations (just under
+a segment's worth, what a start reads from the store after the last segment), answers a
+lookup, and reports the time from its launch to that first answer (wall, and the
+process's CPU time: the host is shared), then times in CPU time `--queries` lookups as
+the engine does them (three PDQ codes within radius 31, and a word vote
+of 300 words with WORD_PROBES probed). The parent reads /proc/PID/smaps_rollup of both (Rss,
+Pss, private pages) once both have answered all their queries. Before timing, each fills
+the tails to their fullest (the PDQ brute-force tail one code short of a table rebuild, the
+word tail one registration short of a freeze).
+
+`store` fills a SQLite store with registrations whose rows are real (fingerprints, feature blobs
+and thumbnails of corpus photos, cycled, each with its own id and digest), then times the
+registry's index load three ways in one run: without segments (the release before them), the
+first start with an index directory (writing its segments), and a later start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from shotstamp_service.matching.engine import (
+    MAX_CANDIDATES,
+    MIN_VOTES,
+    PDQ_CANDIDATE,
+    SIGNATURE_DISTANCE,
+    SIGNATURE_SIGMA,
+    WORD_POSTINGS_BUDGET,
+    WORD_PROBE_POSTINGS,
+    WORD_PROBES,
+    Matcher,
+)
+from shotstamp_service.matching.index import SEGMENT_POSTINGS, TAIL_LIMIT
+from shotstamp_service.matching.segments import SegmentDir
+from shotstamp_service.registry import SEGMENT_ROWS
+
+WORDS = 128
+CHUNK = 1_250_000
+TAIL = SEGMENT_ROWS - 1  # registrations in memory, just under a segment's worth
+QUERY_WORDS = 300
+
+
+def _words(rng: np.random.Generator, ranks: np.ndarray, k: int) -> np.ndarray:
+    return ranks[np.minimum(rng.zipf(1.3, k), 1 << 20) - 1]
+
+
+def _signatures(rng: np.random.Generator, k: int) -> np.ndarray:
+    return rng.integers(0, 1 << 32, k, dtype=np.uint64).astype(np.uint32)
+
+
+def _chunk(rng: np.random.Generator, ranks: np.ndarray, start: int, stop: int,
+           ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray],
+                      tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    n = stop - start
+    refs = np.arange(start + 1, stop + 1, dtype=np.int64)  # seqs start at 1
+    code_refs = np.concatenate([refs, refs[::2]])
+    codes = rng.integers(0, 256, (len(code_refs), 32), dtype=np.uint8)
+    tags = np.concatenate([np.zeros(n, np.uint8), np.ones(len(code_refs) - n, np.uint8)])
+    k = n * WORDS
+    words = (refs, np.full(n, WORDS, np.int64), _words(rng, ranks, k),
+             rng.integers(0, 16, k, dtype=np.uint8), _signatures(rng, k))
+    return refs, (code_refs, codes, tags), words
+
+
+def build(directory: Path, registrations: int) -> None:
+    rng = np.random.default_rng(2024)
+    ranks = rng.permutation(1 << 20).astype(np.uint32)
+    (directory / "ranks.npy").parent.mkdir(parents=True, exist_ok=True)
+    np.save(directory.parent / f"{directory.name}.ranks.npy", ranks)
+    segments = SegmentDir(directory)
+    empty = (np.zeros(0, np.int64), np.zeros((0, 32), np.uint8), np.zeros(0, np.uint8))
+    for start in range(segments.through, registrations, CHUNK):
+        stop = min(registrations, start + CHUNK)
+        t = time.perf_counter()
+        refs, pdq, words = _chunk(rng, ranks, start, stop)
+        sellers = [f"seller-{r % 1000}" for r in refs.tolist()]
+        segments.add_arrays(refs, sellers, pdq, empty, words, [], start, stop)
+        print(f"segment through {stop:,}: {time.perf_counter() - t:.1f} s", flush=True)
+
+
+def _serve(directory: Path, launched: float, queries: int) -> None:
+    """The child: map, fill the tail, answer, time lookups, then wait for the parent."""
+    segments = SegmentDir(directory).open()
+    matcher = Matcher(background=False)
+    for seg in segments:
+        matcher.attach(seg)
+    through = segments[-1].through
+    rng = np.random.default_rng(7)
+    ranks = np.load(directory.parent / f"{directory.name}.ranks.npy")
+    # What a start reads from the store after the last segment: at most a segment's worth,
+    # bulk-loaded (parsing those rows' feature blobs is not counted here: ~95 µs each).
+    refs, pdq, words = _chunk(rng, ranks, through, through + TAIL)
+    matcher._refs.add_many(refs)
+    matcher._pdq.add_many(pdq[0], pdq[1], pdq[2])
+    matcher._words.add_many(*words)
+    stored = segments[-1].pdq.codes
+
+    def lookup() -> tuple[float, float]:
+        base = stored[int(rng.integers(0, len(stored)))]
+        flip = np.zeros(256, np.uint8)
+        flip[rng.choice(256, 10, replace=False)] = 1
+        q = [(base ^ np.packbits(flip)).tobytes()] + [
+            rng.integers(0, 256, 32, dtype=np.uint8).tobytes() for _ in range(2)]
+        qw = _words(rng, ranks, QUERY_WORDS)
+        t0 = time.process_time()  # CPU time: the host is shared, wall time is not ours
+        matcher._pdq.search(q, PDQ_CANDIDATE)
+        matcher._pdq_low.search(q, PDQ_CANDIDATE)
+        t1 = time.process_time()
+        matcher._words.search(qw, rng.integers(0, 16, QUERY_WORDS, dtype=np.uint8),
+                              _signatures(rng, QUERY_WORDS), limit=MAX_CANDIDATES,
+                              min_votes=MIN_VOTES, max_distance=SIGNATURE_DISTANCE,
+                              sigma=SIGNATURE_SIGMA, max_postings=WORD_POSTINGS_BUDGET,
+                              probe=np.arange(WORD_PROBES), max_probe_postings=WORD_PROBE_POSTINGS)
+        return t1 - t0, time.process_time() - t1
+
+    lookup()
+    first = time.time() - launched
+    first_cpu = time.process_time()
+    # The tail at its fullest: the PDQ index's brute-force tail one code short of a rebuild,
+    # the word index's one registration short of a freeze, added one at a time as uploads.
+    top = through + TAIL
+    for k in range(TAIL_LIMIT - 1):
+        matcher._pdq.add(top + 1 + k, [rng.integers(0, 256, 32, dtype=np.uint8).tobytes()], [0])
+    for k in range(SEGMENT_POSTINGS // WORDS - 1):
+        matcher._words.add(top + 1 + k, _words(rng, ranks, WORDS),
+                           rng.integers(0, 16, WORDS, dtype=np.uint8), _signatures(rng, WORDS))
+    pdq, words, total = [], [], []
+    for _ in range(queries):
+        a, b = lookup()
+        pdq.append(a * 1000)
+        words.append(b * 1000)
+        total.append((a + b) * 1000)
+
+    def stats(values: list[float]) -> dict[str, float]:
+        return {"median": float(np.median(values)), "p99": float(np.percentile(values, 99))}
+
+    print(json.dumps({"first_answer_s": first, "first_answer_cpu_s": first_cpu,
+                      "registrations": len(matcher),
+                      "segments": len(segments), "pdq_ms": stats(pdq), "words_ms": stats(words),
+                      "lookup_ms": stats(total), "index_bytes": matcher.nbytes}), flush=True)
+    sys.stdin.readline()  # hold the mappings until the parent has read /proc
+
+
+def _rollup(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, value = line.split(":", 1)
+        out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def measure(directory: Path, queries: int) -> None:
+    children, reports = [], []
+    for _ in range(2):
+        child = subprocess.Popen(
+            [sys.executable, "-m", "bench.startup", "_serve", str(directory), str(time.time()),
+             str(queries)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None
+        reports.append(json.loads(child.stdout.readline()))
+        children.append(child)
+    rollups = [_rollup(c.pid) for c in children]
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("\n")
+        child.stdin.flush()
+        child.wait()
+    index_bytes = reports[0]["index_bytes"]
+    print("| process | first answer after launch (CPU) | lookup median | p99 | PDQ median | words "
+          "median | Rss | Pss | private (USS) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for k, (r, m) in enumerate(zip(reports, rollups, strict=True)):
+        uss = m["Private_Clean"] + m["Private_Dirty"]
+        print(f"| {k + 1} | {r['first_answer_s']:.1f} s ({r['first_answer_cpu_s']:.1f} s) | "
+              f"{r['lookup_ms']['median']:.2f} ms | "
+              f"{r['lookup_ms']['p99']:.2f} ms | {r['pdq_ms']['median']:.2f} ms | "
+              f"{r['words_ms']['median']:.2f} ms | {m['Rss'] / 1e9:.2f} GB | "
+              f"{m['Pss'] / 1e9:.2f} GB | {uss / 1e9:.2f} GB |")
+    second_uss = rollups[1]["Private_Clean"] + rollups[1]["Private_Dirty"]
+    print(f"\n{reports[0]['registrations']:,} registrations in {reports[0]['segments']} "
+          f"segment(s); index {index_bytes / 1e9:.2f} GB; the second process's private pages "
+          f"are {100 * second_uss / index_bytes:.1f} % of it")
+
+
+def store_startup(directory: Path, registrations: int) -> None:
+    import asyncio
+    import hashlib
+    import resource
+
+    from bench.corpus import corpus_dir, original_bytes
+    from shotstamp_service.matching.fingerprint import DecodeLimits
+    from shotstamp_service.matching.thumbnail import fingerprint_and_thumbnail
+    from shotstamp_service.records import NewRegistration, format_time, utc_now
+    from shotstamp_service.registry import Registry
+    from shotstamp_service.store.sqlite import SQLiteStore
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    async def run() -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        store = SQLiteStore(directory / "shotstamp.db")
+        await store.open()
+        have = len([x async for x in store.iter_fingerprints()]) if (
+            directory / "filled").exists() else 0
+        if have < registrations:
+            files = sorted(p for p in corpus_dir().rglob("*")
+                           if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:40]
+            rows = []
+            for path in files:
+                fp, thumb = fingerprint_and_thumbnail(original_bytes(path)[0], DecodeLimits(),
+                                                      256)
+                rows.append((fp, thumb))
+            for start in range(0, registrations, 512):
+                batch = []
+                for k in range(start, min(registrations, start + 512)):
+                    fp, thumb = rows[k % len(rows)]
+                    perceptual, features = fp.to_store()
+                    batch.append(store.add_registration(NewRegistration(
+                        id=f"reg-{k:09d}", seller=f"seller-{k % 97}",
+                        sha256=hashlib.sha256(b"%d" % k).hexdigest(), perceptual=perceptual,
+                        received_at=format_time(utc_now()), width=fp.width, height=fp.height,
+                        features=features, thumbnail=thumb)))
+                await asyncio.gather(*batch)
+            (directory / "filled").touch()
+        print("| start | registrations indexed | wall | CPU |")
+        print("|---|---|---|---|")
+        for label, index in (("without segments (today)", None),
+                             ("first start with segments (upgrade)", directory / "index"),
+                             ("later start", directory / "index")):
+            if label.startswith("first"):
+                import shutil
+
+                shutil.rmtree(directory / "index", ignore_errors=True)
+            t, c = time.perf_counter(), cpu()
+            registry = Registry(store, Matcher(), None,  # type: ignore[arg-type]
+                                segments=None if index is None else SegmentDir(index))
+            count = await registry.load_index()
+            print(f"| {label} | {count:,} | {time.perf_counter() - t:.2f} s | "
+                  f"{cpu() - c:.2f} s |", flush=True)
+            del registry
+        await store.close()
+
+    asyncio.run(run())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_serve":
+        _serve(Path(argv[1]), float(argv[2]), int(argv[3]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["build", "measure", "store"])
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--registrations", type=int, default=10_000_000)
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        build(args.directory, args.registrations)
+    elif args.command == "store":
+        store_startup(args.directory, args.registrations)
+    else:
+        measure(args.directory, args.queries)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
