@@ -59,8 +59,8 @@ from shotstamp_service.records import (
 )
 from shotstamp_service.store import (
     DuplicateIdempotencyKey,
+    RegistrationStore,
     RegistrationSuperseded,
-    Store,
     StoreError,
 )
 
@@ -146,7 +146,7 @@ class _Pending:
 class Registry:
     def __init__(
         self,
-        store: Store,
+        store: RegistrationStore,
         matcher: Matcher,
         fingerprint: FingerprintFn,
         analyse: AnalyseFn | None = None,
@@ -389,7 +389,7 @@ class Registry:
         return Outcome("created", registration)
 
     async def recheck(self, batch: Sequence[NewRegistration]) -> list[StoreError | None]:
-        """The store's last look before writing `batch` (see `Store.guard_registrations`).
+        """The store's last look before writing `batch` (`RegistrationStore.guard_registrations`).
 
         A shared store calls this under the lock that orders registration
         commits, so reading the index up to date here sees everything other
