@@ -344,8 +344,8 @@ class SQLiteStore(Store):
     async def _begin(self) -> AsyncIterator[_Transaction]:
         """A write transaction that spans awaits (the core's rules run inside it)."""
         async with self._write_lock:
-            await self._on_writer(lambda conn: conn.execute("BEGIN IMMEDIATE"))
             try:
+                await self._on_writer(lambda conn: conn.execute("BEGIN IMMEDIATE"))
                 yield _Transaction(self._on_writer)
                 await self._on_writer(lambda conn: conn.execute("COMMIT"))
             except BaseException:
@@ -353,14 +353,8 @@ class SQLiteStore(Store):
                 self._writer.submit(_roll_back, self._wconn)
                 raise
 
-    def _seal_transaction(self) -> contextlib.AbstractAsyncContextManager[_Transaction]:
-        return self._begin()
-
-    def _key_transaction(self) -> contextlib.AbstractAsyncContextManager[_Transaction]:
-        return self._begin()
-
-    def _anchor_transaction(self) -> contextlib.AbstractAsyncContextManager[_Transaction]:
-        return self._begin()
+    # One writer orders every kind of transaction the core's rules run in.
+    _seal_transaction = _key_transaction = _anchor_transaction = _begin
 
     # -- API keys ---------------------------------------------------------
     async def add_api_key(self, key: ApiKey) -> None:
