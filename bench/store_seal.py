@@ -9,7 +9,8 @@ script once per tree in a subprocess, alternating, so both see the same load;
 it prints per-tree medians and their ratio.
 
 Each run seals `--seals` batches of `--batch` registrations into a fresh
-SQLite store (and PostgreSQL with `--postgres-url`), registrations inserted
+SQLite store (and, with `--postgres-url` naming a server's admin database, in
+a fresh PostgreSQL database made for each run), registrations inserted
 first. Only `commit_seal` is timed: leaf indices, tiles and the checkpoint in
 one transaction (tiles and checkpoint are precomputed, so hashing and signing
 are not counted). CPU time is the process's (all threads) from getrusage.
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 
 def _cpu() -> float:
@@ -97,13 +99,32 @@ async def _run(kind: str, batch: int, seals: int, url: str | None) -> dict[str, 
     return {"cpu_ms": statistics.median(cpu) * 1e3, "wall_ms": statistics.median(wall) * 1e3}
 
 
+async def _database(admin_url: str, name: str, *, drop: bool) -> str:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        if not drop:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    parts = urlsplit(admin_url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
 def _child(tree: Path, args: argparse.Namespace, kind: str) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": f"{tree / 'sdk'}:{tree / 'service'}"}
     cmd = [sys.executable, __file__, "--child", kind, "--batch", str(args.batch),
            "--seals", str(args.seals)]
-    if args.postgres_url:
-        cmd += ["--postgres-url", args.postgres_url]
-    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    name = f"bench_seal_{os.getpid()}"
+    if kind == "postgres":
+        cmd += ["--postgres-url", asyncio.run(_database(args.postgres_url, name, drop=False))]
+    try:
+        out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    finally:
+        if kind == "postgres":
+            asyncio.run(_database(args.postgres_url, name, drop=True))
     return dict(json.loads(out.splitlines()[-1]))
 
 

@@ -1,16 +1,16 @@
 """Anchors: checkpoints handed to a TSA, a chain, ..., as jobs with their evidence.
 
 The scheduling rule (one job per anchor per interval, only for a larger tree;
-older untouched jobs superseded) is written once, in
-`AnchorStoreCore.schedule_anchor`; a backend opens the transaction that
-orders scheduling and does an `AnchorQueue`'s plain reads and writes inside
-it. Claims are leases fenced by a token; each backend leases its own way (one
-writer for SQLite, SKIP LOCKED for PostgreSQL).
+older untouched jobs superseded) and the claiming rule (a lease with a fresh
+fencing token per job) are written once, in `AnchorStoreCore`; a backend
+opens the transactions and does an `AnchorQueue`'s plain reads and writes
+inside them (SKIP LOCKED keeps PostgreSQL replicas' claims disjoint).
 """
 
 from __future__ import annotations
 
 import abc
+import secrets
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -94,6 +94,19 @@ class AnchorQueue(Protocol):
         """Insert a pending job created and due at `now`."""
         ...
 
+    async def due_anchor_jobs(self, anchors: Sequence[str], now: float, limit: int) -> list[int]:
+        """Ids of pending jobs of these anchors due at `now`, soonest due first, at most
+        `limit`, locked for this transaction (skipping jobs another one holds)."""
+        ...
+
+    async def lease_anchor_jobs(self, claims: dict[int, str], lease_until: float) -> None:
+        """Set each job's claim token and move its `next_attempt_at` to `lease_until`."""
+        ...
+
+    async def anchor_jobs_with_checkpoints(self, ids: Sequence[int]) -> list[AnchorJob]:
+        """These jobs with their checkpoints, by id."""
+        ...
+
 
 class AnchorStoreCore(AnchorStore):
     """The anchors' scheduling rule, shared by the backends (they provide `_anchor_transaction`)."""
@@ -101,6 +114,10 @@ class AnchorStoreCore(AnchorStore):
     @abc.abstractmethod
     def _anchor_transaction(self) -> AbstractAsyncContextManager[AnchorQueue]:
         """One transaction holding the lock that orders scheduling; rolled back on error."""
+
+    @abc.abstractmethod
+    def _anchor_claim_transaction(self) -> AbstractAsyncContextManager[AnchorQueue]:
+        """One transaction in which claims do not race (without the scheduling lock)."""
 
     async def schedule_anchor(
         self, anchor: str, kind: str, tree_size: int, *, now: float, interval: float
@@ -114,3 +131,17 @@ class AnchorStoreCore(AnchorStore):
             await queue.supersede_anchor_jobs(anchor, tree_size)
             await queue.add_anchor_job(anchor, kind, tree_size, now)
             return True
+
+    async def claim_anchor_jobs(
+        self, anchors: Sequence[str], now: float, lease_until: float, limit: int
+    ) -> list[AnchorJob]:
+        names = sorted(set(anchors))
+        if not names:
+            return []
+        async with self._anchor_claim_transaction() as queue:
+            ids = await queue.due_anchor_jobs(names, now, limit)
+            if not ids:
+                return []
+            # A fresh fencing token per job and lease, which `finish_anchor_attempt` must show.
+            await queue.lease_anchor_jobs({job: secrets.token_hex(8) for job in ids}, lease_until)
+            return await queue.anchor_jobs_with_checkpoints(ids)

@@ -45,7 +45,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -365,11 +364,12 @@ class PostgresStore(Store):
         self._guard = guard
 
     @contextlib.asynccontextmanager
-    async def _begin(self, lock: str, *args: Any) -> AsyncIterator[_Transaction]:
+    async def _begin(self, lock: str | None, *args: Any) -> AsyncIterator[_Transaction]:
         """A transaction that first runs `lock` (the statement that orders its kind)."""
         with _translated("write"):
             async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(lock, *args)
+                if lock is not None:
+                    await conn.execute(lock, *args)
                 yield _Transaction(conn)
 
     def _seal_transaction(self) -> contextlib.AbstractAsyncContextManager[_Transaction]:
@@ -386,6 +386,10 @@ class PostgresStore(Store):
     def _anchor_transaction(self) -> contextlib.AbstractAsyncContextManager[_Transaction]:
         # Replicas' runners schedule in turn, so the check cannot race.
         return self._begin("SELECT pg_advisory_xact_lock($1)", ANCHOR_LOCK)
+
+    def _anchor_claim_transaction(self) -> contextlib.AbstractAsyncContextManager[_Transaction]:
+        # No lock: SKIP LOCKED lets runners on several replicas claim disjoint jobs.
+        return self._begin(None)
 
     # -- the sealer lock --------------------------------------------------
     async def hold_sealer_lock(self) -> bool:
@@ -773,42 +777,6 @@ class PostgresStore(Store):
         return [_ROWS.signing_key(row) for row in rows]
 
     # -- anchors (checkpoints handed to a TSA, a chain, ...) -------------------
-    async def claim_anchor_jobs(
-        self, anchors: Sequence[str], now: float, lease_until: float, limit: int
-    ) -> list[AnchorJob]:
-        names = sorted(set(anchors))
-        if not names:
-            return []
-        with _translated("write"):
-            async with self.pool.acquire() as conn, conn.transaction():
-                # SKIP LOCKED: runners on several replicas claim disjoint jobs.
-                ids = await conn.fetch(
-                    "SELECT id FROM anchors WHERE status = 'pending' AND next_attempt_at <= $1"
-                    " AND anchor = ANY($2::text[])"
-                    " ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
-                    now,
-                    names,
-                    limit,
-                )
-                if not ids:
-                    return []
-                # A fresh fencing token per job and lease.
-                claims = [secrets.token_hex(8) for _ in ids]
-                await conn.execute(
-                    "UPDATE anchors a SET next_attempt_at = $1, claim = c.claim"
-                    " FROM unnest($2::bigint[], $3::text[]) AS c(id, claim) WHERE a.id = c.id",
-                    lease_until,
-                    [row["id"] for row in ids],
-                    claims,
-                )
-                rows = await conn.fetch(
-                    f"SELECT {ANCHOR_COLUMNS}, {CHECKPOINT_COLUMNS} FROM anchors a"
-                    " JOIN checkpoints c ON c.tree_size = a.tree_size"
-                    " WHERE a.id = ANY($1::bigint[]) ORDER BY a.id",
-                    [row["id"] for row in ids],
-                )
-        return [_ROWS.anchor_job(row, joined=True) for row in rows]
-
     async def finish_anchor_attempt(self, job_id: int, claim: str, outcome: AnchorAttempt) -> bool:
         with _translated("write"):
             status = await self.pool.execute(
@@ -959,3 +927,32 @@ class _Transaction:
             tree_size,
             now,
         )
+
+    async def due_anchor_jobs(self, anchors: Sequence[str], now: float, limit: int) -> list[int]:
+        rows = await self._conn.fetch(
+            "SELECT id FROM anchors WHERE status = 'pending' AND next_attempt_at <= $1"
+            " AND anchor = ANY($2::text[])"
+            " ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+            now,
+            list(anchors),
+            limit,
+        )
+        return [int(row["id"]) for row in rows]
+
+    async def lease_anchor_jobs(self, claims: dict[int, str], lease_until: float) -> None:
+        await self._conn.execute(
+            "UPDATE anchors a SET next_attempt_at = $1, claim = c.claim"
+            " FROM unnest($2::bigint[], $3::text[]) AS c(id, claim) WHERE a.id = c.id",
+            lease_until,
+            list(claims),
+            list(claims.values()),
+        )
+
+    async def anchor_jobs_with_checkpoints(self, ids: Sequence[int]) -> list[AnchorJob]:
+        rows = await self._conn.fetch(
+            f"SELECT {ANCHOR_COLUMNS}, {CHECKPOINT_COLUMNS} FROM anchors a"
+            " JOIN checkpoints c ON c.tree_size = a.tree_size"
+            " WHERE a.id = ANY($1::bigint[]) ORDER BY a.id",
+            list(ids),
+        )
+        return [_ROWS.anchor_job(row, joined=True) for row in rows]

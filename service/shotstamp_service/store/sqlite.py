@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -355,6 +354,7 @@ class SQLiteStore(Store):
 
     # One writer orders every kind of transaction the core's rules run in.
     _seal_transaction = _key_transaction = _anchor_transaction = _begin
+    _anchor_claim_transaction = _begin
 
     # -- API keys ---------------------------------------------------------
     async def add_api_key(self, key: ApiKey) -> None:
@@ -743,44 +743,6 @@ class SQLiteStore(Store):
         return await self._read(run)
 
     # -- anchors ------------------------------------------------------------------
-    async def claim_anchor_jobs(
-        self, anchors: Sequence[str], now: float, lease_until: float, limit: int
-    ) -> list[AnchorJob]:
-        names = sorted(set(anchors))
-        if not names:
-            return []
-
-        def run(conn: sqlite3.Connection) -> list[AnchorJob]:
-            def body() -> list[AnchorJob]:
-                marks = ",".join("?" * len(names))
-                rows = conn.execute(
-                    f"SELECT {ANCHOR_COLUMNS} FROM anchors a WHERE a.status = 'pending'"
-                    f" AND a.next_attempt_at <= ? AND a.anchor IN ({marks})"
-                    " ORDER BY a.next_attempt_at, a.id LIMIT ?",
-                    (now, *names, limit),
-                ).fetchall()
-                claimed = []
-                for row in rows:
-                    claim = secrets.token_hex(8)
-                    conn.execute(
-                        "UPDATE anchors SET next_attempt_at = ?, claim = ? WHERE id = ?",
-                        (lease_until, claim, row["id"]),
-                    )
-                    claimed.append((row["id"], claim))
-                if not claimed:
-                    return []
-                ids = ",".join(str(job_id) for job_id, _ in claimed)
-                joined = conn.execute(
-                    f"SELECT {ANCHOR_COLUMNS}, {CHECKPOINT_COLUMNS} FROM anchors a"
-                    f" JOIN checkpoints c ON c.tree_size = a.tree_size WHERE a.id IN ({ids})"
-                    " ORDER BY a.id"
-                ).fetchall()
-                return [_ROWS.anchor_job(row, joined=True) for row in joined]
-
-            return self._transaction(conn, body)
-
-        return await self._write(run)
-
     async def finish_anchor_attempt(self, job_id: int, claim: str, outcome: AnchorAttempt) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
@@ -935,3 +897,38 @@ class _Transaction:
                 (anchor, kind, tree_size, now, now),
             )
         )
+
+    async def due_anchor_jobs(self, anchors: Sequence[str], now: float, limit: int) -> list[int]:
+        def run(conn: sqlite3.Connection) -> list[int]:
+            marks = ",".join("?" * len(anchors))
+            rows = conn.execute(
+                f"SELECT id FROM anchors WHERE status = 'pending' AND next_attempt_at <= ?"
+                f" AND anchor IN ({marks}) ORDER BY next_attempt_at, id LIMIT ?",
+                (now, *anchors, limit),
+            )
+            return [int(row[0]) for row in rows]
+
+        ids: list[int] = await self._run(run)
+        return ids
+
+    async def lease_anchor_jobs(self, claims: dict[int, str], lease_until: float) -> None:
+        await self._run(
+            lambda conn: conn.executemany(
+                "UPDATE anchors SET next_attempt_at = ?, claim = ? WHERE id = ?",
+                [(lease_until, claim, job_id) for job_id, claim in claims.items()],
+            )
+        )
+
+    async def anchor_jobs_with_checkpoints(self, ids: Sequence[int]) -> list[AnchorJob]:
+        def run(conn: sqlite3.Connection) -> list[AnchorJob]:
+            marks = ",".join("?" * len(ids))
+            rows = conn.execute(
+                f"SELECT {ANCHOR_COLUMNS}, {CHECKPOINT_COLUMNS} FROM anchors a"
+                f" JOIN checkpoints c ON c.tree_size = a.tree_size WHERE a.id IN ({marks})"
+                " ORDER BY a.id",
+                list(ids),
+            )
+            return [_ROWS.anchor_job(row, joined=True) for row in rows]
+
+        jobs: list[AnchorJob] = await self._run(run)
+        return jobs
