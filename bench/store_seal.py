@@ -2,6 +2,7 @@
 
     nice -n 19 .venv/bin/python bench/store_seal.py                 # this tree's store
     nice -n 19 .venv/bin/python bench/store_seal.py --compare OLD    # and another checkout's
+    nice -n 19 .venv/bin/python bench/store_seal.py --compare OLD --postgres   # and PostgreSQL
 
 OLD is a directory holding another version's `sdk/` and `service/` (for
 instance `git archive <rev> | tar -x -C OLD`). With it, each round runs this
@@ -9,8 +10,9 @@ script once per tree in a subprocess, alternating, so both see the same load;
 it prints per-tree medians and their ratio.
 
 Each run seals `--seals` batches of `--batch` registrations into a fresh
-SQLite store (and, with `--postgres-url` naming a server's admin database, in
-a fresh PostgreSQL database made for each run), registrations inserted
+SQLite store (and, with `--postgres`, in a fresh database on a throwaway
+PostgreSQL server started as the tests start theirs, or with `--postgres-url`
+on the server of that admin URL), registrations inserted
 first. Only `commit_seal` is timed: leaf indices, tiles and the checkpoint in
 one transaction (tiles and checkpoint are precomputed, so hashing and signing
 are not counted). CPU time is the process's (all threads) from getrusage.
@@ -134,13 +136,29 @@ def main() -> None:
     parser.add_argument("--seals", type=int, default=20, help="seals timed per run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs per tree")
     parser.add_argument("--compare", type=Path, help="another checkout to run beside this one")
-    parser.add_argument("--postgres-url", help="also time a PostgreSQL store (an empty database)")
+    parser.add_argument("--postgres", action="store_true", help="also time a throwaway PostgreSQL")
+    parser.add_argument("--postgres-url", help="also time PostgreSQL on this server (admin URL)")
     parser.add_argument("--child", choices=["sqlite", "postgres"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(asyncio.run(_run(args.child, args.batch, args.seals, args.postgres_url))))
         return
     here = Path(__file__).resolve().parents[1]
+    server = None
+    if args.postgres and not args.postgres_url:
+        sys.path.insert(0, str(here / "tests"))
+        from pgserver import start_server
+
+        server = start_server()
+        args.postgres_url = server.admin_url
+    try:
+        _compare(args, here)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _compare(args: argparse.Namespace, here: Path) -> None:
     trees = {"this": here} | ({"other": args.compare.resolve()} if args.compare else {})
     kinds = ["sqlite"] + (["postgres"] if args.postgres_url else [])
     results: dict[tuple[str, str], list[dict[str, float]]] = {}

@@ -23,17 +23,18 @@ two replicas never both accept one photo from two sellers.
 Sealing: `hold_sealer_lock` takes a session-level advisory lock on a
 dedicated connection. Exactly one replica holds it; PostgreSQL releases it
 when that connection ends, whether the replica exits, is killed, or hangs
-(`idle_session_timeout` ends a holder that stops checking in). `commit_seal`
-locks the checkpoints table and refuses a stale tree size, so even two
+(`idle_session_timeout` ends a holder that stops checking in). A seal's
+transaction (`_seal_transaction`) locks the checkpoints table, and in it
+`commit_seal` (`store/log.py`) refuses a stale tree size, so even two
 replicas that both believe they seal cannot fork the log.
 
 The log is stored as C2SP tlog tiles (`tiles`, one row per tile with its
 widest contents), written by `commit_seal` under that same lock: a tile may
 only grow by appending, so a seal that would change a hash already in the log
 is refused whole. Signing keys (public halves only) are in `signing_keys`;
-`activate_signing_key` is a compare-and-swap under a transaction advisory lock,
-so replicas adopting their first key and an admin rotating take turns, and at
-most one key is ever active.
+`activate_signing_key` (`store/signing_keys.py`) is a compare-and-swap under a
+transaction advisory lock, so replicas adopting their first key and an admin
+rotating take turns, and at most one key is ever active.
 
 Requires PostgreSQL 14 or newer (`idle_session_timeout`), reached directly or
 through a session-mode pooler (advisory session locks need a real session).
