@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -345,7 +345,7 @@ class SQLiteStore(Store):
         async with self._write_lock:
             try:
                 await self._on_writer(lambda conn: conn.execute("BEGIN IMMEDIATE"))
-                yield _Transaction(self._on_writer)
+                yield _Transaction(self)
                 await self._on_writer(lambda conn: conn.execute("COMMIT"))
             except BaseException:
                 # Queued behind whatever still runs on the writer thread, and never cancelled.
@@ -800,15 +800,15 @@ class _Transaction:
     Implements the core's `SealWriter`, `KeySwap` and `AnchorQueue`.
     """
 
-    def __init__(self, run: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]):
-        self._run = run
+    def __init__(self, store: SQLiteStore) -> None:
+        self._run = store._on_writer  # no lock: `_begin` holds it
 
     # -- the log (SealWriter) -------------------------------------------------
     async def tree_size(self) -> int:
         def run(conn: sqlite3.Connection) -> int:
             return int(conn.execute("SELECT max(tree_size) FROM checkpoints").fetchone()[0] or 0)
 
-        return int(await self._run(run))
+        return await self._run(run)
 
     async def assign_leaves(self, assignments: Sequence[tuple[int, int]]) -> int:
         def run(conn: sqlite3.Connection) -> int:
@@ -817,12 +817,11 @@ class _Transaction:
                 [(leaf_index, seq) for seq, leaf_index in assignments],
             ).rowcount
 
-        return int(await self._run(run))
+        return await self._run(run)
 
     async def get_tiles(self, coords: Iterable[TileCoord]) -> dict[TileCoord, bytes]:
         wanted = sorted(set(coords))
-        found: dict[TileCoord, bytes] = await self._run(lambda conn: _read_tiles(conn, wanted))
-        return found
+        return await self._run(lambda conn: _read_tiles(conn, wanted))
 
     async def put_tiles(self, tiles: Sequence[TileWrite]) -> None:
         await self._run(
@@ -849,8 +848,7 @@ class _Transaction:
             row = conn.execute("SELECT key_id FROM signing_keys WHERE not_after IS NULL").fetchone()
             return str(row[0]) if row else None
 
-        active: str | None = await self._run(run)
-        return active
+        return await self._run(run)
 
     async def retire_signing_key(self, not_after: str) -> None:
         await self._run(
@@ -877,8 +875,7 @@ class _Transaction:
             ).fetchone()
             return largest, newest
 
-        history: tuple[int | None, float | None] = await self._run(run)
-        return history
+        return await self._run(run)
 
     async def supersede_anchor_jobs(self, anchor: str, below: int) -> None:
         await self._run(
@@ -908,8 +905,7 @@ class _Transaction:
             )
             return [int(row[0]) for row in rows]
 
-        ids: list[int] = await self._run(run)
-        return ids
+        return await self._run(run)
 
     async def lease_anchor_jobs(self, claims: dict[int, str], lease_until: float) -> None:
         await self._run(
@@ -930,5 +926,4 @@ class _Transaction:
             )
             return [_ROWS.anchor_job(row, joined=True) for row in rows]
 
-        jobs: list[AnchorJob] = await self._run(run)
-        return jobs
+        return await self._run(run)
