@@ -63,8 +63,8 @@ from shotstamp_service.records import (
 )
 from shotstamp_service.store import (
     DuplicateIdempotencyKey,
+    RegistrationStore,
     RegistrationSuperseded,
-    Store,
     StoredFingerprint,
     StoreError,
 )
@@ -173,7 +173,7 @@ class _Pending:
 class Registry:
     def __init__(
         self,
-        store: Store,
+        store: RegistrationStore,
         matcher: Matcher,
         fingerprint: FingerprintFn,
         analyse: AnalyseFn | None = None,
@@ -520,7 +520,7 @@ class Registry:
         return Outcome("created", registration)
 
     async def recheck(self, batch: Sequence[NewRegistration]) -> list[StoreError | None]:
-        """The store's last look before writing `batch` (see `Store.guard_registrations`).
+        """The store's last look before writing `batch` (`RegistrationStore.guard_registrations`).
 
         A shared store calls this under the lock that orders registration
         commits, so reading the index up to date here sees everything other

@@ -1,5 +1,5 @@
-"""The log's tiles in each real store (SQLite, PostgreSQL): migration, the append-only
-guard, properties."""
+"""The log's tiles in each real store (SQLite, PostgreSQL): migration and proofs through
+real seals (the append-only rules themselves: test_store_contract.py)."""
 
 from __future__ import annotations
 
@@ -23,13 +23,12 @@ from shotstamp_service.log.sealer import Sealer
 from shotstamp_service.log.signer import LogSigner
 from shotstamp_service.log.tree import LogTree, consistency_proof, inclusion_proof
 from shotstamp_service.records import (
-    CheckpointRecord,
     NewRegistration,
     format_time,
     new_registration_id,
     utc_now,
 )
-from shotstamp_service.store import SealBatch, Store, StoreError
+from shotstamp_service.store import Store, StoreError
 from shotstamp_service.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from shotstamp_service.store.postgres import PostgresStore
 from shotstamp_service.store.sqlite import MIGRATIONS, SQLiteStore
@@ -127,28 +126,6 @@ async def test_proofs_through_the_store_match_the_reference(fresh_store, batches
         index = data.draw(st.integers(0, len(leaves) - 1))
         path = await inclusion_proof(store, index, len(leaves))
         assert path == merkle.inclusion_proof(leaves, index)
-
-
-async def test_a_tile_write_that_changes_a_stored_hash_is_refused(store_target):
-    store = store_target.make()
-    await store.open()
-    leaves, _ = await seal_batches(store, [5])
-    # A well-formed next seal, except that its level-0 tile rewrites leaf 0;
-    # it is longer than the stored tile, so only the prefix check can refuse it.
-    reg = await store.add_registration(registration(99))
-    tampered = merkle.leaf_hash(b"mallory") + b"".join(leaves[1:]) + leaves[0]
-    batch = SealBatch(
-        assignments=[(reg.seq, 5)],
-        tiles=[(0, 0, tampered)],
-        checkpoint=CheckpointRecord(6, b"\0" * 32, 0, "note", SIGNER.key_id),
-    )
-    with pytest.raises(StoreError, match="change hashes already in the log"):
-        await store.commit_seal(batch)
-    # Nothing of the refused seal was written.
-    assert (await store.latest_checkpoint()).tree_size == 5
-    assert (await store.get_tiles([(0, 0)]))[(0, 0)] == b"".join(leaves)
-    assert (await store.get_registration(reg.id)).leaf_index is None
-    await store.close()
 
 
 async def test_a_foundation_database_is_migrated_to_tiles(tmp_path):

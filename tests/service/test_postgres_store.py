@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import replace
 
 import asyncpg
 import pytest
@@ -219,22 +218,6 @@ async def test_two_sealers_on_one_database_keep_one_consistent_log(postgres_url)
         )
     await store_a.close()
     await store_b.close()
-
-
-async def test_an_idempotency_key_repeated_within_one_batch(store_target):
-    store = store_target.make()
-    await store.open()
-    from shotstamp_service.store import DuplicateIdempotencyKey
-
-    first, second = await asyncio.gather(
-        store.add_registration(replace(registration("a", 1), idempotency_key="k")),
-        store.add_registration(replace(registration("a", 2), idempotency_key="k")),
-        return_exceptions=True,
-    )
-    assert not isinstance(first, Exception)
-    assert isinstance(second, DuplicateIdempotencyKey)
-    assert second.existing.id == first.id
-    await store.close()
 
 
 async def test_two_replicas_claim_disjoint_webhook_deliveries(postgres_url):

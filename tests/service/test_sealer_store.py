@@ -142,22 +142,6 @@ async def tamper(target, statement: str, value: bytes = b"\0" * 32) -> None:
         await conn.close()
 
 
-async def test_idempotency_key_is_unique_per_seller(store_target):
-    from dataclasses import replace
-
-    from shotstamp_service.store import DuplicateIdempotencyKey
-
-    store = store_target.make()
-    await store.open()
-    first = await store.add_registration(replace(registration("a", 1), idempotency_key="k1"))
-    with pytest.raises(DuplicateIdempotencyKey) as info:
-        await store.add_registration(replace(registration("a", 2), idempotency_key="k1"))
-    assert info.value.existing.id == first.id
-    # Another seller may use the same key.
-    await store.add_registration(replace(registration("b", 3), idempotency_key="k1"))
-    await store.close()
-
-
 def test_signing_key_is_created_private_and_reused(tmp_path):
     path = tmp_path / "keys" / "signing.key"
     key = load_or_create_key(path)

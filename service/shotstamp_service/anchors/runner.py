@@ -5,10 +5,10 @@ store so that they survive restarts and agree across replicas:
 
 1. Schedule. For each anchor whose `interval` has passed since its last job,
    if the log has grown since, queue the latest checkpoint
-   (`Store.schedule_anchor`, atomic: replicas racing queue one job). That is
+   (`AnchorStore.schedule_anchor`, atomic: replicas racing queue one job). That is
    the batch: one anchor operation covers every registration sealed in the
    interval. A newer job supersedes older ones no attempt has begun on.
-2. Work. Claim the due jobs under a lease (`Store.claim_anchor_jobs`), run one
+2. Work. Claim the due jobs under a lease (`AnchorStore.claim_anchor_jobs`), run one
    attempt of each (bounded by the anchor's timeout), and record the outcome
    under the lease's fencing token: evidence, progress to resume from, or the
    error and the next try after an exponential, jittered backoff. Attempts
@@ -28,12 +28,13 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from shotstamp_service.anchors.base import Anchor, Anchored, InProgress
 from shotstamp_service.records import AnchorJob, format_time, utc_now
-from shotstamp_service.store import AnchorAttempt, Store
+from shotstamp_service.store import AnchorAttempt, AnchorStore, CheckpointReader
 
-__all__ = ["AnchorRunner"]
+__all__ = ["AnchorLog", "AnchorRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,16 @@ _BATCH = 8
 _LEASE_MARGIN = 30.0
 
 
+class AnchorLog(AnchorStore, CheckpointReader, Protocol):
+    """What the runner needs of the store: the anchor jobs, and the checkpoints to anchor."""
+
+
 class AnchorRunner:
     """Schedules and performs the anchor jobs of the configured anchors."""
 
     def __init__(
         self,
-        store: Store,
+        store: AnchorLog,
         anchors: Sequence[Anchor],
         *,
         retry_base: float = 5.0,

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 
 from shotstamp_service.records import ApiKey, Role, format_time, utc_now
-from shotstamp_service.store import Store
+from shotstamp_service.store import KeyStore
 
 __all__ = ["Principal", "authenticate", "issue_key", "parse_bearer"]
 
@@ -60,7 +60,7 @@ def parse_bearer(header: str | None) -> str | None:
     return token.strip()
 
 
-async def authenticate(store: Store, key: str) -> Principal | None:
+async def authenticate(store: KeyStore, key: str) -> Principal | None:
     """The principal for a presented key, or None (unknown, malformed or revoked)."""
     parts = key.split("_", 2)
     if len(parts) != 3 or parts[0] != _PREFIX or len(parts[1]) != 12:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from shotstamp.merkle import leaf_hash
 from shotstamp_service.log.tree import consistency_proof, inclusion_proof
 from shotstamp_service.records import Registration
-from shotstamp_service.store import Store
+from shotstamp_service.store import AnchorStore, LogStore
 
-__all__ = ["PROOF_FORMAT", "ProofRangeError", "consistency_json", "proof_bundle"]
+__all__ = ["PROOF_FORMAT", "ProofRangeError", "ProofStore", "consistency_json", "proof_bundle"]
 
 PROOF_FORMAT = "shotstamp-proof/1"
+
+
+class ProofStore(LogStore, AnchorStore, Protocol):
+    """What proofs read: the log, and the anchors of its checkpoints."""
 
 
 class ProofRangeError(ValueError):
@@ -22,7 +26,7 @@ class ProofRangeError(ValueError):
         self.status = status
 
 
-async def consistency_json(store: Store, first: int, second: int) -> dict[str, Any]:
+async def consistency_json(store: LogStore, first: int, second: int) -> dict[str, Any]:
     """`{"from", "to", "path"}`: the RFC 9162 proof that the tree of `second` leaves
     extends the tree of `first` leaves, both sizes of this log's trees.
 
@@ -46,7 +50,7 @@ async def consistency_json(store: Store, first: int, second: int) -> dict[str, A
 
 
 async def proof_bundle(
-    store: Store, registration: Registration, *, consistency_with: int | None = None
+    store: ProofStore, registration: Registration, *, consistency_with: int | None = None
 ) -> dict[str, Any]:
     """The self-contained proof for a sealed registration (wire format in docs/DESIGN.md).
 

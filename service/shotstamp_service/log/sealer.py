@@ -11,7 +11,7 @@ The key it signs with comes from a `SignerSource`: a fixed `LogSigner`, or the
 service's `SigningKeys`, which follows rotations made while it runs.
 
 Several replicas may share one store: before every seal the sealer asks the
-store for the sealer lock (`Store.hold_sealer_lock`), so one replica seals at
+store for the sealer lock (`LogStore.hold_sealer_lock`), so one replica seals at
 a time. The others follow: they read the latest checkpoint every
 `follow_interval` seconds, so requests waiting for a seal (`wait=true`) are
 answered on any replica, and they try for the lock on every tick, so one of
@@ -36,7 +36,7 @@ from shotstamp.merkle import leaf_hash
 from shotstamp_service.log.signer import SignerSource, SigningKeyUnavailable
 from shotstamp_service.log.tree import LogTree
 from shotstamp_service.records import CheckpointRecord, Registration
-from shotstamp_service.store import SealBatch, Store, StoreError
+from shotstamp_service.store import LogStore, SealBatch, StoreError
 
 __all__ = ["SealObserver", "Sealer"]
 
@@ -49,7 +49,7 @@ SealObserver = Callable[[CheckpointRecord, Sequence[Registration], float], None]
 class Sealer:
     def __init__(
         self,
-        store: Store,
+        store: LogStore,
         signer: SignerSource,
         *,
         interval: float = 1.0,

@@ -42,13 +42,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shotstamp.checkpoint import Checkpoint, NoteSigner, NoteVerifier
 from shotstamp_service.records import SigningKeyRecord, format_time, utc_now
-from shotstamp_service.store import ActiveKeyChanged, Store
+from shotstamp_service.store import ActiveKeyChanged, CheckpointReader, SigningKeyStore
 
 __all__ = [
     "KEY_FILE_SUFFIX",
     "SHARE_ONE_KEY",
     "LogSigner",
     "SignerSource",
+    "SigningKeyLog",
     "SigningKeyUnavailable",
     "SigningKeys",
     "load_or_create_key",
@@ -191,6 +192,10 @@ class SignerSource(Protocol):
         ...
 
 
+class SigningKeyLog(SigningKeyStore, CheckpointReader, Protocol):
+    """What the signing keys need of the store: the keys, and the checkpoints they signed."""
+
+
 class SigningKeys:
     """The service's keys: finds the active one's private key on disk, follows rotations.
 
@@ -202,7 +207,7 @@ class SigningKeys:
 
     def __init__(
         self,
-        store: Store,
+        store: SigningKeyLog,
         origin: str,
         *,
         key_dir: Path,

@@ -1,26 +1,38 @@
-"""Storage backends behind one interface."""
+"""Storage backends behind one interface per concern (see docs/storage.md)."""
 
-from shotstamp_service.store.base import (
+from shotstamp_service.store.anchors import AnchorAttempt, AnchorStore
+from shotstamp_service.store.base import Store
+from shotstamp_service.store.errors import (
     ActiveKeyChanged,
-    AnchorAttempt,
     DuplicateIdempotencyKey,
-    NodeCoord,
-    RegistrationGuard,
     RegistrationSuperseded,
-    SealBatch,
-    Store,
-    StoredFingerprint,
     StoreError,
 )
+from shotstamp_service.store.keys import KeyStore
+from shotstamp_service.store.log import CheckpointReader, LogStore, NodeCoord, SealBatch
+from shotstamp_service.store.outbox import OutboxStore
+from shotstamp_service.store.registrations import (
+    RegistrationGuard,
+    RegistrationStore,
+    StoredFingerprint,
+)
+from shotstamp_service.store.signing_keys import SigningKeyStore
 
 __all__ = [
     "ActiveKeyChanged",
     "AnchorAttempt",
+    "AnchorStore",
+    "CheckpointReader",
     "DuplicateIdempotencyKey",
+    "KeyStore",
+    "LogStore",
     "NodeCoord",
+    "OutboxStore",
     "RegistrationGuard",
+    "RegistrationStore",
     "RegistrationSuperseded",
     "SealBatch",
+    "SigningKeyStore",
     "Store",
     "StoreError",
     "StoredFingerprint",

@@ -2,9 +2,10 @@
 
 Both stores use it. `add` queues a registration and waits for the commit of
 the batch it lands in; one task drains the queue, up to `max_batch` at a
-time, through the store's `flush(batch)`, which writes the batch in one
-transaction and resolves every future (with its registration, or with the
-error that lost the whole batch: nobody is acknowledged then).
+time, through the store's `write(registrations)`, which writes them in one
+transaction and returns each one's outcome (stored, or refused alone); if the
+whole transaction fails, everyone in the batch gets that error: nobody is
+acknowledged then.
 """
 
 from __future__ import annotations
@@ -13,18 +14,18 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from shotstamp_service.records import NewRegistration, Registration
-from shotstamp_service.store.base import StoreError
+from shotstamp_service.store.errors import StoreError
 
-__all__ = ["Batch", "GroupCommit"]
+__all__ = ["Batch", "GroupCommit", "WriteBatch"]
 
 Batch = list[tuple[NewRegistration, "asyncio.Future[Registration]"]]
+WriteBatch = Callable[[list[NewRegistration]], Awaitable[list[Registration | Exception]]]
+"""Write registrations in one transaction; each one's outcome, in order."""
 
 
 class GroupCommit:
-    def __init__(
-        self, flush: Callable[[Batch], Awaitable[None]], *, max_batch: int, name: str
-    ) -> None:
-        self._flush = flush
+    def __init__(self, write: WriteBatch, *, max_batch: int, name: str) -> None:
+        self._write = write
         self._max_batch = max_batch
         self._name = name
         self._queue: Batch = []
@@ -61,3 +62,19 @@ class GroupCommit:
                 await self._flush(batch)
             if self._closing:
                 return
+
+    async def _flush(self, batch: Batch) -> None:
+        try:
+            results = await self._write([new for new, _ in batch])
+        except Exception as exc:  # the whole transaction failed: nobody is acknowledged
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():  # the caller went away; the row stays, as committed
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)

@@ -23,17 +23,18 @@ two replicas never both accept one photo from two sellers.
 Sealing: `hold_sealer_lock` takes a session-level advisory lock on a
 dedicated connection. Exactly one replica holds it; PostgreSQL releases it
 when that connection ends, whether the replica exits, is killed, or hangs
-(`idle_session_timeout` ends a holder that stops checking in). `commit_seal`
-locks the checkpoints table and refuses a stale tree size, so even two
+(`idle_session_timeout` ends a holder that stops checking in). A seal's
+transaction (`_seal_transaction`) locks the checkpoints table, and in it
+`commit_seal` (`store/log.py`) refuses a stale tree size, so even two
 replicas that both believe they seal cannot fork the log.
 
 The log is stored as C2SP tlog tiles (`tiles`, one row per tile with its
 widest contents), written by `commit_seal` under that same lock: a tile may
 only grow by appending, so a seal that would change a hash already in the log
 is refused whole. Signing keys (public halves only) are in `signing_keys`;
-`activate_signing_key` is a compare-and-swap under a transaction advisory lock,
-so replicas adopting their first key and an admin rotating take turns, and at
-most one key is ever active.
+`activate_signing_key` (`store/signing_keys.py`) is a compare-and-swap under a
+transaction advisory lock, so replicas adopting their first key and an admin
+rotating take turns, and at most one key is ever active.
 
 Requires PostgreSQL 14 or newer (`idle_session_timeout`), reached directly or
 through a session-mode pooler (advisory session locks need a real session).
@@ -45,7 +46,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -63,20 +63,19 @@ from shotstamp_service.records import (
     WebhookRecord,
 )
 from shotstamp_service.store.base import (
-    ActiveKeyChanged,
     AnchorAttempt,
     DuplicateIdempotencyKey,
     RegistrationGuard,
-    SealBatch,
     Store,
     StoredFingerprint,
     StoreError,
 )
-from shotstamp_service.store.group_commit import Batch, GroupCommit
+from shotstamp_service.store.group_commit import GroupCommit
 from shotstamp_service.store.rows import (
     ANCHOR_COLUMNS,
     CHECKPOINT_COLUMNS,
     DELIVERY_COLUMNS,
+    FINGERPRINT_COLUMNS,
     REG_COLUMNS,
     Rows,
 )
@@ -300,6 +299,19 @@ async def migrate(conn: asyncpg.Connection) -> int:
     return len(MIGRATIONS)
 
 
+async def _read_tiles(
+    conn: asyncpg.Connection | asyncpg.Pool, wanted: Sequence[TileCoord]
+) -> dict[TileCoord, bytes]:
+    rows = await conn.fetch(
+        "SELECT t.level, t.idx, t.data FROM tiles t"
+        " JOIN unnest($1::smallint[], $2::bigint[]) AS w(level, idx)"
+        " ON t.level = w.level AND t.idx = w.idx",
+        [level for level, _ in wanted],
+        [idx for _, idx in wanted],
+    )
+    return {(row["level"], row["idx"]): bytes(row["data"]) for row in rows}
+
+
 class PostgresStore(Store):
     """The shared store: a PostgreSQL database reached with asyncpg."""
 
@@ -318,7 +330,7 @@ class PostgresStore(Store):
         self._command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
         self._commits = GroupCommit(
-            self._flush, max_batch=group_commit_max, name="postgres-group-commit"
+            self._write_registrations, max_batch=group_commit_max, name="postgres-group-commit"
         )
         self._lock_conn: asyncpg.Connection | None = None
         self._lock_held = False
@@ -354,6 +366,34 @@ class PostgresStore(Store):
 
     def guard_registrations(self, guard: RegistrationGuard) -> None:
         self._guard = guard
+
+    @contextlib.asynccontextmanager
+    async def _begin(self, lock: str | None, *args: Any) -> AsyncIterator[_Transaction]:
+        """A transaction that first runs `lock` (the statement that orders its kind)."""
+        with _translated("write"):
+            async with self.pool.acquire() as conn, conn.transaction():
+                if lock is not None:
+                    await conn.execute(lock, *args)
+                yield _Transaction(conn)
+
+    def _seal_transaction(self) -> contextlib.AbstractAsyncContextManager[_Transaction]:
+        # Seals are serialised here, so the size check cannot race: a sealer
+        # working from a stale tree fails instead of forking the log.
+        return self._begin("LOCK TABLE checkpoints IN EXCLUSIVE MODE")
+
+    def _key_transaction(self) -> contextlib.AbstractAsyncContextManager[_Transaction]:
+        # Replicas adopting their first key and admins rotating take turns, so
+        # the compare cannot race (READ COMMITTED: each statement sees whatever
+        # the previous holder committed).
+        return self._begin("SELECT pg_advisory_xact_lock($1)", SIGNING_KEY_LOCK)
+
+    def _anchor_transaction(self) -> contextlib.AbstractAsyncContextManager[_Transaction]:
+        # Replicas' runners schedule in turn, so the check cannot race.
+        return self._begin("SELECT pg_advisory_xact_lock($1)", ANCHOR_LOCK)
+
+    def _anchor_claim_transaction(self) -> contextlib.AbstractAsyncContextManager[_Transaction]:
+        # No lock: SKIP LOCKED lets runners on several replicas claim disjoint jobs.
+        return self._begin(None)
 
     # -- the sealer lock --------------------------------------------------
     async def hold_sealer_lock(self) -> bool:
@@ -440,22 +480,11 @@ class PostgresStore(Store):
     async def add_registration(self, new: NewRegistration) -> Registration:
         return await self._commits.add(new)
 
-    async def _flush(self, batch: Batch) -> None:
-        try:
-            with _translated("write"):
-                results = await self._insert_many([new for new, _ in batch])
-        except Exception as exc:  # the whole transaction failed: nobody is acknowledged
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():  # the caller went away; the row stays, as committed
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+    async def _write_registrations(
+        self, items: list[NewRegistration]
+    ) -> list[Registration | Exception]:
+        with _translated("write"):
+            return await self._insert_many(items)
 
     async def _insert_many(
         self, batch: Sequence[NewRegistration]
@@ -549,29 +578,15 @@ class PostgresStore(Store):
             )
         return _ROWS.registration(row) if row else None
 
-    async def iter_fingerprints(self, after_seq: int = 0) -> AsyncIterator[StoredFingerprint]:
-        page = 20_000
-        while True:
-            with _translated("read"):
-                rows = await self.pool.fetch(
-                    "SELECT seq, seller, sha256, perceptual, features, width, height"
-                    " FROM registrations WHERE seq > $1 ORDER BY seq LIMIT $2",
-                    after_seq,
-                    page,
-                )
-            for row in rows:
-                yield StoredFingerprint(
-                    seq=row["seq"],
-                    seller=row["seller"],
-                    sha256=row["sha256"],
-                    perceptual=row["perceptual"],
-                    features=bytes(row["features"]) if row["features"] is not None else None,
-                    width=row["width"],
-                    height=row["height"],
-                )
-            if len(rows) < page:
-                return
-            after_seq = rows[-1]["seq"]
+    async def _fingerprint_page(self, after_seq: int, limit: int) -> list[StoredFingerprint]:
+        with _translated("read"):
+            rows = await self.pool.fetch(
+                f"SELECT {FINGERPRINT_COLUMNS} FROM registrations"
+                " WHERE seq > $1 ORDER BY seq LIMIT $2",
+                after_seq,
+                limit,
+            )
+        return [_ROWS.fingerprint(row) for row in rows]
 
     async def get_features(self, seqs: Iterable[int]) -> dict[int, bytes]:
         wanted = sorted(set(seqs))
@@ -619,84 +634,7 @@ class PostgresStore(Store):
         if not wanted:
             return {}
         with _translated("read"):
-            rows = await self.pool.fetch(
-                "SELECT t.level, t.idx, t.data FROM tiles t"
-                " JOIN unnest($1::smallint[], $2::bigint[]) AS w(level, idx)"
-                " ON t.level = w.level AND t.idx = w.idx",
-                [level for level, _ in wanted],
-                [idx for _, idx in wanted],
-            )
-        return {(row["level"], row["idx"]): bytes(row["data"]) for row in rows}
-
-    async def commit_seal(self, batch: SealBatch) -> None:
-        cp = batch.checkpoint
-        with _translated("seal"):
-            async with self.pool.acquire() as conn, conn.transaction():
-                # Seals are serialised here, so the size check below cannot race:
-                # a sealer working from a stale tree fails instead of forking the log.
-                await conn.execute("LOCK TABLE checkpoints IN EXCLUSIVE MODE")
-                current = await conn.fetchval(
-                    "SELECT coalesce(max(tree_size), 0) FROM checkpoints"
-                )
-                expected = current + len(batch.assignments)
-                if cp.tree_size != expected:
-                    raise StoreError(
-                        f"seal would make tree size {cp.tree_size}, "
-                        f"want {expected}: another sealer got there first"
-                    )
-                if batch.assignments:
-                    updated = await conn.fetchval(
-                        "WITH sealed AS ("
-                        " UPDATE registrations r SET leaf_index = a.leaf_index"
-                        " FROM unnest($1::bigint[], $2::bigint[]) AS a(seq, leaf_index)"
-                        " WHERE r.seq = a.seq AND r.leaf_index IS NULL RETURNING 1)"
-                        " SELECT count(*) FROM sealed",
-                        [seq for seq, _ in batch.assignments],
-                        [leaf for _, leaf in batch.assignments],
-                    )
-                    if updated != len(batch.assignments):
-                        raise StoreError("a registration in the seal batch was already sealed")
-                if batch.tiles:
-                    await self._write_tiles(conn, batch.tiles)
-                # A second empty checkpoint (two replicas starting on a new
-                # database) fails here on the primary key, changing nothing.
-                await conn.execute(
-                    "INSERT INTO checkpoints (tree_size, root_hash, timestamp_ns, note, key_id)"
-                    " VALUES ($1, $2, $3, $4, $5)",
-                    cp.tree_size,
-                    cp.root_hash,
-                    cp.timestamp_ns,
-                    cp.note,
-                    cp.key_id,
-                )
-
-    @staticmethod
-    async def _write_tiles(conn: asyncpg.Connection, tiles: Sequence[TileWrite]) -> None:
-        """Write each tile's whole new contents; a stored tile may only grow by appending.
-
-        The update applies only where the stored contents are a strict prefix
-        of the new ones, so a write that would change a hash already in the
-        log (or shrink a tile, or rewrite it unchanged) touches no row, and the
-        count gives it away. Runs inside the seal's transaction, under its lock.
-        """
-        for level, idx, data in tiles:
-            if not data or len(data) > TILE_BYTES or len(data) % 32:
-                raise StoreError(f"tile ({level}, {idx}) of {len(data)} bytes")
-        written = await conn.fetchval(
-            "WITH written AS ("
-            " INSERT INTO tiles AS t (level, idx, data)"
-            " SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])"
-            " ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data"
-            " WHERE length(excluded.data) > length(t.data)"
-            " AND substring(excluded.data FROM 1 FOR length(t.data)) = t.data"
-            " RETURNING 1)"
-            " SELECT count(*) FROM written",
-            [level for level, _, _ in tiles],
-            [idx for _, idx, _ in tiles],
-            [data for _, _, data in tiles],
-        )
-        if written != len(tiles):
-            raise StoreError("a tile write would change hashes already in the log")
+            return await _read_tiles(self.pool, wanted)
 
     async def latest_checkpoint(self) -> CheckpointRecord | None:
         return await self._one_checkpoint("ORDER BY tree_size DESC LIMIT 1")
@@ -871,102 +809,7 @@ class PostgresStore(Store):
             rows = await self.pool.fetch("SELECT * FROM signing_keys ORDER BY not_before, key_id")
         return [_ROWS.signing_key(row) for row in rows]
 
-    async def activate_signing_key(self, key: SigningKeyRecord, *, replacing: str | None) -> None:
-        with _translated("write"):
-            async with self.pool.acquire() as conn, conn.transaction():
-                # Replicas adopting their first key and admins rotating take
-                # turns, so the compare below cannot race (READ COMMITTED: the
-                # next statement sees whatever the previous holder committed).
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", SIGNING_KEY_LOCK)
-                active = await conn.fetchval(
-                    "SELECT key_id FROM signing_keys WHERE not_after IS NULL"
-                )
-                if active != replacing:
-                    raise ActiveKeyChanged(f"the active signing key is {active}, not {replacing}")
-                await conn.execute(
-                    "UPDATE signing_keys SET not_after = $1 WHERE not_after IS NULL",
-                    key.not_before,
-                )
-                await conn.execute(
-                    "INSERT INTO signing_keys"
-                    " (key_id, name, algorithm, public_key, not_before, not_after)"
-                    " VALUES ($1, $2, $3, $4, $5, NULL)",
-                    key.key_id,
-                    key.name,
-                    key.algorithm,
-                    key.public_key,
-                    key.not_before,
-                )
-
     # -- anchors (checkpoints handed to a TSA, a chain, ...) -------------------
-    async def schedule_anchor(
-        self, anchor: str, kind: str, tree_size: int, *, now: float, interval: float
-    ) -> bool:
-        with _translated("write"):
-            async with self.pool.acquire() as conn, conn.transaction():
-                # Replicas' runners schedule in turn, so the check below cannot race
-                # (READ COMMITTED: each statement sees what the previous holder committed).
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", ANCHOR_LOCK)
-                row = await conn.fetchrow(
-                    "SELECT max(tree_size) AS largest, max(created_at) AS newest"
-                    " FROM anchors WHERE anchor = $1",
-                    anchor,
-                )
-                largest, newest = row["largest"], row["newest"]
-                if largest is not None and (largest >= tree_size or newest > now - interval):
-                    return False
-                await conn.execute(
-                    "UPDATE anchors SET status = 'superseded' WHERE anchor = $1"
-                    " AND status = 'pending' AND progress IS NULL AND tree_size < $2",
-                    anchor,
-                    tree_size,
-                )
-                await conn.execute(
-                    "INSERT INTO anchors (anchor, kind, tree_size, status, created_at,"
-                    " next_attempt_at) VALUES ($1, $2, $3, 'pending', $4, $4)",
-                    anchor,
-                    kind,
-                    tree_size,
-                    now,
-                )
-                return True
-
-    async def claim_anchor_jobs(
-        self, anchors: Sequence[str], now: float, lease_until: float, limit: int
-    ) -> list[AnchorJob]:
-        names = sorted(set(anchors))
-        if not names:
-            return []
-        with _translated("write"):
-            async with self.pool.acquire() as conn, conn.transaction():
-                # SKIP LOCKED: runners on several replicas claim disjoint jobs.
-                ids = await conn.fetch(
-                    "SELECT id FROM anchors WHERE status = 'pending' AND next_attempt_at <= $1"
-                    " AND anchor = ANY($2::text[])"
-                    " ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
-                    now,
-                    names,
-                    limit,
-                )
-                if not ids:
-                    return []
-                # A fresh fencing token per job and lease.
-                claims = [secrets.token_hex(8) for _ in ids]
-                await conn.execute(
-                    "UPDATE anchors a SET next_attempt_at = $1, claim = c.claim"
-                    " FROM unnest($2::bigint[], $3::text[]) AS c(id, claim) WHERE a.id = c.id",
-                    lease_until,
-                    [row["id"] for row in ids],
-                    claims,
-                )
-                rows = await conn.fetch(
-                    f"SELECT {ANCHOR_COLUMNS}, {CHECKPOINT_COLUMNS} FROM anchors a"
-                    " JOIN checkpoints c ON c.tree_size = a.tree_size"
-                    " WHERE a.id = ANY($1::bigint[]) ORDER BY a.id",
-                    [row["id"] for row in ids],
-                )
-        return [_ROWS.anchor_job(row, joined=True) for row in rows]
-
     async def finish_anchor_attempt(self, job_id: int, claim: str, outcome: AnchorAttempt) -> bool:
         with _translated("write"):
             status = await self.pool.execute(
@@ -1014,3 +857,135 @@ class PostgresStore(Store):
                     limit,
                 )
         return [_ROWS.anchor_job(row) for row in rows]
+
+
+class _Transaction:
+    """Plain reads and writes on one connection, inside `PostgresStore._begin`.
+
+    Implements the core's `SealWriter`, `KeySwap` and `AnchorQueue`.
+    """
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    # -- the log (SealWriter) -------------------------------------------------
+    async def tree_size(self) -> int:
+        return int(await self._conn.fetchval("SELECT coalesce(max(tree_size), 0) FROM checkpoints"))
+
+    async def assign_leaves(self, assignments: Sequence[tuple[int, int]]) -> int:
+        return int(
+            await self._conn.fetchval(
+                "WITH sealed AS ("
+                " UPDATE registrations r SET leaf_index = a.leaf_index"
+                " FROM unnest($1::bigint[], $2::bigint[]) AS a(seq, leaf_index)"
+                " WHERE r.seq = a.seq AND r.leaf_index IS NULL RETURNING 1)"
+                " SELECT count(*) FROM sealed",
+                [seq for seq, _ in assignments],
+                [leaf for _, leaf in assignments],
+            )
+        )
+
+    async def get_tiles(self, coords: Iterable[TileCoord]) -> dict[TileCoord, bytes]:
+        return await _read_tiles(self._conn, sorted(set(coords)))
+
+    async def put_tiles(self, tiles: Sequence[TileWrite]) -> None:
+        await self._conn.execute(
+            "INSERT INTO tiles (level, idx, data)"
+            " SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])"
+            " ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data",
+            [level for level, _, _ in tiles],
+            [idx for _, idx, _ in tiles],
+            [data for _, _, data in tiles],
+        )
+
+    async def add_checkpoint(self, checkpoint: CheckpointRecord) -> None:
+        # A second empty checkpoint (two replicas starting on a new database)
+        # fails here on the primary key, changing nothing.
+        await self._conn.execute(
+            "INSERT INTO checkpoints (tree_size, root_hash, timestamp_ns, note, key_id)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            checkpoint.tree_size,
+            checkpoint.root_hash,
+            checkpoint.timestamp_ns,
+            checkpoint.note,
+            checkpoint.key_id,
+        )
+
+    # -- signing keys (KeySwap) -----------------------------------------------
+    async def active_signing_key(self) -> str | None:
+        active = await self._conn.fetchval(
+            "SELECT key_id FROM signing_keys WHERE not_after IS NULL"
+        )
+        return None if active is None else str(active)
+
+    async def retire_signing_key(self, not_after: str) -> None:
+        await self._conn.execute(
+            "UPDATE signing_keys SET not_after = $1 WHERE not_after IS NULL", not_after
+        )
+
+    async def add_signing_key(self, key: SigningKeyRecord) -> None:
+        await self._conn.execute(
+            "INSERT INTO signing_keys (key_id, name, algorithm, public_key, not_before, not_after)"
+            " VALUES ($1, $2, $3, $4, $5, NULL)",
+            key.key_id,
+            key.name,
+            key.algorithm,
+            key.public_key,
+            key.not_before,
+        )
+
+    # -- anchors (AnchorQueue) ------------------------------------------------
+    async def anchor_history(self, anchor: str) -> tuple[int | None, float | None]:
+        row = await self._conn.fetchrow(
+            "SELECT max(tree_size) AS largest, max(created_at) AS newest"
+            " FROM anchors WHERE anchor = $1",
+            anchor,
+        )
+        return row["largest"], row["newest"]
+
+    async def supersede_anchor_jobs(self, anchor: str, below: int) -> None:
+        await self._conn.execute(
+            "UPDATE anchors SET status = 'superseded' WHERE anchor = $1"
+            " AND status = 'pending' AND progress IS NULL AND tree_size < $2",
+            anchor,
+            below,
+        )
+
+    async def add_anchor_job(self, anchor: str, kind: str, tree_size: int, now: float) -> None:
+        await self._conn.execute(
+            "INSERT INTO anchors (anchor, kind, tree_size, status, created_at,"
+            " next_attempt_at) VALUES ($1, $2, $3, 'pending', $4, $4)",
+            anchor,
+            kind,
+            tree_size,
+            now,
+        )
+
+    async def due_anchor_jobs(self, anchors: Sequence[str], now: float, limit: int) -> list[int]:
+        rows = await self._conn.fetch(
+            "SELECT id FROM anchors WHERE status = 'pending' AND next_attempt_at <= $1"
+            " AND anchor = ANY($2::text[])"
+            " ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+            now,
+            list(anchors),
+            limit,
+        )
+        return [int(row["id"]) for row in rows]
+
+    async def lease_anchor_jobs(self, claims: dict[int, str], lease_until: float) -> None:
+        await self._conn.execute(
+            "UPDATE anchors a SET next_attempt_at = $1, claim = c.claim"
+            " FROM unnest($2::bigint[], $3::text[]) AS c(id, claim) WHERE a.id = c.id",
+            lease_until,
+            list(claims),
+            list(claims.values()),
+        )
+
+    async def anchor_jobs_with_checkpoints(self, ids: Sequence[int]) -> list[AnchorJob]:
+        rows = await self._conn.fetch(
+            f"SELECT {ANCHOR_COLUMNS}, {CHECKPOINT_COLUMNS} FROM anchors a"
+            " JOIN checkpoints c ON c.tree_size = a.tree_size"
+            " WHERE a.id = ANY($1::bigint[]) ORDER BY a.id",
+            list(ids),
+        )
+        return [_ROWS.anchor_job(row, joined=True) for row in rows]

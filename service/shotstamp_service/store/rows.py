@@ -20,13 +20,22 @@ from shotstamp_service.records import (
     WebhookDelivery,
     WebhookRecord,
 )
+from shotstamp_service.store.registrations import StoredFingerprint
 
-__all__ = ["ANCHOR_COLUMNS", "CHECKPOINT_COLUMNS", "DELIVERY_COLUMNS", "REG_COLUMNS", "Rows"]
+__all__ = [
+    "ANCHOR_COLUMNS",
+    "CHECKPOINT_COLUMNS",
+    "DELIVERY_COLUMNS",
+    "FINGERPRINT_COLUMNS",
+    "REG_COLUMNS",
+    "Rows",
+]
 
 REG_COLUMNS = (
     "seq, id, seller, sha256, perceptual, received_at, width, height, title, reference,"
     " idempotency_key, leaf_index"
 )
+FINGERPRINT_COLUMNS = "seq, seller, sha256, perceptual, features, width, height"
 DELIVERY_COLUMNS = (
     "d.id, d.webhook_id, d.event_id, d.event_type, d.payload, d.created_at, d.status,"
     " d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.delivered_at"
@@ -67,6 +76,17 @@ class Rows:
             reference=row["reference"],
             idempotency_key=row["idempotency_key"],
             leaf_index=row["leaf_index"],
+        )
+
+    def fingerprint(self, row: Row) -> StoredFingerprint:
+        return StoredFingerprint(
+            seq=row["seq"],
+            seller=row["seller"],
+            sha256=row["sha256"],
+            perceptual=self._json(row["perceptual"]),
+            features=bytes(row["features"]) if row["features"] is not None else None,
+            width=row["width"],
+            height=row["height"],
         )
 
     def checkpoint(self, row: Row) -> CheckpointRecord:

@@ -12,8 +12,9 @@ on their own thread and see the last committed state (WAL snapshots).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import secrets
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from shotstamp_service.files import create_private_file, tighten
-from shotstamp_service.log.tiles import TILE_BYTES, TILE_HEIGHT, TILE_WIDTH, TileCoord
+from shotstamp_service.log.tiles import TILE_HEIGHT, TILE_WIDTH, TileCoord, TileWrite
 from shotstamp_service.records import (
     AnchorJob,
     ApiKey,
@@ -33,19 +34,18 @@ from shotstamp_service.records import (
     WebhookRecord,
 )
 from shotstamp_service.store.base import (
-    ActiveKeyChanged,
     AnchorAttempt,
     DuplicateIdempotencyKey,
-    SealBatch,
     Store,
     StoredFingerprint,
     StoreError,
 )
-from shotstamp_service.store.group_commit import Batch, GroupCommit
+from shotstamp_service.store.group_commit import GroupCommit
 from shotstamp_service.store.rows import (
     ANCHOR_COLUMNS,
     CHECKPOINT_COLUMNS,
     DELIVERY_COLUMNS,
+    FINGERPRINT_COLUMNS,
     REG_COLUMNS,
     Rows,
 )
@@ -54,6 +54,8 @@ from shotstamp_service.store.rows import (
 _ROWS = Rows(json_text=True)
 
 __all__ = ["SQLiteStore"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -218,6 +220,25 @@ def _json_or_null(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
+def _read_tiles(conn: sqlite3.Connection, wanted: Iterable[TileCoord]) -> dict[TileCoord, bytes]:
+    found: dict[TileCoord, bytes] = {}
+    for level, idx in wanted:
+        row = conn.execute(
+            "SELECT data FROM tiles WHERE level = ? AND idx = ?", (level, idx)
+        ).fetchone()
+        if row is not None:
+            found[(level, idx)] = bytes(row[0])
+    return found
+
+
+def _roll_back(conn: sqlite3.Connection | None) -> None:
+    try:
+        if conn is not None and conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        log.exception("sqlite rollback failed")
+
+
 def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.row_factory = sqlite3.Row
@@ -263,8 +284,10 @@ class SQLiteStore(Store):
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
+        # Held by every write, and by a transaction across its awaits (`_begin`).
+        self._write_lock = asyncio.Lock()
         self._commits = GroupCommit(
-            self._flush, max_batch=group_commit_max, name="sqlite-group-commit"
+            self._write_registrations, max_batch=group_commit_max, name="sqlite-group-commit"
         )
 
     # -- plumbing ---------------------------------------------------------
@@ -294,6 +317,10 @@ class SQLiteStore(Store):
         self._reader.shutdown(wait=True)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        async with self._write_lock:
+            return await self._on_writer(fn)
+
+    async def _on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._wconn
         if conn is None:
             raise StoreError("store is not open")
@@ -321,6 +348,23 @@ class SQLiteStore(Store):
             raise
         conn.execute("COMMIT")
         return result
+
+    @contextlib.asynccontextmanager
+    async def _begin(self) -> AsyncIterator[_Transaction]:
+        """A write transaction that spans awaits (the core's rules run inside it)."""
+        async with self._write_lock:
+            try:
+                await self._on_writer(lambda conn: conn.execute("BEGIN IMMEDIATE"))
+                yield _Transaction(self)
+                await self._on_writer(lambda conn: conn.execute("COMMIT"))
+            except BaseException:
+                # Queued behind whatever still runs on the writer thread, and never cancelled.
+                self._writer.submit(_roll_back, self._wconn)
+                raise
+
+    # One writer orders every kind of transaction the core's rules run in.
+    _seal_transaction = _key_transaction = _anchor_transaction = _begin
+    _anchor_claim_transaction = _begin
 
     # -- API keys ---------------------------------------------------------
     async def add_api_key(self, key: ApiKey) -> None:
@@ -361,22 +405,10 @@ class SQLiteStore(Store):
     async def add_registration(self, new: NewRegistration) -> Registration:
         return await self._commits.add(new)
 
-    async def _flush(self, batch: Batch) -> None:
-        items = [new for new, _ in batch]
-        try:
-            results = await self._write(lambda conn: self._insert_many(conn, items))
-        except Exception as exc:  # the whole transaction failed: nobody is acknowledged
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():  # the caller went away; the row stays, as committed
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+    async def _write_registrations(
+        self, items: list[NewRegistration]
+    ) -> list[Registration | Exception]:
+        return await self._write(lambda conn: self._insert_many(conn, items))
 
     def _insert_many(
         self, conn: sqlite3.Connection, items: Sequence[NewRegistration]
@@ -474,35 +506,16 @@ class SQLiteStore(Store):
 
         return await self._read(run)
 
-    async def iter_fingerprints(self, after_seq: int = 0) -> AsyncIterator[StoredFingerprint]:
-        page = 20_000
-        while True:
+    async def _fingerprint_page(self, after_seq: int, limit: int) -> list[StoredFingerprint]:
+        def run(conn: sqlite3.Connection) -> list[StoredFingerprint]:
+            rows = conn.execute(
+                f"SELECT {FINGERPRINT_COLUMNS} FROM registrations"
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            )
+            return [_ROWS.fingerprint(row) for row in rows]
 
-            def run(conn: sqlite3.Connection, after: int = after_seq) -> list[StoredFingerprint]:
-                rows = conn.execute(
-                    "SELECT seq, seller, sha256, perceptual, features, width, height"
-                    " FROM registrations WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after, page),
-                )
-                return [
-                    StoredFingerprint(
-                        seq=row["seq"],
-                        seller=row["seller"],
-                        sha256=row["sha256"],
-                        perceptual=json.loads(row["perceptual"]),
-                        features=bytes(row["features"]) if row["features"] is not None else None,
-                        width=row["width"],
-                        height=row["height"],
-                    )
-                    for row in rows
-                ]
-
-            batch = await self._read(run)
-            for item in batch:
-                yield item
-            if len(batch) < page:
-                return
-            after_seq = batch[-1].seq
+        return await self._read(run)
 
     async def get_features(self, seqs: Iterable[int]) -> dict[int, bytes]:
         wanted = sorted(set(seqs))
@@ -564,58 +577,7 @@ class SQLiteStore(Store):
         if not wanted:
             return {}
 
-        def run(conn: sqlite3.Connection) -> dict[TileCoord, bytes]:
-            found: dict[TileCoord, bytes] = {}
-            for level, idx in wanted:
-                row = conn.execute(
-                    "SELECT data FROM tiles WHERE level = ? AND idx = ?", (level, idx)
-                ).fetchone()
-                if row is not None:
-                    found[(level, idx)] = bytes(row[0])
-            return found
-
-        return await self._read(run)
-
-    async def commit_seal(self, batch: SealBatch) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            def body() -> None:
-                current = conn.execute("SELECT max(tree_size) FROM checkpoints").fetchone()[0]
-                expected = (current or 0) + len(batch.assignments)
-                if batch.checkpoint.tree_size != expected:
-                    raise StoreError(
-                        f"seal would make tree size {batch.checkpoint.tree_size}, "
-                        f"want {expected}: another sealer got there first"
-                    )
-                cur = conn.executemany(
-                    "UPDATE registrations SET leaf_index = ? WHERE seq = ? AND leaf_index IS NULL",
-                    [(leaf_index, seq) for seq, leaf_index in batch.assignments],
-                )
-                if cur.rowcount != len(batch.assignments):
-                    raise StoreError("a registration in the seal batch was already sealed")
-                for level, idx, data in batch.tiles:
-                    if not data or len(data) > TILE_BYTES or len(data) % 32:
-                        raise StoreError(f"tile ({level}, {idx}) of {len(data)} bytes")
-                # A tile may only grow: the update applies only when the stored
-                # contents are a strict prefix of the new ones.
-                cur = conn.executemany(
-                    "INSERT INTO tiles (level, idx, data) VALUES (?, ?, ?)"
-                    " ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data"
-                    " WHERE length(excluded.data) > length(tiles.data)"
-                    " AND substr(excluded.data, 1, length(tiles.data)) = tiles.data",
-                    batch.tiles,
-                )
-                if cur.rowcount != len(batch.tiles):
-                    raise StoreError("a tile write would change hashes already in the log")
-                cp = batch.checkpoint
-                conn.execute(
-                    "INSERT INTO checkpoints (tree_size, root_hash, timestamp_ns, note, key_id)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (cp.tree_size, cp.root_hash, cp.timestamp_ns, cp.note, cp.key_id),
-                )
-
-            self._transaction(conn, body)
-
-        await self._write(run)
+        return await self._read(lambda conn: _read_tiles(conn, wanted))
 
     async def latest_checkpoint(self) -> CheckpointRecord | None:
         return await self._one_checkpoint("ORDER BY tree_size DESC LIMIT 1", ())
@@ -813,98 +775,7 @@ class SQLiteStore(Store):
 
         return await self._read(run)
 
-    async def activate_signing_key(self, key: SigningKeyRecord, *, replacing: str | None) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            def body() -> None:
-                row = conn.execute(
-                    "SELECT key_id FROM signing_keys WHERE not_after IS NULL"
-                ).fetchone()
-                active = row[0] if row else None
-                if active != replacing:
-                    raise ActiveKeyChanged(
-                        f"the active signing key is {active}, not {replacing}"
-                    )
-                conn.execute(
-                    "UPDATE signing_keys SET not_after = ? WHERE not_after IS NULL",
-                    (key.not_before,),
-                )
-                conn.execute(
-                    "INSERT INTO signing_keys"
-                    " (key_id, name, algorithm, public_key, not_before, not_after)"
-                    " VALUES (?, ?, ?, ?, ?, NULL)",
-                    (key.key_id, key.name, key.algorithm, key.public_key, key.not_before),
-                )
-
-            self._transaction(conn, body)
-
-        await self._write(run)
-
     # -- anchors ------------------------------------------------------------------
-    async def schedule_anchor(
-        self, anchor: str, kind: str, tree_size: int, *, now: float, interval: float
-    ) -> bool:
-        def run(conn: sqlite3.Connection) -> bool:
-            def body() -> bool:
-                largest, newest = conn.execute(
-                    "SELECT max(tree_size), max(created_at) FROM anchors WHERE anchor = ?",
-                    (anchor,),
-                ).fetchone()
-                if largest is not None and (largest >= tree_size or newest > now - interval):
-                    return False
-                conn.execute(
-                    "UPDATE anchors SET status = 'superseded' WHERE anchor = ?"
-                    " AND status = 'pending' AND progress IS NULL AND tree_size < ?",
-                    (anchor, tree_size),
-                )
-                conn.execute(
-                    "INSERT INTO anchors (anchor, kind, tree_size, status, created_at,"
-                    " next_attempt_at) VALUES (?, ?, ?, 'pending', ?, ?)",
-                    (anchor, kind, tree_size, now, now),
-                )
-                return True
-
-            return self._transaction(conn, body)
-
-        return await self._write(run)
-
-    async def claim_anchor_jobs(
-        self, anchors: Sequence[str], now: float, lease_until: float, limit: int
-    ) -> list[AnchorJob]:
-        names = sorted(set(anchors))
-        if not names:
-            return []
-
-        def run(conn: sqlite3.Connection) -> list[AnchorJob]:
-            def body() -> list[AnchorJob]:
-                marks = ",".join("?" * len(names))
-                rows = conn.execute(
-                    f"SELECT {ANCHOR_COLUMNS} FROM anchors a WHERE a.status = 'pending'"
-                    f" AND a.next_attempt_at <= ? AND a.anchor IN ({marks})"
-                    " ORDER BY a.next_attempt_at, a.id LIMIT ?",
-                    (now, *names, limit),
-                ).fetchall()
-                claimed = []
-                for row in rows:
-                    claim = secrets.token_hex(8)
-                    conn.execute(
-                        "UPDATE anchors SET next_attempt_at = ?, claim = ? WHERE id = ?",
-                        (lease_until, claim, row["id"]),
-                    )
-                    claimed.append((row["id"], claim))
-                if not claimed:
-                    return []
-                ids = ",".join(str(job_id) for job_id, _ in claimed)
-                joined = conn.execute(
-                    f"SELECT {ANCHOR_COLUMNS}, {CHECKPOINT_COLUMNS} FROM anchors a"
-                    f" JOIN checkpoints c ON c.tree_size = a.tree_size WHERE a.id IN ({ids})"
-                    " ORDER BY a.id"
-                ).fetchall()
-                return [_ROWS.anchor_job(row, joined=True) for row in joined]
-
-            return self._transaction(conn, body)
-
-        return await self._write(run)
-
     async def finish_anchor_attempt(self, job_id: int, claim: str, outcome: AnchorAttempt) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
@@ -954,3 +825,138 @@ class SQLiteStore(Store):
             return [_ROWS.anchor_job(row) for row in rows]
 
         return await self._read(run)
+
+
+class _Transaction:
+    """Plain reads and writes on the writer connection, inside `SQLiteStore._begin`.
+
+    Implements the core's `SealWriter`, `KeySwap` and `AnchorQueue`.
+    """
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._run = store._on_writer  # no lock: `_begin` holds it
+
+    # -- the log (SealWriter) -------------------------------------------------
+    async def tree_size(self) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT max(tree_size) FROM checkpoints").fetchone()[0] or 0)
+
+        return await self._run(run)
+
+    async def assign_leaves(self, assignments: Sequence[tuple[int, int]]) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.executemany(
+                "UPDATE registrations SET leaf_index = ? WHERE seq = ? AND leaf_index IS NULL",
+                [(leaf_index, seq) for seq, leaf_index in assignments],
+            ).rowcount
+
+        return await self._run(run)
+
+    async def get_tiles(self, coords: Iterable[TileCoord]) -> dict[TileCoord, bytes]:
+        wanted = sorted(set(coords))
+        return await self._run(lambda conn: _read_tiles(conn, wanted))
+
+    async def put_tiles(self, tiles: Sequence[TileWrite]) -> None:
+        await self._run(
+            lambda conn: conn.executemany(
+                "INSERT INTO tiles (level, idx, data) VALUES (?, ?, ?)"
+                " ON CONFLICT (level, idx) DO UPDATE SET data = excluded.data",
+                tiles,
+            )
+        )
+
+    async def add_checkpoint(self, checkpoint: CheckpointRecord) -> None:
+        cp = checkpoint
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO checkpoints (tree_size, root_hash, timestamp_ns, note, key_id)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (cp.tree_size, cp.root_hash, cp.timestamp_ns, cp.note, cp.key_id),
+            )
+        )
+
+    # -- signing keys (KeySwap) -----------------------------------------------
+    async def active_signing_key(self) -> str | None:
+        def run(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT key_id FROM signing_keys WHERE not_after IS NULL").fetchone()
+            return str(row[0]) if row else None
+
+        return await self._run(run)
+
+    async def retire_signing_key(self, not_after: str) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "UPDATE signing_keys SET not_after = ? WHERE not_after IS NULL", (not_after,)
+            )
+        )
+
+    async def add_signing_key(self, key: SigningKeyRecord) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO signing_keys"
+                " (key_id, name, algorithm, public_key, not_before, not_after)"
+                " VALUES (?, ?, ?, ?, ?, NULL)",
+                (key.key_id, key.name, key.algorithm, key.public_key, key.not_before),
+            )
+        )
+
+    # -- anchors (AnchorQueue) ------------------------------------------------
+    async def anchor_history(self, anchor: str) -> tuple[int | None, float | None]:
+        def run(conn: sqlite3.Connection) -> tuple[int | None, float | None]:
+            largest, newest = conn.execute(
+                "SELECT max(tree_size), max(created_at) FROM anchors WHERE anchor = ?", (anchor,)
+            ).fetchone()
+            return largest, newest
+
+        return await self._run(run)
+
+    async def supersede_anchor_jobs(self, anchor: str, below: int) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "UPDATE anchors SET status = 'superseded' WHERE anchor = ?"
+                " AND status = 'pending' AND progress IS NULL AND tree_size < ?",
+                (anchor, below),
+            )
+        )
+
+    async def add_anchor_job(self, anchor: str, kind: str, tree_size: int, now: float) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO anchors (anchor, kind, tree_size, status, created_at,"
+                " next_attempt_at) VALUES (?, ?, ?, 'pending', ?, ?)",
+                (anchor, kind, tree_size, now, now),
+            )
+        )
+
+    async def due_anchor_jobs(self, anchors: Sequence[str], now: float, limit: int) -> list[int]:
+        def run(conn: sqlite3.Connection) -> list[int]:
+            marks = ",".join("?" * len(anchors))
+            rows = conn.execute(
+                f"SELECT id FROM anchors WHERE status = 'pending' AND next_attempt_at <= ?"
+                f" AND anchor IN ({marks}) ORDER BY next_attempt_at, id LIMIT ?",
+                (now, *anchors, limit),
+            )
+            return [int(row[0]) for row in rows]
+
+        return await self._run(run)
+
+    async def lease_anchor_jobs(self, claims: dict[int, str], lease_until: float) -> None:
+        await self._run(
+            lambda conn: conn.executemany(
+                "UPDATE anchors SET next_attempt_at = ?, claim = ? WHERE id = ?",
+                [(lease_until, claim, job_id) for job_id, claim in claims.items()],
+            )
+        )
+
+    async def anchor_jobs_with_checkpoints(self, ids: Sequence[int]) -> list[AnchorJob]:
+        def run(conn: sqlite3.Connection) -> list[AnchorJob]:
+            marks = ",".join("?" * len(ids))
+            rows = conn.execute(
+                f"SELECT {ANCHOR_COLUMNS}, {CHECKPOINT_COLUMNS} FROM anchors a"
+                f" JOIN checkpoints c ON c.tree_size = a.tree_size WHERE a.id IN ({marks})"
+                " ORDER BY a.id",
+                list(ids),
+            )
+            return [_ROWS.anchor_job(row, joined=True) for row in rows]
+
+        return await self._run(run)

@@ -65,7 +65,7 @@ from shotstamp_service.records import (
     utc_now,
 )
 from shotstamp_service.registry import ResolvedMatch
-from shotstamp_service.store import Store
+from shotstamp_service.store import OutboxStore
 
 __all__ = [
     "CONFLICT_EVENT",
@@ -330,7 +330,7 @@ def delivery_connector(
 class WebhookDispatcher:
     """Writes conflict events to the outbox and delivers the outbox."""
 
-    def __init__(self, store: Store, config: Config) -> None:
+    def __init__(self, store: OutboxStore, config: Config) -> None:
         self.store = store
         self.config = config
         self._wake = asyncio.Event()

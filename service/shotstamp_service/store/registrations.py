@@ -1,0 +1,106 @@
+"""Registrations: what was uploaded, by whom, when, and its fingerprints.
+
+Writes go through group commit (`group_commit.py`): concurrent uploads share
+one durable transaction. What both backends share is in
+`RegistrationStoreCore`; the rest is plain reads.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from shotstamp_service.records import NewRegistration, Registration
+from shotstamp_service.store.errors import StoreError
+
+__all__ = [
+    "RegistrationGuard",
+    "RegistrationStore",
+    "RegistrationStoreCore",
+    "StoredFingerprint",
+]
+
+RegistrationGuard = Callable[[Sequence[NewRegistration]], Awaitable[Sequence[StoreError | None]]]
+"""Given registrations about to be written, an error for each that must not be (else None)."""
+
+
+@dataclass(frozen=True)
+class StoredFingerprint:
+    """What the in-memory index needs of each registration to be rebuilt at start."""
+
+    seq: int
+    seller: str
+    sha256: str
+    perceptual: dict[str, str]
+    features: bytes | None
+    width: int
+    height: int
+
+
+class RegistrationStore(Protocol):
+    """Used by the registry (decisions, the index) and the registration routes."""
+
+    @abc.abstractmethod
+    def guard_registrations(self, guard: RegistrationGuard) -> None:
+        """Have `guard` look at each batch of new registrations just before it is written.
+
+        A store shared by several processes calls it under the lock that orders
+        registration commits, so everything the others committed is visible to
+        it; a registration it returns an error for is not stored, and that
+        error is raised to its caller. A store only one process writes (SQLite)
+        has nothing to guard against: the in-process reservation suffices.
+        """
+
+    @abc.abstractmethod
+    async def add_registration(self, new: NewRegistration) -> Registration:
+        """Durably store a pending registration and return it with its `seq`.
+
+        Raises DuplicateIdempotencyKey when (seller, idempotency_key) exists.
+        """
+
+    @abc.abstractmethod
+    async def get_registration(self, registration_id: str) -> Registration | None: ...
+
+    @abc.abstractmethod
+    async def get_registrations(self, seqs: Iterable[int]) -> dict[int, Registration]: ...
+
+    @abc.abstractmethod
+    async def find_by_sha256(self, sha256: str) -> list[Registration]:
+        """Registrations of these exact file bytes, oldest first."""
+
+    @abc.abstractmethod
+    async def find_by_idempotency_key(self, seller: str, key: str) -> Registration | None: ...
+
+    @abc.abstractmethod
+    def iter_fingerprints(self, after_seq: int = 0) -> AsyncIterator[StoredFingerprint]:
+        """Every registration's fingerprint with seq > after_seq, in seq order."""
+
+    @abc.abstractmethod
+    async def get_features(self, seqs: Iterable[int]) -> dict[int, bytes]: ...
+
+    @abc.abstractmethod
+    async def get_thumbnail(self, seq: int) -> bytes | None: ...
+
+
+class RegistrationStoreCore(RegistrationStore):
+    """What every backend does alike; it provides `_fingerprint_page`."""
+
+    fingerprint_page = 20_000
+
+    def guard_registrations(self, guard: RegistrationGuard) -> None:
+        return None  # a store only this process writes: nothing to guard against
+
+    @abc.abstractmethod
+    async def _fingerprint_page(self, after_seq: int, limit: int) -> list[StoredFingerprint]:
+        """At most `limit` fingerprints with seq > after_seq, in seq order."""
+
+    async def iter_fingerprints(self, after_seq: int = 0) -> AsyncIterator[StoredFingerprint]:
+        while True:
+            page = await self._fingerprint_page(after_seq, self.fingerprint_page)
+            for item in page:
+                yield item
+            if len(page) < self.fingerprint_page:
+                return
+            after_seq = page[-1].seq
