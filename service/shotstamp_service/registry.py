@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
+import json
 import logging
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
@@ -64,7 +66,14 @@ from shotstamp_service.store import (
     StoreError,
 )
 
-__all__ = ["Outcome", "Owners", "Registry", "ResolvedMatch"]
+__all__ = [
+    "IdempotencyKeyReused",
+    "Outcome",
+    "Owners",
+    "Registry",
+    "ResolvedMatch",
+    "request_digest",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +84,37 @@ _RESERVATION_BASE = 1 << 62
 _MAX_ROUNDS = 4
 # Loading the index from the store: rows past this many are bulk-loaded (see load_index).
 _BULK_FROM = 1_000
+# Uploads larger than this are hashed off the event loop.
+_HASH_INLINE_MAX = 1 << 20
+
+
+class IdempotencyKeyReused(Exception):
+    """The seller's idempotency key was first sent with another photo or other fields."""
+
+    def __init__(self, key: str, existing: Registration) -> None:
+        super().__init__(
+            f"the Idempotency-Key {key!r} was used for registration {existing.id} with a "
+            "different photo or fields; use a new key for a new upload"
+        )
+        self.existing = existing
+
+
+async def request_digest(data: bytes, title: str | None, reference: str | None) -> str:
+    """SHA-256 (hex) of an upload's bytes and fields: what a true retry repeats exactly."""
+    fields = json.dumps({"title": title, "reference": reference}, sort_keys=True)
+    digest = hashlib.sha256(fields.encode() + b"\n")
+    if len(data) > _HASH_INLINE_MAX:
+        await asyncio.to_thread(digest.update, data)  # hashlib releases the GIL
+    else:
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _same_request(earlier: Registration, key: str, digest: str) -> Registration:
+    # Rows stored before digests were kept (None) cannot be told apart: a retry.
+    if earlier.idempotency_digest not in (None, digest):
+        raise IdempotencyKeyReused(key, earlier)
+    return earlier
 
 
 class Owners:
@@ -283,10 +323,17 @@ class Registry:
         reference: str | None = None,
         idempotency_key: str | None = None,
     ) -> Outcome:
+        """Decide an upload and store it if new.
+
+        Raises IdempotencyKeyReused when the key was first sent with another
+        photo or other fields; the same ones again get the first answer.
+        """
+        digest = None
         if idempotency_key is not None:
+            digest = await request_digest(data, title, reference)
             earlier = await self.store.find_by_idempotency_key(who.seller, idempotency_key)
             if earlier is not None:
-                return Outcome("existing", earlier)
+                return Outcome("existing", _same_request(earlier, idempotency_key, digest))
         fp, thumbnail = await self.analyse(data)
         verified: dict[int, Evidence | None] = {}  # stage 2's evidence, kept across rounds
         while True:
@@ -295,7 +342,7 @@ class Registry:
                 return decided
             try:
                 return await self._store_new(
-                    who, fp, thumbnail, title, reference, idempotency_key, set(verified)
+                    who, fp, thumbnail, title, reference, idempotency_key, digest, set(verified)
                 )
             except RegistrationSuperseded:
                 continue  # another replica committed a copy first: decide again, against it
@@ -340,6 +387,7 @@ class Registry:
         title: str | None,
         reference: str | None,
         idempotency_key: str | None,
+        idempotency_digest: str | None,
         verified: set[int],
     ) -> Outcome:
         """Reserve the fingerprint, commit the registration, index it under its seq."""
@@ -362,6 +410,7 @@ class Registry:
             title=title,
             reference=reference,
             idempotency_key=idempotency_key,
+            idempotency_digest=idempotency_digest,
             features=features,
             thumbnail=thumbnail,
         )
@@ -370,7 +419,10 @@ class Registry:
             registration = await self.store.add_registration(new)
         except DuplicateIdempotencyKey as dup:
             future.set_result(dup.existing)
-            return Outcome("existing", dup.existing)
+            assert idempotency_key is not None and idempotency_digest is not None
+            return Outcome(
+                "existing", _same_request(dup.existing, idempotency_key, idempotency_digest)
+            )
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it, nobody logs it twice

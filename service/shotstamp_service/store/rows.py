@@ -25,7 +25,7 @@ __all__ = ["ANCHOR_COLUMNS", "CHECKPOINT_COLUMNS", "DELIVERY_COLUMNS", "REG_COLU
 
 REG_COLUMNS = (
     "seq, id, seller, sha256, perceptual, received_at, width, height, title, reference,"
-    " idempotency_key, leaf_index"
+    " idempotency_key, idempotency_digest, leaf_index"
 )
 DELIVERY_COLUMNS = (
     "d.id, d.webhook_id, d.event_id, d.event_type, d.payload, d.created_at, d.status,"
@@ -66,6 +66,7 @@ class Rows:
             title=row["title"],
             reference=row["reference"],
             idempotency_key=row["idempotency_key"],
+            idempotency_digest=row["idempotency_digest"],
             leaf_index=row["leaf_index"],
         )
 
