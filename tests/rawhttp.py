@@ -47,10 +47,22 @@ async def exchange(port: int, *pieces: bytes | float, timeout: float = 20.0) -> 
                     await writer.drain()
                 else:
                     await asyncio.sleep(piece)
-            raw = await reader.read()
+            return await read_answer(reader, started)
     finally:
         writer.close()
-    return parse_answer(raw, time.monotonic() - started)
+
+
+async def read_answer(reader: asyncio.StreamReader, started: float) -> RawAnswer | None:
+    """One answer (head and `Content-Length` body); None if the server closed instead."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    answer = parse_answer(head, 0.0)
+    assert answer is not None
+    answer.body = await reader.readexactly(int(answer.headers.get("content-length", "0")))
+    answer.seconds = time.monotonic() - started
+    return answer
 
 
 def parse_answer(raw: bytes, seconds: float) -> RawAnswer | None:

@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from shotstamp.checkpoint import format_vkey
@@ -174,6 +174,33 @@ def checkpoint_json(cp: CheckpointRecord) -> dict[str, Any]:
 
 # The multipart fields an upload may carry; any other is refused as it starts.
 _UPLOAD_FIELDS = ("image", "title", "reference")
+# Bytes allowed before the first boundary (clients send none), and header lines per part.
+_MAX_PREAMBLE = 1024
+_MAX_PART_HEADERS = 16
+
+
+class _UploadReader(MultipartReader):
+    """aiohttp's multipart reader with the preamble capped.
+
+    aiohttp skips a preamble line by line, unbounded and without yielding to
+    other requests while lines are buffered: megabytes of empty lines held
+    the event loop for seconds. (Overrides a private method; tests cover it.)
+    """
+
+    async def _read_until_first_boundary(self) -> None:
+        skipped = 0
+        while True:
+            line = await self._content.readline(max_line_length=_MAX_PREAMBLE)
+            if line == b"":
+                raise ValueError(f"could not find the starting boundary {self._boundary!r}")
+            if line.rstrip() == self._boundary:
+                return
+            if line.rstrip() == self._boundary + b"--":
+                self._at_eof = True
+                return
+            skipped += len(line)
+            if skipped > _MAX_PREAMBLE:
+                raise ValueError(f"more than {_MAX_PREAMBLE} bytes before the first boundary")
 
 
 async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
@@ -208,7 +235,7 @@ async def _read_multipart(request: web.Request) -> tuple[bytes, dict[str, str]]:
             413, "body_too_large", f"the body is larger than {config.max_upload_bytes} bytes"
         )
     try:
-        reader = await request.multipart()
+        reader = _UploadReader(request.headers, request.content, max_headers=_MAX_PART_HEADERS)
     except (ValueError, AssertionError, HttpProcessingError) as exc:
         raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc}") from exc
     image: bytes | None = None
