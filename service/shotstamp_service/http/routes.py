@@ -685,6 +685,11 @@ async def config(request: web.Request) -> web.Response:
                 "max_pixels": cfg.max_pixels,
                 "max_frames": cfg.max_frames,
                 "max_text_length": cfg.max_text_length,
+                "max_upload_parts": cfg.max_upload_parts,
+                "max_uploads_per_key": cfg.max_uploads_per_key,
+                "header_timeout_seconds": cfg.header_timeout,
+                "body_min_rate_bytes_per_second": cfg.body_min_rate,
+                "body_grace_seconds": cfg.body_grace,
             },
             "matching": request.app[REGISTRY].matcher.describe(),
         }
