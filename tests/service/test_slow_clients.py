@@ -267,3 +267,18 @@ async def test_more_parts_than_the_cap_are_refused(service):
     )
     assert resp.status == 400
     assert (await resp.json())["error"] == "too_many_parts"
+
+
+async def test_a_trickled_json_body_is_cut_off(service):
+    key = await service.key("hostile")
+    head = request_head(
+        "POST",
+        "/v1/webhooks",
+        {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        1000,
+    )
+    answer = await _trickle(_port(service), head + b'{"url": "', 0.25, GRACE + 5)
+    assert answer is not None and answer.status == 408, answer
+    assert answer.json()["error"] == "body_timeout"
+    assert answer.headers["connection"].lower() == "close"
+    assert answer.seconds < GRACE + 2.0, answer.seconds
