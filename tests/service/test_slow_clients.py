@@ -269,11 +269,12 @@ async def test_more_parts_than_the_cap_are_refused(service):
     assert (await resp.json())["error"] == "too_many_parts"
 
 
-async def test_a_trickled_json_body_is_cut_off(service):
+@pytest.mark.parametrize("path", ["/v1/webhooks", "/v1/verify"])
+async def test_a_trickled_json_body_is_cut_off(service, path):
     key = await service.key("hostile")
     head = request_head(
         "POST",
-        "/v1/webhooks",
+        path,
         {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
         1000,
     )
