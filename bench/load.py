@@ -408,6 +408,7 @@ async def run_level(
             "SHOTSTAMP_WAIT_TIMEOUT": "30",
             "SHOTSTAMP_FINGERPRINT_WORKERS": str(args.workers or os.cpu_count() or 1),
             "SHOTSTAMP_UPLOAD_RATE": "0",
+            "SHOTSTAMP_MAX_UPLOADS_PER_KEY": "0",
             "SHOTSTAMP_READ_RATE": "0",
             "SHOTSTAMP_LOG_FORMAT": "text",
         }

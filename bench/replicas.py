@@ -183,6 +183,7 @@ def measure(
         # One seller sends the whole mix: per-key rate limits would measure
         # themselves (429), not the replicas.
         "SHOTSTAMP_UPLOAD_RATE": "0",
+        "SHOTSTAMP_MAX_UPLOADS_PER_KEY": "0",
         "SHOTSTAMP_READ_RATE": "0",
     }
     url = None

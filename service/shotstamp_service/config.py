@@ -56,8 +56,8 @@ class Config:
     # Refuse webhook URLs on loopback, private and link-local addresses unless set.
     webhook_allow_private: bool = False
 
-    # Uploads being read or fingerprinted at once; more wait their turn before
-    # their bodies are read, so buffered uploads stay under this × max_upload_bytes.
+    # Uploads being fingerprinted and decided at once; more wait their turn with
+    # their bodies read (a slow body never holds one of these slots).
     max_inflight_uploads: int = 16
     # Per-key token buckets (requests per second, and the burst a key may bank);
     # a rate of 0 turns the limit off. Uploads (registrations, checks) cost a
@@ -66,6 +66,17 @@ class Config:
     upload_burst: int = 100
     read_rate: float = 100.0
     read_burst: int = 200
+    # Slow or hostile clients (docs/security.md): a request head must arrive
+    # within header_timeout seconds of the connection opening or of the previous
+    # response (idle keep-alive connections close then too); after body_grace
+    # seconds a body must keep up body_min_rate bytes per second (0: off), else
+    # 408 and the connection closes. A key has at most max_uploads_per_key
+    # uploads open at once (0: no cap), each of at most max_upload_parts parts.
+    header_timeout: float = 15.0
+    body_min_rate: float = 4096.0
+    body_grace: float = 10.0
+    max_uploads_per_key: int = 8
+    max_upload_parts: int = 8
 
     # PostgreSQL instead of the embedded SQLite file: shared by several replicas.
     database_url: str | None = None
@@ -107,6 +118,10 @@ class Config:
             raise ValueError("anchor intervals must be positive and confirmations >= 0")
         if min(self.webhook_concurrency, self.webhook_seller_concurrency) < 1:
             raise ValueError("webhook concurrency limits must be at least 1")
+        if self.header_timeout <= 0 or self.body_grace < 0 or self.body_min_rate < 0:
+            raise ValueError("header timeout must be positive, body grace and rate >= 0")
+        if self.max_upload_parts < 1:
+            raise ValueError("max upload parts must be at least 1")
         if self.log_format not in ("json", "text"):
             raise ValueError(f"log format {self.log_format!r} is neither 'json' nor 'text'")
         if self.database_url is not None and not self.database_url.startswith(
@@ -187,6 +202,11 @@ ENV_VARS: dict[str, str] = {
     "upload_burst": "SHOTSTAMP_UPLOAD_BURST",
     "read_rate": "SHOTSTAMP_READ_RATE",
     "read_burst": "SHOTSTAMP_READ_BURST",
+    "header_timeout": "SHOTSTAMP_HEADER_TIMEOUT",
+    "body_min_rate": "SHOTSTAMP_BODY_MIN_RATE",
+    "body_grace": "SHOTSTAMP_BODY_GRACE",
+    "max_uploads_per_key": "SHOTSTAMP_MAX_UPLOADS_PER_KEY",
+    "max_upload_parts": "SHOTSTAMP_MAX_UPLOAD_PARTS",
     "tsa_url": "SHOTSTAMP_TSA_URL",
     "tsa_interval": "SHOTSTAMP_TSA_INTERVAL",
     "tsa_timeout": "SHOTSTAMP_TSA_TIMEOUT",

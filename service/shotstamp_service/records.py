@@ -69,6 +69,8 @@ class NewRegistration:
     reference: str | None = None
     idempotency_key: str | None = None
     features: bytes | None = None
+    # SHA-256 of what was sent with the idempotency key (registry.request_digest).
+    idempotency_digest: str | None = None
     thumbnail: bytes | None = None
 
     def leaf_record(self) -> dict[str, Any]:

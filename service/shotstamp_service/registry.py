@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
+import json
 import logging
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
@@ -69,7 +71,14 @@ from shotstamp_service.store import (
     StoreError,
 )
 
-__all__ = ["Outcome", "Owners", "Registry", "ResolvedMatch"]
+__all__ = [
+    "IdempotencyKeyReused",
+    "Outcome",
+    "Owners",
+    "Registry",
+    "ResolvedMatch",
+    "request_digest",
+]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +96,37 @@ SEGMENT_ROWS = 8_192
 # ...and a store from before segments is written in segments of this many at its first
 # start (bounding the memory the columns take while they are collected).
 UPGRADE_ROWS = 500_000
+# Uploads larger than this are hashed off the event loop.
+_HASH_INLINE_MAX = 1 << 20
+
+
+class IdempotencyKeyReused(Exception):
+    """The seller's idempotency key was first sent with another photo or other fields."""
+
+    def __init__(self, key: str, existing: Registration) -> None:
+        super().__init__(
+            f"the Idempotency-Key {key!r} was used for registration {existing.id} with a "
+            "different photo or fields; use a new key for a new upload"
+        )
+        self.existing = existing
+
+
+async def request_digest(data: bytes, title: str | None, reference: str | None) -> str:
+    """SHA-256 (hex) of an upload's bytes and fields: what a true retry repeats exactly."""
+    fields = json.dumps({"title": title, "reference": reference}, sort_keys=True)
+    digest = hashlib.sha256(fields.encode() + b"\n")
+    if len(data) > _HASH_INLINE_MAX:
+        await asyncio.to_thread(digest.update, data)  # hashlib releases the GIL
+    else:
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _same_request(earlier: Registration, key: str, digest: str) -> Registration:
+    # Rows stored before digests were kept (None) cannot be told apart: a retry.
+    if earlier.idempotency_digest not in (None, digest):
+        raise IdempotencyKeyReused(key, earlier)
+    return earlier
 
 
 class Owners:
@@ -413,10 +453,17 @@ class Registry:
         reference: str | None = None,
         idempotency_key: str | None = None,
     ) -> Outcome:
+        """Decide an upload and store it if new.
+
+        Raises IdempotencyKeyReused when the key was first sent with another
+        photo or other fields; the same ones again get the first answer.
+        """
+        digest = None
         if idempotency_key is not None:
+            digest = await request_digest(data, title, reference)
             earlier = await self.store.find_by_idempotency_key(who.seller, idempotency_key)
             if earlier is not None:
-                return Outcome("existing", earlier)
+                return Outcome("existing", _same_request(earlier, idempotency_key, digest))
         fp, thumbnail = await self.analyse(data)
         verified: dict[int, Evidence | None] = {}  # stage 2's evidence, kept across rounds
         while True:
@@ -425,7 +472,7 @@ class Registry:
                 return decided
             try:
                 return await self._store_new(
-                    who, fp, thumbnail, title, reference, idempotency_key, set(verified)
+                    who, fp, thumbnail, title, reference, idempotency_key, digest, set(verified)
                 )
             except RegistrationSuperseded:
                 continue  # another replica committed a copy first: decide again, against it
@@ -470,6 +517,7 @@ class Registry:
         title: str | None,
         reference: str | None,
         idempotency_key: str | None,
+        idempotency_digest: str | None,
         verified: set[int],
     ) -> Outcome:
         """Reserve the fingerprint, commit the registration, index it under its seq."""
@@ -492,6 +540,7 @@ class Registry:
             title=title,
             reference=reference,
             idempotency_key=idempotency_key,
+            idempotency_digest=idempotency_digest,
             features=features,
             thumbnail=thumbnail,
         )
@@ -500,7 +549,10 @@ class Registry:
             registration = await self.store.add_registration(new)
         except DuplicateIdempotencyKey as dup:
             future.set_result(dup.existing)
-            return Outcome("existing", dup.existing)
+            assert idempotency_key is not None and idempotency_digest is not None
+            return Outcome(
+                "existing", _same_request(dup.existing, idempotency_key, idempotency_digest)
+            )
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it, nobody logs it twice

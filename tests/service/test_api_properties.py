@@ -32,6 +32,7 @@ def live(tmp_path_factory):
         tmp_path_factory.mktemp("api") / "data",
         env={
             "SHOTSTAMP_UPLOAD_RATE": "0",
+            "SHOTSTAMP_MAX_UPLOADS_PER_KEY": "0",
             "SHOTSTAMP_READ_RATE": "0",
             "SHOTSTAMP_WAIT_TIMEOUT": "1",
             "SHOTSTAMP_SEAL_INTERVAL": "0.2",

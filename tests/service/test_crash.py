@@ -175,6 +175,7 @@ def test_sigkill_under_concurrent_uploads_loses_nothing(tmp_path):
             "SHOTSTAMP_SEAL_INTERVAL": str(SEAL_INTERVAL),
             "SHOTSTAMP_FINGERPRINT_WORKERS": "2",
             "SHOTSTAMP_UPLOAD_RATE": "0",
+            "SHOTSTAMP_MAX_UPLOADS_PER_KEY": "0",
             "SHOTSTAMP_READ_RATE": "0",
         },
     )

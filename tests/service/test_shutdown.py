@@ -65,6 +65,7 @@ def server(tmp_path):
         env={
             "SHOTSTAMP_FINGERPRINT_WORKERS": "2",
             "SHOTSTAMP_UPLOAD_RATE": "0",
+            "SHOTSTAMP_MAX_UPLOADS_PER_KEY": "0",
             "SHOTSTAMP_READ_RATE": "0",
         },
     )

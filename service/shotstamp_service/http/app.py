@@ -38,6 +38,7 @@ from shotstamp_service.http.keys import (
     UPLOAD_SLOTS,
     WEBHOOKS,
 )
+from shotstamp_service.http.limits import UPLOADS_PER_KEY, UploadsPerKey, text_header
 from shotstamp_service.http.ratelimit import Budget, RateLimiter
 from shotstamp_service.http.routes import routes
 from shotstamp_service.http.serve import IN_FLIGHT, InFlight, track_in_flight
@@ -93,7 +94,9 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     The id (the client's `X-Request-Id`, or a new one) is on every log line
     written while serving the request, and in the response.
     """
-    request_id = request.headers.get("X-Request-Id", "")[:100] or uuid.uuid4().hex
+    given = request.headers.get("X-Request-Id", "")[:100]
+    # Bytes outside printable ASCII are refused (with a fresh id) further in.
+    request_id = given if given.isascii() and given.isprintable() and given else uuid.uuid4().hex
     token = REQUEST_ID.set(request_id)
     started = time.perf_counter()
     try:
@@ -114,6 +117,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = web.json_response(exc.body(), status=exc.status)
         if exc.status == 429 and "retry_after" in exc.extra:
             response.headers["Retry-After"] = str(exc.extra["retry_after"])
+        if exc.status == 408:
+            response.force_close()  # a client too slow to send its body gets no more time
     except ImageRejected as exc:
         response = web.json_response({"error": exc.code, "message": exc.message}, status=exc.status)
     except web.HTTPException as exc:
@@ -143,6 +148,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             status=500,
         )
     return response
+
+
+# Every request header the service reads; each must be printable ASCII.
+_READ_HEADERS = ("Authorization", "Idempotency-Key", "Content-Type", "X-Request-Id")
+
+
+@web.middleware
+async def header_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """400 for a header the service reads that holds other bytes, before any handler."""
+    for name in _READ_HEADERS:
+        text_header(request, name)
+    return await handler(request)
 
 
 def _observe(request: web.Request, status: int, seconds: float) -> None:
@@ -264,10 +281,13 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(
-        middlewares=[track_in_flight, request_middleware, error_middleware],
+        middlewares=[track_in_flight, request_middleware, error_middleware, header_middleware],
         # The upload handler streams multipart itself with its own cap; this only
         # bounds bodies read whole (none are, today).
         client_max_size=config.max_upload_bytes + 65536,
+        # aiohttp closes a connection whose next request head is not complete
+        # when its keep-alive timer fires: that timer is the header deadline.
+        handler_args={"keepalive_timeout": config.header_timeout},
     )
     app[CONFIG] = config
     app[METRICS] = Metrics()
@@ -279,6 +299,7 @@ def create_app(config: Config) -> web.Application:
         }
     )
     app[UPLOAD_SLOTS] = asyncio.Semaphore(max(1, config.max_inflight_uploads))
+    app[UPLOADS_PER_KEY] = UploadsPerKey(config.max_uploads_per_key)
     app.add_routes(routes)
     app.add_routes(desk.routes)
     app.add_routes(dispute.routes)

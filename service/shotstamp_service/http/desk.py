@@ -22,7 +22,8 @@ from shotstamp.errors import MalformedProofError, VerificationError
 from shotstamp.verify import CHECKS, ProofBundle, VerifiedProof, verify_proof
 from shotstamp_service.http.auth import Principal
 from shotstamp_service.http.errors import ApiError
-from shotstamp_service.http.keys import SIGNING_KEYS, STORE
+from shotstamp_service.http.keys import CONFIG, SIGNING_KEYS, STORE
+from shotstamp_service.http.limits import BodyDeadline, body_timeout
 from shotstamp_service.http.routes import require_principal
 from shotstamp_service.records import format_time
 
@@ -154,11 +155,18 @@ async def _read_capped(request: web.Request, limit: int) -> bytes:
         raise ApiError(413, "body_too_large", f"a proof bundle is at most {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "body_too_large", f"a proof bundle is at most {limit} bytes")
-        chunks.append(chunk)
+    config = request.app[CONFIG]
+    try:
+        async with BodyDeadline(request.content, config.body_min_rate, config.body_grace):
+            async for chunk in request.content.iter_chunked(65536):
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(
+                        413, "body_too_large", f"a proof bundle is at most {limit} bytes"
+                    )
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise body_timeout(config.body_min_rate, config.body_grace) from exc
     return b"".join(chunks)
 
 

@@ -76,11 +76,26 @@ _AUTH_ERRORS = {
 
 _UPLOAD_ERRORS = {
     "400": _error(
-        "malformed multipart body, missing 'image', invalid text field, invalid parameter"
+        "malformed multipart body, missing 'image', invalid text field, invalid parameter; "
+        "codes: bad_multipart, missing_image, empty_image, too_many_files, too_many_parts "
+        "(more than the configured parts), unknown_field (a field other than image, title, "
+        "reference; named in `field`), invalid_text, invalid_parameter, "
+        "invalid_idempotency_key, invalid_header (bytes outside printable ASCII)"
+    ),
+    "408": _error(
+        "body_timeout: the body arrived slower than the configured minimum rate after the "
+        "grace period; the connection is closed"
     ),
     "413": _error("body, image dimensions or frame count over the configured limits"),
     "415": _error("not multipart/form-data, or not an image in a supported format"),
     "422": _error("an image that cannot be decoded (truncated, corrupt)"),
+    "429": {
+        **_error(
+            "rate_limited: this key is over its upload rate; too_many_uploads: this key "
+            "already has the most uploads in progress that one key may have"
+        ),
+        "headers": _RETRY_AFTER,
+    },
 }
 
 _SCHEMAS: dict[str, Any] = {
@@ -93,6 +108,10 @@ _SCHEMAS: dict[str, Any] = {
             "retry_after": {
                 "type": "integer",
                 "description": "with 429: the Retry-After header's seconds",
+            },
+            "field": {
+                "type": ["string", "null"],
+                "description": "with unknown_field: the multipart field refused",
             },
         },
     },
@@ -593,6 +612,11 @@ def openapi_document() -> dict[str, Any]:
                         "409": _json(_ref("Conflict"), "a copy of another seller's photo"),
                         **_AUTH_ERRORS,
                         **_UPLOAD_ERRORS,
+                        "422": _error(
+                            "corrupt_image: an image that cannot be decoded (truncated, "
+                            "corrupt); idempotency_key_reused: the Idempotency-Key was sent "
+                            "before with another photo or other fields"
+                        ),
                     },
                 }
             },
@@ -658,7 +682,11 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "201": _json(_ref("WebhookCreated"), "created"),
-                        "400": _error("invalid URL or events, duplicate URL, too many webhooks"),
+                        "400": _error(
+                            "invalid URL or events, duplicate URL, too many webhooks, "
+                            "invalid_json, invalid_header"
+                        ),
+                        "408": _error("body_timeout: the body arrived too slowly"),
                         "413": _error("body too large"),
                         "415": _error("not application/json"),
                         **_AUTH_ERRORS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -9,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from shotstamp.checkpoint import format_vkey
@@ -27,6 +28,13 @@ from shotstamp_service.http.keys import (
     UPLOAD_SLOTS,
     WEBHOOKS,
 )
+from shotstamp_service.http.limits import (
+    UPLOADS_PER_KEY,
+    BodyDeadline,
+    body_timeout,
+    read_body,
+    text_header,
+)
 from shotstamp_service.http.openapi import openapi_document
 from shotstamp_service.http.ratelimit import RateLimiter
 from shotstamp_service.log.proofs import ProofRangeError, consistency_json, proof_bundle
@@ -42,7 +50,7 @@ from shotstamp_service.records import (
     format_time,
     utc_now,
 )
-from shotstamp_service.registry import ResolvedMatch
+from shotstamp_service.registry import IdempotencyKeyReused, ResolvedMatch
 from shotstamp_service.webhooks.dispatcher import (
     EVENT_TYPES,
     MAX_WEBHOOKS_PER_SELLER,
@@ -188,14 +196,61 @@ def checkpoint_json(cp: CheckpointRecord) -> dict[str, Any]:
     }
 
 
+# The text fields an upload may carry besides `image`; any other is refused as it starts.
+_UPLOAD_TEXT_FIELDS = ("title", "reference")
+# Bytes allowed before the first boundary (clients send none), and header lines per part.
+_MAX_PREAMBLE = 1024
+_MAX_PART_HEADERS = 16
+
+
+class _UploadReader(MultipartReader):
+    """aiohttp's multipart reader with the preamble capped.
+
+    aiohttp skips a preamble line by line, unbounded and without yielding to
+    other requests while lines are buffered: megabytes of empty lines held
+    the event loop for seconds. (Overrides a private method; tests cover it.)
+    """
+
+    async def _read_until_first_boundary(self) -> None:
+        skipped = 0
+        while True:
+            line = await self._content.readline(max_line_length=_MAX_PREAMBLE)
+            if line == b"":
+                raise ValueError(f"could not find the starting boundary {self._boundary!r}")
+            if line.rstrip() == self._boundary:
+                return
+            if line.rstrip() == self._boundary + b"--":
+                self._at_eof = True
+                return
+            skipped += len(line)
+            if skipped > _MAX_PREAMBLE:
+                raise ValueError(f"more than {_MAX_PREAMBLE} bytes before the first boundary")
+
+
 async def read_upload(
-    request: web.Request, text_fields: tuple[str, ...] = ("title", "reference")
+    request: web.Request, text_fields: tuple[str, ...] = _UPLOAD_TEXT_FIELDS
 ) -> tuple[bytes, dict[str, str]]:
-    """The `image` file part (streamed, capped) and the `text_fields` of a multipart body."""
+    """The `image` file part and the `text_fields` of a multipart body, read whole.
+
+    The body must keep up the configured pace (`BodyDeadline`): a client that
+    trickles it gets a 408 and the connection is closed.
+    """
     config = request.app[CONFIG]
+    try:
+        async with BodyDeadline(request.content, config.body_min_rate, config.body_grace):
+            return await _read_multipart(request, text_fields)
+    except TimeoutError as exc:
+        raise body_timeout(config.body_min_rate, config.body_grace) from exc
+
+
+async def _read_multipart(
+    request: web.Request, text_fields: tuple[str, ...]
+) -> tuple[bytes, dict[str, str]]:
+    config = request.app[CONFIG]
+    allowed = ("image", *text_fields)
     # The media type alone, without `request.content_type`: aiohttp parses that
     # with the email package, a few percent of the service's CPU per upload.
-    media_type = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    media_type = (text_header(request, "Content-Type") or "").partition(";")[0].strip().lower()
     if media_type != "multipart/form-data":
         raise ApiError(
             415,
@@ -209,19 +264,35 @@ async def read_upload(
             413, "body_too_large", f"the body is larger than {config.max_upload_bytes} bytes"
         )
     try:
-        reader = await request.multipart()
+        reader = _UploadReader(request.headers, request.content, max_headers=_MAX_PART_HEADERS)
     except (ValueError, AssertionError, HttpProcessingError) as exc:
         raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc}") from exc
     image: bytes | None = None
     texts: dict[str, str] = {}
+    parts = 0
     try:
         while True:
             part = await reader.next()
             if part is None:
                 break
+            parts += 1
+            if parts > config.max_upload_parts:
+                raise ApiError(
+                    400,
+                    "too_many_parts",
+                    f"a multipart upload has at most {config.max_upload_parts} parts",
+                )
             if not isinstance(part, BodyPartReader):
                 raise ApiError(400, "bad_multipart", "nested multipart bodies are not accepted")
             name = part.name
+            if name not in allowed:
+                shown = ascii(name) if name is not None else "a part without a name"
+                raise ApiError(
+                    400,
+                    "unknown_field",
+                    f"unknown multipart field {shown}; send only {', '.join(allowed)}",
+                    field=name if name is None or name.isascii() else ascii(name),
+                )
             if name == "image":
                 if image is not None:
                     raise ApiError(400, "too_many_files", "send exactly one file in 'image'")
@@ -244,8 +315,8 @@ async def read_upload(
                 if len(text) > config.max_text_length:
                     raise too_long
                 texts[name] = text
-            else:
-                await part.release()
+            # Let other requests run between parts, even when the body is all buffered.
+            await asyncio.sleep(0)
     except ApiError:
         raise
     # aiohttp's multipart parser raises these on malformed parts (headers that
@@ -272,6 +343,7 @@ async def _read_capped(part: BodyPartReader, limit: int) -> bytes:
         if len(buffer) + len(chunk) > limit:
             raise ApiError(413, "body_too_large", f"'{part.name}' is larger than {limit} bytes")
         buffer += chunk
+        await asyncio.sleep(0)  # a buffered body is read without waiting: let others run
 
 
 async def wait_until_sealed(request: web.Request, reg: Registration) -> Registration:
@@ -301,24 +373,30 @@ async def _visible_registration(request: web.Request, who: Principal) -> Registr
 @routes.post("/v1/registrations")
 async def create_registration(request: web.Request) -> web.Response:
     who = await require_principal(request, "upload")
-    idempotency_key = request.headers.get("Idempotency-Key")
+    # Everything the client controls is checked before anything is stored.
+    idempotency_key = text_header(request, "Idempotency-Key")
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
         raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-200 characters")
-    # The slot bounds the upload bodies held in memory at once; it is released
-    # before any wait for the seal, which holds no body.
-    async with request.app[UPLOAD_SLOTS]:
+    wait = _flag(request, "wait")
+    async with request.app[UPLOADS_PER_KEY].hold(who.key_id):
         image, texts = await read_upload(request)
-        outcome = await request.app[REGISTRY].register(
-            who,
-            image,
-            title=texts.get("title"),
-            reference=texts.get("reference"),
-            idempotency_key=idempotency_key,
-        )
-        if outcome.kind == "conflict":
-            # Tell the sellers whose photo this copies; scheduled, never awaited here.
-            request.app[WEBHOOKS].conflict(outcome.matches, image, format_time(utc_now()))
-        del image
+        # The slot is taken with the body read: a slow client never holds one.
+        # It is released before any wait for the seal, which holds no body.
+        async with request.app[UPLOAD_SLOTS]:
+            try:
+                outcome = await request.app[REGISTRY].register(
+                    who,
+                    image,
+                    title=texts.get("title"),
+                    reference=texts.get("reference"),
+                    idempotency_key=idempotency_key,
+                )
+            except IdempotencyKeyReused as exc:
+                raise ApiError(422, "idempotency_key_reused", str(exc)) from exc
+            if outcome.kind == "conflict":
+                # Tell the sellers whose photo this copies; scheduled, never awaited here.
+                request.app[WEBHOOKS].conflict(outcome.matches, image, format_time(utc_now()))
+            del image
     if outcome.kind == "conflict":
         matches = [match_json(request, m, who) for m in outcome.matches]
         first = matches[0]
@@ -350,7 +428,7 @@ async def create_registration(request: web.Request) -> web.Response:
         extra={"outcome": outcome.kind, "seller": who.seller, "registration_id": reg.id},
     )
     proof = None
-    if _flag(request, "wait"):
+    if wait:
         reg = await wait_until_sealed(request, reg)
         if reg.sealed:
             proof = await proof_bundle(request.app[STORE], reg)
@@ -365,9 +443,10 @@ async def create_registration(request: web.Request) -> web.Response:
 @routes.post("/v1/checks")
 async def create_check(request: web.Request) -> web.Response:
     who = await require_principal(request, "upload")
-    async with request.app[UPLOAD_SLOTS]:
+    async with request.app[UPLOADS_PER_KEY].hold(who.key_id):
         image, _ = await read_upload(request)
-        fp, matches = await request.app[REGISTRY].check(image)
+        async with request.app[UPLOAD_SLOTS]:
+            fp, matches = await request.app[REGISTRY].check(image)
     return web.json_response(
         {
             "sha256": fp.sha256,
@@ -410,15 +489,11 @@ _MAX_JSON_BODY = 16384
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    if request.content_type != "application/json":
-        raise ApiError(
-            415, "unsupported_media_type", f"send application/json, not {request.content_type!r}"
-        )
-    if request.content_length is not None and request.content_length > _MAX_JSON_BODY:
-        raise ApiError(413, "body_too_large", f"the body is larger than {_MAX_JSON_BODY} bytes")
-    raw = await request.content.read(_MAX_JSON_BODY + 1)
-    if len(raw) > _MAX_JSON_BODY:
-        raise ApiError(413, "body_too_large", f"the body is larger than {_MAX_JSON_BODY} bytes")
+    media_type = (text_header(request, "Content-Type") or "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", f"send application/json, not {media_type!r}")
+    config = request.app[CONFIG]
+    raw = await read_body(request, _MAX_JSON_BODY, config.body_min_rate, config.body_grace)
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -639,6 +714,11 @@ async def config(request: web.Request) -> web.Response:
                 "max_pixels": cfg.max_pixels,
                 "max_frames": cfg.max_frames,
                 "max_text_length": cfg.max_text_length,
+                "max_upload_parts": cfg.max_upload_parts,
+                "max_uploads_per_key": cfg.max_uploads_per_key,
+                "header_timeout_seconds": cfg.header_timeout,
+                "body_min_rate_bytes_per_second": cfg.body_min_rate,
+                "body_grace_seconds": cfg.body_grace,
             },
             "matching": request.app[REGISTRY].matcher.describe(),
         }

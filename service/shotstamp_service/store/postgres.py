@@ -243,6 +243,8 @@ MIGRATIONS: list[str] = [
     # 6: each webhook's due deliveries in order (as SQLite's migration 6).
     "CREATE INDEX webhook_deliveries_due_by_hook"
     " ON webhook_deliveries (webhook_id, next_attempt_at, seq) WHERE status = 'pending'",
+    # 7: what was sent with an idempotency key, to refuse its reuse for another photo (issue 19).
+    "ALTER TABLE registrations ADD COLUMN idempotency_digest text",
 ]
 
 
@@ -500,10 +502,11 @@ class PostgresStore(Store):
             items = [new for new in items if new.id not in refused]
             rows = await conn.fetch(
                 "INSERT INTO registrations (id, seller, sha256, perceptual, received_at,"
-                " width, height, title, reference, idempotency_key, features, thumbnail)"
+                " width, height, title, reference, idempotency_key, features, thumbnail,"
+                " idempotency_digest)"
                 " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[],"
                 " $5::text[], $6::int[], $7::int[], $8::text[], $9::text[], $10::text[],"
-                " $11::bytea[], $12::bytea[])"
+                " $11::bytea[], $12::bytea[], $13::text[])"
                 " ON CONFLICT (seller, idempotency_key) WHERE idempotency_key IS NOT NULL"
                 " DO NOTHING RETURNING id, seq",
                 [new.id for new in items],
@@ -518,6 +521,7 @@ class PostgresStore(Store):
                 [new.idempotency_key for new in items],
                 [new.features for new in items],
                 [new.thumbnail for new in items],
+                [new.idempotency_digest for new in items],
             )
             seqs = {row["id"]: row["seq"] for row in rows}
             out: list[Registration | Exception] = []

@@ -33,7 +33,7 @@ __all__ = [
 
 REG_COLUMNS = (
     "seq, id, seller, sha256, perceptual, received_at, width, height, title, reference,"
-    " idempotency_key, leaf_index"
+    " idempotency_key, idempotency_digest, leaf_index"
 )
 FINGERPRINT_COLUMNS = "seq, seller, sha256, perceptual, features, width, height"
 DELIVERY_COLUMNS = (
@@ -75,6 +75,7 @@ class Rows:
             title=row["title"],
             reference=row["reference"],
             idempotency_key=row["idempotency_key"],
+            idempotency_digest=row["idempotency_digest"],
             leaf_index=row["leaf_index"],
         )
 

@@ -213,6 +213,8 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # webhook's without reading one seller's whole backlog (issue 19).
     "CREATE INDEX webhook_deliveries_due_by_hook"
     " ON webhook_deliveries (webhook_id, next_attempt_at, seq) WHERE status = 'pending'",
+    # 7: what was sent with an idempotency key, to refuse its reuse for another photo (issue 19).
+    "ALTER TABLE registrations ADD COLUMN idempotency_digest TEXT",
 ]
 
 
@@ -419,8 +421,8 @@ class SQLiteStore(Store):
                 try:
                     cur = conn.execute(
                         "INSERT INTO registrations (id, seller, sha256, perceptual, received_at,"
-                        " width, height, title, reference, idempotency_key, features, thumbnail)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " width, height, title, reference, idempotency_key, features, thumbnail,"
+                        " idempotency_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             new.id,
                             new.seller,
@@ -434,6 +436,7 @@ class SQLiteStore(Store):
                             new.idempotency_key,
                             new.features,
                             new.thumbnail,
+                            new.idempotency_digest,
                         ),
                     )
                 except sqlite3.IntegrityError as exc:
