@@ -148,6 +148,10 @@ class Evidence:
     global_contrast: float | None = None
     rematched: int = 0  # keypoint pairs found again under the keypoint transform
     overlay: float = 0.0  # share of cells that agree or differ only by a white/black overlay
+    # Geometry of the keypoint transform, for words only (no clause reads them): the share of
+    # the stored image's area the query shows, and the query's pixel size relative to it.
+    coverage: float | None = None
+    resize: float | None = None
 
     def as_dict(self) -> dict[str, float | int]:
         out: dict[str, float | int] = {
@@ -162,6 +166,10 @@ class Evidence:
             out["orb_rematched"] = self.rematched
         if self.cells:
             out["photo_overlay"] = round(self.overlay, 3)
+        if self.coverage is not None:
+            out["orb_coverage"] = round(self.coverage, 3)
+        if self.resize is not None:
+            out["orb_resize"] = round(self.resize, 3)
         if self.global_agreement is not None:
             out["global_agreement"] = round(self.global_agreement, 3)
         if self.global_inliers is not None:
@@ -283,7 +291,32 @@ def _keypoint_evidence(query: LocalFeatures, stored: LocalFeatures) -> Evidence:
     continuous = np.hstack([a, (t + 0.5 - a @ np.array([0.5, 0.5]))[:, None]])
     share, cells, overlay = agreement(query, stored, continuous)
     return Evidence(len(pairs), count, scale, rotation, share, cells, rematched=rematched,
-                    overlay=overlay)
+                    overlay=overlay, coverage=_coverage(query, stored, continuous),
+                    resize=_resize(query, stored, scale))
+
+
+def _coverage(query: LocalFeatures, stored: LocalFeatures, transform: np.ndarray) -> float:
+    """Share of the stored frame's area that the query's frame covers under `transform`
+    (continuous coordinates, query → stored)."""
+    qh, qw = query.shape
+    sh, sw = stored.shape
+    corners = np.array([[0, 0], [qw, 0], [qw, qh], [0, qh]], np.float64)
+    mapped = (corners @ transform[:, :2].T + transform[:, 2]).astype(np.float32)
+    frame = np.array([[0, 0], [sw, 0], [sw, sh], [0, sh]], np.float32)
+    if cv2.contourArea(mapped, oriented=True) < 0:  # a mirrored transform cannot be fitted,
+        mapped = mapped[::-1].copy()  # but keep the polygon's turn the frame's, to be sure
+    area, _ = cv2.intersectConvexConvex(mapped, frame)
+    return float(min(max(area / (sw * sh), 0.0), 1.0))
+
+
+def _resize(query: LocalFeatures, stored: LocalFeatures, scale: float) -> float | None:
+    """The query's pixels per stored pixel of the shared content (< 1: shrunk), from both
+    uploads' own sizes; None for blobs stored without them."""
+    if query.source is None or stored.source is None or scale <= 0:
+        return None
+    query_px = query.source[1] / query.shape[1]  # upload pixels per canonical pixel
+    stored_px = stored.source[1] / stored.shape[1]
+    return float(query_px / (scale * stored_px))
 
 
 def _rematch(query: LocalFeatures, stored: LocalFeatures, transform: np.ndarray,
