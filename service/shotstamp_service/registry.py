@@ -49,6 +49,7 @@ from shotstamp_service.matching.engine import (
     verify_many,
 )
 from shotstamp_service.matching.fingerprint import Fingerprint
+from shotstamp_service.matching.rule import clause_named, explain
 from shotstamp_service.matching.verification import Evidence
 from shotstamp_service.records import (
     NewRegistration,
@@ -117,6 +118,12 @@ class ResolvedMatch:
     distances: dict[str, float | int]
     verdict: Literal["copy", "similar"]
     exact: bool = False
+    clause: str = ""  # the matching rule's clause that decided (`matching.rule.CLAUSES`)
+    explanation: str = ""  # that clause's words for a seller
+
+    @property
+    def stage(self) -> int:
+        return clause_named(self.clause).stage if self.clause else 0
 
 
 @dataclass(frozen=True)
@@ -464,12 +471,15 @@ class Registry:
         out: dict[int, ResolvedMatch] = {}
         for reg in exact:
             distances = dict(by_ref[reg.seq].distances) if reg.seq in by_ref else {}
-            out[reg.seq] = ResolvedMatch(reg, _with_hashes(distances, fp, reg), "copy", exact=True)
+            same = clause_named("same_file")
+            out[reg.seq] = ResolvedMatch(reg, _with_hashes(distances, fp, reg), "copy", exact=True,
+                                         clause=same.name, explanation=explain(same, distances))
         for ref, match in by_ref.items():
             if ref not in out and ref in registrations:
                 reg = registrations[ref]
                 distances = _with_hashes(dict(match.distances), fp, reg)
-                out[ref] = ResolvedMatch(reg, distances, match.verdict)
+                out[ref] = ResolvedMatch(reg, distances, match.verdict, clause=match.clause,
+                                         explanation=match.explanation)
         return [out[ref] for ref in sorted(out)]
 
     async def check(self, data: bytes) -> tuple[Fingerprint, list[ResolvedMatch]]:

@@ -174,6 +174,7 @@ FIGURES: dict[str, str] = {
                      "semi-transparent overlay",
 }
 
+_FLAGS = ("same_bytes", "aligned")
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "<=": operator.le, ">=": operator.ge, "<": operator.lt}
 
@@ -200,10 +201,21 @@ class Cond:
         return _OPS[self.op](left, bound)
 
     def text(self, *, values: bool = True) -> str:
+        if self.threshold == "ONE":  # a flag holds, or a count is at least one
+            return self.figure if self.figure in _FLAGS else f"{self.figure} {self.op} 1"
         bound = self.threshold
         if values:
             bound = f"{bound} ({_show(THRESHOLDS[self.threshold].value)})"
         return f"{self.figure} {self.op} {bound}" + (f" × {self.of}" if self.of else "")
+
+    def served(self) -> str:
+        """As `GET /v1/config` has always put it: "pdq hamming <= 16 (PDQ_COPY)"."""
+        if self.threshold == "ONE":
+            return self.text()
+        figure = f"{self.figure} hamming" if self.figure in ("pdq", "phash") else self.figure
+        bound = _show(THRESHOLDS[self.threshold].value)
+        of = f" x {self.of}" if self.of else ""
+        return f"{figure} {self.op} {bound}{of} ({self.threshold})"
 
 
 @dataclass(frozen=True)
@@ -428,8 +440,7 @@ def _show(value: Number) -> str:
 
 
 def _conditions(clause: Clause) -> str:
-    return " and ".join(c.text(values=False) for c in clause.conditions
-                        if c.threshold != "ONE" or c.figure != "orb_inliers")
+    return " and ".join(c.text(values=False) for c in clause.conditions)
 
 
 def describe_rule() -> dict[str, Any]:
@@ -454,7 +465,7 @@ def clause_lines(verdict: Verdict) -> list[str]:
     out = []
     for c in CLAUSES:
         if c.verdict == verdict:
-            when = " and ".join(x.text() for x in c.conditions if x.threshold != "ONE")
+            when = " and ".join(x.served() for x in c.conditions)
             out.append(f"{c.name} (stage {c.stage}): {when}"
                        + (f" [{c.scope}]" if c.scope else ""))
     return out
@@ -483,7 +494,7 @@ def markdown() -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for i, c in enumerate(CLAUSES, 1):
-        when = " and ".join(f"`{x.text(values=False)}`" for x in c.conditions
+        when = " and ".join(f"`{x.text()}`" for x in c.conditions
                             if x not in _PLAUSIBLE and x != _ALIGNED)
         if c.conditions[:1] == (_ALIGNED,):
             when = "`aligned` and " + when

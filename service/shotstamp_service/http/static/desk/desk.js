@@ -293,17 +293,27 @@ function matchCard(match, position, suspectUrl, fileName) {
         el("figcaption", {}, `Registered image (${match.registration_id})`),
       ),
     ),
+    match.explanation ? el("p", { class: "explanation" }, match.explanation) : null,
     details([
       ["Registration", code(match.registration_id)],
       ["Seller", match.seller ?? "(not shown)"],
       ["Registered at", time(match.received_at)],
       ["Verdict", match.exact ? "copy: the very same file" : match.verdict],
-      ["Distance", String(match.distance)],
-      ["Distances", distances],
       ["Status", match.status],
       ["Title", match.title],
       ["Reference", match.reference],
     ]),
+    // The engine's own figures, for staff who want them (names: GET /v1/config → matching.rule).
+    el(
+      "details",
+      { class: "engine" },
+      el("summary", {}, "Engine details"),
+      details([
+        ["Decided by", match.clause ? `stage ${match.stage}, clause ${match.clause}` : null],
+        ["Distance", String(match.distance)],
+        ["Distances", distances],
+      ]),
+    ),
     el("button", { type: "button", onclick: () => lookUp(match.registration_id) }, `Look up ${match.registration_id} and its proof`),
   );
 }
