@@ -14,6 +14,7 @@ from shotstamp_service.matching.decode import (
     CANONICAL_SIDE,
     DecodeLimits,
     ImageRejected,
+    Rejection,
     canonical_grey,
     open_image,
 )
@@ -69,8 +70,9 @@ def test_store_round_trip_keeps_what_the_index_needs(fixture_png: bytes) -> None
 def test_fingerprint_and_rejection_survive_pickling(fixture_png: bytes) -> None:
     fp = fingerprint(fixture_png)
     assert pickle.loads(pickle.dumps(fp)) == fp
-    err = pickle.loads(pickle.dumps(ImageRejected(413, "image_too_large", "too big")))
-    assert (err.status, err.code, err.message) == (413, "image_too_large", "too big")
+    err = pickle.loads(pickle.dumps(ImageRejected(Rejection.IMAGE_TOO_LARGE, "too big")))
+    assert (err.reason, err.code, err.message) == (Rejection.IMAGE_TOO_LARGE, "image_too_large",
+                                                   "too big")
 
 
 def test_hash_arithmetic() -> None:

@@ -23,7 +23,7 @@ from aiohttp import web
 from shotstamp_service.anchors import AnchorRunner, make_anchors
 from shotstamp_service.config import Config
 from shotstamp_service.http import desk
-from shotstamp_service.http.errors import ApiError
+from shotstamp_service.http.errors import ApiError, from_domain
 from shotstamp_service.http.keys import (
     ANCHORS,
     CONFIG,
@@ -113,7 +113,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 429 and "retry_after" in exc.extra:
             response.headers["Retry-After"] = str(exc.extra["retry_after"])
     except ImageRejected as exc:
-        response = web.json_response({"error": exc.code, "message": exc.message}, status=exc.status)
+        error = from_domain(exc)
+        response = web.json_response(error.body(), status=error.status)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -29,18 +29,19 @@ running replica that lacks a rotated key stops sealing (see `sealer.py`).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shotstamp.checkpoint import Checkpoint, NoteSigner, NoteVerifier
+from shotstamp.checkpoint import Checkpoint, NoteSigner, NoteVerifier, format_vkey
 from shotstamp_service.records import SigningKeyRecord, format_time, utc_now
 from shotstamp_service.store import ActiveKeyChanged, Store
 
@@ -51,6 +52,7 @@ __all__ = [
     "SignerSource",
     "SigningKeyUnavailable",
     "SigningKeys",
+    "key_json",
     "load_or_create_key",
     "read_key",
     "write_new_key",
@@ -344,3 +346,16 @@ class SigningKeys:
             path.unlink()
             raise
         return record, path
+
+
+def key_json(key: SigningKeyRecord) -> dict[str, Any]:
+    """A signing key's public form (`GET /v1/keys`, `shotstamp-service signing-key list`)."""
+    return {
+        "key_id": key.key_id,
+        "algorithm": key.algorithm,
+        "public_key": base64.b64encode(key.public_key).decode(),
+        "vkey": format_vkey(key.name, key.public_key),
+        "status": "active" if key.active else "retired",
+        "not_before": key.not_before,
+        "not_after": key.not_after,
+    }
