@@ -151,7 +151,7 @@ async def test_a_tile_write_that_changes_a_stored_hash_is_refused(store_target):
     await store.close()
 
 
-async def test_a_foundation_database_is_migrated_to_tiles(tmp_path):
+async def test_a_first_release_database_is_migrated_to_tiles(tmp_path):
     # Build a version-1 database by hand: one tree_nodes row per complete subtree.
     path = tmp_path / "db.sqlite"
     leaves = [merkle.leaf_hash(hashlib.sha256(str(i).encode()).digest()) for i in range(600)]

@@ -12,7 +12,7 @@ Private keys are Ed25519 PKCS#8 PEM files of mode 0600:
   rotate` writes new keys there. Replicas that share this directory (a shared
   volume or a mounted secret) follow rotations without restarting.
 - or one file named by `SHOTSTAMP_SIGNING_KEY_FILE` (created there on first
-  start if missing), and the foundation's `<data dir>/signing.key`; both are
+  start if missing), and the first release's `<data dir>/signing.key`; both are
   read as well as the directory.
 
 Which key is active is the store's to say; each seal asks it, so a rotation
@@ -197,7 +197,7 @@ class SigningKeys:
     """The service's keys: finds the active one's private key on disk, follows rotations.
 
     `open()` runs at start: on a store without keys it adopts the configured
-    key file, the foundation's `signing.key` or the one key in the directory,
+    key file, the first release's `signing.key` or the one key in the directory,
     or generates one (only with `create`: never on a shared store), and
     records it as active.
     """
@@ -285,7 +285,7 @@ class SigningKeys:
                 path, key = write_new_key(self.key_dir, self.origin)
                 log.info("created signing key %s", path)
         signer = LogSigner(self.origin, key)
-        # A store sealed before keys were recorded (the foundation) must have
+        # A store sealed before keys were recorded (the first release) must have
         # been signed by this very key, or its history belongs to another.
         latest = await self.store.latest_checkpoint()
         if latest is not None and latest.key_id != signer.key_id:
