@@ -106,3 +106,15 @@ def test_every_clause_has_words_for_any_match_it_can_make() -> None:
     for clause in rule.CLAUSES:
         text = rule.explain(clause, {name: 1 for name in rule.FIGURES})
         assert text and "{" not in text
+
+
+def test_every_history_link_beside_a_constant_names_a_section() -> None:
+    import re
+
+    history = (ROOT / "docs" / "matching-history.md").read_text()
+    anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+               for h in re.findall(r"^#+ (.+)$", history, re.M)}
+    service = ROOT / "service" / "shotstamp_service" / "matching"
+    links = {link for name in ("rule.py", "engine.py")
+             for link in re.findall(r"# history: #([\w-]+)", (service / name).read_text())}
+    assert len(links) >= 15 and links <= anchors, links - anchors

@@ -76,8 +76,8 @@ INLIERS_CLEAN = 30  # history: #inliers_clean
 INLIER_SHARE_CLEAN = 0.95  # history: #inliers_clean
 AGREEMENT_CLEAN = 0.6  # history: #inliers_clean
 # The same scene or a partial copy: shown, never blocks.
-INLIERS_SIMILAR = 12
-AGREEMENT_SIMILAR = 0.6
+INLIERS_SIMILAR = 12  # history: #inliers_clean
+AGREEMENT_SIMILAR = 0.6  # history: #inliers_clean
 # A copy is cropped, padded, resized and turned a little: scale and turn stay within these.
 SCALE_RANGE = (0.4, 2.5)  # history: #scale_range-and-max_rotation
 MAX_ROTATION = 20.0  # history: #scale_range-and-max_rotation
