@@ -62,12 +62,12 @@ from shotstamp_service.matching.verification import (
 )
 
 OUT = Path(__file__).resolve().parent / "out"
-SERVICE = Path(__file__).resolve().parent.parent / "service" / "shotstamp_service"
+SERVICE = Path(__file__).resolve().parent.parent / "service" / "shotstamp_service" / "matching"
 TEN_MILLION = 10_000_000
 # Different-photo pairs this close in PDQ are used to probe the global photometric check.
 GLOBAL_PROBE = 76
 # The code fingerprints and evidence depend on; the rule's thresholds are not part of it.
-FINGERPRINT_CODE = [SERVICE / f for f in ("decode.py", "hashes.py", "local_features.py",
+FINGERPRINT_CODE = [SERVICE / f for f in ("decode.py", "hashes.py", "features.py",
                                           "fingerprint.py")]
 
 

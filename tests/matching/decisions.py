@@ -1,9 +1,9 @@
 """Evidence to pin the matching rule's verdicts: real stage-2 evidence from the bundled photos
 and their edits, and synthetic evidence around every threshold (`synthetic_cases`).
 
-`python tests/matching/decisions.py` wrote data/decisions.json with the verdicts of `decide`
-as it stood before the rule became a table of clauses (commit ef181f6); test_matching_rule.py
-asserts the table-driven `decide` gives the same verdict on every case.
+`python tests/matching/decisions.py` wrote tests/testdata/matching-decisions.json with the
+verdicts of `decide` as it stood before the rule became a table of clauses (commit ef181f6);
+test_matching_rule.py asserts the table-driven `decide` gives the same verdict on every case.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-FIXTURE = HERE / "data" / "decisions.json"
+FIXTURE = HERE.parent / "testdata" / "matching-decisions.json"
 
 # Every figure decide reads, with values just below, at and above each threshold it is compared
 # with (and the extremes); None where the figure may be missing.

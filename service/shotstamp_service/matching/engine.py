@@ -156,18 +156,22 @@ class Match:
     distances: dict[str, float | int]
     verdict: Verdict
     clause: str = field(default="", compare=False)
-    explanation: str = field(default="", compare=False)
+    pdq_pair: tuple[str, str] | None = field(default=None, compare=False)  # for the words
 
     @property
     def stage(self) -> int:
         return clause_named(self.clause).stage if self.clause else 0
 
+    @property
+    def explanation(self) -> str:
+        """In words, made when asked: most matches decided are never shown."""
+        return explain(clause_named(self.clause), self.distances, self.pdq_pair) \
+            if self.clause else ""
+
 
 def _match(ref: int, distances: dict[str, float | int], clause_name: str,
            pdq_pair: tuple[str, str] | None = None) -> Match:
-    clause = clause_named(clause_name)
-    return Match(ref, distances, clause.verdict, clause.name,
-                 explain(clause, distances, pdq_pair))
+    return Match(ref, distances, clause_named(clause_name).verdict, clause_name, pdq_pair)
 
 
 @dataclass(frozen=True)

@@ -188,17 +188,21 @@ class Cond:
     threshold: str
     of: str | None = None
 
+    def __post_init__(self) -> None:  # looked up once: decide runs for every candidate
+        object.__setattr__(self, "_bound", THRESHOLDS[self.threshold].value)
+        object.__setattr__(self, "_compare", _OPS[self.op])
+
     def holds(self, values: Mapping[str, Number | None]) -> bool:
         left = values.get(self.figure)
         if left is None:
             return False
-        bound = THRESHOLDS[self.threshold].value
+        bound: Number = self._bound  # type: ignore[attr-defined]
         if self.of is not None:
             other = values.get(self.of)
             if other is None:
                 return False
             bound = bound * other
-        return _OPS[self.op](left, bound)
+        return self._compare(left, bound)  # type: ignore[attr-defined,no-any-return]
 
     def text(self, *, values: bool = True) -> str:
         if self.threshold == "ONE":  # a flag holds, or a count is at least one
@@ -344,6 +348,7 @@ CLAUSES: tuple[Clause, ...] = (
 )
 _BY_NAME = {c.name: c for c in CLAUSES}
 STAGE2 = tuple(c for c in CLAUSES if c.stage == 2)
+_BY_STAGE = {1: tuple(c for c in CLAUSES if c.stage == 1), 2: STAGE2}
 
 
 def clause_named(name: str) -> Clause:
@@ -370,8 +375,8 @@ def figures(pdq: int | None, global_pair: tuple[str, str] | None,
 
 def first_clause(values: Mapping[str, Number | None], stage: int = 2) -> Clause | None:
     """The first clause of `stage` that holds on `values`: it gives the verdict."""
-    for clause in CLAUSES:
-        if clause.stage == stage and clause.holds(values):
+    for clause in _BY_STAGE[stage]:
+        if clause.holds(values):
             return clause
     return None
 
