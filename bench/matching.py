@@ -606,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     different[np.arange(len(queries)), own] = False
     for k, q in enumerate(queries):  # one picture under two names is not a different photo
         for other in partners.get(q.photo, ()):
-            different[k, photo_index[other]] = False
+            if other in photo_index:  # a corpus subset (--photos) may lack the partner
+                different[k, photo_index[other]] = False
     # each unordered pair of originals appears twice; a pair is different photos either way
     ph_impostor_min = int(ph[different].min())
     ph_best = ph_impostor_min - 1
@@ -846,6 +847,8 @@ def main(argv: list[str] | None = None) -> int:
     say("## Pairs in the corpus that are one picture (bench.corpus.SAME_PICTURE)")
     say()
     for a, b, why in SAME_PICTURE:
+        if (a, "original") not in by_key or (b, "original") not in by_key:
+            continue  # a corpus subset (--photos)
         verdicts = []
         for q, s_ in ((a, b), (b, a)):
             one = Matcher(background=False)
