@@ -52,6 +52,7 @@ from bench.edits import EDITS, apply_edit, encode
 from shotstamp_service.matching import engine as rule
 from shotstamp_service.matching.engine import Candidate, Matcher, decide, verify
 from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint
+from shotstamp_service.matching.rule import pixels_match, plausible
 from shotstamp_service.matching.verification import (
     MIN_CELLS,
     NATIVE_SIDE,
@@ -353,8 +354,8 @@ def small_upload_report(queries: list[Item], originals: list[Item], different: n
         return residual(q.local, s.local, global_transform(q.local, s.local, *pair))
 
     def passes(r: tuple[float, int, float]) -> bool:
-        return rule._pixels_match(Evidence(global_residual=r[0], global_pixels=r[1],
-                                           global_contrast=r[2]))
+        return pixels_match(Evidence(global_residual=r[0], global_pixels=r[1],
+                                     global_contrast=r[2]))
 
     def share(r: tuple[float, int, float]) -> float:
         return r[0] / max(r[2], 1e-9)
@@ -828,7 +829,7 @@ def main(argv: list[str] | None = None) -> int:
     # among plausible transforms (an implausible one is never a copy, and a degenerate one —
     # scale 0.01 — can map a whole picture onto one flat patch that "agrees" everywhere).
     supported = [x for x in ok_ev if max(x[0].inliers, x[0].rematched) >= rule.INLIERS_COPY_FEW
-                 and rule._plausible(x[0])]
+                 and plausible(x[0])]
     for measure, threshold in (("agreement", rule.AGREEMENT_COPY_FEW),
                                ("overlay", rule.OVERLAY_COPY)):
         if supported:

@@ -118,3 +118,13 @@ def test_every_history_link_beside_a_constant_names_a_section() -> None:
     links = {link for name in ("rule.py", "engine.py")
              for link in re.findall(r"# history: #([\w-]+)", (service / name).read_text())}
     assert len(links) >= 15 and links <= anchors, links - anchors
+
+
+def test_the_bench_helpers_read_the_table() -> None:
+    assert rule.plausible(Evidence(scale=2.5, rotation=-20.0))
+    assert not rule.plausible(Evidence(scale=2.51, rotation=0.0))
+    assert not rule.plausible(Evidence(scale=1.0, rotation=20.01))
+    small = {"global_residual": 12.0, "global_pixels": 256, "global_contrast": 34.3}
+    assert rule.pixels_match(Evidence(**small))
+    assert not rule.pixels_match(Evidence(**dict(small, global_contrast=34.28)))  # 0.35 × it
+    assert not rule.pixels_match(Evidence(**dict(small, global_pixels=255)))

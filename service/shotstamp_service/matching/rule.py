@@ -36,6 +36,8 @@ __all__ = [
     "figures",
     "first_clause",
     "markdown",
+    "pixels_match",
+    "plausible",
 ]
 
 HISTORY = "docs/matching-history.md"
@@ -379,6 +381,19 @@ def first_clause(values: Mapping[str, Number | None], stage: int = 2) -> Clause 
         if clause.holds(values):
             return clause
     return None
+
+
+def plausible(evidence: Evidence) -> bool:
+    """The keypoint transform's scale and turn are ones a copy could have."""
+    values = figures(None, None, evidence)
+    return all(c.holds(values) for c in _PLAUSIBLE[1:])
+
+
+def pixels_match(evidence: Evidence) -> bool:
+    """A small upload's own pixels match (`aligned_pixels` without its alignment condition)."""
+    values = figures(None, None, evidence)
+    return all(c.holds(values) for c in clause_named("aligned_pixels").conditions
+               if c != _ALIGNED)
 
 
 # -- words -----------------------------------------------------------------------------------
