@@ -12,7 +12,7 @@ For each size it prints:
 * proof latency: inclusion and consistency proofs from the SQLite store
   (median and p99 of `--samples` random proofs), beside the naive approach
   that recomputes from every leaf hash (`shotstamp.merkle.inclusion_proof` /
-  `consistency_proof`), and at 1M beside the foundation's layout (one SQLite
+  `consistency_proof`), and at 1M beside the first release's layout (one SQLite
   row per complete subtree, `tree_nodes`);
 * storage: bytes on disk for the tiles (and for `tree_nodes` at 1M).
 
@@ -246,7 +246,7 @@ async def seal_costs(database: Path, signer: LogSigner, size: int) -> dict[int, 
 
 
 class TreeNodes:
-    """The foundation's layout: one row per complete subtree, read one node per query."""
+    """The first release's layout: one row per complete subtree, read one node per query."""
 
     def __init__(self, path: Path) -> None:
         self.conn = sqlite3.connect(path, check_same_thread=False)
@@ -396,13 +396,13 @@ async def bench_size(size: int, args: argparse.Namespace, workdir: Path) -> None
         took = build_tree_nodes(nodes_path, leaves)
         nodes_bytes = table_bytes(nodes_path, "tree_nodes")
         say(
-            f"  foundation layout: {2 * size - bin(size).count('1'):,} tree_nodes rows, "
+            f"  first-release layout: {2 * size - bin(size).count('1'):,} tree_nodes rows, "
             f"{nodes_bytes / 1e9:.3f} GB ({nodes_bytes / size:.1f} bytes per leaf; "
             f"written in {fmt_s(took)})"
         )
         rows_out.append(
             (
-                "tree_nodes (foundation)",
+                "tree_nodes (first release)",
                 *await latencies(TreeNodes(nodes_path), size, args.samples, seed=size),
             )
         )

@@ -52,6 +52,7 @@ from bench.edits import EDITS, apply_edit, encode
 from shotstamp_service.matching import engine as rule
 from shotstamp_service.matching.engine import Candidate, Matcher, decide, verify
 from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint
+from shotstamp_service.matching.rule import pixels_match, plausible
 from shotstamp_service.matching.verification import (
     MIN_CELLS,
     NATIVE_SIDE,
@@ -62,12 +63,12 @@ from shotstamp_service.matching.verification import (
 )
 
 OUT = Path(__file__).resolve().parent / "out"
-SERVICE = Path(__file__).resolve().parent.parent / "service" / "shotstamp_service"
+SERVICE = Path(__file__).resolve().parent.parent / "service" / "shotstamp_service" / "matching"
 TEN_MILLION = 10_000_000
 # Different-photo pairs this close in PDQ are used to probe the global photometric check.
 GLOBAL_PROBE = 76
 # The code fingerprints and evidence depend on; the rule's thresholds are not part of it.
-FINGERPRINT_CODE = [SERVICE / f for f in ("decode.py", "hashes.py", "local_features.py",
+FINGERPRINT_CODE = [SERVICE / f for f in ("decode.py", "hashes.py", "features.py",
                                           "fingerprint.py")]
 
 
@@ -353,8 +354,8 @@ def small_upload_report(queries: list[Item], originals: list[Item], different: n
         return residual(q.local, s.local, global_transform(q.local, s.local, *pair))
 
     def passes(r: tuple[float, int, float]) -> bool:
-        return rule._pixels_match(Evidence(global_residual=r[0], global_pixels=r[1],
-                                           global_contrast=r[2]))
+        return pixels_match(Evidence(global_residual=r[0], global_pixels=r[1],
+                                     global_contrast=r[2]))
 
     def share(r: tuple[float, int, float]) -> float:
         return r[0] / max(r[2], 1e-9)
@@ -606,7 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     different[np.arange(len(queries)), own] = False
     for k, q in enumerate(queries):  # one picture under two names is not a different photo
         for other in partners.get(q.photo, ()):
-            different[k, photo_index[other]] = False
+            if other in photo_index:  # a corpus subset (--photos) may lack the partner
+                different[k, photo_index[other]] = False
     # each unordered pair of originals appears twice; a pair is different photos either way
     ph_impostor_min = int(ph[different].min())
     ph_best = ph_impostor_min - 1
@@ -827,7 +829,7 @@ def main(argv: list[str] | None = None) -> int:
     # among plausible transforms (an implausible one is never a copy, and a degenerate one —
     # scale 0.01 — can map a whole picture onto one flat patch that "agrees" everywhere).
     supported = [x for x in ok_ev if max(x[0].inliers, x[0].rematched) >= rule.INLIERS_COPY_FEW
-                 and rule._plausible(x[0])]
+                 and plausible(x[0])]
     for measure, threshold in (("agreement", rule.AGREEMENT_COPY_FEW),
                                ("overlay", rule.OVERLAY_COPY)):
         if supported:
@@ -846,6 +848,8 @@ def main(argv: list[str] | None = None) -> int:
     say("## Pairs in the corpus that are one picture (bench.corpus.SAME_PICTURE)")
     say()
     for a, b, why in SAME_PICTURE:
+        if (a, "original") not in by_key or (b, "original") not in by_key:
+            continue  # a corpus subset (--photos)
         verdicts = []
         for q, s_ in ((a, b), (b, a)):
             one = Matcher(background=False)

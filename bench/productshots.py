@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFilter
 __all__ = ["product_shot", "product_shots"]
 
 CACHE = Path(__file__).parent / "out" / "productshots"
-# pHash bits two shots must differ by; the foundation's pHash copy rule was 6.
+# pHash bits two shots must differ by; the global-hash rule's pHash copy threshold is 6.
 DISTINCT_BITS = 8
 
 

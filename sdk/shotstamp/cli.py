@@ -390,9 +390,11 @@ def _run_service_command(
 def _describe_match(match: Match) -> str:
     whose = f"yours ({match.seller})" if match.seller else "another seller's"
     kind = "exact copy" if match.exact else match.verdict
+    # The explanation in words; a service too old to give one: the raw distance.
+    why = f": {match.explanation}" if match.explanation else f" (distance {match.distance})"
     return (
         f"{kind} of registration {match.registration_id}, {whose}, registered "
-        f"{match.received_at.isoformat()} (distance {match.distance})"
+        f"{match.received_at.isoformat()}{why}"
     )
 
 

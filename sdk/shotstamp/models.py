@@ -73,6 +73,11 @@ class Match:
     distances: Mapping[str, int | float]
     verdict: Literal["copy", "similar"]
     exact: bool = False
+    # Which stage and clause of the service's matching rule decided, and the verdict in
+    # words (None from services older than these fields).
+    stage: int | None = None
+    clause: str | None = None
+    explanation: str | None = None
     status: str | None = None
     proof_url: str | None = None
     seller: str | None = None
@@ -92,6 +97,9 @@ class Match:
             distances=dict(data.get("distances") or {}),
             verdict=verdict,
             exact=bool(data.get("exact", False)),
+            stage=data["stage"] if isinstance(data.get("stage"), int) else None,
+            clause=_optional_str(data, "clause"),
+            explanation=_optional_str(data, "explanation"),
             status=_optional_str(data, "status"),
             proof_url=_optional_str(data, "proof_url"),
             seller=_optional_str(data, "seller"),

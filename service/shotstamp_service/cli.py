@@ -194,7 +194,7 @@ async def _keys(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _signing_key(config: Config, args: argparse.Namespace) -> int:
-    from shotstamp_service.http.routes import key_json
+    from shotstamp_service.log.signer import key_json
 
     store = make_store(config)
     await store.open()

@@ -150,7 +150,7 @@ class Config:
 
     @property
     def legacy_key_path(self) -> Path:
-        """The foundation's single key file, still read if present."""
+        """The first release's single key file, still read if present."""
         return self.data_dir / "signing.key"
 
     @property

@@ -54,6 +54,7 @@ from shotstamp_service.matching.engine import (
     verify_many,
 )
 from shotstamp_service.matching.fingerprint import Fingerprint
+from shotstamp_service.matching.rule import clause_named, explain
 from shotstamp_service.matching.segments import SegmentDir
 from shotstamp_service.matching.verification import Evidence, Geometry
 from shotstamp_service.records import (
@@ -184,6 +185,12 @@ class ResolvedMatch:
     verdict: Literal["copy", "similar"]
     exact: bool = False
     geometry: Geometry | None = None  # stage 2's alignment of the upload onto it, if any
+    clause: str = ""  # the matching rule's clause that decided (`matching.rule.CLAUSES`)
+    explanation: str = ""  # that clause's words for a seller
+
+    @property
+    def stage(self) -> int:
+        return clause_named(self.clause).stage if self.clause else 0
 
 
 @dataclass(frozen=True)
@@ -648,13 +655,16 @@ class Registry:
         for reg in exact:
             distances = dict(by_ref[reg.seq].distances) if reg.seq in by_ref else {}
             geometry = by_ref[reg.seq].geometry if reg.seq in by_ref else None
+            same = clause_named("same_file")
             out[reg.seq] = ResolvedMatch(reg, _with_hashes(distances, fp, reg), "copy", exact=True,
-                                         geometry=geometry)
+                                         geometry=geometry, clause=same.name,
+                                         explanation=explain(same, distances))
         for ref, match in by_ref.items():
             if ref not in out and ref in registrations:
                 reg = registrations[ref]
                 distances = _with_hashes(dict(match.distances), fp, reg)
-                out[ref] = ResolvedMatch(reg, distances, match.verdict, geometry=match.geometry)
+                out[ref] = ResolvedMatch(reg, distances, match.verdict, geometry=match.geometry,
+                                         clause=match.clause, explanation=match.explanation)
         return [out[ref] for ref in sorted(out)]
 
     async def check(self, data: bytes) -> tuple[Fingerprint, list[ResolvedMatch]]:

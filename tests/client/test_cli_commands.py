@@ -146,6 +146,8 @@ def test_register_reports_conflicts_and_errors_with_exit_statuses(service_proces
     assert conflict["matches"][0]["verdict"] == "copy"
     assert "seller" not in conflict["matches"][0]
     assert "conflict" in result.stderr and str(stolen.resolve()) in result.stderr
+    # The conflict line says why in words, not as an engine distance.
+    assert "re-saved or resized" in result.stderr and "(distance" not in result.stderr
     assert summary(result.stderr)["conflicts"] == 1 and summary(result.stderr)["new"] == 1
 
     broken = tmp_path / "broken.jpg"
@@ -167,10 +169,12 @@ def test_check_proof_and_keys(service_process, env, tmp_path):
 
     mine = run("shotstamp", "check", str(photo), env=env)
     assert mine.returncode == 0 and "yours (acme)" in mine.stdout
+    assert "The very same file" in mine.stdout and "distance" not in mine.stdout
     thief_env = {**env, "SHOTSTAMP_API_KEY": service_process.key("thief2")}
     theirs = run("shotstamp", "check", str(photo), "--json", env=thief_env)
     assert theirs.returncode == 5
     assert json.loads(theirs.stdout)["matches"][0]["registration_id"] == record["id"]
+    assert json.loads(theirs.stdout)["matches"][0]["distance"] == 0  # kept for tools
 
     saved = tmp_path / "proof.json"
     fetched = run("shotstamp", "proof", record["id"], "-o", str(saved), env=env)

@@ -103,9 +103,12 @@ def test_a_dropped_copy_names_the_original_oldest_first_beside_its_thumbnail(des
     expect(cards.nth(1).locator("h3")).to_contain_text("similar")
     card = cards.nth(0)
     expect(card).to_contain_text(first["received_at"].replace("T", " ").replace("Z", " UTC"))
-    # The engine's figures sit under a Details fold.
+    # The verdict in words; the engine's figures under a fold.
+    expect(card.locator("p.explanation")).to_contain_text("The same")
+    expect(card.locator("dd", has_text="phash")).to_be_hidden()
     card.locator("details.engine summary").click()
     expect(card.locator("dd", has_text="phash")).to_be_visible()
+    expect(card.locator("details.engine")).to_contain_text("clause")
 
     # The two images side by side: the suspect from the browser, the thumbnail from the service.
     for position in (0, 1):

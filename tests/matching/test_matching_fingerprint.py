@@ -14,6 +14,7 @@ from shotstamp_service.matching.decode import (
     CANONICAL_SIDE,
     DecodeLimits,
     ImageRejected,
+    Rejection,
     canonical_grey,
     open_image,
 )
@@ -27,7 +28,7 @@ from shotstamp_service.matching.thumbnail import fingerprint_and_thumbnail
 # INTER_AREA or the pdqhash build, and must then be re-measured, not patched to pass.
 GOLDEN_PDQ = "69cfcf56d6af66396629b0943131c9c9d1c6762e6e46d239ba36a95481d1548b"
 GOLDEN_PDQ_QUALITY = 100
-GOLDEN_PHASH = "f868c495b64eb1b8"  # the foundation's pHash algorithm, of the 128 px square
+GOLDEN_PHASH = "f868c495b64eb1b8"  # the first release's pHash algorithm, of the 128 px square
 GOLDEN_KEYPOINTS = 277  # up to 500 over 9 levels of a 1.12 pyramid (was 283 of 300 over 5 of 1.25)
 
 
@@ -69,8 +70,9 @@ def test_store_round_trip_keeps_what_the_index_needs(fixture_png: bytes) -> None
 def test_fingerprint_and_rejection_survive_pickling(fixture_png: bytes) -> None:
     fp = fingerprint(fixture_png)
     assert pickle.loads(pickle.dumps(fp)) == fp
-    err = pickle.loads(pickle.dumps(ImageRejected(413, "image_too_large", "too big")))
-    assert (err.status, err.code, err.message) == (413, "image_too_large", "too big")
+    err = pickle.loads(pickle.dumps(ImageRejected(Rejection.IMAGE_TOO_LARGE, "too big")))
+    assert (err.reason, err.code, err.message) == (Rejection.IMAGE_TOO_LARGE, "image_too_large",
+                                                   "too big")
 
 
 def test_hash_arithmetic() -> None:

@@ -313,6 +313,11 @@ def test_registration_and_check_parse_the_wire_form():
     assert RegisterResult.of("k.jpg", existing).outcome == "existing"
     check = Check.from_json({"sha256": "ab" * 32, "perceptual": {}, "matches": [MATCH]})
     assert [m.registration_id for m in check.copies] == ["01OLD"]
+    assert (check.matches[0].stage, check.matches[0].explanation) == (None, None)  # older service
+    words = {"stage": 2, "clause": "keypoints", "explanation": "The same photo shrunk: …"}
+    (match,) = Check.from_json({"sha256": "ab" * 32, "perceptual": {},
+                                "matches": [{**MATCH, **words}]}).matches
+    assert (match.stage, match.clause, match.explanation) == (2, "keypoints", words["explanation"])
     with pytest.raises(ValueError):
         Registration.from_json({**REG, "status": "weird"})
 

@@ -29,6 +29,9 @@ PUBLIC_MATCH_FIELDS = {
     "distance",
     "distances",
     "verdict",
+    "stage",  # which stage and clause of the rule decided, and that in words:
+    "clause",  # made from the distances alone, nothing about the other seller
+    "explanation",
     "exact",
     "status",
     "proof_url",

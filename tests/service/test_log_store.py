@@ -128,7 +128,7 @@ async def test_proofs_through_the_store_match_the_reference(fresh_store, batches
         assert path == merkle.inclusion_proof(leaves, index)
 
 
-async def test_a_foundation_database_is_migrated_to_tiles(tmp_path):
+async def test_a_first_release_database_is_migrated_to_tiles(tmp_path):
     # Build a version-1 database by hand: one tree_nodes row per complete subtree.
     path = tmp_path / "db.sqlite"
     leaves = [merkle.leaf_hash(hashlib.sha256(str(i).encode()).digest()) for i in range(600)]

@@ -14,6 +14,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 import imagegen
+from shotstamp_service.matching.rule import CLAUSES
+
+CLAUSE_NAMES = {c.name for c in CLAUSES}
 
 
 def _crop_90(image: Image.Image) -> Image.Image:
@@ -67,6 +70,13 @@ async def test_edited_copies_by_another_seller_are_conflicts_naming_the_original
         assert match["distance"] == match["distances"]["pdq"]
         if name == "crop_90":  # beyond the global hashes: stage 2's keypoints decided
             assert match["distances"]["orb_inliers"] >= 20, match
+        # The verdict in words, and the clause and stage of the rule that decided.
+        assert match["clause"] in CLAUSE_NAMES and match["explanation"], match
+        assert match["stage"] == (1 if match["clause"] == "pdq" else 2), match
+        if name == "crop_90":  # 90 % of each side: ~81 % of the area
+            assert match["stage"] == 2 and "cropped to ~8" in match["explanation"], match
+        if name == "mirror":
+            assert "mirrored" in match["explanation"], match
 
     # A different photo is new, and only it was registered besides the original.
     resp = await service.upload(thief, imagegen.encode(imagegen.detailed_photo(32)))
@@ -92,6 +102,8 @@ async def test_config_reports_the_rule_in_use(service):
     matching = (await (await service.client.get("/v1/config")).json())["matching"]
     assert matching["primary"] == "pdq"
     assert any("pdq hamming <= 16" in rule for rule in matching["copy"])
+    # The clause table itself, as decide() applies it.
+    assert [c["name"] for c in matching["rule"]["clauses"]] == [c.name for c in CLAUSES]
     assert matching["registrations"] == 0
 
 

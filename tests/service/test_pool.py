@@ -9,7 +9,8 @@ import os
 import pytest
 
 from imagegen import jpeg
-from shotstamp_service.http.errors import ApiError
+from shotstamp_service.http.errors import STATUS
+from shotstamp_service.matching.decode import Rejection
 from shotstamp_service.matching.fingerprint import DecodeLimits, ImageRejected, fingerprint
 from shotstamp_service.matching.pool import FingerprintPool
 
@@ -35,7 +36,7 @@ async def test_a_rejected_image_is_the_worker_s_exception_not_a_dead_worker(pool
     before = pool.worker_pids()
     with pytest.raises(ImageRejected) as caught:
         await pool(b"not an image at all")
-    assert caught.value.status == 415
+    assert STATUS[caught.value.reason] == 415
     with pytest.raises(ValueError):
         await pool._run(functools.partial(int, "x"))
     assert pool.worker_pids() == before
@@ -43,9 +44,9 @@ async def test_a_rejected_image_is_the_worker_s_exception_not_a_dead_worker(pool
 
 async def test_a_dead_worker_fails_its_job_with_422_and_is_replaced(pool):
     before = pool.worker_pids()
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(ImageRejected) as caught:
         await pool._run(functools.partial(os._exit, 3))
-    assert caught.value.status == 422
+    assert caught.value.reason is Rejection.NOT_PROCESSED and STATUS[caught.value.reason] == 422
     after = await _two_workers(pool)
     assert after != before
     # Both the survivor and the replacement work.
@@ -73,7 +74,7 @@ async def test_a_replacement_that_cannot_start_is_retried(pool, monkeypatch):
         return await spawn()
 
     monkeypatch.setattr(pool, "_spawn", flaky_spawn)
-    with pytest.raises(ApiError):
+    with pytest.raises(ImageRejected):
         await pool._run(functools.partial(os._exit, 3))
     await _two_workers(pool)
     assert len(failures) == 2

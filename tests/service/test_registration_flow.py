@@ -98,6 +98,8 @@ async def test_exact_copy_by_another_seller_is_a_conflict(service):
     assert resp.status == 409
     (match,) = (await resp.json())["matches"]
     assert match["exact"] is True and match["distance"] == 0
+    assert (match["clause"], match["stage"], match["explanation"]) == (
+        "same_file", 1, "The very same file")
 
 
 async def test_same_seller_reupload_gets_the_existing_registration(service):

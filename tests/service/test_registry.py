@@ -176,7 +176,7 @@ async def test_two_replicas_never_both_accept_an_original_and_its_crop(postgres_
 
 
 async def test_registrations_stored_before_the_engine_are_still_matched(store_target):
-    """A row with only the foundation's pHash (no PDQ, no features) loads and matches."""
+    """A row with only the first release's pHash (no PDQ, no features) loads and matches."""
     from shotstamp_service.records import format_time, new_registration_id, utc_now
 
     store = store_target.make()

@@ -113,7 +113,7 @@ async def test_a_replica_without_the_new_key_stops_signing_rather_than_sign_with
     assert (await shared.current()).key_id != first.key_id
 
 
-async def test_the_foundation_signing_key_is_adopted(store, tmp_path):
+async def test_the_first_release_signing_key_is_adopted(store, tmp_path):
     legacy = tmp_path / "signing.key"
     key = load_or_create_key(legacy)
     sealer = Sealer(store, LogSigner(ORIGIN, key))  # a log sealed before keys were recorded

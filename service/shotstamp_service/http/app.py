@@ -24,7 +24,7 @@ from shotstamp_service.anchors import AnchorRunner, make_anchors
 from shotstamp_service.config import Config
 from shotstamp_service.files import secure_data_dir
 from shotstamp_service.http import desk, dispute
-from shotstamp_service.http.errors import ApiError
+from shotstamp_service.http.errors import ApiError, from_domain
 from shotstamp_service.http.keys import (
     ANCHORS,
     CONFIG,
@@ -120,7 +120,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 408:
             response.force_close()  # a client too slow to send its body gets no more time
     except ImageRejected as exc:
-        response = web.json_response({"error": exc.code, "message": exc.message}, status=exc.status)
+        error = from_domain(exc)
+        response = web.json_response(error.body(), status=error.status)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -20,11 +20,11 @@ from aiohttp import web
 from shotstamp.checkpoint import NoteVerifier
 from shotstamp.errors import MalformedProofError, VerificationError
 from shotstamp.verify import CHECKS, ProofBundle, VerifiedProof, verify_proof
+from shotstamp_service.http.access import require_principal
 from shotstamp_service.http.auth import Principal
 from shotstamp_service.http.errors import ApiError
 from shotstamp_service.http.keys import CONFIG, SIGNING_KEYS, STORE
 from shotstamp_service.http.limits import BodyDeadline, body_timeout
-from shotstamp_service.http.routes import require_principal
 from shotstamp_service.records import format_time
 
 __all__ = ["CONTENT_SECURITY_POLICY", "MAX_BUNDLE_BYTES", "require_staff", "routes"]

@@ -149,6 +149,21 @@ _SCHEMAS: dict[str, Any] = {
             },
             "distances": {"type": "object", "additionalProperties": {"type": "number"}},
             "verdict": {"type": "string", "enum": ["copy", "similar"]},
+            "stage": {
+                "type": "integer",
+                "enum": [1, 2],
+                "description": "1: decided by global hashes; 2: by the stored features",
+            },
+            "clause": {
+                "type": "string",
+                "description": "the matching rule's clause that decided (GET /v1/config → "
+                "matching.rule.clauses)",
+            },
+            "explanation": {
+                "type": "string",
+                "description": "the verdict in words, e.g. \"The same photo cropped to ~49 % "
+                "of its area and shrunk: …\"",
+            },
             "exact": {"type": "boolean", "description": "the very same file bytes"},
             "status": {"type": "string", "enum": ["pending", "sealed"]},
             "proof_url": {

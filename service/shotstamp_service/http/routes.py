@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from shotstamp.checkpoint import format_vkey
 from shotstamp.merkle import HASH_SIZE
-from shotstamp_service.http.auth import Principal, authenticate, parse_bearer
-from shotstamp_service.http.errors import ApiError
+from shotstamp_service.http.access import require_principal
+from shotstamp_service.http.auth import Principal
+from shotstamp_service.http.errors import ApiError, from_domain
 from shotstamp_service.http.keys import (
     CONFIG,
     METRICS,
-    RATE_LIMITER,
     REGISTRY,
     SEALER,
     SIGNING_KEYS,
@@ -36,15 +34,14 @@ from shotstamp_service.http.limits import (
     text_header,
 )
 from shotstamp_service.http.openapi import openapi_document
-from shotstamp_service.http.ratelimit import RateLimiter
 from shotstamp_service.log.proofs import ProofRangeError, consistency_json, proof_bundle
+from shotstamp_service.log.signer import key_json
 from shotstamp_service.log.tiles import TILE_WIDTH, parse_tile_path
 from shotstamp_service.matching.verification import Geometry
 from shotstamp_service.metrics import CONTENT_TYPE
 from shotstamp_service.records import (
     CheckpointRecord,
     Registration,
-    SigningKeyRecord,
     WebhookDelivery,
     WebhookRecord,
     format_time,
@@ -69,30 +66,6 @@ _BOOLEANS = {"true": True, "false": False}
 
 
 # -- helpers -----------------------------------------------------------------
-async def require_principal(
-    request: web.Request, budget: Literal["read", "upload"] = "read"
-) -> Principal:
-    """The caller's key, charged one request against its `budget` (429 when spent)."""
-    token = parse_bearer(request.headers.get("Authorization"))
-    if token is None:
-        raise ApiError(401, "unauthorized", "send an API key as 'Authorization: Bearer <key>'")
-    principal = await authenticate(request.app[STORE], token)
-    if principal is None:
-        raise ApiError(401, "unauthorized", "the API key is unknown or revoked")
-    limiter = request.app[RATE_LIMITER]
-    wait = limiter.take(principal.key_id, budget)
-    if wait > 0:
-        limit = limiter.budgets[budget]
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"this key is over its {budget} limit of {limit.rate:g} requests per second "
-            f"(bursts of {limit.burst}); retry in {wait:.2f} s",
-            retry_after=RateLimiter.retry_after(wait),
-        )
-    return principal
-
-
 def _flag(request: web.Request, name: str) -> bool:
     """A boolean query parameter as OpenAPI serialises one: absent, `true` or `false`."""
     values = request.query.getall(name, [])
@@ -146,6 +119,9 @@ def match_json(request: web.Request, match: ResolvedMatch, viewer: Principal) ->
         "distance": distance,
         "distances": match.distances,
         "verdict": match.verdict,
+        "stage": match.stage,
+        "clause": match.clause,
+        "explanation": match.explanation,
         "exact": match.exact,
         "status": "sealed" if reg.sealed else "pending",
         "proof_url": f"/v1/registrations/{reg.id}/proof",
@@ -480,7 +456,7 @@ async def get_proof(request: web.Request) -> web.Response:
     try:
         bundle = await proof_bundle(request.app[STORE], reg, consistency_with=consistency_with)
     except ProofRangeError as exc:
-        raise ApiError(exc.status, "invalid_size", str(exc)) from exc
+        raise from_domain(exc) from exc
     return web.json_response(bundle)
 
 
@@ -630,21 +606,9 @@ async def consistency(request: web.Request) -> web.Response:
     try:
         proof = await consistency_json(request.app[STORE], first, second)
     except ProofRangeError as exc:
-        raise ApiError(exc.status, "invalid_size", str(exc)) from exc
+        raise from_domain(exc) from exc
     # A proof between two sizes never changes once both trees exist.
     return web.json_response(proof, headers={"Cache-Control": "public, max-age=31536000"})
-
-
-def key_json(key: SigningKeyRecord) -> dict[str, Any]:
-    return {
-        "key_id": key.key_id,
-        "algorithm": key.algorithm,
-        "public_key": base64.b64encode(key.public_key).decode(),
-        "vkey": format_vkey(key.name, key.public_key),
-        "status": "active" if key.active else "retired",
-        "not_before": key.not_before,
-        "not_after": key.not_after,
-    }
 
 
 @routes.get("/v1/keys")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Protocol
 
 from shotstamp.merkle import leaf_hash
@@ -9,7 +10,14 @@ from shotstamp_service.log.tree import consistency_proof, inclusion_proof
 from shotstamp_service.records import Registration
 from shotstamp_service.store import AnchorStore, LogStore
 
-__all__ = ["PROOF_FORMAT", "ProofRangeError", "ProofStore", "consistency_json", "proof_bundle"]
+__all__ = [
+    "PROOF_FORMAT",
+    "ProofRange",
+    "ProofRangeError",
+    "ProofStore",
+    "consistency_json",
+    "proof_bundle",
+]
 
 PROOF_FORMAT = "shotstamp-proof/1"
 
@@ -18,12 +26,20 @@ class ProofStore(LogStore, AnchorStore, Protocol):
     """What proofs read: the log, and the anchors of its checkpoints."""
 
 
-class ProofRangeError(ValueError):
-    """Tree sizes no consistency proof can be given for; `status` is the HTTP answer."""
+class ProofRange(StrEnum):
+    """Why no consistency proof can be given between two tree sizes."""
 
-    def __init__(self, status: int, message: str) -> None:
+    FROM_BELOW_ONE = "from_below_one"  # every tree extends the empty one, without proof
+    FROM_AFTER_TO = "from_after_to"
+    NOT_YET = "not_yet"  # the log has no tree of that size yet
+
+
+class ProofRangeError(ValueError):
+    """Tree sizes no consistency proof can be given for, and why (`reason`)."""
+
+    def __init__(self, reason: ProofRange, message: str) -> None:
         super().__init__(message)
-        self.status = status
+        self.reason = reason
 
 
 async def consistency_json(store: LogStore, first: int, second: int) -> dict[str, Any]:
@@ -38,13 +54,18 @@ async def consistency_json(store: LogStore, first: int, second: int) -> dict[str
     """
     if first < 1:
         raise ProofRangeError(
-            400, "'from' must be at least 1: every tree extends the empty one, without proof"
+            ProofRange.FROM_BELOW_ONE,
+            "'from' must be at least 1: every tree extends the empty one, without proof",
         )
     if first > second:
-        raise ProofRangeError(400, f"'from' ({first}) is larger than 'to' ({second})")
+        raise ProofRangeError(
+            ProofRange.FROM_AFTER_TO, f"'from' ({first}) is larger than 'to' ({second})"
+        )
     size = await store.tree_size()
     if second > size:
-        raise ProofRangeError(404, f"the log has no tree of size {second} yet (it has {size})")
+        raise ProofRangeError(
+            ProofRange.NOT_YET, f"the log has no tree of size {second} yet (it has {size})"
+        )
     path = await consistency_proof(store, first, second)
     return {"from": first, "to": second, "path": [h.hex() for h in path]}
 

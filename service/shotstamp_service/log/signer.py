@@ -12,7 +12,7 @@ Private keys are Ed25519 PKCS#8 PEM files of mode 0600:
   rotate` writes new keys there. Replicas that share this directory (a shared
   volume or a mounted secret) follow rotations without restarting.
 - or one file named by `SHOTSTAMP_SIGNING_KEY_FILE` (created there on first
-  start if missing), and the foundation's `<data dir>/signing.key`; both are
+  start if missing), and the first release's `<data dir>/signing.key`; both are
   read as well as the directory.
 
 Which key is active is the store's to say; each seal asks it, so a rotation
@@ -29,18 +29,19 @@ running replica that lacks a rotated key stops sealing (see `sealer.py`).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shotstamp.checkpoint import Checkpoint, NoteSigner, NoteVerifier
+from shotstamp.checkpoint import Checkpoint, NoteSigner, NoteVerifier, format_vkey
 from shotstamp_service.records import SigningKeyRecord, format_time, utc_now
 from shotstamp_service.store import ActiveKeyChanged, CheckpointReader, SigningKeyStore
 
@@ -52,6 +53,7 @@ __all__ = [
     "SigningKeyLog",
     "SigningKeyUnavailable",
     "SigningKeys",
+    "key_json",
     "load_or_create_key",
     "read_key",
     "write_new_key",
@@ -200,7 +202,7 @@ class SigningKeys:
     """The service's keys: finds the active one's private key on disk, follows rotations.
 
     `open()` runs at start: on a store without keys it adopts the configured
-    key file, the foundation's `signing.key` or the one key in the directory,
+    key file, the first release's `signing.key` or the one key in the directory,
     or generates one (only with `create`: never on a shared store), and
     records it as active.
     """
@@ -288,7 +290,7 @@ class SigningKeys:
                 path, key = write_new_key(self.key_dir, self.origin)
                 log.info("created signing key %s", path)
         signer = LogSigner(self.origin, key)
-        # A store sealed before keys were recorded (the foundation) must have
+        # A store sealed before keys were recorded (the first release) must have
         # been signed by this very key, or its history belongs to another.
         latest = await self.store.latest_checkpoint()
         if latest is not None and latest.key_id != signer.key_id:
@@ -349,3 +351,16 @@ class SigningKeys:
             path.unlink()
             raise
         return record, path
+
+
+def key_json(key: SigningKeyRecord) -> dict[str, Any]:
+    """A signing key's public form (`GET /v1/keys`, `shotstamp-service signing-key list`)."""
+    return {
+        "key_id": key.key_id,
+        "algorithm": key.algorithm,
+        "public_key": base64.b64encode(key.public_key).decode(),
+        "vkey": format_vkey(key.name, key.public_key),
+        "status": "active" if key.active else "retired",
+        "not_before": key.not_before,
+        "not_after": key.not_after,
+    }

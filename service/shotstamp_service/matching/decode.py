@@ -2,16 +2,16 @@
 
 `open_image(data, limits)` is pure (no I/O, no state beyond Pillow's own) and
 picklable, so it runs in the fingerprinting pool. Whatever the bytes, it
-either returns a `DecodedImage` or raises `ImageRejected` carrying the HTTP
-status to answer with:
+either returns a `DecodedImage` or raises `ImageRejected` carrying a `Rejection`
+(the HTTP layer maps each to a status, `http.errors`):
 
-- 415 `unsupported_format`: not one of `ALLOWED_FORMATS`. Pillow is only
+- `unsupported_format`: not one of `ALLOWED_FORMATS`. Pillow is only
   allowed to try those plugins, so no other decoder ever sees the bytes.
-- 413 `image_too_large` / `too_many_frames`: the declared size, a TIFF tile,
+- `image_too_large` / `too_many_frames`: the declared size, a TIFF tile,
   or the frame count is over the limits. All are read from headers, before a
   single pixel is allocated, and frames are counted with a cap rather than by
   walking the whole file.
-- 422 `corrupt_image`: the decoder failed (truncated, corrupt). Pillow's
+- `corrupt_image`: the decoder failed (truncated, corrupt). Pillow's
   `LOAD_TRUNCATED_IMAGES` stays False: a truncated upload is refused, not
   grey-filled and hashed.
 
@@ -38,6 +38,7 @@ import struct
 import warnings
 import zlib
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Literal
 
 import numpy as np
@@ -50,6 +51,7 @@ __all__ = [
     "DecodeLimits",
     "DecodedImage",
     "ImageRejected",
+    "Rejection",
     "canonical_grey",
     "draft_side",
     "open_image",
@@ -126,17 +128,30 @@ class DecodeLimits:
     max_frames: int = 1000  # animated images: only the first frame is decoded
 
 
-class ImageRejected(Exception):
-    """The upload cannot be decoded; `status` is the HTTP status to answer with."""
+class Rejection(StrEnum):
+    """Why an upload is refused; the value is the error code on the wire."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    IMAGE_TOO_LARGE = "image_too_large"
+    TOO_MANY_FRAMES = "too_many_frames"
+    CORRUPT_IMAGE = "corrupt_image"
+    NOT_PROCESSED = "image_rejected"  # the worker decoding it died (memory, killed)
+
+
+class ImageRejected(Exception):
+    """The upload cannot be decoded, for `reason`."""
+
+    def __init__(self, reason: Rejection | str, message: str) -> None:
         super().__init__(message)
-        self.status = status
-        self.code = code
+        self.reason = Rejection(reason)
         self.message = message
 
-    def __reduce__(self) -> tuple[type, tuple[int, str, str]]:  # survive the process pool
-        return (ImageRejected, (self.status, self.code, self.message))
+    @property
+    def code(self) -> str:
+        return self.reason.value
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # survive the process pool
+        return (ImageRejected, (self.reason.value, self.message))
 
 
 @dataclass(frozen=True)
@@ -187,19 +202,18 @@ def open_image(
             raise _too_large() from exc  # a later GIF frame larger than the screen
         except MemoryError as exc:
             raise ImageRejected(
-                413, "image_too_large", "the image needs more memory to decode than allowed"
+                Rejection.IMAGE_TOO_LARGE, "the image needs more memory to decode than allowed"
             ) from exc
         except _DECODE_ERRORS as exc:
             raise ImageRejected(
-                422, "corrupt_image", f"the image could not be decoded: {_reason(exc)}"
+                Rejection.CORRUPT_IMAGE, f"the image could not be decoded: {_reason(exc)}"
             ) from exc
 
 
 # -- (1) identify: only allowlisted plugins, headers only ----------------------
 def _too_large() -> ImageRejected:
     return ImageRejected(
-        413,
-        "image_too_large",
+        Rejection.IMAGE_TOO_LARGE,
         f"the image declares more than {Image.MAX_IMAGE_PIXELS} pixels, the limit",
     )
 
@@ -209,18 +223,17 @@ def _identify(data: bytes) -> Image.Image:
         image = Image.open(io.BytesIO(data), formats=_PLUGINS)
     except UnidentifiedImageError as exc:
         raise ImageRejected(
-            415,
-            "unsupported_format",
+            Rejection.UNSUPPORTED_FORMAT,
             f"the upload is not an image in a supported format ({_FORMAT_NAMES})",
         ) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _too_large() from exc
     except _DECODE_ERRORS as exc:  # a recognised format whose header is broken
         raise ImageRejected(
-            422, "corrupt_image", f"the image header could not be read: {_reason(exc)}"
+            Rejection.CORRUPT_IMAGE, f"the image header could not be read: {_reason(exc)}"
         ) from exc
     if image.format not in ALLOWED_FORMATS:  # belt and braces: plugins can hand off
-        raise ImageRejected(415, "unsupported_format", f"{image.format} images are not accepted")
+        raise ImageRejected(Rejection.UNSUPPORTED_FORMAT, f"{image.format} images are not accepted")
     return image
 
 
@@ -228,11 +241,12 @@ def _identify(data: bytes) -> Image.Image:
 def _check_limits(image: Image.Image, data: bytes, limits: DecodeLimits) -> int:
     width, height = image.size
     if width <= 0 or height <= 0:
-        raise ImageRejected(422, "corrupt_image", f"the image declares a size of {width}×{height}")
+        raise ImageRejected(
+            Rejection.CORRUPT_IMAGE, f"the image declares a size of {width}×{height}"
+        )
     if width * height > limits.max_pixels:
         raise ImageRejected(
-            413,
-            "image_too_large",
+            Rejection.IMAGE_TOO_LARGE,
             f"the image is {width}×{height} = {width * height} pixels; "
             f"the limit is {limits.max_pixels}",
         )
@@ -241,8 +255,7 @@ def _check_limits(image: Image.Image, data: bytes, limits: DecodeLimits) -> int:
     frames = _count_frames(image, data, limits.max_frames + 1)
     if frames > limits.max_frames:
         raise ImageRejected(
-            413,
-            "too_many_frames",
+            Rejection.TOO_MANY_FRAMES,
             f"the image has more than {limits.max_frames} frames; the limit is {limits.max_frames}",
         )
     return frames
@@ -264,8 +277,7 @@ def _check_tiff_tiles(image: Image.Image, limits: DecodeLimits) -> None:
     allowed = min(limits.max_pixels, max(width * height, 1 << 20))
     if tile_w * tile_h > allowed:
         raise ImageRejected(
-            413,
-            "image_too_large",
+            Rejection.IMAGE_TOO_LARGE,
             f"the TIFF tiles are {tile_w}×{tile_h} pixels for a {width}×{height} image",
         )
 

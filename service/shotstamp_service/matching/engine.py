@@ -1,58 +1,30 @@
-"""Is this upload a copy of an earlier registration? The decision rule and its two stages.
+"""Is this upload a copy of an earlier registration? The two stages that gather the evidence.
+
+The rule that turns evidence into a verdict is the clause table in `rule` (one place; also
+docs/matching-rule.md, generated from it). This module finds what the clauses read.
 
 Stage 1, fast, in the event loop (`Matcher.search`, `Matcher.candidates`): exact PDQ range
 search over the whole-image and content-box hashes of every registration (`index.HammingIndex`),
 queried with the upload's whole-image, content-box and mirrored hashes; and a vote of the
-upload's ORB visual words in an inverted file (`index.WordIndex`). A PDQ distance within
-`PDQ_COPY` between codes of enough quality is a copy at once (re-encodes, resizes, colour,
-greyscale, mirror, padding: the bulk of real copies); nothing else is decided here.
+upload's ORB visual words in an inverted file (`index.WordIndex`). Stage 1's clauses decide
+what they can here (the bulk of real copies); the rest become candidates.
 
 Stage 2, in the process pool, only for the few candidates stage 1 returns (`verify`, pure):
 the stored features of each candidate are fetched from the database by ref and compared with
-the upload's (`verification.verify_pair`): RANSAC inliers of a similarity transform between
-ORB keypoints, the share of thumbnail cells that agree once aligned, and for a PDQ candidate
-the same under the alignment its code pair implies. `decide` turns that evidence into a
-verdict.
-
-The rule (every number is a named constant below, with the measurement that chose it):
-
-    copy     PDQ ≤ PDQ_COPY between codes both of quality ≥ PDQ_MIN_QUALITY      (stage 1)
-             or, once verified, PDQ ≤ PDQ_CANDIDATE (quality-gated) and, under the alignment
-             that code pair implies (frames or content boxes onto each other, mirrored for
-             pdq_mirror), ≥ GLOBAL_INLIERS_COPY keypoint matches where it puts them and
-             ≥ GLOBAL_AGREEMENT_COPY of the thumbnail cells agreeing (or, with too few
-             cells to compare, ≥ GLOBAL_INLIERS_ALONE such matches; or, for an upload no
-             larger than the stored thumbnail, its pixels within GLOBAL_RESIDUAL_COPY),
-             or a plausible similarity transform (scale within SCALE_RANGE,
-             turn within MAX_ROTATION) with ORB inliers ≥ INLIERS_COPY and photometric
-             agreement ≥ AGREEMENT_COPY, or inliers (or keypoints re-matched under the
-             transform) ≥ INLIERS_COPY_FEW and agreement ≥ AGREEMENT_COPY_FEW or the cells
-             that agree or differ only by a semi-transparent overlay ≥ OVERLAY_COPY,
-             or inliers (or re-matched) ≥ INLIERS_ALONE where near-white pixels leave
-             too few cells to compare, or ≥ INLIERS_CLEAN inliers that are nearly all the
-             matches (INLIER_SHARE_CLEAN) with agreement ≥ AGREEMENT_CLEAN or no cells
-             to compare                                                       (stage 2)
-    similar  verified with inliers ≥ INLIERS_SIMILAR and agreement ≥ AGREEMENT_SIMILAR:
-             the same scene or a partial copy; shown to the seller and staff, never blocks
+the upload's (`verification.verify_pair`); `decide` applies stage 2's clauses to the evidence.
 
 Low-information images (PDQ quality < PDQ_MIN_QUALITY: blank, flat, low contrast) are still
 indexed and searched, in an index of their own, but a PDQ distance between them only makes
-a candidate for stage 2, where local features (few, on a near-blank image) must confirm it.
+a candidate for stage 2, where local features must confirm it.
 
 Service protocol (race-safe, see `registry`): fingerprint in the pool → `search` (no await) →
 a `copy` decides at once; otherwise `candidates` and `add` of the reservation (no await) →
 fetch features of the candidates → `verify` in the pool → `decide`; a `copy` of another
 seller's registration discards the reservation and answers 409.
 
-Registrations stored before the engine carry only the foundation's 64-bit `phash` (no PDQ, no
-features): they stay in a plain pHash array (`_PhashIndex`, the foundation's matcher) and are
-matched by the foundation's rule, pHash Hamming ≤ PHASH_COPY_DISTANCE, so upgrading does not
-unprotect them. Every new fingerprint carries a `phash` computed the foundation's way.
-
-Memory at 10 million registrations: see bench/index.py (PDQ tables for ~1.5 codes per
-registration; 128 words per registration, each posting 4 bytes and its signature 4 more);
-features stay in the database (~15 KB
-per registration) and are read only for candidates.
+Registrations stored before the engine carry only a 64-bit `phash` (no PDQ, no features): they
+stay in a plain pHash array (`_PhashIndex`) and are matched by the global-hash rule (clauses
+`phash`, `phash_similar`), so upgrading does not unprotect them.
 """
 
 from __future__ import annotations
@@ -69,11 +41,41 @@ from shotstamp_service.matching.fingerprint import Fingerprint
 from shotstamp_service.matching.index import SIGNATURE_BITS as INDEX_SIGNATURE_BITS
 from shotstamp_service.matching.index import WORD_BITS as INDEX_WORD_BITS
 from shotstamp_service.matching.index import HammingIndex, WordIndex, WordScore
+from shotstamp_service.matching.rule import (
+    AGREEMENT_CLEAN,
+    AGREEMENT_COPY,
+    AGREEMENT_COPY_FEW,
+    AGREEMENT_SIMILAR,
+    GLOBAL_AGREEMENT_COPY,
+    GLOBAL_INLIERS_ALONE,
+    GLOBAL_INLIERS_COPY,
+    GLOBAL_RESIDUAL_COPY,
+    GLOBAL_RESIDUAL_PIXELS,
+    GLOBAL_RESIDUAL_SHARE,
+    INLIER_SHARE_CLEAN,
+    INLIERS_ALONE,
+    INLIERS_CLEAN,
+    INLIERS_COPY,
+    INLIERS_COPY_FEW,
+    INLIERS_SIMILAR,
+    MAX_ROTATION,
+    OVERLAY_COPY,
+    PDQ_CANDIDATE,
+    PDQ_COPY,
+    PDQ_MIN_QUALITY,
+    PHASH_COPY_DISTANCE,
+    PHASH_SIMILAR_DISTANCE,
+    SCALE_RANGE,
+    Verdict,
+    clause_lines,
+    clause_named,
+    describe_rule,
+    explain,
+    figures,
+    first_clause,
+)
 from shotstamp_service.matching.verification import (
-    MIN_CELLS,
-    NATIVE_SIDE,
     PHOTOMETRY_MIN_INLIERS,
-    REMATCH_MIN_INLIERS,
     Evidence,
     Geometry,
     verify_pair,
@@ -83,17 +85,30 @@ if TYPE_CHECKING:
     from shotstamp_service.matching.segments import Segment
 
 __all__ = [
+    "AGREEMENT_CLEAN",
     "AGREEMENT_COPY",
+    "AGREEMENT_COPY_FEW",
+    "AGREEMENT_SIMILAR",
     "GLOBAL_AGREEMENT_COPY",
+    "GLOBAL_INLIERS_ALONE",
     "GLOBAL_INLIERS_COPY",
     "GLOBAL_RESIDUAL_COPY",
+    "GLOBAL_RESIDUAL_PIXELS",
     "GLOBAL_RESIDUAL_SHARE",
+    "INLIERS_ALONE",
+    "INLIERS_CLEAN",
     "INLIERS_COPY",
+    "INLIERS_COPY_FEW",
+    "INLIERS_SIMILAR",
+    "INLIER_SHARE_CLEAN",
+    "MAX_ROTATION",
+    "OVERLAY_COPY",
     "PDQ_CANDIDATE",
     "PDQ_COPY",
     "PDQ_MIN_QUALITY",
     "PHASH_COPY_DISTANCE",
     "PHASH_SIMILAR_DISTANCE",
+    "SCALE_RANGE",
     "Candidate",
     "Match",
     "Matcher",
@@ -102,175 +117,25 @@ __all__ = [
     "verify",
 ]
 
-# -- the rule's constants ------------------------------------------------------------------
+# -- the index's constants (the rule's thresholds are in `rule`; history for both:
+# docs/matching-history.md) ------------------------------------------------------------------
 
-# PDQ quality below which a hash does not decide (PDQ's authors suggest 50). All 40 synthetic
-# near-blank images of the benchmark score 0–34 and two of them sit within 16 bits of each
-# other: without the gate they would be "copies".
-PDQ_MIN_QUALITY = 50
-# PDQ, stage 1. Corpus, 14.8 M pairs of different photos (every query image against every
-# other original): the closest at 42 bits (two tuxpaint planet discs), 1 in 100,000 within 64.
-# Copies: median 2–12 bits for re-encoding, resizing, colour, mirror, padding (content box).
-# The lower tail of the different-photo distribution falls tenfold every ~14 bits; extrapolated
-# it gives ~5e-8 per pair within 31 bits — 0.5 false matches per upload at 10 M registrations —
-# and ~4e-9 within 16. So a PDQ distance decides alone only up to PDQ_COPY; up to
-# PDQ_CANDIDATE (the index's search radius: ⌊31/16⌋ = 1 flipped bit per chunk probe) it makes
-# a stage-2 candidate, confirmed by the photometric check under the alignment the code pair
-# implies (GLOBAL_AGREEMENT_COPY) or by keypoints.
-PDQ_COPY = 16
-PDQ_CANDIDATE = 31
-# Confirmation of a PDQ candidate under the alignment its code pair implies: keypoint matches
-# that land where it puts them, and thumbnail cells that agree. Corpus: 96 % of the copies at
-# 17–31 PDQ bits reach both. No different-photo pair comes within 31 bits, so the check was
-# probed with all 1,091 within 76 bits as if they were candidates: none passes. 42 agree on
-# ≥ 0.75 of the cells (the uranus and neptune discs up to 1.0: pixels alone cannot tell two
-# round objects on one background apart) but keep 1 guided inlier; the most guided inliers,
-# 16, belong to two stereo-calibration chessboards that agree on 0.62. Those figures are from
-# the 8 × 8 grid and a threshold of 0.75. The threshold became 0.8 by accident in the same
-# edit that changed AGREEMENT_COPY, and it was kept: on the corpus with 500 keypoints and the
-# 16 × 16 grid, 0.75 and 0.8 give the same recall on every edit, and of the 1,060 probed
-# different-photo pairs 43 agree on ≥ 0.8 (68 on ≥ 0.75), none with 12 guided inliers.
-GLOBAL_INLIERS_COPY = 12
-GLOBAL_AGREEMENT_COPY = 0.8
-# Where that alignment leaves fewer than verification.MIN_CELLS cells to compare (a pale
-# product on white, brightened), the guided keypoints decide alone, and need many more than
-# any different-photo pair probed keeps (14, the chessboards): brightness 98.9 → 99.1 %.
-GLOBAL_INLIERS_ALONE = 30
-# A query no larger than the stored thumbnail (verification.NATIVE_SIDE: a thumbnail-sized
-# copy, a sprite shrunk to a quarter) has too few pixels for keypoints, and its pixels are
-# then compared one by one at its own size: a copy if their RMS difference is within
-# GLOBAL_RESIDUAL_COPY grey levels over at least GLOBAL_RESIDUAL_PIXELS pixels that are not
-# blank in both, and within GLOBAL_RESIDUAL_SHARE of the query's own contrast over them (the
-# standard deviation of its grey): two low-contrast images differ by few grey levels however
-# different they are. No gain or offset is fitted, so only copies with their tones unchanged
-# pass (a resize, a re-encode; the other clauses take the rest). Corpus (bench/matching.py
-# --small-probe 0): the small queries' copies within PDQ_CANDIDATE of their original differ by
-# a median 6 grey levels (p90 11), 0.12 of their contrast (p90 0.21); every small query against
-# every different original under its closest code pair's alignment, whatever their PDQ distance
-# (1,185,437 pairs): none passes, the closest 14.8 levels (a dark gravestone against a
-# defocused text photo: contrast 10, share 1.48) and 0.52 of the contrast (a brick wall against
-# fog, 18.1 levels: 1.5× beyond both bounds, the nearest pair on both at once).
-# downscale_25 97.4 → 99.2 % (the 5 left: 3 beyond PDQ_CANDIDATE, 2 below the quality gate),
-# downscale_50 99.7 → 99.8 %, all edits 98.4 → 98.5 %, no false match.
-# Clip art with hard edges shrunk to 20 × 30 px and re-encoded at JPEG 75 comes to 10–12 levels
-# (tests/matching/test_matching_small.py), at JPEG 60 beyond: the rule has little room there.
-# At least 16 × 16 pixels to compare: the fewest of any corpus copy it catches is 366.
-GLOBAL_RESIDUAL_COPY = 12.0
-GLOBAL_RESIDUAL_SHARE = 0.35
-GLOBAL_RESIDUAL_PIXELS = 256
-# Stage 2. A copy keeps many RANSAC inliers *and* looks the same once aligned. Corpus, 68,358
-# pairs of different photos verified (engine candidates, and every same-group or similar_pairs
-# pair as originals, crop_80 and combination), photometry on verification's 16 × 16 grid,
-# 500 keypoints: with ≥ 20 inliers the most alike agree on 0.72 (the stereo pair
-# motorcycle_left/right, 96 inliers), with 12–19 on 0.65 (stereo chessboards). On the 8 × 8
-# grid (300 keypoints) the same pairs reached 0.73 and 0.64 and the thresholds stood at 0.8
-# and 0.9; the finer grid let the second come down to 0.8 (watermark_text 94.1 → 95.6 %,
-# combination 72.0 → 75.0 % with 300 keypoints). 0.75 for ≥ 20 inliers would add 0.1 % of
-# recall over all edits but leave a margin of 0.035 over the stereo pair: kept at 0.8. Pairs
-# that are one picture are not counted (bench.corpus.SAME_PICTURE).
-INLIERS_COPY = 20
-AGREEMENT_COPY = 0.8
-INLIERS_COPY_FEW = 12  # fewer inliers are enough when the photometry is near perfect
-AGREEMENT_COPY_FEW = 0.8
-# The keypoints found again under the fitted transform (verification's `rematched`, only for
-# a transform of ≥ REMATCH_MIN_INLIERS RANSAC inliers) count towards INLIERS_COPY_FEW. Corpus,
-# the 100,827 verified different-photo pairs, those with ≥ 12 inliers or re-matched keypoints
-# and a plausible transform: the most alike agree on 0.715 (the stereo motorcycles, 96
-# inliers), the next on 0.656 (stereo chessboards). A copy under a semi-transparent watermark
-# agrees on its cells outside the text and is explained by the overlay inside it
-# (verification's `overlay` share); a different photo is not: the same pairs reach at most
-# 0.76 on that share (two gcompris photos of hands, 8 inliers, 26 re-matched), the
-# motorcycles 0.75, the chessboards 0.68.
-OVERLAY_COPY = 0.85
-# With both agreements at 0.8 the INLIERS_COPY clause adds nothing beyond this one; the two
-# stay separate constants because they were measured, and may be tuned, apart.
-# When near-white pixels leave fewer than verification.MIN_CELLS cells to compare (a pale
-# product brightened to white), the keypoints must carry the decision alone. Re-matched
-# keypoints count here too: of the verified different-photo pairs with too few cells, the most
-# re-match 45 (two photos of one kind of hammer, gcompris hammer2 / hammer8, 8 inliers).
-INLIERS_ALONE = 60
-# A digital copy leaves almost no outlier matches; a re-shot scene (a stereo pair, the next
-# animation frame) leaves many. Corpus, 500 keypoints: different-photo pairs with ≥ 20
-# inliers keep at most 0.88 of their ratio-test matches as inliers (motorcycle_left/right
-# crops, 96 of 109; with 300 keypoints 0.85, but 0.905 once the pyramid was made finer, so
-# 0.9 became 0.95); copies a median of 0.92. With that many clean inliers a watermark may hide
-# more of the pixels, and where no cells can be compared at all (a pale product on white) the
-# keypoints decide alone. 40 → 30 clean inliers, and the no-cells case (300 keypoints):
-# watermark_text 93.5 → 94.1 %, combination 71.7 → 72.0 %, no false match.
-INLIERS_CLEAN = 30
-INLIER_SHARE_CLEAN = 0.95
-AGREEMENT_CLEAN = 0.6
-INLIERS_SIMILAR = 12
-AGREEMENT_SIMILAR = 0.6
-# A copy is the original cropped, padded, resized and turned a little: the stored image's
-# scale relative to the query and the turn between them stay within these bounds.
-SCALE_RANGE = (0.4, 2.5)
-MAX_ROTATION = 20.0
-# Word index: the strongest keypoints indexed per registration (128 × 4 bytes), the
-# candidates per upload sent to stage 2, and the orientation-consistent words they need.
-# Corpus: indexing 64 keypoints found the original among 5 candidates for 75 % of the 90 %
-# crops, 128 for 90 %, all 300 for 95 % (at 2.3× the memory of 128).
-# Each candidate costs ~1–3 ms of verification. Before the signatures (below), corpus: 5
-# candidates per upload → recall 95.5 % over all edits and 2.5 verifications per non-copy,
-# 3 → 95.4 % and 1.7, 2 → 95.3 % and 1.3. With them (SIGNATURE_DISTANCE 10, sigma 6) chance
-# votes are rare enough for 2 consistent words to propose a candidate: MIN_VOTES 2 → 96.3 %
-# and 2.7 verifications per non-copy (3 → 95.5 % and 1.2); 5 candidates → 96.3 % and 4.3,
-# for 1–4 points more of the 10 M estimate on crops: not worth 1.6× the verifications.
-INDEX_KEYPOINTS = 128
-# Which keypoints: the strongest inside the central box first (Chebyshev distance from the
-# centre ≤ INDEX_CENTRE of the side), then the strongest outside it. The strongest keypoints
-# of a photo often sit on its outer parts, the first thing a crop removes; the central 70 %
-# of each side survives every crop the issue names (centre 90 % and 80 %, 85 % pushed into a
-# corner). Corpus, same 128 keypoints per registration, strongest → central first: crop_80
-# 94.9 → 95.2 % (10 M estimate 37 → 56 %), crop_offcentre 91.9 → 93.7 %, combination
-# 69.4 → 71.7 %, all edits 96.26 → 96.45 %, no false match (0.3: about the same; 0.25 or
-# 0.4: less; a 4×4 spatial round robin: 96.21 %).
-INDEX_CENTRE = 0.35
-MAX_CANDIDATES = 3
-MIN_VOTES = 2
-# A word lookup reads at most this many postings, rarest words first (the corpus index holds
-# fewer in all, so it never binds there). bench/index.py, skewed synthetic words, before the
-# signatures: 100 k postings cost ~4 ms at 1 M registrations, 200 k ~7 ms, no budget ~10 ms
-# and growing. With them few votes reach the scoring, so reading costs less: at 10 M, 100 k
-# → 2.2 ms median and the planted registration among the candidates for 64.5 % of the
-# queries, 200 k → 2.5 ms and 74.5 %, 400 k → 4.6 ms and 83 % (one build, same queries; the
-# PDQ lookup adds ~3 ms). Real registrations hold twice the synthetic distinct words, so the
-# lists are longer and the same budget reads fewer words: 200 k leaves room under 10 ms.
-WORD_POSTINGS_BUDGET = 200_000
-# Hamming embedding: a query word votes for a posting only if their signatures (32 more
-# descriptor bits, local_features.SIGNATURE_POSITIONS) differ in at most SIGNATURE_DISTANCE
-# bits, and the vote weighs exp(-(d / SIGNATURE_SIGMA)²) at distance d. Corpus (bench/matching,
-# MIN_VOTES 3): distance 6 unweighted cut the (query, unrelated registration) pairs with 3
-# consistent votes from 122,553 to 19,578 of 11.3 M but cost true votes too (crop_90 89.5 →
-# 86.0 %); 10 keeps 96 % of a copy's word collisions and the weighting ranks the close ones
-# first (10 M estimate for crop_80 29 → 37 %; sigma 4: 42 % but pad_10 loses a copy). The
-# unrelated registrations that still outscore a crop's original are mostly other frames of the
-# stereo-calibration chessboards: the same board, truly similar patches, which no signature
-# can tell apart; stage 2 does.
-SIGNATURE_DISTANCE = 10
-SIGNATURE_SIGMA: float | None = 6.0
-# Multi-probe: the words of the query's WORD_PROBES keypoints that a registration would be
-# indexed by (`index_keypoints`) are also looked up one bit away, after the exact words, at
-# most WORD_PROBE_POSTINGS postings of them (rarest first) and only within what
-# WORD_POSTINGS_BUDGET leaves. A copy's keypoint keeps its 20-bit word only if none of those
-# bits moved: (1 − d/256)^20 at descriptor distance d, 1.7 % at the combination's median 47
-# bits, 9 % with one bit allowed to move. Corpus (bench/matching.py): combination 89.2 →
-# 91.0 %, rotate 97.7 → 98.3 %, all edits 98.2 → 98.4 %, no false match among 100,827 verified
-# different-photo pairs. 128 probed keypoints without a cap: 91.1 %, but on a catalogue of
-# look-alike product shots (bench/load.py, 8 clients, ~1,500 registrations) the service
-# process's CPU per upload went 6.9 → ~14 ms (a 5,000 cap: 12.3 ms; 64 and 2,000: 8.6 ms);
-# all 500 keypoints: 92.5 % for 2.6× the corpus lookup. Where it helps: a median query's 64
-# probes hold ~920 postings per 664 registrations, so the cap reads them all up to ~1,400
-# registrations and their rarest beyond; past ~270 k registrations the exact words alone
-# fill WORD_POSTINGS_BUDGET and no probe is read (at 10 M they hold ~7 M postings).
-WORD_PROBES = 64
-WORD_PROBE_POSTINGS = 2_000
-MAX_MATCHES = 20
-# The foundation's rule, for registrations stored with a pHash only (module docstring). Measured
-# by the foundation on ../shared/photos: every copy resized to 50 % and re-encoded at q50 within
-# 6 bits; 3 of 351,541 different-photo pairs within 6 (neighbouring calibration frames).
-PHASH_COPY_DISTANCE = 6
-PHASH_SIMILAR_DISTANCE = 10
+# Keypoints indexed per registration (128 × 4 bytes): 90 % of 90 % crops found, 2.3× less than all.
+INDEX_KEYPOINTS = 128  # history: #index_keypoints
+# Central box (of the side, from the centre) whose keypoints are indexed first: crops keep it.
+INDEX_CENTRE = 0.35  # history: #index_centre
+# Word candidates per upload sent to stage 2, and the orientation-consistent words they need.
+MAX_CANDIDATES = 3  # history: #index_keypoints
+MIN_VOTES = 2  # history: #index_keypoints
+# Postings a word lookup reads at most, rarest words first (keeps it under ~10 ms at 10 M).
+WORD_POSTINGS_BUDGET = 200_000  # history: #word_postings_budget
+# A vote needs signatures within this many of 32 bits, weighted exp(-(d / sigma)²).
+SIGNATURE_DISTANCE = 10  # history: #signature_distance-and-signature_sigma
+SIGNATURE_SIGMA: float | None = 6.0  # history: #signature_distance-and-signature_sigma
+# Query keypoints whose words are also looked up one bit away, and those probes' postings cap.
+WORD_PROBES = 64  # history: #word_probes-and-word_probe_postings
+WORD_PROBE_POSTINGS = 2_000  # history: #word_probes-and-word_probe_postings
+MAX_MATCHES = 20  # the most matches one answer lists
 
 # Index changes remembered for `Matcher.look_again` (a few in-flight uploads' worth; each
 # holds its fingerprint, ~15 KB with features). An older look is redone in full.
@@ -284,18 +149,36 @@ assert WORD_BITS == INDEX_WORD_BITS
 # verify_pair skips the photometry below PHOTOMETRY_MIN_INLIERS: no rule may ask for less.
 assert min(INLIERS_COPY, INLIERS_COPY_FEW, INLIERS_SIMILAR) >= PHOTOMETRY_MIN_INLIERS
 
-Verdict = Literal["copy", "similar"]
-
-
 @dataclass(frozen=True)
 class Match:
-    """A registration the upload matches, with the evidence per fingerprint."""
+    """A registration the upload matches, with the evidence per fingerprint.
+
+    `clause`: the rule's clause that decided (`rule.CLAUSES`); `explanation`: its words.
+    """
 
     ref: int
     distances: dict[str, float | int]
     verdict: Verdict
+    clause: str = field(default="", compare=False)
+    pdq_pair: tuple[str, str] | None = field(default=None, compare=False)  # for the words
     # Stage 2's fitted alignment of the upload onto the registration (stage-1 copies have none)
     geometry: Geometry | None = field(default=None, compare=False)
+
+    @property
+    def stage(self) -> int:
+        return clause_named(self.clause).stage if self.clause else 0
+
+    @property
+    def explanation(self) -> str:
+        """In words, made when asked: most matches decided are never shown."""
+        return explain(clause_named(self.clause), self.distances, self.pdq_pair) \
+            if self.clause else ""
+
+
+def _match(ref: int, distances: dict[str, float | int], clause_name: str,
+           pdq_pair: tuple[str, str] | None = None, geometry: Geometry | None = None) -> Match:
+    return Match(ref, distances, clause_named(clause_name).verdict, clause_name, pdq_pair,
+                 geometry)
 
 
 @dataclass(frozen=True)
@@ -580,12 +463,16 @@ class Matcher:
     def search(self, fp: Fingerprint) -> list[Match]:
         """Stage 1's verdicts from global hashes alone: copies, closest first."""
         near = self._near_hits(fp)
-        found = [Match(ref, {"pdq": d}, "copy") for ref, (d, _) in near.items() if d <= PDQ_COPY]
+        found = []
+        for ref, (d, pair) in near.items():
+            clause = first_clause({"pdq": d}, stage=1)
+            if clause is not None:
+                found.append(_match(ref, {"pdq": d}, clause.name, pair))
         if "phash" in fp.hashes:
-            found += [
-                Match(ref, {"phash": d}, "copy" if d <= PHASH_COPY_DISTANCE else "similar")
-                for ref, d in self._legacy.search(fp.hashes["phash"], PHASH_SIMILAR_DISTANCE)
-            ]
+            for ref, d in self._legacy.search(fp.hashes["phash"], PHASH_SIMILAR_DISTANCE):
+                clause = first_clause({"phash": d}, stage=1)
+                if clause is not None:
+                    found.append(_match(ref, {"phash": d}, clause.name))
         return rank(found)
 
     def _near_hits(self, fp: Fingerprint) -> dict[int, tuple[int, tuple[str, str]]]:
@@ -726,29 +613,8 @@ class Matcher:
                         "signatures": f"{SIGNATURE_BITS} other descriptor bits per word; a "
                                       f"vote needs hamming <= {SIGNATURE_DISTANCE}"},
             },
-            "copy": [
-                f"pdq hamming <= {PDQ_COPY}, both codes of quality >= {PDQ_MIN_QUALITY}",
-                f"pdq hamming <= {PDQ_CANDIDATE} (quality-gated), and under the alignment the "
-                f"code pair implies global_inliers >= {GLOBAL_INLIERS_COPY} and "
-                f"global_agreement >= {GLOBAL_AGREEMENT_COPY}, or global_inliers >= "
-                f"{GLOBAL_INLIERS_ALONE} where fewer than {MIN_CELLS} cells are comparable, "
-                f"or for an upload of at most {NATIVE_SIDE} px global_residual <= "
-                f"{GLOBAL_RESIDUAL_COPY} grey levels (RMS, at the upload's own size) and <= "
-                f"{GLOBAL_RESIDUAL_SHARE} x global_contrast over global_pixels >= "
-                f"{GLOBAL_RESIDUAL_PIXELS}",
-                f"orb_inliers >= {INLIERS_COPY} and photo_agreement >= {AGREEMENT_COPY}",
-                f"max(orb_inliers, orb_rematched) >= {INLIERS_COPY_FEW} and photo_agreement "
-                f">= {AGREEMENT_COPY_FEW} or photo_overlay >= {OVERLAY_COPY} (orb_rematched: "
-                f"keypoints re-matched under a transform of >= {REMATCH_MIN_INLIERS} inliers)",
-                f"max(orb_inliers, orb_rematched) >= {INLIERS_ALONE} when fewer than "
-                f"{MIN_CELLS} thumbnail cells are comparable (near-white)",
-                f"orb_inliers >= {INLIERS_CLEAN}, >= {INLIER_SHARE_CLEAN} of orb_matches, and "
-                f"photo_agreement >= {AGREEMENT_CLEAN} or fewer than {MIN_CELLS} comparable "
-                "cells",
-            ],
-            "similar": [
-                f"orb_inliers >= {INLIERS_SIMILAR} and photo_agreement >= {AGREEMENT_SIMILAR}",
-            ],
+            "copy": clause_lines("copy"),
+            "similar": clause_lines("similar"),
             "plausible_transform": {"scale": list(SCALE_RANGE),
                                     "max_rotation_degrees": MAX_ROTATION},
             "quality_gate": f"pdq quality < {PDQ_MIN_QUALITY}: the hash only proposes "
@@ -757,8 +623,9 @@ class Matcher:
                              "probed_keypoints": WORD_PROBES,
                              "probe_postings_budget": WORD_PROBE_POSTINGS,
                              "word_postings_budget": WORD_POSTINGS_BUDGET},
-            "legacy": f"registrations stored with a phash only: phash hamming <= "
-                      f"{PHASH_COPY_DISTANCE} is a copy, <= {PHASH_SIMILAR_DISTANCE} similar",
+            "legacy": "; ".join(line for line in clause_lines("copy") + clause_lines("similar")
+                                if line.startswith("phash")),
+            "rule": describe_rule(),
             "registrations": len(self),
         }
 
@@ -887,23 +754,9 @@ def verify_many(query: bytes, stored: Iterable[tuple[int, bytes, tuple[str, str]
     return [(ref, verify(parsed, blob, pair)) for ref, blob, pair in stored]
 
 
-def _plausible(evidence: Evidence) -> bool:
-    return (SCALE_RANGE[0] <= evidence.scale <= SCALE_RANGE[1]
-            and abs(evidence.rotation) <= MAX_ROTATION)
-
-
-def _pixels_match(evidence: Evidence) -> bool:
-    """A small upload's pixels, one by one, under its PDQ alignment (GLOBAL_RESIDUAL_*)."""
-    if (evidence.global_residual is None or evidence.global_pixels is None
-            or evidence.global_contrast is None):
-        return False
-    return (evidence.global_pixels >= GLOBAL_RESIDUAL_PIXELS
-            and evidence.global_residual <= min(GLOBAL_RESIDUAL_COPY,
-                                                GLOBAL_RESIDUAL_SHARE * evidence.global_contrast))
-
-
 def decide(candidate: Candidate, evidence: Evidence | None) -> Match | None:
-    """The verdict for one stage-2 candidate from its evidence."""
+    """The verdict for one stage-2 candidate from its evidence: the first stage-2 clause of
+    `rule.CLAUSES` that holds."""
     distances: dict[str, float | int] = {}
     if candidate.pdq is not None:
         distances["pdq"] = candidate.pdq
@@ -911,29 +764,14 @@ def decide(candidate: Candidate, evidence: Evidence | None) -> Match | None:
         distances["word_votes"] = candidate.votes
     if evidence is None:
         return None
-    distances.update(evidence.as_dict())
-    if (candidate.global_pair is not None and evidence.global_agreement is not None
-            and evidence.global_inliers is not None
-            and ((evidence.global_agreement >= GLOBAL_AGREEMENT_COPY
-                  and evidence.global_inliers >= GLOBAL_INLIERS_COPY)
-                 or (evidence.global_cells is not None and evidence.global_cells < MIN_CELLS
-                     and evidence.global_inliers >= GLOBAL_INLIERS_ALONE)
-                 or _pixels_match(evidence))):
-        return Match(candidate.ref, distances, "copy", evidence.global_geometry)
-    if not evidence.inliers or not _plausible(evidence):
+    clause = first_clause(figures(candidate.pdq, candidate.global_pair, evidence), stage=2)
+    if clause is None:
         return None
-    inliers, agreement = evidence.inliers, evidence.agreement
-    support = max(inliers, evidence.rematched)
-    if ((inliers >= INLIERS_COPY and agreement >= AGREEMENT_COPY)
-            or (support >= INLIERS_COPY_FEW
-                and (agreement >= AGREEMENT_COPY_FEW or evidence.overlay >= OVERLAY_COPY))
-            or (support >= INLIERS_ALONE and evidence.cells < MIN_CELLS)
-            or (inliers >= INLIERS_CLEAN and inliers >= INLIER_SHARE_CLEAN * evidence.matches
-                and (agreement >= AGREEMENT_CLEAN or evidence.cells < MIN_CELLS))):
-        return Match(candidate.ref, distances, "copy", evidence.geometry)
-    if inliers >= INLIERS_SIMILAR and agreement >= AGREEMENT_SIMILAR:
-        return Match(candidate.ref, distances, "similar", evidence.geometry)
-    return None
+    distances.update(evidence.as_dict())
+    # The aligned clauses decide on the PDQ code pair's alignment, the others on the keypoints'.
+    geometry = (evidence.global_geometry if clause.name.startswith("aligned")
+                else evidence.geometry)
+    return _match(candidate.ref, distances, clause.name, candidate.pdq_pair, geometry)
 
 
 def rank(matches: list[Match]) -> list[Match]:

@@ -15,10 +15,10 @@ side 256):
 
 - `sha256` of the uploaded bytes (not of the pixels), so anyone holding the file can check it;
 - `hashes`: `pdq` of the whole image, `pdq_trim` of its content box when it has a uniform
-  border (product on white, padded copies), `phash` (64-bit, the foundation's hash, by
+  border (product on white, padded copies), `phash` (64-bit, the first release's hash, by
   imagehash's algorithm of the same square PDQ reads, `hashes.phash`, so that registrations
-  stored before the engine, which carry only `phash`, are still matched by the foundation's
-  rule: `matching.PHASH_COPY_DISTANCE`. The foundation hashed the ~250 px decode instead; the
+  stored before the engine, which carry only `phash`, are still matched by the global-hash
+  rule: `rule.PHASH_COPY_DISTANCE`. The first release hashed the ~250 px decode instead; the
   two differ by 0 bits at the median and at most 4 over 400 corpus photos and product shots,
   and the square costs ~0.1 ms instead of ~1 ms);
 - `pdq_black` (transparent uploads only): PDQ of the same pixels composited onto black, so a

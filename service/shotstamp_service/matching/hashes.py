@@ -10,7 +10,7 @@
 - PDQ (Meta's 256-bit DCT hash, via the `pdqhash` package; Dalins et al. and the
   ThreatExchange "PDQ" hashing write-up) with its quality score, which drops on flat, blank
   and low-contrast images where the hash bits are mostly noise: the low-information gate.
-- pHash (64-bit DCT hash, `imagehash.phash`): the foundation's hash, kept in the signed leaf
+- pHash (64-bit DCT hash, `imagehash.phash`): the first release's hash, kept in the signed leaf
   and as the baseline the benchmark compares against.
 
 Both are computed from the canonical image (see `decode`) squeezed to a `HASH_SIDE` square: PDQ

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
-from shotstamp_service.http.errors import ApiError
+from shotstamp_service.matching.decode import ImageRejected, Rejection
 from shotstamp_service.matching.engine import verify_many
 from shotstamp_service.matching.fingerprint import DecodeLimits, Fingerprint, fingerprint
 from shotstamp_service.matching.thumbnail import fingerprint_and_thumbnail
@@ -275,8 +275,8 @@ class FingerprintPool:
             log.error("a fingerprint worker died (%s); starting another", exc)
             self._retire(worker)
             self._replace()
-            raise ApiError(
-                422, "image_rejected", "the image could not be processed within limits"
+            raise ImageRejected(
+                Rejection.NOT_PROCESSED, "the image could not be processed within limits"
             ) from exc
         except BaseException:
             self._retire(worker)

@@ -222,6 +222,10 @@ class Evidence:
     # people, never part of the decision)
     geometry: Geometry | None = field(default=None, compare=False)
     global_geometry: Geometry | None = field(default=None, compare=False)
+    # Geometry of the keypoint transform, for words only (no clause reads them): the share of
+    # the stored image's area the query shows, and the query's pixel size relative to it.
+    coverage: float | None = None
+    resize: float | None = None
 
     def as_dict(self) -> dict[str, float | int]:
         out: dict[str, float | int] = {
@@ -236,6 +240,10 @@ class Evidence:
             out["orb_rematched"] = self.rematched
         if self.cells:
             out["photo_overlay"] = round(self.overlay, 3)
+        if self.coverage is not None:
+            out["orb_coverage"] = round(self.coverage, 3)
+        if self.resize is not None:
+            out["orb_resize"] = round(self.resize, 3)
         if self.global_agreement is not None:
             out["global_agreement"] = round(self.global_agreement, 3)
         if self.global_inliers is not None:
@@ -365,7 +373,18 @@ def _keypoint_evidence(query: LocalFeatures, stored: LocalFeatures) -> Evidence:
     # (5): how much of the overlap looks the same once aligned
     share, cells, overlay = agreement(query, stored, continuous)
     return Evidence(len(pairs), count, scale, rotation, share, cells, rematched=rematched,
-                    overlay=overlay, geometry=geometry)
+                    overlay=overlay, geometry=geometry, coverage=geometry.covered(),
+                    resize=_resize(query, stored, scale))
+
+
+def _resize(query: LocalFeatures, stored: LocalFeatures, scale: float) -> float | None:
+    """The query's pixels per stored pixel of the shared content (< 1: shrunk), from both
+    uploads' own sizes; None for blobs stored without them."""
+    if query.source is None or stored.source is None or scale <= 0:
+        return None
+    query_px = query.source[1] / query.shape[1]  # upload pixels per canonical pixel
+    stored_px = stored.source[1] / stored.shape[1]
+    return float(query_px / (scale * stored_px))
 
 
 def _rematch(query: LocalFeatures, stored: LocalFeatures, transform: np.ndarray,

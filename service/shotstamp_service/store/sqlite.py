@@ -61,7 +61,7 @@ T = TypeVar("T")
 
 
 def _tiles_from_tree_nodes(conn: sqlite3.Connection) -> None:
-    """Version 2: the foundation's one row per complete subtree becomes tlog tiles.
+    """Version 2: the first release's one row per complete subtree becomes tlog tiles.
 
     Only the levels that are multiples of 8 are kept (every other node is
     rebuilt inside a tile), packed 256 hashes to a row: about half the rows'

@@ -316,7 +316,7 @@ function matchCard(match, position, suspectUrl, file, { idPrefix = "" } = {}) {
         ["Seller", match.seller ?? "(not shown)"],
         ["Registered at", time(match.received_at)],
         ["Verdict", match.exact ? "copy: the very same file" : match.verdict],
-        ["Deciding stage", match.stage === undefined ? null : String(match.stage)],
+        ["Decided by", match.clause ? `stage ${match.stage}, clause ${match.clause} (GET /v1/config → matching.rule)` : null],
         ["Distance", String(match.distance)],
         ["Engine figures", distances],
         ["Alignment", match.geometry ? `${match.geometry.model}: scale ${match.geometry.scale}, rotation ${match.geometry.rotation}°, covers ${Math.round(match.geometry.covered * 100)} %, ${match.geometry.pairs.length} keypoint pairs shown` : null],
