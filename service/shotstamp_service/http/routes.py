@@ -12,8 +12,8 @@ from typing import Any, Literal
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from shotstamp.checkpoint import format_vkey
-from shotstamp.merkle import HASH_SIZE
+from shotstamp._checkpoint import format_vkey
+from shotstamp._merkle import HASH_SIZE
 from shotstamp_service.http.auth import Principal, authenticate, parse_bearer
 from shotstamp_service.http.errors import ApiError
 from shotstamp_service.http.keys import (

@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from shotstamp.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign_webhook
+from shotstamp._webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign_webhook
 from shotstamp_service import __version__
 from shotstamp_service.config import Config
 from shotstamp_service.records import (
