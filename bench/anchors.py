@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from chainkit import chain_server, write_key
-from shotstamp.anchors import load_tsa_certificates
+from shotstamp._rfc3161 import load_tsa_certificates
 from shotstamp_service.anchors import AnchorRunner
 from shotstamp_service.anchors.evm import EvmAnchor, load_or_create_evm_key
 from shotstamp_service.anchors.rfc3161 import Rfc3161Anchor

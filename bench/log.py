@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shotstamp import merkle
+from shotstamp import _merkle as merkle
 from shotstamp_service.log.sealer import Sealer
 from shotstamp_service.log.signer import LogSigner
 from shotstamp_service.log.tiles import TILE_BYTES, TILE_WIDTH

@@ -87,6 +87,7 @@ def test_installing_the_sdk_alone_pulls_no_heavy_dependencies(tmp_path):
         "import importlib.util, pathlib, sys, shotstamp\n"
         "from shotstamp import Client, AsyncClient, verify_proof, verify_webhook\n"
         "from shotstamp.anchors import verify_anchors, evm_payload\n"
+        "from shotstamp.verify import ProofBundle\n"
         "assert pathlib.Path(shotstamp.__file__).parent.joinpath('py.typed').exists()\n"
         "assert 'site-packages' in shotstamp.__file__, shotstamp.__file__\n"
         "heavy = [m for m in ('PIL', 'numpy', 'scipy', 'imagehash')"

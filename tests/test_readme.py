@@ -253,7 +253,7 @@ async def test_the_by_hand_check_refuses_tampering(sealed_proof, tmp_path, tampe
     elif tamper == "key":
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        from shotstamp import NoteSigner
+        from shotstamp._checkpoint import NoteSigner
 
         vkey = NoteSigner(vkey.split("+")[0], Ed25519PrivateKey.generate()).verifier.vkey
     refused = run_by_hand(tmp_path, proof, photo, vkey)

@@ -1,7 +1,10 @@
 """shotstamp: register product photos in a signed Merkle log and prove it offline.
 
-Every public name is defined in one module, listed in that module's `__all__`
-and re-exported here; `__all__` below is their sorted union (a test checks it).
+The public API is what `__all__` lists (map: docs/sdk-api.md). Each name is
+defined in a private module and listed in that module's `__all__`; this file
+star-imports them, and `__all__` below is their sorted union (a test checks
+it). Everything else is internal, including the older `shotstamp.merkle`-style
+module paths, which are kept only so that existing imports keep working.
 
 Usage:
 
@@ -9,170 +12,25 @@ Usage:
         registration = client.register("kettle.jpg", wait=True)
 """
 
-from shotstamp.anchors import (
-    ANCHOR_CHECKS,
-    ANCHOR_TYPES,
-    EVM_PAYLOAD_PREFIX,
-    AnchorEntry,
-    AnchorReport,
-    AnchorResult,
-    TimestampFacts,
-    averify_anchors,
-    check_timestamp_response,
-    evm_payload,
-    load_tsa_certificates,
-    verify_anchors,
-)
-from shotstamp.canonical import (
-    MAX_SAFE_INTEGER,
-    canonical_json,
-)
-from shotstamp.checkpoint import (
-    ALG_ED25519,
-    MAX_SIGNATURES,
-    TIMESTAMP_PREFIX,
-    Checkpoint,
-    NoteSignature,
-    NoteSigner,
-    NoteVerifier,
-    SignedCheckpoint,
-    SignedNote,
-    format_vkey,
-    key_hash,
-    open_checkpoint,
-    open_note,
-    verifiers_from,
-)
-from shotstamp.client import (
-    AsyncClient,
-    Client,
-    RetryPolicy,
-)
-from shotstamp.config import (
-    DEFAULT_URL,
-    ENV_API_KEY,
-    ENV_CONFIG,
-    ENV_URL,
-    Settings,
-    default_config_path,
-    load_settings,
-)
-from shotstamp.consistency import (
-    CONSISTENCY_CHECKS,
-    ConsistencyProof,
-    VerifiedConsistency,
-    check_extends,
-    check_tree_extends,
-    proof_path,
-    verify_consistency_between,
-)
-from shotstamp.errors import (
-    APIError,
-    AuthError,
-    ConflictError,
-    MalformedProofError,
-    NotFoundError,
-    NotSealedError,
-    RateLimited,
-    RootMismatchError,
-    ServerError,
-    ShotstampError,
-    TransportError,
-    ValidationError,
-    VerificationError,
-    WebhookVerificationError,
-    error_class_for_status,
-)
-from shotstamp.merkle import (
-    EMPTY_ROOT,
-    HASH_SIZE,
-    LEAF_PREFIX,
-    NODE_PREFIX,
-    consistency_proof,
-    decomp_incl_proof,
-    decompose_range,
-    hash_from_subtrees,
-    inclusion_proof,
-    inner_proof_size,
-    leaf_hash,
-    node_hash,
-    root_from_consistency_proof,
-    root_from_inclusion_proof,
-    root_hash,
-    subtree_ranges_for_consistency,
-    subtree_ranges_for_inclusion,
-    verify_consistency,
-    verify_inclusion,
-)
-from shotstamp.models import (
-    Check,
-    CheckpointInfo,
-    LogKey,
-    LogKeys,
-    Match,
-    RegisterResult,
-    Registration,
-    Webhook,
-)
-from shotstamp.verify import (
-    CHECKS,
-    FORMAT,
-    LEAF_FIELDS,
-    TRUSTED_CHECKS,
-    ProofBundle,
-    VerifiedProof,
-    verify_proof,
-)
-from shotstamp.webhooks import (
-    DEFAULT_TOLERANCE,
-    DELIVERY_HEADER,
-    EVENT_HEADER,
-    SIGNATURE_HEADER,
-    SIGNATURE_SCHEME,
-    WebhookEvent,
-    sign_webhook,
-    verify_webhook,
-)
-from shotstamp.witness import (
-    WITNESS_FORMAT,
-    CheckpointWitness,
-)
+# The star imports take each module's `__all__`; the test pins the result.
+# ruff: noqa: F403, F405
+from shotstamp._anchor_bundle import *
+from shotstamp._anchors import *
+from shotstamp._client import *
+from shotstamp._consistency import *
+from shotstamp._exceptions import *
+from shotstamp._models import *
+from shotstamp._verify import *
+from shotstamp._webhooks import *
+from shotstamp._witness import *
 
 __all__ = [
-    "ALG_ED25519",
-    "ANCHOR_CHECKS",
-    "ANCHOR_TYPES",
-    "CHECKS",
-    "CONSISTENCY_CHECKS",
-    "DEFAULT_TOLERANCE",
-    "DEFAULT_URL",
-    "DELIVERY_HEADER",
-    "EMPTY_ROOT",
-    "ENV_API_KEY",
-    "ENV_CONFIG",
-    "ENV_URL",
-    "EVENT_HEADER",
-    "EVM_PAYLOAD_PREFIX",
-    "FORMAT",
-    "HASH_SIZE",
-    "LEAF_FIELDS",
-    "LEAF_PREFIX",
-    "MAX_SAFE_INTEGER",
-    "MAX_SIGNATURES",
-    "NODE_PREFIX",
-    "SIGNATURE_HEADER",
-    "SIGNATURE_SCHEME",
-    "TIMESTAMP_PREFIX",
-    "TRUSTED_CHECKS",
-    "WITNESS_FORMAT",
     "APIError",
-    "AnchorEntry",
     "AnchorReport",
     "AnchorResult",
     "AsyncClient",
     "AuthError",
     "Check",
-    "Checkpoint",
     "CheckpointInfo",
     "CheckpointWitness",
     "Client",
@@ -184,9 +42,6 @@ __all__ = [
     "Match",
     "NotFoundError",
     "NotSealedError",
-    "NoteSignature",
-    "NoteSigner",
-    "NoteVerifier",
     "ProofBundle",
     "RateLimited",
     "RegisterResult",
@@ -194,11 +49,7 @@ __all__ = [
     "RetryPolicy",
     "RootMismatchError",
     "ServerError",
-    "Settings",
     "ShotstampError",
-    "SignedCheckpoint",
-    "SignedNote",
-    "TimestampFacts",
     "TransportError",
     "ValidationError",
     "VerificationError",
@@ -208,39 +59,8 @@ __all__ = [
     "WebhookEvent",
     "WebhookVerificationError",
     "averify_anchors",
-    "canonical_json",
-    "check_extends",
-    "check_timestamp_response",
-    "check_tree_extends",
-    "consistency_proof",
-    "decomp_incl_proof",
-    "decompose_range",
-    "default_config_path",
-    "error_class_for_status",
-    "evm_payload",
-    "format_vkey",
-    "hash_from_subtrees",
-    "inclusion_proof",
-    "inner_proof_size",
-    "key_hash",
-    "leaf_hash",
-    "load_settings",
-    "load_tsa_certificates",
-    "node_hash",
-    "open_checkpoint",
-    "open_note",
-    "proof_path",
-    "root_from_consistency_proof",
-    "root_from_inclusion_proof",
-    "root_hash",
-    "sign_webhook",
-    "subtree_ranges_for_consistency",
-    "subtree_ranges_for_inclusion",
-    "verifiers_from",
     "verify_anchors",
-    "verify_consistency",
     "verify_consistency_between",
-    "verify_inclusion",
     "verify_proof",
     "verify_webhook",
 ]

@@ -38,22 +38,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._manifest import (
-    KEYS_NAME,
-    MANIFEST_NAME,
-    PROOFS_DIR,
-    LogMismatch,
-    Manifest,
-    file_sha256,
-    write_atomically,
-)
-from ._progress import Progress
-from .anchors import AnchorResult, verify_anchors
-from .checkpoint import Checkpoint, NoteVerifier, SignedNote
-from .client import AsyncClient
-from .config import Settings, load_settings
-from .consistency import ConsistencyProof
-from .errors import (
+from ._anchor_bundle import AnchorResult
+from ._anchors import verify_anchors
+from ._checkpoint import Checkpoint, NoteVerifier, SignedNote
+from ._client import AsyncClient
+from ._config import Settings, load_settings
+from ._consistency import ConsistencyProof
+from ._exceptions import (
     APIError,
     AuthError,
     ConflictError,
@@ -63,8 +54,18 @@ from .errors import (
     TransportError,
     VerificationError,
 )
-from .models import Match, RegisterResult
-from .verify import ProofBundle, verify_proof
+from ._manifest import (
+    KEYS_NAME,
+    MANIFEST_NAME,
+    PROOFS_DIR,
+    LogMismatch,
+    Manifest,
+    file_sha256,
+    write_atomically,
+)
+from ._models import Match, RegisterResult
+from ._progress import Progress
+from ._verify import ProofBundle, verify_proof
 
 __all__ = [
     "EXIT_CONFLICT",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from shotstamp.canonical import canonical_json
+from shotstamp._canonical import canonical_json
 
 __all__ = [
     "AnchorJob",

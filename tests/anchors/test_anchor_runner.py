@@ -78,7 +78,7 @@ async def log(store_target: Any) -> AsyncIterator[Log]:
 
 
 def tsa_anchor(tsa: Any, *, interval: float = 60, timeout: float = 5, pki: Any = None) -> Any:
-    from shotstamp.anchors import load_tsa_certificates
+    from shotstamp._rfc3161 import load_tsa_certificates
 
     return Rfc3161Anchor(
         "tsa",

@@ -16,8 +16,8 @@ from typing import Any
 
 import imagegen
 from anchorkit import proof_with_anchors, vkeys
-from shotstamp import verify_proof
-from shotstamp.anchors import evm_payload, verify_anchors
+from shotstamp import verify_anchors, verify_proof
+from shotstamp._evm import evm_payload
 from shotstamp_service.http.keys import ANCHORS, SEALER, STORE
 
 

@@ -27,7 +27,9 @@ import imagegen
 import shotstamp
 from chainkit import ChainServer, chain_server, write_key
 from processes import ServiceProcess, free_port, run, start_service
-from shotstamp.anchors import ANCHOR_CHECKS, evm_payload, verify_anchors
+from shotstamp import verify_anchors
+from shotstamp._anchors import ANCHOR_CHECKS
+from shotstamp._evm import evm_payload
 from tsakit import TsaPki, TsaServer, openssl_reply, tsa_server
 
 

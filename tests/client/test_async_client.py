@@ -151,7 +151,7 @@ async def test_a_growing_log_is_followed_with_consistency_proofs(service):
 async def test_trusted_keys_reject_proofs_from_another_log(service):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from shotstamp import NoteSigner
+    from shotstamp._checkpoint import NoteSigner
 
     key = await service.key("acme")
     stranger = NoteSigner("shotstamp.local/log", Ed25519PrivateKey.generate())

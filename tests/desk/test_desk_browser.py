@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 import imagegen
 from shotstamp import VerificationError, verify_proof
-from shotstamp.checkpoint import Checkpoint, NoteSignature, SignedNote
+from shotstamp._checkpoint import Checkpoint, NoteSignature, SignedNote
 from shotstamp_service.matching.engine import Matcher
 from shotstamp_service.matching.fingerprint import fingerprint
 

@@ -19,9 +19,9 @@ import pytest
 
 import imagegen
 from shotstamp import VerificationError, verify_proof
-from shotstamp.canonical import canonical_json
-from shotstamp.checkpoint import NoteSignature, NoteSigner, SignedNote
-from shotstamp.verify import CHECKS, TRUSTED_CHECKS
+from shotstamp._canonical import canonical_json
+from shotstamp._checkpoint import NoteSignature, NoteSigner, SignedNote
+from shotstamp._verify import CHECKS, TRUSTED_CHECKS
 from shotstamp_service.log.signer import load_or_create_key, read_key
 
 MODULE = "/desk/verify.js"
@@ -340,7 +340,7 @@ def test_canonical_json_matches_the_sdk_on_tricky_values(desk):
         }""",
         {"module": MODULE, "texts": texts},
     )
-    from shotstamp.merkle import leaf_hash
+    from shotstamp._merkle import leaf_hash
 
     for text, (canonical, hashed) in zip(texts, got, strict=True):
         want = canonical_json(json.loads(text))

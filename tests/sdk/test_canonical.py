@@ -9,7 +9,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shotstamp.canonical import MAX_SAFE_INTEGER, canonical_json
+from shotstamp._canonical import MAX_SAFE_INTEGER, canonical_json
 
 # Text without lone surrogates: JCS input must be Unicode text (I-JSON).
 _text = st.text(st.characters(codec="utf-8"), max_size=12)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shotstamp.checkpoint import (
+from shotstamp._checkpoint import (
     MAX_SIGNATURES,
     Checkpoint,
     NoteSignature,
@@ -24,7 +24,7 @@ from shotstamp.checkpoint import (
     key_hash,
     open_note,
 )
-from shotstamp.errors import MalformedProofError, VerificationError
+from shotstamp._exceptions import MalformedProofError, VerificationError
 
 PETER_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
 PETER_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"

@@ -26,9 +26,9 @@ from shotstamp import (
     TransportError,
     ValidationError,
     VerificationError,
-    load_settings,
 )
-from shotstamp.client import _BaseClient, _parse_retry_after, _Request, _Response
+from shotstamp._client import _BaseClient, _parse_retry_after, _Request, _Response
+from shotstamp._config import load_settings
 
 REG = {
     "id": "01ABC",
@@ -276,8 +276,8 @@ def _cp(size: int, root: bytes) -> CheckpointInfo:
 
 
 def test_a_checkpoint_that_cannot_extend_the_last_one_is_refused():
-    from shotstamp.consistency import ConsistencyProof
-    from shotstamp.merkle import consistency_proof, leaf_hash, root_hash
+    from shotstamp._consistency import ConsistencyProof
+    from shotstamp._merkle import consistency_proof, leaf_hash, root_hash
 
     leaves = [leaf_hash(bytes([i])) for i in range(9)]
     forged = [leaf_hash(b"mallory"), *leaves[1:]]

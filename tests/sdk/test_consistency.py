@@ -11,23 +11,23 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shotstamp.canonical import canonical_json
-from shotstamp.checkpoint import Checkpoint, NoteSigner
-from shotstamp.consistency import (
+from shotstamp._canonical import canonical_json
+from shotstamp._checkpoint import Checkpoint, NoteSigner
+from shotstamp._consistency import (
     CONSISTENCY_CHECKS,
     ConsistencyProof,
     check_extends,
     verify_consistency_between,
 )
-from shotstamp.errors import MalformedProofError, VerificationError
-from shotstamp.merkle import (
+from shotstamp._exceptions import MalformedProofError, VerificationError
+from shotstamp._merkle import (
     EMPTY_ROOT,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
     root_hash,
 )
-from shotstamp.verify import CHECKS, ProofBundle, verify_proof
+from shotstamp._verify import CHECKS, ProofBundle, verify_proof
 
 ORIGIN = "shotstamp.test/log"
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shotstamp.errors import (
+from shotstamp._exceptions import (
     APIError,
     AuthError,
     ConflictError,

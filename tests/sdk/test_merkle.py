@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shotstamp import merkle
-from shotstamp.errors import RootMismatchError, VerificationError
-from shotstamp.merkle import (
+from shotstamp import _merkle as merkle
+from shotstamp._exceptions import RootMismatchError, VerificationError
+from shotstamp._merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
     LEAF_PREFIX,

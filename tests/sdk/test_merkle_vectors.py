@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from shotstamp.errors import VerificationError
-from shotstamp.merkle import verify_consistency, verify_inclusion
+from shotstamp._exceptions import VerificationError
+from shotstamp._merkle import verify_consistency, verify_inclusion
 
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
 INCLUSION = sorted((TESTDATA / "inclusion").rglob("*.json"))

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shotstamp.canonical import canonical_json
-from shotstamp.checkpoint import Checkpoint, NoteSigner, SignedNote
-from shotstamp.errors import MalformedProofError, VerificationError
-from shotstamp.merkle import inclusion_proof, leaf_hash, root_hash
-from shotstamp.verify import CHECKS, FORMAT, ProofBundle, VerifiedProof, verify_proof
+from shotstamp._canonical import canonical_json
+from shotstamp._checkpoint import Checkpoint, NoteSigner, SignedNote
+from shotstamp._exceptions import MalformedProofError, VerificationError
+from shotstamp._merkle import inclusion_proof, leaf_hash, root_hash
+from shotstamp._verify import CHECKS, FORMAT, ProofBundle, VerifiedProof, verify_proof
 
 ORIGIN = "shotstamp.test/log"
 TIMESTAMP_NS = 1_764_147_601_500_000_000  # 2025-11-26T09:00:01.5Z

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from shotstamp import WebhookVerificationError, sign_webhook, verify_webhook
+from shotstamp import WebhookVerificationError, verify_webhook
+from shotstamp._webhooks import sign_webhook
 
 SECRET = "whsec_test-secret"
 NOW = 1_750_000_000

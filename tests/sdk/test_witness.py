@@ -16,10 +16,10 @@ from test_consistency import (
     note,
 )
 
-from shotstamp.canonical import canonical_json
-from shotstamp.errors import MalformedProofError, VerificationError
-from shotstamp.merkle import leaf_hash
-from shotstamp.witness import WITNESS_FORMAT, CheckpointWitness
+from shotstamp._canonical import canonical_json
+from shotstamp._exceptions import MalformedProofError, VerificationError
+from shotstamp._merkle import leaf_hash
+from shotstamp._witness import WITNESS_FORMAT, CheckpointWitness
 
 
 def _refused(witness: CheckpointWitness, check: str, match: str, *args) -> None:

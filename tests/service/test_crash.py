@@ -35,8 +35,8 @@ from typing import Any
 import imagegen
 from liveserver import LiveServer, http, multipart
 from shotstamp import merkle, verify_proof
-from shotstamp.canonical import canonical_json
-from shotstamp.checkpoint import Checkpoint, NoteVerifier, open_note
+from shotstamp._canonical import canonical_json
+from shotstamp._checkpoint import Checkpoint, NoteVerifier, open_note
 
 SEAL_INTERVAL = 0.5
 ROUNDS = ("random", "at-seal", "after-start", "random", "at-seal", "after-start", "random")

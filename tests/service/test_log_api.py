@@ -9,16 +9,9 @@ import hashlib
 import pytest
 
 import imagegen
-from shotstamp import (
-    Checkpoint,
-    NoteVerifier,
-    SignedNote,
-    VerificationError,
-    open_note,
-    verify_consistency_between,
-    verify_inclusion,
-    verify_proof,
-)
+from shotstamp import VerificationError, verify_consistency_between, verify_proof
+from shotstamp._checkpoint import Checkpoint, NoteVerifier, SignedNote, open_note
+from shotstamp._merkle import verify_inclusion
 from shotstamp_service.http.app import make_signing_keys, make_store
 from shotstamp_service.http.keys import CONFIG, SIGNING_KEYS, STORE
 from shotstamp_service.log.sealer import Sealer

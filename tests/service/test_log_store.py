@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shotstamp import merkle
+from shotstamp import _merkle as merkle
 from shotstamp_service.log.sealer import Sealer
 from shotstamp_service.log.signer import LogSigner
 from shotstamp_service.log.tree import LogTree, consistency_proof, inclusion_proof

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shotstamp import merkle
+from shotstamp import _merkle as merkle
 from shotstamp_service.log.sealer import Sealer
 from shotstamp_service.log.signer import LogSigner
 from shotstamp_service.log.tree import consistency_proof

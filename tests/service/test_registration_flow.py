@@ -9,7 +9,8 @@ import json
 import pytest
 
 import imagegen
-from shotstamp import NoteVerifier, VerificationError, verify_proof
+from shotstamp import VerificationError, verify_proof
+from shotstamp._checkpoint import NoteVerifier
 
 
 async def _vkey(service) -> str:

@@ -7,8 +7,8 @@ import base64
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shotstamp import merkle
-from shotstamp.checkpoint import Checkpoint, open_note
+from shotstamp import _merkle as merkle
+from shotstamp._checkpoint import Checkpoint, open_note
 from shotstamp_service.log.sealer import Sealer
 from shotstamp_service.log.signer import LogSigner, load_or_create_key
 from shotstamp_service.log.tree import inclusion_proof

@@ -11,8 +11,8 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shotstamp.checkpoint import NoteVerifier, format_vkey, open_note
-from shotstamp.errors import VerificationError
+from shotstamp._checkpoint import NoteVerifier, format_vkey, open_note
+from shotstamp._exceptions import VerificationError
 from shotstamp_service.log.sealer import Sealer
 from shotstamp_service.log.signer import (
     LogSigner,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shotstamp import merkle
+from shotstamp import _merkle as merkle
 from shotstamp_service.log.tiles import (
     TILE_WIDTH,
     TileEdge,

@@ -45,7 +45,7 @@ def make_anchors(config: Config) -> list[Anchor]:
             from shotstamp_service.anchors.rfc3161 import Rfc3161Anchor
         except ImportError as exc:
             raise _needs("tsa", "SHOTSTAMP_TSA_URL", exc) from exc
-        from shotstamp.anchors import load_tsa_certificates
+        from shotstamp._rfc3161 import load_tsa_certificates
 
         anchors.append(
             Rfc3161Anchor(

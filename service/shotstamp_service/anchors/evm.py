@@ -46,7 +46,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3  # noqa: E402
 from web3.exceptions import TransactionNotFound, Web3RPCError  # noqa: E402
 from web3.types import Wei  # noqa: E402
 
-from shotstamp.anchors import evm_payload  # noqa: E402
+from shotstamp._evm import evm_payload  # noqa: E402
 
 sys.setrecursionlimit(_RECURSION_LIMIT)
 

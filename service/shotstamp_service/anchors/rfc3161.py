@@ -29,8 +29,8 @@ import aiohttp
 from cryptography import x509
 from rfc3161_client import HashAlgorithm, TimestampRequestBuilder
 
-from shotstamp.anchors import check_timestamp_response
-from shotstamp.errors import VerificationError
+from shotstamp._exceptions import VerificationError
+from shotstamp._rfc3161 import check_timestamp_response
 from shotstamp_service import __version__
 from shotstamp_service.anchors.base import Anchor, Anchored, AnchorError, AnchorStep
 from shotstamp_service.records import CheckpointRecord

@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from shotstamp.checkpoint import NoteVerifier
-from shotstamp.errors import MalformedProofError, VerificationError
-from shotstamp.verify import CHECKS, ProofBundle, VerifiedProof, verify_proof
+from shotstamp._checkpoint import NoteVerifier
+from shotstamp._exceptions import MalformedProofError, VerificationError
+from shotstamp._verify import CHECKS, ProofBundle, VerifiedProof, verify_proof
 from shotstamp_service.http.access import require_principal
 from shotstamp_service.http.auth import Principal
 from shotstamp_service.http.errors import ApiError

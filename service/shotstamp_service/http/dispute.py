@@ -23,10 +23,11 @@ from typing import Any
 
 from aiohttp import web
 
-from shotstamp.anchors import AnchorResult, averify_anchors
-from shotstamp.checkpoint import NoteVerifier
-from shotstamp.errors import VerificationError
-from shotstamp.verify import verify_proof
+from shotstamp._anchor_bundle import AnchorResult
+from shotstamp._anchors import averify_anchors
+from shotstamp._checkpoint import NoteVerifier
+from shotstamp._exceptions import VerificationError
+from shotstamp._verify import verify_proof
 from shotstamp_service.http.desk import STATIC_DIR, require_staff
 from shotstamp_service.http.errors import ApiError
 from shotstamp_service.http.keys import CONFIG, REGISTRY, SIGNING_KEYS, STORE, UPLOAD_SLOTS

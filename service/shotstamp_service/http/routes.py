@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from shotstamp.merkle import HASH_SIZE
+from shotstamp._merkle import HASH_SIZE
 from shotstamp_service.http.access import require_principal
 from shotstamp_service.http.auth import Principal
 from shotstamp_service.http.errors import ApiError, from_domain

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Protocol
 
-from shotstamp.merkle import leaf_hash
+from shotstamp._merkle import leaf_hash
 from shotstamp_service.log.tree import consistency_proof, inclusion_proof
 from shotstamp_service.records import Registration
 from shotstamp_service.store import AnchorStore, LogStore

@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from shotstamp.merkle import leaf_hash
+from shotstamp._merkle import leaf_hash
 from shotstamp_service.log.signer import SignerSource, SigningKeyUnavailable
 from shotstamp_service.log.tree import LogTree
 from shotstamp_service.records import CheckpointRecord, Registration

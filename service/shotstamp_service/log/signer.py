@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shotstamp.checkpoint import Checkpoint, NoteSigner, NoteVerifier, format_vkey
+from shotstamp._checkpoint import Checkpoint, NoteSigner, NoteVerifier, format_vkey
 from shotstamp_service.records import SigningKeyRecord, format_time, utc_now
 from shotstamp_service.store import ActiveKeyChanged, CheckpointReader, SigningKeyStore
 

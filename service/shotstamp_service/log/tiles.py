@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from shotstamp.merkle import HASH_SIZE, node_hash
+from shotstamp._merkle import HASH_SIZE, node_hash
 
 __all__ = [
     "MAX_TILE_LEVEL",

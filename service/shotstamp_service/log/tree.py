@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from shotstamp.merkle import (
+from shotstamp._merkle import (
     decompose_range,
     node_hash,
     root_hash,

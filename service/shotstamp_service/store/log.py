@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Protocol
 
-from shotstamp.merkle import HASH_SIZE
+from shotstamp._merkle import HASH_SIZE
 from shotstamp_service.log.tiles import TILE_BYTES, TileCache, TileCoord, TileNodeReader, TileWrite
 from shotstamp_service.records import CheckpointRecord, Registration
 from shotstamp_service.store.errors import StoreError

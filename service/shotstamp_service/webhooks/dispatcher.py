@@ -54,7 +54,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from shotstamp.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign_webhook
+from shotstamp._webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign_webhook
 from shotstamp_service import __version__
 from shotstamp_service.config import Config
 from shotstamp_service.records import (

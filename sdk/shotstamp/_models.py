@@ -16,14 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from shotstamp.checkpoint import Checkpoint, NoteVerifier, open_note
-from shotstamp.errors import (
+from shotstamp._checkpoint import Checkpoint, NoteVerifier, open_note
+from shotstamp._exceptions import (
     ConflictError,
     MalformedProofError,
     ShotstampError,
     VerificationError,
 )
-from shotstamp.verify import ProofBundle
+from shotstamp._verify import ProofBundle
 
 __all__ = [
     "Check",

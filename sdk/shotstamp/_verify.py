@@ -29,21 +29,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shotstamp.canonical import canonical_json
-from shotstamp.checkpoint import NoteVerifier, open_checkpoint, verifiers_from
-from shotstamp.consistency import ConsistencyProof, check_extends, proof_path
-from shotstamp.errors import MalformedProofError, VerificationError
-from shotstamp.merkle import HASH_SIZE, leaf_hash, verify_inclusion
+from shotstamp._canonical import canonical_json
+from shotstamp._checkpoint import NoteVerifier, open_checkpoint, verifiers_from
+from shotstamp._consistency import ConsistencyProof, check_extends, proof_path
+from shotstamp._exceptions import MalformedProofError, VerificationError
+from shotstamp._merkle import HASH_SIZE, leaf_hash, verify_inclusion
 
-__all__ = [
-    "CHECKS",
-    "FORMAT",
-    "LEAF_FIELDS",
-    "TRUSTED_CHECKS",
-    "ProofBundle",
-    "VerifiedProof",
-    "verify_proof",
-]
+__all__ = ["ProofBundle", "VerifiedProof", "verify_proof"]
 
 FORMAT = "shotstamp-proof/1"
 # The checks against a checkpoint the caller already trusts (`trusted_checkpoint=`).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["MAX_SAFE_INTEGER", "canonical_json"]
+__all__: list[str] = []
 
 # JCS numbers are IEEE 754 doubles.  2**53 itself is representable, but so is
 # the result of parsing "2**53 + 1", so only the ECMAScript "safe" range
