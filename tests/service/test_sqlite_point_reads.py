@@ -50,6 +50,9 @@ async def test_lookups_by_key_see_committed_writes_without_the_reader_thread(sto
         second.seq: bytes([2]) * 100,
     }
     assert await store.get_api_key("nobody") is None
+    assert (await store.get_registration(second.id)).seq == second.seq
+    assert await store.find_by_idempotency_key("s", "none") is None
+    assert await store.latest_checkpoint() is None
 
 
 async def test_a_busy_database_sends_the_lookup_to_the_reader(store, monkeypatch):

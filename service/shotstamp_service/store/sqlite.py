@@ -496,7 +496,7 @@ class SQLiteStore(Store):
             ).fetchone()
             return _ROWS.registration(row) if row else None
 
-        return await self._read(run)
+        return await self._read_here(run)
 
     async def get_registrations(self, seqs: Iterable[int]) -> dict[int, Registration]:
         wanted = sorted(set(seqs))
@@ -535,7 +535,7 @@ class SQLiteStore(Store):
             ).fetchone()
             return _ROWS.registration(row) if row else None
 
-        return await self._read(run)
+        return await self._read_here(run)
 
     async def _fingerprint_page(self, after_seq: int, limit: int) -> list[StoredFingerprint]:
         def run(conn: sqlite3.Connection) -> list[StoredFingerprint]:
@@ -633,7 +633,7 @@ class SQLiteStore(Store):
             ).fetchone()
             return _ROWS.checkpoint(row) if row else None
 
-        return await self._read(run)
+        return await self._read_here(run)
 
     # -- webhooks and their outbox ---------------------------------------
     async def add_webhook(self, hook: WebhookRecord) -> None:
