@@ -323,8 +323,8 @@ def cpu_summary(runs: dict[tuple[int, int], list[RunResult]], naive_cpu: float) 
     return lines
 
 
-def record_row(result: RunResult, naive_cpu: float, command: str) -> str:
-    """One dated Markdown table row for `--record`: the commit, each component, the ratio."""
+def current_commit() -> str:
+    """The checkout's short commit, `+changes` when its service or SDK differ from it."""
     root = Path(__file__).parents[1]
     git = lambda *a: subprocess.run(  # noqa: E731
         ["git", *a], cwd=root, capture_output=True, text=True, check=False
@@ -332,6 +332,11 @@ def record_row(result: RunResult, naive_cpu: float, command: str) -> str:
     commit = git("rev-parse", "--short", "HEAD") or "?"
     if git("status", "--porcelain", "--untracked-files=no", "--", "service", "sdk"):
         commit += "+changes"
+    return commit
+
+
+def record_row(result: RunResult, naive_cpu: float, commit: str, command: str) -> str:
+    """One dated Markdown table row for `--record`: the commit, each component, the ratio."""
     main, workers, client = cpu_per_upload(result)
     total = main + workers + client
     day = time.strftime("%Y-%m-%d", time.gmtime())
@@ -556,6 +561,7 @@ async def main_async(args: argparse.Namespace) -> None:
     paths = product_shots(needed)
     files = [p.read_bytes() for p in paths]
     args.cursor = [0]
+    args.commit = current_commit()  # the code the services start from, not what it is later
 
     naive, naive_cpu = naive_loop(paths[:200], args.naive_seconds)
     print(
@@ -616,7 +622,8 @@ async def main_async(args: argparse.Namespace) -> None:
         # The median run by total CPU of the busiest closed-loop level: one line per commit.
         level = max(((r, c) for r, c in runs if c >= 0), key=lambda k: k[1])
         ordered = sorted(runs[level], key=lambda r: sum(cpu_per_upload(r)))
-        row = record_row(ordered[len(ordered) // 2], naive_cpu, "python " + " ".join(sys.argv))
+        command = "python " + " ".join(sys.argv)
+        row = record_row(ordered[len(ordered) // 2], naive_cpu, args.commit, command)
         append_record(args.record, row)
         print(f"recorded in {args.record}: {row}")
 

@@ -37,12 +37,15 @@ def test_record_inserts_one_row_after_the_table_under_the_mark(tmp_path):
         f"# R\n\n{load.RECORD_SECTION}\n\n{load.RECORD_MARK}\n| date | commit |\n|---|---|\n"
         "| 2026-01-01 | abc |\n\nprose after the table\n\n## Next section\n"
     )
-    row = load.record_row(_result(1.2, 1.0, 0.1, 100), 8.8, "python bench/load.py --record")
+    row = load.record_row(
+        _result(1.2, 1.0, 0.1, 100), 8.8, "abc1234", "python bench/load.py --record"
+    )
     load.append_record(results, row)
     lines = results.read_text().splitlines()
     assert lines[lines.index("| 2026-01-01 | abc |") + 1] == row
     assert lines[lines.index(row) + 2] == "prose after the table"
     cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "abc1234"
     assert cells[2:10] == ["8", "10.0", "12.0", "10.0", "1.0", "23.0", "8.8", "2.61×"]
     assert cells[-1] == "`python bench/load.py --record`"
 
