@@ -263,6 +263,7 @@ def naive_loop(paths: list[Path], seconds: float = 10.0) -> tuple[float, float]:
     import imagehash
     from PIL import Image
 
+    imagehash.phash(Image.open(paths[0]))  # the first call's lazy set-up is not per image
     count, started, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         imagehash.phash(Image.open(paths[count % len(paths)]))
@@ -270,24 +271,95 @@ def naive_loop(paths: list[Path], seconds: float = 10.0) -> tuple[float, float]:
     return count / (time.perf_counter() - started), (time.process_time() - cpu) * 1000 / count
 
 
-def report(result: RunResult, naive: float) -> str:
+def cpu_per_upload(result: RunResult) -> tuple[float, float, float]:
+    """CPU ms per upload answered: (service process, fingerprint workers, load generator)."""
+    n = max(1, sum(result.outcomes.values()))
+    return (
+        result.cpu_main * 1000 / n,
+        result.cpu_workers * 1000 / n,
+        result.cpu_client * 1000 / n,
+    )
+
+
+def report(result: RunResult, naive: float, naive_cpu: float) -> str:
     ms = lambda v: f"{v * 1000:7.1f}"  # noqa: E731
     outcomes = ", ".join(f"{k}={v}" for k, v in sorted(result.outcomes.items()))
-    n = max(1, sum(result.outcomes.values()))
+    main, workers, client = cpu_per_upload(result)
+    total = main + workers + client
     return (
         f"{result.clients:7d} {result.rate:9.1f} {result.rate / naive:6.2f}x"
         f" {ms(pct(result.good_latencies, 50))} {ms(pct(result.good_latencies, 95))}"
         f" {ms(pct(result.good_latencies, 99))}"
         f" {ms(pct(result.seal_delays, 50))} {ms(pct(result.seal_delays, 99))}"
-        f" {ms(result.cpu_main / n)} {ms(result.cpu_workers / n)} {ms(result.cpu_client / n)}"
+        f" {main:7.1f} {workers:8.1f} {client:7.1f} {total:7.1f} {total / naive_cpu:6.2f}x"
         f"   {outcomes}"
     )
 
 
 HEADER = (
     "clients  uploads/s  ×naive   p50 ms   p95 ms   p99 ms  seal50ms seal99ms"
-    "  cpu/up main  workers  client   outcomes"
+    "  cpu/up main  workers  client   total ×pHash   outcomes"
 )
+
+# `--record` appends its line to this table (bench/RESULTS.md).
+RECORD_SECTION = "## CPU per upload, by component"
+RECORD_MARK = "<!-- bench/load.py --record appends below this line -->"
+
+
+def cpu_summary(runs: dict[tuple[int, int], list[RunResult]], naive_cpu: float) -> list[str]:
+    """Per level, the median CPU ms per upload of each component and their sum against pHash."""
+    lines = [
+        f"CPU ms per upload, by component (median of runs; the naive pHash {naive_cpu:.1f} ms):",
+        "replicas clients  service  workers  client   total  ×pHash",
+    ]
+    for (replicas, clients), results in sorted(runs.items()):
+        parts = [statistics.median(v) for v in zip(*map(cpu_per_upload, results), strict=True)]
+        total = sum(parts)
+        level = f"{clients:7d}" if clients >= 0 else " half-pk"
+        lines.append(
+            f"{replicas:8d} {level} {parts[0]:8.1f} {parts[1]:8.1f} {parts[2]:7.1f}"
+            f" {total:7.1f} {total / naive_cpu:6.2f}x"
+        )
+    return lines
+
+
+def current_commit() -> str:
+    """The checkout's short commit, `+changes` when its service or SDK differ from it."""
+    root = Path(__file__).parents[1]
+    git = lambda *a: subprocess.run(  # noqa: E731
+        ["git", *a], cwd=root, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    if git("status", "--porcelain", "--untracked-files=no", "--", "service", "sdk"):
+        commit += "+changes"
+    return commit
+
+
+def record_row(result: RunResult, naive_cpu: float, commit: str, command: str) -> str:
+    """One dated Markdown table row for `--record`: the commit, each component, the ratio."""
+    main, workers, client = cpu_per_upload(result)
+    total = main + workers + client
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    return (
+        f"| {day} | {commit} | {result.clients} | {result.rate:.1f} | {main:.1f}"
+        f" | {workers:.1f} | {client:.1f} | {total:.1f} | {naive_cpu:.1f}"
+        f" | {total / naive_cpu:.2f}× | `{command}` |"
+    )
+
+
+def append_record(results: Path, row: str) -> None:
+    """Add `row` under RECORD_MARK in `results`, after the rows already there."""
+    lines = results.read_text().split("\n")
+    try:
+        at = lines.index(RECORD_MARK) + 1
+    except ValueError:
+        raise SystemExit(
+            f"{results} has no line {RECORD_MARK!r} (under {RECORD_SECTION!r})"
+        ) from None
+    while at < len(lines) and lines[at].startswith("|"):
+        at += 1
+    lines.insert(at, row)
+    results.write_text("\n".join(lines))
 
 
 # Frames where a thread waits rather than works: left out of the profile's shares.
@@ -295,7 +367,7 @@ _IDLE_FRAMES = (
     "select (selectors.py",
     "_worker (concurrent/futures/thread.py",
     "wait (threading.py",
-    "_recv_exactly (shotstamp_service/pool.py",
+    "_recv_exactly (shotstamp_service/matching/pool.py",
 )
 
 
@@ -323,6 +395,7 @@ def start_profilers(service: LocalService, seconds: float, out: Path) -> list[su
                 str(pid),
                 "--duration",
                 str(max(1, int(seconds))),
+                "--gil",
                 "--rate",
                 "200",
                 "--format",
@@ -488,6 +561,7 @@ async def main_async(args: argparse.Namespace) -> None:
     paths = product_shots(needed)
     files = [p.read_bytes() for p in paths]
     args.cursor = [0]
+    args.commit = current_commit()  # the code the services start from, not what it is later
 
     naive, naive_cpu = naive_loop(paths[:200], args.naive_seconds)
     print(
@@ -505,7 +579,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 result = await run_level(args, files, clients, naive, replicas=replicas)
                 runs.setdefault((replicas, clients), []).append(result)
                 prefix = f"{replicas:8d} " if len(counts) > 1 else ""
-                print(prefix + report(result, naive), flush=True)
+                print(prefix + report(result, naive, naive_cpu), flush=True)
 
     peaks = {}
     for replicas in counts:
@@ -542,6 +616,16 @@ async def main_async(args: argparse.Namespace) -> None:
     fives = sum(v for r in every for k, v in r.outcomes.items() if k.split(":")[-1].startswith("5"))
     lost = sum(r.outcomes["unsealed-after-30s"] for r in every)
     print(f"5xx answers: {fives}; acknowledged but not sealed within 30 s: {lost}")
+    if not args.url:
+        print("\n" + "\n".join(cpu_summary(runs, naive_cpu)))
+    if args.record is not None:
+        # The median run by total CPU of the busiest closed-loop level: one line per commit.
+        level = max(((r, c) for r, c in runs if c >= 0), key=lambda k: k[1])
+        ordered = sorted(runs[level], key=lambda r: sum(cpu_per_upload(r)))
+        command = "python " + " ".join(sys.argv)
+        row = record_row(ordered[len(ordered) // 2], naive_cpu, args.commit, command)
+        append_record(args.record, row)
+        print(f"recorded in {args.record}: {row}")
 
 
 def main() -> None:
@@ -599,7 +683,18 @@ def main() -> None:
         help="py-spy the service and one worker during each run; raw stacks in DIR, "
         "a summary on stderr",
     )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        nargs="?",
+        const=Path(__file__).parent / "RESULTS.md",
+        metavar="FILE",
+        help="append one dated line (commit, CPU per upload by component) to the table of "
+        f"{RECORD_SECTION!r} in FILE (default bench/RESULTS.md)",
+    )
     args = parser.parse_args()
+    if args.record is not None and args.url:
+        parser.error("--record measures a local service's CPU: drop --url")
     if max(int(c) for c in args.replicas.split(",")) > 1 and not args.postgres:
         parser.error("several replicas share PostgreSQL: add --postgres")
     args.pg_server = None

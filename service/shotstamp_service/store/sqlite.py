@@ -286,6 +286,9 @@ class SQLiteStore(Store):
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
+        # Point reads on the event loop itself (`_read_here`): a hop to the reader
+        # thread costs ~10× the CPU of the lookup (bench/RESULTS.md, CPU per upload).
+        self._lconn: sqlite3.Connection | None = None
         # Held by every write, and by a transaction across its awaits (`_begin`).
         self._write_lock = asyncio.Lock()
         self._commits = GroupCommit(
@@ -304,6 +307,10 @@ class SQLiteStore(Store):
         self._wconn = await loop.run_in_executor(self._writer, connect, self.path)
         await loop.run_in_executor(self._writer, migrate, self._wconn)
         self._rconn = await loop.run_in_executor(self._reader, connect, self.path)
+        self._lconn = connect(self.path)
+        # Never wait for a lock on the loop: a busy database sends the read to the reader.
+        self._lconn.execute("PRAGMA busy_timeout=0")
+        self._lconn.execute("PRAGMA query_only=ON")
         self._commits.start()
 
     async def close(self) -> None:
@@ -315,6 +322,9 @@ class SQLiteStore(Store):
         if self._rconn is not None:
             await loop.run_in_executor(self._reader, self._rconn.close)
             self._rconn = None
+        if self._lconn is not None:
+            self._lconn.close()
+            self._lconn = None
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
 
@@ -339,6 +349,24 @@ class SQLiteStore(Store):
             return await asyncio.get_running_loop().run_in_executor(self._reader, fn, conn)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite read failed: {exc}") from exc
+
+    async def _read_here(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`_read` for a lookup by key, run on the event loop; on the reader if SQLite is busy.
+
+        WAL readers do not wait for the writer; the rare lock a reader can meet
+        (a checkpoint resetting the log) is left to the reader thread to wait out.
+        """
+        conn = self._lconn
+        if conn is None:
+            raise StoreError("store is not open")
+        try:
+            return fn(conn)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise StoreError(f"sqlite read failed: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite read failed: {exc}") from exc
+        return await self._read(fn)
 
     @staticmethod
     def _transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
@@ -384,7 +412,7 @@ class SQLiteStore(Store):
             row = conn.execute("SELECT * FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
             return _ROWS.api_key(row) if row else None
 
-        return await self._read(run)
+        return await self._read_here(run)
 
     async def list_api_keys(self) -> list[ApiKey]:
         def run(conn: sqlite3.Connection) -> list[ApiKey]:
@@ -468,7 +496,7 @@ class SQLiteStore(Store):
             ).fetchone()
             return _ROWS.registration(row) if row else None
 
-        return await self._read(run)
+        return await self._read_here(run)
 
     async def get_registrations(self, seqs: Iterable[int]) -> dict[int, Registration]:
         wanted = sorted(set(seqs))
@@ -496,7 +524,7 @@ class SQLiteStore(Store):
             )
             return [_ROWS.registration(row) for row in rows]
 
-        return await self._read(run)
+        return await self._read_here(run)
 
     async def find_by_idempotency_key(self, seller: str, key: str) -> Registration | None:
         def run(conn: sqlite3.Connection) -> Registration | None:
@@ -507,7 +535,7 @@ class SQLiteStore(Store):
             ).fetchone()
             return _ROWS.registration(row) if row else None
 
-        return await self._read(run)
+        return await self._read_here(run)
 
     async def _fingerprint_page(self, after_seq: int, limit: int) -> list[StoredFingerprint]:
         def run(conn: sqlite3.Connection) -> list[StoredFingerprint]:
@@ -536,7 +564,10 @@ class SQLiteStore(Store):
                     found[row["seq"]] = bytes(row["features"])
             return found
 
-        return await self._read(run) if wanted else {}
+        if not wanted:
+            return {}
+        # A stage-2 round's few candidates on the loop; a long list on the reader.
+        return await (self._read_here(run) if len(wanted) <= 16 else self._read(run))
 
     async def get_thumbnail(self, seq: int) -> bytes | None:
         def run(conn: sqlite3.Connection) -> bytes | None:
@@ -602,7 +633,7 @@ class SQLiteStore(Store):
             ).fetchone()
             return _ROWS.checkpoint(row) if row else None
 
-        return await self._read(run)
+        return await self._read_here(run)
 
     # -- webhooks and their outbox ---------------------------------------
     async def add_webhook(self, hook: WebhookRecord) -> None:

@@ -1,0 +1,89 @@
+"""SQLite's lookups by key run on the event loop, and fall back to the reader thread when busy."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shotstamp_service.records import NewRegistration, format_time, new_registration_id, utc_now
+from shotstamp_service.store import StoreError
+from shotstamp_service.store.sqlite import SQLiteStore
+
+
+def _new(n: int) -> NewRegistration:
+    return NewRegistration(
+        id=new_registration_id(),
+        seller="s",
+        sha256=f"{n:064x}",
+        perceptual={"phash": f"{n:016x}"},
+        received_at=format_time(utc_now()),
+        width=10,
+        height=20,
+        features=bytes([n]) * 100,
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    opened = SQLiteStore(tmp_path / "db.sqlite")
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+def _no_reader(*_: Any) -> Any:
+    raise AssertionError("went to the reader thread")
+
+
+async def test_lookups_by_key_see_committed_writes_without_the_reader_thread(store, monkeypatch):
+    first = await store.add_registration(_new(1))
+    monkeypatch.setattr(store, "_read", _no_reader)
+    assert [r.id for r in await store.find_by_sha256(f"{1:064x}")] == [first.id]
+    second = await store.add_registration(_new(2))  # committed by the writer's connection
+    assert [r.id for r in await store.find_by_sha256(f"{2:064x}")] == [second.id]
+    assert await store.get_features([first.seq, second.seq, 999]) == {
+        first.seq: bytes([1]) * 100,
+        second.seq: bytes([2]) * 100,
+    }
+    assert await store.get_api_key("nobody") is None
+    assert (await store.get_registration(second.id)).seq == second.seq
+    assert await store.find_by_idempotency_key("s", "none") is None
+    assert await store.latest_checkpoint() is None
+
+
+async def test_a_busy_database_sends_the_lookup_to_the_reader(store, monkeypatch):
+    reg = await store.add_registration(_new(3))
+    real = store._lconn
+    calls: list[str] = []
+
+    class Busy:
+        """The loop's connection, answering as SQLite does when a lock is held."""
+
+        def execute(self, *_: Any) -> Any:
+            calls.append("loop")
+            exc = sqlite3.OperationalError("database is locked")
+            exc.sqlite_errorcode = sqlite3.SQLITE_BUSY
+            raise exc
+
+    monkeypatch.setattr(store, "_lconn", Busy())
+    found = await store.find_by_sha256(f"{3:064x}")
+    assert [r.id for r in found] == [reg.id] and calls == ["loop"]
+    monkeypatch.setattr(store, "_lconn", real)
+
+
+async def test_other_errors_on_the_loop_are_store_errors(store, monkeypatch):
+    class Broken:
+        def execute(self, *_: Any) -> Any:
+            exc = sqlite3.OperationalError("disk I/O error")
+            exc.sqlite_errorcode = sqlite3.SQLITE_IOERR
+            raise exc
+
+    monkeypatch.setattr(store, "_lconn", Broken())
+    with pytest.raises(StoreError):
+        await store.find_by_sha256("00")
+    with pytest.raises(StoreError):
+        await store.get_api_key("k")
