@@ -33,11 +33,13 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from shotstamp.verify import SALT_SIZE
 from shotstamp_service.http.auth import Principal
 from shotstamp_service.matching.engine import (
     Candidate,
@@ -364,6 +366,7 @@ class Registry:
             idempotency_key=idempotency_key,
             features=features,
             thumbnail=thumbnail,
+            seller_salt=os.urandom(SALT_SIZE),
         )
         self._uncommitted[new.id] = _Pending(fp, verified)
         try:

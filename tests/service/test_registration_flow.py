@@ -9,7 +9,7 @@ import json
 import pytest
 
 import imagegen
-from shotstamp import NoteVerifier, VerificationError, verify_proof
+from shotstamp import NoteVerifier, VerificationError, seller_commitment, verify_proof
 
 
 async def _vkey(service) -> str:
@@ -33,9 +33,12 @@ async def test_register_with_wait_returns_a_proof_that_verifies_offline(service)
     assert set(body["perceptual"]) >= {"phash"}
     assert body["received_at"].endswith("Z")
     proof = body["proof"]
-    assert proof["format"] == "shotstamp-proof/1"
+    assert proof["format"] == "shotstamp-proof/2"
+    assert proof["seller"] == "acme"
+    commitment = seller_commitment(bytes.fromhex(proof["seller_salt"]), "acme")
     assert proof["leaf"] == {
-        k: body[k] for k in ("id", "seller", "sha256", "perceptual", "received_at")
+        **{k: body[k] for k in ("id", "sha256", "perceptual", "received_at")},
+        "seller_commitment": commitment,
     }
     assert f"\n{proof['tree_size']}\n" in proof["checkpoint"]
 

@@ -241,6 +241,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX anchors_due ON anchors (next_attempt_at) WHERE status = 'pending';
     CREATE INDEX anchors_anchored ON anchors (anchor, tree_size) WHERE status = 'anchored';
     """,
+    # Leaf version 2: the leaf commits to the seller through this salt (NULL: version 1).
+    "ALTER TABLE registrations ADD COLUMN seller_salt bytea",
 ]
 
 
@@ -468,10 +470,11 @@ class PostgresStore(Store):
             items = [new for new in items if new.id not in refused]
             rows = await conn.fetch(
                 "INSERT INTO registrations (id, seller, sha256, perceptual, received_at,"
-                " width, height, title, reference, idempotency_key, features, thumbnail)"
+                " width, height, title, reference, idempotency_key, features, thumbnail,"
+                " seller_salt)"
                 " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[],"
                 " $5::text[], $6::int[], $7::int[], $8::text[], $9::text[], $10::text[],"
-                " $11::bytea[], $12::bytea[])"
+                " $11::bytea[], $12::bytea[], $13::bytea[])"
                 " ON CONFLICT (seller, idempotency_key) WHERE idempotency_key IS NOT NULL"
                 " DO NOTHING RETURNING id, seq",
                 [new.id for new in items],
@@ -486,6 +489,7 @@ class PostgresStore(Store):
                 [new.idempotency_key for new in items],
                 [new.features for new in items],
                 [new.thumbnail for new in items],
+                [new.seller_salt for new in items],
             )
             seqs = {row["id"]: row["seq"] for row in rows}
             out: list[Registration | Exception] = []

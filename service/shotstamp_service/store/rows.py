@@ -25,7 +25,7 @@ __all__ = ["ANCHOR_COLUMNS", "CHECKPOINT_COLUMNS", "DELIVERY_COLUMNS", "REG_COLU
 
 REG_COLUMNS = (
     "seq, id, seller, sha256, perceptual, received_at, width, height, title, reference,"
-    " idempotency_key, leaf_index"
+    " idempotency_key, leaf_index, seller_salt"
 )
 DELIVERY_COLUMNS = (
     "d.id, d.webhook_id, d.event_id, d.event_type, d.payload, d.created_at, d.status,"
@@ -67,6 +67,7 @@ class Rows:
             reference=row["reference"],
             idempotency_key=row["idempotency_key"],
             leaf_index=row["leaf_index"],
+            seller_salt=None if row["seller_salt"] is None else bytes(row["seller_salt"]),
         )
 
     def checkpoint(self, row: Row) -> CheckpointRecord:

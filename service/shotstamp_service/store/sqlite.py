@@ -206,6 +206,8 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     CREATE INDEX anchors_due ON anchors (next_attempt_at) WHERE status = 'pending';
     CREATE INDEX anchors_anchored ON anchors (anchor, tree_size) WHERE status = 'anchored';
     """,
+    # Leaf version 2: the leaf commits to the seller through this salt (NULL: version 1).
+    "ALTER TABLE registrations ADD COLUMN seller_salt BLOB",
 ]
 
 
@@ -377,8 +379,8 @@ class SQLiteStore(Store):
                 try:
                     cur = conn.execute(
                         "INSERT INTO registrations (id, seller, sha256, perceptual, received_at,"
-                        " width, height, title, reference, idempotency_key, features, thumbnail)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " width, height, title, reference, idempotency_key, features, thumbnail,"
+                        " seller_salt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             new.id,
                             new.seller,
@@ -392,6 +394,7 @@ class SQLiteStore(Store):
                             new.idempotency_key,
                             new.features,
                             new.thumbnail,
+                            new.seller_salt,
                         ),
                     )
                 except sqlite3.IntegrityError as exc:
