@@ -158,3 +158,23 @@ async def test_a_job_over_its_cpu_limit_costs_one_request_and_the_pool_recovers(
         assert await asyncio.gather(*(pool(d) for d in images[:4])) == got[:4]
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize(
+    "build, status, code",
+    [
+        (badimages.progressive_jpeg_scan_bomb, 422, "image_too_costly"),
+        (lambda: _grey_png(1, 20_001), 413, "image_too_large"),
+    ],
+)
+async def test_crafted_uploads_get_a_json_4xx_and_store_nothing(service, build, status, code):
+    key = await service.key("mallory")
+    for path in ("/v1/checks", "/v1/registrations"):
+        resp = await service.upload(key, build(), path=path)
+        assert resp.status == status, await resp.text()
+        body = await resp.json()
+        assert body["error"] == code and body["message"]
+    honest = await service.key("acme")
+    resp = await service.upload(honest, imagegen.jpeg(31), params={"wait": "true"})
+    assert resp.status == 201
+    assert (await resp.json())["proof"]["leaf_index"] == 0  # the refused uploads took none
