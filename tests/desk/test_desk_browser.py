@@ -202,6 +202,7 @@ def test_a_good_proof_verifies_in_the_browser_check_by_check(desk):
         "checkpoint-body",
         "tree-size",
         "leaf",
+        "seller",
         "leaf-hash",
         "inclusion",
         "image",
