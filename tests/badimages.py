@@ -182,3 +182,41 @@ def grey16(seed: int, size: tuple[int, int] = (128, 96)) -> tuple[bytes, np.ndar
     """A 16-bit greyscale PNG and its pixels."""
     grey = np.asarray(imagegen.photo(seed, size).convert("L"), dtype=np.uint16) * 257
     return encode(Image.fromarray(grey), "PNG"), grey
+
+
+def _jpeg_segment(marker: int, payload: bytes) -> bytes:
+    return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
+
+
+def progressive_jpeg_scan_bomb(side: int = 6000, ac_scans: int = 3000) -> bytes:
+    """A greyscale progressive (SOF2) JPEG: one DC scan, then `ac_scans` AC scans that code
+    nothing but end-of-band runs.
+
+    Every scan is a few bytes (one EOBRUN of 32,767 blocks per Huffman code), yet libjpeg
+    walks every block of the image once per scan: at 6000×6000 and 3,000 scans a 244 KB-class
+    file costs tens of seconds of CPU, under every size limit.
+    """
+    blocks = ((side + 7) // 8) ** 2
+    dqt = _jpeg_segment(0xDB, b"\x00" + bytes([1] * 64))
+    sof2 = _jpeg_segment(0xC2, struct.pack(">BHHB", 8, side, side, 1) + b"\x01\x11\x00")
+    # DC table 0: one 1-bit code, category 0 (every DC difference is zero).
+    dht_dc = _jpeg_segment(0xC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00")
+    # AC table 0: one 1-bit code, symbol 0xE0 = EOBRUN with 14 extra bits (runs up to 32,767).
+    dht_ac = _jpeg_segment(0xC4, b"\x10" + bytes([1] + [0] * 15) + b"\xe0")
+
+    def bits_to_bytes(bits: str) -> bytes:
+        bits += "1" * (-len(bits) % 8)  # pad with ones, as the standard asks
+        out = bytearray()
+        for i in range(0, len(bits), 8):
+            byte = int(bits[i : i + 8], 2)
+            out.append(byte)
+            if byte == 0xFF:
+                out.append(0x00)  # byte stuffing
+        return bytes(out)
+
+    dc_scan = _jpeg_segment(0xDA, b"\x01\x01\x00\x00\x00\x00") + bits_to_bytes("0" * blocks)
+    # EOBRUN 32,767 (the longest) as often as needed; libjpeg drops what overshoots the scan.
+    runs = -(-blocks // 32_767)
+    ac_data = bits_to_bytes(("0" + format(32_767 - (1 << 14), "014b")) * runs)
+    ac_scan = _jpeg_segment(0xDA, b"\x01\x01\x00\x01\x3f\x00") + ac_data
+    return b"\xff\xd8" + dqt + sof2 + dht_dc + dht_ac + dc_scan + ac_scan * ac_scans + b"\xff\xd9"

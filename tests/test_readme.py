@@ -219,6 +219,7 @@ def _flip_hex(value: str) -> str:
     [
         "photo",
         "leaf",
+        "seller",
         "leaf_hash",
         "path",
         "index",
@@ -234,6 +235,8 @@ async def test_the_by_hand_check_refuses_tampering(sealed_proof, tmp_path, tampe
         photo = imagegen.jpeg(704)
     elif tamper == "leaf":
         proof["leaf"]["seller"] = "mallory"
+    elif tamper == "seller":  # the bundle names another seller than its leaf commits to
+        proof["seller"] = "mallory"
     elif tamper == "leaf_hash":
         proof["leaf_hash"] = _flip_hex(proof["leaf_hash"])
     elif tamper == "path":

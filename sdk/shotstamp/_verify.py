@@ -1,6 +1,7 @@
 """Offline verification of shotstamp proof bundles.
 
-A proof bundle (`"format": "shotstamp-proof/1"`) carries a registration's leaf
+A proof bundle (`"format": "shotstamp-proof/2"`, or `/1` for registrations logged
+before leaf version 2) carries a registration's leaf
 record, its index in the log, the size of the tree it was first sealed into,
 the inclusion path and that tree's signed checkpoint.  `verify_proof` checks
 it with nothing but the log's public key(s): no network, no service.
@@ -37,7 +38,10 @@ from shotstamp._merkle import HASH_SIZE, leaf_hash, verify_inclusion
 
 __all__ = ["ProofBundle", "VerifiedProof", "verify_proof"]
 
-FORMAT = "shotstamp-proof/1"
+FORMAT = "shotstamp-proof/1"  # the leaf names the seller
+# The leaf commits to the seller with a salt only the bundle carries (docs/security.md).
+FORMAT_V2 = "shotstamp-proof/2"
+FORMATS = (FORMAT, FORMAT_V2)
 # The checks against a checkpoint the caller already trusts (`trusted_checkpoint=`).
 TRUSTED_CHECKS = (
     "trusted-checkpoint-signature",
@@ -52,12 +56,14 @@ CHECKS = (
     "checkpoint-body",
     "tree-size",
     "leaf",
+    "seller",
     "leaf-hash",
     "inclusion",
     "image",
     *TRUSTED_CHECKS,
 )
 LEAF_FIELDS = ("id", "seller", "sha256", "perceptual", "received_at")
+LEAF_FIELDS_V2 = ("id", "seller_commitment", "sha256", "perceptual", "received_at")
 
 _KNOWN_KEYS = frozenset(
     {
@@ -70,6 +76,8 @@ _KNOWN_KEYS = frozenset(
         "leaf_hash",
         "consistency",
         "anchors",
+        "seller",
+        "seller_salt",
     }
 )
 _HEX_HASH = re.compile(r"[0-9a-f]{64}")
@@ -77,6 +85,20 @@ _HEX = re.compile(r"(?:[0-9a-f]{2})+")
 _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})"
 )
+
+
+SALT_SIZE = 32
+
+
+def seller_commitment(salt: bytes, seller: str) -> str:
+    """The `seller_commitment` of a version-2 leaf: hex SHA-256(salt ‖ UTF-8 seller).
+
+    The salt (32 random bytes per registration) travels only in the owner's proof bundle,
+    so the public leaf fields cannot be hashed with guessed seller names (docs/security.md).
+    """
+    if len(salt) != SALT_SIZE:
+        raise ValueError(f"a seller salt is {SALT_SIZE} bytes, got {len(salt)}")
+    return hashlib.sha256(salt + seller.encode("utf-8")).hexdigest()
 
 
 def _malformed(field_name: str, reason: str) -> MalformedProofError:
@@ -112,7 +134,10 @@ def _refuse_constant(name: str) -> Any:
 
 @dataclass(frozen=True, kw_only=True)
 class ProofBundle:
-    """A parsed `shotstamp-proof/1` bundle.
+    """A parsed `shotstamp-proof/1` or `/2` bundle.
+
+    A `/2` bundle also carries `seller` and `seller_salt` (32 bytes, hex on the wire), which
+    open the leaf's `seller_commitment`; a `/1` bundle's leaf names the seller itself.
 
     `inclusion_path` and `leaf_hash` hold raw 32-byte hashes (hex on the
     wire); keys this version does not know are kept in `extras` and written
@@ -133,6 +158,8 @@ class ProofBundle:
     anchors: tuple[Mapping[str, Any], ...] = ()
     format: str = FORMAT
     extras: Mapping[str, Any] = field(default_factory=dict)
+    seller: str | None = None
+    seller_salt: bytes | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inclusion_path", tuple(self.inclusion_path))
@@ -144,8 +171,19 @@ class ProofBundle:
         for position, proof in enumerate(self.consistency):
             if not isinstance(proof, ConsistencyProof):
                 raise _malformed("consistency", f"element {position} is not a ConsistencyProof")
-        if self.format != FORMAT:
-            raise _malformed("format", f"is {self.format!r}, want {FORMAT!r}")
+        if self.format not in FORMATS:
+            raise _malformed("format", f"is {self.format!r}, want one of {', '.join(FORMATS)}")
+        if self.format == FORMAT_V2:
+            if not isinstance(self.seller, str) or not self.seller:
+                raise _malformed("seller", "must be a non-empty string")
+            try:
+                self.seller.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone surrogate, which JSON can spell
+                raise _malformed("seller", "is not Unicode text") from exc
+            if not isinstance(self.seller_salt, bytes) or len(self.seller_salt) != SALT_SIZE:
+                raise _malformed("seller_salt", f"must be {SALT_SIZE} bytes")
+        elif self.seller is not None or self.seller_salt is not None:
+            raise _malformed("seller", f"and 'seller_salt' belong to {FORMAT_V2} only")
         if not isinstance(self.leaf, Mapping):
             raise _malformed("leaf", "must be an object")
         if not _is_count(self.leaf_index):
@@ -210,6 +248,7 @@ class ProofBundle:
         raw_anchors = decoded.get("anchors", [])
         if not isinstance(raw_anchors, list):
             raise _malformed("anchors", "must be a list of objects")
+        raw_salt = decoded.get("seller_salt")
         return cls(
             format=decoded["format"],
             leaf=decoded["leaf"],
@@ -224,6 +263,8 @@ class ProofBundle:
             consistency=consistency,
             anchors=tuple(raw_anchors),
             extras={k: v for k, v in decoded.items() if k not in _KNOWN_KEYS},
+            seller=decoded.get("seller"),
+            seller_salt=None if raw_salt is None else _hex_hash("seller_salt", raw_salt),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -237,6 +278,10 @@ class ProofBundle:
         }
         if self.leaf_hash is not None:
             result["leaf_hash"] = self.leaf_hash.hex()
+        if self.seller is not None:
+            result["seller"] = self.seller
+        if self.seller_salt is not None:
+            result["seller_salt"] = self.seller_salt.hex()
         result["checkpoint"] = self.checkpoint
         if self.consistency:
             result["consistency"] = [proof.to_dict() for proof in self.consistency]
@@ -296,18 +341,25 @@ def _leaf_error(reason: str) -> VerificationError:
     return VerificationError(f"leaf record {reason}", check="leaf")
 
 
-def _check_leaf(leaf: Mapping[str, Any]) -> _Leaf:
-    missing = [name for name in LEAF_FIELDS if name not in leaf]
+def _check_leaf(leaf: Mapping[str, Any], bundle: ProofBundle) -> _Leaf:
+    """The leaf's fields, for the bundle's version; `seller` is the bundle's for `/2`
+    (its commitment is checked separately, as the `seller` check)."""
+    fields = LEAF_FIELDS_V2 if bundle.format == FORMAT_V2 else LEAF_FIELDS
+    missing = [name for name in fields if name not in leaf]
     if missing:
         raise _leaf_error(f"is missing {', '.join(missing)}")
     # The leaf format is fixed (docs/DESIGN.md): a field this SDK does not
     # know would be a signed claim it cannot interpret, so it is refused.
-    unexpected = sorted(str(name) for name in leaf if name not in LEAF_FIELDS)
+    unexpected = sorted(str(name) for name in leaf if name not in fields)
     if unexpected:
         raise _leaf_error(f"has unexpected fields {', '.join(unexpected)}")
-    for name in ("id", "seller"):
+    for name in ("id", "seller") if bundle.format == FORMAT else ("id",):
         if not isinstance(leaf[name], str) or not leaf[name]:
             raise _leaf_error(f"field {name!r} must be a non-empty string")
+    if bundle.format == FORMAT_V2:
+        commitment = leaf["seller_commitment"]
+        if not isinstance(commitment, str) or not _HEX_HASH.fullmatch(commitment):
+            raise _leaf_error("field 'seller_commitment' must be 64 lowercase hex digits")
     if not isinstance(leaf["sha256"], str) or not _HEX_HASH.fullmatch(leaf["sha256"]):
         raise _leaf_error("field 'sha256' must be 64 lowercase hex digits")
     perceptual = leaf["perceptual"]
@@ -323,7 +375,9 @@ def _check_leaf(leaf: Mapping[str, Any]) -> _Leaf:
         moment = datetime.fromisoformat(received_at)
     except ValueError as exc:
         raise _leaf_error(f"field 'received_at' is not a valid time: {exc}") from exc
-    return _Leaf(leaf["id"], leaf["seller"], leaf["sha256"], moment.astimezone(UTC))
+    seller = leaf["seller"] if bundle.format == FORMAT else bundle.seller
+    assert isinstance(seller, str)  # checked by ProofBundle for /2
+    return _Leaf(leaf["id"], seller, leaf["sha256"], moment.astimezone(UTC))
 
 
 def _file_sha256(image: bytes | bytearray | memoryview | str | os.PathLike[str]) -> str:
@@ -373,7 +427,7 @@ def verify_proof(
     # Verification plan.  Each step below raises VerificationError naming
     # its check; the names of the checks that passed are returned, in order.
     #
-    # (1) format: the bundle parses as shotstamp-proof/1.
+    # (1) format: the bundle parses as shotstamp-proof/1 or /2.
     # (2) checkpoint-signature: the checkpoint note carries a valid
     #     signature by one of the trusted keys, and none that fails.
     # (3) checkpoint-body, tree-size: the signed text is a checkpoint whose
@@ -407,12 +461,21 @@ def verify_proof(
     checks.append("tree-size")
 
     # (4): The leaf record, and the hash the log committed to.
-    leaf = _check_leaf(bundle.leaf)
+    leaf = _check_leaf(bundle.leaf, bundle)
     try:
         computed_leaf_hash = leaf_hash(canonical_json(dict(bundle.leaf)))
     except (TypeError, ValueError) as exc:
         raise VerificationError(f"leaf record is not canonical JSON: {exc}", check="leaf") from exc
     checks.append("leaf")
+    if bundle.format == FORMAT_V2:
+        # (4b) seller: the bundle's seller and salt open the leaf's commitment.
+        assert bundle.seller is not None and bundle.seller_salt is not None
+        if seller_commitment(bundle.seller_salt, bundle.seller) != bundle.leaf["seller_commitment"]:
+            raise VerificationError(
+                "the bundle's seller and salt do not open the leaf's seller_commitment",
+                check="seller",
+            )
+        checks.append("seller")
     if bundle.leaf_hash is not None:
         if computed_leaf_hash != bundle.leaf_hash:
             raise VerificationError(

@@ -28,6 +28,10 @@ class Config:
     max_upload_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_frames: int = 1000
+    max_scans: int = 100  # progressive JPEG scans (docs/security.md, "Crafted images")
+    max_side: int = 20_000  # pixels on either side, whatever the other (same section)
+    # CPU seconds one fingerprint job may use before its worker is ended and replaced.
+    fingerprint_cpu_seconds: int = 5
     max_text_length: int = 500
     fingerprint_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     wait_timeout: float = 15.0

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from shotstamp._canonical import canonical_json
+from shotstamp._verify import seller_commitment
 
 __all__ = [
     "AnchorJob",
@@ -72,15 +73,22 @@ class NewRegistration:
     # SHA-256 of what was sent with the idempotency key (registry.request_digest).
     idempotency_digest: str | None = None
     thumbnail: bytes | None = None
+    # 32 random bytes: the leaf commits to the seller through them (leaf version 2,
+    # docs/security.md). None: a registration logged before, whose leaf names the seller.
+    seller_salt: bytes | None = None
 
     def leaf_record(self) -> dict[str, Any]:
-        return {
+        record: dict[str, Any] = {
             "id": self.id,
-            "seller": self.seller,
             "sha256": self.sha256,
             "perceptual": dict(self.perceptual),
             "received_at": self.received_at,
         }
+        if self.seller_salt is None:
+            record["seller"] = self.seller
+        else:
+            record["seller_commitment"] = seller_commitment(self.seller_salt, self.seller)
+        return record
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from typing import Literal
 
 import numpy as np
 
+from shotstamp._verify import SALT_SIZE
 from shotstamp_service.http.auth import Principal
 from shotstamp_service.matching.engine import (
     Candidate,
@@ -550,6 +552,7 @@ class Registry:
             idempotency_digest=idempotency_digest,
             features=features,
             thumbnail=thumbnail,
+            seller_salt=os.urandom(SALT_SIZE),
         )
         self._uncommitted[new.id] = _Pending(fp, verified)
         try:

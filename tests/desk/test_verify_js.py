@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,13 +42,17 @@ def _sdk(text: str, vkeys: list[str], image: bytes | None) -> dict[str, Any]:
     return {"failed": None, "passed": list(result.checks)}
 
 
-def _js_verify(page: Any, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run verify.js's verifyBundle on each case in the page, with the service's keys."""
+def _js_verify(
+    page: Any, cases: list[dict[str, Any]], vkeys: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Run verify.js's verifyBundle on each case in the page, with the service's keys
+    (or `vkeys`)."""
     return page.evaluate(
-        """async ({module, cases}) => {
+        """async ({module, cases, vkeys}) => {
             const m = await import(module);
-            const listed = await (await fetch("/v1/keys")).json();
-            const keys = await Promise.all(listed.keys.map((k) => m.parseVkey(k.vkey)));
+            const listed = vkeys ?? (await (await fetch("/v1/keys")).json()).keys
+                .map((k) => k.vkey);
+            const keys = await Promise.all(listed.map((k) => m.parseVkey(k)));
             const out = [];
             for (const c of cases) {
                 const image = c.image === null ? null
@@ -62,7 +67,7 @@ def _js_verify(page: Any, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
             return out;
         }""",
-        {"module": MODULE, "cases": cases},
+        {"module": MODULE, "cases": cases, "vkeys": vkeys},
     )
 
 
@@ -196,6 +201,22 @@ def corpus(
         "2024-13-01T00:00:00Z",
     ):
         leaf_variant(f"received_at {moment}", received_at=moment)
+    # Format 2: the seller and salt beside the leaf open its seller_commitment.
+    assert proof["format"] == "shotstamp-proof/2"
+    salt = proof["seller_salt"]
+    variant("seller salt flipped", seller_salt=f"{int(salt, 16) ^ 1:064x}")
+    variant("seller salt of another registration", seller_salt="ab" * 32)
+    variant("seller salt missing", seller_salt=_DROP)
+    variant("seller salt short", seller_salt=salt[:-2])
+    variant("seller salt uppercase", seller_salt=salt.upper())
+    variant("seller missing", seller=_DROP)
+    variant("seller beside the leaf renamed", seller="thief")
+    variant("seller beside the leaf empty", seller="")
+    variant("seller beside the leaf a number", seller=7)
+    variant("format 1 with a salt", format="shotstamp-proof/1")
+    leaf_variant("seller_commitment changed", seller_commitment="0" * 64)
+    leaf_variant("seller_commitment uppercase", seller_commitment=salt.upper())
+    leaf_variant("seller named in a format 2 leaf", seller="acme")
     add(
         "lone surrogate in seller",
         text.replace('"seller": "acme"', '"seller": "acme\\ud800"'),
@@ -302,6 +323,31 @@ def test_verify_js_names_the_same_failing_check_as_the_sdk(desk, corpus):
     # The corpus reaches every check, and some cases verify. (The page has no
     # trusted checkpoint to check against: those checks are the SDK's and CLI's.)
     assert outcomes == {None, *(set(CHECKS) - set(TRUSTED_CHECKS))}
+
+
+def test_verify_js_verifies_format_1_bundles_as_the_sdk_does(desk):
+    """A bundle made before leaf version 2 (tests/testdata/proof_v1.json) still verifies."""
+    fixture = json.loads((Path(__file__).parents[1] / "testdata" / "proof_v1.json").read_text())
+    bundle, vkeys = fixture["bundle"], fixture["vkeys"]
+    photo = imagegen.jpeg(fixture["photo_seed"])
+    renamed = copy.deepcopy(bundle)
+    renamed["leaf"]["seller"] = "thief"
+    salted = {**bundle, "seller": "acme-shop", "seller_salt": "00" * 32}
+    cases = [(bundle, None), (bundle, photo), (renamed, None), (salted, None)]
+    desk.open()
+    js = _js_verify(
+        desk.page,
+        [
+            {"text": json.dumps(b), "image": None if i is None else base64.b64encode(i).decode()}
+            for b, i in cases
+        ],
+        vkeys,
+    )
+    sdk = [_sdk(json.dumps(b), vkeys, i) for b, i in cases]
+    assert [(g["failed"], g["passed"]) for g in js] == [(s["failed"], s["passed"]) for s in sdk]
+    assert [s["failed"] for s in sdk] == [None, None, "leaf-hash", "format"]
+    assert "image" in sdk[1]["passed"] and "seller" not in sdk[0]["passed"]
+    assert all(g["unchecked"] is None for g in js[:2])
 
 
 CANONICAL_VALUES: list[Any] = [
@@ -503,9 +549,9 @@ def test_without_webcrypto_every_check_is_the_services(desk):
     expect(verdict).to_contain_text("The photo itself was not checked")
 
     tampered = copy.deepcopy(proof)
-    tampered["leaf"]["seller"] = "thief"
+    tampered["seller"] = "thief"  # format 2: the seller sits beside the leaf's commitment
     result, rows = _verify(desk, tampered)
-    assert rows["leaf-hash"] == ("fail", "service")
-    assert rows["inclusion"] == ("not-run", "service")
-    expect(result.locator(".verdict")).to_have_attribute("data-failed", "leaf-hash")
+    assert rows["seller"] == ("fail", "service")
+    assert rows["leaf-hash"] == ("not-run", "service")
+    expect(result.locator(".verdict")).to_have_attribute("data-failed", "seller")
     desk.screenshot("verify-fallback-no-webcrypto")

@@ -275,7 +275,7 @@ def _bundle_dict(**changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("data", "field", "message"),
     [
-        (_bundle_dict(format="shotstamp-proof/2"), "format", "is 'shotstamp-proof/2', want"),
+        (_bundle_dict(format="shotstamp-proof/9"), "format", "is 'shotstamp-proof/9', want"),
         (_bundle_dict(leaf=[1]), "leaf", "must be an object"),
         (_bundle_dict(leaf_index=-1), "leaf_index", "must be a non-negative integer"),
         (_bundle_dict(leaf_index=True), "leaf_index", "must be a non-negative integer"),

@@ -37,6 +37,7 @@ from liveserver import LiveServer, http, multipart
 from shotstamp import merkle, verify_proof
 from shotstamp._canonical import canonical_json
 from shotstamp._checkpoint import Checkpoint, NoteVerifier, open_note
+from shotstamp._verify import seller_commitment
 
 SEAL_INTERVAL = 0.5
 ROUNDS = ("random", "at-seal", "after-start", "random", "at-seal", "after-start", "random")
@@ -143,8 +144,8 @@ def _stored_leaves(db: os.PathLike[str]) -> list[bytes]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         rows = conn.execute(
-            "SELECT id, seller, sha256, perceptual, received_at, leaf_index FROM registrations"
-            " WHERE leaf_index IS NOT NULL ORDER BY leaf_index"
+            "SELECT id, seller, sha256, perceptual, received_at, leaf_index, seller_salt"
+            " FROM registrations WHERE leaf_index IS NOT NULL ORDER BY leaf_index"
         ).fetchall()
     finally:
         conn.close()
@@ -155,7 +156,12 @@ def _stored_leaves(db: os.PathLike[str]) -> list[bytes]:
             canonical_json(
                 {
                     "id": row[0],
-                    "seller": row[1],
+                    # Leaf version 2 (docs/security.md): a salted commitment to the seller.
+                    **(
+                        {"seller": row[1]}
+                        if row[6] is None
+                        else {"seller_commitment": seller_commitment(row[6], row[1])}
+                    ),
                     "sha256": row[2],
                     "perceptual": json.loads(row[3]),
                     "received_at": row[4],
@@ -239,8 +245,11 @@ def _verify_after_crashes(
         assert status == 200, (context, reg, proof)
         verified = verify_proof(proof, keys=vkeys)
         assert verified.registration_id == reg["id"]
-        leaf_fields = ("id", "seller", "sha256", "perceptual", "received_at")
-        assert proof["leaf"] == {name: reg[name] for name in leaf_fields}, context
+        assert verified.seller == reg["seller"] == proof["seller"], context
+        leaf_fields = ("id", "sha256", "perceptual", "received_at")
+        assert {name: proof["leaf"][name] for name in leaf_fields} == {
+            name: reg[name] for name in leaf_fields
+        }, context
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(check, traffic.acked.values()))

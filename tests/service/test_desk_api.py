@@ -12,6 +12,7 @@ from PIL import Image
 
 import imagegen
 from shotstamp import verify_proof
+from shotstamp._verify import seller_commitment
 from shotstamp_service.config import Config
 
 
@@ -179,7 +180,10 @@ async def test_verify_endpoint_agrees_with_the_sdk(service):
     assert status == 200 and body["verified"] is True
 
     tampered = copy.deepcopy(proof)
-    tampered["leaf"]["seller"] = "thief"
+    # The leaf rewritten to commit to another seller, whose name and salt open it.
+    salt = bytes.fromhex(proof["seller_salt"])
+    tampered["leaf"]["seller_commitment"] = seller_commitment(salt, "thief")
+    tampered["seller"] = "thief"
     status, body = await _verify(service, staff, tampered)
     assert status == 200
     assert body["verified"] is False
@@ -190,6 +194,7 @@ async def test_verify_endpoint_agrees_with_the_sdk(service):
         "checkpoint-body",
         "tree-size",
         "leaf",
+        "seller",
     ]
 
     # Without a stated leaf hash the SDK skips that check: it is not listed as passed.

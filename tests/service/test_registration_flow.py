@@ -11,6 +11,7 @@ import pytest
 import imagegen
 from shotstamp import VerificationError, verify_proof
 from shotstamp._checkpoint import NoteVerifier
+from shotstamp._verify import seller_commitment
 
 
 async def _vkey(service) -> str:
@@ -34,9 +35,12 @@ async def test_register_with_wait_returns_a_proof_that_verifies_offline(service)
     assert set(body["perceptual"]) >= {"phash"}
     assert body["received_at"].endswith("Z")
     proof = body["proof"]
-    assert proof["format"] == "shotstamp-proof/1"
+    assert proof["format"] == "shotstamp-proof/2"
+    assert proof["seller"] == "acme"
+    commitment = seller_commitment(bytes.fromhex(proof["seller_salt"]), "acme")
     assert proof["leaf"] == {
-        k: body[k] for k in ("id", "seller", "sha256", "perceptual", "received_at")
+        **{k: body[k] for k in ("id", "sha256", "perceptual", "received_at")},
+        "seller_commitment": commitment,
     }
     assert f"\n{proof['tree_size']}\n" in proof["checkpoint"]
 

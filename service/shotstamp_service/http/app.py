@@ -204,8 +204,14 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     pool = FingerprintPool(
         config.fingerprint_workers,
-        DecodeLimits(max_pixels=config.max_pixels, max_frames=config.max_frames),
+        DecodeLimits(
+            max_pixels=config.max_pixels,
+            max_frames=config.max_frames,
+            max_scans=config.max_scans,
+            max_side=config.max_side,
+        ),
         thumbnail_size=config.thumbnail_size if config.thumbnails else None,
+        cpu_seconds=config.fingerprint_cpu_seconds,
     )
     await pool.start()
     app[POOL] = pool

@@ -17,6 +17,7 @@ STATUS: dict[Enum, int] = {
     Rejection.IMAGE_TOO_LARGE: 413,
     Rejection.TOO_MANY_FRAMES: 413,
     Rejection.CORRUPT_IMAGE: 422,
+    Rejection.TOO_COSTLY: 422,
     Rejection.NOT_PROCESSED: 422,
     ProofRange.FROM_BELOW_ONE: 400,
     ProofRange.FROM_AFTER_TO: 400,

@@ -12,6 +12,7 @@ from shotstamp_service.store import AnchorStore, LogStore
 
 __all__ = [
     "PROOF_FORMAT",
+    "PROOF_FORMAT_V1",
     "ProofRange",
     "ProofRangeError",
     "ProofStore",
@@ -19,7 +20,10 @@ __all__ = [
     "proof_bundle",
 ]
 
-PROOF_FORMAT = "shotstamp-proof/1"
+# Version 2: the leaf commits to the seller with a salt only the bundle carries
+# (docs/security.md, "Who registered a photo"); registrations logged before keep version 1.
+PROOF_FORMAT = "shotstamp-proof/2"
+PROOF_FORMAT_V1 = "shotstamp-proof/1"
 
 
 class ProofStore(LogStore, AnchorStore, Protocol):
@@ -92,8 +96,9 @@ async def proof_bundle(
     if checkpoint is None:
         raise LookupError(f"no checkpoint covers leaf {registration.leaf_index}")
     path = await inclusion_proof(store, registration.leaf_index, checkpoint.tree_size)
+    salted = registration.seller_salt is not None
     bundle: dict[str, Any] = {
-        "format": PROOF_FORMAT,
+        "format": PROOF_FORMAT if salted else PROOF_FORMAT_V1,
         "leaf": registration.leaf_record(),
         "leaf_hash": leaf_hash(registration.leaf_bytes()).hex(),
         "leaf_index": registration.leaf_index,
@@ -101,6 +106,9 @@ async def proof_bundle(
         "inclusion_path": [h.hex() for h in path],
         "checkpoint": checkpoint.note,
     }
+    if registration.seller_salt is not None:
+        bundle["seller"] = registration.seller
+        bundle["seller_salt"] = registration.seller_salt.hex()
     spans: list[tuple[int, int]] = []
     if consistency_with is not None:
         low, high = sorted((consistency_with, checkpoint.tree_size))

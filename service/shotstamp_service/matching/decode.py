@@ -7,10 +7,14 @@ either returns a `DecodedImage` or raises `ImageRejected` carrying a `Rejection`
 
 - `unsupported_format`: not one of `ALLOWED_FORMATS`. Pillow is only
   allowed to try those plugins, so no other decoder ever sees the bytes.
-- `image_too_large` / `too_many_frames`: the declared size, a TIFF tile,
-  or the frame count is over the limits. All are read from headers, before a
-  single pixel is allocated, and frames are counted with a cap rather than by
-  walking the whole file.
+- `image_too_large` / `too_many_frames`: the declared size, a side, a TIFF
+  tile, or the frame count is over the limits. All are read from headers,
+  before a single pixel is allocated, and frames are counted with a cap rather
+  than by walking the whole file.
+- `image_too_costly`: a progressive JPEG with more scans than
+  `max_scans` (libjpeg walks every block of the image once per scan, so a
+  small file of thousands of empty scans costs tens of seconds of CPU).
+  Counted by walking the JPEG's markers, before decoding.
 - `corrupt_image`: the decoder failed (truncated, corrupt). Pillow's
   `LOAD_TRUNCATED_IMAGES` stays False: a truncated upload is refused, not
   grey-filled and hashed.
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import struct
 import warnings
 import zlib
@@ -125,7 +130,12 @@ _DECODE_ERRORS = (
 @dataclass(frozen=True)
 class DecodeLimits:
     max_pixels: int = 40_000_000  # declared width × height: the decompression-bomb guard
+    # Either side: Pillow keeps a pointer and a padded allocation per row, so a 1×39,999,999
+    # PNG under the pixel cap took a worker to 1.1 GB; 20,000 keeps panoramas.
+    max_side: int = 20_000
     max_frames: int = 1000  # animated images: only the first frame is decoded
+    # Progressive JPEG scans: encoders write about 10; libjpeg-turbo's tools cap with -maxscans.
+    max_scans: int = 100
 
 
 class Rejection(StrEnum):
@@ -135,6 +145,7 @@ class Rejection(StrEnum):
     IMAGE_TOO_LARGE = "image_too_large"
     TOO_MANY_FRAMES = "too_many_frames"
     CORRUPT_IMAGE = "corrupt_image"
+    TOO_COSTLY = "image_too_costly"  # more decode work (JPEG scans, CPU seconds) than allowed
     NOT_PROCESSED = "image_rejected"  # the worker decoding it died (memory, killed)
 
 
@@ -244,14 +255,29 @@ def _check_limits(image: Image.Image, data: bytes, limits: DecodeLimits) -> int:
         raise ImageRejected(
             Rejection.CORRUPT_IMAGE, f"the image declares a size of {width}×{height}"
         )
-    if width * height > limits.max_pixels:
+    # Pillow's WebP decoder holds about four full RGBA canvases where the others hold two:
+    # half the pixels keeps the same memory bound (docs/security.md, "Crafted images").
+    max_pixels = limits.max_pixels // 2 if image.format == "WEBP" else limits.max_pixels
+    if width * height > max_pixels:
         raise ImageRejected(
             Rejection.IMAGE_TOO_LARGE,
             f"the image is {width}×{height} = {width * height} pixels; "
-            f"the limit is {limits.max_pixels}",
+            f"the limit is {max_pixels}" + (" for WebP" if image.format == "WEBP" else ""),
+        )
+    if max(width, height) > limits.max_side:
+        raise ImageRejected(
+            Rejection.IMAGE_TOO_LARGE,
+            f"the image is {width}×{height}; neither side may exceed {limits.max_side} pixels",
         )
     if image.format == "TIFF":
         _check_tiff_tiles(image, limits)
+    if image.format in ("JPEG", "MPO"):
+        scans = _jpeg_scans(data, limits.max_scans + 1)
+        if scans > limits.max_scans:
+            raise ImageRejected(
+                Rejection.TOO_COSTLY,
+                f"the JPEG has more than {limits.max_scans} scans; the limit is {limits.max_scans}",
+            )
     frames = _count_frames(image, data, limits.max_frames + 1)
     if frames > limits.max_frames:
         raise ImageRejected(
@@ -280,6 +306,41 @@ def _check_tiff_tiles(image: Image.Image, limits: DecodeLimits) -> None:
             Rejection.IMAGE_TOO_LARGE,
             f"the TIFF tiles are {tile_w}×{tile_h} pixels for a {width}×{height} image",
         )
+
+
+# A marker inside entropy-coded data: 0xFF then neither a stuffed zero, a restart marker
+# nor a fill byte.
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _jpeg_scans(data: bytes, cap: int) -> int:
+    """SOS markers in the first image of a JPEG, counting no further than `cap`.
+
+    Segments are skipped by their lengths; after each SOS the entropy-coded data is skipped
+    by a regex search for the next marker, so a 30 MB file is walked in milliseconds.
+    """
+    scans, pos, end = 0, 2, len(data)
+    while pos + 4 <= end and scans < cap:
+        if data[pos] != 0xFF:
+            break  # not a marker where one must be: the decoder will say what is wrong
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:  # EOI: the rest (MPO's other pictures) is not decoded
+            break
+        if marker in (0x01, *range(0xD0, 0xD8)):  # no length
+            pos += 2
+            continue
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        pos += 2 + length
+        if marker == 0xDA:
+            scans += 1
+            found = _JPEG_MARKER.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
+    return scans
 
 
 def _count_frames(image: Image.Image, data: bytes, cap: int) -> int:
@@ -396,12 +457,46 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and value in _ORIENT else 1
 
 
+_REDUCIBLE = ("L", "RGB", "RGBA", "LA", "CMYK", "I", "F", "RGBX")
+# Rows converted at a time for the modes Pillow cannot box-reduce directly.
+_BAND_ROWS = 256
+
+
 def _reduce(image: Image.Image, draft: tuple[int, int], orientation: int) -> Image.Image:
     want_w, want_h = (draft[1], draft[0]) if orientation in (5, 6, 7, 8) else draft
     factor = min(image.width // max(want_w, 1), image.height // max(want_h, 1))
-    if factor < 2 or image.mode not in ("L", "RGB", "RGBA", "LA", "CMYK", "I", "F", "RGBX"):
+    if factor < 2:
         return image
-    return image.reduce(factor)
+    if image.mode in _REDUCIBLE:
+        return image.reduce(factor)
+    return _reduce_in_bands(image, factor)
+
+
+def _reduce_in_bands(image: Image.Image, factor: int) -> Image.Image:
+    """Box-reduce a palette, 16-bit, bilevel or other image a band of rows at a time.
+
+    Converting it whole first (a palette image to RGBA, 16-bit grey to 32-bit) made a
+    full-size copy four to eight times the decoded image: a 40 Mpx 16-bit PNG took 800 MB.
+    Each band is converted to a mode `reduce` takes and reduced; 16-bit grey goes back to
+    `I;16`, so it is scaled to 8 bits as before.
+    """
+    if image.mode == "P" or image.mode == "PA":
+        transparent = image.mode == "PA" or "transparency" in image.info
+        target = "RGBA" if transparent else "RGB"
+    elif image.mode.startswith("I;16"):
+        target = "I"
+    elif image.mode == "1":
+        target = "L"
+    else:
+        return image  # rare modes (LAB, HSV, YCbCr...) are converted whole, as before
+    width, height = image.size
+    band_rows = _BAND_ROWS - _BAND_ROWS % factor or factor
+    out = Image.new(target, (width // factor, height // factor))
+    for top in range(0, height - height % factor, band_rows):
+        bottom = min(top + band_rows, height - height % factor)
+        band = image.crop((0, top, width - width % factor, bottom)).convert(target)
+        out.paste(band.reduce(factor), (0, top // factor))
+    return out.convert("I;16") if target == "I" else out
 
 
 def _keyed_to_alpha(image: Image.Image) -> Image.Image:

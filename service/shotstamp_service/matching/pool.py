@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import multiprocessing
 import os
 import pickle
+import resource
 import signal
 import socket
 import struct
@@ -21,7 +23,11 @@ from typing import Any, TypeVar
 
 from shotstamp_service.matching.decode import ImageRejected, Rejection
 from shotstamp_service.matching.engine import verify_many
-from shotstamp_service.matching.fingerprint import DecodeLimits, Fingerprint, fingerprint
+from shotstamp_service.matching.fingerprint import (
+    DecodeLimits,
+    Fingerprint,
+    fingerprint,
+)
 from shotstamp_service.matching.thumbnail import fingerprint_and_thumbnail
 from shotstamp_service.matching.verification import Evidence
 
@@ -36,8 +42,13 @@ T = TypeVar("T")
 _HEADER = struct.Struct("!Q")
 
 
-def _worker_main(channel: socket.socket) -> None:
+def _worker_main(channel: socket.socket, cpu_seconds: int = 0) -> None:
     """A worker: run each job read from `channel`, write back its result, until EOF.
+
+    Each job may use `cpu_seconds` of CPU (0: no limit): the kernel's RLIMIT_CPU, raised
+    before every job to what the worker has used so far plus that, ends the worker with
+    SIGXCPU when a job runs over, wherever it is (inside libjpeg, numpy, OpenCV). The pool
+    answers that job's upload and starts another worker.
 
     Workers leave when the pool closes their channel or the service is gone,
     not on signals. An init system stopping the service (systemd's default
@@ -50,12 +61,16 @@ def _worker_main(channel: socket.socket) -> None:
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if cpu_seconds:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGXCPU would dump core
     channel.setblocking(True)
     _send_frame(channel, pickle.dumps(("ready", None)))
     while True:
         frame = _recv_frame(channel)
         if frame is None:
             os._exit(0)
+        if cpu_seconds:
+            _limit_cpu(cpu_seconds)
         try:
             job = pickle.loads(frame)
             reply = ("ok", job())
@@ -69,6 +84,15 @@ def _worker_main(channel: socket.socket) -> None:
             _send_frame(channel, payload)
         except OSError:
             os._exit(0)
+
+
+def _limit_cpu(seconds: int) -> None:
+    """Let the coming job use `seconds` more CPU seconds (RLIMIT_CPU counts whole seconds)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    used = math.ceil(usage.ru_utime + usage.ru_stime)
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = used + seconds if hard == resource.RLIM_INFINITY else min(used + seconds, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
 def _send_frame(channel: socket.socket, payload: bytes) -> None:
@@ -139,6 +163,8 @@ class FingerprintPool:
     """Runs `fingerprint` in worker processes; `workers=0` runs it in one thread instead.
 
     `thumbnail_size` (None: no thumbnails) is what `analyse` makes thumbnails at.
+    `cpu_seconds` (0: none) is the CPU each job may use in a worker: a job over it ends
+    its worker, fails with 422 `image_too_costly`, and a new worker takes its place.
 
     Each worker is a forkserver child with a socket pair to this process, and
     jobs go to idle workers straight from the event loop (`sock_sendall`,
@@ -150,11 +176,17 @@ class FingerprintPool:
     """
 
     def __init__(
-        self, workers: int, limits: DecodeLimits, *, thumbnail_size: int | None = None
+        self,
+        workers: int,
+        limits: DecodeLimits,
+        *,
+        thumbnail_size: int | None = None,
+        cpu_seconds: int = 0,
     ) -> None:
         self.workers = workers
         self.limits = limits
         self.thumbnail_size = thumbnail_size
+        self.cpu_seconds = cpu_seconds
         # forkserver: workers must not inherit the event loop's threads and sockets.
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(
@@ -201,7 +233,10 @@ class FingerprintPool:
         """A new worker, once it has said it is ready."""
         ours, theirs = socket.socketpair()
         process = self._context.Process(
-            target=_worker_main, args=(theirs,), name="shotstamp-fingerprint", daemon=True
+            target=_worker_main,
+            args=(theirs, self.cpu_seconds),
+            name="shotstamp-fingerprint",
+            daemon=True,
         )
         # Process.start talks to the forkserver (and starts it the first time):
         # blocking calls, so not on the event loop.
@@ -270,11 +305,21 @@ class FingerprintPool:
         try:
             reply = await worker.exchange(payload)
         except WorkerLost as exc:
-            # A worker died (out of memory on a hostile image, killed): replace
-            # it so the next upload works, and refuse this one.
-            log.error("a fingerprint worker died (%s); starting another", exc)
+            # A worker died (out of memory on a hostile image, killed, over its CPU
+            # limit): replace it so the next upload works, and refuse this one.
+            await asyncio.to_thread(worker.process.join, 1.0)  # its exit status, if it is gone
+            over_cpu = worker.process.exitcode == -signal.SIGXCPU
+            log.error(
+                "a fingerprint worker %s; starting another",
+                f"ran over {self.cpu_seconds} CPU seconds" if over_cpu else f"died ({exc})",
+            )
             self._retire(worker)
             self._replace()
+            if over_cpu:
+                raise ImageRejected(
+                    Rejection.TOO_COSTLY,
+                    f"the image needs more than {self.cpu_seconds} s of CPU to process",
+                ) from exc
             raise ImageRejected(
                 Rejection.NOT_PROCESSED, "the image could not be processed within limits"
             ) from exc

@@ -245,6 +245,8 @@ MIGRATIONS: list[str] = [
     " ON webhook_deliveries (webhook_id, next_attempt_at, seq) WHERE status = 'pending'",
     # 7: what was sent with an idempotency key, to refuse its reuse for another photo (issue 19).
     "ALTER TABLE registrations ADD COLUMN idempotency_digest text",
+    # 8: leaf version 2: the leaf commits to the seller through this salt (NULL: version 1).
+    "ALTER TABLE registrations ADD COLUMN seller_salt bytea",
 ]
 
 
@@ -503,10 +505,10 @@ class PostgresStore(Store):
             rows = await conn.fetch(
                 "INSERT INTO registrations (id, seller, sha256, perceptual, received_at,"
                 " width, height, title, reference, idempotency_key, features, thumbnail,"
-                " idempotency_digest)"
+                " idempotency_digest, seller_salt)"
                 " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[],"
                 " $5::text[], $6::int[], $7::int[], $8::text[], $9::text[], $10::text[],"
-                " $11::bytea[], $12::bytea[], $13::text[])"
+                " $11::bytea[], $12::bytea[], $13::text[], $14::bytea[])"
                 " ON CONFLICT (seller, idempotency_key) WHERE idempotency_key IS NOT NULL"
                 " DO NOTHING RETURNING id, seq",
                 [new.id for new in items],
@@ -522,6 +524,7 @@ class PostgresStore(Store):
                 [new.features for new in items],
                 [new.thumbnail for new in items],
                 [new.idempotency_digest for new in items],
+                [new.seller_salt for new in items],
             )
             seqs = {row["id"]: row["seq"] for row in rows}
             out: list[Registration | Exception] = []

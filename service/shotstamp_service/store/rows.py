@@ -33,7 +33,7 @@ __all__ = [
 
 REG_COLUMNS = (
     "seq, id, seller, sha256, perceptual, received_at, width, height, title, reference,"
-    " idempotency_key, idempotency_digest, leaf_index"
+    " idempotency_key, idempotency_digest, leaf_index, seller_salt"
 )
 FINGERPRINT_COLUMNS = "seq, seller, sha256, perceptual, features, width, height"
 DELIVERY_COLUMNS = (
@@ -77,6 +77,7 @@ class Rows:
             idempotency_key=row["idempotency_key"],
             idempotency_digest=row["idempotency_digest"],
             leaf_index=row["leaf_index"],
+            seller_salt=None if row["seller_salt"] is None else bytes(row["seller_salt"]),
         )
 
     def fingerprint(self, row: Row) -> StoredFingerprint:

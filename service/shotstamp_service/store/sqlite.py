@@ -215,6 +215,8 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     " ON webhook_deliveries (webhook_id, next_attempt_at, seq) WHERE status = 'pending'",
     # 7: what was sent with an idempotency key, to refuse its reuse for another photo (issue 19).
     "ALTER TABLE registrations ADD COLUMN idempotency_digest TEXT",
+    # 8: leaf version 2: the leaf commits to the seller through this salt (NULL: version 1).
+    "ALTER TABLE registrations ADD COLUMN seller_salt BLOB",
 ]
 
 
@@ -450,7 +452,8 @@ class SQLiteStore(Store):
                     cur = conn.execute(
                         "INSERT INTO registrations (id, seller, sha256, perceptual, received_at,"
                         " width, height, title, reference, idempotency_key, features, thumbnail,"
-                        " idempotency_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " idempotency_digest, seller_salt)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             new.id,
                             new.seller,
@@ -465,6 +468,7 @@ class SQLiteStore(Store):
                             new.features,
                             new.thumbnail,
                             new.idempotency_digest,
+                            new.seller_salt,
                         ),
                     )
                 except sqlite3.IntegrityError as exc:

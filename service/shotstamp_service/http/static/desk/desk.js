@@ -476,6 +476,8 @@ const STATUS_MARKS = { pass: "✓", fail: "✗", skip: "–", "not-run": "·" };
 function renderVerification(outcome, { imageName = null } = {}) {
   const box = el("div", { class: `verification ${outcome.verified ? "verified" : "failed"}` });
   const leaf = outcome.bundle?.leaf;
+  // Format 2 bundles carry the seller beside the leaf, which holds only a commitment to it.
+  const seller = outcome.bundle?.seller ?? leaf?.seller;
   const cp = outcome.checkpoint;
   const when = cp && cp.timestampNs !== null ? formatTimestamp(cp.timestampNs) : null;
   if (outcome.failed) {
@@ -489,7 +491,7 @@ function renderVerification(outcome, { imageName = null } = {}) {
       el(
         "p",
         { class: "verdict good" },
-        leaf && typeof leaf.id === "string" ? `Verified: registration ${leaf.id} by ${leaf.seller} was in the log` : "Verified: the proof holds",
+        leaf && typeof leaf.id === "string" ? `Verified: registration ${leaf.id} by ${seller} was in the log` : "Verified: the proof holds",
         when ? [" no later than ", time(when)] : "",
         ".",
         photoNote(outcome.checks.find((c) => c.name === "image")),
@@ -522,7 +524,7 @@ function renderVerification(outcome, { imageName = null } = {}) {
       el("h3", {}, outcome.verified ? "What the proof says" : "What the proof claims (not verified)"),
       details([
         ["Registration", typeof leaf.id === "string" ? code(leaf.id) : null],
-        ["Seller", typeof leaf.seller === "string" ? leaf.seller : null],
+        ["Seller", typeof seller === "string" ? seller : null],
         ["File SHA-256", typeof leaf.sha256 === "string" ? code(leaf.sha256) : null],
         ["Received at", typeof leaf.received_at === "string" ? leaf.received_at : null],
         ["Photo checked", imageName],

@@ -1,7 +1,7 @@
 // Proof verification in the browser: a port of the SDK's `shotstamp.verify`.
 //
 // Same checks, same names, same order as `verify_proof` (sdk/shotstamp/verify.py):
-// format, checkpoint-signature, checkpoint-body, tree-size, leaf, leaf-hash,
+// format, checkpoint-signature, checkpoint-body, tree-size, leaf, seller, leaf-hash,
 // inclusion, image. The SDK stops at the first failure; this runs every check
 // whose inputs exist, so staff see everything that is wrong, and reports as
 // `failed` the first failure in that order, which is the check the SDK names.
@@ -12,19 +12,25 @@
 // No DOM here: desk.js renders; tests import this module directly.
 
 export const FORMAT = "shotstamp-proof/1";
+// The leaf commits to the seller with a salt only the bundle carries (docs/security.md).
+export const FORMAT_V2 = "shotstamp-proof/2";
+export const FORMATS = [FORMAT, FORMAT_V2];
+export const SALT_SIZE = 32;
 export const CHECKS = [
   "format",
   "checkpoint-signature",
   "checkpoint-body",
   "tree-size",
   "leaf",
+  "seller",
   "leaf-hash",
   "inclusion",
   "image",
 ];
 export const LEAF_FIELDS = ["id", "seller", "sha256", "perceptual", "received_at"];
+export const LEAF_FIELDS_V2 = ["id", "seller_commitment", "sha256", "perceptual", "received_at"];
 
-const KNOWN_KEYS = ["format", "leaf", "leaf_index", "tree_size", "inclusion_path", "checkpoint", "leaf_hash"];
+const KNOWN_KEYS = ["format", "leaf", "leaf_index", "tree_size", "inclusion_path", "checkpoint", "leaf_hash", "seller", "seller_salt"];
 const HEX_HASH = /^[0-9a-f]{64}$/;
 const HEX = /^(?:[0-9a-f]{2})+$/;
 const RFC3339 =
@@ -529,12 +535,29 @@ export function parseBundle(text) {
   if (rawLeafHash !== null && (typeof rawLeafHash !== "string" || !HEX_HASH.test(rawLeafHash))) {
     throw malformed("leaf_hash", "must be 64 lowercase hex digits");
   }
-  if (decoded.format !== FORMAT) throw malformed("format", `is ${JSON.stringify(decoded.format)}, want ${JSON.stringify(FORMAT)}`);
+  const rawSalt = Object.hasOwn(decoded, "seller_salt") ? decoded.seller_salt : null;
+  if (rawSalt !== null && (typeof rawSalt !== "string" || !HEX_HASH.test(rawSalt))) {
+    throw malformed("seller_salt", "must be 64 lowercase hex digits");
+  }
+  const seller = Object.hasOwn(decoded, "seller") ? decoded.seller : null;
+  if (!FORMATS.includes(decoded.format)) {
+    throw malformed("format", `is ${JSON.stringify(decoded.format)}, want one of ${FORMATS.join(", ")}`);
+  }
+  if (decoded.format === FORMAT_V2) {
+    if (typeof seller !== "string" || !seller) throw malformed("seller", "must be a non-empty string");
+    if (LONE_SURROGATE.test(seller)) throw malformed("seller", "is not Unicode text");
+    if (rawSalt === null) throw malformed("seller_salt", `must be ${SALT_SIZE} bytes`);
+  } else if (seller !== null || rawSalt !== null) {
+    throw malformed("seller", `and 'seller_salt' belong to ${FORMAT_V2} only`);
+  }
   if (!isObject(decoded.leaf)) throw malformed("leaf", "must be an object");
   if (!isCount(decoded.leaf_index)) throw malformed("leaf_index", "must be a non-negative integer");
   if (!isCount(decoded.tree_size)) throw malformed("tree_size", "must be a non-negative integer");
   if (typeof decoded.checkpoint !== "string" || !decoded.checkpoint) throw malformed("checkpoint", "must be a non-empty string");
   return {
+    format: decoded.format,
+    seller,
+    sellerSalt: rawSalt === null ? null : fromHex(rawSalt),
     leaf: decoded.leaf,
     leafIndex: BigInt(decoded.leaf_index),
     treeSize: BigInt(decoded.tree_size),
@@ -557,15 +580,19 @@ function validTime(match) {
   return true;
 }
 
-/** _check_leaf: the leaf record's fields. Throws CheckError("leaf"). */
-export function checkLeaf(leaf) {
+/** _check_leaf: the leaf record's fields, for the bundle's format. Throws CheckError("leaf"). */
+export function checkLeaf(leaf, format = FORMAT) {
   const fail = (why) => new CheckError("leaf", `leaf record ${why}`);
-  const missing = LEAF_FIELDS.filter((name) => !Object.hasOwn(leaf, name));
+  const fields = format === FORMAT_V2 ? LEAF_FIELDS_V2 : LEAF_FIELDS;
+  const missing = fields.filter((name) => !Object.hasOwn(leaf, name));
   if (missing.length) throw fail(`is missing ${missing.join(", ")}`);
-  const unexpected = Object.keys(leaf).filter((name) => !LEAF_FIELDS.includes(name)).sort();
+  const unexpected = Object.keys(leaf).filter((name) => !fields.includes(name)).sort();
   if (unexpected.length) throw fail(`has unexpected fields ${unexpected.join(", ")}`);
-  for (const name of ["id", "seller"]) {
+  for (const name of format === FORMAT_V2 ? ["id"] : ["id", "seller"]) {
     if (typeof leaf[name] !== "string" || !leaf[name]) throw fail(`field '${name}' must be a non-empty string`);
+  }
+  if (format === FORMAT_V2 && (typeof leaf.seller_commitment !== "string" || !HEX_HASH.test(leaf.seller_commitment))) {
+    throw fail("field 'seller_commitment' must be 64 lowercase hex digits");
   }
   if (typeof leaf.sha256 !== "string" || !HEX_HASH.test(leaf.sha256)) {
     throw fail("field 'sha256' must be 64 lowercase hex digits");
@@ -606,7 +633,7 @@ export async function verifyBundle(text, { keys, image = null, serviceVerify = n
   try {
     bundle = parseBundle(text);
     outcome.bundle = bundle;
-    set("format", "pass", "the bundle parses as shotstamp-proof/1");
+    set("format", "pass", `the bundle parses as ${bundle.format}`);
   } catch (err) {
     set("format", "fail", err.message);
     return finish(outcome, results);
@@ -680,7 +707,7 @@ export async function verifyBundle(text, { keys, image = null, serviceVerify = n
   // (4) leaf and leaf-hash
   let computed = null;
   try {
-    checkLeaf(bundle.leaf);
+    checkLeaf(bundle.leaf, bundle.format);
     let canonical;
     try {
       canonical = canonicalJSON(bundle.leaf);
@@ -689,9 +716,21 @@ export async function verifyBundle(text, { keys, image = null, serviceVerify = n
     }
     computed = await leafHash(utf8(canonical));
     outcome.leafHash = computed;
-    set("leaf", "pass", `registration ${bundle.leaf.id} by ${bundle.leaf.seller}`);
+    const seller = bundle.format === FORMAT_V2 ? bundle.seller : bundle.leaf.seller;
+    set("leaf", "pass", `registration ${bundle.leaf.id} by ${seller}`);
   } catch (err) {
     set("leaf", "fail", err.message);
+  }
+  // (4b) seller: the bundle's seller and salt open the leaf's commitment (format 2 only)
+  if (bundle.format !== FORMAT_V2) {
+    set("seller", "skip", "the leaf names the seller (shotstamp-proof/1)");
+  } else if (computed) {
+    const opened = toHex(await sha256(concat(bundle.sellerSalt, utf8(bundle.seller))));
+    if (opened === bundle.leaf.seller_commitment) {
+      set("seller", "pass", `the salt opens the leaf's commitment to ${bundle.seller}`);
+    } else {
+      set("seller", "fail", "the bundle's seller and salt do not open the leaf's seller_commitment");
+    }
   }
   if (computed) {
     if (bundle.leafHash === null) {
@@ -770,6 +809,8 @@ async function verifyByService(text, { image, serviceVerify, outcome }) {
       result = { name, status: "fail", by: "service", message: answer.failed.message };
     } else if (name === "leaf-hash" && !answer.failed) {
       result = { name, status: "skip", by: "service", message: "the bundle states no leaf hash" };
+    } else if (name === "seller" && !answer.failed) {
+      result = { name, status: "skip", by: "service", message: "the leaf names the seller (shotstamp-proof/1)" };
     }
     results.set(name, result);
   }
