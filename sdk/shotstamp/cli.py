@@ -784,6 +784,9 @@ def _parser() -> argparse.ArgumentParser:
         "evidence",
         parents=[service],
         help="make a dispute file for a registration and a suspected copy (staff key)",
+        description="Make a dispute file: the registered photo and the suspected copy, the "
+        "match in words and pictures, the proof, the log's keys and every anchor, in one file "
+        "anyone can check offline. Needs a staff key.",
         epilog="an .html output checks its own proof offline in any browser; a .pdf output "
         "asks the service to print it (exit 4 when it cannot)",
     )

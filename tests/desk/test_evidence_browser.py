@@ -166,7 +166,8 @@ def test_a_copy_by_its_hash_gets_a_difference_view_and_a_whole_picture_sentence(
     page.get_by_label("Suspected image").set_input_files(
         jpeg_file("resized.jpg", imagegen.recompressed_copy(original, scale=0.5, quality=60)))
     card = page.locator("ol.matches > li").first
-    expect(card.locator(".explanation")).to_contain_text("The whole picture is the same")
+    # The engine's own words for a copy by its whole-image hash (matching.rule, clause "pdq").
+    expect(card.locator(".explanation")).to_contain_text("The same picture, re-saved or resized")
     expect(card.locator(".overlay")).to_have_count(0)  # no geometry: nothing to outline
     expect(card.get_by_role("button", name="Show matched keypoints")).to_have_count(0)
     card.get_by_role("button", name="Show differences").click()

@@ -24,15 +24,8 @@ function html(tag, attrs = {}, ...children) {
 
 const percent = (share) => `${Math.round(share * 100)} %`;
 
-/** The match's own explanation, or one derived from its geometry (scale, turn, share). */
-export function explain(match) {
-  if (typeof match.explanation === "string" && match.explanation) return match.explanation;
-  if (match.exact) return "The very same file, byte for byte.";
-  const g = match.geometry;
-  if (!g) {
-    const pdq = match.distances?.pdq;
-    return `The whole picture is the same${pdq === undefined ? "" : ` (its perceptual hash differs in ${pdq} of 256 bits)`}: re-encoded, resized or recoloured, not cut down.`;
-  }
+/** Where the suspect sits in the registered photo, in words, from the geometry alone. */
+export function placement(g) {
   const [w, h] = g.registered_size;
   const [tl, tr, , bl] = g.outline;
   const across = Math.hypot(tr[0] - tl[0], tr[1] - tl[1]) / w; // the suspect's own edges
@@ -47,8 +40,23 @@ export function explain(match) {
   const turn = Math.abs(g.rotation);
   if (turn >= 0.5) parts.push(`turned ${turn.toFixed(turn < 10 ? 1 : 0)}° ${g.rotation > 0 ? "anticlockwise" : "clockwise"}`);
   if (g.mirrored) parts.push("mirrored left to right");
+  return `the suspect shows ${parts.join(", ")}`;
+}
+
+/** The verdict in words: the engine's own explanation (its rule's clause), then where the
+ * suspect sits when stage 2 fitted a geometry; a sentence of our own for answers without one. */
+export function explain(match) {
+  const placed = match.geometry ? placement(match.geometry) : "";
+  if (typeof match.explanation === "string" && match.explanation) {
+    return placed ? `${match.explanation}. Where: ${placed}.` : match.explanation;
+  }
+  if (match.exact) return "The very same file, byte for byte.";
+  if (!placed) {
+    const pdq = match.distances?.pdq;
+    return `The whole picture is the same${pdq === undefined ? "" : ` (its perceptual hash differs in ${pdq} of 256 bits)`}: re-encoded, resized or recoloured, not cut down.`;
+  }
   const verdict = match.verdict === "copy" ? "A copy" : "Similar";
-  return `${verdict}: the suspect shows ${parts.join(", ")}.`;
+  return `${verdict}: ${placed}.`;
 }
 
 /** An SVG laid over the registered image (same box), with the suspect's outline on it. */
