@@ -81,6 +81,49 @@ def test_segments_and_tail_answer_as_the_in_memory_index(
     assert found > len(queries) // 2  # the set exercises candidates, not only misses
 
 
+def test_new_and_merged_segments_swapped_in_answer_as_before(
+        tmp_path: Path, registrations: list[Fingerprint], queries: list[Fingerprint]) -> None:
+    n = len(registrations)
+    reservation = 1 << 62  # an upload in flight: never in a segment, kept in memory
+    reference = Matcher(background=False)
+    for ref, fp in enumerate(registrations, 1):
+        reference.add(ref, fp)
+    reference.add(reservation, queries[0])
+    directory = SegmentDir(tmp_path / "index")
+    first = n // 3
+
+    def write(after: int, through: int, step: int) -> None:
+        for start in range(after, through, step):
+            columns = Columns()
+            for ref in range(start + 1, min(through, start + step) + 1):
+                columns.add(ref, registrations[ref - 1])
+            assert directory.add(columns, ["s"] * len(columns), start, min(through, start + step))
+
+    write(0, first, first)
+    matcher = Matcher(background=False)
+    matcher._words._segment_postings = 512  # in-memory word segments, not only the tail
+    for seg in directory.open():
+        matcher.attach(seg)
+    for ref in range(first + 1, n + 1):
+        matcher.add(ref, registrations[ref - 1])
+    matcher.add(reservation, queries[0])
+    assert any(not s.persisted for s in matcher._words._segments)
+    assert matcher.resident == n - first + 1
+    # Another process writes FANOUT more segments: the mapped one merges with the next ones.
+    mapped = directory.manifest()[0]["name"]
+    through = 2 * n // 3
+    write(first, through, max(1, (through - first) // FANOUT))
+    entries = directory.manifest()
+    assert entries[0]["tier"] == 1 and mapped not in {e["name"] for e in entries}
+    matcher.replace_segments(directory.open())
+    assert matcher.resident == n - through + 1
+    assert len(matcher) == len(reference) == n + 1
+    for fp in queries + registrations[:10]:
+        assert _answers(matcher, fp) == _answers(reference, fp)
+    matcher.discard(reservation)  # its commit failed: gone from memory as before
+    assert matcher.resident == n - through
+
+
 def test_a_segment_holds_sellers_and_sequence_range(
         tmp_path: Path, registrations: list[Fingerprint]) -> None:
     directory = SegmentDir(tmp_path)

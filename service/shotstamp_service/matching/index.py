@@ -290,6 +290,20 @@ class HammingIndex:
         self._frozen.append(part)
         self._live_count += len(part.codes)
 
+    def replace_frozen(self, parts: list[Frozen], through: int) -> None:
+        """Search exactly `parts` as persisted ones (a new manifest: new or merged segments)
+        and forget the in-memory codes of refs up to `through`, which they now cover."""
+        self.wait()
+        n = self._n
+        covered = self._live[:n] & (self._refs[:n] <= through)
+        if covered.any():
+            self._live[:n] &= ~covered
+            background, self._background = self._background, False
+            self._start_rebuild()  # compacts: the in-memory rows left are few
+            self._background = background
+        self._frozen = list(parts)
+        self._live_count = int(self._live[: self._n].sum()) + sum(len(p.codes) for p in parts)
+
     def reserve(self, capacity: int) -> None:
         """Grow the arrays once to `capacity` codes (rebuilding at start avoids regrowth)."""
         if capacity > len(self._codes):
@@ -453,7 +467,7 @@ class HammingIndex:
             tail.setdefault(int(refs[i]), []).append(i)
         self._codes, self._refs, self._tags, self._live = codes, refs, tags, live
         self._n = k + tail_n
-        self._live_count = int(live[: self._n].sum())
+        self._live_count = int(live[: self._n].sum()) + sum(len(f.codes) for f in self._frozen)
         self._tables = tables
         self._tail = tail
         self._rebuild = None
@@ -688,6 +702,26 @@ class WordIndex:
         self._finish_merge()
         self._segments.append(segment)
         self._registrations += len(segment.refs)
+
+    def replace_persisted(self, parts: list[_Segment], through: int) -> None:
+        """Search exactly `parts` as persisted segments (a new manifest) and forget the
+        in-memory postings of refs up to `through`, which they now cover."""
+        self.wait()
+        kept = []
+        for seg in self._segments:
+            if seg.persisted:
+                continue
+            covered = (seg.refs >= 0) & (seg.refs <= through)
+            if not covered.any():
+                kept.append(seg)
+            elif not covered.all():
+                kept.append(_merge([seg], set(seg.refs[covered].tolist()), seg.tier))
+        for ref in [r for r in self._tail_local if r <= through]:
+            self.discard(ref)  # exact in the tail
+        self._segments = list(parts) + kept
+        self._dead = {r for r in self._dead if r > through}
+        self._registrations = (sum(len(s.refs) for s in self._segments) - len(self._dead)
+                               + len(self._tail_local))
 
     def _freeze_tail(self) -> None:
         live = [i for i, r in enumerate(self._tail_refs) if r != -1]

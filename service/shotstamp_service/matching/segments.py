@@ -157,6 +157,15 @@ class SegmentDir:
         os.replace(tmp, self.path / MANIFEST)
         _fsync_dir(self.path)
 
+    def stamp(self) -> tuple[int, int, int] | None:
+        """The manifest's (inode, mtime, size): it changes with every manifest written
+        (each is a new file renamed into place). None when there is no manifest."""
+        try:
+            st = (self.path / MANIFEST).stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """The writers' lock (one process builds or merges at a time)."""
