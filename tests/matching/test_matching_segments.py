@@ -12,6 +12,7 @@ import pytest
 from bench.edits import EDITS, apply_edit
 from PIL import Image
 
+from shotstamp_service.matching import segments as segments_module
 from shotstamp_service.matching.engine import Columns, Matcher
 from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint
 from shotstamp_service.matching.segments import FANOUT, SegmentDir
@@ -122,6 +123,34 @@ def test_new_and_merged_segments_swapped_in_answer_as_before(
         assert _answers(matcher, fp) == _answers(reference, fp)
     matcher.discard(reservation)  # its commit failed: gone from memory as before
     assert matcher.resident == n - through
+
+
+def test_segments_of_the_first_format_still_answer_beside_packed_ones(
+        tmp_path: Path, registrations: list[Fingerprint], queries: list[Fingerprint],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = Matcher(background=False)
+    for ref, fp in enumerate(registrations, 1):
+        reference.add(ref, fp)
+    directory = SegmentDir(tmp_path)
+    half = len(registrations) // 2
+    with monkeypatch.context() as m:  # the release before packed postings
+        m.setattr(segments_module, "pack_postings", lambda postings: postings)
+        m.setattr(segments_module, "FORMAT", "shotstamp-index/1")
+        columns = Columns()
+        for ref in range(1, half + 1):
+            columns.add(ref, registrations[ref - 1])
+        assert directory.add(columns, ["s"] * half, 0, half)
+    columns = Columns()
+    for ref in range(half + 1, len(registrations) + 1):
+        columns.add(ref, registrations[ref - 1])
+    assert directory.add(columns, ["s"] * len(columns), half, len(registrations))
+    old, new = SegmentDir(tmp_path, verify=True).open()
+    assert old.words[0].postings.shape == (len(old.words[0].signatures),)  # uint32 each
+    assert new.words[0].postings.shape == (len(new.words[0].signatures), 3)  # 3 bytes each
+    matcher = Matcher(background=False)
+    matcher.replace_segments([old, new])
+    for fp in queries + registrations[:10]:
+        assert _answers(matcher, fp) == _answers(reference, fp)
 
 
 def test_a_segment_holds_sellers_and_sequence_range(

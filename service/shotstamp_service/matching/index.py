@@ -45,7 +45,7 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["Frozen", "HammingIndex", "Hit", "WordIndex", "WordScore", "build_frozen",
-           "word_segments"]
+           "pack_postings", "word_segments"]
 
 CODE_BYTES = 32
 CODE_BITS = 256
@@ -503,6 +503,9 @@ FINAL_TIER = 1 << 30
 INLINE_MERGE = 1 << 21
 # Postings store the segment-local registration index with the angle bin in the top 4 bits.
 _LOCAL_BITS = 28
+# Persisted parts pack a posting's local index (< 2**20) and angle bin in 3 bytes, (p, 3)
+# uint8: 7 bytes a posting with its signature instead of 8 (docs/index.md, memory at 10 M).
+_PACKED_LOCAL_BITS = 20
 # Signatures are the uint32 of `local_features.SIGNATURE_BITS` (32) descriptor bits.
 SIGNATURE_BITS = 32
 
@@ -511,7 +514,7 @@ SIGNATURE_BITS = 32
 class _Segment:
     refs: np.ndarray  # (r,) int64: segment-local registration index → ref
     offsets: np.ndarray  # (WORD_VALUES + 1,) int32: word w's postings [offsets[w], offsets[w+1])
-    postings: np.ndarray  # (p,) uint32: local index | angle bin << 28
+    postings: np.ndarray  # (p,) uint32: local index | angle bin << 28; or packed, (p, 3)
     signatures: np.ndarray  # (p,) uint32: the posting's keypoint signature
     tier: int
     persisted: bool = False  # memory-mapped from a segment file: committed refs only
@@ -520,6 +523,26 @@ class _Segment:
     def nbytes(self) -> int:
         return (self.refs.nbytes + self.offsets.nbytes + self.postings.nbytes
                 + self.signatures.nbytes)
+
+
+def pack_postings(postings: np.ndarray) -> np.ndarray:
+    """(p,) uint32 postings → (p, 3) uint8 (local index | angle bin << 20, little-endian),
+    or unchanged when a local index does not fit in 20 bits."""
+    local = postings & np.uint32((1 << _LOCAL_BITS) - 1)
+    if len(postings) and int(local.max()) >= 1 << _PACKED_LOCAL_BITS:
+        return postings
+    packed = (local | ((postings >> _LOCAL_BITS) << _PACKED_LOCAL_BITS)).astype("<u4")
+    return np.ascontiguousarray(packed.view(np.uint8).reshape(-1, 4)[:, :3])
+
+
+def _unpack(post: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(local index, angle bin) as int64 of postings in either layout (see `pack_postings`)."""
+    if post.ndim == 2:
+        v = (post[:, 0].astype(np.int64) | (post[:, 1].astype(np.int64) << 8)
+             | (post[:, 2].astype(np.int64) << 16))
+        return v & ((1 << _PACKED_LOCAL_BITS) - 1), v >> _PACKED_LOCAL_BITS
+    return ((post & ((1 << _LOCAL_BITS) - 1)).astype(np.int64),
+            (post >> _LOCAL_BITS).astype(np.int64))
 
 
 def _order_by_word(words: np.ndarray) -> np.ndarray:
@@ -580,12 +603,12 @@ def _merge(segments: list[_Segment], dead: set[int], tier: int) -> _Segment:
         new_local = np.cumsum(alive) - 1 + base
         counts = np.diff(seg.offsets)
         word = np.repeat(np.arange(WORD_VALUES, dtype=np.uint32), counts)
-        local = seg.postings & ((1 << _LOCAL_BITS) - 1)
+        local, angle = _unpack(seg.postings)
         keep = alive[local]
         refs_parts.append(seg.refs[alive])
         reg_parts.append(new_local[local[keep]])
         word_parts.append(word[keep])
-        angle_parts.append((seg.postings[keep] >> _LOCAL_BITS).astype(np.uint8))
+        angle_parts.append(angle[keep].astype(np.uint8))
         signature_parts.append(seg.signatures[keep])
         base += int(alive.sum())
     return _segment(np.concatenate(refs_parts), np.concatenate(reg_parts),
@@ -879,10 +902,9 @@ class WordIndex:
             distance = np.bitwise_count(seg.signatures[idx] ^ signatures[which])
             near = distance <= max_distance
             idx, which, distance = idx[near], which[near], distance[near]
-            post = seg.postings[idx]
-            local = (post & ((1 << _LOCAL_BITS) - 1)).astype(np.int64)
-            dangle = (angles[which] - (post >> _LOCAL_BITS).astype(np.int64)) % ANGLE_BINS
-            yield seg.refs, local, dangle, idf[which] * by_distance[distance]
+            locals_, angle = _unpack(seg.postings[idx])
+            dangle = (angles[which] - angle) % ANGLE_BINS
+            yield seg.refs, locals_, dangle, idf[which] * by_distance[distance]
         if self._tail_by_word:
             local_l, dangle_l, weight_l = [], [], []
             held = np.flatnonzero(self._tail_has[words])

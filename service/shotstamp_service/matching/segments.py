@@ -48,6 +48,7 @@ from shotstamp_service.matching.index import (
     _Segment,
     _Tables,
     build_frozen,
+    pack_postings,
     word_segments,
 )
 
@@ -55,7 +56,9 @@ __all__ = ["FANOUT", "Damaged", "Segment", "SegmentDir"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = "shotstamp-index/1"
+# /2 packs word postings in 3 bytes (`index.pack_postings`); /1 segments are read as they are.
+FORMAT = "shotstamp-index/2"
+_READABLE = (FORMAT, "shotstamp-index/1")
 MANIFEST = "manifest.json"
 LOCK = "lock"
 # Consecutive segments of one tier merged into one of the next.
@@ -115,7 +118,8 @@ def _frozen_arrays(prefix: str, part: Frozen) -> dict[str, np.ndarray]:
 
 def _word_arrays(k: int, part: _Segment) -> dict[str, np.ndarray]:
     return {f"words{k}.refs": part.refs, f"words{k}.offsets": part.offsets,
-            f"words{k}.postings": part.postings, f"words{k}.signatures": part.signatures}
+            f"words{k}.postings": pack_postings(part.postings) if part.postings.ndim == 1
+            else part.postings, f"words{k}.signatures": part.signatures}
 
 
 class SegmentDir:
@@ -141,7 +145,7 @@ class SegmentDir:
             log.warning("index manifest %s is damaged; the index is rebuilt from the store",
                         self.path / MANIFEST)
             return []
-        if data.get("format") != FORMAT:
+        if data.get("format") not in _READABLE:
             log.warning("index manifest %s has format %r, not %r; the index is rebuilt",
                         self.path / MANIFEST, data.get("format"), FORMAT)
             return []
