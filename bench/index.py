@@ -51,7 +51,13 @@ from shotstamp_service.matching.engine import (
     WORD_PROBE_POSTINGS,
     WORD_PROBES,
 )
-from shotstamp_service.matching.index import TAIL_LIMIT, HammingIndex, WordIndex, pack_postings
+from shotstamp_service.matching.index import (
+    TAIL_LIMIT,
+    HammingIndex,
+    WordIndex,
+    pack_postings,
+    packed_view,
+)
 
 OUT = Path(__file__).resolve().parent / "out"
 RADIUS = 31
@@ -220,8 +226,9 @@ def bench_words(n: int, queries: int, rng: np.random.Generator) -> dict[str, obj
     # side by side with the unpacked ones, query by query, in CPU time; answers must be equal.
     packed = WordIndex(background=False)
     for seg in index._segments:
-        packed.attach(dataclasses.replace(seg, postings=pack_postings(seg.postings),
-                                          persisted=True))
+        packed.attach(dataclasses.replace(
+            seg, postings=packed_view(pack_postings(seg.postings)), persisted=True,
+            packed=True))
     cpu: dict[str, list[float]] = {"uint32": [], "packed": []}
     lat = []
     found = 0

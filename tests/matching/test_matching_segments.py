@@ -145,8 +145,10 @@ def test_segments_of_the_first_format_still_answer_beside_packed_ones(
         columns.add(ref, registrations[ref - 1])
     assert directory.add(columns, ["s"] * len(columns), half, len(registrations))
     old, new = SegmentDir(tmp_path, verify=True).open()
-    assert old.words[0].postings.shape == (len(old.words[0].signatures),)  # uint32 each
-    assert new.words[0].postings.shape == (len(new.words[0].signatures), 3)  # 3 bytes each
+    assert not old.words[0].packed and new.words[0].packed
+    assert (tmp_path / new.name / "words0.postings.npy").stat().st_size < (
+        3 * len(new.words[0].signatures) + 200)  # 3 bytes a posting, plus the .npy header
+    assert len(new.words[0].postings) == len(new.words[0].signatures)
     matcher = Matcher(background=False)
     matcher.replace_segments([old, new])
     for fp in queries + registrations[:10]:

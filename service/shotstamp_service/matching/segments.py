@@ -49,6 +49,7 @@ from shotstamp_service.matching.index import (
     _Tables,
     build_frozen,
     pack_postings,
+    packed_view,
     word_segments,
 )
 
@@ -118,8 +119,8 @@ def _frozen_arrays(prefix: str, part: Frozen) -> dict[str, np.ndarray]:
 
 def _word_arrays(k: int, part: _Segment) -> dict[str, np.ndarray]:
     return {f"words{k}.refs": part.refs, f"words{k}.offsets": part.offsets,
-            f"words{k}.postings": pack_postings(part.postings) if part.postings.ndim == 1
-            else part.postings, f"words{k}.signatures": part.signatures}
+            f"words{k}.postings": pack_postings(part.postings),
+            f"words{k}.signatures": part.signatures}
 
 
 class SegmentDir:
@@ -249,11 +250,15 @@ class SegmentDir:
             return Frozen(codes, load(f"{prefix}.refs"), load(f"{prefix}.tags"),
                           _Tables(size, layout, order, offsets, masks))
 
-        words = tuple(
-            _Segment(load(f"words{k}.refs"), load(f"words{k}.offsets"),
-                     load(f"words{k}.postings"), load(f"words{k}.signatures"), FINAL_TIER,
-                     persisted=True)
-            for k in range(int(entry["word_parts"])))
+        def word_part(k: int) -> _Segment:
+            postings = load(f"words{k}.postings")
+            packed = postings.dtype == np.uint8  # else uint32, as format /1 wrote them
+            return _Segment(load(f"words{k}.refs"), load(f"words{k}.offsets"),
+                            packed_view(postings) if packed else postings,
+                            load(f"words{k}.signatures"), FINAL_TIER, persisted=True,
+                            packed=packed)
+
+        words = tuple(word_part(k) for k in range(int(entry["word_parts"])))
         legacy_refs, legacy_codes = load("legacy.refs"), load("legacy.codes")
         return Segment(
             name=entry["name"], after=int(entry["after"]), through=int(entry["through"]),
