@@ -186,6 +186,26 @@ async def test_running_processes_pick_up_segments_written_and_merged_by_either(
     await store.close()
 
 
+async def test_a_manifest_listing_less_than_is_mapped_is_not_swapped_in(
+        store_target, tmp_path: Path, small_segments: None) -> None:
+    store = store_target.make()
+    await store.open()
+    index = tmp_path / "index"
+    a = await _start(store, index)
+    photos = {seed: imagegen.jpeg(seed) for seed in range(60, 64)}
+    for seed, data in photos.items():
+        await a.register(SELLERS[seed % 3], data)
+    assert await a.persist() and a.matcher.resident == 0
+    [entry] = SegmentDir(index).manifest()
+    codes = index / entry["name"] / "pdq.codes.npy"
+    codes.write_bytes(codes.read_bytes()[:-32])  # damaged on disk after A mapped it
+    assert SegmentDir(index).open() == []  # another process drops it from the manifest
+    assert not await a.refresh()  # A keeps what it maps (its pages are still valid)
+    assert len(a.matcher) == 4
+    await _check_copies(a, photos)
+    await store.close()
+
+
 async def test_an_unusable_index_directory_leaves_the_index_in_memory(
         store_target, tmp_path: Path, small_segments: None) -> None:
     store = store_target.make()
