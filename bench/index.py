@@ -31,6 +31,7 @@ Prints medians and p99 in ms, build time and memory, and writes bench/out/index.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import resource
@@ -50,7 +51,13 @@ from shotstamp_service.matching.engine import (
     WORD_PROBE_POSTINGS,
     WORD_PROBES,
 )
-from shotstamp_service.matching.index import TAIL_LIMIT, HammingIndex, WordIndex
+from shotstamp_service.matching.index import (
+    TAIL_LIMIT,
+    HammingIndex,
+    WordIndex,
+    pack_postings,
+    packed_view,
+)
 
 OUT = Path(__file__).resolve().parent / "out"
 RADIUS = 31
@@ -215,6 +222,14 @@ def bench_words(n: int, queries: int, rng: np.random.Generator) -> dict[str, obj
         del words, angles, sigs
     memory = index.nbytes
     rss = rss_mb() - before
+    # The same postings as persisted segments store them (3 bytes, `pack_postings`): timed
+    # side by side with the unpacked ones, query by query, in CPU time; answers must be equal.
+    packed = WordIndex(background=False)
+    for seg in index._segments:
+        packed.attach(dataclasses.replace(
+            seg, postings=packed_view(pack_postings(seg.postings)), persisted=True,
+            packed=True))
+    cpu: dict[str, list[float]] = {"uint32": [], "packed": []}
     lat = []
     found = 0
     for target, (own, own_angles, own_signatures) in kept.items():
@@ -234,11 +249,21 @@ def bench_words(n: int, queries: int, rng: np.random.Generator) -> dict[str, obj
                            max_probe_postings=WORD_PROBE_POSTINGS)
         lat.append(time.perf_counter() - t)
         found += any(x.ref == target for x in top)
+        for name, which in (("uint32", index), ("packed", packed)):
+            c = time.thread_time()
+            again = which.search(qw, qa, qs, limit=MAX_CANDIDATES, min_votes=MIN_VOTES,
+                                 max_distance=SIGNATURE_DISTANCE, sigma=SIGNATURE_SIGMA,
+                                 max_postings=WORD_POSTINGS_BUDGET,
+                                 probe=np.arange(min(len(qw), WORD_PROBES)),
+                                 max_probe_postings=WORD_PROBE_POSTINGS)
+            cpu[name].append(time.thread_time() - c)
+            assert again == top, "packed postings changed an answer"
     stored = sum(len(seg.postings) for seg in index._segments)
     result = {"registrations": n, "postings": stored, "build_s": build,
               "index_mb": memory / 1e6, "rss_delta_mb": rss, "lookup_ms": timings(lat),
-              "planted_found": found / len(kept)}
-    del index
+              "planted_found": found / len(kept), "packed_mb": packed.nbytes / 1e6,
+              "cpu_ms": {k: timings(v) for k, v in cpu.items()}}
+    del index, packed
     gc.collect()
     return result
 
@@ -282,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{w['build_s']:.1f} s | {w['index_mb']:.0f} MB | "
               f"{w['rss_delta_mb']:.0f} MB | {w['lookup_ms']['median']:.2f} ms | "  # type: ignore[index]
               f"{w['lookup_ms']['p99']:.2f} ms | - | - |", flush=True)  # type: ignore[index]
+        cm = w["cpu_ms"]
+        print(f"|   packed postings (persisted segments) | {n:,} | | {w['packed_mb']:.0f} MB "
+              f"| | CPU median {cm['packed']['median']:.2f} ms vs {cm['uint32']['median']:.2f}"  # type: ignore[index]
+              f" ms unpacked | p99 {cm['packed']['p99']:.2f} vs {cm['uint32']['p99']:.2f} ms |"  # type: ignore[index]
+              " | |", flush=True)
     largest = max(sizes)
     ham = [r for r in report["hamming"] if r["registrations"] == largest]  # type: ignore[union-attr,index]
     wd = [r for r in report["words"] if r["registrations"] == largest]  # type: ignore[union-attr,index]

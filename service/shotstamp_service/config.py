@@ -88,9 +88,9 @@ class Config:
     # How often each replica reads registrations made by the others into its index.
     index_follow_interval: float = 0.25
     # Persisted index segments (docs/index.md); local to each replica. Default <data_dir>/index.
-    # (No SHOTSTAMP_* variable yet: ENV_VARS must match the README's table, edited elsewhere.)
     index_dir: Path | None = None
-    index_segment_interval: float = 10.0  # how often new registrations are checked for one
+    # How often new registrations are checked for a segment, and the manifest for new ones.
+    index_segment_interval: float = 10.0
     log_format: str = "json"  # json | text
     log_level: str = "INFO"
 
@@ -118,6 +118,8 @@ class Config:
                 f"thumbnail size must be {MIN_THUMBNAIL_SIZE}-{MAX_THUMBNAIL_SIZE} pixels, "
                 f"got {self.thumbnail_size}"
             )
+        if self.index_segment_interval <= 0:
+            raise ValueError("the index segment interval must be positive")
         if min(self.tsa_interval, self.evm_interval) <= 0 or self.evm_confirmations < 0:
             raise ValueError("anchor intervals must be positive and confirmations >= 0")
         if min(self.webhook_concurrency, self.webhook_seller_concurrency) < 1:
@@ -227,6 +229,8 @@ ENV_VARS: dict[str, str] = {
     "database_url": "SHOTSTAMP_DATABASE_URL",
     "database_pool_size": "SHOTSTAMP_DATABASE_POOL_SIZE",
     "index_follow_interval": "SHOTSTAMP_INDEX_FOLLOW_INTERVAL",
+    "index_dir": "SHOTSTAMP_INDEX_DIR",
+    "index_segment_interval": "SHOTSTAMP_INDEX_SEGMENT_INTERVAL",
     "log_format": "SHOTSTAMP_LOG_FORMAT",
     "log_level": "SHOTSTAMP_LOG_LEVEL",
 }

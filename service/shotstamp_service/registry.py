@@ -234,6 +234,10 @@ class Registry:
         self._segments_opened = False
         self._since_segment = 0  # registrations indexed since the last segment was written
         self._persisting = False
+        self._mapped: tuple[str, ...] = ()  # names of the segments the matcher searches
+        self._manifest_seen: tuple[int, int, int] | None = None  # its (inode, mtime, size)
+        self._mapped_through = 0
+        self._refreshing = False
         self.matcher = matcher
         self.owners = Owners()
         self._fingerprint = fingerprint
@@ -303,7 +307,11 @@ class Registry:
         if len(columns) >= SEGMENT_ROWS:
             await asyncio.to_thread(directory.add, columns, sellers, after, through)
             columns, sellers, after = Columns(), [], through
+        seen = await asyncio.to_thread(directory.stamp)
         segments = await asyncio.to_thread(directory.open)
+        self._manifest_seen = seen
+        self._mapped = tuple(s.name for s in segments)
+        self._mapped_through = segments[-1].through if segments else 0
         count = 0
         for segment in segments:
             self.matcher.attach(segment)
@@ -358,16 +366,52 @@ class Registry:
             if written:
                 log.info("index: registrations through seq %d written to a segment", through)
             self._since_segment = 0
+            await self.refresh()
             return written
         finally:
             self._persisting = False
 
+    async def refresh(self) -> bool:
+        """Map the segments written since (by this process or another on the directory, or
+        merged), swap them in, and drop from memory the registrations they cover. Cheap
+        when the manifest is unchanged (one stat). True if the mapped segments changed."""
+        directory = self.segments
+        if directory is None or not self._segments_opened or self._refreshing:
+            return False
+        self._refreshing = True
+        try:
+            seen = await asyncio.to_thread(directory.stamp)
+            if seen == self._manifest_seen:
+                return False
+            segments = await asyncio.to_thread(directory.open)
+            self._manifest_seen = seen
+            names = tuple(s.name for s in segments)
+            through = segments[-1].through if segments else 0
+            if names == self._mapped or through < self._mapped_through:
+                # fewer (a damaged segment dropped): keep what is mapped, its pages stay valid
+                return False
+            self.matcher.replace_segments(segments)
+            fresh = set(names) - set(self._mapped)
+            for segment in segments:
+                if segment.name in fresh:
+                    self.owners.set_many(segment.refs, segment.sellers, segment.names)
+            self._mapped = names
+            self._mapped_through = through
+            self.indexed_through = max(self.indexed_through, through)
+            self._since_segment = self.matcher.resident
+            log.info("index: %d segment(s) mapped through seq %d, %d registrations in memory",
+                     len(segments), through, self.matcher.resident)
+            return True
+        finally:
+            self._refreshing = False
+
     async def keep_segments(self, interval: float) -> None:
-        """Call `persist` every `interval` seconds (with an index directory)."""
+        """Call `persist` and `refresh` every `interval` seconds (with an index directory)."""
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.persist()
+                await self.refresh()
             except Exception:  # the store is the source of truth: log, try again later
                 log.exception("cannot write an index segment")
 

@@ -12,6 +12,7 @@ import pytest
 from bench.edits import EDITS, apply_edit
 from PIL import Image
 
+from shotstamp_service.matching import segments as segments_module
 from shotstamp_service.matching.engine import Columns, Matcher
 from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint
 from shotstamp_service.matching.segments import FANOUT, SegmentDir
@@ -79,6 +80,79 @@ def test_segments_and_tail_answer_as_the_in_memory_index(
         assert _answers(matcher, fp) == want
         found += bool(want[0] or want[1])
     assert found > len(queries) // 2  # the set exercises candidates, not only misses
+
+
+def test_new_and_merged_segments_swapped_in_answer_as_before(
+        tmp_path: Path, registrations: list[Fingerprint], queries: list[Fingerprint]) -> None:
+    n = len(registrations)
+    reservation = 1 << 62  # an upload in flight: never in a segment, kept in memory
+    reference = Matcher(background=False)
+    for ref, fp in enumerate(registrations, 1):
+        reference.add(ref, fp)
+    reference.add(reservation, queries[0])
+    directory = SegmentDir(tmp_path / "index")
+    first = n // 3
+
+    def write(after: int, through: int, step: int) -> None:
+        for start in range(after, through, step):
+            columns = Columns()
+            for ref in range(start + 1, min(through, start + step) + 1):
+                columns.add(ref, registrations[ref - 1])
+            assert directory.add(columns, ["s"] * len(columns), start, min(through, start + step))
+
+    write(0, first, first)
+    matcher = Matcher(background=False)
+    matcher._words._segment_postings = 512  # in-memory word segments, not only the tail
+    for seg in directory.open():
+        matcher.attach(seg)
+    for ref in range(first + 1, n + 1):
+        matcher.add(ref, registrations[ref - 1])
+    matcher.add(reservation, queries[0])
+    assert any(not s.persisted for s in matcher._words._segments)
+    assert matcher.resident == n - first + 1
+    # Another process writes FANOUT more segments: the mapped one merges with the next ones.
+    mapped = directory.manifest()[0]["name"]
+    through = 2 * n // 3
+    write(first, through, max(1, (through - first) // FANOUT))
+    entries = directory.manifest()
+    assert entries[0]["tier"] == 1 and mapped not in {e["name"] for e in entries}
+    matcher.replace_segments(directory.open())
+    assert matcher.resident == n - through + 1
+    assert len(matcher) == len(reference) == n + 1
+    for fp in queries + registrations[:10]:
+        assert _answers(matcher, fp) == _answers(reference, fp)
+    matcher.discard(reservation)  # its commit failed: gone from memory as before
+    assert matcher.resident == n - through
+
+
+def test_segments_of_the_first_format_still_answer_beside_packed_ones(
+        tmp_path: Path, registrations: list[Fingerprint], queries: list[Fingerprint],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = Matcher(background=False)
+    for ref, fp in enumerate(registrations, 1):
+        reference.add(ref, fp)
+    directory = SegmentDir(tmp_path)
+    half = len(registrations) // 2
+    with monkeypatch.context() as m:  # the release before packed postings
+        m.setattr(segments_module, "pack_postings", lambda postings: postings)
+        m.setattr(segments_module, "FORMAT", "shotstamp-index/1")
+        columns = Columns()
+        for ref in range(1, half + 1):
+            columns.add(ref, registrations[ref - 1])
+        assert directory.add(columns, ["s"] * half, 0, half)
+    columns = Columns()
+    for ref in range(half + 1, len(registrations) + 1):
+        columns.add(ref, registrations[ref - 1])
+    assert directory.add(columns, ["s"] * len(columns), half, len(registrations))
+    old, new = SegmentDir(tmp_path, verify=True).open()
+    assert not old.words[0].packed and new.words[0].packed
+    assert (tmp_path / new.name / "words0.postings.npy").stat().st_size < (
+        3 * len(new.words[0].signatures) + 200)  # 3 bytes a posting, plus the .npy header
+    assert len(new.words[0].postings) == len(new.words[0].signatures)
+    matcher = Matcher(background=False)
+    matcher.replace_segments([old, new])
+    for fp in queries + registrations[:10]:
+        assert _answers(matcher, fp) == _answers(reference, fp)
 
 
 def test_a_segment_holds_sellers_and_sequence_range(

@@ -12,6 +12,7 @@ import pytest
 import imagegen
 from shotstamp_service import registry as registry_module
 from shotstamp_service.http.auth import Principal
+from shotstamp_service.matching import segments as segments_module
 from shotstamp_service.matching.engine import Matcher
 from shotstamp_service.matching.fingerprint import DecodeLimits, Fingerprint, fingerprint
 from shotstamp_service.matching.segments import SegmentDir
@@ -132,6 +133,76 @@ async def test_two_processes_sharing_an_index_directory_each_index_everything_on
     for registry in (first, second):
         assert len(registry.matcher) == 10 and registry.indexed_through == 10
         await _check_copies(registry, photos)
+    await store.close()
+
+
+def _answers(registry: Registry, queries: list[Fingerprint]) -> list[tuple[object, ...]]:
+    m = registry.matcher
+    out = []
+    for fp in queries:
+        look = m.look(fp, stop_at_copy=False)
+        scores = m.word_scores(fp, limit=100)
+        out.append((look.found, look.candidates, m.search(fp),
+                    [(s.ref, round(s.score, 9), s.votes) for s in scores]))
+    return out
+
+
+async def test_running_processes_pick_up_segments_written_and_merged_by_either(
+        store_target, tmp_path: Path, small_segments: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(segments_module, "FANOUT", 2)
+    store = store_target.make()
+    await store.open()
+    index = tmp_path / "index"
+    a, b = await _start(store, index), await _start(store, index)
+    photos = {seed: imagegen.jpeg(seed) for seed in range(50, 58)}
+    queries = [fingerprint(imagegen.recompressed_copy(data)) for data in photos.values()]
+    for seed in list(photos)[:4]:
+        assert (await a.register(SELLERS[seed % 3], photos[seed])).kind == "created"
+    await b.load_index()  # following A: B holds A's registrations in memory
+    assert (a.matcher.resident, b.matcher.resident) == (4, 4)
+    before = _answers(b, queries)
+
+    assert await a.persist()  # A writes seqs 1..4 and maps them itself
+    assert [e["through"] for e in SegmentDir(index).manifest()] == [4]
+    assert a.matcher.resident == 0 and len(a.matcher) == 4
+    assert await b.refresh()  # B maps the segment A wrote, dropping those rows from memory
+    assert b.matcher.resident == 0 and len(b.matcher) == 4
+    assert _answers(b, queries) == before == _answers(a, queries)
+    assert not await b.refresh()  # the manifest is unchanged: nothing to do
+
+    for seed in list(photos)[4:]:
+        assert (await b.register(SELLERS[seed % 3], photos[seed])).kind == "created"
+    await a.load_index()
+    before = _answers(a, queries)
+    assert await b.persist()  # seqs 5..8, merged with 1..4 into one tier-1 segment
+    [entry] = SegmentDir(index).manifest()
+    assert (entry["after"], entry["through"], entry["tier"]) == (0, 8, 1)
+    assert await a.refresh()
+    for registry in (a, b):
+        assert registry.matcher.resident == 0 and len(registry.matcher) == 8
+        assert _answers(registry, queries) == before
+        await _check_copies(registry, photos)
+    await store.close()
+
+
+async def test_a_manifest_listing_less_than_is_mapped_is_not_swapped_in(
+        store_target, tmp_path: Path, small_segments: None) -> None:
+    store = store_target.make()
+    await store.open()
+    index = tmp_path / "index"
+    a = await _start(store, index)
+    photos = {seed: imagegen.jpeg(seed) for seed in range(60, 64)}
+    for seed, data in photos.items():
+        await a.register(SELLERS[seed % 3], data)
+    assert await a.persist() and a.matcher.resident == 0
+    [entry] = SegmentDir(index).manifest()
+    codes = index / entry["name"] / "pdq.codes.npy"
+    codes.write_bytes(codes.read_bytes()[:-32])  # damaged on disk after A mapped it
+    assert SegmentDir(index).open() == []  # another process drops it from the manifest
+    assert not await a.refresh()  # A keeps what it maps (its pages are still valid)
+    assert len(a.matcher) == 4
+    await _check_copies(a, photos)
     await store.close()
 
 

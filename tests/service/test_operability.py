@@ -137,6 +137,8 @@ def _form(photo: bytes):
 
 
 def test_config_names_every_variable_once_and_checks_values():
+    from pathlib import Path
+
     from shotstamp_service.config import ENV_VARS
 
     assert len(set(ENV_VARS.values())) == len(ENV_VARS)
@@ -149,6 +151,12 @@ def test_config_names_every_variable_once_and_checks_values():
         Config.from_env({"SHOTSTAMP_DATABASE_URL": "mysql://h/db"})
     with pytest.raises(ValueError, match="log format"):
         Config.from_env({"SHOTSTAMP_LOG_FORMAT": "xml"})
+    config = Config.from_env({"SHOTSTAMP_INDEX_DIR": "/srv/index",
+                              "SHOTSTAMP_INDEX_SEGMENT_INTERVAL": "2.5"})
+    assert (config.index_path, config.index_segment_interval) == (Path("/srv/index"), 2.5)
+    assert Config.from_env({"SHOTSTAMP_DATA_DIR": "/d"}).index_path == Path("/d/index")
+    with pytest.raises(ValueError, match="segment interval"):
+        Config.from_env({"SHOTSTAMP_INDEX_SEGMENT_INTERVAL": "0"})
 
 
 def test_the_docs_document_every_environment_variable():

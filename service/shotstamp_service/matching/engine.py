@@ -377,6 +377,7 @@ class Matcher:
     _words: WordIndex = field(init=False)
     _legacy: _PhashIndex = field(init=False, default_factory=_PhashIndex)  # pHash-only rows
     _refs: _RefSet = field(init=False, default_factory=_RefSet)
+    _mapped: int = field(init=False, default=0)  # of them, in attached segments
     # `search` reads the PDQ index once for both stages; `candidates`, called next for the same
     # fingerprint with no add or discard in between, reuses the hits.
     _generation: int = field(init=False, default=0)
@@ -424,6 +425,7 @@ class Matcher:
         """Search a persisted segment's registrations too (`segments.py`): its PDQ tables
         and word postings are memory-mapped, shared with every process that maps them."""
         self._refs.add_many(segment.refs)
+        self._mapped += len(segment.refs)
         self._generation += 1
         self._journal.clear()  # not journalled: looks from before it are redone in full
         self._pdq.attach(segment.pdq)
@@ -432,6 +434,29 @@ class Matcher:
             self._words.attach(part)
         for ref, code in segment.legacy:
             self._legacy.add(ref, code)
+
+    def replace_segments(self, segments: list[Segment]) -> None:
+        """Search exactly `segments` as the persisted part (another manifest: segments
+        written since, or merged), and drop from memory the registrations they cover. Runs
+        without awaiting: a lookup sees the index before or after, and both answer alike."""
+        through = segments[-1].through if segments else 0
+        for segment in segments:
+            self._refs.add_many(segment.refs)  # those read into memory already are kept
+            for ref, code in segment.legacy:
+                if ref not in self._legacy._slot:
+                    self._legacy.add(ref, code)
+        self._pdq.replace_frozen([s.pdq for s in segments], through)
+        self._pdq_low.replace_frozen([s.pdq_low for s in segments], through)
+        self._words.replace_persisted([w for s in segments for w in s.words], through)
+        self._mapped = sum(len(s.refs) for s in segments)
+        self._generation += 1
+        self._journal.clear()  # not journalled: looks from before it are redone in full
+        self._near = None
+
+    @property
+    def resident(self) -> int:
+        """Registrations indexed in this process's memory, not in mapped segments."""
+        return len(self) - self._mapped
 
     def adopt(self, columns: Columns) -> int:
         """Bulk-load registrations already collected as `Columns` (see `BulkLoad`)."""

@@ -48,6 +48,8 @@ from shotstamp_service.matching.index import (
     _Segment,
     _Tables,
     build_frozen,
+    pack_postings,
+    packed_view,
     word_segments,
 )
 
@@ -55,7 +57,9 @@ __all__ = ["FANOUT", "Damaged", "Segment", "SegmentDir"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = "shotstamp-index/1"
+# /2 packs word postings in 3 bytes (`index.pack_postings`); /1 segments are read as they are.
+FORMAT = "shotstamp-index/2"
+_READABLE = (FORMAT, "shotstamp-index/1")
 MANIFEST = "manifest.json"
 LOCK = "lock"
 # Consecutive segments of one tier merged into one of the next.
@@ -115,7 +119,8 @@ def _frozen_arrays(prefix: str, part: Frozen) -> dict[str, np.ndarray]:
 
 def _word_arrays(k: int, part: _Segment) -> dict[str, np.ndarray]:
     return {f"words{k}.refs": part.refs, f"words{k}.offsets": part.offsets,
-            f"words{k}.postings": part.postings, f"words{k}.signatures": part.signatures}
+            f"words{k}.postings": pack_postings(part.postings),
+            f"words{k}.signatures": part.signatures}
 
 
 class SegmentDir:
@@ -141,7 +146,7 @@ class SegmentDir:
             log.warning("index manifest %s is damaged; the index is rebuilt from the store",
                         self.path / MANIFEST)
             return []
-        if data.get("format") != FORMAT:
+        if data.get("format") not in _READABLE:
             log.warning("index manifest %s has format %r, not %r; the index is rebuilt",
                         self.path / MANIFEST, data.get("format"), FORMAT)
             return []
@@ -156,6 +161,15 @@ class SegmentDir:
             os.fsync(f.fileno())
         os.replace(tmp, self.path / MANIFEST)
         _fsync_dir(self.path)
+
+    def stamp(self) -> tuple[int, int, int] | None:
+        """The manifest's (inode, mtime, size): it changes with every manifest written
+        (each is a new file renamed into place). None when there is no manifest."""
+        try:
+            st = (self.path / MANIFEST).stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -236,11 +250,15 @@ class SegmentDir:
             return Frozen(codes, load(f"{prefix}.refs"), load(f"{prefix}.tags"),
                           _Tables(size, layout, order, offsets, masks))
 
-        words = tuple(
-            _Segment(load(f"words{k}.refs"), load(f"words{k}.offsets"),
-                     load(f"words{k}.postings"), load(f"words{k}.signatures"), FINAL_TIER,
-                     persisted=True)
-            for k in range(int(entry["word_parts"])))
+        def word_part(k: int) -> _Segment:
+            postings = load(f"words{k}.postings")
+            packed = postings.dtype == np.uint8  # else uint32, as format /1 wrote them
+            return _Segment(load(f"words{k}.refs"), load(f"words{k}.offsets"),
+                            packed_view(postings) if packed else postings,
+                            load(f"words{k}.signatures"), FINAL_TIER, persisted=True,
+                            packed=packed)
+
+        words = tuple(word_part(k) for k in range(int(entry["word_parts"])))
         legacy_refs, legacy_codes = load("legacy.refs"), load("legacy.codes")
         return Segment(
             name=entry["name"], after=int(entry["after"]), through=int(entry["through"]),
