@@ -2,7 +2,7 @@
 
 Every service test runs twice, on SQLite and on PostgreSQL (`store_kind`). The
 PostgreSQL server is a throwaway one started once per session (see
-`pgserver.py`); each test gets a fresh database on it. Without PostgreSQL the
+`tests/kit/pgserver.py`); each test gets a fresh database on it. Without PostgreSQL the
 postgres half is skipped, unless SHOTSTAMP_REQUIRE_POSTGRES=1 (CI sets it),
 which turns a missing server into a failure.
 """
@@ -10,7 +10,6 @@ which turns a missing server into a failure.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +17,8 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from pgserver import PostgresServer, PostgresUnavailable, start_server
-from servicekit import Service, service_settings
+from tests.kit.pgserver import PostgresServer, PostgresUnavailable, start_server
+from tests.kit.servicekit import Service, service_settings
 
 STORE_KINDS = ("sqlite", "postgres")
 
@@ -101,7 +98,7 @@ async def service(
 @pytest.fixture
 def backend(store_target: StoreTarget, tmp_path: Path) -> Any:
     """What a service process needs to run on this test's store (`processes.Backend`)."""
-    from processes import Backend
+    from tests.kit.processes import Backend
 
     data = tmp_path / "data"
     if store_target.url is None:
@@ -118,7 +115,7 @@ def backend(store_target: StoreTarget, tmp_path: Path) -> Any:
 @pytest.fixture(scope="module")
 def service_process(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A real `shotstamp-service serve` process, shared by a module's tests."""
-    from processes import start_service
+    from tests.kit.processes import start_service
 
     running = start_service(tmp_path_factory.mktemp("service") / "data")
     yield running

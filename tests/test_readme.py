@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-import imagegen
+from tests.kit import imagegen
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from chainkit import ChainServer, chain_server, write_key
-from servicekit import Service, service_settings
-from tsakit import TsaPki, TsaServer, make_tsa_pki, tsa_server
+from tests.kit.chainkit import ChainServer, chain_server, write_key
+from tests.kit.servicekit import Service, service_settings
+from tests.kit.tsakit import TsaPki, TsaServer, make_tsa_pki, tsa_server
 
 
 @pytest.fixture(autouse=True, scope="module")

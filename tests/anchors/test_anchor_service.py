@@ -14,11 +14,11 @@ import base64
 import time
 from typing import Any
 
-import imagegen
-from anchorkit import proof_with_anchors, vkeys
 from shotstamp import verify_proof
 from shotstamp.anchors import evm_payload, verify_anchors
 from shotstamp_service.http.keys import ANCHORS, SEALER, STORE
+from tests.kit import imagegen
+from tests.kit.anchorkit import proof_with_anchors, vkeys
 
 
 async def _register(service: Any, key: str, seed: int) -> dict[str, Any]:

@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 
-import imagegen
 import shotstamp
-from chainkit import ChainServer, chain_server, write_key
-from processes import ServiceProcess, free_port, run, start_service
 from shotstamp.anchors import ANCHOR_CHECKS, evm_payload, verify_anchors
-from tsakit import TsaPki, TsaServer, openssl_reply, tsa_server
+from tests.kit import imagegen
+from tests.kit.chainkit import ChainServer, chain_server, write_key
+from tests.kit.processes import ServiceProcess, free_port, run, start_service
+from tests.kit.tsakit import TsaPki, TsaServer, openssl_reply, tsa_server
 
 
 @dataclass
@@ -195,7 +195,7 @@ def _token_from_another_tsa(bundle: dict[str, Any], anchored: Anchored) -> None:
     from rfc3161_client import HashAlgorithm, TimestampRequestBuilder
 
     other = anchored.directory.parent / "other-tsa"
-    from tsakit import make_tsa_pki
+    from tests.kit.tsakit import make_tsa_pki
 
     pki = make_tsa_pki(other, ca_name="a CA nobody trusts")
     root = _root(_tsa(bundle)["checkpoint"])

@@ -10,7 +10,6 @@ from datetime import timedelta
 
 import pytest
 
-import imagegen
 from shotstamp import (
     AsyncClient,
     AuthError,
@@ -24,6 +23,7 @@ from shotstamp import (
     VerificationError,
     verify_proof,
 )
+from tests.kit import imagegen
 
 
 def base_url(service) -> str:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import imagegen
-from processes import free_port, run
 from shotstamp import verify_proof
+from tests.kit import imagegen
+from tests.kit.processes import free_port, run
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +245,7 @@ def test_the_progress_bar_is_drawn_on_a_terminal(env, tmp_path):
     import pty
     import subprocess
 
-    from processes import command
+    from tests.kit.processes import command
 
     photos = tmp_path / "p"
     catalogue(photos, range(550, 553))

@@ -15,7 +15,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-import imagegen
 from shotstamp import (
     AsyncClient,
     RateLimited,
@@ -23,6 +22,7 @@ from shotstamp import (
     ServerError,
     TransportError,
 )
+from tests.kit import imagegen
 
 REG = {
     "id": "01FLAKY",
@@ -138,7 +138,7 @@ async def test_a_timeout_is_retried_for_an_idempotent_request(aiohttp_server):
 
 
 async def test_connection_refused_is_a_transport_error_after_retries():
-    from processes import free_port
+    from tests.kit.processes import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()

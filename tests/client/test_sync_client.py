@@ -7,7 +7,6 @@ import threading
 
 import pytest
 
-import imagegen
 from shotstamp import (
     AsyncClient,
     Client,
@@ -16,6 +15,7 @@ from shotstamp import (
     Registration,
     verify_proof,
 )
+from tests.kit import imagegen
 
 
 @pytest.fixture(scope="module")

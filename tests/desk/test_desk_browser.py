@@ -10,11 +10,11 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-import imagegen
 from shotstamp import VerificationError, verify_proof
 from shotstamp.checkpoint import Checkpoint, NoteSignature, SignedNote
 from shotstamp_service.matching.engine import Matcher
 from shotstamp_service.matching.fingerprint import fingerprint
+from tests.kit import imagegen
 
 
 def expect(target: Any) -> Any:

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-import imagegen
 from shotstamp import VerificationError, verify_proof
 from shotstamp.canonical import canonical_json
 from shotstamp.checkpoint import NoteSignature, NoteSigner, SignedNote
 from shotstamp.verify import CHECKS, TRUSTED_CHECKS
 from shotstamp_service.log.signer import load_or_create_key, read_key
+from tests.kit import imagegen
 
 MODULE = "/desk/verify.js"
 

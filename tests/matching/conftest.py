@@ -1,20 +1,15 @@
 """Shared fixtures: the development corpus (read in place, never copied), and the real photos
-scikit-image's wheel ships (`bundled_photos.py`), which every run has, CI's included."""
+scikit-image's wheel ships (`tests/kit/bundled_photos.py`), which every run has, CI's included."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `bench` is imported from the repository root
-    sys.path.insert(0, str(ROOT))
-
-from bench.corpus import corpus_dir  # noqa: E402
-from bundled_photos import BUNDLED_PHOTOS, load_bundled  # noqa: E402
+from tests.kit.bundled_photos import BUNDLED_PHOTOS, load_bundled
+from tests.kit.corpus import corpus_dir
 
 
 @pytest.fixture(scope="session")

@@ -13,12 +13,12 @@ from __future__ import annotations
 from itertools import product
 
 import pytest
-from bench.edits import EDITS, EDITS_BY_NAME, apply_edit
-from bundled_photos import BUNDLED_PHOTOS
 from PIL import Image
 
 from shotstamp_service.matching.engine import Match, Matcher
 from shotstamp_service.matching.fingerprint import fingerprint
+from tests.kit.bundled_photos import BUNDLED_PHOTOS
+from tests.kit.edits import EDITS, EDITS_BY_NAME, apply_edit
 
 NAMES = {p.file: p.name for p in BUNDLED_PHOTOS}
 

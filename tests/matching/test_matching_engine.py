@@ -10,9 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bench.corpus import original_bytes, similar_pairs
-from bench.edits import EDITS, Edit, apply_edit
-from matching_helpers import fixture_image, jpeg, png
 from PIL import Image, ImageDraw, ImageFilter
 
 from shotstamp_service.matching import engine as rule
@@ -21,6 +18,9 @@ from shotstamp_service.matching.features import SIGNATURE_BITS, SIGNATURE_POSITI
 from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint
 from shotstamp_service.matching.index import HammingIndex, Hit
 from shotstamp_service.matching.verification import MIN_CELLS, REMATCH_MIN_INLIERS, Evidence
+from tests.kit.corpus import original_bytes, similar_pairs
+from tests.kit.edits import EDITS, Edit, apply_edit
+from tests.kit.matching_helpers import fixture_image, jpeg, png
 
 # -- the rule, on evidence built by hand -------------------------------------------------------
 

@@ -7,7 +7,6 @@ import pickle
 
 import numpy as np
 import pytest
-from matching_helpers import fixture_image, jpeg, png
 from PIL import Image
 
 from shotstamp_service.matching.decode import (
@@ -21,6 +20,7 @@ from shotstamp_service.matching.features import LocalFeatures
 from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint, fingerprint_decoded
 from shotstamp_service.matching.hashes import PerceptualHash
 from shotstamp_service.matching.thumbnail import fingerprint_and_thumbnail
+from tests.kit.matching_helpers import fixture_image, jpeg, png
 
 # Golden values for `fixture_image()` saved as PNG. They pin the whole pipeline (decode,
 # canonical resize, PDQ, pHash); they may drift with Pillow's resampling (BOX), OpenCV's

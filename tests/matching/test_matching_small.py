@@ -11,16 +11,16 @@ from __future__ import annotations
 import io
 
 import pytest
-from bench.edits import EDITS_BY_NAME, apply_edit
 from PIL import Image
 
-import imagegen
 from shotstamp_service.matching import engine as rule
 from shotstamp_service.matching import verification
 from shotstamp_service.matching.decode import canonical_grey
 from shotstamp_service.matching.engine import Matcher
 from shotstamp_service.matching.features import LocalFeatures, extract
 from shotstamp_service.matching.fingerprint import fingerprint
+from tests.kit import imagegen
+from tests.kit.edits import EDITS_BY_NAME, apply_edit
 
 SPRITE_SIZE = (120, 180)  # width, height: a quarter is 30 × 45
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-import imagegen
 from shotstamp_service.matching import engine as rule
 from shotstamp_service.matching.engine import Matcher
 from shotstamp_service.matching.features import LocalFeatures
 from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint
+from tests.kit import imagegen
 
 
 def _cut_out(seed: int) -> Image.Image:

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-import imagegen
+from tests.kit import imagegen
 
 # Private to the seller "owner": none of these may reach anyone but it and staff.
 OWNER = "owner-private-5c1e"

@@ -19,9 +19,9 @@ from schemathesis.specs.openapi.checks import (
     positive_data_acceptance,
 )
 
-from liveserver import LiveServer, http
 from shotstamp_service.http.openapi import openapi_document
 from shotstamp_service.log.tiles import parse_tile_path
+from tests.kit.liveserver import LiveServer, http
 
 EXAMPLES = int(os.environ.get("API_EXAMPLES", "40"))
 

@@ -12,10 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-import badimages
-import imagegen
-from liveserver import LiveServer, http, multipart, peak_rss_kib, rss_kib
 from shotstamp_service.matching.decode import HEIF_SUPPORTED
+from tests.kit import badimages, imagegen
+from tests.kit.liveserver import LiveServer, http, multipart, peak_rss_kib, rss_kib
 
 MAX_UPLOAD = 2 * 1024 * 1024
 

@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from http.client import HTTPException
 from typing import Any
 
-import imagegen
-from liveserver import LiveServer, http, multipart
 from shotstamp import merkle, verify_proof
 from shotstamp.canonical import canonical_json
 from shotstamp.checkpoint import Checkpoint, NoteVerifier, open_note
+from tests.kit import imagegen
+from tests.kit.liveserver import LiveServer, http, multipart
 
 SEAL_INTERVAL = 0.5
 ROUNDS = ("random", "at-seal", "after-start", "random", "at-seal", "after-start", "random")

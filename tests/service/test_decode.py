@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-import badimages
-import imagegen
 from shotstamp_service.matching.decode import (
     ALLOWED_FORMATS,
     HEIF_SUPPORTED,
@@ -22,6 +20,7 @@ from shotstamp_service.matching.decode import (
     open_image,
 )
 from shotstamp_service.matching.fingerprint import fingerprint
+from tests.kit import badimages, imagegen
 
 LIMITS = DecodeLimits(max_pixels=40_000_000, max_frames=1000)
 

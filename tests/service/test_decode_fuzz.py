@@ -24,8 +24,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import badimages
-import imagegen
 from shotstamp_service.http.errors import ApiError
 from shotstamp_service.matching.decode import HEIF_SUPPORTED
 from shotstamp_service.matching.fingerprint import (
@@ -35,6 +33,7 @@ from shotstamp_service.matching.fingerprint import (
     fingerprint,
 )
 from shotstamp_service.matching.pool import FingerprintPool
+from tests.kit import badimages, imagegen
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 # Small limits so that a mutated header cannot make one example decode for seconds.

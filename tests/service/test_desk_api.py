@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import imagegen
 from shotstamp import verify_proof
 from shotstamp_service.config import Config
+from tests.kit import imagegen
 
 
 async def _register(service, key: str, data: bytes, **fields: str) -> dict:
@@ -90,7 +90,7 @@ async def test_thumbnail_is_for_staff_only(service):
 @pytest.fixture
 def service_config(request, tmp_path, store_target):
     # conftest's configuration, with the overrides a test passes as its parameter.
-    from servicekit import service_settings
+    from tests.kit.servicekit import service_settings
 
     return service_settings(tmp_path, store_target.url, **getattr(request, "param", {}))
 

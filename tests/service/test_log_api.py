@@ -8,7 +8,6 @@ import hashlib
 
 import pytest
 
-import imagegen
 from shotstamp import (
     Checkpoint,
     NoteVerifier,
@@ -23,6 +22,7 @@ from shotstamp_service.http.app import make_signing_keys, make_store
 from shotstamp_service.http.keys import CONFIG, SIGNING_KEYS, STORE
 from shotstamp_service.log.sealer import Sealer
 from shotstamp_service.records import NewRegistration, format_time, new_registration_id, utc_now
+from tests.kit import imagegen
 
 
 async def _keys(service) -> list[str]:

@@ -12,9 +12,9 @@ import urllib.error
 
 import pytest
 
-import imagegen
-from processes import Backend, command, free_port, http, multipart, run
 from shotstamp import CheckpointWitness, VerificationError
+from tests.kit import imagegen
+from tests.kit.processes import Backend, command, free_port, http, multipart, run
 
 FAST = {"SHOTSTAMP_SEAL_INTERVAL": "0.2", "SHOTSTAMP_FINGERPRINT_WORKERS": "1"}
 

@@ -13,7 +13,7 @@ import io
 import pytest
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-import imagegen
+from tests.kit import imagegen
 
 
 def _crop_90(image: Image.Image) -> Image.Image:

@@ -9,9 +9,9 @@ import logging
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import imagegen
 from shotstamp_service.config import Config
 from shotstamp_service.logs import JsonFormatter, RequestIdFilter
+from tests.kit import imagegen
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -8,10 +8,10 @@ import os
 
 import pytest
 
-from imagegen import jpeg
 from shotstamp_service.http.errors import ApiError
 from shotstamp_service.matching.fingerprint import DecodeLimits, ImageRejected, fingerprint
 from shotstamp_service.matching.pool import FingerprintPool
+from tests.kit.imagegen import jpeg
 
 
 @pytest.fixture

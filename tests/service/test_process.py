@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-import imagegen
-from processes import http, multipart, run, start_service
+from tests.kit import imagegen
+from tests.kit.processes import http, multipart, run, start_service
 
 
 def test_keys_create_prints_only_the_key_and_list_hides_secrets(backend):

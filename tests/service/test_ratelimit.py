@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 
-import imagegen
 from shotstamp_service.config import Config
 from shotstamp_service.http.ratelimit import Budget, RateLimiter
+from tests.kit import imagegen
 
 
 class Clock:

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-import imagegen
 from shotstamp import NoteVerifier, VerificationError, verify_proof
+from tests.kit import imagegen
 
 
 async def _vkey(service) -> str:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-import imagegen
 from shotstamp_service.http.auth import Principal
 from shotstamp_service.matching.engine import Matcher
 from shotstamp_service.matching.fingerprint import DecodeLimits, Fingerprint, fingerprint
 from shotstamp_service.records import NewRegistration, Registration
 from shotstamp_service.registry import Registry
+from tests.kit import imagegen
 
 
 class GatedStore:

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-import imagegen
-from processes import ServiceProcess, http, multipart, run, start_service
 from shotstamp import merkle, verify_consistency_between, verify_proof
+from tests.kit import imagegen
+from tests.kit.processes import ServiceProcess, http, multipart, run, start_service
 
 REPLICAS = 3
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-import imagegen
-from liveserver import LiveServer, http, multipart
 from shotstamp import verify_proof
+from tests.kit import imagegen
+from tests.kit.liveserver import LiveServer, http, multipart
 
 
 def _start_slow_upload(

@@ -16,18 +16,18 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-import imagegen
 from shotstamp import AsyncClient, verify_webhook
 from shotstamp_service.webhooks.dispatcher import (
     InvalidWebhookURL,
     _PublicResolver,
     check_webhook_url,
 )
+from tests.kit import imagegen
 
 
 @pytest.fixture
 def service_config(tmp_path, store_target):
-    from servicekit import service_settings
+    from tests.kit.servicekit import service_settings
 
     return service_settings(
         tmp_path,
@@ -214,7 +214,7 @@ async def test_deliveries_survive_a_restart(service_config, receiver):
         return client
 
     first = await start()
-    from servicekit import Service
+    from tests.kit.servicekit import Service
 
     service = Service(client=first, app=first.app)
     acme, thief = await service.key("acme"), await service.key("thief")

@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-import imagegen
+from tests.kit import imagegen
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

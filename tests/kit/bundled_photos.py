@@ -20,8 +20,9 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.corpus import original_bytes
 from PIL import Image
+
+from tests.kit.corpus import original_bytes
 
 __all__ = ["BUNDLED_PHOTOS", "BundledPhoto", "bundled_data_dir", "load_bundled"]
 
@@ -34,7 +35,7 @@ class BundledPhoto:
 
     @property
     def name(self) -> str:
-        """The photo's name for `bench.edits.apply_edit` (its edits' seeds come from it)."""
+        """The photo's name for `tests.kit.edits.apply_edit` (its edits' seeds come from it)."""
         return f"skimage/{self.file}"
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from bench.edits import encode, product_shot
+from tests.kit import ROOT
+from tests.kit.edits import encode, product_shot
 
 __all__ = ["SAME_PICTURE", "Photo", "corpus_dir", "held_out", "known_copies", "load_photos",
            "original_bytes", "same_picture", "similar_pairs"]
@@ -50,7 +51,7 @@ def corpus_dir() -> Path:
     override = os.environ.get("SHOTSTAMP_PHOTOS")
     if override:
         return Path(override)
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     for base in root.parents:  # a worktree sits one level deeper than the main checkout
         if (base / "shared" / "photos" / "manifest.tsv").exists():
             return base / "shared" / "photos"

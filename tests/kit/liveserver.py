@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from processes import command, free_port
+from tests.kit.processes import command, free_port
 
 
 def multipart(

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from servicekit import Service
+from tests.kit.servicekit import Service
 
 
 async def proof_with_anchors(

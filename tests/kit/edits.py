@@ -14,7 +14,7 @@ corner, so a harder crop than the centred 90 %) with the 80 % crop (0.90).
 
 Usage:
 
-    >>> from bench.edits import EDITS, apply_edit, product_shot
+    >>> from tests.kit.edits import EDITS, apply_edit, product_shot
     >>> img = product_shot(Image.open("photo.png"))
     >>> copy_bytes = apply_edit(EDITS_BY_NAME["crop_80"], img, photo="photo.png")
 """
