@@ -1,4 +1,4 @@
-"""Image helpers for the matching tests (a unique module name: tests/ has no packages)."""
+"""Helpers for the matching tests: images, and a brute-force reference for the Hamming index."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import io
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from shotstamp_service.matching.index import Hit
 
 
 def jpeg(image: Image.Image, quality: int = 90, **kwargs: object) -> bytes:
@@ -40,3 +42,29 @@ def fixture_image(size: tuple[int, int] = (640, 480)) -> Image.Image:
         draw.line((w * 0.05, h * (0.05 + i * 0.07), w * 0.18, h * (0.1 + i * 0.07)),
                   fill=(10 * i, 20, 200 - 10 * i), width=3)
     return image
+
+
+def flip_bits(code: bytes, bits: list[int]) -> bytes:
+    """`code` with these bit positions inverted."""
+    value = bytearray(code)
+    for b in bits:
+        value[b // 8] ^= 1 << (b % 8)
+    return bytes(value)
+
+
+def hamming(a: bytes, b: bytes) -> int:
+    """The number of bits in which `a` and `b` differ."""
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_count()
+
+
+def brute_force(live: dict[int, list[bytes]], queries: list[bytes], radius: int,
+                 tags: dict[int, list[int]] | None = None) -> dict[int, Hit]:
+    """ref → closest (distance, query index, stored tag), ties broken as the index does."""
+    out = {}
+    for ref, codes in live.items():
+        ref_tags = tags[ref] if tags else [0] * len(codes)
+        best = min(Hit(hamming(q, c), qi, t) for qi, q in enumerate(queries)
+                   for c, t in zip(codes, ref_tags, strict=True))
+        if best.distance <= radius:
+            out[ref] = best
+    return out

@@ -1,0 +1,32 @@
+"""What an operator configures: every environment variable, named once and documented."""
+
+from __future__ import annotations
+
+import pytest
+
+from shotstamp_service.config import Config
+from tests.kit import ROOT
+
+
+def test_config_names_every_variable_once_and_checks_values():
+    from shotstamp_service.config import ENV_VARS
+
+    assert len(set(ENV_VARS.values())) == len(ENV_VARS)
+    config = Config.from_env(
+        {"SHOTSTAMP_DATABASE_URL": "postgresql://u@h/db", "SHOTSTAMP_LOG_FORMAT": "text"}
+    )
+    assert config.database_url == "postgresql://u@h/db" and config.shared_store
+    assert not Config.from_env({}).shared_store
+    with pytest.raises(ValueError, match="postgresql://"):
+        Config.from_env({"SHOTSTAMP_DATABASE_URL": "mysql://h/db"})
+    with pytest.raises(ValueError, match="log format"):
+        Config.from_env({"SHOTSTAMP_LOG_FORMAT": "xml"})
+
+
+def test_readme_documents_every_environment_variable():
+
+    from shotstamp_service.config import ENV_VARS
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name in ENV_VARS.values() if f"`{name}`" not in readme]
+    assert not missing, missing
