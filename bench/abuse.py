@@ -41,10 +41,10 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-import badimages  # tests/badimages.py: the crafted files
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.kit
 from load import LocalService, pct
 from productshots import product_shots
+from tests.kit import badimages  # the crafted files
 
 MAX_PHASE = 20.0
 PACE = 0.25  # seconds between one attack loop's requests, at least

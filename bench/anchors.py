@@ -37,9 +37,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.kit
 
-from chainkit import chain_server, write_key
 from shotstamp._rfc3161 import load_tsa_certificates
 from shotstamp_service.anchors import AnchorRunner
 from shotstamp_service.anchors.evm import EvmAnchor, load_or_create_evm_key
@@ -53,7 +52,8 @@ from shotstamp_service.records import (
     utc_now,
 )
 from shotstamp_service.store.sqlite import SQLiteStore
-from tsakit import make_tsa_pki, tsa_server
+from tests.kit.chainkit import chain_server, write_key
+from tests.kit.tsakit import make_tsa_pki, tsa_server
 
 
 def _registration(n: int) -> NewRegistration:

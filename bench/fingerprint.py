@@ -69,7 +69,7 @@ def _drawn_object(rng: np.random.Generator) -> Image.Image:
 
 def _cutouts(count: int) -> list[Image.Image]:
     try:
-        from bench.corpus import corpus_dir, load_photos
+        from tests.kit.corpus import corpus_dir, load_photos
 
         root = corpus_dir()
         photos = [p for p in load_photos(root) if p.source.startswith("tuxpaint")

@@ -45,9 +45,9 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-import processes  # tests/processes.py: real service processes
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.kit
 from productshots import product_shots
+from tests.kit import processes  # real service processes
 
 
 @dataclass
@@ -76,7 +76,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 class LocalService:
-    """A real `shotstamp-service serve` (tests/processes.py) in a temporary data directory."""
+    """A real `shotstamp-service serve` (tests/kit/processes.py) in a temporary data directory."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="shotstamp-load-")
@@ -699,7 +699,7 @@ def main() -> None:
         parser.error("several replicas share PostgreSQL: add --postgres")
     args.pg_server = None
     if args.postgres:
-        from pgserver import start_server
+        from tests.kit.pgserver import start_server
 
         args.pg_server = start_server(durable=True)
     try:

@@ -23,16 +23,16 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.kit
 
 from aiohttp.test_utils import TestServer
 
-import imagegen
-from rawhttp import read_answer, request_head
-from servicekit import service_settings
 from shotstamp_service.http.app import create_app
 from shotstamp_service.http.auth import issue_key
 from shotstamp_service.http.keys import STORE
+from tests.kit import imagegen
+from tests.kit.rawhttp import read_answer, request_head
+from tests.kit.servicekit import service_settings
 
 
 def _bodies(boundary: str) -> dict[str, tuple[bytes, dict[str, str]]]:

@@ -2,7 +2,7 @@
 
     PYTHONPATH=sdk:service python -m bench.matching [--workers 2] [--photos DIR]
 
-1. Fingerprints every original (bench.corpus), every edited copy (bench.edits, fixed seeds)
+1. Fingerprints every original (tests.kit.corpus), every edited copy (tests.kit.edits, fixed seeds)
    and every held-out photo with its edits; cached in bench/out/cache/ under a digest of the
    fingerprinting code, so a re-run after a threshold change takes seconds.
 2. Registers the originals of the non-held-out photos in a `Matcher` and runs every query
@@ -38,17 +38,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from bench.corpus import (
-    SAME_PICTURE,
-    corpus_dir,
-    held_out,
-    known_copies,
-    load_photos,
-    original_bytes,
-    same_picture,
-    similar_pairs,
-)
-from bench.edits import EDITS, apply_edit, encode
 from shotstamp_service.matching import engine as rule
 from shotstamp_service.matching.engine import Candidate, Matcher, decide, verify
 from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint
@@ -61,6 +50,17 @@ from shotstamp_service.matching.verification import (
     residual,
     verify_pair,
 )
+from tests.kit.corpus import (
+    SAME_PICTURE,
+    corpus_dir,
+    held_out,
+    known_copies,
+    load_photos,
+    original_bytes,
+    same_picture,
+    similar_pairs,
+)
+from tests.kit.edits import EDITS, apply_edit, encode
 
 OUT = Path(__file__).resolve().parent / "out"
 SERVICE = Path(__file__).resolve().parent.parent / "service" / "shotstamp_service" / "matching"
@@ -130,8 +130,8 @@ def _fingerprint_known(args: tuple[str, str, str]) -> Item:
 
 
 def fingerprints_digest() -> str:
-    here = Path(__file__).resolve().parent
-    return _digest([*FINGERPRINT_CODE, here / "edits.py", here / "corpus.py"])
+    kit = Path(__file__).resolve().parent.parent / "tests" / "kit"
+    return _digest([*FINGERPRINT_CODE, kit / "edits.py", kit / "corpus.py"])
 
 
 def fingerprint_corpus(root: Path, workers: int) -> list[Item]:
@@ -845,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
             f"re-matched {ev.rematched}, cells {ev.cells}")
     say()
 
-    say("## Pairs in the corpus that are one picture (bench.corpus.SAME_PICTURE)")
+    say("## Pairs in the corpus that are one picture (tests.kit.corpus.SAME_PICTURE)")
     say()
     for a, b, why in SAME_PICTURE:
         if (a, "original") not in by_key or (b, "original") not in by_key:

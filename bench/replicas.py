@@ -33,10 +33,10 @@ import aiohttp
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # for tests.kit
 
-from pgserver import PostgresServer, start_server  # noqa: E402
-from processes import ServiceProcess, run, start_service  # noqa: E402
+from tests.kit.pgserver import PostgresServer, start_server  # noqa: E402
+from tests.kit.processes import ServiceProcess, run, start_service  # noqa: E402
 
 
 def find_photos() -> Path:

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.corpus import corpus_dir, load_photos, same_picture
 from shotstamp_service.matching.engine import Matcher
 from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint
 from shotstamp_service.matching.hashes import PerceptualHash
+from tests.kit.corpus import corpus_dir, load_photos, same_picture
 
 COPIES = {
     "on black": ((0, 0, 0), 1.0),

@@ -113,11 +113,11 @@ async def _old_claim_cost(store: SQLiteStore, now: float, repeats: int) -> float
 
 
 async def delivery_delays(rounds: int) -> list[dict[str, float]]:
+    import imagegen
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
-
-    import imagegen
     from servicekit import Service, service_settings
+
     from shotstamp_service.http.app import create_app
 
     accepted = 0

@@ -2,15 +2,16 @@
 
 Every service test runs twice, on SQLite and on PostgreSQL (`store_kind`). The
 PostgreSQL server is a throwaway one started once per session (see
-`pgserver.py`); each test gets a fresh database on it. Without PostgreSQL the
+`tests/kit/pgserver.py`); each test gets a fresh database on it. Without PostgreSQL the
 postgres half is skipped, unless SHOTSTAMP_REQUIRE_POSTGRES=1 (CI sets it),
 which turns a missing server into a failure.
+
+It also marks every test outside tests/unit/ `integration` (docs/testing.md).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,18 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from pgserver import PostgresServer, PostgresUnavailable, start_server
-from servicekit import Service, service_settings
+from tests.kit.pgserver import PostgresServer, PostgresUnavailable, start_server
+from tests.kit.servicekit import Service, service_settings
 
 STORE_KINDS = ("sqlite", "postgres")
+UNIT = Path(__file__).parent / "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test outside tests/unit/ is an integration test: `make check` runs only the rest."""
+    for item in items:
+        if UNIT not in item.path.parents:
+            item.add_marker(pytest.mark.integration)
 
 
 def postgres_required() -> bool:
@@ -101,7 +108,7 @@ async def service(
 @pytest.fixture
 def backend(store_target: StoreTarget, tmp_path: Path) -> Any:
     """What a service process needs to run on this test's store (`processes.Backend`)."""
-    from processes import Backend
+    from tests.kit.processes import Backend
 
     data = tmp_path / "data"
     if store_target.url is None:
@@ -118,8 +125,33 @@ def backend(store_target: StoreTarget, tmp_path: Path) -> Any:
 @pytest.fixture(scope="module")
 def service_process(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A real `shotstamp-service serve` process, shared by a module's tests."""
-    from processes import start_service
+    from tests.kit.processes import start_service
 
     running = start_service(tmp_path_factory.mktemp("service") / "data")
     yield running
     running.stop()
+
+
+# The matching tests' photos: the development corpus (read in place, never copied), and the
+# real photos scikit-image's wheel ships (`tests/kit/bundled_photos.py`), which every run has.
+@pytest.fixture(scope="session")
+def photos() -> Path:
+    from tests.kit.corpus import corpus_dir
+
+    root = corpus_dir()
+    if not (root / "manifest.tsv").exists():
+        pytest.skip(f"development photo corpus not found at {root} "
+                    "(expected ../shared/photos beside the repository, or $SHOTSTAMP_PHOTOS)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def bundled() -> dict[str, tuple[bytes, Any]]:
+    """file → (original bytes, RGB image) for every photo in BUNDLED_PHOTOS. Never skipped:
+    scikit-image is a test dependency, so a missing photo fails the run."""
+    from tests.kit.bundled_photos import BUNDLED_PHOTOS, load_bundled
+
+    try:
+        return {p.file: load_bundled(p) for p in BUNDLED_PHOTOS}
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))

@@ -1,0 +1,2 @@
+"""The test suite: `unit/` (pure, seconds), `integration/` (processes, servers, a browser), `kit/`
+(helpers both import). See docs/testing.md."""

@@ -1,0 +1,114 @@
+"""The fingerprint pool: real worker processes, jobs over their sockets, deaths survived."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+
+import pytest
+
+from shotstamp_service.http.errors import STATUS
+from shotstamp_service.matching.decode import Rejection
+from shotstamp_service.matching.fingerprint import DecodeLimits, ImageRejected, fingerprint
+from shotstamp_service.matching.pool import FingerprintPool
+from tests.kit.imagegen import jpeg
+
+
+@pytest.fixture
+async def pool():
+    pool = FingerprintPool(2, DecodeLimits(), thumbnail_size=64)
+    await pool.start()
+    yield pool
+    pool.close()
+
+
+async def test_fingerprints_match_the_in_process_function(pool):
+    images = [jpeg(seed) for seed in range(6)]
+    got = await asyncio.gather(*(pool(data) for data in images))
+    assert got == [fingerprint(data) for data in images]
+    fp, thumb = await pool.analyse(images[0])
+    assert fp == got[0]
+    assert thumb is not None and thumb[:2] == b"\xff\xd8"
+
+
+async def test_a_rejected_image_is_the_worker_s_exception_not_a_dead_worker(pool):
+    before = pool.worker_pids()
+    with pytest.raises(ImageRejected) as caught:
+        await pool(b"not an image at all")
+    assert STATUS[caught.value.reason] == 415
+    with pytest.raises(ValueError):
+        await pool._run(functools.partial(int, "x"))
+    assert pool.worker_pids() == before
+
+
+async def test_a_dead_worker_fails_its_job_with_422_and_is_replaced(pool):
+    before = pool.worker_pids()
+    with pytest.raises(ImageRejected) as caught:
+        await pool._run(functools.partial(os._exit, 3))
+    assert caught.value.reason is Rejection.NOT_PROCESSED and STATUS[caught.value.reason] == 422
+    after = await _two_workers(pool)
+    assert after != before
+    # Both the survivor and the replacement work.
+    images = [jpeg(seed) for seed in range(10, 14)]
+    assert await asyncio.gather(*(pool(d) for d in images)) == [fingerprint(d) for d in images]
+
+
+async def _two_workers(pool: FingerprintPool) -> set[int]:
+    """The pool's workers once a replacement (started in the background) has joined."""
+    for _ in range(200):
+        if len(pool.worker_pids()) == 2 and pool._idle is not None and pool._idle.qsize() == 2:
+            return pool.worker_pids()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no replacement worker: {pool.worker_pids()}")
+
+
+async def test_a_replacement_that_cannot_start_is_retried(pool, monkeypatch):
+    """A forkserver that cannot fork for a moment must not shrink the pool for good."""
+    spawn, failures = pool._spawn, []
+
+    async def flaky_spawn():
+        if len(failures) < 2:
+            failures.append(1)
+            raise OSError("cannot fork now")
+        return await spawn()
+
+    monkeypatch.setattr(pool, "_spawn", flaky_spawn)
+    with pytest.raises(ImageRejected):
+        await pool._run(functools.partial(os._exit, 3))
+    await _two_workers(pool)
+    assert len(failures) == 2
+    data = jpeg(7)
+    assert await asyncio.gather(pool(data), pool(data)) == [fingerprint(data)] * 2
+
+
+async def test_a_cancelled_upload_leaves_the_pool_whole(pool):
+    before = pool.worker_pids()
+    tasks = [asyncio.ensure_future(pool(jpeg(seed, size=(1600, 1200)))) for seed in range(4)]
+    await asyncio.sleep(0.01)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    data = jpeg(42)
+    assert await pool(data) == fingerprint(data)
+    assert pool.worker_pids() == before
+
+
+async def test_a_pool_used_without_start_starts_once():
+    pool = FingerprintPool(2, DecodeLimits())
+    try:
+        images = [jpeg(seed) for seed in range(20, 26)]
+        got = await asyncio.gather(*(pool(d) for d in images))
+        assert got == [fingerprint(d) for d in images]
+        assert len(pool.worker_pids()) == 2
+    finally:
+        pool.close()
+
+
+async def test_workers_leave_when_the_pool_closes():
+    pool = FingerprintPool(2, DecodeLimits())
+    await pool.start()
+    processes = [w.process for w in pool._all]
+    pool.close()
+    assert all(not p.is_alive() for p in processes)
+    assert all(p.exitcode == 0 for p in processes)

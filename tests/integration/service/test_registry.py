@@ -1,0 +1,208 @@
+"""The registration decision while another seller's upload of the same photo is in flight."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shotstamp_service.http.auth import Principal
+from shotstamp_service.matching.engine import Matcher
+from shotstamp_service.matching.fingerprint import DecodeLimits, Fingerprint, fingerprint
+from shotstamp_service.records import NewRegistration, Registration
+from shotstamp_service.registry import Registry
+from tests.kit import imagegen
+
+
+class GatedStore:
+    """A real store whose registration commits wait until the test opens the gate,
+    as a commit on a busy database does."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def add_registration(self, new: NewRegistration) -> Registration:
+        self.waiting.set()
+        await self.gate.wait()
+        return await self._store.add_registration(new)
+
+
+async def fingerprint_here(data: bytes) -> Fingerprint:
+    return fingerprint(data, DecodeLimits())
+
+
+async def test_a_copy_of_a_registration_still_being_committed_is_a_conflict(store_target):
+    store = store_target.make()
+    await store.open()
+    gated = GatedStore(store)
+    registry = Registry(gated, Matcher(), fingerprint_here)  # type: ignore[arg-type]
+    acme = Principal("acme", "seller", "k1")
+    thief = Principal("thief", "seller", "k2")
+    original = imagegen.jpeg(60)
+
+    first = asyncio.create_task(registry.register(acme, original))
+    await gated.waiting.wait()  # acme's registration is reserved, its commit under way
+    copy = asyncio.create_task(registry.register(thief, imagegen.recompressed_copy(original)))
+    exact = asyncio.create_task(registry.register(thief, original))
+    await asyncio.sleep(0.2)
+    assert not copy.done() and not exact.done()  # they wait for the commit to decide
+    gated.gate.set()
+
+    created = await first
+    assert created.kind == "created"
+    for task, is_exact in ((copy, False), (exact, True)):
+        outcome = await task
+        assert outcome.kind == "conflict"
+        (match,) = outcome.matches
+        assert match.registration.id == created.registration.id
+        assert match.exact is is_exact
+    assert len(registry.matcher) == 1
+    await store.close()
+
+
+async def _two_replicas(postgres_url: str) -> tuple[list[GatedStore], list[Registry]]:
+    """Two registries on one PostgreSQL database, each committing through its own gate
+    (the commit-order guard stays on the real store)."""
+    from shotstamp_service.store.postgres import PostgresStore
+
+    stores = [GatedStore(PostgresStore(postgres_url)) for _ in range(2)]
+    for gated in stores:
+        await gated._store.open()
+    replicas = [Registry(gated._store, Matcher(), fingerprint_here) for gated in stores]
+    for registry, gated in zip(replicas, stores, strict=True):
+        registry.store = gated
+    return stores, replicas
+
+
+async def test_two_replicas_never_both_accept_copies_of_one_photo(postgres_url):
+    """Both replicas search before either commits, so neither index knows the other's
+    upload; the store's insert lock and the registry's last look still let only one in."""
+    stores, replicas = await _two_replicas(postgres_url)
+    original = imagegen.jpeg(61)
+    uploads = [
+        asyncio.create_task(replicas[0].register(Principal("acme", "seller", "k1"), original)),
+        asyncio.create_task(
+            replicas[1].register(
+                Principal("thief", "seller", "k2"), imagegen.recompressed_copy(original)
+            )
+        ),
+    ]
+    for gated in stores:
+        await gated.waiting.wait()  # both decided "new" and are about to commit
+    for gated in stores:
+        gated.gate.set()
+    outcomes = sorted([await task for task in uploads], key=lambda o: o.kind)
+    assert [o.kind for o in outcomes] == ["conflict", "created"]
+    conflict, created = outcomes
+    assert conflict.matches[0].registration.id == created.registration.id
+    for gated in stores:
+        await gated._store.close()
+
+
+async def test_one_seller_uploading_one_photo_to_two_replicas_registers_it_once(postgres_url):
+    stores, replicas = await _two_replicas(postgres_url)
+    acme = Principal("acme", "seller", "k1")
+    original = imagegen.jpeg(62)
+    uploads = [
+        asyncio.create_task(replicas[0].register(acme, original)),
+        asyncio.create_task(replicas[1].register(acme, imagegen.recompressed_copy(original))),
+    ]
+    for gated in stores:
+        await gated.waiting.wait()
+    for gated in stores:
+        gated.gate.set()
+    outcomes = sorted([await task for task in uploads], key=lambda o: o.kind)
+    assert [o.kind for o in outcomes] == ["created", "existing"]
+    assert outcomes[0].registration.id == outcomes[1].registration.id
+    for gated in stores:
+        await gated._store.close()
+
+
+def _crop_90(data: bytes) -> bytes:
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = image.size
+    return imagegen.encode(image.crop((w // 20, h // 20, w - w // 20, h - h // 20)), quality=85)
+
+
+async def test_a_crop_of_a_registration_still_being_committed_is_a_conflict(store_target):
+    """Stage 2 verifies the reservation's own features (the commit has not stored them yet)."""
+    store = store_target.make()
+    await store.open()
+    gated = GatedStore(store)
+    registry = Registry(gated, Matcher(), fingerprint_here)  # type: ignore[arg-type]
+    original = imagegen.encode(imagegen.detailed_photo(63))
+    first = asyncio.create_task(registry.register(Principal("acme", "seller", "k1"), original))
+    await gated.waiting.wait()
+    crop = asyncio.create_task(registry.register(Principal("thief", "seller", "k2"),
+                                                 _crop_90(original)))
+    await asyncio.sleep(0.2)
+    assert not crop.done()  # a stage-2 copy of an in-flight upload waits for its commit
+    gated.gate.set()
+    created, outcome = await first, await crop
+    assert created.kind == "created" and outcome.kind == "conflict"
+    (match,) = outcome.matches
+    assert match.registration.id == created.registration.id
+    assert match.distances["orb_inliers"] >= 20
+    await store.close()
+
+
+async def test_two_replicas_never_both_accept_an_original_and_its_crop(postgres_url):
+    """The crop is a copy only for stage 2: the last look under the insert lock verifies
+    the candidates registered since the decision."""
+    stores, replicas = await _two_replicas(postgres_url)
+    original = imagegen.encode(imagegen.detailed_photo(64))
+    uploads = [
+        asyncio.create_task(replicas[0].register(Principal("acme", "seller", "k1"), original)),
+        asyncio.create_task(
+            replicas[1].register(Principal("thief", "seller", "k2"), _crop_90(original))
+        ),
+    ]
+    for gated in stores:
+        await gated.waiting.wait()
+    for gated in stores:
+        gated.gate.set()
+    outcomes = sorted([await task for task in uploads], key=lambda o: o.kind)
+    assert [o.kind for o in outcomes] == ["conflict", "created"]
+    assert outcomes[0].matches[0].registration.id == outcomes[1].registration.id
+    for gated in stores:
+        await gated._store.close()
+
+
+async def test_registrations_stored_before_the_engine_are_still_matched(store_target):
+    """A row with only the first release's pHash (no PDQ, no features) loads and matches."""
+    from shotstamp_service.records import format_time, new_registration_id, utc_now
+
+    store = store_target.make()
+    await store.open()
+    original = imagegen.jpeg(65)
+    fp = fingerprint(original, DecodeLimits())
+    await store.add_registration(
+        NewRegistration(
+            id=new_registration_id(),
+            seller="acme",
+            sha256="00" * 32,  # not the upload's bytes: matched by its pixels alone
+            perceptual={"phash": fp.perceptual()["phash"]},
+            received_at=format_time(utc_now()),
+            width=fp.width,
+            height=fp.height,
+        )
+    )
+    registry = Registry(store, Matcher(), fingerprint_here)
+    assert await registry.load_index() == 1
+    outcome = await registry.register(
+        Principal("thief", "seller", "k2"), imagegen.recompressed_copy(original)
+    )
+    assert outcome.kind == "conflict"
+    (match,) = outcome.matches
+    assert match.verdict == "copy" and match.distances["phash"] <= 6
+    assert (await registry.register(Principal("b", "seller", "k3"), imagegen.jpeg(66))).kind == (
+        "created"
+    )
+    await store.close()

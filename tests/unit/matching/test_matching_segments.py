@@ -1,0 +1,218 @@
+"""Persisted index segments (matching/segments.py): lookups through memory-mapped segments and
+an in-memory tail give the answers of today's all-in-memory index, and a damaged or missing
+segment is detected when opened."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shotstamp_service.matching import segments as segments_module
+from shotstamp_service.matching.engine import Columns, Matcher
+from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint
+from shotstamp_service.matching.segments import FANOUT, SegmentDir
+from tests.kit.edits import EDITS, apply_edit
+
+
+@pytest.fixture(scope="module")
+def registrations(bundled: dict[str, tuple[bytes, Image.Image]]) -> list[Fingerprint]:
+    """Each bundled photo and edits of it: originals, crops and re-encodes that share words
+    and PDQ codes with each other, as look-alike product shots do."""
+    fps = []
+    for name, (data, image) in sorted(bundled.items()):
+        fps.append(fingerprint(data))
+        for edit in EDITS[::2]:
+            fps.append(fingerprint(apply_edit(edit, image, photo=f"skimage/{name}")))
+    return fps
+
+
+@pytest.fixture(scope="module")
+def queries(bundled: dict[str, tuple[bytes, Image.Image]]) -> list[Fingerprint]:
+    return [fingerprint(apply_edit(edit, image, photo=f"skimage/{name}"))
+            for name, (_, image) in sorted(bundled.items()) for edit in EDITS[1::2]]
+
+
+def _answers(matcher: Matcher, fp: Fingerprint) -> tuple[object, ...]:
+    look = matcher.look(fp, stop_at_copy=False)
+    scores = matcher.word_scores(fp, limit=len(matcher))
+    return (look.found, look.candidates, matcher.search(fp),
+            [(s.ref, round(s.score, 9), s.votes) for s in scores])
+
+
+def _persisted(tmp_path: Path, fps: list[Fingerprint], segment: int, tail: int) -> Matcher:
+    """Registrations 1.. in segments of `segment` (merged by tiers), the last `tail` added to
+    the in-memory tail; opened again from disk by a fresh directory object, as at start."""
+    directory = SegmentDir(tmp_path / "index")
+    persisted = len(fps) - tail
+    for start in range(0, persisted, segment):
+        columns = Columns()
+        stop = min(persisted, start + segment)
+        for ref in range(start + 1, stop + 1):
+            columns.add(ref, fps[ref - 1])
+        assert directory.add(columns, [f"seller-{ref % 3}" for ref in columns.refs],
+                             start, stop)
+    matcher = Matcher(background=False)
+    for seg in SegmentDir(tmp_path / "index", verify=True).open():
+        matcher.attach(seg)
+    for ref in range(persisted + 1, len(fps) + 1):
+        matcher.add(ref, fps[ref - 1])
+    return matcher
+
+
+def test_segments_and_tail_answer_as_the_in_memory_index(
+        tmp_path: Path, registrations: list[Fingerprint], queries: list[Fingerprint]) -> None:
+    reference = Matcher(background=False)
+    for ref, fp in enumerate(registrations, 1):
+        reference.add(ref, fp)
+    # FANOUT + 1 segments: the first FANOUT merge into one of the next tier.
+    segment = max(1, (len(registrations) - 5) // (FANOUT + 1))
+    matcher = _persisted(tmp_path, registrations, segment, tail=5)
+    entries = SegmentDir(tmp_path / "index").manifest()
+    assert [e["tier"] for e in entries][:1] == [1] and len(entries) < FANOUT
+    assert len(matcher) == len(reference) == len(registrations)
+    found = 0
+    for fp in queries + registrations[:10]:
+        want = _answers(reference, fp)
+        assert _answers(matcher, fp) == want
+        found += bool(want[0] or want[1])
+    assert found > len(queries) // 2  # the set exercises candidates, not only misses
+
+
+def test_new_and_merged_segments_swapped_in_answer_as_before(
+        tmp_path: Path, registrations: list[Fingerprint], queries: list[Fingerprint]) -> None:
+    n = len(registrations)
+    reservation = 1 << 62  # an upload in flight: never in a segment, kept in memory
+    reference = Matcher(background=False)
+    for ref, fp in enumerate(registrations, 1):
+        reference.add(ref, fp)
+    reference.add(reservation, queries[0])
+    directory = SegmentDir(tmp_path / "index")
+    first = n // 3
+
+    def write(after: int, through: int, step: int) -> None:
+        for start in range(after, through, step):
+            columns = Columns()
+            for ref in range(start + 1, min(through, start + step) + 1):
+                columns.add(ref, registrations[ref - 1])
+            assert directory.add(columns, ["s"] * len(columns), start, min(through, start + step))
+
+    write(0, first, first)
+    matcher = Matcher(background=False)
+    matcher._words._segment_postings = 512  # in-memory word segments, not only the tail
+    for seg in directory.open():
+        matcher.attach(seg)
+    for ref in range(first + 1, n + 1):
+        matcher.add(ref, registrations[ref - 1])
+    matcher.add(reservation, queries[0])
+    assert any(not s.persisted for s in matcher._words._segments)
+    assert matcher.resident == n - first + 1
+    # Another process writes FANOUT more segments: the mapped one merges with the next ones.
+    mapped = directory.manifest()[0]["name"]
+    through = 2 * n // 3
+    write(first, through, max(1, (through - first) // FANOUT))
+    entries = directory.manifest()
+    assert entries[0]["tier"] == 1 and mapped not in {e["name"] for e in entries}
+    matcher.replace_segments(directory.open())
+    assert matcher.resident == n - through + 1
+    assert len(matcher) == len(reference) == n + 1
+    for fp in queries + registrations[:10]:
+        assert _answers(matcher, fp) == _answers(reference, fp)
+    matcher.discard(reservation)  # its commit failed: gone from memory as before
+    assert matcher.resident == n - through
+
+
+def test_segments_of_the_first_format_still_answer_beside_packed_ones(
+        tmp_path: Path, registrations: list[Fingerprint], queries: list[Fingerprint],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = Matcher(background=False)
+    for ref, fp in enumerate(registrations, 1):
+        reference.add(ref, fp)
+    directory = SegmentDir(tmp_path)
+    half = len(registrations) // 2
+    with monkeypatch.context() as m:  # the release before packed postings
+        m.setattr(segments_module, "pack_postings", lambda postings: postings)
+        m.setattr(segments_module, "FORMAT", "shotstamp-index/1")
+        columns = Columns()
+        for ref in range(1, half + 1):
+            columns.add(ref, registrations[ref - 1])
+        assert directory.add(columns, ["s"] * half, 0, half)
+    columns = Columns()
+    for ref in range(half + 1, len(registrations) + 1):
+        columns.add(ref, registrations[ref - 1])
+    assert directory.add(columns, ["s"] * len(columns), half, len(registrations))
+    old, new = SegmentDir(tmp_path, verify=True).open()
+    assert not old.words[0].packed and new.words[0].packed
+    assert (tmp_path / new.name / "words0.postings.npy").stat().st_size < (
+        3 * len(new.words[0].signatures) + 200)  # 3 bytes a posting, plus the .npy header
+    assert len(new.words[0].postings) == len(new.words[0].signatures)
+    matcher = Matcher(background=False)
+    matcher.replace_segments([old, new])
+    for fp in queries + registrations[:10]:
+        assert _answers(matcher, fp) == _answers(reference, fp)
+
+
+def test_a_segment_holds_sellers_and_sequence_range(
+        tmp_path: Path, registrations: list[Fingerprint]) -> None:
+    directory = SegmentDir(tmp_path)
+    columns = Columns()
+    for ref in (3, 4, 7):
+        columns.add(ref, registrations[ref])
+    assert directory.add(columns, ["b", "a", "b"], 0, 9)
+    [seg] = directory.open()
+    assert (seg.after, seg.through) == (0, 9)
+    assert seg.refs.tolist() == [3, 4, 7]
+    assert [seg.names[i] for i in seg.sellers.tolist()] == ["b", "a", "b"]
+    assert isinstance(seg.pdq.codes, np.memmap)
+    # Another process wrote (0, 9] already: a second writer of that range stands down.
+    assert not directory.add(columns, ["b", "a", "b"], 0, 9)
+    assert directory.through == 9
+
+
+def _two_segments(tmp_path: Path, registrations: list[Fingerprint]) -> SegmentDir:
+    directory = SegmentDir(tmp_path)
+    for after, through in ((0, 5), (5, 10)):
+        columns = Columns()
+        for ref in range(after + 1, through + 1):
+            columns.add(ref, registrations[ref])
+        assert directory.add(columns, ["s"] * len(columns), after, through)
+    return directory
+
+
+def test_a_truncated_segment_is_dropped_with_the_later_ones(
+        tmp_path: Path, registrations: list[Fingerprint]) -> None:
+    directory = _two_segments(tmp_path, registrations)
+    first = directory.manifest()[0]["name"]
+    path = tmp_path / first / "pdq.codes.npy"
+    path.write_bytes(path.read_bytes()[:-32])
+    assert directory.open() == []
+    assert directory.manifest() == [] and directory.through == 0  # rebuilt from the store
+
+
+def test_a_corrupt_segment_fails_its_checksum(
+        tmp_path: Path, registrations: list[Fingerprint]) -> None:
+    directory = _two_segments(tmp_path, registrations)
+    second = directory.manifest()[1]["name"]
+    path = tmp_path / second / "words0.signatures.npy"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert len(directory.open()) == 2  # sizes only: the flip goes unseen
+    assert directory.verify_all() == [second]
+    assert [s.through for s in SegmentDir(tmp_path, verify=True).open()] == [5]
+    assert directory.through == 5
+
+
+def test_a_missing_segment_or_manifest_starts_over(
+        tmp_path: Path, registrations: list[Fingerprint]) -> None:
+    directory = _two_segments(tmp_path, registrations)
+    (tmp_path / "manifest.json").write_text("{not json")
+    assert directory.open() == []
+    directory = _two_segments(tmp_path / "again", registrations)
+    manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    for f in (tmp_path / "again" / manifest["segments"][1]["name"]).iterdir():
+        f.unlink()
+    assert [s.through for s in directory.open()] == [5]
