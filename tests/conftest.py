@@ -25,6 +25,10 @@ from servicekit import Service, service_settings
 
 STORE_KINDS = ("sqlite", "postgres")
 
+# Services the tests start run one process (tests of several ask for them):
+# quicker to start, and one pid to signal or kill.
+os.environ.setdefault("SHOTSTAMP_PROCESSES", "1")
+
 
 def postgres_required() -> bool:
     return os.environ.get("SHOTSTAMP_REQUIRE_POSTGRES", "") not in ("", "0")

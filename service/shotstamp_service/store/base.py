@@ -116,16 +116,17 @@ class Store(abc.ABC):
         A store shared by several processes calls it under the lock that orders
         registration commits, so everything the others committed is visible to
         it; a registration it returns an error for is not stored, and that
-        error is raised to its caller. A store only one process writes (SQLite)
-        has nothing to guard against: the in-process reservation suffices.
+        error is raised to its caller. Both stores call it (several processes
+        may share one SQLite file too).
         """
 
     async def hold_sealer_lock(self) -> bool:
         """Become, or confirm still being, the one process that seals; False if another is.
 
-        Called before every seal. A store only one process writes (SQLite)
-        always answers True; a shared store answers from a lock that is
-        released when its holder dies, so another process can take over.
+        Called before every seal. The answer comes from a lock that is released
+        when its holder dies (SQLite: an flock beside the database; PostgreSQL:
+        an advisory lock), so another process can take over. This default,
+        for a store no two processes share, always answers True.
         `commit_seal` refusing a stale tree size keeps the log whole even if
         two processes ever both believe they hold it.
         """
