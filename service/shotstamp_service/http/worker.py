@@ -28,6 +28,10 @@ HEARTBEAT_TIMEOUT = 30
 
 
 class ShotstampWorker(GunicornWebWorker):
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        self._notify_waiter_done()  # stop accepting now, not at the next heartbeat
+
     async def _run(self) -> None:
         app = self.wsgi
         assert isinstance(app, web.Application)
