@@ -20,6 +20,7 @@ runs of each level; the machine is shared and noisy, so compare ratios.
     python bench/load.py --clients 16 --duration 60 --bad-fraction 0.2
     python bench/load.py --url http://host:8080 --key ss_...   # an existing service
     python bench/load.py --postgres --replicas 1,2   # one replica beside two, on PostgreSQL
+    python bench/load.py --processes 1,2   # serve --processes 1 beside 2, on one SQLite dir
 
 After the sweep it offers half of the peak rate open-loop (arrivals at a fixed
 pace, however slowly the service answers) and prints the latency there: the
@@ -105,12 +106,15 @@ class LocalService:
             return 0.0, 0.0
         pid = self.process.proc.pid
         stats = _proc_stats()
-        main = stats.get(pid, (0, 0.0))[1]
-        family, frontier = set(), {pid}
+        serving = {pid}
+        if self.env.get("SHOTSTAMP_PROCESSES", "1") != "1":  # gunicorn's workers serve
+            serving |= {child for child, (ppid, _) in stats.items() if ppid == pid}
+        main = sum(stats[p][1] for p in serving if p in stats)
+        family, frontier = set(), set(serving)
         while frontier:
             frontier = {pid for pid, (ppid, _) in stats.items() if ppid in frontier} - family
             family |= frontier
-        return main, sum(stats[pid][1] for pid in family)
+        return main, sum(stats[pid][1] for pid in family - serving)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -463,6 +467,7 @@ async def run_level(
     pace: float | None = None,
     *,
     replicas: int = 1,
+    processes: int = 1,
 ) -> RunResult:
     """One measured run at `clients` (or at `pace` uploads/s), against fresh services unless --url.
 
@@ -479,7 +484,11 @@ async def run_level(
         env = {  # production settings over the test processes' quick ones
             "SHOTSTAMP_SEAL_INTERVAL": "1.0",
             "SHOTSTAMP_WAIT_TIMEOUT": "30",
-            "SHOTSTAMP_FINGERPRINT_WORKERS": str(args.workers or os.cpu_count() or 1),
+            # The same fingerprint workers in all, however many serving processes share them.
+            "SHOTSTAMP_FINGERPRINT_WORKERS": str(
+                max(1, (args.workers or os.cpu_count() or 1) // processes)
+            ),
+            "SHOTSTAMP_PROCESSES": str(processes),
             "SHOTSTAMP_UPLOAD_RATE": "0",
             "SHOTSTAMP_MAX_UPLOADS_PER_KEY": "0",
             "SHOTSTAMP_READ_RATE": "0",
@@ -569,14 +578,23 @@ async def main_async(args: argparse.Namespace) -> None:
         f"{naive_cpu:.1f} ms CPU per image"
     )
     counts = [int(c) for c in str(args.replicas).split(",")]
-    print(("replicas " if len(counts) > 1 else "") + HEADER)
+    procs = [int(c) for c in str(args.processes).split(",")]
+    if len(procs) > 1:  # compare serving processes (one replica) instead of replicas
+        counts = procs
+    kind = "processes" if len(procs) > 1 else "replicas"
+
+    def sizes(n: int) -> dict[str, int]:
+        return {"processes": n, "replicas": 1} if len(procs) > 1 else {
+            "replicas": n, "processes": procs[0]}
+
+    print((f"{kind:>8} " if len(counts) > 1 else "") + HEADER)
     # Replica counts interleaved round by round, so a noisy minute on the shared
     # machine hits them alike and their ratio stays fair.
     runs: dict[tuple[int, int], list[RunResult]] = {}
     for _ in range(args.repeat):
         for replicas in counts:
             for clients in levels:
-                result = await run_level(args, files, clients, naive, replicas=replicas)
+                result = await run_level(args, files, clients, naive, **sizes(replicas))
                 runs.setdefault((replicas, clients), []).append(result)
                 prefix = f"{replicas:8d} " if len(counts) > 1 else ""
                 print(prefix + report(result, naive, naive_cpu), flush=True)
@@ -586,7 +604,7 @@ async def main_async(args: argparse.Namespace) -> None:
         mine = {c: rs for (r, c), rs in runs.items() if r == replicas}
         best = max(mine.items(), key=lambda kv: statistics.median(r.rate for r in kv[1]))
         peak = peaks[replicas] = statistics.median(r.rate for r in best[1])
-        label = f"{replicas} replica{'s' if replicas > 1 else ''}: " if len(counts) > 1 else ""
+        label = f"{replicas} {kind}: " if len(counts) > 1 else ""
         print(
             f"\n{label}peak: {peak:.1f} registrations/s at {best[0]} clients = "
             f"{peak / naive:.2f}× the naive loop ({naive:.1f} img/s)"
@@ -594,7 +612,7 @@ async def main_async(args: argparse.Namespace) -> None:
         if args.half_peak and peak > 0:
             pace = peak / 2
             halves = [
-                await run_level(args, files, 0, naive, pace, replicas=replicas)
+                await run_level(args, files, 0, naive, pace, **sizes(replicas))
                 for _ in range(args.repeat)
             ]
             lat = [v for r in halves for v in r.good_latencies]
@@ -605,7 +623,7 @@ async def main_async(args: argparse.Namespace) -> None:
             )
             runs[(replicas, -1)] = halves
     if len(counts) > 1:
-        print(f"{counts[-1]} replicas / {counts[0]}: {peaks[counts[-1]] / peaks[counts[0]]:.2f}×")
+        print(f"{counts[-1]} {kind} / {counts[0]}: {peaks[counts[-1]] / peaks[counts[0]]:.2f}×")
     every = [r for rs in runs.values() for r in rs]
     all_seal = [d for r in every for d in r.seal_delays]
     if all_seal:
@@ -675,6 +693,12 @@ def main() -> None:
         default="1",
         help="service processes; a comma-separated list compares counts side by side "
         "(several need --postgres), e.g. 1,2",
+    )
+    parser.add_argument(
+        "--processes",
+        default="1",
+        help="serving processes of one service (SHOTSTAMP_PROCESSES) on its SQLite data dir; "
+        "a comma-separated list compares counts side by side, e.g. 1,2",
     )
     parser.add_argument(
         "--profile",

@@ -32,6 +32,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if UNIT not in item.path.parents:
             item.add_marker(pytest.mark.integration)
 
+# Services the tests start run one process (tests of several ask for them):
+# quicker to start, and one pid to signal or kill.
+os.environ.setdefault("SHOTSTAMP_PROCESSES", "1")
+
 
 def postgres_required() -> bool:
     return os.environ.get("SHOTSTAMP_REQUIRE_POSTGRES", "") not in ("", "0")

@@ -1,6 +1,6 @@
 """`shotstamp-service`: run the service, administer its API keys and its signing keys.
 
-    shotstamp-service --data-dir DIR serve [--host H] [--port P]
+    shotstamp-service --data-dir DIR serve [--host H] [--port P] [--processes N]
     shotstamp-service --data-dir DIR keys create --seller NAME [--role seller|staff]
     shotstamp-service --data-dir DIR keys list
     shotstamp-service --data-dir DIR keys revoke KEY_ID
@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", parents=[data], help="run the HTTP service")
     serve.add_argument("--host", help="listen address (env SHOTSTAMP_HOST; default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (env SHOTSTAMP_PORT; default 8080)")
+    serve.add_argument(
+        "--processes",
+        type=int,
+        help="serving processes sharing the port and data directory"
+        " (env SHOTSTAMP_PROCESSES; default one per core)",
+    )
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="key_command", required=True)
@@ -134,6 +140,20 @@ async def _anchors(config: Config, args: argparse.Namespace) -> int:
 
 def _serve(config: Config) -> int:
     configure_logging(config.log_format, config.log_level)
+    if config.processes > 1:
+        from shotstamp_service.http.worker import run_processes
+
+        try:
+            run_processes(config)  # gunicorn supervises them (docs/processes.md)
+        except (SigningKeyUnavailable, StoreError, OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except SystemExit as exc:  # gunicorn halts this way; 3: a worker could not start
+            if exc.code not in (0, None):
+                print(f"error: the serving processes stopped (gunicorn exit {exc.code});"
+                      " see the log above", file=sys.stderr)
+                return 1
+        return 0
     # SIGTERM/SIGINT stop gracefully: stop accepting, let in-flight uploads
     # finish, seal what is pending (serve.py says how, and why not run_app).
     try:
@@ -231,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir=args.data_dir,
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
+        processes=getattr(args, "processes", None),
     )
     if args.command == "serve":
         return _serve(config)

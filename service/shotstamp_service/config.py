@@ -34,6 +34,8 @@ class Config:
     fingerprint_cpu_seconds: int = 5
     max_text_length: int = 500
     fingerprint_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # Serving processes sharing the port and the data directory (docs/processes.md).
+    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
     wait_timeout: float = 15.0
     # On SIGTERM, how long requests in flight may take to finish before the
     # service cuts them off and exits (pending registrations are sealed either way).
@@ -128,6 +130,8 @@ class Config:
             raise ValueError("header timeout must be positive, body grace and rate >= 0")
         if self.max_upload_parts < 1:
             raise ValueError("max upload parts must be at least 1")
+        if self.processes < 1:
+            raise ValueError(f"processes must be at least 1, got {self.processes}")
         if self.log_format not in ("json", "text"):
             raise ValueError(f"log format {self.log_format!r} is neither 'json' nor 'text'")
         if self.database_url is not None and not self.database_url.startswith(
@@ -190,6 +194,7 @@ ENV_VARS: dict[str, str] = {
     "max_pixels": "SHOTSTAMP_MAX_PIXELS",
     "max_frames": "SHOTSTAMP_MAX_FRAMES",
     "fingerprint_workers": "SHOTSTAMP_FINGERPRINT_WORKERS",
+    "processes": "SHOTSTAMP_PROCESSES",
     "wait_timeout": "SHOTSTAMP_WAIT_TIMEOUT",
     "thumbnails": "SHOTSTAMP_THUMBNAILS",
     "thumbnail_size": "SHOTSTAMP_THUMBNAIL_SIZE",

@@ -26,9 +26,11 @@ from typing import Any
 
 BIN = Path(sys.executable).parent
 
-# Fast seals and one fingerprint worker keep tests quick; webhooks may call
-# the test's own receivers on 127.0.0.1.
+# Fast seals, one serving process and one fingerprint worker keep tests quick
+# (tests of several processes ask for them); webhooks may call the test's own
+# receivers on 127.0.0.1.
 TEST_ENV = {
+    "SHOTSTAMP_PROCESSES": "1",
     "SHOTSTAMP_SEAL_INTERVAL": "0.2",
     "SHOTSTAMP_FINGERPRINT_WORKERS": "1",
     "SHOTSTAMP_WAIT_TIMEOUT": "10",

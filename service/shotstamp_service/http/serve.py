@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-__all__ = ["InFlight", "serve", "track_in_flight"]
+__all__ = ["InFlight", "serve", "stop_gracefully", "track_in_flight"]
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,19 @@ async def serve(
         await stop.wait()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+    except BaseException:
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner.cleanup()
+        raise
+    await stop_gracefully(runner, drain_timeout)
 
+
+async def stop_gracefully(runner: web.AppRunner, drain_timeout: float) -> None:
+    """Steps 1-3 of the module docstring, for `serve` and the multi-process worker."""
+    try:
         # (1) Stop accepting.
         started = time.monotonic()
-        in_flight = app[IN_FLIGHT]
+        in_flight = runner.app[IN_FLIGHT]
         in_flight.draining = True
         for each in list(runner.sites):
             await each.stop()

@@ -7,14 +7,23 @@ Concurrency: one writer thread owns the write connection. Concurrent uploads
 are grouped into one transaction (group commit) so the fsync per commit is
 shared by every upload that arrived meanwhile. Reads use a second connection
 on their own thread and see the last committed state (WAL snapshots).
+
+Several processes on one machine may share the file (`serve --processes N`,
+docs/processes.md). Registrations commit under `BEGIN IMMEDIATE`, SQLite's one
+write lock, so they commit in `seq` order, and the registration guard
+(`Registry.recheck`) takes its last look under that lock, as on PostgreSQL.
+One process seals: `hold_sealer_lock` is an `flock` on a file beside the
+database, which the kernel releases when its holder dies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +45,7 @@ from shotstamp_service.records import (
 from shotstamp_service.store.base import (
     AnchorAttempt,
     DuplicateIdempotencyKey,
+    RegistrationGuard,
     Store,
     StoredFingerprint,
     StoreError,
@@ -58,6 +68,9 @@ __all__ = ["SQLiteStore"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Seconds the registration guard may hold the write lock before the batch fails.
+GUARD_TIMEOUT = 60.0
 
 
 def _tiles_from_tree_nodes(conn: sqlite3.Connection) -> None:
@@ -296,6 +309,12 @@ class SQLiteStore(Store):
         self._commits = GroupCommit(
             self._write_registrations, max_batch=group_commit_max, name="sqlite-group-commit"
         )
+        self._guard: RegistrationGuard | None = None
+        self._sealer_fd: int | None = None  # open while this process holds the sealer lock
+
+    @property
+    def sealer_lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".sealer-lock")
 
     # -- plumbing ---------------------------------------------------------
     async def open(self) -> None:
@@ -317,6 +336,7 @@ class SQLiteStore(Store):
 
     async def close(self) -> None:
         await self._commits.stop()
+        await self.release_sealer_lock()
         loop = asyncio.get_running_loop()
         if self._wconn is not None:
             await loop.run_in_executor(self._writer, self._wconn.close)
@@ -398,6 +418,32 @@ class SQLiteStore(Store):
     _seal_transaction = _key_transaction = _anchor_transaction = _begin
     _anchor_claim_transaction = _begin
 
+    def guard_registrations(self, guard: RegistrationGuard) -> None:
+        self._guard = guard
+
+    # -- the sealer lock --------------------------------------------------
+    async def hold_sealer_lock(self) -> bool:
+        if self._sealer_fd is not None:
+            return True  # an flock stays ours while the descriptor is open
+        # O_CLOEXEC: no decoder or other child may keep the lock alive after us.
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        fd = os.open(self.sealer_lock_path, flags, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._sealer_fd = fd
+        return True
+
+    async def release_sealer_lock(self) -> None:
+        fd, self._sealer_fd = self._sealer_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor releases the flock
+
     # -- API keys ---------------------------------------------------------
     async def add_api_key(self, key: ApiKey) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -440,14 +486,31 @@ class SQLiteStore(Store):
     async def _write_registrations(
         self, items: list[NewRegistration]
     ) -> list[Registration | Exception]:
-        return await self._write(lambda conn: self._insert_many(conn, items))
+        loop = asyncio.get_running_loop()
+        return await self._write(lambda conn: self._insert_many(conn, items, loop))
 
     def _insert_many(
-        self, conn: sqlite3.Connection, items: Sequence[NewRegistration]
+        self,
+        conn: sqlite3.Connection,
+        items: Sequence[NewRegistration],
+        loop: asyncio.AbstractEventLoop,
     ) -> list[Registration | Exception]:
         def body() -> list[Registration | Exception]:
+            verdicts: list[StoreError | None] = [None] * len(items)
+            guard = self._guard
+            if guard is not None:
+
+                async def look() -> list[StoreError | None]:
+                    return list(await guard(items))
+
+                # Under the write lock every other process's registration is
+                # committed: the guard's last look (on the read connection) sees it.
+                verdicts = asyncio.run_coroutine_threadsafe(look(), loop).result(GUARD_TIMEOUT)
             out: list[Registration | Exception] = []
-            for new in items:
+            for new, verdict in zip(items, verdicts, strict=True):
+                if verdict is not None:
+                    out.append(verdict)
+                    continue
                 try:
                     cur = conn.execute(
                         "INSERT INTO registrations (id, seller, sha256, perceptual, received_at,"

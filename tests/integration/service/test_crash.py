@@ -4,7 +4,8 @@ A real server process (SQLite, process pool, sealer) takes uploads from
 several client threads while the test kills the whole service with SIGKILL,
 several rounds over: at random moments, aimed at the sealer's beat, and right
 after a restart (when the sealer's first tick seals what the last crash left
-pending). After the last restart:
+pending); once as one process, once as two under gunicorn (killed together).
+After the last restart:
 
 - every registration that was acknowledged (200/201) is present and sealed,
   and its proof verifies offline against the key from /v1/keys and carries
@@ -31,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from typing import Any
+
+import pytest
 
 from shotstamp import merkle, verify_proof
 from shotstamp._canonical import canonical_json
@@ -172,7 +175,8 @@ def _stored_leaves(db: os.PathLike[str]) -> list[bytes]:
     ]
 
 
-def test_sigkill_under_concurrent_uploads_loses_nothing(tmp_path):
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_sigkill_under_concurrent_uploads_loses_nothing(tmp_path, processes):
     seed = int(os.environ.get("CRASH_SEED", str(int(time.time()))))
     rng = random.Random(seed)
     server = LiveServer(
@@ -183,6 +187,8 @@ def test_sigkill_under_concurrent_uploads_loses_nothing(tmp_path):
             "SHOTSTAMP_UPLOAD_RATE": "0",
             "SHOTSTAMP_MAX_UPLOADS_PER_KEY": "0",
             "SHOTSTAMP_READ_RATE": "0",
+            # Two: gunicorn's arbiter and its workers, all killed at once.
+            "SHOTSTAMP_PROCESSES": processes,
         },
     )
     keys = {seller: server.create_key(seller) for seller in ("acme", "globex")}

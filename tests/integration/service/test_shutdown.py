@@ -58,11 +58,12 @@ def _unchunk(body: bytes) -> bytes:
     return out
 
 
-@pytest.fixture
-def server(tmp_path):
+@pytest.fixture(params=["1", "2"], ids=["one-process", "two-processes"])
+def server(tmp_path, request):
     live = LiveServer(
         tmp_path / "data",
         env={
+            "SHOTSTAMP_PROCESSES": request.param,  # two: gunicorn and its workers
             "SHOTSTAMP_FINGERPRINT_WORKERS": "2",
             "SHOTSTAMP_UPLOAD_RATE": "0",
             "SHOTSTAMP_MAX_UPLOADS_PER_KEY": "0",
