@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shotstamp_service.http.errors import STATUS
 from shotstamp_service.matching.decode import DecodeLimits, ImageRejected, _jpeg_scans, open_image
 from shotstamp_service.matching.fingerprint import fingerprint
 from shotstamp_service.matching.pool import FingerprintPool
-from tests.kit import badimages, imagegen
+from tests.kit import ROOT, badimages, imagegen
 
 
 def test_the_scan_bomb_is_a_real_progressive_jpeg():
@@ -30,7 +31,7 @@ def test_a_progressive_jpeg_of_thousands_of_scans_is_refused_before_decoding():
     assert len(data) < 300_000
     with pytest.raises(ImageRejected) as caught:
         open_image(data, DecodeLimits())
-    assert (caught.value.status, caught.value.code) == (422, "image_too_costly")
+    assert (STATUS[caught.value.reason], caught.value.code) == (422, "image_too_costly")
     assert "100 scans" in caught.value.message
 
 
@@ -58,7 +59,7 @@ def test_a_side_over_the_cap_is_refused_from_the_header(size):
     data = badimages.png_raw(width, height, zlib.compress(b"\x00\x00" * 4, 9), colour=0)
     with pytest.raises(ImageRejected) as caught:
         open_image(data, DecodeLimits())
-    assert (caught.value.status, caught.value.code) == (413, "image_too_large")
+    assert (STATUS[caught.value.reason], caught.value.code) == (413, "image_too_large")
     assert "20000" in caught.value.message
 
 
@@ -88,14 +89,20 @@ def _peak_rss_mb(data: bytes) -> float:
         "        if line.startswith(field):\n"
         "            return int(line.split()[1])\n"
         "data = sys.stdin.buffer.read()\n"
-        "fingerprint(data[:0] + __import__('imagegen').jpeg(1))\n"
+        "from tests.kit import imagegen\n"
+        "fingerprint(data[:0] + imagegen.jpeg(1))\n"
         "open('/proc/self/clear_refs', 'w').write('5')\n"
         "before = kb('VmRSS:')\n"
         "fingerprint(data)\n"
         "print((kb('VmHWM:') - before) / 1024)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], input=data, capture_output=True, check=True, timeout=120
+        [sys.executable, "-c", script],
+        input=data,
+        capture_output=True,
+        check=True,
+        timeout=120,
+        cwd=ROOT,  # for tests.kit
     )
     return float(done.stdout)
 
@@ -147,7 +154,7 @@ async def test_a_job_over_its_cpu_limit_costs_one_request_and_the_pool_recovers(
         assert got == [fingerprint(data, limits) for data in images]
         with pytest.raises(ImageRejected) as caught:
             await bomb
-        assert (caught.value.status, caught.value.code) == (422, "image_too_costly")
+        assert (STATUS[caught.value.reason], caught.value.code) == (422, "image_too_costly")
         for _ in range(200):
             if len(pool.worker_pids()) == 2 and pool._idle is not None and pool._idle.qsize() == 2:
                 break
