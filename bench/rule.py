@@ -31,8 +31,8 @@ def _cpu() -> float:
 
 
 def _cases(module: Any) -> list[tuple[Any, Evidence]]:
-    sys.path.insert(0, str(FIXTURE.parent.parent / "matching"))
-    from decisions import synthetic_cases
+    sys.path.insert(0, str(FIXTURE.parents[2]))  # for tests.kit
+    from tests.kit.decisions import synthetic_cases
 
     recorded = json.loads(FIXTURE.read_text())["real"]
     out = []

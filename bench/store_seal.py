@@ -146,8 +146,8 @@ def main() -> None:
     here = Path(__file__).resolve().parents[1]
     server = None
     if args.postgres and not args.postgres_url:
-        sys.path.insert(0, str(here / "tests"))
-        from pgserver import start_server
+        sys.path.insert(0, str(here))  # for tests.kit
+        from tests.kit.pgserver import start_server
 
         server = start_server()
         args.postgres_url = server.admin_url

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.kit
 
 from shotstamp_service.records import WebhookDelivery, WebhookRecord
 from shotstamp_service.store.sqlite import SQLiteStore
@@ -113,12 +113,12 @@ async def _old_claim_cost(store: SQLiteStore, now: float, repeats: int) -> float
 
 
 async def delivery_delays(rounds: int) -> list[dict[str, float]]:
-    import imagegen
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
-    from servicekit import Service, service_settings
 
     from shotstamp_service.http.app import create_app
+    from tests.kit import imagegen
+    from tests.kit.servicekit import Service, service_settings
 
     accepted = 0
     writers: list[asyncio.StreamWriter] = []

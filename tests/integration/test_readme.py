@@ -296,9 +296,8 @@ def test_the_quick_start_registers_the_sample_and_refuses_its_copy(service_proce
     """The Quick start's commands as written, from a checkout's root, against a real
     service (standing in for `make serve`'s, which they reach by its data directory
     and URL)."""
-    from processes import command
-
     from shotstamp import verify_proof
+    from tests.kit.processes import command
 
     (block,) = [b for b in code_blocks(section("Quick start"), "sh") if "register" in b]
     bin_dir = tmp_path / ".venv" / "bin"

@@ -329,7 +329,7 @@ def test_one_file_and_json_lines_for_files_skipped(env, tmp_path):
 def test_an_output_folder_of_one_service_is_refused_by_another(
     service_process, env, tmp_path_factory, tmp_path
 ):
-    from processes import start_service
+    from tests.kit.processes import start_service
 
     photos = tmp_path / "catalogue"
     catalogue(photos, range(570, 573))

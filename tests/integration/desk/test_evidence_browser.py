@@ -359,7 +359,7 @@ def test_without_chromium_a_pdf_is_a_clear_501(monkeypatch):
 
 
 def test_the_cli_saves_the_same_dispute_file_and_its_pdf(desk, registered, tmp_path):
-    from processes import run
+    from tests.kit.processes import run
 
     server = desk.server
     suspect = tmp_path / "listing.jpg"

@@ -116,7 +116,7 @@ def test_the_documented_tile_path_pattern_is_what_the_handler_parses(path):
 def test_a_cropped_turned_copy_reports_its_geometry_as_documented(live):
     """Random bytes never match, so the geometry of a match is validated here on a real copy:
     the answer must conform to the document (MatchGeometry, strict), as schemathesis checks."""
-    import imagegen
+    from tests.kit import imagegen
 
     original = imagegen.detailed_photo(5)
     suspect, _ = imagegen.crop_and_turn(original, (40, 60, 600, 530), 4.0)

@@ -38,9 +38,8 @@ def modes(root: Path) -> dict[str, int]:
 
 
 async def start(config: Config, aiohttp_client):
-    from servicekit import Service
-
     from shotstamp_service.http.app import create_app
+    from tests.kit.servicekit import Service
 
     app = create_app(config)
     return Service(client=await aiohttp_client(app), app=app)
@@ -102,7 +101,7 @@ async def test_files_left_readable_are_made_private_at_start_and_logged(
 
 
 def test_the_cli_creates_a_private_database_under_umask_022(tmp_path, umask_022):
-    from processes import run
+    from tests.kit.processes import run
 
     data = tmp_path / "data"
     made = run("shotstamp-service", "--data-dir", str(data), "keys", "create", "--seller", "a")

@@ -24,7 +24,7 @@ SELLER_CAP = 3
 
 @pytest.fixture
 def service_config(tmp_path, store_target):
-    from servicekit import service_settings
+    from tests.kit.servicekit import service_settings
 
     return service_settings(
         tmp_path,

@@ -217,9 +217,8 @@ async def test_a_name_that_resolves_inside_is_refused_at_delivery(
 ):
     """Accepted as a name at registration, its address is checked when delivering."""
     monkeypatch.setattr(aiohttp, "DefaultResolver", _FixedResolver)
-    from servicekit import Service
-
     from shotstamp_service.http.app import create_app
+    from tests.kit.servicekit import Service
 
     app = create_app(service_config)
     service = Service(client=await aiohttp_client(app), app=app)
