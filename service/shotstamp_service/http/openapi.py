@@ -265,11 +265,30 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["format", "leaf", "leaf_index", "tree_size", "inclusion_path", "checkpoint"],
         "properties": {
-            "format": {"type": "string", "const": "shotstamp-proof/1"},
+            "format": {
+                "type": "string",
+                "enum": ["shotstamp-proof/1", "shotstamp-proof/2"],
+                "description": "2 (new registrations): the leaf commits to the seller as "
+                "seller_commitment = SHA-256(seller_salt || UTF-8 seller); 1: the leaf names "
+                "the seller (docs/security.md, *Who registered a photo*)",
+            },
             "leaf": {
                 "type": "object",
-                "required": ["id", "seller", "sha256", "perceptual", "received_at"],
+                "required": ["id", "sha256", "perceptual", "received_at"],
+                "oneOf": [
+                    {"required": ["seller"]},
+                    {"required": ["seller_commitment"]},
+                ],
                 "description": "the registration record; its RFC 8785 JSON is the log leaf",
+            },
+            "seller": {
+                "type": "string",
+                "description": "format 2: the seller the leaf's seller_commitment opens to",
+            },
+            "seller_salt": {
+                "type": "string",
+                "pattern": "^[0-9a-f]{64}$",
+                "description": "format 2: the 32-byte salt, hex; only the owner's bundle has it",
             },
             "leaf_hash": _HEX64,
             "leaf_index": {"type": "integer", "minimum": 0},
