@@ -424,8 +424,10 @@ leaf's <code>sha256</code>.</p>
 <ol>
 <li><b>Leaf.</b> Serialise the bundle's <code>leaf</code> object as RFC 8785 canonical JSON
 (UTF-8). Its leaf hash is SHA-256(0x00 ‖ those bytes) and must equal <code>leaf_hash</code>.
-The leaf names the seller, the file's SHA-256, its perceptual hashes and the time the service
-received it.</li>
+The leaf names the file's SHA-256, its perceptual hashes and the time the service received it,
+and the seller: by name in format 1, in format 2 (<code>shotstamp-proof/2</code>) as
+<code>seller_commitment</code>, which must equal SHA-256(<code>seller_salt</code> ‖ UTF-8
+<code>seller</code>) from the bundle.</li>
 <li><b>Inclusion.</b> Starting from the leaf hash, combine it with each hash of
 <code>inclusion_path</code> in turn as RFC 9162 §2.1.3.2 describes for
 <code>leaf_index</code> in a tree of <code>tree_size</code> leaves: an interior node is

@@ -251,7 +251,8 @@ def test_the_dispute_file_checks_its_proof_offline_and_fails_loudly_when_changed
         check = page.locator("#proof-check")
         expect(check).to_have_attribute("data-state", "verified")
         expect(check.locator(".headline")).to_contain_text(f"registration {reg_id} by acme")
-        expect(check.locator("li.pass")).to_have_count(7)  # every check but the image's
+        # Every check but the image's: the format-2 proof has the seller check too.
+        expect(check.locator("li.pass")).to_have_count(8)
         # Only the file itself and what it carries: no request left the page.
         assert asked == [path.as_uri()]
         # The two pictures are inside the file, and the outline is drawn on the original.

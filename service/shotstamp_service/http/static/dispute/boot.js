@@ -50,8 +50,10 @@ try {
   const items = outcome.checks.map((c) => [c.status, `${c.name}: ${c.status === "pass" ? "passed" : c.status === "fail" ? "FAILED" : c.status} \u2014 ${c.message}`]);
   if (outcome.verified) {
     const leaf = outcome.bundle.leaf;
+    // Format 2 bundles carry the seller beside the leaf, which holds only a commitment to it.
+    const seller = outcome.bundle.seller ?? leaf.seller;
     const when = outcome.checkpoint.timestampNs !== null ? verify.formatTimestamp(outcome.checkpoint.timestampNs) : null;
-    say("verified", `Verified in this browser: registration ${leaf.id} by ${leaf.seller} is in the log${when ? ` no later than ${when}` : ""}.`, items);
+    say("verified", `Verified in this browser: registration ${leaf.id} by ${seller} is in the log${when ? ` no later than ${when}` : ""}.`, items);
   } else if (outcome.failed) {
     say("failed", `NOT VERIFIED: the ${outcome.failed} check failed. Do not rely on this file.`, items);
   } else {
