@@ -16,7 +16,7 @@ from shotstamp_service.store.sqlite import MIGRATIONS, SQLiteStore
 SIGNER = LogSigner("test.example/log", Ed25519PrivateKey.generate())
 
 
-async def test_a_foundation_database_is_migrated_to_tiles(tmp_path):
+async def test_a_first_release_database_is_migrated_to_tiles(tmp_path):
     # Build a version-1 database by hand: one tree_nodes row per complete subtree.
     path = tmp_path / "db.sqlite"
     leaves = [merkle.leaf_hash(hashlib.sha256(str(i).encode()).digest()) for i in range(600)]
@@ -47,3 +47,5 @@ async def test_a_foundation_database_is_migrated_to_tiles(tmp_path):
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     conn.close()
     assert "tree_nodes" not in tables and "tiles" in tables
+
+
