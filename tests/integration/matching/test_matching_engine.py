@@ -97,3 +97,14 @@ def test_edit_family_is_caught(
             caught.append(name)
     need = len(TEST_PHOTOS) if edit.goal >= 0.95 else len(TEST_PHOTOS) - 1
     assert len(caught) >= need, f"{edit.name}: caught only {caught}"
+
+
+def test_an_unregistered_photo_is_not_a_copy(
+    photos: Path, registered: tuple[Matcher, dict[int, bytes], dict[str, Image.Image]],
+) -> None:
+    matcher, features, _ = registered
+    for name in ("tuxpaint-stamps/household-tools__saw.png",
+                 "tuxpaint-stamps/household-tools__wrench_plumbers.png",
+                 "opencv/data__building.jpg", "opencv/data__stuff.jpg"):
+        fp = fingerprint(original_bytes(photos / name)[0])
+        assert [m for m in matcher.match(fp, features.get) if m.verdict == "copy"] == []
