@@ -793,9 +793,8 @@ def decide(candidate: Candidate, evidence: Evidence | None) -> Match | None:
     if clause is None:
         return None
     distances.update(evidence.as_dict())
-    # The aligned clauses decide on the PDQ code pair's alignment, the others on the keypoints'.
-    geometry = (evidence.global_geometry if clause.name.startswith("aligned")
-                else evidence.geometry)
+    # A clause that reads the PDQ alignment decides on it; the others on the keypoints'.
+    geometry = evidence.global_geometry if "aligned" in clause.reads else evidence.geometry
     return _match(candidate.ref, distances, clause.name, candidate.pdq_pair, geometry)
 
 
