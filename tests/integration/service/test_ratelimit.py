@@ -12,8 +12,10 @@ from tests.kit import imagegen
 
 @pytest.fixture
 def service_config(service_config):
+    # Slow refills (one token per 4 s): a crowded machine's slow uploads must not refill the bucket
+    # between the test's requests, or the 429 it expects never comes.
     return dataclasses.replace(
-        service_config, upload_rate=1.0, upload_burst=2, read_rate=1.0, read_burst=3
+        service_config, upload_rate=0.25, upload_burst=2, read_rate=0.25, read_burst=3
     )
 
 
@@ -25,7 +27,7 @@ async def test_uploads_over_the_limit_get_429_with_retry_after(service):
     assert resp.status == 429
     body = await resp.json()
     assert body["error"] == "rate_limited"
-    assert "1 requests per second" in body["message"] and "bursts of 2" in body["message"]
+    assert "0.25 requests per second" in body["message"] and "bursts of 2" in body["message"]
     retry_after = int(resp.headers["Retry-After"])
     assert retry_after >= 1 and body["retry_after"] == retry_after
     # Checks draw on the same upload budget; another key has its own.
