@@ -28,8 +28,9 @@ side 256):
 - `quality`, `trim_quality`, `black_quality`: PDQ quality of the whole image, of the box and of
   the black composite (0–100). Below
   `matching.PDQ_MIN_QUALITY` the hash cannot tell photos apart and does not decide alone;
-- `features`: ORB keypoints, descriptors and a 128 px thumbnail (`local_features`), ~15 KB,
-  for the second stage. Stored in the database, never in the leaf.
+- `features`: ORB keypoints, descriptors and a 128 px thumbnail (`local_features`), up to
+  ~22 KB, for the second stage. Stored in the database (its lean form, `to_store`, ≤ ~13 KB),
+  never in the leaf.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from shotstamp_service.matching.decode import (
     draft_side,
     open_image,
 )
-from shotstamp_service.matching.features import LocalFeatures, extract
+from shotstamp_service.matching.features import STORED_KEYPOINTS, LocalFeatures, extract
 from shotstamp_service.matching.hashes import PerceptualHash
 
 __all__ = [
@@ -90,8 +91,17 @@ class Fingerprint:
         return {name: value.hex() for name, value in sorted(self.hashes.items())}
 
     def to_store(self) -> tuple[dict[str, str], bytes | None]:
-        """Everything the index needs to be rebuilt at start: (perceptual hex, feature blob)."""
-        return self.perceptual(), self.features
+        """Everything the index needs to be rebuilt at start: (perceptual hex, feature blob).
+
+        The blob is the stored form (`LocalFeatures.stored`): the strongest keypoints and
+        every one the index keeps, so a start indexes exactly what the live upload indexed.
+        """
+        local = self.local
+        if local is None or len(local) <= STORED_KEYPOINTS:
+            return self.perceptual(), self.features
+        from shotstamp_service.matching.engine import index_keypoints  # engine imports us
+
+        return self.perceptual(), local.stored(index_keypoints(local)).to_bytes()
 
     @classmethod
     def from_store(
