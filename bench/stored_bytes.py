@@ -1,22 +1,26 @@
-"""Bytes per stored registration, by part, through the real service (issue 21, goal 4).
+"""Bytes per stored registration, by part (issue 21, goal 4), on SQLite and PostgreSQL.
 
     PYTHONPATH=sdk:service:. python -m bench.stored_bytes [--count 2500] [--postgres]
 
-Uploads `--count` distinct real photos (every corpus photo as a seller registers it, then
-80 % crops of each from its left, right, top and bottom edges, JPEG q90, until the count is
-reached) to a real `shotstamp-service serve` (one seller, so nothing is refused), waits
-until every one is sealed, stops the service and reads the data directory: the SQLite file
-(after a WAL checkpoint) divided by the registrations, the pages each table and index takes
-(SQLite's `dbstat`), and each registration's stored parts (the feature blob split into its
-header, keypoints, descriptors and stage-2 thumbnail; the desk thumbnail; the other columns).
-With `--postgres`, the same uploads to a service on a throwaway PostgreSQL server
-(tests/kit/pgserver.py), and `pg_total_relation_size` of each table per registration.
+Every corpus photo as a seller registers it goes through what a fingerprint worker runs
+(`thumbnail.fingerprint_and_thumbnail`, 256 px staff thumbnails on) and what the registry
+hands the store (`Fingerprint.to_store`); `--count` rows are written by the store's own
+`add_registration` (the photos cycled, each row with its own id, digest and seller salt,
+97 sellers), then a real `shotstamp-service serve` on that store seals them all. The rows go
+in through the store rather than over HTTP because one seller's second upload of a photo (or
+of a crop of it) is answered with the first registration, and another seller's is refused:
+the corpus holds 839 distinct photos. Then the store is read: the SQLite file (after a WAL
+checkpoint) divided by the registrations, the pages each table and index takes (`dbstat`),
+each registration's parts (the feature blob split into header, keypoints, descriptors and
+stage-2 thumbnail; the desk thumbnail; the other columns); on PostgreSQL (a throwaway
+server, tests/kit/pgserver.py) `pg_total_relation_size` of each table per registration.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import asyncio
+import hashlib
 import json
 import os
 import sqlite3
@@ -25,57 +29,58 @@ import struct
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-from PIL import Image
+from typing import Any
 
 from shotstamp_service.matching.features import _HEADERS
 from tests.kit import processes
 from tests.kit.corpus import corpus_dir, load_photos, original_bytes
 
+SELLERS = 97
 
-def uploads(count: int) -> list[bytes]:
+
+def worker_outputs() -> list[tuple[Any, bytes | None]]:
+    from shotstamp_service.matching.fingerprint import DecodeLimits
+    from shotstamp_service.matching.thumbnail import fingerprint_and_thumbnail
+
     root = corpus_dir()
-    photos = [original_bytes(root / p.file) for p in load_photos()]
-    out = [data for data, _ in photos]
-    boxes = ((0, 0, 0.8, 1), (0.2, 0, 1, 1), (0, 0, 1, 0.8), (0, 0.2, 1, 1))
-    for box in boxes:
-        for _, shot in photos:
-            if len(out) >= count:
-                return out[:count]
-            w, h = shot.size
-            crop = shot.crop((round(box[0] * w), round(box[1] * h),
-                              round(box[2] * w), round(box[3] * h)))
-            buffer = io.BytesIO()
-            crop.convert("RGB").save(buffer, "JPEG", quality=90)
-            out.append(buffer.getvalue())
-    return out[:count]
+    return [fingerprint_and_thumbnail(original_bytes(root / p.file)[0], DecodeLimits(), 256)
+            for p in load_photos()]
 
 
-def register_all(service: processes.ServiceProcess, key: str, files: list[bytes]) -> int:
-    def one(data: bytes) -> int:
-        body, ctype = processes.multipart(data)
-        status, _ = processes.http("POST", f"{service.url}/v1/registrations", key=key,
-                                   body=body, content_type=ctype, timeout=120)
-        return status
+async def fill(store: Any, outputs: list[tuple[Any, bytes | None]], count: int) -> None:
+    from shotstamp_service.records import NewRegistration, format_time, utc_now
 
-    with ThreadPoolExecutor(4) as pool:
-        statuses = list(pool.map(one, files))
-    created = statuses.count(201)
-    others = {s: statuses.count(s) for s in set(statuses) if s != 201}
-    print(f"uploaded {len(files)}: {created} registered, others {others}", file=sys.stderr)
-    return created
+    await store.open()
+    try:
+        for start in range(0, count, 256):
+            batch = []
+            for k in range(start, min(count, start + 256)):
+                fp, thumb = outputs[k % len(outputs)]
+                perceptual, features = fp.to_store()
+                batch.append(store.add_registration(NewRegistration(
+                    id=f"reg-{k:09d}", seller=f"seller-{k % SELLERS}",
+                    sha256=hashlib.sha256(b"%d" % k).hexdigest(), perceptual=perceptual,
+                    received_at=format_time(utc_now()), width=fp.width, height=fp.height,
+                    features=features, thumbnail=thumb, seller_salt=os.urandom(32))))
+            await asyncio.gather(*batch)
+    finally:
+        await store.close()
 
 
-def wait_sealed(service: processes.ServiceProcess, key: str, count: int) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        status, body = processes.http("GET", f"{service.url}/v1/checkpoints/latest", key=key)
-        if status == 200 and body["tree_size"] >= count:
-            return
-        time.sleep(0.5)
-    raise SystemExit("registrations were not sealed within 120 s")
+def seal(data: Path, env: dict[str, str], count: int) -> None:
+    """Start the real service on the store: it seals every pending registration."""
+    service = processes.start_service(data, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            status, body = service.get("/v1/checkpoints/latest")
+            if status == 200 and body["tree_size"] >= count:
+                return
+            time.sleep(0.5)
+        raise SystemExit(f"not sealed within 300 s: {body}")
+    finally:
+        service.stop()
 
 
 def blob_parts(blob: bytes) -> dict[str, int]:
@@ -109,48 +114,35 @@ def sqlite_report(path: Path) -> dict[str, object]:
             "mean part bytes": {k: statistics.mean(v) for k, v in parts.items()}}
 
 
-def run_sqlite(files: list[bytes], env: dict[str, str]) -> dict[str, object]:
+def run_sqlite(outputs: list[tuple[Any, bytes | None]], count: int) -> dict[str, object]:
+    from shotstamp_service.store.sqlite import SQLiteStore
+
     with tempfile.TemporaryDirectory(prefix="stored-bytes-",
                                      dir=os.environ.get("BENCH_TMP")) as tmp:
         data = Path(tmp) / "data"
-        key = _setup_key(data, env)
-        service = processes.start_service(data, env=env)
-        try:
-            created = register_all(service, key, files)
-            wait_sealed(service, key, created)
-        finally:
-            service.stop()
+        data.mkdir()
+        asyncio.run(fill(SQLiteStore(data / "shotstamp.db"), outputs, count))
+        seal(data, {}, count)
         return sqlite_report(data / "shotstamp.db")
 
 
-def _setup_key(data: Path, env: dict[str, str]) -> str:
-    done = processes.run("shotstamp-service", "--data-dir", str(data), "keys", "create",
-                         "--seller", "bench", env={**processes.TEST_ENV, **env})
-    if done.returncode != 0:
-        raise SystemExit(done.stderr)
-    return done.stdout.strip()
-
-
-def run_postgres(files: list[bytes], env: dict[str, str]) -> dict[str, object]:
-    import asyncio
-
+def run_postgres(outputs: list[tuple[Any, bytes | None]], count: int) -> dict[str, object]:
     import asyncpg
 
+    from shotstamp_service.config import Config
+    from shotstamp_service.log.signer import write_new_key
+    from shotstamp_service.store.postgres import PostgresStore
     from tests.kit.pgserver import start_server
 
     server = start_server()
     try:
         url = server.create_database_sync("bytes")
-        pg_env = {**env, "SHOTSTAMP_DATABASE_URL": url}
         with tempfile.TemporaryDirectory(prefix="stored-bytes-pg-") as tmp:
-            data = Path(tmp) / "data"
-            key = _setup_key(data, pg_env)
-            service = processes.start_service(data, env=pg_env)
-            try:
-                created = register_all(service, key, files)
-                wait_sealed(service, key, created)
-            finally:
-                service.stop()
+            key_dir = Path(tmp) / "keys"
+            write_new_key(key_dir, Config().origin)
+            asyncio.run(fill(PostgresStore(url), outputs, count))
+            seal(Path(tmp) / "data", {"SHOTSTAMP_DATABASE_URL": url,
+                                      "SHOTSTAMP_SIGNING_KEY_DIR": str(key_dir)}, count)
 
         async def sizes() -> dict[str, object]:
             conn = await asyncpg.connect(url)
@@ -162,12 +154,14 @@ def run_postgres(files: list[bytes], env: dict[str, str]) -> dict[str, object]:
                     " JOIN pg_namespace n ON n.oid = c.relnamespace"
                     " WHERE n.nspname = 'public' AND c.relkind = 'r'")
                 database = await conn.fetchval("SELECT pg_database_size(current_database())")
+                empty = await conn.fetchval("SELECT pg_database_size('template1')")
             finally:
                 await conn.close()
-            per = {r["relname"]: r["size"] / count for r in tables if r["size"]}
+            per = {r["relname"]: r["size"] / count for r in tables if r["size"] > 8192}
             return {"registrations": count, "tables per registration": dict(sorted(per.items())),
                     "tables total per registration": sum(per.values()),
-                    "database bytes per registration": database / count}
+                    "database bytes per registration, less an empty database":
+                        (database - empty) / count}
 
         return asyncio.run(sizes())
     finally:
@@ -178,16 +172,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=2500)
     parser.add_argument("--postgres", action="store_true")
-    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    files = uploads(args.count)
-    env = {"SHOTSTAMP_FINGERPRINT_WORKERS": str(args.workers)}
-    result = {"sqlite": run_sqlite(files, env)}
+    outputs = worker_outputs()
+    result = {"sqlite": run_sqlite(outputs, args.count)}
+    print(json.dumps(result, indent=1), flush=True)
     if args.postgres:
-        result["postgres"] = run_postgres(files, env)
-    print(json.dumps(result, indent=1))
+        print(json.dumps({"postgres": run_postgres(outputs, args.count)}, indent=1))
 
 
 if __name__ == "__main__":
-    Image.MAX_IMAGE_PIXELS = None
-    main()
+    sys.exit(main())

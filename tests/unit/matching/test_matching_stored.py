@@ -7,6 +7,8 @@ still confirms copies against it; blobs stored whole by earlier releases still r
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -79,3 +81,11 @@ def test_a_whole_blob_stored_by_the_release_before_still_reads(original: Fingerp
     matcher.add(3, back)
     copy = fingerprint(jpeg(fixture_image((640, 480)).resize((400, 300)), quality=60))
     assert [m.ref for m in matcher.match(copy, {3: whole}.get)] == [3]
+
+
+def test_the_worker_makes_the_stored_form_the_store_would(original: Fingerprint) -> None:
+    """The worker ships the stored form (the serving process does not make it): the same."""
+    assert original.stored_features is not None
+    assert len(original.stored_features) < len(original.features or b"")
+    lazy = dataclasses.replace(original, stored_features=None)
+    assert lazy.to_store() == original.to_store()
