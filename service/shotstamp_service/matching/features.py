@@ -63,8 +63,9 @@ THUMB_QUALITY = 85
 # A registration stores its STORED_KEYPOINTS strongest keypoints (and the ones the index
 # keeps, `LocalFeatures.stored`); a query keeps all ORB_FEATURES. Descriptors are 32 bytes of
 # near-random bits each: what a stored registration weighs is mostly how many it keeps
-# (docs/storage.md, "What a registration stores").
-STORED_KEYPOINTS = 256
+# (docs/storage.md, "What a registration stores"). Corpus subset, every edit family: 224 and
+# 256 lose no copy against storing all 500 (bench/RESULTS.md, "Fingerprint workers").
+STORED_KEYPOINTS = 224
 
 # Visual words: descriptor bits sampled at these fixed positions (drawn once with
 # numpy.random.default_rng(0x5107); written out so that no library version can change them).

@@ -28,10 +28,10 @@ log = logging.getLogger(__name__)
 
 _DEFAULT_LIMITS = DecodeLimits()
 
-# The desk shows it 260 px high beside the suspect image: at 256 px, quality 60 with
-# optimised Huffman tables is ~5.5 KB of a real photo where quality 80 was ~8.6 KB
-# (docs/storage.md).
-JPEG_QUALITY = 60
+# The desk shows it 260 px high beside the suspect image: at 256 px, quality 50 with
+# optimised Huffman tables is ~5.1 KB of a real photo where quality 80 was ~8.7 KB
+# (docs/storage.md, "What a registration stores").
+JPEG_QUALITY = 50
 
 
 def thumbnail_jpeg(image: Image.Image, size: int) -> bytes:
