@@ -116,7 +116,7 @@ def _steps(files: list[bytes], limits: DecodeLimits) -> dict[str, float]:
             cv2.imencode(".jpg", thumbnail(grey), [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY])
         with step("whole fingerprint_decoded"):
             fp = fingerprint_decoded("0" * 64, decoded)
-        with step("stored form (service process)"):
+        with step("Fingerprint.to_store (service process)"):
             fp.to_store()
         with step("desk thumbnail"):
             thumbnail_jpeg(decoded.image, 256)
