@@ -14,7 +14,7 @@ large watermark moves them as far as a different photo (PDQ: a centre crop to 90
 - `verification.verify_pair(query, stored)` matches the keypoints of a candidate pair and
   compares the thumbnails once aligned.
 
-The stored form (`LocalFeatures.stored(...).to_bytes()`, at most ~13 KB) lives in the
+The stored form (`LocalFeatures.stored(...).to_bytes()`, ~11 KB on average) lives in the
 database and is fetched by registration only for candidates, never held for all of them.
 """
 

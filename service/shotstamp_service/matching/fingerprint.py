@@ -29,7 +29,7 @@ side 256):
   the black composite (0–100). Below
   `matching.PDQ_MIN_QUALITY` the hash cannot tell photos apart and does not decide alone;
 - `features`: ORB keypoints, descriptors and a 128 px thumbnail (`local_features`), up to
-  ~22 KB, for the second stage. Stored in the database (its lean form, `to_store`, ≤ ~13 KB),
+  ~22 KB, for the second stage. Stored in the database (its lean form, `to_store`, ~11 KB),
   never in the leaf.
 """
 
