@@ -214,7 +214,7 @@ def run_queries(items: list[Item], registered: dict[str, int], related: dict[str
             ref = registered[item.photo]
             matcher.add(ref, item.fp)
             assert item.fp.features is not None
-            features[ref] = item.fp.features
+            features[ref] = item.fp.to_store()[1]  # the stored form, as the service keeps
     results = []
     unrelated_scores: list[np.ndarray] = []
     for item in items:
@@ -465,7 +465,7 @@ def low_information_report() -> dict[str, object]:
     features = {}
     for ref, (_, fp) in enumerate(fps):
         matcher.add(ref, fp)
-        features[ref] = fp.features
+        features[ref] = fp.to_store()[1]
     false_copies, false_similar = [], 0
     for ref, (name, _) in enumerate(fps):
         # query a re-encoded version of each: it must find itself and nothing else
@@ -737,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
         for q, s in ((a, b), (b, a)):
             for edit in ["original", *hard_edits]:
                 qi = by_key[(q, edit)]
-                stored = by_key[(s, "original")].fp.features
+                stored = by_key[(s, "original")].fp.to_store()[1]
                 assert stored is not None
                 ev, _ = hard_cache.get(qi, photo_index[s], stored)
                 hard.append((ev, q, edit, s))
@@ -855,7 +855,7 @@ def main(argv: list[str] | None = None) -> int:
             one = Matcher(background=False)
             stored_fp = by_key[(s_, "original")].fp
             one.add(0, stored_fp)
-            found = one.match(by_key[(q, "original")].fp, {0: stored_fp.features}.get)
+            found = one.match(by_key[(q, "original")].fp, {0: stored_fp.to_store()[1]}.get)
             verdicts.append(f"{q.split('/')[-1]} → "
                             f"{found[0].verdict if found else 'no match'} "
                             f"{found[0].distances if found else ''}")

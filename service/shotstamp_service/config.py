@@ -11,7 +11,7 @@ from typing import Any
 __all__ = ["ENV_VARS", "MAX_THUMBNAIL_SIZE", "MIN_THUMBNAIL_SIZE", "Config"]
 
 # Big enough to recognise a product shot side by side, small enough to keep
-# per registration (a 256 px JPEG is ~10 KB).
+# per registration (a 256 px JPEG is ~5 KB at thumbnail.JPEG_QUALITY).
 MIN_THUMBNAIL_SIZE = 16
 MAX_THUMBNAIL_SIZE = 1024
 

@@ -14,7 +14,7 @@ large watermark moves them as far as a different photo (PDQ: a centre crop to 90
 - `verification.verify_pair(query, stored)` matches the keypoints of a candidate pair and
   compares the thumbnails once aligned.
 
-The stored form (`LocalFeatures.to_bytes`) is ~15 KB per registration: it lives in the
+The stored form (`LocalFeatures.stored(...).to_bytes()`, ~11 KB on average) lives in the
 database and is fetched by registration only for candidates, never held for all of them.
 """
 
@@ -59,7 +59,13 @@ MIN_ORB_SIDE = 2 * ORB_EDGE + 1
 
 # Stored thumbnail for the photometric check: long side in pixels and JPEG quality.
 THUMB_SIDE = 128
-THUMB_QUALITY = 90
+THUMB_QUALITY = 85
+# A registration stores its STORED_KEYPOINTS strongest keypoints (and the ones the index
+# keeps, `LocalFeatures.stored`); a query keeps all ORB_FEATURES. Descriptors are 32 bytes of
+# near-random bits each: what a stored registration weighs is mostly how many it keeps
+# (docs/storage.md, "What a registration stores"). Corpus subset, every edit family: 224 and
+# 256 lose no copy against storing all 500 (bench/RESULTS.md, "Fingerprint workers").
+STORED_KEYPOINTS = 224
 
 # Visual words: descriptor bits sampled at these fixed positions (drawn once with
 # numpy.random.default_rng(0x5107); written out so that no library version can change them).
@@ -123,6 +129,25 @@ class LocalFeatures:
         if thumb is None or thumb.shape != self.thumbnail_shape:
             raise ValueError("feature blob thumbnail is damaged")
         return thumb
+
+    def subset(self, keep: np.ndarray) -> LocalFeatures:
+        """The same image with only the keypoints `keep` (indices, in the order given)."""
+        return LocalFeatures(self.shape, self.xy[keep], self.angle[keep], self.octave[keep],
+                             np.ascontiguousarray(self.descriptors[keep]), self.thumbnail_jpeg,
+                             self.thumbnail_shape, self.quality, self.trim_quality,
+                             self.black_quality, self.source)
+
+    def stored(self, indexed: np.ndarray, limit: int = STORED_KEYPOINTS) -> LocalFeatures:
+        """What a registration stores: its `limit` strongest keypoints and those `indexed`.
+
+        Strength order is kept, so the stored form selects the same `indexed` keypoints again.
+        """
+        if len(self) <= limit:
+            return self
+        keep = np.zeros(len(self), bool)
+        keep[:limit] = True
+        keep[indexed] = True
+        return self.subset(np.flatnonzero(keep))
 
     def to_bytes(self) -> bytes:
         n = len(self)
@@ -193,13 +218,16 @@ def extract(grey: np.ndarray, quality: int = 0, trim_quality: int = 255,
         angle = octave = np.zeros(0, np.uint8)
         descriptors = np.zeros((0, 32), np.uint8)
     else:
-        order = np.argsort([-k.response for k in keypoints], kind="stable")
-        keypoints = [keypoints[i] for i in order]
-        descriptors = descriptors[order]
+        # One pass over the keypoint objects; numpy's round is half-to-even like Python's.
         n = len(keypoints)
-        xy = np.array([k.pt for k in keypoints], np.float32).reshape(n, 2)
-        angle = np.array([round(k.angle * 256 / 360) % 256 for k in keypoints], np.uint8)
-        octave = np.array([k.octave for k in keypoints], np.uint8)
+        fields = np.array([(k.response, k.angle, k.octave, *k.pt) for k in keypoints],
+                          np.float64).reshape(n, 5)
+        order = np.argsort(-fields[:, 0], kind="stable")
+        fields = fields[order]
+        descriptors = descriptors[order]
+        xy = fields[:, 3:5].astype(np.float32)
+        angle = (np.round(fields[:, 1] * 256 / 360) % 256).astype(np.uint8)
+        octave = fields[:, 2].astype(np.uint8)
     thumb = thumbnail(grey)
     ok, jpeg = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY])
     if not ok:  # pragma: no cover - OpenCV encodes any non-empty uint8 image

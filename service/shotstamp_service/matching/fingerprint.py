@@ -28,8 +28,9 @@ side 256):
 - `quality`, `trim_quality`, `black_quality`: PDQ quality of the whole image, of the box and of
   the black composite (0–100). Below
   `matching.PDQ_MIN_QUALITY` the hash cannot tell photos apart and does not decide alone;
-- `features`: ORB keypoints, descriptors and a 128 px thumbnail (`local_features`), ~15 KB,
-  for the second stage. Stored in the database, never in the leaf.
+- `features`: ORB keypoints, descriptors and a 128 px thumbnail (`local_features`), up to
+  ~22 KB, for the second stage. Stored in the database (its lean form, `to_store`, ~11 KB),
+  never in the leaf.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from shotstamp_service.matching.decode import (
     draft_side,
     open_image,
 )
-from shotstamp_service.matching.features import LocalFeatures, extract
+from shotstamp_service.matching.features import STORED_KEYPOINTS, LocalFeatures, extract
 from shotstamp_service.matching.hashes import PerceptualHash
 
 __all__ = [
@@ -84,14 +85,24 @@ class Fingerprint:
     trim_quality: int | None = None
     variants: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     black_quality: int | None = None
+    # The stored form of `features` (`to_store`), made in the fingerprint worker so that the
+    # serving process, the busiest one, does not make it; None: made when asked.
+    stored_features: bytes | None = field(default=None, repr=False)
 
     def perceptual(self) -> dict[str, str]:
         """name → lowercase hex of the stored hashes: the leaf's `perceptual` object."""
         return {name: value.hex() for name, value in sorted(self.hashes.items())}
 
     def to_store(self) -> tuple[dict[str, str], bytes | None]:
-        """Everything the index needs to be rebuilt at start: (perceptual hex, feature blob)."""
-        return self.perceptual(), self.features
+        """Everything the index needs to be rebuilt at start: (perceptual hex, feature blob).
+
+        The blob is the stored form (`LocalFeatures.stored`): the strongest keypoints and
+        every one the index keeps, so a start indexes exactly what the live upload indexed.
+        """
+        if self.stored_features is not None:
+            return self.perceptual(), self.stored_features
+        return self.perceptual(), None if self.local is None else _stored_blob(self.local,
+                                                                              self.features)
 
     @classmethod
     def from_store(
@@ -177,9 +188,9 @@ def fingerprint_decoded(digest: str, decoded: DecodedImage) -> Fingerprint:
     black_quality = None
     if decoded.alpha is not None:
         hashes["pdq_black"], black_quality = _hashes.pdq(_on_black(reduced_grey, decoded.alpha))
-    local = extract(grey, quality, 255 if trim_quality is None else trim_quality,
-                    255 if black_quality is None else black_quality,
-                    (decoded.height, decoded.width))
+    features = extract(grey, quality, 255 if trim_quality is None else trim_quality,
+                       255 if black_quality is None else black_quality,
+                       (decoded.height, decoded.width)).to_bytes()
     return Fingerprint(
         sha256=digest,
         hashes=hashes,
@@ -187,11 +198,22 @@ def fingerprint_decoded(digest: str, decoded: DecodedImage) -> Fingerprint:
         height=decoded.height,
         format=decoded.format,
         quality=quality,
-        features=local.to_bytes(),
+        features=features,
         trim_quality=trim_quality,
         variants={"pdq_mirror": mirror},
         black_quality=black_quality,
+        # From the parsed blob, as the index will see it (positions rounded to 1/8 px).
+        stored_features=_stored_blob(LocalFeatures.from_bytes(features), features),
     )
+
+
+def _stored_blob(local: LocalFeatures, blob: bytes | None) -> bytes | None:
+    """The stored form of the parsed feature blob `blob`: see `LocalFeatures.stored`."""
+    if len(local) <= STORED_KEYPOINTS:
+        return blob
+    from shotstamp_service.matching.engine import index_keypoints  # engine imports us
+
+    return local.stored(index_keypoints(local)).to_bytes()
 
 
 def _on_black(on_white: Image.Image, alpha: Image.Image) -> np.ndarray:

@@ -28,19 +28,21 @@ log = logging.getLogger(__name__)
 
 _DEFAULT_LIMITS = DecodeLimits()
 
-# Plenty for a 256 px preview (~10 KB); the desk shows it beside the suspect image.
-JPEG_QUALITY = 80
+# The desk shows it 260 px high beside the suspect image: at 256 px, quality 50 with
+# optimised Huffman tables is ~5.1 KB of a real photo where quality 80 was ~8.7 KB
+# (docs/storage.md, "What a registration stores").
+JPEG_QUALITY = 50
 
 
 def thumbnail_jpeg(image: Image.Image, size: int) -> bytes:
     """A JPEG of a decoded image whose longer side is at most `size` pixels, without metadata."""
-    small = image.copy()
-    # BOX (area average) from a decode already reduced to at most about twice `size`:
-    # a clean preview for 1.3 ms where LANCZOS and an optimised Huffman pass
-    # took 4.5 ms, a third of a worker's time per upload (bench/load.py).
-    small.thumbnail((size, size), Image.Resampling.BOX)
+    small = image
+    if max(image.size) > size:  # a draft decode is often already small enough: no copy then
+        small = image.copy()
+        # BOX (area average) from a decode already reduced to at most about twice `size`.
+        small.thumbnail((size, size), Image.Resampling.BOX)
     out = io.BytesIO()
-    small.save(out, "JPEG", quality=JPEG_QUALITY)
+    small.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
     return out.getvalue()
 
 

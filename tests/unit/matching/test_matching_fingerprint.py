@@ -62,7 +62,9 @@ def test_store_round_trip_keeps_what_the_index_needs(fixture_png: bytes) -> None
     assert back.quality == fp.quality and back.trim_quality == fp.trim_quality
     assert back - fp == 0
     assert back.local is not None and fp.local is not None
-    assert np.array_equal(back.local.descriptors, fp.local.descriptors)
+    # The stored form keeps a subset of the keypoints, strongest first (test_matching_stored).
+    assert 0 < len(back.local) <= len(fp.local)
+    assert np.array_equal(back.local.descriptors[:100], fp.local.descriptors[:100])
 
 
 def test_fingerprint_and_rejection_survive_pickling(fixture_png: bytes) -> None:
