@@ -186,6 +186,24 @@ def _rollup(pid: int) -> dict[str, int]:
     return out
 
 
+def _file_sizes(directory: Path) -> dict[str, int]:
+    """Bytes of the listed segments' files by kind: what the machine holds once they are hot
+    in the page cache, shared by every process that maps them."""
+    kinds = {"word postings": 0, "word signatures": 0, "word refs and offsets": 0, "PDQ": 0,
+             "registration map": 0}
+    for entry in SegmentDir(directory).manifest():
+        for name, (size, _) in entry["files"].items():
+            if name.startswith("words"):
+                kind = ("word postings" if ".postings" in name else "word signatures"
+                        if ".signatures" in name else "word refs and offsets")
+            elif name.startswith(("pdq.", "low.")):
+                kind = "PDQ"
+            else:
+                kind = "registration map"
+            kinds[kind] += size
+    return kinds
+
+
 def measure(directory: Path, queries: int) -> None:
     children, reports = [], []
     for _ in range(2):
@@ -223,6 +241,14 @@ def measure(directory: Path, queries: int) -> None:
     print(f"\n{reports[0]['registrations']:,} registrations in {reports[0]['segments']} "
           f"segment(s); index {index_bytes / 1e9:.2f} GB; the second process's private pages "
           f"are {100 * second_uss / index_bytes:.1f} % of it")
+    sizes = _file_sizes(directory)
+    files = sum(sizes.values())
+    print(f"segment files (shared by every process, once in the page cache): "
+          f"{files / 1e9:.2f} GB = " + ", ".join(f"{k} {v / 1e9:.2f} GB" for k, v in
+                                                sizes.items()))
+    print(f"for the machine with both processes: {files / 1e9:.2f} GB + private "
+          + " + ".join(f"{(m['Private_Clean'] + m['Private_Dirty']) / 1e9:.2f}"
+                       for m in rollups) + " GB")
 
 
 def store_startup(directory: Path, registrations: int) -> None:
