@@ -178,7 +178,7 @@ def test_a_segment_holds_sellers_and_sequence_range(
     assert (seg.after, seg.through) == (0, 9)
     assert seg.refs.tolist() == [3, 4, 7]
     assert [seg.names[i] for i in seg.sellers.tolist()] == ["b", "a", "b"]
-    assert isinstance(seg.pdq.codes, np.memmap)
+    assert isinstance(seg.pdq.codes.base, np.memmap)  # a view of the mapping, not a copy
     # Another process wrote (0, 9] already: a second writer of that range stands down.
     assert not directory.add(columns, ["b", "a", "b"], 0, 9)
     assert directory.through == 9
