@@ -5,7 +5,8 @@
     PYTHONPATH=sdk:service python -m bench.startup store DIR [--registrations 30000]
 
 `build` writes synthetic registrations as `bench/index.py` makes them (1.5 uniform PDQ codes
-per registration, 128 Zipf-distributed words each with a random 32-bit signature) straight
+per registration, 128 keypoints with ≈ 120 distinct real-shaped words (`bench.index.draw_words`)
+each with a random 32-bit signature) straight
 into a segment directory, `CHUNK` registrations per segment, through `SegmentDir.add_arrays`
 (so the tiered merge runs as in service). `measure` launches two processes one after the
 other; each maps the segments into a `Matcher`, bulk-loads `TAIL` registrations (just under
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.index import draw_words, registration_words
 from shotstamp_service.matching.engine import (
     MAX_CANDIDATES,
     MIN_VOTES,
@@ -51,7 +53,7 @@ from shotstamp_service.matching.segments import SegmentDir
 from shotstamp_service.registry import SEGMENT_ROWS
 
 WORDS = 128
-CHUNK = 1_250_000
+CHUNK = 625_000  # registrations a segment: ≈ 6 GB of scratch to build one at 10 M real-shaped
 TAIL = SEGMENT_ROWS - 1  # registrations in memory, just under a segment's worth
 # PDQ codes of a segment's worth of uploads (1.5 a registration): the most a process that
 # picks up segments (Registry.refresh) keeps in the brute-force tail.
@@ -60,7 +62,7 @@ QUERY_WORDS = 300
 
 
 def _words(rng: np.random.Generator, ranks: np.ndarray, k: int) -> np.ndarray:
-    return ranks[np.minimum(rng.zipf(1.3, k), 1 << 20) - 1]
+    return draw_words(rng, ranks, k)
 
 
 def _signatures(rng: np.random.Generator, k: int) -> np.ndarray:
@@ -76,7 +78,7 @@ def _chunk(rng: np.random.Generator, ranks: np.ndarray, start: int, stop: int,
     codes = rng.integers(0, 256, (len(code_refs), 32), dtype=np.uint8)
     tags = np.concatenate([np.zeros(n, np.uint8), np.ones(len(code_refs) - n, np.uint8)])
     k = n * WORDS
-    words = (refs, np.full(n, WORDS, np.int64), _words(rng, ranks, k),
+    words = (refs, np.full(n, WORDS, np.int64), registration_words(rng, ranks, n, WORDS),
              rng.integers(0, 16, k, dtype=np.uint8), _signatures(rng, k))
     return refs, (code_refs, codes, tags), words
 
@@ -184,6 +186,24 @@ def _rollup(pid: int) -> dict[str, int]:
     return out
 
 
+def _file_sizes(directory: Path) -> dict[str, int]:
+    """Bytes of the listed segments' files by kind: what the machine holds once they are hot
+    in the page cache, shared by every process that maps them."""
+    kinds = {"word postings": 0, "word signatures": 0, "word refs and offsets": 0, "PDQ": 0,
+             "registration map": 0}
+    for entry in SegmentDir(directory).manifest():
+        for name, (size, _) in entry["files"].items():
+            if name.startswith("words"):
+                kind = ("word postings" if ".postings" in name else "word signatures"
+                        if ".signatures" in name else "word refs and offsets")
+            elif name.startswith(("pdq.", "low.")):
+                kind = "PDQ"
+            else:
+                kind = "registration map"
+            kinds[kind] += size
+    return kinds
+
+
 def measure(directory: Path, queries: int) -> None:
     children, reports = [], []
     for _ in range(2):
@@ -221,6 +241,14 @@ def measure(directory: Path, queries: int) -> None:
     print(f"\n{reports[0]['registrations']:,} registrations in {reports[0]['segments']} "
           f"segment(s); index {index_bytes / 1e9:.2f} GB; the second process's private pages "
           f"are {100 * second_uss / index_bytes:.1f} % of it")
+    sizes = _file_sizes(directory)
+    files = sum(sizes.values())
+    print(f"segment files (shared by every process, once in the page cache): "
+          f"{files / 1e9:.2f} GB = " + ", ".join(f"{k} {v / 1e9:.2f} GB" for k, v in
+                                                sizes.items()))
+    print(f"for the machine with both processes: {files / 1e9:.2f} GB + private "
+          + " + ".join(f"{(m['Private_Clean'] + m['Private_Dirty']) / 1e9:.2f}"
+                       for m in rollups) + " GB")
 
 
 def store_startup(directory: Path, registrations: int) -> None:

@@ -45,7 +45,7 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["Frozen", "HammingIndex", "Hit", "WordIndex", "WordScore", "build_frozen",
-           "pack_postings", "packed_view", "word_segments"]
+           "pack_postings", "packed_view", "stored_signatures", "word_segments"]
 
 CODE_BYTES = 32
 CODE_BITS = 256
@@ -508,6 +508,17 @@ _LOCAL_BITS = 28
 _PACKED_LOCAL_BITS = 20
 # Signatures are the uint32 of `local_features.SIGNATURE_BITS` (32) descriptor bits.
 SIGNATURE_BITS = 32
+# The index keeps the low 16 of them (uint16: 5 bytes a persisted posting, not 7, which puts
+# 10 M real-shaped registrations under 8 GB) and counts twice the distance over those 16 as
+# the distance over 32: the bits are sampled descriptor positions, so half of them estimate
+# the whole (docs/index.md, memory at 10 M; bench/RESULTS.md, index at 10 M).
+STORED_SIGNATURE_BITS = 16
+_SIGNATURE_SCALE = SIGNATURE_BITS // STORED_SIGNATURE_BITS
+
+
+def stored_signatures(signatures: np.ndarray) -> np.ndarray:
+    """The signatures as the index keeps them: their low STORED_SIGNATURE_BITS, uint16."""
+    return np.asarray(signatures).astype(np.uint16)
 
 
 @dataclass(frozen=True)
@@ -515,7 +526,7 @@ class _Segment:
     refs: np.ndarray  # (r,) int64: segment-local registration index → ref
     offsets: np.ndarray  # (WORD_VALUES + 1,) int32: word w's postings [offsets[w], offsets[w+1])
     postings: np.ndarray  # (p,) uint32: local index | angle bin << 28 (or `packed_view`)
-    signatures: np.ndarray  # (p,) uint32: the posting's keypoint signature
+    signatures: np.ndarray  # (p,) uint16: `stored_signatures` (uint32 in format /1-/2 files)
     tier: int
     persisted: bool = False  # memory-mapped from a segment file: committed refs only
     packed: bool = False  # postings are a `packed_view`: local | angle << 20 in 3 bytes
@@ -574,7 +585,7 @@ def _segment(refs: np.ndarray, reg_of_posting: np.ndarray, words: np.ndarray,
         tier = FINAL_TIER
     postings = (reg_of_posting[order].astype(np.uint32)
                 | (angles[order].astype(np.uint32) << _LOCAL_BITS))
-    return _Segment(refs, offsets, postings, np.asarray(signatures, np.uint32)[order], tier)
+    return _Segment(refs, offsets, postings, stored_signatures(signatures)[order], tier)
 
 
 def word_segments(refs: np.ndarray, counts: np.ndarray, words: np.ndarray,
@@ -592,7 +603,7 @@ def word_segments(refs: np.ndarray, counts: np.ndarray, words: np.ndarray,
         last = int(ends[stop_reg - 1])
         w = np.asarray(words[first:last], np.uint32)
         a = np.asarray(angles[first:last], np.uint8)
-        g = np.asarray(signatures[first:last], np.uint32)
+        g = stored_signatures(signatures[first:last])
         reg = np.repeat(np.arange(stop_reg - start_reg, dtype=np.int64),
                         counts[start_reg:stop_reg])
         # One vote per word per registration, as in `add`.
@@ -620,7 +631,7 @@ def _merge(segments: list[_Segment], dead: set[int], tier: int) -> _Segment:
         reg_parts.append(new_local[local[keep]])
         word_parts.append(word[keep])
         angle_parts.append(angle[keep].astype(np.uint8))
-        signature_parts.append(seg.signatures[keep])
+        signature_parts.append(stored_signatures(seg.signatures[keep]))
         base += int(alive.sum())
     return _segment(np.concatenate(refs_parts), np.concatenate(reg_parts),
                     np.concatenate(word_parts), np.concatenate(angle_parts),
@@ -685,7 +696,7 @@ class WordIndex:
         self._finish_merge()
         words = np.asarray(words, np.uint32)
         angles = np.asarray(angles, np.uint8)
-        signatures = np.asarray(signatures, np.uint32)
+        signatures = stored_signatures(signatures)
         # One vote per word per registration: keep the first (strongest) keypoint of each.
         words, first = np.unique(words, return_index=True)
         angles, signatures = angles[first], signatures[first]
@@ -766,7 +777,7 @@ class WordIndex:
         reg = np.repeat(np.arange(len(live), dtype=np.int64), [len(w) for w in words])
         segment = _segment(refs, reg, np.concatenate(words) if words else np.zeros(0, np.uint32),
                            np.concatenate(angles) if angles else np.zeros(0, np.uint8),
-                           np.concatenate(signatures) if signatures else np.zeros(0, np.uint32),
+                           np.concatenate(signatures) if signatures else np.zeros(0, np.uint16),
                            0)
         self._segments.append(segment)
         self._tail_refs, self._tail_local = [], {}
@@ -828,6 +839,7 @@ class WordIndex:
         `max_distance` bits (`SIGNATURE_BITS`: every posting of the word votes); the vote
         weighs idf(word) · exp(-(d / `sigma`)²) at distance d (Jégou, Douze & Schmid's
         weighting of Hamming-embedding matches), or idf(word) alone when `sigma` is None.
+        Distances are over SIGNATURE_BITS: twice those over the STORED_SIGNATURE_BITS kept.
 
         Words held by more than `max_df` of all registrations (and by more than 64 of them)
         are skipped: they carry almost no information (idf near zero) and cost the most. With
@@ -843,7 +855,7 @@ class WordIndex:
         self._finish_merge()
         words = np.asarray(words, np.uint32)
         angles = np.asarray(angles, np.uint8).astype(np.int64)
-        signatures = np.asarray(signatures, np.uint32)
+        signatures = stored_signatures(signatures)
         total = max(1, self._registrations)
         unique, first = np.unique(words, return_index=True)
         exact = self._readable(unique, angles[first], signatures[first], total, max_df,
@@ -910,7 +922,9 @@ class WordIndex:
             if len(idx) == 0:
                 continue
             which = np.repeat(np.arange(len(words)), ends - starts)
-            distance = np.bitwise_count(seg.signatures[idx] ^ signatures[which])
+            # (uint32 signatures of older files truncate to the 16 bits kept)
+            distance = _SIGNATURE_SCALE * np.bitwise_count(
+                (seg.signatures[idx] ^ signatures[which]).astype(np.uint16, copy=False))
             near = distance <= max_distance
             idx, which, distance = idx[near], which[near], distance[near]
             locals_, angle = _unpack(seg.postings[idx], seg.packed)
@@ -922,7 +936,7 @@ class WordIndex:
             for i, w, g in zip(held.tolist(), words[held].tolist(), signatures[held].tolist(),
                                strict=True):
                 for local, a, stored in self._tail_by_word.get(w, ()):
-                    d = (g ^ stored).bit_count()
+                    d = _SIGNATURE_SCALE * (g ^ stored).bit_count()
                     if d > max_distance:
                         continue
                     local_l.append(local)

@@ -15,7 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shotstamp_service.matching import index as index_module
-from shotstamp_service.matching.index import ANGLE_BINS, WORD_BITS, HammingIndex, WordIndex
+from shotstamp_service.matching.index import (
+    ANGLE_BINS,
+    SIGNATURE_BITS,
+    STORED_SIGNATURE_BITS,
+    WORD_BITS,
+    HammingIndex,
+    WordIndex,
+)
 from tests.kit.matching_helpers import brute_force, flip_bits
 
 
@@ -118,7 +125,9 @@ def _reference_votes(regs: dict[int, list[Posting]], query: list[Posting], min_v
             if w not in d or df[w] == 0 or (df[w] > 64 and df[w] > max_df * total):
                 continue
             a, g = d[w]
-            distance = (qg ^ g).bit_count()
+            # over the STORED_SIGNATURE_BITS the index keeps, each counted for the dropped ones
+            distance = (SIGNATURE_BITS // STORED_SIGNATURE_BITS) * (
+                (qg ^ g) & ((1 << STORED_SIGNATURE_BITS) - 1)).bit_count()
             if distance > max_distance:
                 continue  # Hamming embedding: a chance collision of the word
             weight = math.log((total + 1) / df[w])

@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from shotstamp_service.matching import index as index_module
-from shotstamp_service.matching.index import ANGLE_BINS, HammingIndex, WordIndex
+from shotstamp_service.matching.index import (
+    ANGLE_BINS,
+    SIGNATURE_BITS,
+    STORED_SIGNATURE_BITS,
+    HammingIndex,
+    WordIndex,
+)
 from tests.kit.matching_helpers import brute_force, flip_bits
 
 
@@ -55,11 +61,18 @@ def test_hamming_index_rejects_bad_arguments() -> None:
 # -- the word index ----------------------------------------------------------------------------
 
 
+# The index keeps the low STORED_SIGNATURE_BITS of a signature and counts each differing one
+# as this many of SIGNATURE_BITS.
+SCALE = SIGNATURE_BITS // STORED_SIGNATURE_BITS
+
+
 def _signatures_at(base: int, distance: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """`n` signatures each exactly `distance` bits from `base`."""
+    """`n` signatures each exactly `distance` bits from `base`, all among the bits the index
+    keeps (so the index counts `SCALE * distance`), the others random."""
     out = []
     for _ in range(n):
-        bits = rng.choice(32, distance, replace=False)
+        bits = rng.choice(STORED_SIGNATURE_BITS, distance, replace=False)
+        base ^= int(rng.integers(0, 1 << 16)) << STORED_SIGNATURE_BITS
         out.append(base ^ sum(1 << int(b) for b in bits))
     return np.array(out, np.uint32)
 
@@ -70,10 +83,11 @@ def test_word_index_counts_a_vote_only_within_the_signature_distance(frozen: boo
     words = np.arange(10, 20, dtype=np.uint32)
     angles = np.full(10, 3, np.uint8)
     query = rng.integers(0, 1 << 32, 10, dtype=np.uint64).astype(np.uint32)
-    # Registration 1 holds the query's words with signatures 3 bits away (a copy's keypoints),
-    # registration 2 the same words with signatures 12 bits away (chance collisions).
-    near = np.array([_signatures_at(int(g), 3, 1, rng)[0] for g in query], np.uint32)
-    far = np.array([_signatures_at(int(g), 12, 1, rng)[0] for g in query], np.uint32)
+    # Registration 1 holds the query's words with signatures 4 bits away (a copy's keypoints),
+    # registration 2 the same words with signatures 12 bits away (chance collisions); the
+    # bits the index drops differ at random, and count for nothing.
+    near = np.array([_signatures_at(int(g), 4 // SCALE, 1, rng)[0] for g in query], np.uint32)
+    far = np.array([_signatures_at(int(g), 12 // SCALE, 1, rng)[0] for g in query], np.uint32)
     index = WordIndex(background=False, segment_postings=1 if frozen else 1 << 18)
     index.add(1, words, angles, near)
     index.add(2, words, angles, far)
@@ -88,7 +102,7 @@ def test_word_index_counts_a_vote_only_within_the_signature_distance(frozen: boo
     # Weighted by distance, the near registration scores far higher than the far one.
     weighted = {g.ref: g.score for g in index.search(words, angles, query, limit=10,
                                                      min_votes=1, max_distance=12, sigma=6.0)}
-    assert weighted[2] < weighted[1] * math.exp(-(12 / 6) ** 2 + (3 / 6) ** 2) * 1.0001
+    assert weighted[2] < weighted[1] * math.exp(-(12 / 6) ** 2 + (4 / 6) ** 2) * 1.0001
 
 
 def test_word_index_bulk_load_equals_adds() -> None:
@@ -108,7 +122,8 @@ def test_word_index_bulk_load_equals_adds() -> None:
     # and registration 3's words, turned alike, with random signatures (chance collisions).
     q, qa = words[40:80], (angles[40:80] + 2) % ANGLE_BINS
     qs = np.concatenate([
-        np.array([_signatures_at(int(g), 2, 1, rng)[0] for g in signatures[40:60]], np.uint32),
+        np.array([_signatures_at(int(g), 4 // SCALE, 1, rng)[0] for g in signatures[40:60]],
+                 np.uint32),
         rng.integers(0, 1 << 32, 20, dtype=np.uint64).astype(np.uint32)])
     for distance in (4, 32):
         a = bulk.search(q, qa, qs, limit=10, min_votes=2, max_distance=distance, sigma=8.0)

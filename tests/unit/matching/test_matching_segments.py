@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shotstamp_service.matching import index as index_module
 from shotstamp_service.matching import segments as segments_module
 from shotstamp_service.matching.engine import Columns, Matcher
 from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint
@@ -125,32 +126,43 @@ def test_new_and_merged_segments_swapped_in_answer_as_before(
     assert matcher.resident == n - through
 
 
-def test_segments_of_the_first_format_still_answer_beside_packed_ones(
+def test_segments_of_earlier_formats_still_answer_beside_new_ones(
         tmp_path: Path, registrations: list[Fingerprint], queries: list[Fingerprint],
         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segments of /1 (uint32 postings, 32-bit signatures), /2 (packed postings, 32-bit
+    signatures) and /3 (packed postings, 16-bit signatures) in one directory answer as the
+    in-memory index, which keeps 16 bits of each signature."""
     reference = Matcher(background=False)
     for ref, fp in enumerate(registrations, 1):
         reference.add(ref, fp)
     directory = SegmentDir(tmp_path)
-    half = len(registrations) // 2
-    with monkeypatch.context() as m:  # the release before packed postings
-        m.setattr(segments_module, "pack_postings", lambda postings: postings)
-        m.setattr(segments_module, "FORMAT", "shotstamp-index/1")
+    n = len(registrations)
+    cuts = [0, n // 3, 2 * n // 3, n]
+
+    def write(k: int) -> None:
         columns = Columns()
-        for ref in range(1, half + 1):
+        for ref in range(cuts[k] + 1, cuts[k + 1] + 1):
             columns.add(ref, registrations[ref - 1])
-        assert directory.add(columns, ["s"] * half, 0, half)
-    columns = Columns()
-    for ref in range(half + 1, len(registrations) + 1):
-        columns.add(ref, registrations[ref - 1])
-    assert directory.add(columns, ["s"] * len(columns), half, len(registrations))
-    old, new = SegmentDir(tmp_path, verify=True).open()
-    assert not old.words[0].packed and new.words[0].packed
-    assert (tmp_path / new.name / "words0.postings.npy").stat().st_size < (
-        3 * len(new.words[0].signatures) + 200)  # 3 bytes a posting, plus the .npy header
-    assert len(new.words[0].postings) == len(new.words[0].signatures)
+        assert directory.add(columns, ["s"] * len(columns), cuts[k], cuts[k + 1])
+
+    for k, fmt in enumerate(("shotstamp-index/1", "shotstamp-index/2")):
+        with monkeypatch.context() as m:  # the releases before 16-bit signatures
+            m.setattr(index_module, "stored_signatures", lambda g: np.asarray(g, np.uint32))
+            m.setattr(segments_module, "FORMAT", fmt)
+            if fmt.endswith("/1"):  # and before packed postings
+                m.setattr(segments_module, "pack_postings", lambda postings: postings)
+            write(k)
+    write(2)
+    first, second, third = SegmentDir(tmp_path, verify=True).open()
+    assert not first.words[0].packed and second.words[0].packed and third.words[0].packed
+    assert first.words[0].signatures.dtype == second.words[0].signatures.dtype == np.uint32
+    assert third.words[0].signatures.dtype == np.uint16
+    postings = len(third.words[0].signatures)
+    assert (tmp_path / third.name / "words0.postings.npy").stat().st_size < 3 * postings + 200
+    assert (tmp_path / third.name / "words0.signatures.npy").stat().st_size < 2 * postings + 200
+    assert len(third.words[0].postings) == postings
     matcher = Matcher(background=False)
-    matcher.replace_segments([old, new])
+    matcher.replace_segments([first, second, third])
     for fp in queries + registrations[:10]:
         assert _answers(matcher, fp) == _answers(reference, fp)
 
@@ -166,7 +178,7 @@ def test_a_segment_holds_sellers_and_sequence_range(
     assert (seg.after, seg.through) == (0, 9)
     assert seg.refs.tolist() == [3, 4, 7]
     assert [seg.names[i] for i in seg.sellers.tolist()] == ["b", "a", "b"]
-    assert isinstance(seg.pdq.codes, np.memmap)
+    assert isinstance(seg.pdq.codes.base, np.memmap)  # a view of the mapping, not a copy
     # Another process wrote (0, 9] already: a second writer of that range stands down.
     assert not directory.add(columns, ["b", "a", "b"], 0, 9)
     assert directory.through == 9
