@@ -42,7 +42,6 @@ from shotstamp_service.matching import engine as rule
 from shotstamp_service.matching.engine import Candidate, Matcher, decide, verify
 from shotstamp_service.matching.features import LocalFeatures
 from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint
-from shotstamp_service.matching.ranking import consistency
 from shotstamp_service.matching.rule import pixels_match, plausible
 from shotstamp_service.matching.verification import (
     MIN_CELLS,
@@ -302,7 +301,7 @@ def run_queries(items: list[Item], registered: dict[str, int], related: dict[str
             verified_copy = m is not None and m.verdict == "copy"
         true_consistent = 0
         if genuine is not None and local is not None:
-            true_consistent = int(consistency(local, [parsed[genuine]])[0])
+            true_consistent = int(rule.consistent_keypoints(local, [parsed[genuine]])[0])
         results.append(QueryResult(item, genuine, verdict, wrong, wrong_similar,
                                    (t1 - t) * 1000, (t2 - t1) * 1000, verifications, verify_ms,
                                    true_words, verified_copy, via_pdq, true_consistent,
@@ -313,7 +312,7 @@ def run_queries(items: list[Item], registered: dict[str, int], related: dict[str
     # many as a shortlist holds at the largest index estimated (`verified_at_scale`).
     tails.sort(reverse=True)
     wanted = math.ceil(TAIL_SHARE * rule.SHORTLIST * pairs / max(SCALES))
-    tail = [(score, int(consistency(results[i].item.fp.local, [parsed[ref]])[0]))
+    tail = [(score, int(rule.consistent_keypoints(results[i].item.fp.local, [parsed[ref]])[0]))
             for score, i, ref in tails[:wanted]]
     return matcher, results, Unrelated(unrelated, pairs, np.array(tail).reshape(-1, 2))
 

@@ -40,6 +40,9 @@ DESCRIPTOR_DISTANCE = 64
 ANGLE_STEPS = 16
 LEVEL_STEP = 2
 TRANSLATION_STEP = 32.0
+# A pair agrees with the transform fitted to the fullest bin when it lands this close to its
+# partner (canonical pixels; copies fit to ~0.8 px, verification.RANSAC_THRESHOLD is 3).
+FIT_DISTANCE = 4.0
 
 
 
@@ -109,16 +112,19 @@ def _pairs(query: QueryWords, stored_words: np.ndarray) -> tuple[np.ndarray, np.
     return query.owner[at], stored
 
 
-def consistency(query: LocalFeatures | QueryWords, stored: Sequence[LocalFeatures]) -> np.ndarray:
+def consistency(query: LocalFeatures | QueryWords, stored: Sequence[LocalFeatures],
+                keep: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """For each stored image, the most of the query's keypoints that agree on one similarity
-    transform (see the module's docstring); int64, one per stored image."""
+    transform (see the module's docstring); int64, one per stored image. `keep`: per stored
+    image, the indices of its keypoints to pair (all if None)."""
     q = query if isinstance(query, QueryWords) else QueryWords(query)
     out = np.zeros(len(stored), np.int64)
-    live = [(i, s) for i, s in enumerate(stored) if len(s)]
+    picks = [np.arange(len(s)) for s in stored] if keep is None else list(keep)
+    live = [(i, s, k) for i, (s, k) in enumerate(zip(stored, picks, strict=True)) if len(k)]
     if not live or not len(q.features):
         return out
-    owner = np.repeat(np.array([i for i, _ in live]), [len(s) for _, s in live])
-    descriptors = np.concatenate([s.descriptors for _, s in live])
+    owner = np.repeat(np.array([i for i, _, _ in live]), [len(k) for _, _, k in live])
+    descriptors = np.concatenate([s.descriptors[k] for _, s, k in live])
     ids = word_ids(descriptors)
     # Repeated words within one stored image are left out as on the query's side.
     _, inverse, counts = np.unique((owner.astype(np.int64) << 32) + ids, return_inverse=True,
@@ -137,17 +143,18 @@ def consistency(query: LocalFeatures | QueryWords, stored: Sequence[LocalFeature
     qi, si = qi[order], si[order]
     pair_owner = owner[si]
     _, first_q = np.unique((pair_owner.astype(np.int64) << 16) + qi, return_index=True)
-    keep = np.zeros(len(qi), bool)
-    keep[first_q] = True
+    single_q = np.zeros(len(qi), bool)
+    single_q[first_q] = True
     _, first_s = np.unique(si, return_index=True)
-    keep_s = np.zeros(len(qi), bool)
-    keep_s[first_s] = True
-    qi, si = qi[keep & keep_s], si[keep & keep_s]
+    single_s = np.zeros(len(qi), bool)
+    single_s[first_s] = True
+    qi, si = qi[single_q & single_s], si[single_q & single_s]
     if not len(qi):
         return out
-    xy = np.concatenate([s.xy - np.array(s.shape[::-1], np.float32) / 2 for _, s in live])[si]
-    angle_s = np.concatenate([s.angle for _, s in live]).astype(np.int64)[si]
-    level_s = np.concatenate([s.octave for _, s in live]).astype(np.int64)[si]
+    xy = np.concatenate([s.xy[k] - np.array(s.shape[::-1], np.float32) / 2
+                         for _, s, k in live])[si]
+    angle_s = np.concatenate([s.angle[k] for _, s, k in live]).astype(np.int64)[si]
+    level_s = np.concatenate([s.octave[k] for _, s, k in live]).astype(np.int64)[si]
     qf = q.features
     turn = (qf.angle.astype(np.int64)[qi] - angle_s) % 256
     levels = qf.octave.astype(np.int64)[qi] - level_s
@@ -167,13 +174,49 @@ def consistency(query: LocalFeatures | QueryWords, stored: Sequence[LocalFeature
     bs = np.clip(bs, -60, 60) + 64
     bx, by = np.clip(bx, -500, 500) + 512, np.clip(by, -500, 500) + 512
     which = owner[si]
-    qbits = max(1, (len(qf) - 1).bit_length())
-    keys = []
-    for bits in range(16):
-        bin_ = ((((ba + (bits & 1)) % ANGLE_STEPS * 128 + bs + (bits >> 1 & 1)) * 1024
-                 + bx + (bits >> 2 & 1)) * 1024 + by + (bits >> 3 & 1))  # 31 bits
-        keys.append(((which << 31) + bin_ << qbits) + qi)  # one vote per query keypoint
-    key = np.unique(np.concatenate(keys)) >> qbits
-    bins, votes = np.unique(key, return_counts=True)
-    np.maximum.at(out, bins >> 31, votes)
-    return out
+    keys = np.stack([(which << 31) + ((((ba + (bits & 1)) % ANGLE_STEPS * 128 + bs
+                                        + (bits >> 1 & 1)) * 1024 + bx + (bits >> 2 & 1))
+                                      * 1024 + by + (bits >> 3 & 1))  # 31 bits a bin
+                     for bits in range(16)])
+    bins, votes = np.unique(keys, return_counts=True)
+    # Each image's fullest bin (pairs are one-to-one, so a bin's count is of distinct pairs)
+    order = np.lexsort((-votes, bins >> 31))
+    bins, votes = bins[order], votes[order]
+    first = np.flatnonzero(np.r_[True, (bins[1:] >> 31) != (bins[:-1] >> 31)])
+    best = np.full(len(stored), -1, np.int64)
+    best[bins[first] >> 31] = bins[first]
+    inside = (keys == best[which]).any(axis=0)
+    # Refine: the similarity transform that fits the fullest bin's pairs best (least squares),
+    # then the pairs it puts within FIT_DISTANCE of their partners, twice. Coarse bins let a
+    # look-alike's near misses in; the fitted transform does not.
+    target = np.stack([qf.xy[qi, 0] - centre[0], qf.xy[qi, 1] - centre[1]], axis=1)
+    source = xy.astype(np.float64)
+    for distance in (4 * FIT_DISTANCE, 2 * FIT_DISTANCE, FIT_DISTANCE):
+        fitted = _fit(which, source, target, inside, len(stored))
+        moved = _apply(fitted[which], source)
+        inside = ((moved - target) ** 2).sum(axis=1) <= distance ** 2
+    return np.bincount(which[inside], minlength=len(stored)).astype(np.int64)
+
+
+def _fit(which: np.ndarray, source: np.ndarray, target: np.ndarray, use: np.ndarray,
+         n: int) -> np.ndarray:
+    """Per image, (a, b, tx, ty) of the similarity x' = [[a, -b], [b, a]] x + t that fits the
+    pairs `use` selects in the least-squares sense (Umeyama's closed form in 2-D)."""
+    w = use.astype(np.float64)
+    count = np.maximum(np.bincount(which, w, n), 1e-9)
+    ms = np.stack([np.bincount(which, w * source[:, i], n) for i in (0, 1)], 1) / count[:, None]
+    mt = np.stack([np.bincount(which, w * target[:, i], n) for i in (0, 1)], 1) / count[:, None]
+    s = source - ms[which]
+    t = target - mt[which]
+    norm = np.maximum(np.bincount(which, w * (s ** 2).sum(axis=1), n), 1e-9)
+    a = np.bincount(which, w * (s[:, 0] * t[:, 0] + s[:, 1] * t[:, 1]), n) / norm
+    b = np.bincount(which, w * (s[:, 0] * t[:, 1] - s[:, 1] * t[:, 0]), n) / norm
+    tx = mt[:, 0] - (a * ms[:, 0] - b * ms[:, 1])
+    ty = mt[:, 1] - (b * ms[:, 0] + a * ms[:, 1])
+    return np.stack([a, b, tx, ty], axis=1)
+
+
+def _apply(fitted: np.ndarray, points: np.ndarray) -> np.ndarray:
+    a, b, tx, ty = fitted.T
+    return np.stack([a * points[:, 0] - b * points[:, 1] + tx,
+                     b * points[:, 0] + a * points[:, 1] + ty], axis=1)
