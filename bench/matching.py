@@ -345,7 +345,8 @@ def found_at_scale(true_score: float, unrelated_sorted: np.ndarray, pairs: int, 
 
 
 def verified_at_scale(true_score: float, true_consistent: int, unrelated: Unrelated,
-                      n: int) -> float:
+                      n: int, size: int = rule.SHORTLIST,
+                      least: int = rule.MIN_CONSISTENT) -> float:
     """P(the true registration is fully verified when the index holds `n` others): it is in
     the SHORTLIST best word scores, and fewer than MAX_CANDIDATES shortlisted unrelated ones
     are at least as consistent (`engine.shortlist`).
@@ -354,12 +355,24 @@ def verified_at_scale(true_score: float, true_consistent: int, unrelated: Unrela
     scores; every pair of `unrelated.tail` (TAIL_SHARE times more than a shortlist holds at
     the largest scale) counts as shortlisted, which overstates how many outrank the original.
     """
-    if true_consistent < rule.MIN_CONSISTENT:
+    if true_consistent < least:
         return 0.0
-    words = found_at_scale(true_score, unrelated.scores, unrelated.pairs, n, rule.SHORTLIST)
+    words = found_at_scale(true_score, unrelated.scores, unrelated.pairs, n, size)
     above = int((unrelated.tail[:, 1] >= true_consistent).sum()) if len(unrelated.tail) else 0
     rate = max(above, 0.5) / unrelated.pairs * n
     return words * _fewer_than(rule.MAX_CANDIDATES, rate)
+
+
+def verifications_at_scale(unrelated: Unrelated, size: int = rule.SHORTLIST,
+                           least: int = rule.MIN_CONSISTENT) -> float:
+    """Expected full verifications of a non-copy's full shortlist: min(MAX_CANDIDATES, how
+    many of its `size` hold `least` consistent keypoints), each as consistent as a pair of
+    `unrelated.tail` (the best word scores) at random."""
+    if not len(unrelated.tail):
+        return 0.0
+    share = float((unrelated.tail[:, 1] >= least).mean())
+    return sum(min(rule.MAX_CANDIDATES, k) * math.comb(size, k) * share**k
+               * (1 - share) ** (size - k) for k in range(size + 1))
 
 
 # -- global-hash distances over every pair -----------------------------------------------------
@@ -691,14 +704,15 @@ def main(argv: list[str] | None = None) -> int:
         "at 10 M, top 3 by words |")
     say("|---|---|---|---|---|---|---|---|---|---|---|")
 
-    def at_scale(r: QueryResult, n: int = TEN_MILLION, *, words_only: bool = False) -> float:
+    def at_scale(r: QueryResult, n: int = TEN_MILLION, *, words_only: bool = False,
+                 size: int = rule.SHORTLIST, least: int = rule.MIN_CONSISTENT) -> float:
         if r.verdict == "copy-fast" or (r.verdict == "copy-verified" and r.via_pdq):
             return 1.0  # the PDQ index is exact: its candidates do not depend on its size
         if not r.verified_copy:
             return 0.0
         if words_only:  # the ranking before the shortlist: the 3 best word scores verified
             return found_at_scale(r.true_words, unrelated.scores, word_pairs, n, 3)
-        return verified_at_scale(r.true_words, r.true_consistent, unrelated, n)
+        return verified_at_scale(r.true_words, r.true_consistent, unrelated, n, size, least)
 
     def scaled_row(rs: list[QueryResult]) -> str:
         return " | ".join(f"{np.mean([at_scale(r, n, words_only=w) for r in rs]):.1%}"
@@ -743,6 +757,27 @@ def main(argv: list[str] | None = None) -> int:
         f"consistency of the {len(unrelated.tail)} unrelated pairs with the best word scores, "
         f"{TAIL_SHARE}× a shortlist's worth at 10 M, all counted as shortlisted). The "
         "last column is the ranking before the shortlist (the 3 best word scores verified).")
+    say()
+    say("What the shortlist's size and MIN_CONSISTENT trade (recall at 10 M, estimated as "
+        "above; copies found here by words alone whose original has fewer consistent "
+        "keypoints than the gate; full verifications per non-copy at 10 M):")
+    say()
+    say("| SHORTLIST | MIN_CONSISTENT | all edits | combination | crop_offcentre | crop_80 | "
+        "gate loses here | verifications at 10 M |")
+    say("|---|---|---|---|---|---|---|---|")
+    by_words_found = [r for r in genuine_results if r.verdict == "copy-verified"
+                      and not r.via_pdq]
+    for size in (16, 32):
+        for least in (3, 5, 8):
+            def est(rs: list[QueryResult], size: int = size, least: int = least) -> str:
+                return f"{np.mean([at_scale(r, size=size, least=least) for r in rs]):.1%}"
+            fam = {e: [r for r in genuine_results if r.item.edit == e]
+                   for e in ("combination", "crop_offcentre", "crop_80")}
+            say(f"| {size} | {least} | {est(genuine_results)} | {est(fam['combination'])} | "
+                f"{est(fam['crop_offcentre'])} | {est(fam['crop_80'])} | "
+                f"{sum(r.true_consistent < least for r in by_words_found)} | "
+                f"{verifications_at_scale(unrelated, size, least):.2f} |")
+    say()
     consistent = [r.true_consistent for r in genuine_results if r.verified_copy
                   and not r.via_pdq and r.verdict != "copy-fast"]
     say(f"Consistency of the originals stage 2 calls copies (word-found): "
@@ -1045,9 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
     # At 10 M registrations: a non-copy's shortlist is full (SHORTLIST word candidates), and
     # of it at most MAX_CANDIDATES are verified, only those with MIN_CONSISTENT keypoints.
     cand_rate = (np.mean([r.word_candidates for r in noncopies]) / max(1, len(registered)))
-    gated = (int((unrelated.tail[:, 1] >= rule.MIN_CONSISTENT).sum())
-             if len(unrelated.tail) else 0)
-    verif_10m = min(rule.MAX_CANDIDATES, gated / word_pairs * TEN_MILLION)
+    verif_10m = verifications_at_scale(unrelated)
     index_json = OUT / "index.json"
     lookup_10m = None
     if index_json.exists():
