@@ -131,13 +131,12 @@ __all__ = [
 INDEX_KEYPOINTS = 128  # history: #index_keypoints
 # Central box (of the side, from the centre) whose keypoints are indexed first: crops keep it.
 INDEX_CENTRE = 0.35  # history: #index_centre
-# Word candidates per upload stage 1 hands over (the shortlist, `ranking.consistency` orders
-# it by where the matched keypoints sit), the best of them fully verified, and the least
-# consistent keypoints one needs to be verified at all (a copy's fewest on the corpus: see
-# the history).
+# Word candidates per upload stage 1 hands over (the shortlist); of them the MAX_CANDIDATES
+# best word scores are fully verified, as before it, and so are the MAX_CANDIDATES most
+# consistent (`ranking.consistency`: where the matched keypoints sit) with MIN_CONSISTENT.
 SHORTLIST = 32  # history: #shortlist-max_candidates-and-min_consistent
 MAX_CANDIDATES = 3  # history: #shortlist-max_candidates-and-min_consistent
-MIN_CONSISTENT = 3  # history: #shortlist-max_candidates-and-min_consistent
+MIN_CONSISTENT = 8  # history: #shortlist-max_candidates-and-min_consistent
 # The orientation-consistent words a word candidate needs.
 MIN_VOTES = 2  # history: #index_keypoints
 # Postings a word lookup reads at most, rarest words first (keeps it under ~10 ms at 10 M).
@@ -229,8 +228,8 @@ class Stage1:
     candidates: list[Candidate] | None
 
 
-def _candidate_order(c: Candidate) -> tuple[bool, int, int, int]:
-    return (c.pdq is None, c.pdq or 0, -c.votes, c.ref)
+def _candidate_order(c: Candidate) -> tuple[bool, int, float, int]:
+    return (c.pdq is None, c.pdq or 0, -c.words, c.ref)  # words: as `WordIndex.search` ranks
 
 
 class _RefSet:
@@ -811,11 +810,16 @@ def consistent_keypoints(query: LocalFeatures | QueryWords, stored: Sequence[Loc
 
 def shortlist(query: LocalFeatures | QueryWords, stored: Sequence[tuple[int, LocalFeatures]],
               keep: int = MAX_CANDIDATES) -> list[int]:
-    """The refs of the `keep` word candidates (in the word index's order) whose matched
-    keypoints agree best on one similarity transform, each with at least MIN_CONSISTENT."""
+    """The refs of the word candidates to verify (`stored` in the word index's order): the
+    first `keep`, and the `keep` whose matched keypoints agree best on one similarity
+    transform, each with at least MIN_CONSISTENT."""
+    if len(stored) <= keep:
+        return [ref for ref, _ in stored]
     scores = consistent_keypoints(query, [features for _, features in stored]).tolist()
     order = sorted(range(len(stored)), key=lambda i: -scores[i])  # stable: word order on ties
-    return [stored[i][0] for i in order[:keep] if scores[i] >= MIN_CONSISTENT]
+    consistent = [stored[i][0] for i in order[:keep] if scores[i] >= MIN_CONSISTENT]
+    return [ref for ref, _ in stored[:keep]] + [r for r in consistent
+                                                if r not in {ref for ref, _ in stored[:keep]}]
 
 
 def verify_many(query: bytes | LocalFeatures, stored: Iterable[Stage2Item],
