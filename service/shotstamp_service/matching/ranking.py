@@ -94,7 +94,8 @@ class QueryWords:
         # Dense tables over all 2**WORD_BITS words (3 MB, built once per upload): a stored
         # word's run of probes is two look-ups, where a binary search missed the cache 14 times.
         values, first, runs = np.unique(probes, return_index=True, return_counts=True)
-        self.start = np.zeros((1 << WORD_BITS) + 1, np.uint16)
+        # `start` is read only where `runs` is non-zero: left unset elsewhere (no 2 MB to clear)
+        self.start = np.empty((1 << WORD_BITS) + 1, np.uint16)
         self.runs = np.zeros((1 << WORD_BITS) + 1, np.uint8)
         self.start[values] = first
         self.runs[values] = runs
