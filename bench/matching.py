@@ -1114,9 +1114,9 @@ def main(argv: list[str] | None = None) -> int:
     say(f"One verification (ORB match + RANSAC + photometry): {per_verify:.1f} ms median. "
         f"At corpus size a non-copy pulls in {c_non['word_candidates']:.2f} word-index candidates "
         f"on average ({cand_rate:.2e} of the registrations); at 10 M that is capped at "
-        f"SHORTLIST = {rule.SHORTLIST}, of which at most MAX_CANDIDATES = "
-        f"{rule.MAX_CANDIDATES} with MIN_CONSISTENT = {rule.MIN_CONSISTENT} consistent "
-        "keypoints are verified.")
+        f"SHORTLIST = {rule.SHORTLIST}, of which the MAX_CANDIDATES = {rule.MAX_CANDIDATES} "
+        "best word scores are verified, and at most as many more with MIN_CONSISTENT = "
+        f"{rule.MIN_CONSISTENT} consistent keypoints.")
     say()
     say(f"Benchmark wall time: {time.perf_counter() - t_start:.0f} s.")
 
