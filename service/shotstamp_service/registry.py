@@ -51,6 +51,7 @@ from shotstamp_service.matching.engine import (
     Match,
     Matcher,
     Stage1,
+    Stage2Item,
     decide,
     rank,
     verify_many,
@@ -206,8 +207,9 @@ FingerprintFn = Callable[[bytes], Awaitable[Fingerprint]]
 # Fingerprint and thumbnail of an upload in one worker call (see thumbnail.py).
 AnalyseFn = Callable[[bytes], Awaitable[tuple[Fingerprint, bytes | None]]]
 # Stage 2 for several candidates of one upload: (query features, [(ref, stored features,
-# the candidate's global PDQ pair)]) → [(ref, evidence)]; `matching.verify_many` in the pool.
-VerifyItems = list[tuple[int, bytes, tuple[str, str] | None]]
+# the candidate's global PDQ pair, whether only words proposed it)]) → [(ref, evidence)];
+# `matching.verify_many` in the pool.
+VerifyItems = list[Stage2Item]
 VerifyFn = Callable[[bytes, VerifyItems], Awaitable[list[tuple[int, Evidence]]]]
 
 
@@ -488,7 +490,8 @@ class Registry:
         blobs.update(
             await self.store.get_features(c.ref for c in candidates if c.ref < _RESERVATION_BASE)
         )
-        items = [(c.ref, blobs[c.ref], c.global_pair) for c in candidates if c.ref in blobs]
+        items: VerifyItems = [(c.ref, blobs[c.ref], c.global_pair, c.by_words)
+                              for c in candidates if c.ref in blobs]
         if not items:
             return
         if self._verify is None:

@@ -30,7 +30,7 @@ stay in a plain pHash array (`_PhashIndex`) and are matched by the global-hash r
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,6 +41,7 @@ from shotstamp_service.matching.fingerprint import Fingerprint
 from shotstamp_service.matching.index import SIGNATURE_BITS as INDEX_SIGNATURE_BITS
 from shotstamp_service.matching.index import WORD_BITS as INDEX_WORD_BITS
 from shotstamp_service.matching.index import HammingIndex, WordIndex, WordScore
+from shotstamp_service.matching.ranking import QueryWords, consistency
 from shotstamp_service.matching.rule import (
     AGREEMENT_CLEAN,
     AGREEMENT_COPY,
@@ -101,7 +102,9 @@ __all__ = [
     "INLIERS_COPY_FEW",
     "INLIERS_SIMILAR",
     "INLIER_SHARE_CLEAN",
+    "MAX_CANDIDATES",
     "MAX_ROTATION",
+    "MIN_CONSISTENT",
     "OVERLAY_COPY",
     "PDQ_CANDIDATE",
     "PDQ_COPY",
@@ -109,12 +112,16 @@ __all__ = [
     "PHASH_COPY_DISTANCE",
     "PHASH_SIMILAR_DISTANCE",
     "SCALE_RANGE",
+    "SHORTLIST",
     "Candidate",
     "Match",
     "Matcher",
     "Stage1",
+    "consistent_keypoints",
     "decide",
+    "shortlist",
     "verify",
+    "verify_many",
 ]
 
 # -- the index's constants (the rule's thresholds are in `rule`; history for both:
@@ -124,8 +131,13 @@ __all__ = [
 INDEX_KEYPOINTS = 128  # history: #index_keypoints
 # Central box (of the side, from the centre) whose keypoints are indexed first: crops keep it.
 INDEX_CENTRE = 0.35  # history: #index_centre
-# Word candidates per upload sent to stage 2, and the orientation-consistent words they need.
-MAX_CANDIDATES = 3  # history: #index_keypoints
+# Word candidates per upload stage 1 hands over (the shortlist); of them the MAX_CANDIDATES
+# best word scores are fully verified, as before it, and so are the MAX_CANDIDATES most
+# consistent (`ranking.consistency`: where the matched keypoints sit) with MIN_CONSISTENT.
+SHORTLIST = 32  # history: #shortlist-max_candidates-and-min_consistent
+MAX_CANDIDATES = 3  # history: #shortlist-max_candidates-and-min_consistent
+MIN_CONSISTENT = 8  # history: #shortlist-max_candidates-and-min_consistent
+# The orientation-consistent words a word candidate needs.
 MIN_VOTES = 2  # history: #index_keypoints
 # Postings a word lookup reads at most, rarest words first (keeps it under ~10 ms at 10 M).
 WORD_POSTINGS_BUDGET = 200_000  # history: #word_postings_budget
@@ -193,6 +205,11 @@ class Candidate:
     votes: int = 0  # orientation-consistent words
 
     @property
+    def by_words(self) -> bool:
+        """Proposed by the word index alone: verified only if `shortlist` picks it."""
+        return self.pdq is None
+
+    @property
     def global_pair(self) -> tuple[str, str] | None:
         """The code pair to check globally in stage 2, if any (never for gated codes)."""
         return None if self.gated else self.pdq_pair
@@ -211,8 +228,8 @@ class Stage1:
     candidates: list[Candidate] | None
 
 
-def _candidate_order(c: Candidate) -> tuple[bool, int, int, int]:
-    return (c.pdq is None, c.pdq or 0, -c.votes, c.ref)
+def _candidate_order(c: Candidate) -> tuple[bool, int, float, int]:
+    return (c.pdq is None, c.pdq or 0, -c.words, c.ref)  # words: as `WordIndex.search` ranks
 
 
 class _RefSet:
@@ -551,9 +568,11 @@ class Matcher:
                                 key=_candidate_order)
         return Stage1(fp, self._generation, found, candidates)
 
-    def candidates(self, fp: Fingerprint, *, limit: int | None = MAX_CANDIDATES,
+    def candidates(self, fp: Fingerprint, *, limit: int | None = SHORTLIST,
                    ) -> list[Candidate]:
-        """Registrations stage 2 should verify (excluding stage 1's copies).
+        """Registrations stage 2 should consider (excluding stage 1's copies): every PDQ
+        candidate, verified in full, and the word index's best, of which `shortlist` picks the
+        few to verify.
 
         `limit`: the most word-index candidates (None: all with MIN_VOTES votes).
         """
@@ -600,11 +619,15 @@ class Matcher:
         if matches:
             return matches  # a copy by its hash: the service stops here too
         query = fp.local
-        for candidate in self.candidates(fp):
-            stored = features_of(candidate.ref)
-            evidence = (verify(query, stored, candidate.global_pair)
-                        if query is not None and stored else None)
-            result = decide(candidate, evidence)
+        if query is None:
+            return matches
+        candidates = self.candidates(fp)
+        blobs = {c.ref: features_of(c.ref) for c in candidates}
+        evidence = dict(verify_many(query, [(c.ref, blob, c.global_pair, c.by_words)
+                                            for c in candidates
+                                            if (blob := blobs[c.ref])]))
+        for candidate in candidates:
+            result = decide(candidate, evidence.get(candidate.ref))
             if result is not None:
                 matches.append(result)
         return rank(matches)
@@ -644,7 +667,9 @@ class Matcher:
                                     "max_rotation_degrees": MAX_ROTATION},
             "quality_gate": f"pdq quality < {PDQ_MIN_QUALITY}: the hash only proposes "
                             "candidates; local features decide",
-            "second_stage": {"max_candidates": MAX_CANDIDATES, "min_word_votes": MIN_VOTES,
+            "second_stage": {"shortlist": SHORTLIST, "max_candidates": MAX_CANDIDATES,
+                             "min_consistent_keypoints": MIN_CONSISTENT,
+                             "min_word_votes": MIN_VOTES,
                              "probed_keypoints": WORD_PROBES,
                              "probe_postings_budget": WORD_PROBE_POSTINGS,
                              "word_postings_budget": WORD_POSTINGS_BUDGET},
@@ -769,14 +794,48 @@ def verify(query: LocalFeatures | Fingerprint | bytes, stored: LocalFeatures | b
     return verify_pair(query, stored, pdq_pair)
 
 
-def verify_many(query: bytes, stored: Iterable[tuple[int, bytes, tuple[str, str] | None]],
-                ) -> list[tuple[int, Evidence]]:
-    """`verify` for several candidates in one pool task (the query is pickled once).
+# One stage-2 item: (ref, feature blob, the candidate's `global_pair`[, its `by_words`]).
+Stage2Item = tuple[int, bytes, tuple[str, str] | None] \
+    | tuple[int, bytes, tuple[str, str] | None, bool]
 
-    `stored`: (ref, feature blob, the candidate's `global_pair`).
+
+def consistent_keypoints(query: LocalFeatures | QueryWords, stored: Sequence[LocalFeatures],
+                         ) -> np.ndarray:
+    """`ranking.consistency` of each stored image's indexed keypoints (`index_keypoints`: the
+    ones that voted in the word index; central first, so a crop keeps them). On the corpus
+    the 128 beat all 500: the same share of originals above every look-alike, at 3/4 of
+    the cost (docs/matching-history.md)."""
+    return consistency(query, stored, [index_keypoints(features) for features in stored])
+
+
+def shortlist(query: LocalFeatures | QueryWords, stored: Sequence[tuple[int, LocalFeatures]],
+              keep: int = MAX_CANDIDATES) -> list[int]:
+    """The refs of the word candidates to verify (`stored` in the word index's order): the
+    first `keep`, and the `keep` whose matched keypoints agree best on one similarity
+    transform, each with at least MIN_CONSISTENT."""
+    if len(stored) <= keep:
+        return [ref for ref, _ in stored]
+    scores = consistent_keypoints(query, [features for _, features in stored]).tolist()
+    order = sorted(range(len(stored)), key=lambda i: -scores[i])  # stable: word order on ties
+    consistent = [stored[i][0] for i in order[:keep] if scores[i] >= MIN_CONSISTENT]
+    return [ref for ref, _ in stored[:keep]] + [r for r in consistent
+                                                if r not in {ref for ref, _ in stored[:keep]}]
+
+
+def verify_many(query: bytes | LocalFeatures, stored: Iterable[Stage2Item],
+                ) -> list[tuple[int, Evidence]]:
+    """`verify` for one upload's candidates in one pool task (the query is pickled once).
+
+    `stored`: (ref, feature blob, the candidate's `global_pair`, and its `by_words`). The
+    candidates proposed by the word index alone are verified only if `shortlist` picks them;
+    the others get no evidence (no verdict).
     """
-    parsed = LocalFeatures.from_bytes(query)
-    return [(ref, verify(parsed, blob, pair)) for ref, blob, pair in stored]
+    parsed = LocalFeatures.from_bytes(query) if isinstance(query, bytes) else query
+    items = [(item[0], LocalFeatures.from_bytes(item[1]), item[2], len(item) > 3 and item[3])
+             for item in stored]
+    chosen = set(shortlist(parsed, [(ref, f) for ref, f, _, by_words in items if by_words]))
+    return [(ref, verify(parsed, features, pair)) for ref, features, pair, by_words in items
+            if not by_words or ref in chosen]
 
 
 def decide(candidate: Candidate, evidence: Evidence | None) -> Match | None:

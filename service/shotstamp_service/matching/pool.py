@@ -22,7 +22,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
 from shotstamp_service.matching.decode import ImageRejected, Rejection
-from shotstamp_service.matching.engine import verify_many
+from shotstamp_service.matching.engine import Stage2Item, verify_many
 from shotstamp_service.matching.fingerprint import (
     DecodeLimits,
     Fingerprint,
@@ -274,7 +274,7 @@ class FingerprintPool:
         )
 
     async def verify(
-        self, query: bytes, stored: list[tuple[int, bytes, tuple[str, str] | None]]
+        self, query: bytes, stored: list[Stage2Item]
     ) -> list[tuple[int, Evidence]]:
         """Stage 2 of matching for one upload's candidates, in one worker call.
 
