@@ -23,8 +23,9 @@ a full lookup, since every upload changes the index. After
 `_MAX_ROUNDS` rounds (a burst of look-alike uploads) it decides on what it has
 verified, so a stage-2-only copy reserved in that window can still pass; a
 stage-1 copy never can. Across replicas, `recheck` runs under the store's
-commit lock: stage 1 over everything, stage 2 for the candidates the decision
-had not verified (usually none, so it costs nothing).
+commit lock: stage 1 over what the index gained or lost since the decision's
+last look (everything else was read then), stage 2 for the candidates the
+decision had not verified (usually none, so it costs nothing).
 """
 
 from __future__ import annotations
@@ -217,6 +218,7 @@ class _Pending:
 
     fp: Fingerprint
     verified: set[int]  # candidate refs stage 2 already verified for the decision
+    seen: Stage1 | None = None  # the decision's last look: `recheck` reads only what changed
 
 
 class Registry:
@@ -447,6 +449,7 @@ class Registry:
         verified: dict[int, Evidence | None] | None = None,
         *,
         complete: bool = False,
+        last: list[Stage1] | None = None,
     ) -> list[Match]:
         """Both stages of matching; returns with no await after its last index read.
 
@@ -455,6 +458,7 @@ class Registry:
         A stage-1 copy ends the search (a registration needs no more), unless
         `complete` (a check, the desk's compare): then the other candidates are
         verified too, so similar registrations are listed beside the copy.
+        `last`, if given, receives the final look (for `recheck`).
         """
         verified = {} if verified is None else verified
         seen: Stage1 | None = None
@@ -463,6 +467,8 @@ class Registry:
             seen = (self.matcher.look(fp, stop_at_copy=not complete) if seen is None
                     else self.matcher.look_again(seen, stop_at_copy=not complete))
             found, candidates = seen.found, seen.candidates
+            if last is not None:
+                last[:] = [seen]
             if candidates is None:
                 return found  # stage 1 decides: no verification needed
             todo = [c for c in candidates if c.ref not in verified]
@@ -519,19 +525,22 @@ class Registry:
                 return Outcome("existing", _same_request(earlier, idempotency_key, digest))
         fp, thumbnail = await self.analyse(data)
         verified: dict[int, Evidence | None] = {}  # stage 2's evidence, kept across rounds
+        last: list[Stage1] = []  # the decision's final index read
         while True:
-            decided = await self._decide(who, fp, verified)
+            decided = await self._decide(who, fp, verified, last)
             if decided is not None:
                 return decided
             try:
                 return await self._store_new(
-                    who, fp, thumbnail, title, reference, idempotency_key, digest, set(verified)
+                    who, fp, thumbnail, title, reference, idempotency_key, digest,
+                    _Pending(fp, set(verified), last[0] if last else None),
                 )
             except RegistrationSuperseded:
                 continue  # another replica committed a copy first: decide again, against it
 
     async def _decide(
-        self, who: Principal, fp: Fingerprint, verified: dict[int, Evidence | None]
+        self, who: Principal, fp: Fingerprint, verified: dict[int, Evidence | None],
+        last: list[Stage1] | None = None,
     ) -> Outcome | None:
         """`existing` or `conflict` from what is indexed; None when the upload is new.
 
@@ -540,7 +549,7 @@ class Registry:
         """
         while True:
             exact = await self.store.find_by_sha256(fp.sha256)
-            matches = await self._match(fp, verified)
+            matches = await self._match(fp, verified, last=last)
             candidates = sorted({*self._copy_refs(matches), *(r.seq for r in exact)})
             if not candidates:
                 return None
@@ -571,7 +580,7 @@ class Registry:
         reference: str | None,
         idempotency_key: str | None,
         idempotency_digest: str | None,
-        verified: set[int],
+        pending: _Pending,
     ) -> Outcome:
         """Reserve the fingerprint, commit the registration, index it under its seq."""
         ref = next(self._reservations)
@@ -598,7 +607,7 @@ class Registry:
             thumbnail=thumbnail,
             seller_salt=os.urandom(SALT_SIZE),
         )
-        self._uncommitted[new.id] = _Pending(fp, verified)
+        self._uncommitted[new.id] = pending
         try:
             registration = await self.store.add_registration(new)
         except DuplicateIdempotencyKey as dup:
@@ -635,9 +644,12 @@ class Registry:
         decides it again: a 409 if that is another seller's, a 200 with it if
         it is the uploader's own. Two replicas never register one photo twice.
 
-        Stage 1 is read for every upload; stage 2 verifies only the candidates
-        its decision had not verified (registrations committed since), so in
-        the usual case this adds no verification under the lock.
+        Stage 1 is read for every upload, but only for what the index gained or
+        lost since the decision's last look (`Matcher.look_again`: the same
+        copies and a superset of the candidates a full look finds); stage 2
+        verifies only the candidates its decision had not verified
+        (registrations committed since), so in the usual case this adds no
+        verification under the lock.
         """
         await self.load_index()
         verdicts: list[StoreError | None] = []
@@ -652,16 +664,18 @@ class Registry:
 
     async def _recheck_one(self, pending: _Pending) -> list[int]:
         """Stored registrations `pending` is now a copy of (stage 1, then unverified stage 2)."""
+        # Not stopping at a copy: this upload's own reservation is one, and is not stored.
+        seen = (self.matcher.look(pending.fp, stop_at_copy=False) if pending.seen is None
+                else self.matcher.look_again(pending.seen, stop_at_copy=False))
+        pending.seen = seen
         # Reservations (this upload's own among them) are not stored registrations.
-        copies = [
-            ref for ref in self._copy_refs(self.matcher.search(pending.fp))
-            if ref < _RESERVATION_BASE
-        ]
+        copies = [ref for ref in self._copy_refs(seen.found) if ref < _RESERVATION_BASE]
         if copies:
             return copies
+        assert seen.candidates is not None  # a look that does not stop at a copy has them
         fresh = [
             c
-            for c in self.matcher.candidates(pending.fp)
+            for c in seen.candidates
             if c.ref < _RESERVATION_BASE and c.ref not in pending.verified
         ]
         if not fresh:
