@@ -297,7 +297,7 @@ def test_a_registration_indexed_twice_is_prepared_once(
     """The registry adds an upload as a reservation, then under its seq, and other uploads'
     `look_again` add it to their scratch matcher: its words are sampled once for all."""
     sampled: list[object] = []
-    real = rule.words
+    real = words
 
     def counting(local: object, keep: object = None) -> object:
         sampled.append(keep)
