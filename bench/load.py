@@ -79,10 +79,11 @@ def pct(values: list[float], q: float) -> float:
 class LocalService:
     """A real `shotstamp-service serve` (tests/kit/processes.py) in a temporary data directory."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], cpus: set[int] | None = None) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="shotstamp-load-")
         self.data = Path(self.tmp.name) / "data"
         self.env = dict(env)
+        self.cpus = cpus  # the cores it may run on (--cpus), its workers included
         self.process: processes.ServiceProcess | None = None
 
     def admin(self, *args: str) -> str:
@@ -93,7 +94,16 @@ class LocalService:
 
     def start(self) -> str:
         """Start it and wait until it is healthy; returns its base URL."""
-        self.process = processes.start_service(self.data, env=self.env)
+        if self.cpus is None:
+            self.process = processes.start_service(self.data, env=self.env)
+            return self.process.url
+        # A child inherits its parent's affinity, and so do its workers, forked later.
+        mine = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, self.cpus)
+        try:
+            self.process = processes.start_service(self.data, env=self.env)
+        finally:
+            os.sched_setaffinity(0, mine)
         return self.process.url
 
     def cpu_seconds(self) -> tuple[float, float]:
@@ -484,9 +494,11 @@ async def run_level(
         env = {  # production settings over the test processes' quick ones
             "SHOTSTAMP_SEAL_INTERVAL": "1.0",
             "SHOTSTAMP_WAIT_TIMEOUT": "30",
-            # The same fingerprint workers in all, however many serving processes share them.
+            # The same fingerprint workers in all, however many serving processes share them;
+            # with --cpus, the same on every core: --workers (default 1) per serving process.
             "SHOTSTAMP_FINGERPRINT_WORKERS": str(
-                max(1, (args.workers or os.cpu_count() or 1) // processes)
+                (args.workers or 1) if args.cpus
+                else max(1, (args.workers or os.cpu_count() or 1) // processes)
             ),
             "SHOTSTAMP_PROCESSES": str(processes),
             "SHOTSTAMP_UPLOAD_RATE": "0",
@@ -498,7 +510,10 @@ async def run_level(
         if args.pg_server is not None:
             database = await args.pg_server.create_database("load")
             env["SHOTSTAMP_DATABASE_URL"] = database
-        services = [LocalService(env) for _ in range(replicas)]
+        services = [
+            LocalService(env, set(range(i * processes, (i + 1) * processes)) if args.cpus else None)
+            for i in range(replicas)
+        ]
         if database is not None:
             # One signing key for every replica, shared by configuration (docs/operations.md).
             keydir = services[0].data.parent / "signing-keys"
@@ -579,6 +594,17 @@ async def main_async(args: argparse.Namespace) -> None:
     )
     counts = [int(c) for c in str(args.replicas).split(",")]
     procs = [int(c) for c in str(args.processes).split(",")]
+    if args.cpus:
+        cores = os.cpu_count() or 1
+        if max(counts) * max(procs) > cores:
+            raise SystemExit(f"--cpus: {max(counts) * max(procs)} serving processes need as "
+                             f"many cores, this machine has {cores}")
+        # The load generator on the last core: alone there while one process runs on core 0,
+        # beside the service's second process with two (its CPU is reported apart).
+        os.sched_setaffinity(0, {cores - 1})
+        print(f"--cpus: n serving processes on cores 0..n-1 with their "
+              f"{args.workers or 1} fingerprint worker(s) each; the load generator on core "
+              f"{cores - 1}", file=sys.stderr)
     if len(procs) > 1:  # compare serving processes (one replica) instead of replicas
         counts = procs
     kind = "processes" if len(procs) > 1 else "replicas"
@@ -699,6 +725,13 @@ def main() -> None:
         default="1",
         help="serving processes of one service (SHOTSTAMP_PROCESSES) on its SQLite data dir; "
         "a comma-separated list compares counts side by side, e.g. 1,2",
+    )
+    parser.add_argument(
+        "--cpus",
+        action="store_true",
+        help="give n serving processes (or replicas) n cores: process i and its fingerprint "
+        "workers run on core i only (sched_setaffinity); throughput per core, compared "
+        "across counts (docs/processes.md)",
     )
     parser.add_argument(
         "--profile",
