@@ -306,14 +306,20 @@ def report(result: RunResult, naive: float, naive_cpu: float) -> str:
         f" {ms(pct(result.good_latencies, 99))}"
         f" {ms(pct(result.seal_delays, 50))} {ms(pct(result.seal_delays, 99))}"
         f" {main:7.1f} {workers:8.1f} {client:7.1f} {total:7.1f} {total / naive_cpu:6.2f}x"
-        f"   {outcomes}"
+        f" {cores_used(result):5.2f}   {outcomes}"
     )
 
 
 HEADER = (
     "clients  uploads/s  ×naive   p50 ms   p95 ms   p99 ms  seal50ms seal99ms"
-    "  cpu/up main  workers  client   total ×pHash   outcomes"
+    "  cpu/up main  workers  client   total ×pHash cores   outcomes"
 )
+
+
+def cores_used(result: RunResult) -> float:
+    """Cores the service (serving processes and workers) kept busy on average during the run:
+    what it got of the machine, which others may share."""
+    return (result.cpu_main + result.cpu_workers) / result.duration
 
 # `--record` appends its line to this table (bench/RESULTS.md).
 RECORD_SECTION = "## CPU per upload, by component"
@@ -650,6 +656,16 @@ async def main_async(args: argparse.Namespace) -> None:
             runs[(replicas, -1)] = halves
     if len(counts) > 1:
         print(f"{counts[-1]} {kind} / {counts[0]}: {peaks[counts[-1]] / peaks[counts[0]]:.2f}×")
+        # Per core obtained: on a shared machine a run gets what others leave of its cores.
+        per_core = {
+            n: statistics.median(r.rate / max(cores_used(r), 1e-9) for (m, c), rs in runs.items()
+                                 if m == n and c >= 0 for r in rs)
+            for n in counts
+        }
+        print("uploads per second per core the service kept busy: "
+              + ", ".join(f"{per_core[n]:.1f} with {n}" for n in counts)
+              + f"; {counts[-1]} {kind} / {counts[0]} at full cores: "
+              f"{counts[-1] * per_core[counts[-1]] / (counts[0] * per_core[counts[0]]):.2f}×")
     every = [r for rs in runs.values() for r in rs]
     all_seal = [d for r in every for d in r.seal_delays]
     if all_seal:

@@ -666,7 +666,8 @@ class Registry:
         """Stored registrations `pending` is now a copy of (stage 1, then unverified stage 2)."""
         # Not stopping at a copy: this upload's own reservation is one, and is not stored.
         seen = (self.matcher.look(pending.fp, stop_at_copy=False) if pending.seen is None
-                else self.matcher.look_again(pending.seen, stop_at_copy=False))
+                else self.matcher.look_again(pending.seen, stop_at_copy=False,
+                                             below=_RESERVATION_BASE))
         pending.seen = seen
         # Reservations (this upload's own among them) are not stored registrations.
         copies = [ref for ref in self._copy_refs(seen.found) if ref < _RESERVATION_BASE]

@@ -566,7 +566,8 @@ class Matcher:
             return Stage1(fp, self._generation, found, None)
         return Stage1(fp, self._generation, found, self.candidates(fp))
 
-    def look_again(self, earlier: Stage1, *, stop_at_copy: bool = True) -> Stage1:
+    def look_again(self, earlier: Stage1, *, stop_at_copy: bool = True,
+                   below: int | None = None) -> Stage1:
         """`look(earlier.fp)` after the index changed, reading only what changed since.
 
         The registry looks again after every await (race safety, see `registry`); a full
@@ -578,6 +579,8 @@ class Matcher:
         of them, not only those a full look's top MAX_CANDIDATES would keep, and without
         dropping `earlier`'s word candidates that newcomers would outscore. So the list is a
         superset of a full look's: more verification at worst, never a copy unseen.
+        `below`: only registrations added with a ref below it are looked at (the registry's
+        guard, which has no use for reservations: they sit above every stored ref).
         """
         fp, gap = earlier.fp, self._generation - earlier.generation
         if gap == 0 and (earlier.candidates is not None or stop_at_copy):
@@ -589,7 +592,7 @@ class Matcher:
             changed[ref] = added  # the latest change of each ref wins
         scratch: Matcher | None = None
         for ref, added in changed.items():
-            if added is not None and ref in self._refs:
+            if added is not None and ref in self._refs and (below is None or ref < below):
                 if scratch is None:
                     scratch = Matcher(background=False)
                     scratch._entries = self._entries  # their entries are made already
