@@ -106,6 +106,21 @@ class LocalService:
             os.sched_setaffinity(0, mine)
         return self.process.url
 
+    def wait_for_workers(self, count: int, timeout: float = 60.0) -> None:
+        """Until each of gunicorn's `count` workers has started its fingerprint pool (its app's
+        startup, which ends in listening), and a second more."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            stats = _proc_stats()
+            workers = [p for p, (ppid, _) in stats.items() if ppid == self.process.proc.pid]
+            started = [w for w in workers if any(ppid == w for ppid, _ in stats.values())]
+            if len(started) >= count:
+                time.sleep(1.0)
+                return
+            time.sleep(0.2)
+        raise SystemExit(f"the service's {count} processes did not all start")
+
     def cpu_seconds(self) -> tuple[float, float]:
         """CPU time (user + system) so far of the service process and of its descendants.
 
@@ -530,6 +545,9 @@ async def run_level(
         keys = [first.admin("keys", "create", "--seller", f"seller{n}") for n in range(8)]
         args.staff_key = first.admin("keys", "create", "--seller", "bench", "--role", "staff")
         urls = [service.start() for service in services]
+        if processes > 1:  # the first process up would take every client's connection
+            for service in services:
+                service.wait_for_workers(processes)
     try:
         connector = aiohttp.TCPConnector(limit=0)
         timeout = aiohttp.ClientTimeout(total=120)
