@@ -91,6 +91,8 @@ log = logging.getLogger(__name__)
 _RESERVATION_BASE = 1 << 62
 # Stage-2 rounds before `_match` decides on what it has verified (module docstring).
 _MAX_ROUNDS = 4
+# Reservations remembered by the seq they were committed as (`Registry._reservation_of`).
+_RESERVATIONS_KEPT = 4096
 # Loading the index from the store: rows past this many are bulk-loaded (see load_index).
 _BULK_FROM = 1_000
 # With an index directory: registrations past the last segment are written as a new one
@@ -249,6 +251,9 @@ class Registry:
         self._inflight: dict[int, asyncio.Future[Registration]] = {}
         self._uncommitted: dict[str, _Pending] = {}  # registration id → its decision's inputs
         self._reserved_features: dict[int, bytes] = {}  # reservation ref → its feature blob
+        # seq → the reservation it was committed from (the latest few): stage 2's evidence
+        # for the reservation holds for the seq (the same fingerprint; `verify` is pure).
+        self._reservation_of: dict[int, int] = {}
         self.indexed_through = 0  # highest store seq the index has seen
         store.guard_registrations(self.recheck)
 
@@ -471,6 +476,10 @@ class Registry:
                 last[:] = [seen]
             if candidates is None:
                 return found  # stage 1 decides: no verification needed
+            for c in candidates:
+                was = self._reservation_of.get(c.ref)
+                if c.ref not in verified and was in verified:
+                    verified[c.ref] = verified[was]
             todo = [c for c in candidates if c.ref not in verified]
             if not todo or round_ == _MAX_ROUNDS:
                 decided = [decide(c, verified.get(c.ref)) for c in candidates]
@@ -627,6 +636,9 @@ class Registry:
             self._inflight.pop(ref, None)
             self._uncommitted.pop(new.id, None)
         future.set_result(registration)
+        self._reservation_of[registration.seq] = ref
+        if len(self._reservation_of) > _RESERVATIONS_KEPT:
+            del self._reservation_of[next(iter(self._reservation_of))]
         self._since_segment += 1
         self.matcher.add(registration.seq, fp)
         self.owners.set(registration.seq, registration.seller)
@@ -678,6 +690,7 @@ class Registry:
             c
             for c in seen.candidates
             if c.ref < _RESERVATION_BASE and c.ref not in pending.verified
+            and self._reservation_of.get(c.ref) not in pending.verified
         ]
         if not fresh:
             return []
