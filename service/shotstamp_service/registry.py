@@ -254,6 +254,8 @@ class Registry:
         # seq → the reservation it was committed from (the latest few): stage 2's evidence
         # for the reservation holds for the seq (the same fingerprint; `verify` is pure).
         self._reservation_of: dict[int, int] = {}
+        # The index's generation when it last read registrations of other processes.
+        self._foreign_generation = 0
         self.indexed_through = 0  # highest store seq the index has seen
         store.guard_registrations(self.recheck)
 
@@ -291,6 +293,8 @@ class Registry:
                 self._since_segment += 1
             self.indexed_through = max(self.indexed_through, stored.seq)
         bulk.finish()
+        if added:
+            self._foreign_generation = self.matcher.generation
         return added
 
     async def _open_segments(self, directory: SegmentDir) -> int:
@@ -618,6 +622,7 @@ class Registry:
         )
         self._uncommitted[new.id] = pending
         try:
+            await self._check_foreign(pending)
             registration = await self.store.add_registration(new)
         except DuplicateIdempotencyKey as dup:
             future.set_result(dup.existing)
@@ -673,6 +678,18 @@ class Registry:
                 RegistrationSuperseded(f"registration {stored[0]} came first") if stored else None
             )
         return verdicts
+
+    async def _check_foreign(self, pending: _Pending) -> None:
+        """The guard's look, before the commit lock, when other processes' registrations
+        arrived since the decision's last look: their stage 2 (a pool round trip) then
+        runs here, not under the lock that every process's commits wait for, and the
+        guard under the lock reads only what arrives after this."""
+        if pending.seen is not None and self._foreign_generation <= pending.seen.generation:
+            return  # nothing from elsewhere since: the guard's look under the lock suffices
+        await self.load_index()
+        stored = [ref for ref in await self._recheck_one(pending) if ref < _RESERVATION_BASE]
+        if stored:
+            raise RegistrationSuperseded(f"registration {stored[0]} came first")
 
     async def _recheck_one(self, pending: _Pending) -> list[int]:
         """Stored registrations `pending` is now a copy of (stage 1, then unverified stage 2)."""

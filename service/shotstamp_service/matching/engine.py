@@ -445,6 +445,11 @@ class Matcher:
     def __len__(self) -> int:
         return self._refs.count
 
+    @property
+    def generation(self) -> int:
+        """Changes so far (adds, discards, loads): a `Stage1` is as of one of them."""
+        return self._generation
+
     def add(self, ref: int, fp: Fingerprint) -> None:
         """Index registration `ref`; adding a ref already present does nothing."""
         if ref in self._refs:

@@ -256,3 +256,48 @@ async def test_a_registration_verified_while_reserved_is_not_verified_again_once
     assert (await second).kind == "created"
     assert len(pairs) == 1
     await store.close()
+
+
+async def test_another_process_registration_is_verified_before_the_commit_lock(tmp_path):
+    """A registration another process committed after this upload's decision (read by the
+    index's follow) is verified before the commit, not under SQLite's write lock, which
+    every process's commits wait for."""
+    import fcntl
+    import os
+
+    from shotstamp_service.matching.engine import verify_many
+    from shotstamp_service.store.sqlite import SQLiteStore
+
+    here, there = SQLiteStore(tmp_path / "db.sqlite"), SQLiteStore(tmp_path / "db.sqlite")
+    await here.open()
+    await there.open()
+    lock_free: list[bool] = []
+
+    async def verify(query: bytes, items):
+        fd = os.open(here.write_lock_path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock_free.append(True)
+        except BlockingIOError:
+            lock_free.append(False)
+        finally:
+            os.close(fd)
+        return verify_many(query, items)
+
+    registry = Registry(here, Matcher(), fingerprint_here, verify=verify)
+    other = Registry(there, Matcher(), fingerprint_here)
+    real = registry._check_foreign
+
+    async def after_a_follow_tick(pending):
+        # The other process registers a look-alike; this one's follow reads it.
+        assert (await other.register(Principal("acme", "seller", "k1"),
+                                     imagegen.jpeg(0))).kind == "created"
+        assert await registry.load_index() == 1
+        await real(pending)
+
+    registry._check_foreign = after_a_follow_tick  # type: ignore[method-assign]
+    outcome = await registry.register(Principal("globex", "seller", "k2"), imagegen.jpeg(2))
+    assert outcome.kind == "created"
+    assert lock_free == [True]  # verified once, outside the lock
+    await here.close()
+    await there.close()
