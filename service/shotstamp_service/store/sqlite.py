@@ -248,6 +248,10 @@ def _read_tiles(conn: sqlite3.Connection, wanted: Iterable[TileCoord]) -> dict[T
     return found
 
 
+# Fingerprint rows read on the event loop before the rest go to the reader thread.
+_FOLLOW_ROWS_INLINE = 32
+
+
 def _roll_back(conn: sqlite3.Connection | None) -> None:
     try:
         if conn is not None and conn.in_transaction:
@@ -641,15 +645,24 @@ class SQLiteStore(Store):
         return await self._read_here(run)
 
     async def _fingerprint_page(self, after_seq: int, limit: int) -> list[StoredFingerprint]:
-        def run(conn: sqlite3.Connection) -> list[StoredFingerprint]:
-            rows = conn.execute(
-                f"SELECT {FINGERPRINT_COLUMNS} FROM registrations"
-                " WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
-            )
-            return [_ROWS.fingerprint(row) for row in rows]
+        def run(after: int, most: int) -> Callable[[sqlite3.Connection], list[StoredFingerprint]]:
+            def rows(conn: sqlite3.Connection) -> list[StoredFingerprint]:
+                found = conn.execute(
+                    f"SELECT {FINGERPRINT_COLUMNS} FROM registrations"
+                    " WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, most),
+                )
+                return [_ROWS.fingerprint(row) for row in found]
 
-        return await self._read(run)
+            return rows
+
+        # The few rows other processes added since the last read (the registration guard
+        # reads them under the commit lock) come on the loop, without a hop; more, on the reader.
+        inline = min(limit, _FOLLOW_ROWS_INLINE)
+        first = await self._read_here(run(after_seq, inline))
+        if len(first) < inline or inline == limit:
+            return first
+        return first + await self._read(run(first[-1].seq, limit - inline))
 
     async def get_features(self, seqs: Iterable[int]) -> dict[int, bytes]:
         wanted = sorted(set(seqs))
