@@ -79,10 +79,11 @@ def pct(values: list[float], q: float) -> float:
 class LocalService:
     """A real `shotstamp-service serve` (tests/kit/processes.py) in a temporary data directory."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], cpus: set[int] | None = None) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="shotstamp-load-")
         self.data = Path(self.tmp.name) / "data"
         self.env = dict(env)
+        self.cpus = cpus  # the cores it may run on (--cpus), its workers included
         self.process: processes.ServiceProcess | None = None
 
     def admin(self, *args: str) -> str:
@@ -93,8 +94,32 @@ class LocalService:
 
     def start(self) -> str:
         """Start it and wait until it is healthy; returns its base URL."""
-        self.process = processes.start_service(self.data, env=self.env)
+        if self.cpus is None:
+            self.process = processes.start_service(self.data, env=self.env)
+            return self.process.url
+        # A child inherits its parent's affinity, and so do its workers, forked later.
+        mine = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, self.cpus)
+        try:
+            self.process = processes.start_service(self.data, env=self.env)
+        finally:
+            os.sched_setaffinity(0, mine)
         return self.process.url
+
+    def wait_for_workers(self, count: int, timeout: float = 60.0) -> None:
+        """Until each of gunicorn's `count` workers has started its fingerprint pool (its app's
+        startup, which ends in listening), and a second more."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            stats = _proc_stats()
+            workers = [p for p, (ppid, _) in stats.items() if ppid == self.process.proc.pid]
+            started = [w for w in workers if any(ppid == w for ppid, _ in stats.values())]
+            if len(started) >= count:
+                time.sleep(1.0)
+                return
+            time.sleep(0.2)
+        raise SystemExit(f"the service's {count} processes did not all start")
 
     def cpu_seconds(self) -> tuple[float, float]:
         """CPU time (user + system) so far of the service process and of its descendants.
@@ -296,14 +321,20 @@ def report(result: RunResult, naive: float, naive_cpu: float) -> str:
         f" {ms(pct(result.good_latencies, 99))}"
         f" {ms(pct(result.seal_delays, 50))} {ms(pct(result.seal_delays, 99))}"
         f" {main:7.1f} {workers:8.1f} {client:7.1f} {total:7.1f} {total / naive_cpu:6.2f}x"
-        f"   {outcomes}"
+        f" {cores_used(result):5.2f}   {outcomes}"
     )
 
 
 HEADER = (
     "clients  uploads/s  ×naive   p50 ms   p95 ms   p99 ms  seal50ms seal99ms"
-    "  cpu/up main  workers  client   total ×pHash   outcomes"
+    "  cpu/up main  workers  client   total ×pHash cores   outcomes"
 )
+
+
+def cores_used(result: RunResult) -> float:
+    """Cores the service (serving processes and workers) kept busy on average during the run:
+    what it got of the machine, which others may share."""
+    return (result.cpu_main + result.cpu_workers) / result.duration
 
 # `--record` appends its line to this table (bench/RESULTS.md).
 RECORD_SECTION = "## CPU per upload, by component"
@@ -484,9 +515,11 @@ async def run_level(
         env = {  # production settings over the test processes' quick ones
             "SHOTSTAMP_SEAL_INTERVAL": "1.0",
             "SHOTSTAMP_WAIT_TIMEOUT": "30",
-            # The same fingerprint workers in all, however many serving processes share them.
+            # The same fingerprint workers in all, however many serving processes share them;
+            # with --cpus, the same on every core: --workers (default 1) per serving process.
             "SHOTSTAMP_FINGERPRINT_WORKERS": str(
-                max(1, (args.workers or os.cpu_count() or 1) // processes)
+                (args.workers or 1) if args.cpus
+                else max(1, (args.workers or os.cpu_count() or 1) // processes)
             ),
             "SHOTSTAMP_PROCESSES": str(processes),
             "SHOTSTAMP_UPLOAD_RATE": "0",
@@ -498,7 +531,10 @@ async def run_level(
         if args.pg_server is not None:
             database = await args.pg_server.create_database("load")
             env["SHOTSTAMP_DATABASE_URL"] = database
-        services = [LocalService(env) for _ in range(replicas)]
+        services = [
+            LocalService(env, set(range(i * processes, (i + 1) * processes)) if args.cpus else None)
+            for i in range(replicas)
+        ]
         if database is not None:
             # One signing key for every replica, shared by configuration (docs/operations.md).
             keydir = services[0].data.parent / "signing-keys"
@@ -509,6 +545,9 @@ async def run_level(
         keys = [first.admin("keys", "create", "--seller", f"seller{n}") for n in range(8)]
         args.staff_key = first.admin("keys", "create", "--seller", "bench", "--role", "staff")
         urls = [service.start() for service in services]
+        if processes > 1:  # the first process up would take every client's connection
+            for service in services:
+                service.wait_for_workers(processes)
     try:
         connector = aiohttp.TCPConnector(limit=0)
         timeout = aiohttp.ClientTimeout(total=120)
@@ -579,6 +618,17 @@ async def main_async(args: argparse.Namespace) -> None:
     )
     counts = [int(c) for c in str(args.replicas).split(",")]
     procs = [int(c) for c in str(args.processes).split(",")]
+    if args.cpus:
+        cores = os.cpu_count() or 1
+        if max(counts) * max(procs) > cores:
+            raise SystemExit(f"--cpus: {max(counts) * max(procs)} serving processes need as "
+                             f"many cores, this machine has {cores}")
+        # The load generator on the last core: alone there while one process runs on core 0,
+        # beside the service's second process with two (its CPU is reported apart).
+        os.sched_setaffinity(0, {cores - 1})
+        print(f"--cpus: n serving processes on cores 0..n-1 with their "
+              f"{args.workers or 1} fingerprint worker(s) each; the load generator on core "
+              f"{cores - 1}", file=sys.stderr)
     if len(procs) > 1:  # compare serving processes (one replica) instead of replicas
         counts = procs
     kind = "processes" if len(procs) > 1 else "replicas"
@@ -624,6 +674,16 @@ async def main_async(args: argparse.Namespace) -> None:
             runs[(replicas, -1)] = halves
     if len(counts) > 1:
         print(f"{counts[-1]} {kind} / {counts[0]}: {peaks[counts[-1]] / peaks[counts[0]]:.2f}×")
+        # Per core obtained: on a shared machine a run gets what others leave of its cores.
+        per_core = {
+            n: statistics.median(r.rate / max(cores_used(r), 1e-9) for (m, c), rs in runs.items()
+                                 if m == n and c >= 0 for r in rs)
+            for n in counts
+        }
+        print("uploads per second per core the service kept busy: "
+              + ", ".join(f"{per_core[n]:.1f} with {n}" for n in counts)
+              + f"; {counts[-1]} {kind} / {counts[0]} at full cores: "
+              f"{counts[-1] * per_core[counts[-1]] / (counts[0] * per_core[counts[0]]):.2f}×")
     every = [r for rs in runs.values() for r in rs]
     all_seal = [d for r in every for d in r.seal_delays]
     if all_seal:
@@ -699,6 +759,13 @@ def main() -> None:
         default="1",
         help="serving processes of one service (SHOTSTAMP_PROCESSES) on its SQLite data dir; "
         "a comma-separated list compares counts side by side, e.g. 1,2",
+    )
+    parser.add_argument(
+        "--cpus",
+        action="store_true",
+        help="give n serving processes (or replicas) n cores: process i and its fingerprint "
+        "workers run on core i only (sched_setaffinity); throughput per core, compared "
+        "across counts (docs/processes.md)",
     )
     parser.add_argument(
         "--profile",

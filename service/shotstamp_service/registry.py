@@ -23,8 +23,9 @@ a full lookup, since every upload changes the index. After
 `_MAX_ROUNDS` rounds (a burst of look-alike uploads) it decides on what it has
 verified, so a stage-2-only copy reserved in that window can still pass; a
 stage-1 copy never can. Across replicas, `recheck` runs under the store's
-commit lock: stage 1 over everything, stage 2 for the candidates the decision
-had not verified (usually none, so it costs nothing).
+commit lock: stage 1 over what the index gained or lost since the decision's
+last look (everything else was read then), stage 2 for the candidates the
+decision had not verified (usually none, so it costs nothing).
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ log = logging.getLogger(__name__)
 _RESERVATION_BASE = 1 << 62
 # Stage-2 rounds before `_match` decides on what it has verified (module docstring).
 _MAX_ROUNDS = 4
+# Reservations remembered by the seq they were committed as (`Registry._reservation_of`).
+_RESERVATIONS_KEPT = 4096
 # Loading the index from the store: rows past this many are bulk-loaded (see load_index).
 _BULK_FROM = 1_000
 # With an index directory: registrations past the last segment are written as a new one
@@ -219,6 +222,7 @@ class _Pending:
 
     fp: Fingerprint
     verified: set[int]  # candidate refs stage 2 already verified for the decision
+    seen: Stage1 | None = None  # the decision's last look: `recheck` reads only what changed
 
 
 class Registry:
@@ -249,6 +253,11 @@ class Registry:
         self._inflight: dict[int, asyncio.Future[Registration]] = {}
         self._uncommitted: dict[str, _Pending] = {}  # registration id → its decision's inputs
         self._reserved_features: dict[int, bytes] = {}  # reservation ref → its feature blob
+        # seq → the reservation it was committed from (the latest few): stage 2's evidence
+        # for the reservation holds for the seq (the same fingerprint; `verify` is pure).
+        self._reservation_of: dict[int, int] = {}
+        # The index's generation when it last read registrations of other processes.
+        self._foreign_generation = 0
         self.indexed_through = 0  # highest store seq the index has seen
         store.guard_registrations(self.recheck)
 
@@ -286,6 +295,8 @@ class Registry:
                 self._since_segment += 1
             self.indexed_through = max(self.indexed_through, stored.seq)
         bulk.finish()
+        if added:
+            self._foreign_generation = self.matcher.generation
         return added
 
     async def _open_segments(self, directory: SegmentDir) -> int:
@@ -449,6 +460,7 @@ class Registry:
         verified: dict[int, Evidence | None] | None = None,
         *,
         complete: bool = False,
+        last: list[Stage1] | None = None,
     ) -> list[Match]:
         """Both stages of matching; returns with no await after its last index read.
 
@@ -457,6 +469,7 @@ class Registry:
         A stage-1 copy ends the search (a registration needs no more), unless
         `complete` (a check, the desk's compare): then the other candidates are
         verified too, so similar registrations are listed beside the copy.
+        `last`, if given, receives the final look (for `recheck`).
         """
         verified = {} if verified is None else verified
         seen: Stage1 | None = None
@@ -465,8 +478,14 @@ class Registry:
             seen = (self.matcher.look(fp, stop_at_copy=not complete) if seen is None
                     else self.matcher.look_again(seen, stop_at_copy=not complete))
             found, candidates = seen.found, seen.candidates
+            if last is not None:
+                last[:] = [seen]
             if candidates is None:
                 return found  # stage 1 decides: no verification needed
+            for c in candidates:
+                was = self._reservation_of.get(c.ref)
+                if c.ref not in verified and was in verified:
+                    verified[c.ref] = verified[was]
             todo = [c for c in candidates if c.ref not in verified]
             if not todo or round_ == _MAX_ROUNDS:
                 decided = [decide(c, verified.get(c.ref)) for c in candidates]
@@ -522,19 +541,22 @@ class Registry:
                 return Outcome("existing", _same_request(earlier, idempotency_key, digest))
         fp, thumbnail = await self.analyse(data)
         verified: dict[int, Evidence | None] = {}  # stage 2's evidence, kept across rounds
+        last: list[Stage1] = []  # the decision's final index read
         while True:
-            decided = await self._decide(who, fp, verified)
+            decided = await self._decide(who, fp, verified, last)
             if decided is not None:
                 return decided
             try:
                 return await self._store_new(
-                    who, fp, thumbnail, title, reference, idempotency_key, digest, set(verified)
+                    who, fp, thumbnail, title, reference, idempotency_key, digest,
+                    _Pending(fp, set(verified), last[0] if last else None),
                 )
             except RegistrationSuperseded:
                 continue  # another replica committed a copy first: decide again, against it
 
     async def _decide(
-        self, who: Principal, fp: Fingerprint, verified: dict[int, Evidence | None]
+        self, who: Principal, fp: Fingerprint, verified: dict[int, Evidence | None],
+        last: list[Stage1] | None = None,
     ) -> Outcome | None:
         """`existing` or `conflict` from what is indexed; None when the upload is new.
 
@@ -543,7 +565,7 @@ class Registry:
         """
         while True:
             exact = await self.store.find_by_sha256(fp.sha256)
-            matches = await self._match(fp, verified)
+            matches = await self._match(fp, verified, last=last)
             candidates = sorted({*self._copy_refs(matches), *(r.seq for r in exact)})
             if not candidates:
                 return None
@@ -574,7 +596,7 @@ class Registry:
         reference: str | None,
         idempotency_key: str | None,
         idempotency_digest: str | None,
-        verified: set[int],
+        pending: _Pending,
     ) -> Outcome:
         """Reserve the fingerprint, commit the registration, index it under its seq."""
         ref = next(self._reservations)
@@ -601,8 +623,9 @@ class Registry:
             thumbnail=thumbnail,
             seller_salt=os.urandom(SALT_SIZE),
         )
-        self._uncommitted[new.id] = _Pending(fp, verified)
+        self._uncommitted[new.id] = pending
         try:
+            await self._check_foreign(pending)
             registration = await self.store.add_registration(new)
         except DuplicateIdempotencyKey as dup:
             future.set_result(dup.existing)
@@ -621,6 +644,9 @@ class Registry:
             self._inflight.pop(ref, None)
             self._uncommitted.pop(new.id, None)
         future.set_result(registration)
+        self._reservation_of[registration.seq] = ref
+        if len(self._reservation_of) > _RESERVATIONS_KEPT:
+            del self._reservation_of[next(iter(self._reservation_of))]
         self._since_segment += 1
         self.matcher.add(registration.seq, fp)
         self.owners.set(registration.seq, registration.seller)
@@ -638,9 +664,12 @@ class Registry:
         decides it again: a 409 if that is another seller's, a 200 with it if
         it is the uploader's own. Two replicas never register one photo twice.
 
-        Stage 1 is read for every upload; stage 2 verifies only the candidates
-        its decision had not verified (registrations committed since), so in
-        the usual case this adds no verification under the lock.
+        Stage 1 is read for every upload, but only for what the index gained or
+        lost since the decision's last look (`Matcher.look_again`: the same
+        copies and a superset of the candidates a full look finds); stage 2
+        verifies only the candidates its decision had not verified
+        (registrations committed since), so in the usual case this adds no
+        verification under the lock.
         """
         await self.load_index()
         verdicts: list[StoreError | None] = []
@@ -653,19 +682,35 @@ class Registry:
             )
         return verdicts
 
+    async def _check_foreign(self, pending: _Pending) -> None:
+        """The guard's look, before the commit lock, when other processes' registrations
+        arrived since the decision's last look: their stage 2 (a pool round trip) then
+        runs here, not under the lock that every process's commits wait for, and the
+        guard under the lock reads only what arrives after this."""
+        if pending.seen is not None and self._foreign_generation <= pending.seen.generation:
+            return  # nothing from elsewhere since: the guard's look under the lock suffices
+        await self.load_index()
+        stored = [ref for ref in await self._recheck_one(pending) if ref < _RESERVATION_BASE]
+        if stored:
+            raise RegistrationSuperseded(f"registration {stored[0]} came first")
+
     async def _recheck_one(self, pending: _Pending) -> list[int]:
         """Stored registrations `pending` is now a copy of (stage 1, then unverified stage 2)."""
+        # Not stopping at a copy: this upload's own reservation is one, and is not stored.
+        seen = (self.matcher.look(pending.fp, stop_at_copy=False) if pending.seen is None
+                else self.matcher.look_again(pending.seen, stop_at_copy=False,
+                                             below=_RESERVATION_BASE))
+        pending.seen = seen
         # Reservations (this upload's own among them) are not stored registrations.
-        copies = [
-            ref for ref in self._copy_refs(self.matcher.search(pending.fp))
-            if ref < _RESERVATION_BASE
-        ]
+        copies = [ref for ref in self._copy_refs(seen.found) if ref < _RESERVATION_BASE]
         if copies:
             return copies
+        assert seen.candidates is not None  # a look that does not stop at a copy has them
         fresh = [
             c
-            for c in self.matcher.candidates(pending.fp)
+            for c in seen.candidates
             if c.ref < _RESERVATION_BASE and c.ref not in pending.verified
+            and self._reservation_of.get(c.ref) not in pending.verified
         ]
         if not fresh:
             return []

@@ -38,7 +38,12 @@ class ShotstampWorker(GunicornWebWorker):
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0, access_log=None)
         await runner.setup()
         for sock in self.sockets:
-            await web.SockSite(runner, sock).start()
+            # asyncio accepts up to `backlog` queued connections per wake-up, so one worker
+            # would take a whole burst of keep-alive connections and serve them alone. With
+            # 1, each awake worker takes one at a time and a busy one (its loop not polling)
+            # leaves the rest to the others; then the kernel queue gets its length back.
+            await web.SockSite(runner, sock, backlog=1).start()
+            sock.listen(self.cfg.backlog)
         self.booted = True  # tells the arbiter a start failure is not a clean exit
         pid = os.getpid()
         try:

@@ -38,6 +38,9 @@ from shotstamp_service.log.tree import LogTree
 from shotstamp_service.records import CheckpointRecord, Registration
 from shotstamp_service.store import LogStore, SealBatch, StoreError
 
+# Seconds a stopping replica that does not seal waits for its pending registrations to be sealed.
+DRAIN_WAIT = 10.0
+
 __all__ = ["SealObserver", "Sealer"]
 
 log = logging.getLogger(__name__)
@@ -122,9 +125,17 @@ class Sealer:
             return checkpoint
 
     async def drain(self) -> None:
-        """Seal everything pending if this replica may seal: a clean stop leaves nothing waiting."""
-        if not await self._lead():
-            return
+        """Seal everything pending if this replica may seal: a clean stop leaves nothing waiting.
+
+        One that may not seal waits, while registrations are pending (at most DRAIN_WAIT),
+        for the one that seals to seal them, or to let go of the lock (it may be stopping
+        too, having drained before this one's last commits): then it seals them itself.
+        """
+        deadline = time.monotonic() + DRAIN_WAIT
+        while not await self._lead():
+            if not await self.store.pending(1) or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.05)
         while await self.seal_once() is not None:
             pass
 

@@ -29,14 +29,20 @@ stay in a plain pHash array (`_PhashIndex`) and are matched by the global-hash r
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
-from shotstamp_service.matching.features import SIGNATURE_BITS, WORD_BITS, LocalFeatures, words
+from shotstamp_service.matching.features import (
+    SIGNATURE_BITS,
+    WORD_BITS,
+    LocalFeatures,
+    VisualWords,
+    words,
+)
 from shotstamp_service.matching.fingerprint import Fingerprint
 from shotstamp_service.matching.index import SIGNATURE_BITS as INDEX_SIGNATURE_BITS
 from shotstamp_service.matching.index import WORD_BITS as INDEX_WORD_BITS
@@ -354,6 +360,8 @@ def _legacy(fp: Fingerprint) -> bool:
     return "pdq" not in fp.hashes and "phash" in fp.hashes
 
 
+_T = TypeVar("_T")
+
 # Tags of stored PDQ codes in the Hamming indexes.
 _STORED_CODES = ("pdq", "pdq_trim", "pdq_black")
 
@@ -367,6 +375,42 @@ def _split_codes(fp: Fingerprint, *, query: bool,
         enough = quality is not None and quality >= PDQ_MIN_QUALITY
         (good if enough else low).append((name, code))
     return good, low
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """What indexing one fingerprint takes. Made once per fingerprint (`Matcher._entry`): a
+    registration is added as a reservation, then under its seq, and other uploads'
+    `look_again` read it too."""
+
+    legacy: bool
+    good: list[tuple[str, bytes]]
+    low: list[tuple[str, bytes]]
+    words: VisualWords | None  # of its INDEX_KEYPOINTS
+
+
+def _entry(fp: Fingerprint) -> _Entry:
+    if _legacy(fp):
+        return _Entry(True, [], [], None)
+    good, low = _split_codes(fp, query=False)
+    local = fp.local
+    indexed = words(local, index_keypoints(local)) if local is not None and len(local) else None
+    return _Entry(False, good, low, indexed)
+
+
+def _cached(cache: OrderedDict[int, tuple[Fingerprint, _T]], fp: Fingerprint,
+            make: Callable[[Fingerprint], _T]) -> _T:
+    """`make(fp)`, remembered for the latest JOURNAL_CHANGES fingerprints in `cache`."""
+    key = id(fp)
+    held = cache.get(key)
+    if held is not None and held[0] is fp:
+        cache.move_to_end(key)
+        return held[1]
+    value = make(fp)
+    cache[key] = (fp, value)
+    if len(cache) > JOURNAL_CHANGES:
+        cache.popitem(last=False)
+    return value
 
 
 def _add_codes(index: HammingIndex, ref: int, codes: list[tuple[str, bytes]]) -> None:
@@ -405,6 +449,10 @@ class Matcher:
     # A bulk load clears it (those changes are not kept): a look before it is redone in full.
     _journal: deque[tuple[int, Fingerprint | None]] = field(
         init=False, default_factory=lambda: deque(maxlen=JOURNAL_CHANGES), repr=False)
+    # id(fp) → (fp, its `_Entry`) of the latest few added (the fingerprint is held, so its
+    # id is not reused while it is here).
+    _entries: OrderedDict[int, tuple[Fingerprint, _Entry]] = field(
+        init=False, default_factory=OrderedDict, repr=False)
 
     def __post_init__(self) -> None:
         self._pdq = HammingIndex(max_radius=PDQ_CANDIDATE, background=self.background)
@@ -414,6 +462,11 @@ class Matcher:
     def __len__(self) -> int:
         return self._refs.count
 
+    @property
+    def generation(self) -> int:
+        """Changes so far (adds, discards, loads): a `Stage1` is as of one of them."""
+        return self._generation
+
     def add(self, ref: int, fp: Fingerprint) -> None:
         """Index registration `ref`; adding a ref already present does nothing."""
         if ref in self._refs:
@@ -421,15 +474,17 @@ class Matcher:
         self._refs.add(ref)
         self._generation += 1
         self._journal.append((ref, fp))
-        if _legacy(fp):
+        entry = self._entry(fp)
+        if entry.legacy:
             self._legacy.add(ref, fp.hashes["phash"])
             return
-        good, low = _split_codes(fp, query=False)
-        _add_codes(self._pdq, ref, good)
-        _add_codes(self._pdq_low, ref, low)
-        local = fp.local
-        if local is not None and len(local):
-            self._words.add(ref, *words(local, index_keypoints(local)))
+        _add_codes(self._pdq, ref, entry.good)
+        _add_codes(self._pdq_low, ref, entry.low)
+        if entry.words is not None:
+            self._words.add(ref, *entry.words)
+
+    def _entry(self, fp: Fingerprint) -> _Entry:
+        return _cached(self._entries, fp, _entry)
 
     def add_many(self, items: Iterable[tuple[int, Fingerprint]]) -> int:
         """Bulk `add` for the rebuild at start: one pass, indexes built once. Returns count."""
@@ -533,7 +588,8 @@ class Matcher:
             return Stage1(fp, self._generation, found, None)
         return Stage1(fp, self._generation, found, self.candidates(fp))
 
-    def look_again(self, earlier: Stage1, *, stop_at_copy: bool = True) -> Stage1:
+    def look_again(self, earlier: Stage1, *, stop_at_copy: bool = True,
+                   below: int | None = None) -> Stage1:
         """`look(earlier.fp)` after the index changed, reading only what changed since.
 
         The registry looks again after every await (race safety, see `registry`); a full
@@ -545,6 +601,8 @@ class Matcher:
         of them, not only those a full look's top MAX_CANDIDATES would keep, and without
         dropping `earlier`'s word candidates that newcomers would outscore. So the list is a
         superset of a full look's: more verification at worst, never a copy unseen.
+        `below`: only registrations added with a ref below it are looked at (the registry's
+        guard, which has no use for reservations: they sit above every stored ref).
         """
         fp, gap = earlier.fp, self._generation - earlier.generation
         if gap == 0 and (earlier.candidates is not None or stop_at_copy):
@@ -554,13 +612,16 @@ class Matcher:
         changed: dict[int, Fingerprint | None] = {}
         for ref, added in list(self._journal)[len(self._journal) - gap:]:
             changed[ref] = added  # the latest change of each ref wins
-        scratch = Matcher(background=False)
+        scratch: Matcher | None = None
         for ref, added in changed.items():
-            if added is not None and ref in self._refs:
+            if added is not None and ref in self._refs and (below is None or ref < below):
+                if scratch is None:
+                    scratch = Matcher(background=False)
+                    scratch._entries = self._entries  # their entries are made already
                 scratch.add(ref, added)
         found = [m for m in earlier.found if m.ref not in changed]
         candidates = [c for c in earlier.candidates if c.ref not in changed]
-        if len(scratch):
+        if scratch is not None:
             found = rank(found + scratch.search(fp))
             if stop_at_copy and any(m.verdict == "copy" for m in found):
                 return Stage1(fp, self._generation, found, None)

@@ -12,11 +12,14 @@ the service keeps answering, with nothing acknowledged lost.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -165,5 +168,41 @@ def test_gunicorn_replaces_a_killed_worker_and_loses_nothing(tmp_path):
         wait_until(all_sealed, 15, "everything acknowledged sealed")
         service.stop()
         assert service.proc.returncode == 0, service.output()[-2000:]
+    finally:
+        service.kill()
+
+
+def _sockets(pid: int) -> int:
+    fds = Path(f"/proc/{pid}/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
+def test_a_burst_of_keep_alive_connections_is_shared_by_the_processes(tmp_path):
+    """Clients that keep their connections (the load bench, storefront plugins) connect at
+    once: each serving process takes some of them, not one process all."""
+    service = start_service(tmp_path / "data", env={**ENV, "SHOTSTAMP_PROCESSES": "2"})
+    try:
+        workers = _workers(service.proc.pid)
+        assert len(workers) == 2
+        # Both up: each has started its fingerprint pool (app startup, before it listens).
+        wait_until(lambda: all(_workers(pid) for pid in workers), 30, "both workers' pools")
+        time.sleep(1.0)
+        before = {pid: _sockets(pid) for pid in workers}
+        port = int(service.url.rsplit(":", 1)[1])
+        conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(16)]
+        try:
+            for conn in conns:
+                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            for conn in conns:
+                assert conn.recv(64).startswith(b"HTTP/1.1 200")
+            taken = {pid: _sockets(pid) - before[pid] for pid in workers}
+        finally:
+            for conn in conns:
+                conn.close()
+        assert sum(taken.values()) == 16 and min(taken.values()) >= 3, taken
     finally:
         service.kill()

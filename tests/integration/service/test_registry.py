@@ -206,3 +206,98 @@ async def test_registrations_stored_before_the_engine_are_still_matched(store_ta
         "created"
     )
     await store.close()
+
+
+class SellerGatedStore:
+    """A real store whose registration commits wait for their seller's gate."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.gates: dict[str, asyncio.Event] = {}
+        self.waiting: dict[str, asyncio.Event] = {}
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def add_registration(self, new: NewRegistration) -> Registration:
+        self.waiting.setdefault(new.seller, asyncio.Event()).set()
+        await self.gates.setdefault(new.seller, asyncio.Event()).wait()
+        return await self._store.add_registration(new)
+
+
+async def test_a_registration_verified_while_reserved_is_not_verified_again_once_stored(
+    store_target,
+):
+    """Stage 2 compared the upload with another seller's reservation; that upload commits
+    first, and the guard sees it under its seq: the evidence stands (same fingerprint),
+    nothing is verified twice, and both are registered."""
+    from shotstamp_service.matching.engine import verify_many
+
+    store = store_target.make()
+    await store.open()
+    gated = SellerGatedStore(store)
+    pairs: list[int] = []
+
+    async def verify(query: bytes, items):
+        pairs.extend(ref for ref, _, _ in items)
+        return verify_many(query, items)
+
+    registry = Registry(gated, Matcher(), fingerprint_here, verify=verify)  # type: ignore[arg-type]
+    acme, globex = Principal("acme", "seller", "k1"), Principal("globex", "seller", "k2")
+    # Different photos, but with enough words in common to be a stage-2 candidate.
+    first = asyncio.create_task(registry.register(acme, imagegen.jpeg(0)))
+    await gated.waiting.setdefault("acme", asyncio.Event()).wait()
+    second = asyncio.create_task(registry.register(globex, imagegen.jpeg(2)))
+    await gated.waiting.setdefault("globex", asyncio.Event()).wait()
+    assert len(pairs) == 1 and pairs[0] >= 1 << 62  # acme's reservation, verified
+    gated.gates.setdefault("acme", asyncio.Event()).set()
+    assert (await first).kind == "created"
+    gated.gates.setdefault("globex", asyncio.Event()).set()
+    assert (await second).kind == "created"
+    assert len(pairs) == 1
+    await store.close()
+
+
+async def test_another_process_registration_is_verified_before_the_commit_lock(tmp_path):
+    """A registration another process committed after this upload's decision (read by the
+    index's follow) is verified before the commit, not under SQLite's write lock, which
+    every process's commits wait for."""
+    import fcntl
+    import os
+
+    from shotstamp_service.matching.engine import verify_many
+    from shotstamp_service.store.sqlite import SQLiteStore
+
+    here, there = SQLiteStore(tmp_path / "db.sqlite"), SQLiteStore(tmp_path / "db.sqlite")
+    await here.open()
+    await there.open()
+    lock_free: list[bool] = []
+
+    async def verify(query: bytes, items):
+        fd = os.open(here.write_lock_path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock_free.append(True)
+        except BlockingIOError:
+            lock_free.append(False)
+        finally:
+            os.close(fd)
+        return verify_many(query, items)
+
+    registry = Registry(here, Matcher(), fingerprint_here, verify=verify)
+    other = Registry(there, Matcher(), fingerprint_here)
+    real = registry._check_foreign
+
+    async def after_a_follow_tick(pending):
+        # The other process registers a look-alike; this one's follow reads it.
+        assert (await other.register(Principal("acme", "seller", "k1"),
+                                     imagegen.jpeg(0))).kind == "created"
+        assert await registry.load_index() == 1
+        await real(pending)
+
+    registry._check_foreign = after_a_follow_tick  # type: ignore[method-assign]
+    outcome = await registry.register(Principal("globex", "seller", "k2"), imagegen.jpeg(2))
+    assert outcome.kind == "created"
+    assert lock_free == [True]  # verified once, outside the lock
+    await here.close()
+    await there.close()

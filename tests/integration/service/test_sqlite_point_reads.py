@@ -87,3 +87,18 @@ async def test_other_errors_on_the_loop_are_store_errors(store, monkeypatch):
         await store.find_by_sha256("00")
     with pytest.raises(StoreError):
         await store.get_api_key("k")
+
+
+async def test_the_few_registrations_another_process_added_are_read_on_the_loop(
+    store, monkeypatch
+):
+    """What the registration guard reads under the commit lock: no hop to the reader."""
+    regs = [await store.add_registration(_new(n)) for n in range(1, 4)]
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "_read", _no_reader)
+        assert [f.seq async for f in store.iter_fingerprints(after_seq=regs[0].seq)] == [
+            r.seq for r in regs[1:]
+        ]
+    many = regs + [await store.add_registration(_new(n)) for n in range(4, 81)]
+    store.fingerprint_page = 50  # two pages, each partly on the loop, the rest on the reader
+    assert [f.seq async for f in store.iter_fingerprints()] == [r.seq for r in many]

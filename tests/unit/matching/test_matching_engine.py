@@ -291,6 +291,44 @@ def test_look_again_redoes_what_the_journal_no_longer_covers(
     assert [m.ref for m in bulk.look_again(before).found] == [2]
 
 
+def test_look_again_below_a_ref_leaves_out_those_above(fixture_fps: list[Fingerprint]) -> None:
+    """The registry's guard looks again at stored registrations only, not at reservations."""
+    matcher = Matcher(background=False)
+    *originals, copy = fixture_fps
+    first = matcher.look(copy, stop_at_copy=False)
+    reservation = (1 << 62) + 3
+    matcher.add(reservation, originals[0])
+    assert matcher.look_again(first, stop_at_copy=False, below=1 << 62).found == []
+    assert [m.ref for m in matcher.look_again(first, stop_at_copy=False).found] == [reservation]
+    matcher.add(4, originals[0])
+    assert [m.ref for m in matcher.look_again(first, stop_at_copy=False, below=1 << 62).found] \
+        == [4]
+
+
+def test_a_registration_indexed_twice_is_prepared_once(
+    fixture_fps: list[Fingerprint], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The registry adds an upload as a reservation, then under its seq, and other uploads'
+    `look_again` add it to their scratch matcher: its words are sampled once for all."""
+    sampled: list[object] = []
+    real = words
+
+    def counting(local: object, keep: object = None) -> object:
+        sampled.append(keep)
+        return real(local, keep)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rule, "words", counting)
+    matcher = Matcher(background=False)
+    *originals, copy = fixture_fps
+    first = matcher.look(copy)
+    indexed = sum(k is not None for k in sampled)
+    matcher.add((1 << 62) + 1, originals[0])
+    matcher.discard((1 << 62) + 1)
+    matcher.add(5, originals[0])
+    assert [m.ref for m in matcher.look_again(first).found] == [5]
+    assert sum(k is not None for k in sampled) - indexed == 1
+
+
 def test_add_many_equals_add(fixture_fps: list[Fingerprint]) -> None:
     one, bulk = Matcher(background=False), Matcher(background=False)
     for ref, fp in enumerate(fixture_fps[:-1]):
