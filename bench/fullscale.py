@@ -256,17 +256,16 @@ def family_statistics(seeds: list[Seed]) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class Prepared:
-    """A seed with TRANSFORMS similarity-transformed keypoints and stage-2 thumbnails."""
+    """A seed as TRANSFORMS blobs, each with its keypoints moved by a similarity transform
+    (positions, angles and the stage-2 thumbnail alike) and 0-15 % of them dropped; a
+    distractor is one of them with descriptor and PDQ bits flipped (`perturb`)."""
 
     seed: Seed
-    shape: tuple[int, int]
-    header: tuple[int, ...]
-    xy: list[np.ndarray]
-    angle: list[np.ndarray]
-    thumbs: list[bytes]
-    thumb_shape: tuple[int, int]
-    octave: np.ndarray
-    descriptors: np.ndarray
+    prefixes: list[bytes]  # header, positions, angles, octaves
+    descriptors: list[np.ndarray]  # (n, 32) uint8
+    suffixes: list[bytes]  # the stage-2 thumbnail
+    pdq: dict[str, int]  # the seed's PDQ codes as integers
+    other: dict[str, str]  # its other hashes (pHash), kept as they are
 
 
 def prepare(seed: Seed, rng: np.random.Generator) -> Prepared | None:
@@ -278,27 +277,34 @@ def prepare(seed: Seed, rng: np.random.Generator) -> Prepared | None:
     h, w = local.shape
     thumb = local.thumbnail
     th, tw = thumb.shape
-    xys, angles, thumbs = [], [], []
+    prefixes, descriptors, suffixes = [], [], []
+    n = len(local)
     for _ in range(TRANSFORMS):
         theta = rng.uniform(-6, 6)
         scale = rng.uniform(0.9, 1.1)
         shift = rng.uniform(-0.06, 0.06, 2) * np.array([w, h])
         m = cv2.getRotationMatrix2D((w / 2, h / 2), theta, scale)
         m[:, 2] += shift
-        xy = local.xy @ m[:, :2].T + m[:, 2]
-        xys.append(np.clip(xy, 0, [w - 1, h - 1]).astype(np.float32))
+        keep = np.sort(rng.choice(n, n - int(rng.uniform(0, 0.15) * n), replace=False))
+        xy = np.clip(local.xy[keep] @ m[:, :2].T + m[:, 2], 0, [w - 1, h - 1])
         # OpenCV's angle is clockwise in image coordinates; 256 steps a turn.
-        angles.append(((local.angle.astype(np.int32) - round(theta * 256 / 360)) % 256)
-                      .astype(np.uint8))
+        angle = ((local.angle[keep].astype(np.int32) - round(theta * 256 / 360)) % 256)
         mt = m.copy()
         mt[:, 2] *= np.array([tw / w, th / h])
         warped = cv2.warpAffine(thumb, mt, (tw, th), borderMode=cv2.BORDER_REPLICATE)
         _, enc = cv2.imencode(".jpg", warped, [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY])
-        thumbs.append(enc.tobytes())
-    header = (local.quality, local.trim_quality, local.black_quality,
-              *(local.source or (0, 0)))
-    return Prepared(seed, (h, w), header, xys, angles, thumbs, (th, tw), local.octave.copy(),
-                    local.descriptors.copy())
+        blob = LocalFeatures(local.shape, xy.astype(np.float32), angle.astype(np.uint8),
+                             local.octave[keep], local.descriptors[keep], enc.tobytes(),
+                             (th, tw), local.quality, local.trim_quality, local.black_quality,
+                             local.source).to_bytes()
+        k = len(keep)
+        at = len(blob) - len(enc.tobytes()) - 32 * k
+        prefixes.append(blob[:at])
+        descriptors.append(np.frombuffer(blob, np.uint8, 32 * k, at).reshape(k, 32))
+        suffixes.append(blob[at + 32 * k:])
+    pdq = {name: int(v, 16) for name, v in seed.perceptual.items() if name.startswith("pdq")}
+    other = {name: v for name, v in seed.perceptual.items() if not name.startswith("pdq")}
+    return Prepared(seed, prefixes, descriptors, suffixes, pdq, other)
 
 
 def flip_masks(rng: np.random.Generator, rates: np.ndarray, keypoints: int = 512) -> np.ndarray:
@@ -310,29 +316,30 @@ def flip_masks(rng: np.random.Generator, rates: np.ndarray, keypoints: int = 512
     return out
 
 
-def perturb(p: Prepared, rng: np.random.Generator, masks: np.ndarray,
-            pdq_flips: np.ndarray) -> tuple[dict[str, str], bytes]:
-    """A distractor's (perceptual, feature blob) from a prepared seed."""
-    from shotstamp_service.matching.features import LocalFeatures
+def pdq_masks(rng: np.random.Generator, distances: np.ndarray, count: int = 4096) -> list[int]:
+    """`count` 256-bit masks, each with a number of bits drawn from `distances`."""
+    out = []
+    for _ in range(count):
+        bits = np.zeros(256, bool)
+        bits[rng.choice(256, int(rng.choice(distances)), replace=False)] = True
+        out.append(int.from_bytes(np.packbits(bits).tobytes(), "big"))
+    return out
 
-    t = int(rng.integers(TRANSFORMS))
-    n = len(p.descriptors)
-    keep = np.sort(rng.choice(n, n - int(rng.uniform(0, 0.15) * n), replace=False))
-    mask = masks[int(rng.integers(len(masks)))]
-    offset = int(rng.integers(len(mask)))
-    rows = (np.arange(len(keep)) + offset) % len(mask)
-    descriptors = p.descriptors[keep] ^ mask[rows]
-    q, tq, bq, sh, sw = p.header
-    local = LocalFeatures(p.shape, p.xy[t][keep], p.angle[t][keep], p.octave[keep], descriptors,
-                          p.thumbs[t], p.thumb_shape, q, tq, bq, (sh, sw) if sh and sw else None)
-    perceptual = dict(p.seed.perceptual)
-    flip = np.zeros(256, bool)
-    flip[rng.choice(256, int(rng.choice(pdq_flips)), replace=False)] = True
-    packed = np.packbits(flip)
-    for name in _pdq_names(perceptual):
-        code = np.frombuffer(bytes.fromhex(perceptual[name]), np.uint8)
-        perceptual[name] = (code ^ packed).tobytes().hex()
-    return perceptual, local.to_bytes()
+
+def perturb(p: Prepared, rng: np.random.Generator, masks: np.ndarray,
+            pdq_flips: list[int]) -> tuple[dict[str, str], bytes]:
+    """A distractor's (perceptual, feature blob) from a prepared seed."""
+    t, m, row, f = (int(v) for v in rng.integers(0, (TRANSFORMS, len(masks), masks.shape[1],
+                                                     len(pdq_flips))))
+    d = p.descriptors[t]
+    mask = np.roll(masks[m], -row, axis=0)[: len(d)] if row + len(d) > masks.shape[1] \
+        else masks[m, row:row + len(d)]
+    blob = b"".join([p.prefixes[t], (d ^ mask).tobytes(), p.suffixes[t]])
+    flip = pdq_flips[f]
+    perceptual = dict(p.other)
+    for name, value in p.pdq.items():
+        perceptual[name] = f"{value ^ flip:064x}"
+    return perceptual, blob
 
 
 # -- the build ----------------------------------------------------------------------------------
@@ -390,6 +397,7 @@ def build(directory: Path, registrations: int, seed: int) -> None:
     print(f"prepared {len(prepared)} seeds × {TRANSFORMS} transforms "
           f"({time.perf_counter() - t:.0f} s)", flush=True)
     masks = flip_masks(rng, flip_d)
+    pdq_flips = pdq_masks(rng, pdq_d)
     data = directory / "data"
     data.mkdir(parents=True, exist_ok=True)
     queries = seeds["queries"]
@@ -403,8 +411,8 @@ def build(directory: Path, registrations: int, seed: int) -> None:
         started = time.perf_counter()
         while done < registrations:
             batch = []
+            now = format_time(utc_now())
             for k in range(done, min(registrations, done + 4096)):
-                now = format_time(utc_now())
                 if k % every == every // 2 and k // every < len(queries):
                     q = queries[k // every]
                     perceptual, features, thumb = q.perceptual, q.features, q.thumbnail
@@ -412,7 +420,7 @@ def build(directory: Path, registrations: int, seed: int) -> None:
                     title = q.name.split("|")[0]
                 else:
                     p = prepared[int(rng.integers(len(prepared)))]
-                    perceptual, features = perturb(p, rng, masks, pdq_d)
+                    perceptual, features = perturb(p, rng, masks, pdq_flips)
                     thumb = p.seed.thumbnail
                     seller = f"seller-{int(rng.integers(5000))}"
                     sha = hashlib.sha256(b"fullscale-%d" % k).hexdigest()
@@ -455,16 +463,18 @@ def calibrate(directory: Path) -> None:
     pdq_d, flip_d = family_statistics(seeds["distractors"])
     rng = np.random.default_rng(5)
     masks = flip_masks(rng, flip_d)
+    pdq_flips = pdq_masks(rng, pdq_d)
     originals = [s for s in seeds["distractors"] if s.name.endswith("|original")]
     pdq_p, flip_p = [], []
     for s in originals[:: max(1, len(originals) // 150)]:
         p = prepare(s, rng)
-        if p is None or "pdq" not in s.perceptual:
+        if p is None or s.features is None or "pdq" not in s.perceptual:
             continue
-        perceptual, blob = perturb(p, rng, masks, pdq_d)
+        perceptual, blob = perturb(p, rng, masks, pdq_flips)
         x, y = int(s.perceptual["pdq"], 16), int(perceptual["pdq"], 16)
         pdq_p.append((x ^ y).bit_count())
-        rate = _matched_flip_rate(p.descriptors, LocalFeatures.from_bytes(blob).descriptors)
+        rate = _matched_flip_rate(LocalFeatures.from_bytes(s.features).descriptors,
+                                  LocalFeatures.from_bytes(blob).descriptors)
         if rate is not None:
             flip_p.append(rate)
     print("| pairs | n | PDQ distance p10 / median / p90 | matched-descriptor bit rate "

@@ -34,8 +34,10 @@ import argparse
 import asyncio
 import collections
 import json
+import pickle
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import aiohttp
@@ -196,7 +198,20 @@ def estimate(every: int, registrations: int, workers: int) -> None:
     holdout = held_out(photos, root)
     order = [p.file for p in photos]
     registered = {f: i for i, f in enumerate(order) if f not in holdout}
-    items = mb.fingerprint_corpus(root, workers)
+    queries, _, _ = split_corpus(root)
+    sample = set(queries[::every])
+    # The registered originals and the sampled photos' edits only (bench/matching.py
+    # fingerprints the whole corpus): cached beside its cache, under the same code digest.
+    path = mb.OUT / "cache" / f"fullscale-{mb.fingerprints_digest()}-every{every}.pkl"
+    if path.exists():
+        items = pickle.loads(path.read_bytes())
+    else:
+        jobs = [(str(root), f, f in sample) for f in registered]
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            items = [i for batch in pool.map(mb._fingerprint_photo, jobs, chunksize=4)
+                     for i in batch]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(items))
     digest = mb._digest([*mb.FINGERPRINT_CODE, mb.SERVICE / "verification.py"])
     cache = mb.EvidenceCache(mb.OUT / "cache" / f"evidence-{digest}.pkl")
     related = {f: {registered[g] for g in others if g in registered}
@@ -204,8 +219,6 @@ def estimate(every: int, registrations: int, workers: int) -> None:
     _, results, unrelated = mb.run_queries(items, registered, related, cache)
     cache.save()
     pairs = sum(1 for r in results if r.item.fp.local is not None) * (len(registered) - 1)
-    queries, _, _ = split_corpus(root)
-    sample = set(queries[::every])
 
     def at(r: mb.QueryResult, n: int) -> float:
         if r.verdict == "copy-fast" or (r.verdict == "copy-verified" and r.via_pdq):
