@@ -203,8 +203,12 @@ def estimate(every: int, registrations: int, workers: int) -> None:
     # The registered originals and the sampled photos' edits only (bench/matching.py
     # fingerprints the whole corpus): cached beside its cache, under the same code digest.
     path = mb.OUT / "cache" / f"fullscale-{mb.fingerprints_digest()}-every{every}.pkl"
-    if path.exists():
-        items = pickle.loads(path.read_bytes())
+    # A sample of every d-th photo holds every (k·d)-th photo's edits too.
+    cached = [path.with_name(path.name.replace(f"every{every}", f"every{d}"))
+              for d in range(1, every + 1) if every % d == 0]
+    found = [c for c in cached if c.exists()]
+    if found:
+        items = pickle.loads(found[0].read_bytes())
     else:
         jobs = [(str(root), f, f in sample) for f in registered]
         with ProcessPoolExecutor(max_workers=workers) as pool:
