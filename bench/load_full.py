@@ -12,8 +12,9 @@ peak open-loop. It prints uploads/s, latency and CPU ms per upload by component 
 process, fingerprint workers, this load generator) read from /proc, and the loaded figure
 as a share of the empty one (issue 21 goal 5: ≥ 80 %, p99 < 100 ms at half of peak).
 
-Uploads are new product shots (bench/productshots.py's generator) from seeds no earlier run
-used, so every run on the loaded directory uploads images it has not seen; an answer is
+Uploads are new product shots (bench/productshots.py's generator; `--uploads photo`:
+tests/kit/imagegen.py's detailed photos, which no distractor is made from) from seeds no
+earlier run used, so every run on the loaded directory uploads images it has not seen; an answer is
 counted whether 201 (registered) or 409 (refused as a near-copy of a registration): both
 ran the whole pipeline. The loaded directory keeps what a run registers (a few thousand
 rows among a million).
@@ -56,11 +57,17 @@ ENV = {  # bench/load.py's production settings over the test processes' quick on
 }
 
 
-def shots(count: int, base: int) -> list[bytes]:
+def shots(count: int, base: int, generator: str = "product") -> list[bytes]:
+    """New 1000 px JPEGs: product shots (bench/productshots.py, the generator ≈ 62 % of the
+    distractors come from), or detailed photos (tests/kit/imagegen.py, none of them)."""
+    from tests.kit import imagegen
+
     out = []
     for k in range(count):
         buf = io.BytesIO()
-        product_shot(base + k).save(buf, "JPEG", quality=90)
+        image = (product_shot(base + k) if generator == "product"
+                 else imagegen.detailed_photo(base + k, (1000, 750)))
+        image.save(buf, "JPEG", quality=90)
         out.append(buf.getvalue())
     return out
 
@@ -107,6 +114,9 @@ def main() -> int:
     parser.add_argument("--max-rate", type=float, default=25.0,
                         help="upper bound on uploads/s, to size the image set")
     parser.add_argument("--no-half-peak", dest="half_peak", action="store_false")
+    parser.add_argument("--uploads", choices=["product", "photo"], default="product",
+                        help="what is uploaded: bench/productshots.py shots (the load "
+                             "benchmark's) or tests/kit/imagegen.py detailed photos")
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     per_run = int(args.max_rate * args.duration)
@@ -115,7 +125,7 @@ def main() -> int:
     base = 10_000_000 + int(time.time()) % 100_000 * 1000
     print(f"generating {per_run * runs} product shots from seed {base}…", file=sys.stderr,
           flush=True)
-    files = shots(per_run * runs, base)
+    files = shots(per_run * runs, base, args.uploads)
     env = {**ENV, "SHOTSTAMP_FINGERPRINT_WORKERS": str(args.workers)}
     print("| service | clients | answers/s | p50 ms | p95 ms | p99 ms | CPU ms/upload service "
           "| workers | client | total | outcomes |")
