@@ -123,7 +123,7 @@ def main() -> int:
     runs = args.repeat * (len(levels) + (1 if args.half_peak else 0))
     # Seeds past any earlier invocation's: the loaded directory keeps what each run registered.
     base = 10_000_000 + int(time.time()) % 100_000 * 1000
-    print(f"generating {per_run * runs} product shots from seed {base}…", file=sys.stderr,
+    print(f"generating {per_run * runs} {args.uploads} images from seed {base}…", file=sys.stderr,
           flush=True)
     files = shots(per_run * runs, base, args.uploads)
     env = {**ENV, "SHOTSTAMP_FINGERPRINT_WORKERS": str(args.workers)}
