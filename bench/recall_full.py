@@ -1,0 +1,289 @@
+"""Recall per edit family and false matches through the HTTP API of a service holding ≥ 1 M.
+
+    PYTHONPATH=sdk:service:. python -m bench.recall_full DIR/data [--every 3] [--edits a,b]
+    PYTHONPATH=sdk:service:. python -m bench.recall_full DIR/data --estimate [--every 3]
+
+DIR/data is a data directory `bench/fullscale.py build` made: the corpus's query originals
+(every non-held-out photo, as `bench/matching.py` registers them) registered by one seller
+among the distractors. This starts that service and, through POST /v1/registrations:
+
+- uploads every edited copy (tests/kit/edits, the fixed seeds `bench/matching.py` uses) of
+  every `--every`-th query photo, one seller per edit family (so a copy that got through
+  in one family does not make another family's upload "already yours"): a refusal (409)
+  that lists the photo's original among its matches is a hit; a 409 listing a registration
+  that is neither that original, a registration of the same picture (tests.kit.corpus
+  SAME_PICTURE) nor an earlier benchmark copy of the same photo is a false match;
+- uploads the unseen held-out photos (never registered, never a distractor source) and
+  three edits of each, from one more seller: any refusal among those is a false match.
+
+With `--checks` the same images go to POST /v1/checks instead (nothing is registered); a
+`copy` verdict there is what an upload would be refused for.
+
+Each run's sellers carry a fresh tag, so the benchmark can run again on the same directory
+(what an earlier run registered is then another seller's copy of the same photo).
+A staff key reads back every registration a refusal names (seller and title).
+
+`--estimate` prints `bench/matching.py`'s estimate for the same photos at the directory's
+size instead (its fingerprint cache, its `found_at_scale`), to set beside the measured
+figures: the estimate models only the word-vote ranking among unrelated registrations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import pickle
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.fullscale import QUERY_SELLER, split_corpus  # noqa: E402
+from bench.load import LocalService  # noqa: E402
+from bench.load_full import ENV  # noqa: E402
+
+UNSEEN_EDITS = ("crop_80", "rotate", "combination")
+
+
+def _jobs(root: Path, every: int, edits: list[str]) -> tuple[list[tuple[str, str, bytes]],
+                                                               list[tuple[str, str, bytes]]]:
+    from tests.kit.corpus import original_bytes
+    from tests.kit.edits import EDITS, apply_edit
+
+    by_name = {e.name: e for e in EDITS}
+    queries, _, unseen = split_corpus(root)
+    copies = []
+    for photo in queries[::every]:
+        _, shot = original_bytes(root / photo)
+        copies += [(photo, e, apply_edit(by_name[e], shot, photo=photo)) for e in edits]
+    others = []
+    for photo in unseen:
+        data, shot = original_bytes(root / photo)
+        others.append((photo, "original", data))
+        others += [(photo, e, apply_edit(by_name[e], shot, photo=photo)) for e in UNSEEN_EDITS]
+    return copies, others
+
+
+async def measure(service: LocalService, copies: list[tuple[str, str, bytes]],
+                  others: list[tuple[str, str, bytes]], clients: int, checks: bool) -> None:
+    from tests.kit.corpus import same_picture
+    from tests.kit.edits import EDITS
+
+    tag = time.strftime("%H%M%S", time.gmtime())
+    families = sorted({e for _, e, _ in copies})
+    keys = {e: service.admin("keys", "create", "--seller", f"fullscale-copier-{tag}-{e}")
+            for e in families}
+    keys["unseen"] = service.admin("keys", "create", "--seller", f"fullscale-unseen-{tag}")
+    staff = service.admin("keys", "create", "--seller", "fullscale-staff", "--role", "staff")
+    url = service.process.url if service.process else ""
+    partners = same_picture()
+    names: dict[str, tuple[str, str]] = {}  # registration id → (seller, title)
+    outcome: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    false_matches: list[str] = []
+    latencies: list[float] = []
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                     timeout=aiohttp.ClientTimeout(total=300)) as session:
+
+        async def name(reg_id: str) -> tuple[str, str]:
+            if reg_id not in names:
+                async with session.get(f"{url}/v1/registrations/{reg_id}",
+                                       headers={"Authorization": f"Bearer {staff}"}) as r:
+                    body = await r.json()
+                names[reg_id] = (body.get("seller", "?"), body.get("title") or "")
+            return names[reg_id]
+
+        async def upload(photo: str, edit: str, data: bytes, key: str, family: str) -> None:
+            form = aiohttp.FormData()
+            form.add_field("image", data, filename="copy.jpg", content_type="image/jpeg")
+            form.add_field("title", f"{photo}|{edit}")
+            t = time.monotonic()
+            async with session.post(f"{url}/v1/{'checks' if checks else 'registrations'}",
+                                    data=form, headers={"Authorization": f"Bearer {key}"}) as r:
+                status, body = r.status, await r.json()
+            latencies.append(time.monotonic() - t)
+            if checks:  # what an upload would be refused for: another seller's copy verdict
+                body["matches"] = [m for m in body.get("matches", []) if m["verdict"] == "copy"]
+                status = 409 if body["matches"] else 201
+            if status != 409:
+                outcome[family]["miss" if family != "unseen" else "accepted"] += 1
+                return
+            hit, wrong = False, []
+            for m in body.get("matches", []):
+                seller, title = await name(m["registration_id"])
+                source = title.split("|")[0]
+                if seller == QUERY_SELLER and source == photo and family != "unseen":
+                    hit = True
+                elif source == photo and seller.startswith("fullscale-"):
+                    continue  # an earlier benchmark copy of the same photo
+                elif source in partners.get(photo, ()):
+                    continue  # the same picture under another name
+                else:
+                    wrong.append(f"{seller}:{title or m['registration_id']} "
+                                 f"({m.get('clause')}, {m.get('stage')})")
+            if wrong:
+                false_matches.append(f"{photo} [{edit}] → {'; '.join(wrong)}")
+                outcome[family]["false match"] += 1
+            if family == "unseen":
+                if not wrong:
+                    outcome[family]["refused, own photo"] += 1
+            else:
+                outcome[family]["hit" if hit else "refused, not naming the original"] += 1
+
+        queue: asyncio.Queue[tuple[str, str, bytes, str, str]] = asyncio.Queue()
+        # The hardest families first: a copy another family let through is a registration,
+        # and a later upload of the same photo may be refused naming it instead.
+        rank = {e.name: k for k, e in enumerate(EDITS)}
+        for photo, edit, data in sorted(copies, key=lambda c: -rank[c[1]]):
+            queue.put_nowait((photo, edit, data, keys[edit], edit))
+        for photo, edit, data in others:
+            queue.put_nowait((photo, edit, data, keys["unseen"], "unseen"))
+        total, started = queue.qsize(), time.monotonic()
+
+        async def worker() -> None:
+            while not queue.empty():
+                job = queue.get_nowait()
+                await upload(*job)
+                done = total - queue.qsize()
+                if done % 250 == 0:
+                    print(f"<!-- {done}/{total} uploads, {time.monotonic() - started:.0f} s -->",
+                          flush=True)
+
+        await asyncio.gather(*(worker() for _ in range(clients)))
+
+    print("| edit | goal | n | refused naming the original | refused otherwise | accepted "
+          "(missed) | false matches |")
+    print("|---|---|---|---|---|---|---|")
+    hits = n_all = 0
+    for e in EDITS:
+        c = outcome.get(e.name)
+        if not c:
+            continue
+        n = c["hit"] + c["refused, not naming the original"] + c["miss"]
+        hits += c["hit"]
+        n_all += n
+        print(f"| {e.name} | {e.goal:.0%} | {n} | {c['hit'] / n:.1%} | "
+              f"{c['refused, not naming the original']} | {c['miss']} | {c['false match']} |")
+    print(f"| **all edits** | | {n_all} | **{hits / max(1, n_all):.1%}** | | | |")
+    u = outcome["unseen"]
+    print(f"\nunseen different photos and their edits: {sum(u.values())} uploads, "
+          f"{u['accepted']} accepted, {u['false match']} refused naming another photo, "
+          f"{u['refused, own photo']} refused naming an earlier upload of the same photo")
+    print(f"false matches: {len(false_matches)}")
+    for f in false_matches[:30]:
+        print(f"- {f}")
+    lat = sorted(latencies)
+    print(f"upload latency p50 {lat[len(lat) // 2] * 1000:.0f} ms, "
+          f"p99 {lat[int(len(lat) * 0.99)] * 1000:.0f} ms ({clients} clients)")
+    print(json.dumps({k: dict(v) for k, v in outcome.items()}))
+
+
+def estimate(every: int, registrations: int, workers: int) -> None:
+    """bench/matching.py's at-scale estimate for the same query photos, at `registrations`."""
+    import numpy as np
+
+    from bench import matching as mb
+    from tests.kit.corpus import corpus_dir, held_out, load_photos, same_picture
+    from tests.kit.edits import EDITS
+
+    root = corpus_dir()
+    photos = load_photos(root)
+    holdout = held_out(photos, root)
+    order = [p.file for p in photos]
+    registered = {f: i for i, f in enumerate(order) if f not in holdout}
+    queries, _, _ = split_corpus(root)
+    sample = set(queries[::every])
+    # The registered originals and the sampled photos' edits only (bench/matching.py
+    # fingerprints the whole corpus): cached beside its cache, under the same code digest.
+    path = mb.OUT / "cache" / f"fullscale-{mb.fingerprints_digest()}-every{every}.pkl"
+    # A sample of every d-th photo holds every (k·d)-th photo's edits too.
+    cached = [path.with_name(path.name.replace(f"every{every}", f"every{d}"))
+              for d in range(1, every + 1) if every % d == 0]
+    found = [c for c in cached if c.exists()]
+    if found:
+        items = pickle.loads(found[0].read_bytes())
+    else:
+        jobs = [(str(root), f, f in sample) for f in registered]
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            items = [i for batch in pool.map(mb._fingerprint_photo, jobs, chunksize=4)
+                     for i in batch]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(items))
+    digest = mb._digest([*mb.FINGERPRINT_CODE, mb.SERVICE / "verification.py"])
+    cache = mb.EvidenceCache(mb.OUT / "cache" / f"evidence-{digest}.pkl")
+    related = {f: {registered[g] for g in others if g in registered}
+               for f, others in same_picture().items()}
+    _, results, unrelated = mb.run_queries(items, registered, related, cache)
+    cache.save()
+    pairs = sum(1 for r in results if r.item.fp.local is not None) * (len(registered) - 1)
+
+    def at(r: mb.QueryResult, n: int) -> float:
+        if r.verdict == "copy-fast" or (r.verdict == "copy-verified" and r.via_pdq):
+            return 1.0
+        if not r.verified_copy:
+            return 0.0
+        return mb.found_at_scale(r.true_words, unrelated, pairs, n)
+
+    print(f"| edit | n | recall at {len(registered)} | est. at {registrations:,} | "
+          "est. at 10 M |")
+    print("|---|---|---|---|---|")
+    everything = []
+    for e in EDITS:
+        rs = [r for r in results if r.genuine_ref is not None and r.item.edit == e.name
+              and r.item.photo in sample]
+        if not rs:
+            continue
+        everything += rs
+        print(f"| {e.name} | {len(rs)} | "
+              f"{np.mean([r.verdict.startswith('copy') for r in rs]):.1%} | "
+              f"{np.mean([at(r, registrations) for r in rs]):.1%} | "
+              f"{np.mean([at(r, mb.TEN_MILLION) for r in rs]):.1%} |")
+    print(f"| **all edits** | {len(everything)} | "
+          f"{np.mean([r.verdict.startswith('copy') for r in everything]):.1%} | "
+          f"{np.mean([at(r, registrations) for r in everything]):.1%} | "
+          f"{np.mean([at(r, mb.TEN_MILLION) for r in everything]):.1%} |")
+
+
+def main() -> int:
+    from tests.kit.corpus import corpus_dir
+    from tests.kit.edits import EDITS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--every", type=int, default=3, help="every N-th query photo")
+    parser.add_argument("--edits", default=",".join(e.name for e in EDITS))
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="SHOTSTAMP_FINGERPRINT_WORKERS")
+    parser.add_argument("--checks", action="store_true",
+                        help="POST /v1/checks instead of uploading: nothing is registered, so "
+                             "no family's missed copy can be named instead of the original")
+    parser.add_argument("--estimate", action="store_true")
+    parser.add_argument("--registrations", type=int, default=1_000_000,
+                        help="with --estimate: the size to estimate at")
+    args = parser.parse_args()
+    if args.estimate:
+        estimate(args.every, args.registrations, args.workers)
+        return 0
+    copies, others = _jobs(corpus_dir(), args.every, args.edits.split(","))
+    print(f"<!-- {len(copies)} edited copies, {len(others)} unseen uploads -->", flush=True)
+    service = LocalService({**ENV, "SHOTSTAMP_FINGERPRINT_WORKERS": str(args.workers)})
+    service.data = args.data
+    t = time.perf_counter()
+    service.start()
+    print(f"<!-- service healthy {time.perf_counter() - t:.1f} s after launch -->", flush=True)
+    try:
+        asyncio.run(measure(service, copies, others, args.clients, args.checks))
+    finally:
+        service.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
