@@ -21,30 +21,13 @@ from shotstamp import _merkle as merkle
 from shotstamp_service.log.sealer import Sealer
 from shotstamp_service.log.signer import LogSigner
 from shotstamp_service.log.tree import LogTree, consistency_proof, inclusion_proof
-from shotstamp_service.records import (
-    NewRegistration,
-    format_time,
-    new_registration_id,
-    utc_now,
-)
 from shotstamp_service.store import Store, StoreError
 from shotstamp_service.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from shotstamp_service.store.postgres import PostgresStore
 from shotstamp_service.store.sqlite import SQLiteStore
+from tests.kit.rows import new_registration as registration
 
 SIGNER = LogSigner("test.example/log", Ed25519PrivateKey.generate())
-
-
-def registration(n: int) -> NewRegistration:
-    return NewRegistration(
-        id=new_registration_id(),
-        seller="s",
-        sha256=f"{n:064x}",
-        perceptual={"phash": f"{n:016x}"},
-        received_at=format_time(utc_now()),
-        width=10,
-        height=10,
-    )
 
 
 async def seal_batches(store: Store, batches: list[int]) -> tuple[list[bytes], list]:

@@ -21,23 +21,12 @@ from shotstamp_service.log.signer import (
     load_or_create_key,
     write_new_key,
 )
-from shotstamp_service.records import NewRegistration, format_time, new_registration_id, utc_now
+from shotstamp_service.records import format_time, utc_now
 from shotstamp_service.store import ActiveKeyChanged
 from shotstamp_service.store.postgres import PostgresStore
+from tests.kit.rows import new_registration as registration
 
 ORIGIN = "test.example/log"
-
-
-def registration(n: int) -> NewRegistration:
-    return NewRegistration(
-        id=new_registration_id(),
-        seller="s",
-        sha256=f"{n:064x}",
-        perceptual={"phash": f"{n:016x}"},
-        received_at=format_time(utc_now()),
-        width=10,
-        height=10,
-    )
 
 
 @pytest.fixture

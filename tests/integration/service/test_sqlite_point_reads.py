@@ -9,22 +9,14 @@ from typing import Any
 
 import pytest
 
-from shotstamp_service.records import NewRegistration, format_time, new_registration_id, utc_now
+from shotstamp_service.records import NewRegistration
 from shotstamp_service.store import StoreError
 from shotstamp_service.store.sqlite import SQLiteStore
+from tests.kit.rows import new_registration
 
 
 def _new(n: int) -> NewRegistration:
-    return NewRegistration(
-        id=new_registration_id(),
-        seller="s",
-        sha256=f"{n:064x}",
-        perceptual={"phash": f"{n:016x}"},
-        received_at=format_time(utc_now()),
-        width=10,
-        height=20,
-        features=bytes([n]) * 100,
-    )
+    return new_registration(n, height=20, features=bytes([n]) * 100)
 
 
 @pytest.fixture

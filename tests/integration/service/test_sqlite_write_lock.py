@@ -11,20 +11,13 @@ import sys
 import textwrap
 from pathlib import Path
 
-from shotstamp_service.records import NewRegistration, format_time, new_registration_id, utc_now
+from shotstamp_service.records import NewRegistration
 from shotstamp_service.store.sqlite import SQLiteStore
+from tests.kit.rows import new_registration
 
 
 def _new(n: int) -> NewRegistration:
-    return NewRegistration(
-        id=new_registration_id(),
-        seller="s",
-        sha256=f"{n:064x}",
-        perceptual={"phash": f"{n:016x}"},
-        received_at=format_time(utc_now()),
-        width=10,
-        height=20,
-    )
+    return new_registration(n, height=20)
 
 
 async def test_a_write_waits_for_the_write_lock_and_goes_on_when_it_is_released(
