@@ -2,8 +2,9 @@
 
 `repack SRC DST` writes DST as the format /4 form of the segments in SRC (a `bench/startup.py
 build`): every file hard-linked except `{pdq,low}.offsets.npy`, whose int32 run starts are
-packed (`index.PackedOffsets`) into `{prefix}.{base,step,wide_blocks,wide}.npy`; the same
-codes, order and words, so only the run starts differ.
+packed (`index.PackedOffsets`) into `{prefix}.{base,step,wide_blocks,wide}.npy`, and
+`{pdq,low}.order.npy`, packed to 3 bytes a position (`index.pack_order`); the same codes and
+words, the same order and run starts in another form.
 
 `compare SRC DST` maps both, times the PDQ lookups as `bench/startup.py measure` does them
 (three codes within radius 31: one near a stored code, two random), alternating between the
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from shotstamp_service.matching.engine import PDQ_CANDIDATE
-from shotstamp_service.matching.index import HammingIndex, PackedOffsets, _Layout
+from shotstamp_service.matching.index import HammingIndex, PackedOffsets, _Layout, pack_order
 from shotstamp_service.matching.segments import FORMAT, MANIFEST, SegmentDir, _crc
 
 
@@ -41,13 +42,14 @@ def repack(src: Path, dst: Path) -> None:
         out.mkdir(exist_ok=True)
         files = dict(entry["files"])
         for name in files:
-            keep = not name.endswith(".offsets.npy") or name.startswith("words")
+            keep = name.startswith("words") or not name.endswith((".offsets.npy", ".order.npy"))
             if keep and not (out / name).exists():  # the same inode: shared page cache
                 os.link(root / name, out / name)
         for prefix in ("pdq", "low"):
             flat = np.load(root / f"{prefix}.offsets.npy", mmap_mode="r")
             size = len(np.load(root / f"{prefix}.codes.npy", mmap_mode="r"))
             del files[f"{prefix}.offsets.npy"]
+            order = np.load(root / f"{prefix}.order.npy", mmap_mode="r")
             t0 = time.process_time()
             if size:
                 layout = _Layout.for_size(size, PDQ_CANDIDATE, int(entry["chunk_bits"][prefix]))
@@ -55,17 +57,21 @@ def repack(src: Path, dst: Path) -> None:
                 packed = PackedOffsets.pack(
                     [np.asarray(flat[a:b]) for a, b in itertools.pairwise(starts)],
                     size)
-                arrays = {"base": packed.base, "step": packed.step,
+                arrays = {"order": pack_order(np.asarray(order)),
+                          "base": packed.base, "step": packed.step,
                           "wide_blocks": packed.wide_blocks, "wide": packed.wide}
             else:
-                arrays = {"base": np.zeros(0, np.int64), "step": np.zeros(0, np.uint8),
+                arrays = {"order": np.asarray(order), "base": np.zeros(0, np.int64),
+                          "step": np.zeros(0, np.uint8),
                           "wide_blocks": np.zeros(0, np.int64),
                           "wide": np.zeros((0, 64), np.int32)}
             for key, array in arrays.items():
                 path = out / f"{prefix}.{key}.npy"
+                path.unlink(missing_ok=True)  # never write through a hard link into SRC
                 np.save(path, array, allow_pickle=False)
                 files[path.name] = [path.stat().st_size, _crc(path)]
-            print(f"{entry['name']} {prefix}: {len(flat):,} run starts, {flat.nbytes / 1e6:.1f} MB"
+            print(f"{entry['name']} {prefix}: order and {len(flat):,} run starts, "
+                  f"{(flat.nbytes + order.nbytes) / 1e6:.1f} MB"
                   f" → {sum(a.nbytes for a in arrays.values()) / 1e6:.1f} MB "
                   f"({len(arrays['wide_blocks']):,} wide blocks), "
                   f"{time.process_time() - t0:.1f} s CPU", flush=True)

@@ -216,7 +216,8 @@ class _Tables:
 
     size: int
     layout: _Layout
-    order: np.ndarray  # (chunks, size) int32: positions sorted by chunk value
+    # (chunks, size) int32: positions sorted by chunk value; or packed, 3 bytes each (`pack_order`)
+    order: np.ndarray
     # per chunk, (2**width + 1,) int32 run starts by value; or all of them packed
     offsets: list[np.ndarray] | PackedOffsets
     masks: list[np.ndarray]  # per chunk, the probe masks
@@ -279,11 +280,12 @@ class Frozen:
 def build_frozen(codes: np.ndarray, refs: np.ndarray, tags: np.ndarray, max_radius: int,
                  chunk_bits: int | None = None, *, packed: bool = True) -> Frozen:
     """The tables over `codes`, as `HammingIndex` builds them, for a persisted part (run
-    starts packed unless `packed` is False, as formats /1–/3 kept them)."""
+    starts and order packed unless `packed` is False, as formats /1–/3 kept them)."""
     codes = np.ascontiguousarray(codes, np.uint8).reshape(-1, CODE_BYTES)
     tables = _build_tables(codes, max_radius, chunk_bits)
     if packed and tables.size and isinstance(tables.offsets, list):
-        tables = replace(tables, offsets=PackedOffsets.pack(tables.offsets, tables.size))
+        tables = replace(tables, order=pack_order(tables.order),
+                         offsets=PackedOffsets.pack(tables.offsets, tables.size))
     return Frozen(codes, np.asarray(refs, np.int64), np.asarray(tags, np.uint8), tables)
 
 
@@ -292,7 +294,6 @@ def _probe(tables: _Tables, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     chunk probed with its near values, for all query codes at once."""
     qvalues = tables.layout.values(q)
     starts, ends, which = [], [], []
-    order_flat = tables.order.reshape(-1)
     for c, (values, masks) in enumerate(zip(qvalues, tables.masks, strict=True)):
         probes = (values[:, None] ^ masks[None, :]).ravel().astype(np.int64)
         run_starts, run_ends = tables.runs(c, probes)
@@ -301,7 +302,20 @@ def _probe(tables: _Tables, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         which.append(np.repeat(np.arange(len(q)), len(masks)))
     starts_a, ends_a = np.concatenate(starts), np.concatenate(ends)
     owner = np.repeat(np.concatenate(which), ends_a - starts_a)
-    return order_flat[_gather_ranges(starts_a, ends_a)].astype(np.int64), owner
+    at = _gather_ranges(starts_a, ends_a)
+    if tables.order.dtype == np.uint8:  # 3 bytes a position (`pack_order`)
+        return (packed_view(tables.order)[at] & np.uint32(0xFFFFFF)).astype(np.int64), owner
+    return tables.order.reshape(-1)[at].astype(np.int64), owner
+
+
+def pack_order(order: np.ndarray) -> np.ndarray:
+    """(chunks, size) int32 positions → 3 bytes each, little-endian, plus one padding byte
+    (read with `packed_view`, as packed postings are); unchanged from 2**24 codes on."""
+    if order.shape[1] >= 1 << 24:
+        return order
+    out = np.zeros(3 * order.size + 1, np.uint8)
+    out[:-1] = order.astype("<u4").reshape(-1, 1).view(np.uint8)[:, :3].ravel()
+    return out
 
 
 @dataclass

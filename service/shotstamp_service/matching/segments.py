@@ -61,7 +61,8 @@ __all__ = ["FANOUT", "Damaged", "Segment", "SegmentDir"]
 log = logging.getLogger(__name__)
 
 # /4 packs the PDQ tables' run starts (`index.PackedOffsets`: {prefix}.{base,step,wide_blocks,
-# wide} instead of int32 {prefix}.offsets); /3 keeps 16-bit signatures (`index.stored_signatures`:
+# wide} instead of int32 {prefix}.offsets) and their order (3 bytes a position, uint8 {prefix}.order
+# instead of int32, `index.pack_order`); /3 keeps 16-bit signatures (`index.stored_signatures`:
 # 5 bytes a posting) and int32 PDQ refs; /2 packed word postings in 3 bytes
 # (`index.pack_postings`) beside 32-bit signatures, /1 did not. Older segments are read as they
 # are (their signatures truncate when compared; their int32 run starts are searched as such).
@@ -277,6 +278,8 @@ class SegmentDir:
                     raise Damaged(f"{prefix} run starts do not match its layout")
             if total != len(flat):
                 raise Damaged(f"{prefix} offsets do not match its layout")
+            if order.dtype == np.uint8 and len(order) != 3 * len(lengths) * size + 1:
+                raise Damaged(f"{prefix} order does not match its layout")
             return Frozen(codes, load(f"{prefix}.refs"), load(f"{prefix}.tags"),
                           _Tables(size, layout, order, offsets, masks))
 

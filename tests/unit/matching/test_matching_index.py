@@ -49,8 +49,9 @@ def test_hamming_index_background_rebuild_keeps_answers(monkeypatch: pytest.Monk
 
 
 def test_packed_run_starts_answer_as_int32_ones_with_clustered_codes() -> None:
-    """Persisted tables keep their run starts as uint8 steps per block; a block over more than
-    255 codes (here: 600 near-copies of one code beside spread ones) keeps them wide."""
+    """Persisted tables keep their order in 3 bytes a position and their run starts as uint8
+    steps per block; a block over more than 255 codes (here: 600 near-copies of one code
+    beside spread ones) keeps them wide."""
     rng = np.random.default_rng(21)
     base = rng.integers(0, 256, 32, dtype=np.uint8).tobytes()
     live: dict[int, list[bytes]] = {}
@@ -67,6 +68,7 @@ def test_packed_run_starts_answer_as_int32_ones_with_clustered_codes() -> None:
     offsets = packed.tables.offsets
     assert isinstance(offsets, PackedOffsets) and isinstance(plain.tables.offsets, list)
     assert len(offsets.wide_blocks) > 0  # the clustered codes' blocks
+    assert packed.tables.order.nbytes == plain.tables.order.nbytes * 3 // 4 + 1
     assert offsets.nbytes < sum(o.nbytes for o in plain.tables.offsets) / 2
     for c, flat in enumerate(plain.tables.offsets):  # every run start of every chunk
         probes = np.arange(len(flat), dtype=np.int64)

@@ -178,6 +178,7 @@ def test_segments_of_earlier_formats_still_answer_beside_new_ones(
     assert not (tmp_path / fourth.name / "pdq.offsets.npy").exists()
     buckets = len(fourth.pdq.tables.offsets.step)
     assert (tmp_path / fourth.name / "pdq.step.npy").stat().st_size < buckets + 200
+    assert fourth.pdq.tables.order.dtype == np.uint8 and third.pdq.tables.order.dtype == np.int32
     assert not first.words[0].packed and second.words[0].packed and third.words[0].packed
     assert first.words[0].signatures.dtype == second.words[0].signatures.dtype == np.uint32
     assert third.words[0].signatures.dtype == np.uint16
