@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -159,19 +159,82 @@ class Hit(NamedTuple):
     tag: int  # the tag given to the stored code at `add`
 
 
+# Run starts kept as one uint8 step a bucket from an int64 base per block (format /4).
+OFFSET_BLOCK_BITS = 6
+
+
+@dataclass(frozen=True)
+class PackedOffsets:
+    """Every chunk's run starts (2**width + 1 each) in one flat sequence, chunk c's raised by
+    c * size so that it stays ascending: `base` per block of 2**OFFSET_BLOCK_BITS entries plus
+    a uint8 `step` each; a block spanning more than 255 codes (clustered codes) keeps int32
+    steps in `wide` instead, its id in `wide_blocks`. ≈ 1.1 bytes a bucket, not 4."""
+
+    chunk_starts: tuple[int, ...]  # first flat entry of each chunk
+    base: np.ndarray  # (blocks,) int64
+    step: np.ndarray  # (entries,) uint8; 0 in wide blocks
+    wide_blocks: np.ndarray  # (w,) int64, ascending
+    wide: np.ndarray  # (w, 2**OFFSET_BLOCK_BITS) int32
+
+    @property
+    def nbytes(self) -> int:
+        return self.base.nbytes + self.step.nbytes + self.wide_blocks.nbytes + self.wide.nbytes
+
+    @classmethod
+    def pack(cls, offsets: list[np.ndarray], size: int) -> PackedOffsets:
+        widths = [len(o) for o in offsets]
+        chunk_starts = tuple(int(x) for x in np.cumsum([0, *widths[:-1]]))
+        flat = np.concatenate([o.astype(np.int64) + c * size for c, o in enumerate(offsets)])
+        block = 1 << OFFSET_BLOCK_BITS
+        padded = np.concatenate([flat, np.full(-len(flat) % block, flat[-1], np.int64)])
+        blocks = padded.reshape(-1, block)
+        base = blocks[:, 0].copy()
+        rel = blocks - base[:, None]
+        wide_blocks = np.flatnonzero(rel[:, -1] > 0xFF)
+        wide = rel[wide_blocks].astype(np.int32)
+        rel[wide_blocks] = 0
+        step = rel.astype(np.uint8).reshape(-1)[: len(flat)]
+        return cls(chunk_starts, base, step, wide_blocks.astype(np.int64), wide)
+
+    def at(self, c: int, probes: np.ndarray) -> np.ndarray:
+        """Chunk c's run starts at `probes` (int64 values), plus c * size."""
+        i = probes + self.chunk_starts[c]
+        b = i >> OFFSET_BLOCK_BITS
+        values: np.ndarray = self.base[b] + self.step[i]
+        if len(self.wide_blocks):
+            k = np.minimum(np.searchsorted(self.wide_blocks, b), len(self.wide_blocks) - 1)
+            hit = np.flatnonzero(self.wide_blocks[k] == b)
+            if len(hit):
+                values[hit] = self.base[b[hit]] + self.wide[
+                    k[hit], i[hit] & ((1 << OFFSET_BLOCK_BITS) - 1)]
+        return values
+
+
 @dataclass(frozen=True)
 class _Tables:
     """Multi-index tables over positions [0, size) of a snapshot of the code array."""
 
     size: int
     layout: _Layout
-    order: np.ndarray  # (chunks, size) int32: positions sorted by chunk value
-    offsets: list[np.ndarray]  # per chunk, (2**width + 1,) int32 run starts by value
+    # (chunks, size) int32: positions sorted by chunk value; or packed, 3 bytes each (`pack_order`)
+    order: np.ndarray
+    # per chunk, (2**width + 1,) int32 run starts by value; or all of them packed
+    offsets: list[np.ndarray] | PackedOffsets
     masks: list[np.ndarray]  # per chunk, the probe masks
 
     @property
     def nbytes(self) -> int:
+        if isinstance(self.offsets, PackedOffsets):
+            return self.order.nbytes + self.offsets.nbytes
         return self.order.nbytes + sum(o.nbytes for o in self.offsets)
+
+    def runs(self, c: int, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, ends) in the flat `order` of chunk c's runs for the values `probes`."""
+        if isinstance(self.offsets, PackedOffsets):
+            return self.offsets.at(c, probes), self.offsets.at(c, probes + 1)
+        offsets = self.offsets[c]
+        return (offsets[probes].astype(np.int64) + c * self.size,
+                offsets[probes + 1].astype(np.int64) + c * self.size)
 
 
 def _stable_order(values: np.ndarray) -> np.ndarray:
@@ -215,11 +278,15 @@ class Frozen:
 
 
 def build_frozen(codes: np.ndarray, refs: np.ndarray, tags: np.ndarray, max_radius: int,
-                 chunk_bits: int | None = None) -> Frozen:
-    """The tables over `codes`, as `HammingIndex` builds them, for a persisted part."""
+                 chunk_bits: int | None = None, *, packed: bool = True) -> Frozen:
+    """The tables over `codes`, as `HammingIndex` builds them, for a persisted part (run
+    starts and order packed unless `packed` is False, as formats /1–/3 kept them)."""
     codes = np.ascontiguousarray(codes, np.uint8).reshape(-1, CODE_BYTES)
-    return Frozen(codes, np.asarray(refs, np.int64), np.asarray(tags, np.uint8),
-                  _build_tables(codes, max_radius, chunk_bits))
+    tables = _build_tables(codes, max_radius, chunk_bits)
+    if packed and tables.size and isinstance(tables.offsets, list):
+        tables = replace(tables, order=pack_order(tables.order),
+                         offsets=PackedOffsets.pack(tables.offsets, tables.size))
+    return Frozen(codes, np.asarray(refs, np.int64), np.asarray(tags, np.uint8), tables)
 
 
 def _probe(tables: _Tables, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -227,16 +294,28 @@ def _probe(tables: _Tables, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     chunk probed with its near values, for all query codes at once."""
     qvalues = tables.layout.values(q)
     starts, ends, which = [], [], []
-    order_flat = tables.order.reshape(-1)
     for c, (values, masks) in enumerate(zip(qvalues, tables.masks, strict=True)):
         probes = (values[:, None] ^ masks[None, :]).ravel().astype(np.int64)
-        offsets = tables.offsets[c]
-        starts.append(offsets[probes].astype(np.int64) + c * tables.size)
-        ends.append(offsets[probes + 1].astype(np.int64) + c * tables.size)
+        run_starts, run_ends = tables.runs(c, probes)
+        starts.append(run_starts)
+        ends.append(run_ends)
         which.append(np.repeat(np.arange(len(q)), len(masks)))
     starts_a, ends_a = np.concatenate(starts), np.concatenate(ends)
     owner = np.repeat(np.concatenate(which), ends_a - starts_a)
-    return order_flat[_gather_ranges(starts_a, ends_a)].astype(np.int64), owner
+    at = _gather_ranges(starts_a, ends_a)
+    if tables.order.dtype == np.uint8:  # 3 bytes a position (`pack_order`)
+        return (packed_view(tables.order)[at] & np.uint32(0xFFFFFF)).astype(np.int64), owner
+    return tables.order.reshape(-1)[at].astype(np.int64), owner
+
+
+def pack_order(order: np.ndarray) -> np.ndarray:
+    """(chunks, size) int32 positions → 3 bytes each, little-endian, plus one padding byte
+    (read with `packed_view`, as packed postings are); unchanged from 2**24 codes on."""
+    if order.shape[1] >= 1 << 24:
+        return order
+    out = np.zeros(3 * order.size + 1, np.uint8)
+    out[:-1] = order.astype("<u4").reshape(-1, 1).view(np.uint8)[:, :3].ravel()
+    return out
 
 
 @dataclass

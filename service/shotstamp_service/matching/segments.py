@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -41,7 +42,9 @@ from shotstamp_service.matching.engine import PDQ_CANDIDATE, Columns
 from shotstamp_service.matching.index import (
     FINAL_TIER,
     MAX_SEGMENT_POSTINGS,
+    OFFSET_BLOCK_BITS,
     Frozen,
+    PackedOffsets,
     _flip_masks,
     _Layout,
     _merge,
@@ -57,11 +60,14 @@ __all__ = ["FANOUT", "Damaged", "Segment", "SegmentDir"]
 
 log = logging.getLogger(__name__)
 
-# /3 keeps 16-bit signatures (`index.stored_signatures`: 5 bytes a posting) and int32 PDQ refs;
-# /2 packed word postings in 3 bytes (`index.pack_postings`) beside 32-bit signatures, /1 did
-# not. Older segments are read as they are (their signatures truncate when compared).
-FORMAT = "shotstamp-index/3"
-_READABLE = (FORMAT, "shotstamp-index/2", "shotstamp-index/1")
+# /4 packs the PDQ tables' run starts (`index.PackedOffsets`: {prefix}.{base,step,wide_blocks,
+# wide} instead of int32 {prefix}.offsets) and their order (3 bytes a position, uint8 {prefix}.order
+# instead of int32, `index.pack_order`); /3 keeps 16-bit signatures (`index.stored_signatures`:
+# 5 bytes a posting) and int32 PDQ refs; /2 packed word postings in 3 bytes
+# (`index.pack_postings`) beside 32-bit signatures, /1 did not. Older segments are read as they
+# are (their signatures truncate when compared; their int32 run starts are searched as such).
+FORMAT = "shotstamp-index/4"
+_READABLE = (FORMAT, "shotstamp-index/3", "shotstamp-index/2", "shotstamp-index/1")
 MANIFEST = "manifest.json"
 LOCK = "lock"
 # Consecutive segments of one tier merged into one of the next.
@@ -113,13 +119,19 @@ def _fsync_dir(path: Path) -> None:
 
 def _frozen_arrays(prefix: str, part: Frozen) -> dict[str, np.ndarray]:
     t = part.tables
-    offsets = (np.concatenate(t.offsets) if t.offsets else np.zeros(0, np.int32))
     refs = part.refs
     if len(refs) and int(refs.max()) < 1 << 31:  # store seqs: 4 bytes, not 8
         refs = refs.astype(np.int32)
-    return {f"{prefix}.codes": part.codes, f"{prefix}.refs": refs,
-            f"{prefix}.tags": part.tags, f"{prefix}.order": t.order,
-            f"{prefix}.offsets": offsets}
+    arrays = {f"{prefix}.codes": part.codes, f"{prefix}.refs": refs,
+              f"{prefix}.tags": part.tags, f"{prefix}.order": t.order}
+    o = t.offsets
+    if isinstance(o, list):  # empty tables (build_frozen packs the others)
+        o = PackedOffsets.pack(o, t.size) if o else PackedOffsets(
+            (), np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, np.int64),
+            np.zeros((0, 1 << OFFSET_BLOCK_BITS), np.int32))
+    arrays.update({f"{prefix}.base": o.base, f"{prefix}.step": o.step,
+                   f"{prefix}.wide_blocks": o.wide_blocks, f"{prefix}.wide": o.wide})
+    return arrays
 
 
 def _word_arrays(k: int, part: _Segment) -> dict[str, np.ndarray]:
@@ -242,18 +254,32 @@ class SegmentDir:
             return array
 
         def frozen(prefix: str) -> Frozen:
-            codes, order, flat = load(f"{prefix}.codes"), load(f"{prefix}.order"), load(
-                f"{prefix}.offsets")
+            codes, order = load(f"{prefix}.codes"), load(f"{prefix}.order")
             size = len(codes)
             layout = _Layout.for_size(size, PDQ_CANDIDATE, int(entry["chunk_bits"][prefix]))
-            offsets, masks, start = [], [], 0
-            if size:
-                for width in layout.widths:
-                    offsets.append(flat[start : start + (1 << width) + 1])
-                    start += (1 << width) + 1
-                    masks.append(_flip_masks(width, layout.flips))
-            if start != len(flat):
+            lengths = [(1 << width) + 1 for width in layout.widths] if size else []
+            masks = [_flip_masks(width, layout.flips) for width in layout.widths] if size else []
+            offsets: list[np.ndarray] | PackedOffsets
+            if f"{prefix}.offsets.npy" in files:  # formats /1–/3: int32 run starts
+                flat = load(f"{prefix}.offsets")
+                starts = np.cumsum([0, *lengths])
+                offsets = [flat[a:b] for a, b in itertools.pairwise(starts)]
+                total = int(starts[-1])
+            else:
+                step = load(f"{prefix}.step")
+                base, wide_blocks = load(f"{prefix}.base"), load(f"{prefix}.wide_blocks")
+                wide = load(f"{prefix}.wide")
+                offsets = PackedOffsets(tuple(int(x) for x in np.cumsum([0, *lengths[:-1]])),
+                                        base, step, wide_blocks, wide)
+                flat = step
+                total = sum(lengths)
+                if len(base) != -(-total // (1 << OFFSET_BLOCK_BITS)) or (
+                        wide.shape != (len(wide_blocks), 1 << OFFSET_BLOCK_BITS)):
+                    raise Damaged(f"{prefix} run starts do not match its layout")
+            if total != len(flat):
                 raise Damaged(f"{prefix} offsets do not match its layout")
+            if order.dtype == np.uint8 and len(order) != 3 * len(lengths) * size + 1:
+                raise Damaged(f"{prefix} order does not match its layout")
             return Frozen(codes, load(f"{prefix}.refs"), load(f"{prefix}.tags"),
                           _Tables(size, layout, order, offsets, masks))
 

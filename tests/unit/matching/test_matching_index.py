@@ -18,7 +18,9 @@ from shotstamp_service.matching.index import (
     SIGNATURE_BITS,
     STORED_SIGNATURE_BITS,
     HammingIndex,
+    PackedOffsets,
     WordIndex,
+    build_frozen,
 )
 from tests.kit.matching_helpers import brute_force, flip_bits
 
@@ -44,6 +46,40 @@ def test_hamming_index_background_rebuild_keeps_answers(monkeypatch: pytest.Monk
     assert index.search([base], 31) == brute_force(live, [base], 31)
     assert index.search([base], 12) == brute_force(live, [base], 12)
     assert len(index) == len(live)
+
+
+def test_packed_run_starts_answer_as_int32_ones_with_clustered_codes() -> None:
+    """Persisted tables keep their order in 3 bytes a position and their run starts as uint8
+    steps per block; a block over more than 255 codes (here: 600 near-copies of one code
+    beside spread ones) keeps them wide."""
+    rng = np.random.default_rng(21)
+    base = rng.integers(0, 256, 32, dtype=np.uint8).tobytes()
+    live: dict[int, list[bytes]] = {}
+    for ref in range(600):
+        live[ref] = [flip_bits(base, rng.choice(256, int(rng.integers(0, 3)), replace=False)
+                               .tolist())]
+    for ref in range(600, 3000):
+        live[ref] = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes()]
+    refs = np.array(sorted(live), np.int64)
+    codes = np.frombuffer(b"".join(live[r][0] for r in refs), np.uint8).reshape(-1, 32)
+    tags = np.zeros(len(refs), np.uint8)
+    packed = build_frozen(codes, refs, tags, 31)
+    plain = build_frozen(codes, refs, tags, 31, packed=False)
+    offsets = packed.tables.offsets
+    assert isinstance(offsets, PackedOffsets) and isinstance(plain.tables.offsets, list)
+    assert len(offsets.wide_blocks) > 0  # the clustered codes' blocks
+    assert packed.tables.order.nbytes == plain.tables.order.nbytes * 3 // 4 + 1
+    assert offsets.nbytes < sum(o.nbytes for o in plain.tables.offsets) / 2
+    for c, flat in enumerate(plain.tables.offsets):  # every run start of every chunk
+        probes = np.arange(len(flat), dtype=np.int64)
+        assert np.array_equal(offsets.at(c, probes), flat + c * len(refs))
+    queries = [base, live[1000][0], flip_bits(live[2000][0], list(range(0, 200, 7)))]
+    for radius in (0, 12, 31):
+        want = brute_force(live, queries, radius)
+        for part in (packed, plain):
+            index = HammingIndex(max_radius=31, background=False)
+            index.attach(part)
+            assert index.search(queries, radius) == want
 
 
 def test_hamming_index_rejects_bad_arguments() -> None:

@@ -4,6 +4,7 @@ segment is detected when opened."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -126,18 +127,29 @@ def test_new_and_merged_segments_swapped_in_answer_as_before(
     assert matcher.resident == n - through
 
 
+def _frozen_arrays_before_4(prefix: str, part: index_module.Frozen) -> dict[str, np.ndarray]:
+    """What releases /1–/3 wrote for a PDQ part: int32 run starts in {prefix}.offsets."""
+    t = part.tables
+    assert isinstance(t.offsets, list)
+    offsets = np.concatenate(t.offsets) if t.offsets else np.zeros(0, np.int32)
+    refs = part.refs.astype(np.int32) if len(part.refs) else part.refs
+    return {f"{prefix}.codes": part.codes, f"{prefix}.refs": refs, f"{prefix}.tags": part.tags,
+            f"{prefix}.order": t.order, f"{prefix}.offsets": offsets}
+
+
 def test_segments_of_earlier_formats_still_answer_beside_new_ones(
         tmp_path: Path, registrations: list[Fingerprint], queries: list[Fingerprint],
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Segments of /1 (uint32 postings, 32-bit signatures), /2 (packed postings, 32-bit
-    signatures) and /3 (packed postings, 16-bit signatures) in one directory answer as the
-    in-memory index, which keeps 16 bits of each signature."""
+    signatures), /3 (packed postings, 16-bit signatures, int32 PDQ run starts) and /4 (packed
+    run starts) in one directory answer as the in-memory index, which keeps 16 bits of each
+    signature."""
     reference = Matcher(background=False)
     for ref, fp in enumerate(registrations, 1):
         reference.add(ref, fp)
     directory = SegmentDir(tmp_path)
     n = len(registrations)
-    cuts = [0, n // 3, 2 * n // 3, n]
+    cuts = [0, n // 4, n // 2, 3 * n // 4, n]
 
     def write(k: int) -> None:
         columns = Columns()
@@ -145,15 +157,28 @@ def test_segments_of_earlier_formats_still_answer_beside_new_ones(
             columns.add(ref, registrations[ref - 1])
         assert directory.add(columns, ["s"] * len(columns), cuts[k], cuts[k + 1])
 
-    for k, fmt in enumerate(("shotstamp-index/1", "shotstamp-index/2")):
-        with monkeypatch.context() as m:  # the releases before 16-bit signatures
-            m.setattr(index_module, "stored_signatures", lambda g: np.asarray(g, np.uint32))
+    for k, fmt in enumerate(("shotstamp-index/1", "shotstamp-index/2", "shotstamp-index/3")):
+        with monkeypatch.context() as m:  # the releases before packed PDQ run starts
             m.setattr(segments_module, "FORMAT", fmt)
+            m.setattr(segments_module, "build_frozen", functools.partial(
+                index_module.build_frozen, packed=False))
+            m.setattr(segments_module, "_frozen_arrays", _frozen_arrays_before_4)
+            if not fmt.endswith("/3"):  # and before 16-bit signatures
+                m.setattr(index_module, "stored_signatures",
+                          lambda g: np.asarray(g, np.uint32))
             if fmt.endswith("/1"):  # and before packed postings
                 m.setattr(segments_module, "pack_postings", lambda postings: postings)
             write(k)
-    write(2)
-    first, second, third = SegmentDir(tmp_path, verify=True).open()
+    write(3)
+    first, second, third, fourth = SegmentDir(tmp_path, verify=True).open()
+    for seg in (first, second, third):
+        assert isinstance(seg.pdq.tables.offsets, list)
+        assert (tmp_path / seg.name / "pdq.offsets.npy").exists()
+    assert isinstance(fourth.pdq.tables.offsets, index_module.PackedOffsets)
+    assert not (tmp_path / fourth.name / "pdq.offsets.npy").exists()
+    buckets = len(fourth.pdq.tables.offsets.step)
+    assert (tmp_path / fourth.name / "pdq.step.npy").stat().st_size < buckets + 200
+    assert fourth.pdq.tables.order.dtype == np.uint8 and third.pdq.tables.order.dtype == np.int32
     assert not first.words[0].packed and second.words[0].packed and third.words[0].packed
     assert first.words[0].signatures.dtype == second.words[0].signatures.dtype == np.uint32
     assert third.words[0].signatures.dtype == np.uint16
@@ -162,7 +187,7 @@ def test_segments_of_earlier_formats_still_answer_beside_new_ones(
     assert (tmp_path / third.name / "words0.signatures.npy").stat().st_size < 2 * postings + 200
     assert len(third.words[0].postings) == postings
     matcher = Matcher(background=False)
-    matcher.replace_segments([first, second, third])
+    matcher.replace_segments([first, second, third, fourth])
     for fp in queries + registrations[:10]:
         assert _answers(matcher, fp) == _answers(reference, fp)
 
