@@ -239,7 +239,7 @@ async def test_a_registration_verified_while_reserved_is_not_verified_again_once
     pairs: list[int] = []
 
     async def verify(query: bytes, items):
-        pairs.extend(ref for ref, _, _ in items)
+        pairs.extend(item[0] for item in items)
         return verify_many(query, items)
 
     registry = Registry(gated, Matcher(), fingerprint_here, verify=verify)  # type: ignore[arg-type]
