@@ -879,8 +879,8 @@ def shortlist(query: LocalFeatures | QueryWords, stored: Sequence[tuple[int, Loc
     scores = consistent_keypoints(query, [features for _, features in stored]).tolist()
     order = sorted(range(len(stored)), key=lambda i: -scores[i])  # stable: word order on ties
     consistent = [stored[i][0] for i in order[:keep] if scores[i] >= MIN_CONSISTENT]
-    return [ref for ref, _ in stored[:keep]] + [r for r in consistent
-                                                if r not in {ref for ref, _ in stored[:keep]}]
+    first = [ref for ref, _ in stored[:keep]]
+    return first + [ref for ref in consistent if ref not in first]
 
 
 def verify_many(query: bytes | LocalFeatures, stored: Iterable[Stage2Item],
