@@ -1,17 +1,24 @@
 """CPU cost per upload of the shortlist between stage 1 and stage 2 (`engine.shortlist`).
 
     PYTHONPATH=sdk:service:. python -m bench.ranking [--photos DIR] [--rounds 20]
+        [--sizes 32,48,64] [--against OLD/service/shotstamp_service/matching/ranking.py]
 
 At a million registrations and more every upload that stage 1 does not decide hands over a full
 shortlist (SHORTLIST word candidates, the word index's limit). Measured per upload, CPU time of
-this thread (`time.thread_time`), medians over `--rounds` queries:
+this thread (`time.thread_time`), medians over `--rounds` queries, with the heap kept as the
+pool's workers keep it (`forkserver_init`: glibc's mallopt, so large arrays are not mapped and
+page-faulted afresh on every call):
 
-- reading SHORTLIST feature blobs from SQLite (the store's query, a 20,000-row table of real
-  blobs) against MAX_CANDIDATES before the shortlist;
-- parsing them, the query's word tables (`ranking.QueryWords`) and `ranking.consistency`;
-- the full verification (`verification.verify_pair`) of one candidate, for comparison: the
-  shortlist verifies MAX_CANDIDATES at most, and none below MIN_CONSISTENT, where the ranking
-  before it verified MAX_CANDIDATES whatever they were.
+- reading the feature blobs from SQLite (the store's query, a 20,000-row table of real blobs)
+  for MAX_CANDIDATES (before the shortlist) and for each shortlist size;
+- the steps of the shortlist: the candidates' keypoints read from their blobs
+  (`ranking.StoredKeypoints`), the query's words (`ranking.QueryWords`), the consistency vote
+  (`ranking.consistency`), and all of `engine.shortlist` (what the pool task pays);
+- the full verification (`verification.verify_pair`) of one candidate, for comparison.
+
+`--against` loads the ranking module of an older tree (e.g. `git archive main`) and runs its
+shortlist on the same blobs, alternating with today's in each round: its steps, and a check
+that both give every candidate the same consistency.
 
 The stored images are corpus photos (`SHOTSTAMP_PHOTOS`) or, without a corpus, generated
 ones; the queries are 80 % crops of some of them, so each shortlist holds its original.
@@ -20,6 +27,9 @@ ones; the queries are 80 % crops of some of them, so each shortlist holds its or
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import importlib.util
 import random
 import sqlite3
 import statistics
@@ -27,23 +37,36 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
+import numpy as np
+
 from shotstamp_service.matching.engine import (
+    INDEX_CENTRE,
+    INDEX_KEYPOINTS,
     MAX_CANDIDATES,
     SHORTLIST,
-    consistent_keypoints,
+    index_keypoints,
     shortlist,
 )
 from shotstamp_service.matching.features import LocalFeatures
 from shotstamp_service.matching.fingerprint import fingerprint
-from shotstamp_service.matching.ranking import QueryWords
+from shotstamp_service.matching.ranking import QueryWords, StoredKeypoints, consistency
 from shotstamp_service.matching.verification import verify_pair
 from tests.kit import imagegen
 from tests.kit.corpus import corpus_dir, load_photos, original_bytes
 
 TABLE_ROWS = 20_000
 T = TypeVar("T")
+
+
+def _keep_heap() -> None:
+    """The pool workers' heap settings (matching/forkserver_init.py), in this process."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: its defaults stay
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 16 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
 
 
 def _images(root: Path | None, n: int) -> list[tuple[bytes, bytes]]:
@@ -73,16 +96,41 @@ def _cpu(fn: Callable[..., T], *args: Any) -> tuple[float, T]:
     return (time.thread_time() - t) * 1000, result
 
 
+def _load(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("ranking_before", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _old_shortlist(old: ModuleType, query: LocalFeatures, blobs: list[bytes]
+                   ) -> tuple[list[float], np.ndarray]:
+    """The steps of the older shortlist: parse every blob, its word tables, its consistency."""
+    t_parse, parsed = _cpu(lambda: [LocalFeatures.from_bytes(b) for b in blobs])
+    t_words, words = _cpu(old.QueryWords, query)
+    t_vote, scores = _cpu(lambda: old.consistency(words, parsed,
+                                                  [index_keypoints(p) for p in parsed]))
+    return [t_parse, t_words, t_vote, t_parse + t_words + t_vote], scores
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--photos", type=Path, default=None)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--sizes", default=str(SHORTLIST),
+                        help="shortlist sizes to measure, comma-separated")
+    parser.add_argument("--against", type=Path, default=None,
+                        help="an older matching/ranking.py to run side by side")
     args = parser.parse_args(argv)
+    _keep_heap()
+    sizes = [int(s) for s in args.sizes.split(",")]
     root = args.photos or corpus_dir()
-    pairs = _images(root, SHORTLIST + args.rounds)
-    stored = [fingerprint(data).features for data, _ in pairs]
+    pairs = _images(root, max(sizes) + args.rounds)
+    stored = [fingerprint(data).to_store()[1] for data, _ in pairs]
     blobs = [b for b in stored if b is not None]
     queries = [fingerprint(crop).features for _, crop in pairs[: args.rounds]]
+    old = _load(args.against) if args.against else None
 
     db = sqlite3.connect(":memory:")
     db.execute("CREATE TABLE registrations (seq INTEGER PRIMARY KEY, features BLOB)")
@@ -97,28 +145,46 @@ def main(argv: list[str] | None = None) -> int:
                               wanted):
             bytes(row[1])
 
-    figures: dict[str, list[float]] = {k: [] for k in (
-        f"read {MAX_CANDIDATES} blobs (before)", f"read {SHORTLIST} blobs", "parse them",
-        "query word tables", f"consistency of {SHORTLIST}", "shortlist in all",
-        "verify_pair, one candidate")}
-    names = list(figures)
+    figures: dict[str, list[float]] = {f"read {MAX_CANDIDATES} blobs (before the shortlist)": []}
+    same = 0
     for r, query_blob in enumerate(queries):
         if query_blob is None:
             continue
         query = LocalFeatures.from_bytes(query_blob)
-        # its original first, then the others: the shortlist's size at scale
-        chosen = [blobs[r], *[b for i, b in enumerate(blobs) if i != r][: SHORTLIST - 1]]
-        ms = [_cpu(read, MAX_CANDIDATES)[0], _cpu(read, SHORTLIST)[0]]
-        t, parsed = _cpu(lambda blobs: [LocalFeatures.from_bytes(b) for b in blobs], chosen)
-        ms.append(t)
-        t, prepared = _cpu(QueryWords, query)
-        ms += [t, _cpu(consistent_keypoints, prepared, parsed)[0]]
-        t, picked = _cpu(shortlist, query, list(enumerate(parsed)))
-        assert 0 in picked, "the original is not in the shortlist"
-        ms += [t, _cpu(verify_pair, query, parsed[1])[0]]
-        for name, value in zip(names, ms, strict=True):
-            figures[name].append(value)
-    print(f"# Shortlist cost per upload, {len(figures[names[0]])} queries, CPU ms (median)")
+        figures[f"read {MAX_CANDIDATES} blobs (before the shortlist)"].append(
+            _cpu(read, MAX_CANDIDATES)[0])
+        for size in sizes:
+            # its original first, then the others: the shortlist's size at scale
+            chosen = [blobs[r], *[b for i, b in enumerate(blobs) if i != r][: size - 1]]
+            ms = {f"read {size} blobs": _cpu(read, size)[0]}
+            if old is not None:
+                steps, old_scores = _old_shortlist(old, query, chosen)
+                for name, value in zip(("parse them (before)", "query word tables (before)",
+                                        "consistency (before)", "shortlist in all (before)"),
+                                       steps, strict=True):
+                    ms[f"{name}, {size}"] = value
+            t, keypoints = _cpu(StoredKeypoints.from_blobs, chosen, INDEX_KEYPOINTS,
+                                INDEX_CENTRE)
+            ms[f"their keypoints (StoredKeypoints), {size}"] = t
+            t, words = _cpu(QueryWords, query)
+            ms[f"query words (QueryWords), {size}"] = t
+            t, scores = _cpu(consistency, words, keypoints)
+            ms[f"consistency, {size}"] = t
+            t, picked = _cpu(shortlist, query, list(enumerate(chosen)))
+            ms[f"shortlist in all, {size}"] = t
+            assert 0 in picked, "the original is not in the shortlist"
+            if old is not None:
+                assert np.array_equal(scores, old_scores), "the rankings differ"
+                same += 1
+            for name, value in ms.items():
+                figures.setdefault(name, []).append(value)
+        figures.setdefault("verify_pair, one candidate", []).append(
+            _cpu(verify_pair, query, LocalFeatures.from_bytes(blobs[1]))[0])
+    rounds = len(figures["verify_pair, one candidate"])
+    print(f"# Shortlist cost per upload, {rounds} queries, CPU ms (median)")
+    if old is not None:
+        print(f"# against {args.against}: the same consistency for every candidate in all "
+              f"{same} shortlists")
     print()
     print("| step | ms |")
     print("|---|---|")

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import numpy as np
 
@@ -47,7 +47,7 @@ from shotstamp_service.matching.fingerprint import Fingerprint
 from shotstamp_service.matching.index import SIGNATURE_BITS as INDEX_SIGNATURE_BITS
 from shotstamp_service.matching.index import WORD_BITS as INDEX_WORD_BITS
 from shotstamp_service.matching.index import HammingIndex, WordIndex, WordScore
-from shotstamp_service.matching.ranking import QueryWords, consistency
+from shotstamp_service.matching.ranking import QueryWords, StoredKeypoints, consistency
 from shotstamp_service.matching.rule import (
     AGREEMENT_CLEAN,
     AGREEMENT_COPY,
@@ -860,23 +860,28 @@ Stage2Item = tuple[int, bytes, tuple[str, str] | None] \
     | tuple[int, bytes, tuple[str, str] | None, bool]
 
 
-def consistent_keypoints(query: LocalFeatures | QueryWords, stored: Sequence[LocalFeatures],
-                         ) -> np.ndarray:
+def consistent_keypoints(query: LocalFeatures | QueryWords,
+                         stored: Sequence[LocalFeatures] | Sequence[bytes]) -> np.ndarray:
     """`ranking.consistency` of each stored image's indexed keypoints (`index_keypoints`: the
     ones that voted in the word index; central first, so a crop keeps them). On the corpus
     the 128 beat all 500: the same share of originals above every look-alike, at 3/4 of
-    the cost (docs/matching-history.md)."""
-    return consistency(query, stored, [index_keypoints(features) for features in stored])
+    the cost (docs/matching-history.md). `stored`: parsed features, or feature blobs (only
+    their keypoints are read)."""
+    if all(isinstance(s, LocalFeatures) for s in stored):
+        parsed = cast("Sequence[LocalFeatures]", stored)
+        return consistency(query, parsed, [index_keypoints(features) for features in parsed])
+    blobs = cast("Sequence[bytes]", stored)
+    return consistency(query, StoredKeypoints.from_blobs(blobs, INDEX_KEYPOINTS, INDEX_CENTRE))
 
 
-def shortlist(query: LocalFeatures | QueryWords, stored: Sequence[tuple[int, LocalFeatures]],
+def shortlist(query: LocalFeatures | QueryWords, stored: Sequence[tuple[int, bytes]],
               keep: int = MAX_CANDIDATES) -> list[int]:
-    """The refs of the word candidates to verify (`stored` in the word index's order): the
-    first `keep`, and the `keep` whose matched keypoints agree best on one similarity
-    transform, each with at least MIN_CONSISTENT."""
+    """The refs of the word candidates to verify (`stored`: (ref, feature blob) in the word
+    index's order): the first `keep`, and the `keep` whose matched keypoints agree best on
+    one similarity transform, each with at least MIN_CONSISTENT."""
     if len(stored) <= keep:
         return [ref for ref, _ in stored]
-    scores = consistent_keypoints(query, [features for _, features in stored]).tolist()
+    scores = consistent_keypoints(query, [blob for _, blob in stored]).tolist()
     order = sorted(range(len(stored)), key=lambda i: -scores[i])  # stable: word order on ties
     consistent = [stored[i][0] for i in order[:keep] if scores[i] >= MIN_CONSISTENT]
     first = [ref for ref, _ in stored[:keep]]
@@ -889,13 +894,12 @@ def verify_many(query: bytes | LocalFeatures, stored: Iterable[Stage2Item],
 
     `stored`: (ref, feature blob, the candidate's `global_pair`, and its `by_words`). The
     candidates proposed by the word index alone are verified only if `shortlist` picks them;
-    the others get no evidence (no verdict).
+    the others get no evidence (no verdict), and of their blobs only the keypoints are read.
     """
     parsed = LocalFeatures.from_bytes(query) if isinstance(query, bytes) else query
-    items = [(item[0], LocalFeatures.from_bytes(item[1]), item[2], len(item) > 3 and item[3])
-             for item in stored]
-    chosen = set(shortlist(parsed, [(ref, f) for ref, f, _, by_words in items if by_words]))
-    return [(ref, verify(parsed, features, pair)) for ref, features, pair, by_words in items
+    items = [(item[0], item[1], item[2], len(item) > 3 and item[3]) for item in stored]
+    chosen = set(shortlist(parsed, [(ref, blob) for ref, blob, _, by_words in items if by_words]))
+    return [(ref, verify(parsed, blob, pair)) for ref, blob, pair, by_words in items
             if not by_words or ref in chosen]
 
 

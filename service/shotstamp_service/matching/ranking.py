@@ -25,9 +25,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from shotstamp_service.matching.features import ORB_SCALE, WORD_BITS, WORD_POSITIONS, LocalFeatures
+from shotstamp_service.matching.features import (
+    ORB_SCALE,
+    WORD_BITS,
+    LocalFeatures,
+    keypoint_layout,
+    word_ids,
+)
 
-__all__ = ["QueryWords", "consistency"]
+__all__ = ["QueryWords", "StoredKeypoints", "consistency"]
 
 # Hough bins: 16 turns of 22.5°, two pyramid levels (1.25× apart), and translations in steps of
 # a quarter of the canonical side's 256 px (orientation noise of a few degrees moves a keypoint
@@ -46,95 +52,153 @@ FIT_DISTANCE = 4.0
 
 
 
-def _word_tables() -> tuple[np.ndarray, np.ndarray]:
-    """(descriptor bytes the word reads, per byte a 256-entry table of its word bits): the
-    word as `features.words` samples it, by one table look-up per byte instead of per bit."""
-    used = sorted({p // 8 for p in WORD_POSITIONS})
-    values = np.arange(256)
-    tables = np.zeros((len(used), 256), np.uint32)
-    for k, b in enumerate(used):
-        for i, p in enumerate(WORD_POSITIONS):
-            if p // 8 == b:
-                bit = (values >> (7 - p % 8)) & 1  # numpy.unpackbits order, as features samples
-                tables[k] |= (bit << (WORD_BITS - 1 - i)).astype(np.uint32)
-    return np.array(used), tables
-
-
-_WORD_BYTES, _WORD_TABLES = _word_tables()
-
-
-def word_ids(descriptors: np.ndarray) -> np.ndarray:
-    """`features.words(...).ids` of these (n, 32) descriptors."""
-    out = np.zeros(len(descriptors), np.uint32)
-    for k, b in enumerate(_WORD_BYTES.tolist()):
-        out |= _WORD_TABLES[k][descriptors[:, b]]
-    return out
-
-
 _FLIPS = np.concatenate([[0], np.uint32(1) << np.arange(WORD_BITS, dtype=np.uint32)]
                         ).astype(np.uint32)
 
 
 class QueryWords:
-    """The upload's side, computed once per upload: every keypoint's words one bit away."""
+    """The upload's side, once per pool task: every keypoint's words one bit away, sorted."""
 
     def __init__(self, query: LocalFeatures) -> None:
         self.features = query
-        ids = word_ids(query.descriptors)
-        self.descriptors = query.descriptors.view(np.uint64).reshape(-1, 4) if len(query) \
+        n = len(query)
+        self.descriptors = query.descriptors.view(np.uint64).reshape(-1, 4) if n \
             else np.zeros((0, 4), np.uint64)
-        probes = (ids[:, None] ^ _FLIPS[None, :]).ravel()
-        order = np.argsort(probes, kind="stable")
-        probes, owner = probes[order], order // len(_FLIPS)
+        # Each probe packed above its keypoint's index: one plain sort orders the probes and,
+        # within a probe, its keypoints (a stable sort's order), in 32 bits for 500 keypoints.
+        shift = max(n - 1, 1).bit_length()
+        kind = np.uint32 if WORD_BITS + shift <= 32 else np.uint64
+        flipped: np.ndarray = (word_ids(query.descriptors)[:, None] ^ _FLIPS[None, :]).astype(kind)
+        owners: np.ndarray = np.arange(n, dtype=kind)[:, None]
+        keys = np.sort(((flipped << shift) | owners).ravel())
+        probes = (keys >> shift).astype(np.uint32)
+        starts = np.flatnonzero(np.r_[True, probes[1:] != probes[:-1]]) if n \
+            else np.zeros(0, np.int64)
+        runs = np.diff(np.r_[starts, len(probes)])
         # A word many keypoints share (a repeated pattern: a chessboard's corners) pairs
         # everything with everything and says nothing about where: left out.
-        _, inverse, counts = np.unique(probes, return_inverse=True, return_counts=True)
-        common = counts[inverse] > MAX_REPEATS
-        probes, self.owner = probes[~common], owner[~common].astype(np.int64)
-        # Dense tables over all 2**WORD_BITS words (3 MB, built once per upload): a stored
-        # word's run of probes is two look-ups, where a binary search missed the cache 14 times.
-        values, first, runs = np.unique(probes, return_index=True, return_counts=True)
-        # `start` is read only where `runs` is non-zero: left unset elsewhere (no 2 MB to clear)
-        self.start = np.empty((1 << WORD_BITS) + 1, np.uint16)
-        self.runs = np.zeros((1 << WORD_BITS) + 1, np.uint8)
-        self.start[values] = first
-        self.runs[values] = runs
+        kept = runs <= MAX_REPEATS
+        self.owner = (keys & ((1 << shift) - 1))[np.repeat(kept, runs)].astype(np.int64)
+        self.values = probes[starts[kept]]  # sorted, distinct
+        self.runs = runs[kept]
+        self.start = np.cumsum(self.runs) - self.runs  # each value's run in `owner`
 
 
-def _pairs(query: QueryWords, stored_words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(query keypoint, stored position) of every probe word equal to a stored word."""
-    lo = query.start[stored_words].astype(np.int64)
-    counts = query.runs[stored_words].astype(np.int64)
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    stored = np.repeat(np.arange(len(stored_words)), counts)
-    at = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)
-    return query.owner[at], stored
+class StoredKeypoints:
+    """The candidates' side: the keypoints to pair of every stored image, concatenated in
+    the candidates' order (`owner`), each image's in the order given."""
+
+    def __init__(self, count: int, owner: np.ndarray, xy: np.ndarray, angle: np.ndarray,
+                 octave: np.ndarray, descriptors: np.ndarray) -> None:
+        self.count = count  # stored images
+        self.owner = owner  # (m,) int64
+        self.xy = xy  # (m, 2) float32, canonical pixels from the image's centre
+        self.angle = angle  # (m,) uint8
+        self.octave = octave  # (m,) uint8
+        self.descriptors = descriptors  # (m, 32) uint8
+
+    @classmethod
+    def of(cls, stored: Sequence[LocalFeatures],
+           keep: Sequence[np.ndarray] | None = None) -> StoredKeypoints:
+        """From parsed features: each image's keypoints `keep` (indices; all if None)."""
+        picks = [np.arange(len(s)) for s in stored] if keep is None else list(keep)
+        owner = np.repeat(np.arange(len(stored)), [len(k) for k in picks])
+        if not len(owner):
+            return cls._empty(len(stored))
+        return cls(len(stored), owner.astype(np.int64),
+                   np.concatenate([s.xy[k] - np.array(s.shape[::-1], np.float32) / 2
+                                   for s, k in zip(stored, picks, strict=True)]),
+                   np.concatenate([s.angle[k] for s, k in zip(stored, picks, strict=True)]),
+                   np.concatenate([s.octave[k] for s, k in zip(stored, picks, strict=True)]),
+                   np.concatenate([s.descriptors[k] for s, k in zip(stored, picks, strict=True)]))
+
+    @classmethod
+    def from_blobs(cls, blobs: Sequence[bytes], limit: int, centre: float) -> StoredKeypoints:
+        """From stored feature blobs, reading only their keypoint fields, all blobs at once:
+        each image's `limit` keypoints central ones first (within `centre` of the side from
+        the middle; `engine.index_keypoints`: the ones the word index holds)."""
+        layouts = [keypoint_layout(b) for b in blobs]
+        n = np.array([k.keypoints for k in layouts], np.int64)
+        if not n.sum():
+            return cls._empty(len(blobs))
+        # The keypoint sections only (38 bytes a keypoint), one copy: [xy][angle][octave][desc]
+        buf = np.concatenate([np.frombuffer(b, np.uint8, 38 * k.keypoints, k.offset)
+                              for b, k in zip(blobs, layouts, strict=True)])
+        base = np.cumsum(38 * n) - 38 * n
+        owner = np.repeat(np.arange(len(blobs)), n)
+        first = np.cumsum(n) - n
+        index = np.arange(len(owner)) - first[owner]
+        words16 = buf.view("<u2")  # sections are 38n bytes: xy stays 2-byte aligned
+        at = (base[owner] >> 1) + 2 * index
+        x = words16[at].astype(np.float32) / 8  # as `LocalFeatures.from_bytes` reads them
+        y = words16[at + 1].astype(np.float32) / 8
+        size = np.array([k.shape for k in layouts], np.float32)  # (height, width)
+        width, height = size[owner, 1], size[owner, 0]
+        outside = np.maximum(np.abs((x + 0.5) / width - 0.5),
+                             np.abs((y + 0.5) / height - 0.5)) > centre
+        # `index_keypoints` in one pass: central ones first, each group in stored order.
+        inside = ~outside
+        rank = np.where(outside, _rank_in_group(outside, owner, len(blobs))
+                        + np.bincount(owner[inside], minlength=len(blobs))[owner],
+                        _rank_in_group(inside, owner, len(blobs)))
+        chosen = rank < limit
+        kept = np.minimum(n, limit)
+        slot = (np.cumsum(kept) - kept)[owner[chosen]] + rank[chosen]
+        pick = np.empty(int(kept.sum()), np.int64)
+        pick[slot] = np.flatnonzero(chosen)
+        owner = owner[pick]
+        k = base[owner] + 6 * n[owner] + 32 * index[pick]  # descriptor starts
+        rows = np.lib.stride_tricks.as_strided(buf, (len(buf) - 31, 32), (1, 1))
+        return cls(len(blobs), owner,
+                   np.stack([x[pick] - width[pick] / 2, y[pick] - height[pick] / 2], axis=1),
+                   buf[base[owner] + 4 * n[owner] + index[pick]],
+                   buf[base[owner] + 5 * n[owner] + index[pick]],
+                   rows[k])
+
+    @classmethod
+    def _empty(cls, count: int) -> StoredKeypoints:
+        return cls(count, np.zeros(0, np.int64), np.zeros((0, 2), np.float32),
+                   np.zeros(0, np.uint8), np.zeros(0, np.uint8), np.zeros((0, 32), np.uint8))
 
 
-def consistency(query: LocalFeatures | QueryWords, stored: Sequence[LocalFeatures],
+def _rank_in_group(member: np.ndarray, owner: np.ndarray, groups: int) -> np.ndarray:
+    """Per element, how many `member` elements of its owner come before it (owners run in
+    order, contiguous)."""
+    before = np.cumsum(member) - member
+    per_owner = np.bincount(owner[member], minlength=groups)
+    out: np.ndarray = before - (np.cumsum(per_owner) - per_owner)[owner]
+    return out
+
+
+def consistency(query: LocalFeatures | QueryWords,
+                stored: Sequence[LocalFeatures] | StoredKeypoints,
                 keep: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """For each stored image, the most of the query's keypoints that agree on one similarity
     transform (see the module's docstring); int64, one per stored image. `keep`: per stored
-    image, the indices of its keypoints to pair (all if None)."""
+    image, the indices of its keypoints to pair (all if None; not with StoredKeypoints)."""
     q = query if isinstance(query, QueryWords) else QueryWords(query)
-    out = np.zeros(len(stored), np.int64)
-    picks = [np.arange(len(s)) for s in stored] if keep is None else list(keep)
-    live = [(i, s, k) for i, (s, k) in enumerate(zip(stored, picks, strict=True)) if len(k)]
-    if not live or not len(q.features):
+    s = stored if isinstance(stored, StoredKeypoints) else StoredKeypoints.of(stored, keep)
+    out = np.zeros(s.count, np.int64)
+    if not len(s.owner) or not len(q.values):
         return out
-    owner = np.repeat(np.array([i for i, _, _ in live]), [len(k) for _, _, k in live])
-    descriptors = np.concatenate([s.descriptors[k] for _, s, k in live])
-    ids = word_ids(descriptors)
-    # Repeated words within one stored image are left out as on the query's side.
-    _, inverse, counts = np.unique((owner.astype(np.int64) << 32) + ids, return_inverse=True,
+    # Pairs: each stored keypoint with the query keypoints of its word's run (±1 bit).
+    ids = word_ids(s.descriptors)
+    at = np.minimum(np.searchsorted(q.values, ids), len(q.values) - 1)
+    hit = np.flatnonzero(q.values[at] == ids)
+    if not len(hit):
+        return out
+    # Repeated words within one stored image are left out as on the query's side; every
+    # keypoint of a repeated word hits (same word), so counting among the hits is enough.
+    _, inverse, counts = np.unique((s.owner[hit] << 32) + ids[hit], return_inverse=True,
                                    return_counts=True)
-    ids[counts[inverse] > MAX_REPEATS] = np.uint32(1 << WORD_BITS)  # matches no probe
-    qi, si = _pairs(q, ids)
-    if not len(qi):
+    hit = hit[counts[inverse] <= MAX_REPEATS]
+    runs = q.runs[at[hit]]
+    total = int(runs.sum())
+    if total == 0:
         return out
-    xor = q.descriptors[qi] ^ descriptors.view(np.uint64).reshape(-1, 4)[si]
+    si = np.repeat(hit, runs)
+    qi = q.owner[np.repeat(q.start[at[hit]] - np.cumsum(runs) + runs, runs) + np.arange(total)]
+    xor = q.descriptors[qi] ^ s.descriptors.view(np.uint64).reshape(-1, 4)[si]
     bits = np.bitwise_count(xor)
     distance = bits[:, 0].astype(np.int64) + bits[:, 1] + bits[:, 2] + bits[:, 3]
     close = distance <= DESCRIPTOR_DISTANCE
@@ -142,8 +206,8 @@ def consistency(query: LocalFeatures | QueryWords, stored: Sequence[LocalFeature
     # One-to-one, closest first: each keypoint of either side in at most one pair.
     order = np.lexsort((si, qi, distance))
     qi, si = qi[order], si[order]
-    pair_owner = owner[si]
-    _, first_q = np.unique((pair_owner.astype(np.int64) << 16) + qi, return_index=True)
+    pair_owner = s.owner[si]
+    _, first_q = np.unique((pair_owner << 16) + qi, return_index=True)
     single_q = np.zeros(len(qi), bool)
     single_q[first_q] = True
     _, first_s = np.unique(si, return_index=True)
@@ -152,10 +216,9 @@ def consistency(query: LocalFeatures | QueryWords, stored: Sequence[LocalFeature
     qi, si = qi[single_q & single_s], si[single_q & single_s]
     if not len(qi):
         return out
-    xy = np.concatenate([s.xy[k] - np.array(s.shape[::-1], np.float32) / 2
-                         for _, s, k in live])[si]
-    angle_s = np.concatenate([s.angle[k] for _, s, k in live]).astype(np.int64)[si]
-    level_s = np.concatenate([s.octave[k] for _, s, k in live]).astype(np.int64)[si]
+    xy = s.xy[si]
+    angle_s = s.angle[si].astype(np.int64)
+    level_s = s.octave[si].astype(np.int64)
     qf = q.features
     turn = (qf.angle.astype(np.int64)[qi] - angle_s) % 256
     levels = qf.octave.astype(np.int64)[qi] - level_s
@@ -169,12 +232,12 @@ def consistency(query: LocalFeatures | QueryWords, stored: Sequence[LocalFeature
     tx = (qf.xy[qi, 0] - centre[0] - moved_x) / TRANSLATION_STEP
     ty = (qf.xy[qi, 1] - centre[1] - moved_y) / TRANSLATION_STEP
     a = turn / (256 / ANGLE_STEPS)
-    s = levels / LEVEL_STEP
+    sc = levels / LEVEL_STEP
     # Each vote in its bin and the next along every axis (the next by rounding): 16 bins.
-    ba, bs, bx, by = (np.floor(v).astype(np.int64) for v in (a, s, tx, ty))
+    ba, bs, bx, by = (np.floor(v).astype(np.int64) for v in (a, sc, tx, ty))
     bs = np.clip(bs, -60, 60) + 64
     bx, by = np.clip(bx, -500, 500) + 512, np.clip(by, -500, 500) + 512
-    which = owner[si]
+    which = s.owner[si]
     keys = np.stack([(which << 31) + ((((ba + (bits & 1)) % ANGLE_STEPS * 128 + bs
                                         + (bits >> 1 & 1)) * 1024 + bx + (bits >> 2 & 1))
                                       * 1024 + by + (bits >> 3 & 1))  # 31 bits a bin
@@ -184,7 +247,7 @@ def consistency(query: LocalFeatures | QueryWords, stored: Sequence[LocalFeature
     order = np.lexsort((-votes, bins >> 31))
     bins, votes = bins[order], votes[order]
     first = np.flatnonzero(np.r_[True, (bins[1:] >> 31) != (bins[:-1] >> 31)])
-    best = np.full(len(stored), -1, np.int64)
+    best = np.full(s.count, -1, np.int64)
     best[bins[first] >> 31] = bins[first]
     inside = (keys == best[which]).any(axis=0)
     # Refine: the similarity transform that fits the fullest bin's pairs best (least squares),
@@ -192,11 +255,11 @@ def consistency(query: LocalFeatures | QueryWords, stored: Sequence[LocalFeature
     # look-alike's near misses in; the fitted transform does not.
     target = np.stack([qf.xy[qi, 0] - centre[0], qf.xy[qi, 1] - centre[1]], axis=1)
     source = xy.astype(np.float64)
-    for distance in (4 * FIT_DISTANCE, 2 * FIT_DISTANCE, FIT_DISTANCE):
-        fitted = _fit(which, source, target, inside, len(stored))
+    for limit in (4 * FIT_DISTANCE, 2 * FIT_DISTANCE, FIT_DISTANCE):
+        fitted = _fit(which, source, target, inside, s.count)
         moved = _apply(fitted[which], source)
-        inside = ((moved - target) ** 2).sum(axis=1) <= distance ** 2
-    return np.bincount(which[inside], minlength=len(stored)).astype(np.int64)
+        inside = ((moved - target) ** 2).sum(axis=1) <= limit ** 2
+    return np.bincount(which[inside], minlength=s.count).astype(np.int64)
 
 
 def _fit(which: np.ndarray, source: np.ndarray, target: np.ndarray, use: np.ndarray,

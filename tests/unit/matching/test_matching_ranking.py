@@ -4,6 +4,7 @@ keypoints sit (`ranking.consistency`), the most consistent few verified (`engine
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +12,14 @@ from PIL import Image
 
 from shotstamp_service.matching import engine
 from shotstamp_service.matching.engine import MAX_CANDIDATES, Candidate, verify_many
-from shotstamp_service.matching.features import LocalFeatures, words
+from shotstamp_service.matching.features import LocalFeatures, keypoint_layout, words
 from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint
-from shotstamp_service.matching.ranking import QueryWords, consistency, word_ids
+from shotstamp_service.matching.ranking import QueryWords, StoredKeypoints, consistency
 from tests.kit import imagegen
+from tests.kit.bundled_photos import BUNDLED_PHOTOS
+from tests.kit.corpus import load_photos, original_bytes
+from tests.kit.edits import EDITS_BY_NAME, apply_edit
+from tests.unit.matching import ranking_335ab6a as before
 
 
 def _shuffled(image: Image.Image, seed: int, tiles: int = 3) -> Image.Image:
@@ -50,8 +55,9 @@ def _local(fp: Fingerprint) -> LocalFeatures:
 
 
 def test_word_ids_are_the_index_words() -> None:
+    """One sampler for both (`features.word_ids`); the byte tables it replaced agree."""
     original = _local(_scene()[0])
-    assert np.array_equal(word_ids(original.descriptors), words(original).ids)
+    assert np.array_equal(before.word_ids(original.descriptors), words(original).ids)
 
 
 @pytest.mark.parametrize("edit", [1, 2], ids=["crop_80", "crop_turned"])
@@ -106,3 +112,90 @@ def test_pdq_candidates_are_always_verified_and_old_items_still_read() -> None:
     # Three-element items (no `by_words`) are verified as before.
     old = verify_many(crop.features, [(10 + k, f, None) for k, f, *_ in items])
     assert len(old) == len(items)
+
+
+# -- the vectorised shortlist against the one it replaced (tests/unit/matching/ranking_335ab6a.py)
+
+HARD_EDITS = ("crop_80", "crop_offcentre", "rotate", "combination", "watermark_text")
+
+
+def _stored_blob(fp: Fingerprint) -> bytes:
+    blob = fp.to_store()[1]
+    assert blob is not None
+    return blob
+
+
+def _same_ranking(query: LocalFeatures, blobs: list[bytes]) -> int:
+    """Asserts the shortlist scores and picks `blobs` exactly as at 335ab6a; returns how many
+    candidates had a consistent keypoint (so a test can tell it compared something)."""
+    parsed = [LocalFeatures.from_bytes(b) for b in blobs]
+    old = before.consistent_keypoints(before.QueryWords(query), parsed)
+    assert np.array_equal(engine.consistent_keypoints(query, blobs), old)
+    assert np.array_equal(engine.consistent_keypoints(query, parsed), old)
+    scores = old.tolist()
+    order = sorted(range(len(blobs)), key=lambda i: -scores[i])
+    first = list(range(MAX_CANDIDATES))
+    expected = first + [i for i in order[:MAX_CANDIDATES]
+                        if scores[i] >= engine.MIN_CONSISTENT and i not in first]
+    assert engine.shortlist(query, list(enumerate(blobs))) == expected
+    return int((old > 0).sum())
+
+
+def test_the_shortlist_ranks_real_photos_as_before(bundled: dict[str, tuple[bytes, Image.Image]],
+                                                    ) -> None:
+    """Every bundled photo's hard edits against all the bundled originals (its own among
+    them) and edits of the others (look-alikes that share words): the same consistency,
+    the same picks as the code it replaced."""
+    stored = [_stored_blob(fingerprint(data)) for data, _ in bundled.values()]
+    stored += [_stored_blob(fingerprint(apply_edit(EDITS_BY_NAME["crop_90"], image,
+                                                   photo=f"skimage/{name}")))
+               for name, (_, image) in bundled.items()]
+    compared = 0
+    for photo in BUNDLED_PHOTOS:
+        _, image = bundled[photo.file]
+        for edit in HARD_EDITS:
+            query = fingerprint(apply_edit(EDITS_BY_NAME[edit], image, photo=photo.name)).local
+            assert query is not None
+            compared += _same_ranking(query, stored)
+    assert compared > 10 * len(BUNDLED_PHOTOS)
+
+
+def test_the_shortlist_ranks_corpus_photos_as_before(photos: Path) -> None:
+    """As above on 24 corpus photos' hard edits, each against a full shortlist of 32."""
+    chosen = [p for p in load_photos(photos) if min(p.width, p.height) >= 256]
+    chosen = chosen[:: max(1, len(chosen) // 40)][:40]
+    originals = {p.file: original_bytes(photos / p.file) for p in chosen}
+    stored = {f: _stored_blob(fingerprint(data)) for f, (data, _) in originals.items()}
+    files = list(stored)
+    for k, file in enumerate(files[:24]):
+        others = [stored[f] for f in files if f != file][: engine.SHORTLIST - 1]
+        for edit in ("crop_80", "combination"):
+            query = fingerprint(apply_edit(EDITS_BY_NAME[edit], originals[file][1],
+                                           photo=file)).local
+            assert query is not None
+            # its original at a different place in each shortlist
+            blobs = [*others[: k % engine.SHORTLIST], stored[file], *others[k % engine.SHORTLIST:]]
+            assert _same_ranking(query, blobs[: engine.SHORTLIST]) > 0
+
+
+def test_stored_keypoints_read_from_blobs_are_the_parsed_ones() -> None:
+    original, _, _, alike = _scene()
+    fps = [original, *alike]
+    blobs = [_stored_blob(fp) for fp in fps]
+    parsed = [LocalFeatures.from_bytes(b) for b in blobs]
+    for limit in (0, 5, engine.INDEX_KEYPOINTS, 10_000):
+        got = StoredKeypoints.from_blobs(blobs, limit, engine.INDEX_CENTRE)
+        want = StoredKeypoints.of(parsed, [engine.index_keypoints(p, limit) for p in parsed])
+        assert got.count == want.count == len(blobs)
+        for field in ("owner", "xy", "angle", "octave", "descriptors"):
+            assert np.array_equal(getattr(got, field), getattr(want, field)), (limit, field)
+    assert StoredKeypoints.from_blobs([], 128, 0.35).count == 0
+
+
+def test_a_damaged_blob_is_refused_by_its_header() -> None:
+    blob = _stored_blob(_scene()[0])
+    assert keypoint_layout(blob).keypoints == len(LocalFeatures.from_bytes(blob))
+    with pytest.raises(ValueError, match="not a shotstamp feature blob"):
+        keypoint_layout(b"JUNK" + blob[4:])
+    with pytest.raises(ValueError, match="truncated"):
+        keypoint_layout(blob[:100])
