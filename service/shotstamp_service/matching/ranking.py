@@ -82,6 +82,10 @@ class QueryWords:
         self.values = probes[starts[kept]]  # sorted, distinct
         self.runs = runs[kept]
         self.start = np.cumsum(self.runs) - self.runs  # each value's run in `owner`
+        # Which words have a run, one byte each (1 MB): most stored words have none, and one
+        # look-up here is cheaper than a binary search that misses the cache.
+        self.present = np.zeros(1 << WORD_BITS, bool)
+        self.present[self.values] = True
 
 
 class StoredKeypoints:
@@ -125,49 +129,40 @@ class StoredKeypoints:
         buf = np.concatenate([np.frombuffer(b, np.uint8, 38 * k.keypoints, k.offset)
                               for b, k in zip(blobs, layouts, strict=True)])
         base = np.cumsum(38 * n) - 38 * n
-        owner = np.repeat(np.arange(len(blobs)), n)
         first = np.cumsum(n) - n
-        index = np.arange(len(owner)) - first[owner]
+        owner = np.repeat(np.arange(len(blobs)), n)
+        index = np.arange(len(owner)) - np.repeat(first, n)  # within its image
         words16 = buf.view("<u2")  # sections are 38n bytes: xy stays 2-byte aligned
-        at = (base[owner] >> 1) + 2 * index
+        at = np.repeat(base >> 1, n) + 2 * index
         x = words16[at].astype(np.float32) / 8  # as `LocalFeatures.from_bytes` reads them
         y = words16[at + 1].astype(np.float32) / 8
         size = np.array([k.shape for k in layouts], np.float32)  # (height, width)
-        width, height = size[owner, 1], size[owner, 0]
+        width, height = np.repeat(size[:, 1], n), np.repeat(size[:, 0], n)
         outside = np.maximum(np.abs((x + 0.5) / width - 0.5),
                              np.abs((y + 0.5) / height - 0.5)) > centre
         # `index_keypoints` in one pass: central ones first, each group in stored order.
-        inside = ~outside
-        rank = np.where(outside, _rank_in_group(outside, owner, len(blobs))
-                        + np.bincount(owner[inside], minlength=len(blobs))[owner],
-                        _rank_in_group(inside, owner, len(blobs)))
+        central = np.r_[0, np.cumsum(~outside)]  # central keypoints before each position
+        central_before = central[:-1] - np.repeat(central[first], n)
+        rank = np.where(outside,
+                        np.repeat(central[first + n] - central[first], n) + index - central_before,
+                        central_before)
         chosen = rank < limit
         kept = np.minimum(n, limit)
-        slot = (np.cumsum(kept) - kept)[owner[chosen]] + rank[chosen]
+        slot = np.repeat(np.cumsum(kept) - kept, n)[chosen] + rank[chosen]
         pick = np.empty(int(kept.sum()), np.int64)
         pick[slot] = np.flatnonzero(chosen)
-        owner = owner[pick]
-        k = base[owner] + 6 * n[owner] + 32 * index[pick]  # descriptor starts
-        rows = np.lib.stride_tricks.as_strided(buf, (len(buf) - 31, 32), (1, 1))
+        owner, index = owner[pick], index[pick]
+        rows = np.ndarray((len(buf) - 31,), "V32", buf, strides=(1,))  # 32 bytes from each byte
         return cls(len(blobs), owner,
                    np.stack([x[pick] - width[pick] / 2, y[pick] - height[pick] / 2], axis=1),
-                   buf[base[owner] + 4 * n[owner] + index[pick]],
-                   buf[base[owner] + 5 * n[owner] + index[pick]],
-                   rows[k])
+                   buf[(base + 4 * n)[owner] + index],
+                   buf[(base + 5 * n)[owner] + index],
+                   rows[(base + 6 * n)[owner] + 32 * index].view(np.uint8).reshape(-1, 32))
 
     @classmethod
     def _empty(cls, count: int) -> StoredKeypoints:
         return cls(count, np.zeros(0, np.int64), np.zeros((0, 2), np.float32),
                    np.zeros(0, np.uint8), np.zeros(0, np.uint8), np.zeros((0, 32), np.uint8))
-
-
-def _rank_in_group(member: np.ndarray, owner: np.ndarray, groups: int) -> np.ndarray:
-    """Per element, how many `member` elements of its owner come before it (owners run in
-    order, contiguous)."""
-    before = np.cumsum(member) - member
-    per_owner = np.bincount(owner[member], minlength=groups)
-    out: np.ndarray = before - (np.cumsum(per_owner) - per_owner)[owner]
-    return out
 
 
 def consistency(query: LocalFeatures | QueryWords,
@@ -183,8 +178,7 @@ def consistency(query: LocalFeatures | QueryWords,
         return out
     # Pairs: each stored keypoint with the query keypoints of its word's run (±1 bit).
     ids = word_ids(s.descriptors)
-    at = np.minimum(np.searchsorted(q.values, ids), len(q.values) - 1)
-    hit = np.flatnonzero(q.values[at] == ids)
+    hit = np.flatnonzero(q.present[ids])
     if not len(hit):
         return out
     # Repeated words within one stored image are left out as on the query's side; every
@@ -192,12 +186,13 @@ def consistency(query: LocalFeatures | QueryWords,
     _, inverse, counts = np.unique((s.owner[hit] << 32) + ids[hit], return_inverse=True,
                                    return_counts=True)
     hit = hit[counts[inverse] <= MAX_REPEATS]
-    runs = q.runs[at[hit]]
+    at = np.searchsorted(q.values, ids[hit])
+    runs = q.runs[at]
     total = int(runs.sum())
     if total == 0:
         return out
     si = np.repeat(hit, runs)
-    qi = q.owner[np.repeat(q.start[at[hit]] - np.cumsum(runs) + runs, runs) + np.arange(total)]
+    qi = q.owner[np.repeat(q.start[at] - np.cumsum(runs) + runs, runs) + np.arange(total)]
     xor = q.descriptors[qi] ^ s.descriptors.view(np.uint64).reshape(-1, 4)[si]
     bits = np.bitwise_count(xor)
     distance = bits[:, 0].astype(np.int64) + bits[:, 1] + bits[:, 2] + bits[:, 3]
