@@ -223,8 +223,10 @@ class Unrelated:
 
 
 def run_queries(items: list[Item], registered: dict[str, int], related: dict[str, set[int]],
-                cache: EvidenceCache) -> tuple[Matcher, list[QueryResult], Unrelated]:
-    """Every query through both stages; also the word scores of unrelated registrations."""
+                cache: EvidenceCache, shortlist: int = rule.SHORTLIST,
+                ) -> tuple[Matcher, list[QueryResult], Unrelated]:
+    """Every query through both stages, `shortlist` word candidates handed to stage 2; also the
+    word scores of unrelated registrations."""
     matcher = Matcher(background=False)
     features: dict[int, bytes] = {}
     parsed: dict[int, LocalFeatures] = {}
@@ -250,11 +252,11 @@ def run_queries(items: list[Item], registered: dict[str, int], related: dict[str
         candidates: list[Candidate] = []
         if not matches:
             # The service stops at a stage-1 copy; otherwise it verifies the candidates.
-            candidates = matcher.candidates(item.fp)
+            candidates = matcher.candidates(item.fp, limit=shortlist)
         t2 = time.perf_counter()
         # As `engine.verify_many` does in the pool: every PDQ candidate, and the word
         # candidates `shortlist` picks by the consistency of their matched keypoints.
-        by_words = [(c.ref, parsed[c.ref]) for c in candidates if c.by_words]
+        by_words = [(c.ref, features[c.ref]) for c in candidates if c.by_words]
         chosen = set(rule.shortlist(item.fp.local, by_words)) \
             if by_words and item.fp.local is not None else set()
         ranking_ms = (time.perf_counter() - t2) * 1000
@@ -311,7 +313,7 @@ def run_queries(items: list[Item], registered: dict[str, int], related: dict[str
     # The consistency of the unrelated pairs with the best word scores: TAIL_SHARE times as
     # many as a shortlist holds at the largest index estimated (`verified_at_scale`).
     tails.sort(reverse=True)
-    wanted = math.ceil(TAIL_SHARE * rule.SHORTLIST * pairs / max(SCALES))
+    wanted = math.ceil(TAIL_SHARE * TAIL_SHORTLIST * pairs / max(SCALES))
     tail = [(score, int(rule.consistent_keypoints(results[i].item.fp.local, [parsed[ref]])[0]))
             for score, i, ref in tails[:wanted]]
     return matcher, results, Unrelated(unrelated, pairs, np.array(tail).reshape(-1, 2))
@@ -321,6 +323,11 @@ def run_queries(items: list[Item], registered: dict[str, int], related: dict[str
 # pairs with the best word scores have their consistency measured.
 SCALES = (1_000_000, TEN_MILLION)
 TAIL_SHARE = 4
+# The shortlist size the tail is measured for, fixed so that every size in the trade table reads
+# the same tail (a larger shortlist is then estimated against TAIL_SHARE × 32 / its size times
+# its competition: still more than it meets).
+TAIL_SHORTLIST = 32
+SHORTLIST_SIZES = (16, 32, 48, 64)
 
 
 def _fewer_than(keep: int, expected: float) -> float:
@@ -646,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small-probe", type=int, default=30,
                         help="probe the pixel check of each small upload with its N nearest "
                              "different originals by PDQ (0: every one, a few minutes more)")
+    parser.add_argument("--shortlist", type=int, default=rule.SHORTLIST,
+                        help="word candidates handed to stage 2 (engine.SHORTLIST unless given)")
     parser.add_argument("--hard-edits", default="crop_80,combination",
                         help="edits also verified against every hard-negative pair")
     args = parser.parse_args(argv)
@@ -673,10 +682,11 @@ def main(argv: list[str] | None = None) -> int:
     partners = same_picture()
     related = {f: {registered[g] for g in others if g in registered}
                for f, others in partners.items()}
-    matcher, results, unrelated = run_queries(items, registered, related, cache)
+    shortlist = args.shortlist
+    matcher, results, unrelated = run_queries(items, registered, related, cache, shortlist)
     word_pairs = unrelated.pairs
     say(f"# Matching benchmark — {len(photos)} photos, {len(registered)} registered, "
-        f"{len(holdout)} held out, {len(EDITS)} edit families")
+        f"{len(holdout)} held out, {len(EDITS)} edit families, SHORTLIST {shortlist}")
     say()
 
     # -- recall per edit, beside plain pHash -------------------------------------------------
@@ -708,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     say("|---|---|---|---|---|---|---|---|---|---|---|")
 
     def at_scale(r: QueryResult, n: int = TEN_MILLION, *, words_only: bool = False,
-                 size: int = rule.SHORTLIST, least: int = rule.MIN_CONSISTENT) -> float:
+                 size: int = shortlist, least: int = rule.MIN_CONSISTENT) -> float:
         if r.verdict == "copy-fast" or (r.verdict == "copy-verified" and r.via_pdq):
             return 1.0  # the PDQ index is exact: its candidates do not depend on its size
         if not r.verified_copy:
@@ -757,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
     say()
     say("The last columns estimate recall with 1 M and 10 M registrations: stage-1 copies "
         "stay copies; a stage-2 copy needs its original among the MAX_CANDIDATES best word "
-        f"scores, or among the SHORTLIST = {rule.SHORTLIST} best and then among the "
+        f"scores, or among the SHORTLIST = {shortlist} best and then among the "
         f"MAX_CANDIDATES = {rule.MAX_CANDIDATES} most consistent of them (with at least "
         f"MIN_CONSISTENT = {rule.MIN_CONSISTENT}; the likelier of the two is counted); "
         "unrelated registrations outscore it at the rates measured "
@@ -775,7 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     say("|---|---|---|---|---|---|---|---|")
     by_words_found = [r for r in genuine_results if r.verdict == "copy-verified"
                       and not r.via_pdq]
-    for size in (16, 32):
+    for size in SHORTLIST_SIZES:
         for least in (3, 5, 8):
             def est(rs: list[QueryResult], size: int = size, least: int = least) -> str:
                 return f"{np.mean([at_scale(r, size=size, least=least) for r in rs]):.1%}"
@@ -1088,7 +1098,7 @@ def main(argv: list[str] | None = None) -> int:
     # At 10 M registrations: a non-copy's shortlist is full (SHORTLIST word candidates), and
     # of it at most MAX_CANDIDATES are verified, only those with MIN_CONSISTENT keypoints.
     cand_rate = (np.mean([r.word_candidates for r in noncopies]) / max(1, len(registered)))
-    verif_10m = verifications_at_scale(unrelated)
+    verif_10m = verifications_at_scale(unrelated, shortlist)
     index_json = OUT / "index.json"
     lookup_10m = None
     if index_json.exists():
@@ -1104,7 +1114,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{c['verify_ms_mean']:.1f} ms |")
     lk = (f"{lookup_10m['pdq']:.1f} ms PDQ + {lookup_10m['words']:.1f} ms words (bench/index.py)"
           if lookup_10m else "run bench/index.py for the lookup cost at 10 M")
-    say(f"| non-copies at 10 M (extrapolated) | {fp_ms:.1f} ms | {lk} | | {rule.SHORTLIST} | "
+    say(f"| non-copies at 10 M (extrapolated) | {fp_ms:.1f} ms | {lk} | | {shortlist} | "
         "bench/ranking.py | "
         f"{verif_10m:.1f} | {verif_10m * per_verify:.1f} ms |")
     say()
@@ -1114,7 +1124,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"One verification (ORB match + RANSAC + photometry): {per_verify:.1f} ms median. "
         f"At corpus size a non-copy pulls in {c_non['word_candidates']:.2f} word-index candidates "
         f"on average ({cand_rate:.2e} of the registrations); at 10 M that is capped at "
-        f"SHORTLIST = {rule.SHORTLIST}, of which the MAX_CANDIDATES = {rule.MAX_CANDIDATES} "
+        f"SHORTLIST = {shortlist}, of which the MAX_CANDIDATES = {rule.MAX_CANDIDATES} "
         "best word scores are verified, and at most as many more with MIN_CONSISTENT = "
         f"{rule.MIN_CONSISTENT} consistent keypoints.")
     say()
