@@ -56,36 +56,26 @@ _FLIPS = np.concatenate([[0], np.uint32(1) << np.arange(WORD_BITS, dtype=np.uint
                         ).astype(np.uint32)
 
 
+_NEAR, _EXACT = 1, 2
+
+
 class QueryWords:
-    """The upload's side, once per pool task: every keypoint's words one bit away, sorted."""
+    """The upload's side, once per pool task: its keypoints' words, sorted, and which words lie
+    within one bit of any of them."""
 
     def __init__(self, query: LocalFeatures) -> None:
         self.features = query
-        n = len(query)
-        self.descriptors = query.descriptors.view(np.uint64).reshape(-1, 4) if n \
+        self.descriptors = query.descriptors.view(np.uint64).reshape(-1, 4) if len(query) \
             else np.zeros((0, 4), np.uint64)
-        # Each probe packed above its keypoint's index: one plain sort orders the probes and,
-        # within a probe, its keypoints (a stable sort's order), in 32 bits for 500 keypoints.
-        shift = max(n - 1, 1).bit_length()
-        kind = np.uint32 if WORD_BITS + shift <= 32 else np.uint64
-        flipped: np.ndarray = (word_ids(query.descriptors)[:, None] ^ _FLIPS[None, :]).astype(kind)
-        owners: np.ndarray = np.arange(n, dtype=kind)[:, None]
-        keys = np.sort(((flipped << shift) | owners).ravel())
-        probes = (keys >> shift).astype(np.uint32)
-        starts = np.flatnonzero(np.r_[True, probes[1:] != probes[:-1]]) if n \
-            else np.zeros(0, np.int64)
-        runs = np.diff(np.r_[starts, len(probes)])
-        # A word many keypoints share (a repeated pattern: a chessboard's corners) pairs
-        # everything with everything and says nothing about where: left out.
-        kept = runs <= MAX_REPEATS
-        self.owner = (keys & ((1 << shift) - 1))[np.repeat(kept, runs)].astype(np.int64)
-        self.values = probes[starts[kept]]  # sorted, distinct
-        self.runs = runs[kept]
-        self.start = np.cumsum(self.runs) - self.runs  # each value's run in `owner`
-        # Which words have a run, one byte each (1 MB): most stored words have none, and one
-        # look-up here is cheaper than a binary search that misses the cache.
-        self.present = np.zeros(1 << WORD_BITS, bool)
-        self.present[self.values] = True
+        ids = word_ids(query.descriptors)
+        self.order = np.argsort(ids, kind="stable")  # keypoints by word
+        self.words = ids[self.order]
+        # A byte per word (1 MB): NEAR for every word within one bit of the upload's, NEAR |
+        # EXACT for its own; most stored words are neither, and a look-up here is cheaper than
+        # the binary searches it spares them.
+        self.table = np.zeros(1 << WORD_BITS, np.uint8)
+        self.table[(ids[:, None] ^ _FLIPS[None, :]).ravel()] = _NEAR
+        self.table[ids] = _NEAR | _EXACT
 
 
 class StoredKeypoints:
@@ -174,11 +164,11 @@ def consistency(query: LocalFeatures | QueryWords,
     q = query if isinstance(query, QueryWords) else QueryWords(query)
     s = stored if isinstance(stored, StoredKeypoints) else StoredKeypoints.of(stored, keep)
     out = np.zeros(s.count, np.int64)
-    if not len(s.owner) or not len(q.values):
+    if not len(s.owner) or not len(q.words):
         return out
     # Pairs: each stored keypoint with the query keypoints of its word's run (±1 bit).
     ids = word_ids(s.descriptors)
-    hit = np.flatnonzero(q.present[ids])
+    hit = np.flatnonzero(q.table[ids])
     if not len(hit):
         return out
     # Repeated words within one stored image are left out as on the query's side; every
@@ -186,13 +176,22 @@ def consistency(query: LocalFeatures | QueryWords,
     _, inverse, counts = np.unique((s.owner[hit] << 32) + ids[hit], return_inverse=True,
                                    return_counts=True)
     hit = hit[counts[inverse] <= MAX_REPEATS]
-    at = np.searchsorted(q.values, ids[hit])
-    runs = q.runs[at]
+    # Each stored word's partners: the query keypoints whose word is it or one bit away.
+    probes = ids[hit][:, None] ^ _FLIPS[None, :]
+    row, flip = np.nonzero(q.table[probes] & _EXACT)
+    probes = probes[row, flip]
+    lo = np.searchsorted(q.words, probes, "left")
+    runs = np.searchsorted(q.words, probes, "right") - lo
+    found = np.bincount(row, runs, len(hit))
+    # A word many query keypoints lie near (a repeated pattern: a chessboard's corners) pairs
+    # everything with everything and says nothing about where: left out.
+    kept = (found <= MAX_REPEATS)[row]
+    row, lo, runs = row[kept], lo[kept], runs[kept]
     total = int(runs.sum())
     if total == 0:
         return out
-    si = np.repeat(hit, runs)
-    qi = q.owner[np.repeat(q.start[at] - np.cumsum(runs) + runs, runs) + np.arange(total)]
+    si = np.repeat(hit[row], runs)
+    qi = q.order[np.repeat(lo - np.cumsum(runs) + runs, runs) + np.arange(total)]
     xor = q.descriptors[qi] ^ s.descriptors.view(np.uint64).reshape(-1, 4)[si]
     bits = np.bitwise_count(xor)
     distance = bits[:, 0].astype(np.int64) + bits[:, 1] + bits[:, 2] + bits[:, 3]
