@@ -10,7 +10,8 @@ pool's workers keep it (`forkserver_init`: glibc's mallopt, so large arrays are 
 page-faulted afresh on every call):
 
 - reading the feature blobs from SQLite (the store's query, a 20,000-row table of real blobs)
-  for MAX_CANDIDATES (before the shortlist) and for each shortlist size;
+  for MAX_CANDIDATES (before the shortlist) and for each shortlist size, and pickling them
+  into the pool task and back (`pool.verify` sends every candidate's blob to the worker);
 - the steps of the shortlist: the candidates' keypoints read from their blobs
   (`ranking.StoredKeypoints`), the query's words (`ranking.QueryWords`), the consistency vote
   (`ranking.consistency`), and all of `engine.shortlist` (what the pool task pays);
@@ -30,6 +31,7 @@ import argparse
 import contextlib
 import ctypes
 import importlib.util
+import pickle
 import random
 import sqlite3
 import statistics
@@ -157,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             # its original first, then the others: the shortlist's size at scale
             chosen = [blobs[r], *[b for i, b in enumerate(blobs) if i != r][: size - 1]]
             ms = {f"read {size} blobs": _cpu(read, size)[0]}
+            items = [(i, b, None, True) for i, b in enumerate(chosen)]
+            ms[f"pickle the pool task's items and back, {size}"] = _cpu(
+                lambda items: pickle.loads(pickle.dumps(items, pickle.HIGHEST_PROTOCOL)),
+                items)[0]
             if old is not None:
                 steps, old_scores = _old_shortlist(old, query, chosen)
                 for name, value in zip(("parse them (before)", "query word tables (before)",
