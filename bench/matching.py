@@ -332,7 +332,11 @@ SHORTLIST_SIZES = (16, 32, 48, 64)
 
 def _fewer_than(keep: int, expected: float) -> float:
     """P(Poisson(expected) < keep)."""
-    return float(sum(math.exp(-expected) * expected**k / math.factorial(k) for k in range(keep)))
+    e = float(expected)  # a numpy float's powers overflow to inf, and 0 × inf is nan
+    try:
+        return sum(math.exp(-e) * e**k / math.factorial(k) for k in range(keep))
+    except OverflowError:  # a shortlist of 48 or more far past its rate: in log space
+        return sum(math.exp(k * math.log(e) - e - math.lgamma(k + 1)) for k in range(keep))
 
 
 def found_at_scale(true_score: float, unrelated_sorted: np.ndarray, pairs: int, n: int,
@@ -786,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
     by_words_found = [r for r in genuine_results if r.verdict == "copy-verified"
                       and not r.via_pdq]
     for size in SHORTLIST_SIZES:
-        for least in (3, 5, 8):
+        for least in (3, 5, 8, 10, 12):
             def est(rs: list[QueryResult], size: int = size, least: int = least) -> str:
                 return f"{np.mean([at_scale(r, size=size, least=least) for r in rs]):.1%}"
             fam = {e: [r for r in genuine_results if r.item.edit == e]
