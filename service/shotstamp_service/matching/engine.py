@@ -140,7 +140,7 @@ INDEX_CENTRE = 0.35  # history: #index_centre
 # Word candidates per upload stage 1 hands over (the shortlist); of them the MAX_CANDIDATES
 # best word scores are fully verified, as before it, and so are the MAX_CANDIDATES most
 # consistent (`ranking.consistency`: where the matched keypoints sit) with MIN_CONSISTENT.
-SHORTLIST = 32  # history: #shortlist-max_candidates-and-min_consistent
+SHORTLIST = 64  # history: #shortlist-max_candidates-and-min_consistent
 MAX_CANDIDATES = 3  # history: #shortlist-max_candidates-and-min_consistent
 MIN_CONSISTENT = 8  # history: #shortlist-max_candidates-and-min_consistent
 # The orientation-consistent words a word candidate needs.
