@@ -15,13 +15,16 @@ fall into one bin; a look-alike's agree on angle and scale but not on where. The
 most query keypoints in one bin (and its neighbours' overlaps: each vote also counts in the
 next bin of every dimension).
 
-Pure numpy over all candidates at once (`consistency`): ~30 µs a candidate, against ~2.5 ms for
-`verification.verify_pair`; run in the pool, beside the verification it selects for.
+Pure numpy over all candidates at once, from their blobs' keypoint fields alone
+(`StoredKeypoints.from_blobs`, `consistency`): ~30 µs a candidate, 1.9 ms for 64, against ~1 ms
+for one `verification.verify_pair` (bench/ranking.py); run in the pool, beside the verification
+it selects for.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -50,13 +53,9 @@ TRANSLATION_STEP = 32.0
 # partner (canonical pixels; copies fit to ~0.8 px, verification.RANSAC_THRESHOLD is 3).
 FIT_DISTANCE = 4.0
 
-
-
 _FLIPS = np.concatenate([[0], np.uint32(1) << np.arange(WORD_BITS, dtype=np.uint32)]
                         ).astype(np.uint32)
-
-
-_NEAR, _EXACT = 1, 2
+_NEAR, _EXACT = 1, 2  # `QueryWords.table`'s flags
 
 
 class QueryWords:
@@ -78,18 +77,17 @@ class QueryWords:
         self.table[ids] = _NEAR | _EXACT
 
 
+@dataclass(frozen=True, eq=False)
 class StoredKeypoints:
     """The candidates' side: the keypoints to pair of every stored image, concatenated in
     the candidates' order (`owner`), each image's in the order given."""
 
-    def __init__(self, count: int, owner: np.ndarray, xy: np.ndarray, angle: np.ndarray,
-                 octave: np.ndarray, descriptors: np.ndarray) -> None:
-        self.count = count  # stored images
-        self.owner = owner  # (m,) int64
-        self.xy = xy  # (m, 2) float32, canonical pixels from the image's centre
-        self.angle = angle  # (m,) uint8
-        self.octave = octave  # (m,) uint8
-        self.descriptors = descriptors  # (m, 32) uint8
+    count: int  # stored images
+    owner: np.ndarray  # (m,) int64
+    xy: np.ndarray  # (m, 2) float32, canonical pixels from the image's centre
+    angle: np.ndarray  # (m,) uint8
+    octave: np.ndarray  # (m,) uint8
+    descriptors: np.ndarray  # (m, 32) uint8
 
     @classmethod
     def of(cls, stored: Sequence[LocalFeatures],
