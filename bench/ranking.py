@@ -15,6 +15,8 @@ page-faulted afresh on every call):
 - the steps of the shortlist: the candidates' keypoints read from their blobs
   (`ranking.StoredKeypoints`), the query's words (`ranking.QueryWords`), the consistency vote
   (`ranking.consistency`), and all of `engine.shortlist` (what the pool task pays);
+- the word sampler (`features.word_ids`) at the upload's size and the shortlist's (and, with
+  `--against`, the byte tables the older ranking had beside it);
 - the full verification (`verification.verify_pair`) of one candidate, for comparison.
 
 `--against` loads the ranking module of an older tree (e.g. `git archive main`) and runs its
@@ -52,7 +54,7 @@ from shotstamp_service.matching.engine import (
     index_keypoints,
     shortlist,
 )
-from shotstamp_service.matching.features import LocalFeatures
+from shotstamp_service.matching.features import LocalFeatures, word_ids
 from shotstamp_service.matching.fingerprint import fingerprint
 from shotstamp_service.matching.ranking import QueryWords, StoredKeypoints, consistency
 from shotstamp_service.matching.verification import verify_pair
@@ -176,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
             ms[f"query words (QueryWords), {size}"] = t
             t, scores = _cpu(consistency, words, keypoints)
             ms[f"consistency, {size}"] = t
+            if size == sizes[0]:  # the word sampler at the upload's size and at the shortlist's
+                for name, fn in (("features.word_ids", word_ids),
+                                 *((("the byte tables (before)", old.word_ids),) if old else ())):
+                    ms[f"{name}, the upload's descriptors"] = _cpu(fn, query.descriptors)[0]
+                    ms[f"{name}, the shortlist's {len(keypoints.owner) // 1000}k descriptors"] = \
+                        _cpu(fn, keypoints.descriptors)[0]
             t, picked = _cpu(shortlist, query, list(enumerate(chosen)))
             ms[f"shortlist in all, {size}"] = t
             assert 0 in picked, "the original is not in the shortlist"
