@@ -104,6 +104,7 @@ def _load(path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location("ranking_before", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
