@@ -258,8 +258,7 @@ class _BitSampler:
     @classmethod
     def at(cls, positions: tuple[int, ...]) -> _BitSampler:
         return cls(np.array([p // 8 for p in positions]),
-                   # numpy.unpackbits order; uint8 keeps every intermediate a byte a bit (4,096
-                   # descriptors: 129 → 73 µs, docs/matching.md)
+                   # numpy.unpackbits order; uint8 keeps each intermediate a byte (bench/ranking.py)
                    np.array([7 - p % 8 for p in positions], np.uint8),
                    (1 << np.arange(len(positions) - 1, -1, -1, dtype=np.uint64)).astype(np.uint32))
 
