@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -10,7 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.hdrs import CONTENT_DISPOSITION
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from shotstamp._merkle import HASH_SIZE
 from shotstamp_service.http.access import require_principal
@@ -179,6 +182,26 @@ _MAX_PREAMBLE = 1024
 _MAX_PART_HEADERS = 16
 
 
+@functools.lru_cache(maxsize=256)
+def _disposition_name(header: str | None) -> str | None:
+    """The `name` of a part's Content-Disposition, by aiohttp's own parser, memoised.
+
+    aiohttp's `parse_content_disposition` rebuilds an escaped character class on every call
+    (~0.05 ms, a sixth of an upload's multipart parsing); a client sends the same header for
+    every upload, so the parse is done once per distinct header.
+    """
+    _, params = parse_content_disposition(header)
+    return content_disposition_filename(params, "name")
+
+
+class _UploadPart(BodyPartReader):
+    """A part whose `name` is read through `_disposition_name`."""
+
+    @property
+    def name(self) -> str | None:
+        return _disposition_name(self.headers.get(CONTENT_DISPOSITION))
+
+
 class _UploadReader(MultipartReader):
     """aiohttp's multipart reader with the preamble capped.
 
@@ -186,6 +209,8 @@ class _UploadReader(MultipartReader):
     other requests while lines are buffered: megabytes of empty lines held
     the event loop for seconds. (Overrides a private method; tests cover it.)
     """
+
+    part_reader_cls = _UploadPart
 
     async def _read_until_first_boundary(self) -> None:
         skipped = 0

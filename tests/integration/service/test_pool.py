@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import operator
 import os
 
 import pytest
@@ -30,6 +31,21 @@ async def test_fingerprints_match_the_in_process_function(pool):
     fp, thumb = await pool.analyse(images[0])
     assert fp == got[0]
     assert thumb is not None and thumb[:2] == b"\xff\xd8"
+
+
+async def test_jobs_and_replies_of_every_size_cross_whole(pool):
+    """Jobs larger than a socket takes in one send and replies larger than the first read
+    (and smaller than the header's own read) come back byte for byte, in order."""
+    data = os.urandom(3 << 20)
+    sizes = [0, 1, 7, 8, 9, (1 << 16) - 9, 1 << 16, (1 << 16) + 1, 300_000, len(data)]
+    for size in sizes:
+        got = await pool._run(functools.partial(operator.getitem, data, slice(0, size)))
+        assert got == data[:size]
+    together = await asyncio.gather(
+        *(pool._run(functools.partial(operator.getitem, data, slice(s, s + 99_999)))
+          for s in range(0, 1 << 20, 1 << 17))
+    )
+    assert together == [data[s:s + 99_999] for s in range(0, 1 << 20, 1 << 17)]
 
 
 async def test_a_rejected_image_is_the_worker_s_exception_not_a_dead_worker(pool):
