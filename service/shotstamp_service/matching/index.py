@@ -759,6 +759,10 @@ class WordIndex:
         self._dead: set[int] = set()  # discarded refs still present in some segment
         self._registrations = 0
         self._merge: _Merge | None = None
+        # Postings per word summed over the persisted (mapped) parts: a lookup's document
+        # frequencies in one gather instead of two per part (32 parts at 10 M, a cache and
+        # TLB miss each over their 134 MB of offsets). None while there are none (4 MB).
+        self._mapped_df: np.ndarray | None = None
 
     def __len__(self) -> int:
         """Number of live registrations."""
@@ -766,7 +770,15 @@ class WordIndex:
 
     @property
     def nbytes(self) -> int:
-        return sum(s.nbytes for s in self._segments) + 17 * self._tail_postings
+        mapped_df = 0 if self._mapped_df is None else self._mapped_df.nbytes
+        return sum(s.nbytes for s in self._segments) + 17 * self._tail_postings + mapped_df
+
+    def _count_mapped(self, parts: Iterable[_Segment]) -> None:
+        for seg in parts:
+            if seg.persisted:
+                if self._mapped_df is None:
+                    self._mapped_df = np.zeros(WORD_VALUES, np.int32)
+                self._mapped_df += np.diff(seg.offsets).astype(np.int32, copy=False)
 
     def add(self, ref: int, words: np.ndarray, angles: np.ndarray,
             signatures: np.ndarray) -> None:
@@ -826,6 +838,7 @@ class WordIndex:
         self._finish_merge()
         self._segments.append(segment)
         self._registrations += len(segment.refs)
+        self._count_mapped([segment])
 
     def replace_persisted(self, parts: list[_Segment], through: int) -> None:
         """Search exactly `parts` as persisted segments (a new manifest) and forget the
@@ -843,6 +856,8 @@ class WordIndex:
         for ref in [r for r in self._tail_local if r <= through]:
             self.discard(ref)  # exact in the tail
         self._segments = list(parts) + kept
+        self._mapped_df = None
+        self._count_mapped(self._segments)
         self._dead = {r for r in self._dead if r > through}
         self._registrations = (sum(len(s.refs) for s in self._segments) - len(self._dead)
                                + len(self._tail_local))
@@ -958,12 +973,10 @@ class WordIndex:
         distance = np.arange(SIGNATURE_BITS + 1, dtype=np.float64)
         by_distance = (np.ones_like(distance) if sigma is None
                        else np.exp(-((distance / sigma) ** 2)))
-        results: list[WordScore] = []
-        # Each segment's best are enough: dead registrations may still be among them.
+        # The best `keep` are enough: dead registrations may still be among them.
         keep = limit + len(self._dead)
-        for refs, local, dangle, weight in self._votes(words, angles, signatures, idf,
-                                                       max_distance, by_distance):
-            results.extend(self._score(refs, local, dangle, weight, min_votes, keep))
+        results = self._score(list(self._votes(words, angles, signatures, idf, max_distance,
+                                               by_distance)), min_votes, keep)
         results = [r for r in results if r.ref not in self._dead]
         results.sort(key=lambda r: (-r.score, r.ref))
         return results[:limit]
@@ -974,9 +987,11 @@ class WordIndex:
         """The query words worth reading (see `search`), rarest first within `budget`
         postings, each with its angle, signature and document frequency."""
         w64 = words.astype(np.int64)
-        df = np.zeros(len(words), np.int64)
+        df = (np.zeros(len(words), np.int64) if self._mapped_df is None
+              else self._mapped_df[w64].astype(np.int64))
         for seg in self._segments:
-            df += seg.offsets[w64 + 1] - seg.offsets[w64]
+            if not seg.persisted:
+                df += seg.offsets[w64 + 1] - seg.offsets[w64]
         if self._tail_by_word:
             held = np.flatnonzero(self._tail_has[words])
             df[held] += np.array([len(self._tail_by_word.get(w, ())) for w in words[held].tolist()],
@@ -1026,15 +1041,29 @@ class WordIndex:
                        np.array(dangle_l, np.int64), np.array(weight_l))
 
     @staticmethod
-    def _score(refs: np.ndarray, local: np.ndarray, dangle: np.ndarray, weight: np.ndarray,
+    def _score(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
                min_votes: int, keep: int) -> list[WordScore]:
+        """The `keep` best registrations (score, then ref) of the votes of every part
+        (`_votes`), scored in one pass: a registration's votes all come from one part, so
+        numbering the parts' registrations one after another scores each as alone, and in
+        the same order (the same float sums), at one set of numpy calls a lookup instead
+        of one a part (33 at 10 M)."""
+        parts = [p for p in parts if len(p[1])]
+        if not parts:
+            return []
+        sizes = np.array([len(p[0]) for p in parts], np.int64)
+        bases = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        local = np.concatenate([p[1] + b for p, b in zip(parts, bases.tolist(), strict=True)])
+        dangle = np.concatenate([p[2] for p in parts])
+        weight = np.concatenate([p[3] for p in parts])
         # Cheap first cut: registrations with fewer raw votes than `min_votes` in all bins
         # together cannot reach it in one bin pair. Most registrations get one chance vote, so
         # this cut leaves little for the exact scoring below.
-        if 8 * len(local) >= len(refs):
-            counts = np.bincount(local, minlength=len(refs))
+        total = int(sizes.sum())
+        if 8 * len(local) >= total:
+            counts = np.bincount(local, minlength=total)
             hopeful = counts[local] >= min_votes
-        else:  # a few votes into a large segment: sorting them is cheaper than counting all
+        else:  # a few votes into large parts: sorting them is cheaper than counting all
             _, inverse, few = np.unique(local, return_inverse=True, return_counts=True)
             hopeful = few[inverse] >= min_votes
         if not hopeful.any():
@@ -1056,10 +1085,17 @@ class WordIndex:
         reg, score, votes = reg[order], score[order], votes[order]
         first = np.flatnonzero(np.r_[True, reg[1:] != reg[:-1]])
         reg, score, votes = reg[first], score[first], votes[first]
-        chosen = (votes >= min_votes) & (refs[reg] != -1)
-        reg, score, votes = reg[chosen], score[chosen], votes[chosen]
+        enough = votes >= min_votes
+        reg, score, votes = reg[enough], score[enough], votes[enough]
+        part = np.searchsorted(bases, reg, side="right") - 1
+        refs = np.empty(len(reg), np.int64)
+        for k in np.unique(part).tolist():
+            at = part == k
+            refs[at] = parts[k][0][reg[at] - bases[k]]
+        chosen = refs != -1
+        refs, score, votes = refs[chosen], score[chosen], votes[chosen]
         # the `keep` best, in the order `search` ranks them (score, then ref)
-        best = np.lexsort((refs[reg], -score))[:keep]
-        return [WordScore(int(refs[r]), float(s), int(v))
-                for r, s, v in zip(reg[best].tolist(), score[best].tolist(),
+        best = np.lexsort((refs, -score))[:keep]
+        return [WordScore(int(r), float(s), int(v))
+                for r, s, v in zip(refs[best].tolist(), score[best].tolist(),
                                    votes[best].tolist(), strict=True)]
