@@ -1015,12 +1015,15 @@ class WordIndex:
             idx = _gather_ranges(starts, ends)
             if len(idx) == 0:
                 continue
-            which = np.repeat(np.arange(len(words)), ends - starts)
             # (uint32 signatures of older files truncate to the 16 bits kept)
-            distance = _SIGNATURE_SCALE * np.bitwise_count(
-                (seg.signatures[idx] ^ signatures[which]).astype(np.uint16, copy=False))
-            near = distance <= max_distance
-            idx, which, distance = idx[near], which[near], distance[near]
+            xor = seg.signatures[idx].astype(np.uint16, copy=False)
+            xor ^= np.repeat(signatures, ends - starts)
+            bits = np.bitwise_count(xor)
+            # Only the few postings within the distance get their query word (a search over
+            # the lists' ends), index and weight: not every posting read.
+            near = np.flatnonzero(bits <= max_distance // _SIGNATURE_SCALE)
+            which = np.searchsorted(np.cumsum(ends - starts), near, side="right")
+            idx, distance = idx[near], _SIGNATURE_SCALE * bits[near]
             locals_, angle = _unpack(seg.postings[idx], seg.packed)
             dangle = (angles[which] - angle) % ANGLE_BINS
             yield seg.refs, locals_, dangle, idf[which] * by_distance[distance]
