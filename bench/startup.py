@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.index import draw_words, registration_words
+from shotstamp_service.matching import index as index_module
 from shotstamp_service.matching.engine import (
     MAX_CANDIDATES,
     MIN_VOTES,
@@ -60,7 +61,6 @@ from shotstamp_service.matching.engine import (
     WORD_PROBES,
     Matcher,
 )
-from shotstamp_service.matching import index as index_module
 from shotstamp_service.matching.index import SEGMENT_POSTINGS, TAIL_LIMIT
 from shotstamp_service.matching.segments import SegmentDir
 from shotstamp_service.registry import SEGMENT_ROWS
@@ -290,7 +290,7 @@ def compare(directory: Path, before: Path, queries: int) -> None:
     through = segments[-1].through
     ranks = np.load(directory.parent / f"{directory.name}.ranks.npy")
     rng = np.random.default_rng(7)
-    refs, pdq, words = _chunk(rng, ranks, through, through + TAIL)
+    _, pdq, words = _chunk(rng, ranks, through, through + TAIL)
     top = through + TAIL
     word_tail = [(top + 1 + k, _words(rng, ranks, WORDS),
                   rng.integers(0, 16, WORDS, dtype=np.uint8), _signatures(rng, WORDS))
