@@ -265,3 +265,31 @@ def test_a_missing_segment_or_manifest_starts_over(
     for f in (tmp_path / "again" / manifest["segments"][1]["name"]).iterdir():
         f.unlink()
     assert [s.through for s in directory.open()] == [5]
+
+
+def test_a_merge_packs_short_word_parts_together(
+        tmp_path: Path, registrations: list[Fingerprint], queries: list[Fingerprint],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each of FANOUT segments splits its words into a full part and a short one; the merge
+    links the full ones and packs the short ones together (not one part each), and the
+    merged segment answers as the in-memory index."""
+    n = len(registrations)
+    columns = Columns()
+    for ref in range(1, n // FANOUT + 1):
+        columns.add(ref, registrations[ref - 1])
+    keypoints = int(columns.words()[1].sum())  # a part is cut by keypoints, before dedup
+    cap = int(keypoints * 0.8)
+    monkeypatch.setattr(index_module, "MAX_SEGMENT_POSTINGS", cap)
+    monkeypatch.setattr(segments_module, "MAX_SEGMENT_POSTINGS", cap)
+    matcher = _persisted(tmp_path, registrations, n // FANOUT, tail=n - FANOUT * (n // FANOUT))
+    [entry] = SegmentDir(tmp_path / "index").manifest()
+    assert entry["tier"] == 1
+    # FANOUT long parts and FANOUT short ones: two or more short ones share a part
+    # (merging only neighbours kept all 2 * FANOUT).
+    assert FANOUT < entry["word_parts"] <= FANOUT + FANOUT // 2
+    assert len(matcher._words._segments) == entry["word_parts"]  # no tail: n % FANOUT == 0
+    reference = Matcher(background=False)
+    for ref, fp in enumerate(registrations, 1):
+        reference.add(ref, fp)
+    for fp in queries + registrations[:10]:
+        assert _answers(matcher, fp) == _answers(reference, fp)
