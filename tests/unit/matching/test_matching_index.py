@@ -286,8 +286,9 @@ def test_word_index_over_many_mapped_parts_answers_as_in_memory(
 
 
 def test_hamming_tail_counts_distances_exactly_at_the_radius_and_at_256() -> None:
-    """The brute-force tail sums a row's popcounts mod 256: a code at distance 256 (the
-    complement) must not come back as distance 0; codes at the radius and one past it."""
+    """The brute-force tail sums a row's four popcounts mod 256: the complement (distance 256)
+    must not come back as distance 0; codes at the radius and one past it, their differing
+    bits spread or all in one half."""
     rng = np.random.default_rng(4)
     q = rng.integers(0, 256, 32, dtype=np.uint8)
     index = HammingIndex(max_radius=31, background=False)
@@ -295,5 +296,9 @@ def test_hamming_tail_counts_distances_exactly_at_the_radius_and_at_256() -> Non
     index.add(2, [flip_bits(q.tobytes(), rng.choice(256, 31, replace=False).tolist())])
     index.add(3, [flip_bits(q.tobytes(), rng.choice(256, 32, replace=False).tolist())])
     index.add(4, [q.tobytes()])
+    for ref, first_half in ((5, True), (6, False)):
+        bits = rng.choice(128, 32, replace=False) + (0 if first_half else 128)
+        index.add(ref, [flip_bits(q.tobytes(), bits[:31].tolist())])
+        index.add(ref + 2, [flip_bits(q.tobytes(), bits.tolist())])
     got = index.search([q.tobytes()], 31)
-    assert {ref: hit.distance for ref, hit in got.items()} == {2: 31, 4: 0}
+    assert {ref: hit.distance for ref, hit in got.items()} == {2: 31, 4: 0, 5: 31, 6: 31}
