@@ -4,6 +4,7 @@
     PYTHONPATH=sdk:service python -m bench.startup measure DIR [--queries 200]
     PYTHONPATH=sdk:service python -m bench.startup store DIR [--registrations 30000]
     PYTHONPATH=sdk:service python -m bench.startup compare DIR --before SRC [--queries 200]
+        [--before-directory DIR0]
     PYTHONPATH=sdk:service python -m bench.startup repack DIR --into DST
 
 `build` writes synthetic registrations as `bench/index.py` makes them (1.5 uniform PDQ codes
@@ -27,7 +28,9 @@ commit, `git archive main | tar -x -C SRC`), loaded as a second module. Each get
 persisted parts (its own classes over the same arrays) and the same tails, filled to their
 fullest as `measure` fills them; the lookups alternate between the two query by query (which
 goes first alternating too), PDQ and word vote timed separately in CPU time of the thread,
-with the page faults of each (`getrusage`); every answer is asserted equal.
+with the page faults of each (`getrusage`); every answer is asserted equal. With
+`--before-directory`, the other version maps that directory instead (another build of the
+same registrations, e.g. in the other version's layout; both are then in the page cache).
 
 `repack` writes DST as the format /5 form of the format /4 segments in DIR: the registration
 map's and the word parts' refs as int32 and sellers as uint16 (`segments._narrow_refs`,
@@ -293,7 +296,8 @@ def _port(obj: object, module: object) -> object:
     return obj
 
 
-def compare(directory: Path, before: Path, queries: int) -> None:
+def compare(directory: Path, before: Path, queries: int,
+            before_directory: Path | None = None) -> None:
     spec = importlib.util.spec_from_file_location(
         "before_index", before / "service/shotstamp_service/matching/index.py")
     assert spec is not None and spec.loader is not None
@@ -301,6 +305,9 @@ def compare(directory: Path, before: Path, queries: int) -> None:
     sys.modules["before_index"] = old  # dataclasses resolve their module by name
     spec.loader.exec_module(old)
     segments = SegmentDir(directory).open()
+    mapped = {old: SegmentDir(before_directory).open() if before_directory else segments,
+              index_module: segments}
+    assert mapped[old][-1].through == segments[-1].through  # the same registrations
     through = segments[-1].through
     ranks = np.load(directory.parent / f"{directory.name}.ranks.npy")
     rng = np.random.default_rng(7)
@@ -316,7 +323,7 @@ def compare(directory: Path, before: Path, queries: int) -> None:
         good = module.HammingIndex(max_radius=PDQ_CANDIDATE, background=False)
         low = module.HammingIndex(max_radius=PDQ_CANDIDATE, background=False)
         vote = module.WordIndex(background=False)
-        for seg in segments:
+        for seg in mapped[module]:
             good.attach(_port(seg.pdq, module))
             low.attach(_port(seg.pdq_low, module))
             for part in seg.words:
@@ -376,7 +383,9 @@ def compare(directory: Path, before: Path, queries: int) -> None:
         assert answers[0] == answers[1], f"query {k}: the two versions answer differently"
         found += bool(answers[0][0][0])  # type: ignore[index]
     print(f"{queries} lookups after 20 of warm-up, answers equal ({found} with a PDQ hit); "
-          f"{len(segments)} segment(s), {sum(len(s.words) for s in segments)} word parts, "
+          f"{len(segments)} segment(s), word parts: "
+          f"{' before, '.join(str(sum(len(s.words) for s in m)) for m in mapped.values())} "
+          "after; "
           f"tails: {TAIL_LIMIT - 1:,} PDQ codes, {len(word_tail)} word registrations")
     print("| version | lookup median | p99 | PDQ median | p99 | words median | p99 | "
           "page faults a lookup (median) |\n|---|---|---|---|---|---|---|---|")
@@ -494,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--before", type=Path, help="compare: an export of the other commit")
     parser.add_argument("--into", type=Path, help="repack: the directory to write")
+    parser.add_argument("--before-directory", type=Path,
+                        help="compare: the segments the other version maps (default DIRECTORY)")
     args = parser.parse_args(argv)
     if args.command == "build":
         build(args.directory, args.registrations)
@@ -502,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "compare":
         if args.before is None:
             parser.error("compare needs --before SRC")
-        compare(args.directory, args.before, args.queries)
+        compare(args.directory, args.before, args.queries, args.before_directory)
     elif args.command == "repack":
         if args.into is None:
             parser.error("repack needs --into DST")
