@@ -668,6 +668,23 @@ def _order_by_word(words: np.ndarray) -> np.ndarray:
     return low[np.argsort(high, kind="stable")]
 
 
+def _unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`np.unique(values, return_inverse=True, return_counts=True)` of non-negative int64:
+    below 2**32 by two passes of numpy's radix sort on 16-bit keys (as `_order_by_word`)
+    instead of a comparison sort, ≈ 3 times faster on a lookup's 20,000 votes."""
+    if not len(values) or int(values.max()) >= 1 << 32 or int(values.min()) < 0:
+        uniq, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+        return uniq, inverse, counts
+    low = np.argsort((values & 0xFFFF).astype(np.uint16), kind="stable")
+    order = low[np.argsort((values[low] >> 16).astype(np.uint16), kind="stable")]
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    counts = np.diff(np.r_[starts, len(values)])
+    inverse = np.empty(len(values), np.int64)
+    inverse[order] = np.repeat(np.arange(len(starts)), counts)
+    return ordered[starts], inverse, counts
+
+
 def _segment(refs: np.ndarray, reg_of_posting: np.ndarray, words: np.ndarray,
              angles: np.ndarray, signatures: np.ndarray, tier: int) -> _Segment:
     order = _order_by_word(words)
@@ -1082,7 +1099,7 @@ class WordIndex:
             counts = np.bincount(local, minlength=total)
             hopeful = counts[local] >= min_votes
         else:  # a few votes into large parts: sorting them is cheaper than counting all
-            _, inverse, few = np.unique(local, return_inverse=True, return_counts=True)
+            _, inverse, few = _unique(local)
             hopeful = few[inverse] >= min_votes
         if not hopeful.any():
             return []
@@ -1092,9 +1109,8 @@ class WordIndex:
         key = np.concatenate([local * ANGLE_BINS + dangle,
                               local * ANGLE_BINS + (dangle + 1) % ANGLE_BINS])
         w2 = np.concatenate([weight, weight])
-        keys, inv = np.unique(key, return_inverse=True)
+        keys, inv, votes = _unique(key)
         score = np.bincount(inv, weights=w2)
-        votes = np.bincount(inv)
         reg = keys // ANGLE_BINS
         # Keys are sorted, so each registration is a run; put its best bin first in the run:
         # most votes (the consistent matches, whatever their weights), then the highest score,
