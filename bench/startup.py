@@ -3,6 +3,9 @@
     PYTHONPATH=sdk:service python -m bench.startup build DIR [--registrations 10000000]
     PYTHONPATH=sdk:service python -m bench.startup measure DIR [--queries 200]
     PYTHONPATH=sdk:service python -m bench.startup store DIR [--registrations 30000]
+    PYTHONPATH=sdk:service python -m bench.startup compare DIR --before SRC [--queries 200]
+        [--before-directory DIR0]
+    PYTHONPATH=sdk:service python -m bench.startup repack DIR --into DST
 
 `build` writes synthetic registrations as `bench/index.py` makes them (1.5 uniform PDQ codes
 per registration, 128 keypoints with ≈ 120 distinct real-shaped words (`bench.index.draw_words`)
@@ -19,6 +22,21 @@ Pss, private pages) once both have answered all their queries. Before timing, ea
 the tails to their fullest (the PDQ brute-force tail one code short of a table rebuild, the
 word tail one registration short of a freeze).
 
+`compare` times two versions of `matching/index.py` side by side on the same mapped
+segments in one process: this checkout's and the one under SRC (an export of another
+commit, `git archive main | tar -x -C SRC`), loaded as a second module. Each gets the same
+persisted parts (its own classes over the same arrays) and the same tails, filled to their
+fullest as `measure` fills them; the lookups alternate between the two query by query (which
+goes first alternating too), PDQ and word vote timed separately in CPU time of the thread,
+with the page faults of each (`getrusage`); every answer is asserted equal. With
+`--before-directory`, the other version maps that directory instead (another build of the
+same registrations, e.g. in the other version's layout; both are then in the page cache).
+
+`repack` writes DST as the format /5 form of the format /4 segments in DIR: the registration
+map's and the word parts' refs as int32 and sellers as uint16 (`segments._narrow_refs`,
+`_narrow_sellers`), every other file hard-linked (the same inode: one page cache); the same
+registrations and index in fewer bytes, without the hour of a rebuild.
+
 `store` fills a SQLite store with registrations whose rows are real (fingerprints, feature blobs
 and thumbnails of corpus photos, cycled, each with its own id and digest), then times the
 registry's index load three ways in one run: without segments (the release before them), the
@@ -28,7 +46,11 @@ first start with an index directory (writing its segments), and a later start.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import json
+import os
+import resource
 import subprocess
 import sys
 import time
@@ -37,6 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.index import draw_words, registration_words
+from shotstamp_service.matching import index as index_module
 from shotstamp_service.matching.engine import (
     MAX_CANDIDATES,
     MIN_VOTES,
@@ -49,7 +72,14 @@ from shotstamp_service.matching.engine import (
     Matcher,
 )
 from shotstamp_service.matching.index import SEGMENT_POSTINGS, TAIL_LIMIT
-from shotstamp_service.matching.segments import SegmentDir
+from shotstamp_service.matching.segments import (
+    FORMAT,
+    MANIFEST,
+    SegmentDir,
+    _crc,
+    _narrow_refs,
+    _narrow_sellers,
+)
 from shotstamp_service.registry import SEGMENT_ROWS
 
 WORDS = 128
@@ -251,6 +281,153 @@ def measure(directory: Path, queries: int) -> None:
                        for m in rollups) + " GB")
 
 
+def _port(obj: object, module: object) -> object:
+    """`obj` (a dataclass of index.py, or lists and tuples of them) rebuilt from `module`'s
+    classes of the same names over the same arrays; fields `module`'s class lacks dropped."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        cls = getattr(module, type(obj).__name__)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{f.name: _port(getattr(obj, f.name), module)
+                      for f in dataclasses.fields(obj) if f.name in names})
+    if isinstance(obj, list):
+        return [_port(x, module) for x in obj]
+    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+        return tuple(_port(x, module) for x in obj)
+    return obj
+
+
+def compare(directory: Path, before: Path, queries: int,
+            before_directory: Path | None = None) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "before_index", before / "service/shotstamp_service/matching/index.py")
+    assert spec is not None and spec.loader is not None
+    old = importlib.util.module_from_spec(spec)
+    sys.modules["before_index"] = old  # dataclasses resolve their module by name
+    spec.loader.exec_module(old)
+    segments = SegmentDir(directory).open()
+    mapped = {old: SegmentDir(before_directory).open() if before_directory else segments,
+              index_module: segments}
+    assert mapped[old][-1].through == segments[-1].through  # the same registrations
+    through = segments[-1].through
+    ranks = np.load(directory.parent / f"{directory.name}.ranks.npy")
+    rng = np.random.default_rng(7)
+    _, pdq, words = _chunk(rng, ranks, through, through + TAIL)
+    top = through + TAIL
+    word_tail = [(top + 1 + k, _words(rng, ranks, WORDS),
+                  rng.integers(0, 16, WORDS, dtype=np.uint8), _signatures(rng, WORDS))
+                 for k in range(SEGMENT_POSTINGS // WORDS - 1)]
+    pdq_tail = rng.integers(0, 256, (TAIL_LIMIT - 1, 32), dtype=np.uint8)
+    indexes = []
+    t0 = time.process_time()
+    for module in (old, index_module):
+        good = module.HammingIndex(max_radius=PDQ_CANDIDATE, background=False)
+        low = module.HammingIndex(max_radius=PDQ_CANDIDATE, background=False)
+        vote = module.WordIndex(background=False)
+        for seg in mapped[module]:
+            good.attach(_port(seg.pdq, module))
+            low.attach(_port(seg.pdq_low, module))
+            for part in seg.words:
+                vote.attach(_port(part, module))
+        good.add_many(*pdq)
+        vote.add_many(*words)
+        for k, code in enumerate(pdq_tail):
+            good.add(top + 1 + k, [code.tobytes()], [0])
+        for args in word_tail:
+            vote.add(*args)
+        indexes.append((good, low, vote))
+        print(f"{module.__name__}: mapped and filled, {time.process_time() - t0:.1f} s CPU",
+              flush=True)
+        t0 = time.process_time()
+    stored = segments[-1].pdq.codes
+
+    def query() -> tuple[list[bytes], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        base = stored[int(rng.integers(0, len(stored)))]
+        flip = np.zeros(256, np.uint8)
+        flip[rng.choice(256, 10, replace=False)] = 1
+        codes = [(base ^ np.packbits(flip)).tobytes()] + [
+            rng.integers(0, 256, 32, dtype=np.uint8).tobytes() for _ in range(2)]
+        return codes, (_words(rng, ranks, QUERY_WORDS),
+                       rng.integers(0, 16, QUERY_WORDS, dtype=np.uint8),
+                       _signatures(rng, QUERY_WORDS))
+
+    def faults() -> int:
+        return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+
+    def lookup(index: tuple[object, ...], codes: list[bytes],
+               vote: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[float, ...]:
+        good, low, words_index = index
+        f0, t0 = faults(), time.thread_time()
+        answer_pdq = (good.search(codes, PDQ_CANDIDATE),  # type: ignore[attr-defined]
+                      low.search(codes, PDQ_CANDIDATE))  # type: ignore[attr-defined]
+        f1, t1 = faults(), time.thread_time()
+        answer_words = words_index.search(  # type: ignore[attr-defined]
+            *vote, limit=MAX_CANDIDATES, min_votes=MIN_VOTES, max_distance=SIGNATURE_DISTANCE,
+            sigma=SIGNATURE_SIGMA, max_postings=WORD_POSTINGS_BUDGET,
+            probe=np.arange(WORD_PROBES), max_probe_postings=WORD_PROBE_POSTINGS)
+        t2, f2 = time.thread_time(), faults()
+        answers.append((answer_pdq, [dataclasses.astuple(w) for w in answer_words]))
+        return (t1 - t0) * 1e3, (t2 - t1) * 1e3, f1 - f0, f2 - f1
+
+    answers: list[object] = []
+    for _ in range(20):  # warm-up: first touches of the pages
+        codes, vote = query()
+        for index in indexes:
+            lookup(index, codes, vote)
+    times: list[list[tuple[float, ...]]] = [[], []]
+    found = 0
+    for k in range(queries):
+        codes, vote = query()
+        answers.clear()
+        for j in ((0, 1) if k % 2 else (1, 0)):
+            times[j].append(lookup(indexes[j], codes, vote))
+        assert answers[0] == answers[1], f"query {k}: the two versions answer differently"
+        found += bool(answers[0][0][0])  # type: ignore[index]
+    print(f"{queries} lookups after 20 of warm-up, answers equal ({found} with a PDQ hit); "
+          f"{len(segments)} segment(s), word parts: "
+          f"{' before, '.join(str(sum(len(s.words) for s in m)) for m in mapped.values())} "
+          "after; "
+          f"tails: {TAIL_LIMIT - 1:,} PDQ codes, {len(word_tail)} word registrations")
+    print("| version | lookup median | p99 | PDQ median | p99 | words median | p99 | "
+          "page faults a lookup (median) |\n|---|---|---|---|---|---|---|---|")
+    for label, t in (("before", times[0]), ("after", times[1])):
+        a = np.array(t)
+        total = a[:, 0] + a[:, 1]
+        print(f"| {label} | {np.median(total):.2f} ms | {np.percentile(total, 99):.2f} ms | "
+              f"{np.median(a[:, 0]):.2f} ms | {np.percentile(a[:, 0], 99):.2f} ms | "
+              f"{np.median(a[:, 1]):.2f} ms | {np.percentile(a[:, 1], 99):.2f} ms | "
+              f"{np.median(a[:, 2] + a[:, 3]):.0f} |")
+
+
+def repack(src: Path, dst: Path) -> None:
+    manifest = json.loads((src / MANIFEST).read_text())
+    dst.mkdir(parents=True, exist_ok=True)
+    ranks = src.parent / f"{src.name}.ranks.npy"
+    if ranks.exists() and not (dst.parent / f"{dst.name}.ranks.npy").exists():
+        os.link(ranks, dst.parent / f"{dst.name}.ranks.npy")
+    entries = []
+    for entry in manifest["segments"]:
+        root, out = src / entry["name"], dst / entry["name"]
+        out.mkdir(exist_ok=True)
+        files = dict(entry["files"])
+        names = len(np.load(root / "names.npy"))
+        narrowed = [name for name in files if name in ("refs.npy", "sellers.npy")
+                    or (name.startswith("words") and name.endswith(".refs.npy"))]
+        for name in files:
+            target = out / name
+            target.unlink(missing_ok=True)  # never write through a hard link into SRC
+            if name not in narrowed:
+                os.link(root / name, target)
+                continue
+            array = np.load(root / name)
+            array = (_narrow_sellers(array, names) if name == "sellers.npy"
+                     else _narrow_refs(array))
+            np.save(target, array, allow_pickle=False)
+            files[name] = [target.stat().st_size, _crc(target)]
+        entries.append({**entry, "files": files})
+        print(f"{entry['name']}: {len(narrowed)} files narrowed", flush=True)
+    (dst / MANIFEST).write_text(json.dumps({"format": FORMAT, "segments": entries}, indent=1))
+
+
 def store_startup(directory: Path, registrations: int) -> None:
     import asyncio
     import hashlib
@@ -320,15 +497,27 @@ def main(argv: list[str] | None = None) -> int:
         _serve(Path(argv[1]), float(argv[2]), int(argv[3]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["build", "measure", "store"])
+    parser.add_argument("command", choices=["build", "measure", "store", "compare", "repack"])
     parser.add_argument("directory", type=Path)
     parser.add_argument("--registrations", type=int, default=10_000_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--before", type=Path, help="compare: an export of the other commit")
+    parser.add_argument("--into", type=Path, help="repack: the directory to write")
+    parser.add_argument("--before-directory", type=Path,
+                        help="compare: the segments the other version maps (default DIRECTORY)")
     args = parser.parse_args(argv)
     if args.command == "build":
         build(args.directory, args.registrations)
     elif args.command == "store":
         store_startup(args.directory, args.registrations)
+    elif args.command == "compare":
+        if args.before is None:
+            parser.error("compare needs --before SRC")
+        compare(args.directory, args.before, args.queries, args.before_directory)
+    elif args.command == "repack":
+        if args.into is None:
+            parser.error("repack needs --into DST")
+        repack(args.directory, args.into)
     else:
         measure(args.directory, args.queries)
     return 0

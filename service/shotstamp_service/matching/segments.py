@@ -60,14 +60,17 @@ __all__ = ["FANOUT", "Damaged", "Segment", "SegmentDir"]
 
 log = logging.getLogger(__name__)
 
+# /5 keeps the registration map's and the word parts' refs (store seqs) in 4 bytes and
+# sellers in 2 (`_narrow_refs`, `_narrow_sellers`): 0.10 GB less at 10 M.
 # /4 packs the PDQ tables' run starts (`index.PackedOffsets`: {prefix}.{base,step,wide_blocks,
 # wide} instead of int32 {prefix}.offsets) and their order (3 bytes a position, uint8 {prefix}.order
 # instead of int32, `index.pack_order`); /3 keeps 16-bit signatures (`index.stored_signatures`:
 # 5 bytes a posting) and int32 PDQ refs; /2 packed word postings in 3 bytes
 # (`index.pack_postings`) beside 32-bit signatures, /1 did not. Older segments are read as they
 # are (their signatures truncate when compared; their int32 run starts are searched as such).
-FORMAT = "shotstamp-index/4"
-_READABLE = (FORMAT, "shotstamp-index/3", "shotstamp-index/2", "shotstamp-index/1")
+FORMAT = "shotstamp-index/5"
+_READABLE = (FORMAT, "shotstamp-index/4", "shotstamp-index/3", "shotstamp-index/2",
+             "shotstamp-index/1")
 MANIFEST = "manifest.json"
 LOCK = "lock"
 # Consecutive segments of one tier merged into one of the next.
@@ -87,8 +90,8 @@ class Segment:
     after: int  # covers store seqs in (after, through]
     through: int
     tier: int
-    refs: np.ndarray  # (r,) int64: every registration it holds, ascending
-    sellers: np.ndarray  # (r,) int32: index into `names`
+    refs: np.ndarray  # (r,) int32 (int64 before /5): every registration it holds, ascending
+    sellers: np.ndarray  # (r,) uint16 (int32 before /5, or past 65,536 names): into `names`
     names: tuple[str, ...]
     pdq: Frozen  # codes of quality >= PDQ_MIN_QUALITY
     pdq_low: Frozen  # the others
@@ -99,6 +102,19 @@ class Segment:
     def nbytes(self) -> int:
         return (self.refs.nbytes + self.sellers.nbytes + self.pdq.nbytes + self.pdq_low.nbytes
                 + sum(w.nbytes for w in self.words))
+
+
+def _narrow_refs(refs: np.ndarray) -> np.ndarray:
+    """Refs as written: store seqs fit 4 bytes (int64 only past 2**31, e.g. in tests)."""
+    refs = np.asarray(refs)
+    if not len(refs) or (int(refs.min()) >= 0 and int(refs.max()) < 1 << 31):
+        return refs.astype(np.int32)
+    return refs.astype(np.int64)
+
+
+def _narrow_sellers(sellers: np.ndarray, names: int) -> np.ndarray:
+    """Seller codes as written: 2 bytes while a segment has at most 65,536 sellers."""
+    return np.asarray(sellers).astype(np.uint16 if names <= 1 << 16 else np.int32)
 
 
 def _crc(path: Path) -> int:
@@ -135,7 +151,7 @@ def _frozen_arrays(prefix: str, part: Frozen) -> dict[str, np.ndarray]:
 
 
 def _word_arrays(k: int, part: _Segment) -> dict[str, np.ndarray]:
-    return {f"words{k}.refs": part.refs, f"words{k}.offsets": part.offsets,
+    return {f"words{k}.refs": _narrow_refs(part.refs), f"words{k}.offsets": part.offsets,
             f"words{k}.postings": pack_postings(part.postings),
             f"words{k}.signatures": part.signatures}
 
@@ -329,8 +345,9 @@ class SegmentDir:
         """`add` from the arrays of `Columns.codes`, `Columns.words` and `Columns.legacy`."""
         names = sorted(set(sellers))
         code = {n: i for i, n in enumerate(names)}
-        seller_codes = np.array([code[s] for s in sellers], np.int32)
-        arrays: dict[str, np.ndarray] = {"refs": refs, "sellers": seller_codes,
+        seller_codes = _narrow_sellers(np.array([code[s] for s in sellers], np.int32),
+                                       len(names))
+        arrays: dict[str, np.ndarray] = {"refs": _narrow_refs(refs), "sellers": seller_codes,
                                          "names": np.array(names, dtype=str)}
         chunk_bits = {}
         for prefix, (code_refs, codes, tags) in (("pdq", pdq), ("low", pdq_low)):
@@ -405,7 +422,8 @@ class SegmentDir:
                                   if len(s.names) else np.zeros(0, np.int32)
                                   for s in segments])
         arrays: dict[str, np.ndarray] = {
-            "refs": np.concatenate([s.refs for s in segments]), "sellers": sellers,
+            "refs": _narrow_refs(np.concatenate([s.refs for s in segments])),
+            "sellers": _narrow_sellers(sellers, len(names)),
             "names": np.array(names, dtype=str)}
         chunk_bits = {}
         for prefix in ("pdq", "low"):
@@ -415,20 +433,26 @@ class SegmentDir:
                                 np.concatenate([p.tags for p in parts]), PDQ_CANDIDATE)
             arrays.update(_frozen_arrays(prefix, part))
             chunk_bits[prefix] = max(part.tables.layout.widths)
-        # Word parts: consecutive small ones merged up to MAX_SEGMENT_POSTINGS; full ones
-        # are hard-linked unchanged.
+        # Word parts: packed into as few parts of at most MAX_SEGMENT_POSTINGS as first-fit
+        # decreasing finds (a lookup reads every part: at 10 M, 18 instead of the 32 that
+        # merging only neighbours left, each input segment's short last part standing
+        # alone); a part that stays alone is hard-linked unchanged. A registration's postings
+        # are all in one part, so parts may hold registrations in any order.
         links: dict[str, Path] = {}
-        groups: list[list[tuple[Segment, int]]] = [[]]
-        size = 0
-        for s in segments:
-            for k, w in enumerate(s.words):
-                if groups[-1] and size + len(w.postings) > MAX_SEGMENT_POSTINGS:
-                    groups.append([])
-                    size = 0
-                groups[-1].append((s, k))
-                size += len(w.postings)
-        groups = [g for g in groups if g]
-        for k, group in enumerate(groups):
+        inputs = [(s, k) for s in segments for k in range(len(s.words))]
+        sizes = [len(s.words[k].postings) for s, k in inputs]
+        groups: list[list[int]] = []
+        room: list[int] = []
+        for i in sorted(range(len(inputs)), key=lambda i: -sizes[i]):
+            fit = next((g for g, left in enumerate(room) if sizes[i] <= left), None)
+            if fit is None:
+                groups.append([])
+                room.append(MAX_SEGMENT_POSTINGS)
+                fit = len(groups) - 1
+            groups[fit].append(i)
+            room[fit] -= sizes[i]
+        ordered = sorted((sorted(g) for g in groups), key=lambda g: g[0])
+        for k, group in enumerate([[inputs[i] for i in g] for g in ordered]):
             if len(group) == 1:
                 s, j = group[0]
                 for field in ("refs", "offsets", "postings", "signatures"):

@@ -198,3 +198,107 @@ def test_word_index_reads_probes_only_within_the_budget_exact_words_leave(frozen
     # The probes' own cap, whatever the main budget leaves.
     assert found(probe=np.array([0]), max_probe_postings=0) == [1]
     assert found(probe=np.array([0]), max_postings=10, max_probe_postings=1) == [1, 2]
+
+
+def _mapped(parts: list[index_module._Segment]) -> list[index_module._Segment]:
+    """Word parts as `SegmentDir` maps them: packed postings, persisted."""
+    return [index_module._Segment(p.refs, p.offsets,
+                                  index_module.packed_view(index_module.pack_postings(p.postings)),
+                                  p.signatures, index_module.FINAL_TIER, persisted=True,
+                                  packed=True) for p in parts]
+
+
+def test_word_index_over_many_mapped_parts_answers_as_in_memory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mapped parts' document frequencies come from one summed table and every part's votes
+    are scored in one pass: the same registrations, scores (to the bit) and votes as one
+    in-memory index, with budgets and probes cutting, and after a new set of parts."""
+    rng = np.random.default_rng(11)
+    n, k, tail = 700, 40, 60
+    # Skewed words (a few in many registrations) so that max_df and the budgets cut.
+    words = np.minimum(rng.zipf(1.3, n * k), 4000).astype(np.uint32)
+    angles = rng.integers(0, ANGLE_BINS, n * k).astype(np.uint8)
+    signatures = rng.integers(0, 1 << 32, n * k, dtype=np.uint64).astype(np.uint32)
+    refs = np.arange(1, n + 1, dtype=np.int64)
+
+    def reference(count: int) -> WordIndex:
+        index = WordIndex(background=False)
+        index.add_many(refs[:count], np.full(count, k), words[: count * k], angles[: count * k],
+                       signatures[: count * k])
+        for i in range(n - tail, n):
+            index.add(int(refs[i]), *(a[i * k:(i + 1) * k] for a in (words, angles, signatures)))
+        return index
+
+    monkeypatch.setattr(index_module, "MAX_SEGMENT_POSTINGS", 2_000)  # many small parts
+    m = n - tail
+    parts = _mapped(list(index_module.word_segments(refs[:m], np.full(m, k), words[: m * k],
+                                                    angles[: m * k], signatures[: m * k])))
+    assert len(parts) > 10
+    mapped = WordIndex(background=False, segment_postings=512)  # in-memory segments too
+    for part in parts:
+        mapped.attach(part)
+    for i in range(m, n):
+        mapped.add(int(refs[i]), *(a[i * k:(i + 1) * k] for a in (words, angles, signatures)))
+    assert any(not s.persisted for s in mapped._segments)
+
+    def queries() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        out = []
+        for i in rng.choice(n, 12, replace=False).tolist():
+            own = slice(i * k, i * k + 30)
+            q = np.concatenate([words[own], rng.integers(1, 4000, 20).astype(np.uint32)])
+            qa = (np.concatenate([angles[own], rng.integers(0, 16, 20).astype(np.uint8)]) + 3
+                  ) % ANGLE_BINS
+            qs = np.concatenate([signatures[own] ^ np.uint32(0b101),
+                                 rng.integers(0, 1 << 32, 20, dtype=np.uint64).astype(np.uint32)])
+            out.append((q, qa.astype(np.uint8), qs))
+        return out
+
+    def answers(index: WordIndex, query: tuple[np.ndarray, ...], **kw: object) -> list[object]:
+        got = index.search(*query, limit=8, min_votes=2, max_distance=10, sigma=6.0,
+                           **kw)  # type: ignore[arg-type]
+        return [(g.ref, g.score, g.votes) for g in got]
+
+    settings: list[dict[str, object]] = [
+        {}, {"max_postings": 3_000}, {"max_df": 0.5},
+        {"probe": np.arange(10), "max_postings": 6_000, "max_probe_postings": 500}]
+    whole = reference(n - tail)
+    cut = 0
+    for query in queries():
+        for kw in settings:
+            want = answers(whole, query, **kw)
+            assert answers(mapped, query, **kw) == want
+            cut += bool(want)
+    assert cut > len(settings)  # the queries find their registrations
+
+    # Another manifest lists only the first parts (as a process that dropped a damaged
+    # segment would): the summed frequencies follow, and the in-memory rows stay.
+    keep = len(parts) // 2
+    through = int(parts[keep - 1].refs[-1])
+    mapped.replace_persisted(parts[:keep], through)
+    fewer = WordIndex(background=False)
+    fewer.add_many(refs[:through], np.full(through, k), words[: through * k],
+                   angles[: through * k], signatures[: through * k])
+    for i in range(m, n):
+        fewer.add(int(refs[i]), *(a[i * k:(i + 1) * k] for a in (words, angles, signatures)))
+    for query in queries():
+        for kw in settings:
+            assert answers(mapped, query, **kw) == answers(fewer, query, **kw)
+
+
+def test_hamming_tail_counts_distances_exactly_at_the_radius_and_at_256() -> None:
+    """The brute-force tail sums a row's four popcounts mod 256: the complement (distance 256)
+    must not come back as distance 0; codes at the radius and one past it, their differing
+    bits spread or all in one half."""
+    rng = np.random.default_rng(4)
+    q = rng.integers(0, 256, 32, dtype=np.uint8)
+    index = HammingIndex(max_radius=31, background=False)
+    index.add(1, [(~q).tobytes()])
+    index.add(2, [flip_bits(q.tobytes(), rng.choice(256, 31, replace=False).tolist())])
+    index.add(3, [flip_bits(q.tobytes(), rng.choice(256, 32, replace=False).tolist())])
+    index.add(4, [q.tobytes()])
+    for ref, first_half in ((5, True), (6, False)):
+        bits = rng.choice(128, 32, replace=False) + (0 if first_half else 128)
+        index.add(ref, [flip_bits(q.tobytes(), bits[:31].tolist())])
+        index.add(ref + 2, [flip_bits(q.tobytes(), bits.tolist())])
+    got = index.search([q.tobytes()], 31)
+    assert {ref: hit.distance for ref, hit in got.items()} == {2: 31, 4: 0, 5: 31, 6: 31}

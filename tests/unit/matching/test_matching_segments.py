@@ -141,8 +141,9 @@ def test_segments_of_earlier_formats_still_answer_beside_new_ones(
         tmp_path: Path, registrations: list[Fingerprint], queries: list[Fingerprint],
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Segments of /1 (uint32 postings, 32-bit signatures), /2 (packed postings, 32-bit
-    signatures), /3 (packed postings, 16-bit signatures, int32 PDQ run starts) and /4 (packed
-    run starts) in one directory answer as the in-memory index, which keeps 16 bits of each
+    signatures), /3 (packed postings, 16-bit signatures, int32 PDQ run starts; all three with
+    int64 refs and int32 sellers, as /4 had) and /5 (packed run starts, int32 refs, uint16
+    sellers) in one directory answer as the in-memory index, which keeps 16 bits of each
     signature."""
     reference = Matcher(background=False)
     for ref, fp in enumerate(registrations, 1):
@@ -163,6 +164,8 @@ def test_segments_of_earlier_formats_still_answer_beside_new_ones(
             m.setattr(segments_module, "build_frozen", functools.partial(
                 index_module.build_frozen, packed=False))
             m.setattr(segments_module, "_frozen_arrays", _frozen_arrays_before_4)
+            m.setattr(segments_module, "_narrow_refs", lambda r: np.asarray(r, np.int64))
+            m.setattr(segments_module, "_narrow_sellers", lambda s, n: np.asarray(s, np.int32))
             if not fmt.endswith("/3"):  # and before 16-bit signatures
                 m.setattr(index_module, "stored_signatures",
                           lambda g: np.asarray(g, np.uint32))
@@ -186,10 +189,18 @@ def test_segments_of_earlier_formats_still_answer_beside_new_ones(
     assert (tmp_path / third.name / "words0.postings.npy").stat().st_size < 3 * postings + 200
     assert (tmp_path / third.name / "words0.signatures.npy").stat().st_size < 2 * postings + 200
     assert len(third.words[0].postings) == postings
+    assert third.refs.dtype == third.words[0].refs.dtype == np.int64
+    assert third.sellers.dtype == np.int32
+    assert fourth.refs.dtype == fourth.words[0].refs.dtype == np.int32
+    assert fourth.sellers.dtype == np.uint16
     matcher = Matcher(background=False)
     matcher.replace_segments([first, second, third, fourth])
     for fp in queries + registrations[:10]:
         assert _answers(matcher, fp) == _answers(reference, fp)
+    # A merge rewrites old and new parts alike in the current form.
+    merged = SegmentDir(tmp_path)._merged([first, second, third, fourth], 1)
+    assert merged["files"]["refs.npy"][0] < 4 * n + 200
+    assert merged["files"]["sellers.npy"][0] < 2 * n + 200
 
 
 def test_a_segment_holds_sellers_and_sequence_range(
@@ -201,8 +212,9 @@ def test_a_segment_holds_sellers_and_sequence_range(
     assert directory.add(columns, ["b", "a", "b"], 0, 9)
     [seg] = directory.open()
     assert (seg.after, seg.through) == (0, 9)
-    assert seg.refs.tolist() == [3, 4, 7]
+    assert seg.refs.tolist() == [3, 4, 7] and seg.refs.dtype == np.int32
     assert [seg.names[i] for i in seg.sellers.tolist()] == ["b", "a", "b"]
+    assert seg.sellers.dtype == np.uint16
     assert isinstance(seg.pdq.codes.base, np.memmap)  # a view of the mapping, not a copy
     # Another process wrote (0, 9] already: a second writer of that range stands down.
     assert not directory.add(columns, ["b", "a", "b"], 0, 9)
@@ -253,3 +265,31 @@ def test_a_missing_segment_or_manifest_starts_over(
     for f in (tmp_path / "again" / manifest["segments"][1]["name"]).iterdir():
         f.unlink()
     assert [s.through for s in directory.open()] == [5]
+
+
+def test_a_merge_packs_short_word_parts_together(
+        tmp_path: Path, registrations: list[Fingerprint], queries: list[Fingerprint],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each of FANOUT segments splits its words into a full part and a short one; the merge
+    links the full ones and packs the short ones together (not one part each), and the
+    merged segment answers as the in-memory index."""
+    n = len(registrations)
+    columns = Columns()
+    for ref in range(1, n // FANOUT + 1):
+        columns.add(ref, registrations[ref - 1])
+    keypoints = int(columns.words()[1].sum())  # a part is cut by keypoints, before dedup
+    cap = int(keypoints * 0.8)
+    monkeypatch.setattr(index_module, "MAX_SEGMENT_POSTINGS", cap)
+    monkeypatch.setattr(segments_module, "MAX_SEGMENT_POSTINGS", cap)
+    matcher = _persisted(tmp_path, registrations, n // FANOUT, tail=n - FANOUT * (n // FANOUT))
+    [entry] = SegmentDir(tmp_path / "index").manifest()
+    assert entry["tier"] == 1
+    # FANOUT long parts and FANOUT short ones: two or more short ones share a part
+    # (merging only neighbours kept all 2 * FANOUT).
+    assert FANOUT < entry["word_parts"] <= FANOUT + FANOUT // 2
+    assert len(matcher._words._segments) == entry["word_parts"]  # no tail: n % FANOUT == 0
+    reference = Matcher(background=False)
+    for ref, fp in enumerate(registrations, 1):
+        reference.add(ref, fp)
+    for fp in queries + registrations[:10]:
+        assert _answers(matcher, fp) == _answers(reference, fp)
