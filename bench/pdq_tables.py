@@ -30,7 +30,10 @@ import numpy as np
 
 from shotstamp_service.matching.engine import PDQ_CANDIDATE
 from shotstamp_service.matching.index import HammingIndex, PackedOffsets, _Layout, pack_order
-from shotstamp_service.matching.segments import FORMAT, MANIFEST, SegmentDir, _crc
+from shotstamp_service.matching.segments import MANIFEST, SegmentDir, _crc
+
+# What `repack` writes: /4 (packed PDQ tables; refs stay int64, which /5 narrows).
+REPACKED_FORMAT = "shotstamp-index/4"
 
 
 def repack(src: Path, dst: Path) -> None:
@@ -76,7 +79,8 @@ def repack(src: Path, dst: Path) -> None:
                   f"({len(arrays['wide_blocks']):,} wide blocks), "
                   f"{time.process_time() - t0:.1f} s CPU", flush=True)
         entries.append({**entry, "files": files})
-    (dst / MANIFEST).write_text(json.dumps({"format": FORMAT, "segments": entries}, indent=1))
+    manifest = {"format": REPACKED_FORMAT, "segments": entries}
+    (dst / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
 
 def _sizes(directory: Path) -> dict[str, int]:
