@@ -15,10 +15,12 @@ registration up to `seq` N can therefore never later see a new one below N,
 which is what lets every replica follow the others' registrations by polling
 `seq > N` (see `Registry.load_index`). The lock is held only for one INSERT and
 its COMMIT; the fingerprinting that dominates an upload happens outside it.
-Under that lock the store also calls the registration guard
-(`Registry.recheck`), whose last look at what the others committed refuses an
-upload that has meanwhile become a copy of another seller's registration, so
-two replicas never both accept one photo from two sellers.
+Under that lock the store reads what the others committed since the
+registration guard's pre-lock look and screens the batch against it without
+awaiting (`ForeignScreen`); only a stage-2 candidate there runs the guard
+itself (`Registry.recheck`). Either refuses an upload that has meanwhile
+become a copy of another seller's registration, so two replicas never both
+accept one photo from two sellers.
 
 Sealing: `hold_sealer_lock` takes a session-level advisory lock on a
 dedicated connection. Exactly one replica holds it; PostgreSQL releases it
@@ -71,6 +73,7 @@ from shotstamp_service.store.base import (
     StoreError,
 )
 from shotstamp_service.store.group_commit import GroupCommit
+from shotstamp_service.store.registrations import ScreenFactory
 from shotstamp_service.store.rows import (
     ANCHOR_COLUMNS,
     CHECKPOINT_COLUMNS,
@@ -86,6 +89,10 @@ _ROWS = Rows(json_text=False)
 __all__ = ["MIGRATIONS", "PostgresStore"]
 
 log = logging.getLogger(__name__)
+
+# This replica's latest commits, told apart from other replicas' under the insert lock;
+# an older one read there is only screened needlessly.
+_OWN_SEQS_KEPT = 4096
 
 
 def _lock_key(name: bytes) -> int:
@@ -339,6 +346,8 @@ class PostgresStore(Store):
         self._lock_conn: asyncpg.Connection | None = None
         self._lock_held = False
         self._guard: RegistrationGuard | None = None
+        self._screen: ScreenFactory | None = None
+        self._own_seqs: dict[int, None] = {}  # seqs this replica committed lately
 
     # -- plumbing ---------------------------------------------------------
     async def open(self) -> None:
@@ -368,8 +377,11 @@ class PostgresStore(Store):
             raise StoreError("store is not open")
         return self._pool
 
-    def guard_registrations(self, guard: RegistrationGuard) -> None:
+    def guard_registrations(
+        self, guard: RegistrationGuard, screen: ScreenFactory | None = None
+    ) -> None:
         self._guard = guard
+        self._screen = screen
 
     @contextlib.asynccontextmanager
     async def _begin(self, lock: str | None, *args: Any) -> AsyncIterator[_Transaction]:
@@ -494,12 +506,29 @@ class PostgresStore(Store):
         self, batch: Sequence[NewRegistration]
     ) -> list[Registration | Exception]:
         items = list(batch)
+        # The guard's look at the batch, taken before the lock (no await).
+        screen = self._screen(items) if self._guard and self._screen else None
         async with self.pool.acquire() as conn, conn.transaction():
             # Commit in sequence order (see the module docstring).
             await conn.execute("SELECT pg_advisory_xact_lock($1)", INSERT_LOCK)
-            # Under the lock every other replica's registration is committed or
-            # waiting: the guard's last look (read on another connection) sees it.
-            verdicts = list(await self._guard(items)) if self._guard else [None] * len(items)
+            # Under the lock every other replica's registration is committed: the
+            # screen reads those past its look on this connection and decides without
+            # awaiting; only a candidate for stage 2 runs the whole guard.
+            verdicts: list[StoreError | None] | None = None
+            if self._guard is None:
+                verdicts = [None] * len(items)
+            else:
+                if screen is not None:
+                    foreign = await conn.fetch(
+                        f"SELECT {FINGERPRINT_COLUMNS} FROM registrations"
+                        " WHERE seq > $1 AND NOT seq = ANY($2::bigint[]) ORDER BY seq",
+                        screen.after,
+                        [seq for seq in self._own_seqs if seq > screen.after],
+                    )
+                    verdicts = screen.check([_ROWS.fingerprint(row) for row in foreign])
+                if verdicts is None:
+                    verdicts = list(await self._guard(items))
+            assert verdicts is not None
             refused = {new.id: v for new, v in zip(items, verdicts, strict=True) if v is not None}
             items = [new for new in items if new.id not in refused]
             rows = await conn.fetch(
@@ -527,6 +556,7 @@ class PostgresStore(Store):
                 [new.seller_salt for new in items],
             )
             seqs = {row["id"]: row["seq"] for row in rows}
+            committed = list(seqs.values())
             out: list[Registration | Exception] = []
             for new in batch:
                 if new.id in refused:
@@ -549,7 +579,11 @@ class PostgresStore(Store):
                     if existing is not None
                     else StoreError(f"registration {new.id} was not stored")
                 )
-            return out
+        for seq in committed:
+            self._own_seqs[seq] = None
+        while len(self._own_seqs) > _OWN_SEQS_KEPT:
+            del self._own_seqs[next(iter(self._own_seqs))]
+        return out
 
     async def get_registration(self, registration_id: str) -> Registration | None:
         with _translated("read"):
