@@ -27,11 +27,11 @@ Before the commit lock, on the event loop, `_check_foreign` reads what the
 others committed and looks at what arrived since the decision (stage 2
 included). Under the lock, the store reads the rows the others committed after
 that look and `_ForeignScreen.check` looks the batch up among them alone, on
-the store's own thread: a stage-1 copy is refused there, and only a row that
-is a candidate for stage 2 sends the batch to `recheck` on the event loop
-(stage 1 over what the index gained since the last look, stage 2 for the
-candidates not verified yet). So the lock waits for the event loop only when
-a look-alike arrived in that window (docs/processes.md).
+the store's own thread, stage 2 included (`verify_many` is pure), so the lock
+never waits for the event loop or the pool. `recheck`, the same look on the
+event loop (stage 1 over what the index gained since the last look, stage 2
+for the candidates not verified yet), remains for an upload without a
+pre-lock look (docs/processes.md).
 """
 
 from __future__ import annotations
@@ -238,7 +238,8 @@ class _ForeignScreen:
     """A batch's `store.ForeignScreen`: each upload's fingerprint and the seq its pre-lock
     look covers. `check` runs under the commit lock on the store's thread, touching nothing
     of the registry: a scratch matcher holds only the rows other processes committed since,
-    and each upload is looked up in it under the same rule as in the index."""
+    and each upload is looked up in it under the same rule as in the index (stage 1, then
+    stage 2 for its candidates, as `recheck` would), so it never needs the event loop."""
 
     def __init__(self, looks: list[tuple[Fingerprint, int] | None], after: int) -> None:
         self._looks = looks
@@ -248,9 +249,12 @@ class _ForeignScreen:
         if not rows:
             return [None] * len(self._looks)
         scratch = Matcher(background=False)
+        features: dict[int, bytes] = {}
         for row in rows:
             scratch.add(row.seq, Fingerprint.from_store(
                 row.sha256, row.perceptual, row.features, row.width, row.height))
+            if row.features is not None:
+                features[row.seq] = row.features
         verdicts: list[StoreError | None] = []
         for look in self._looks:
             if look is None:  # not decided by `register`: nothing to guard
@@ -261,10 +265,23 @@ class _ForeignScreen:
             if copies:
                 verdicts.append(RegistrationSuperseded(f"registration {min(copies)} came first"))
                 continue
-            if any(c.ref > through for c in scratch.candidates(fp, limit=None)):
-                return None  # stage 2 needed: the whole guard, on the event loop
-            verdicts.append(None)
+            fresh = [c for c in scratch.candidates(fp, limit=None) if c.ref > through]
+            copies = self._verified_copies(fp, fresh, features) if fresh else []
+            verdicts.append(
+                RegistrationSuperseded(f"registration {copies[0]} came first") if copies else None
+            )
         return verdicts
+
+    @staticmethod
+    def _verified_copies(fp: Fingerprint, fresh: list[Candidate],
+                         features: dict[int, bytes]) -> list[int]:
+        """Stage 2 for `fresh`, here on this thread (`verify_many` is pure): no pool round
+        trip and no wait for the event loop while every process's commits wait for the lock."""
+        items: VerifyItems = [(c.ref, features[c.ref], c.global_pair, c.by_words)
+                              for c in fresh if c.ref in features]
+        evidence = dict(verify_many(fp.features, items)) if fp.features and items else {}
+        decided = [decide(c, evidence.get(c.ref)) for c in fresh]
+        return sorted(m.ref for m in decided if m is not None and m.verdict == "copy")
 
 
 class Registry:

@@ -17,7 +17,7 @@ which is what lets every replica follow the others' registrations by polling
 its COMMIT; the fingerprinting that dominates an upload happens outside it.
 Under that lock the store reads what the others committed since the
 registration guard's pre-lock look and screens the batch against it without
-awaiting (`ForeignScreen`); only a stage-2 candidate there runs the guard
+awaiting (`ForeignScreen`); only when the screen cannot does it run the guard
 itself (`Registry.recheck`). Either refuses an upload that has meanwhile
 become a copy of another seller's registration, so two replicas never both
 accept one photo from two sellers.
@@ -513,7 +513,7 @@ class PostgresStore(Store):
             await conn.execute("SELECT pg_advisory_xact_lock($1)", INSERT_LOCK)
             # Under the lock every other replica's registration is committed: the
             # screen reads those past its look on this connection and decides without
-            # awaiting; only a candidate for stage 2 runs the whole guard.
+            # awaiting; without a screen, the whole guard runs.
             verdicts: list[StoreError | None] | None = None
             if self._guard is None:
                 verdicts = [None] * len(items)

@@ -13,7 +13,7 @@ docs/processes.md). Registrations commit under `BEGIN IMMEDIATE`, SQLite's one
 write lock, so they commit in `seq` order, and under that lock the writer
 thread screens the rows other processes committed since the registration
 guard's pre-lock look (`ForeignScreen`), as on PostgreSQL; the guard itself
-(`Registry.recheck`, on the event loop) runs only for a stage-2 candidate.
+(`Registry.recheck`, on the event loop) runs only when the screen cannot.
 One process seals: `hold_sealer_lock` is an `flock` on a file beside the
 database, which the kernel releases when its holder dies.
 """
@@ -562,7 +562,7 @@ class SQLiteStore(Store):
                     self._foreign_rows(conn, screen.after))
                 if found is not None:
                     verdicts = found
-                else:  # ...and only a candidate for stage 2 waits for the event loop.
+                else:  # ...without a screen, the guard waits for the event loop.
 
                     async def look() -> list[StoreError | None]:
                         return list(await guard(items))

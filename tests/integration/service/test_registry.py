@@ -341,7 +341,7 @@ async def test_a_copy_committed_elsewhere_between_the_pre_lock_look_and_the_lock
     store_target,
 ):
     """The window the pre-lock look leaves: the store screens the rows committed since, under
-    the commit lock on its own thread; a stage-1 copy is refused without the event-loop hop."""
+    the commit lock on its own thread; a copy is refused there, without the event-loop hop."""
     here, there, registry, other, guard_calls = await _here_and_there(store_target)
     original = imagegen.jpeg(65)
     kinds = _commit_elsewhere_after_the_pre_lock_look(registry, other, original)
@@ -359,8 +359,8 @@ async def test_a_copy_committed_elsewhere_between_the_pre_lock_look_and_the_lock
 async def test_a_crop_committed_elsewhere_between_the_pre_lock_look_and_the_lock_is_refused(
     store_target,
 ):
-    """A stage-2 copy in that window: the screen finds the candidate and hands the batch to
-    the whole guard, which verifies it on the event loop."""
+    """A stage-2 copy in that window: the screen verifies the candidate itself, on the
+    store's thread, without the pool or the event loop."""
     here, there, registry, other, guard_calls = await _here_and_there(store_target)
     original = imagegen.encode(imagegen.detailed_photo(66))
     kinds = _commit_elsewhere_after_the_pre_lock_look(registry, other, original)
@@ -368,7 +368,8 @@ async def test_a_crop_committed_elsewhere_between_the_pre_lock_look_and_the_lock
     assert kinds == ["created"]
     assert outcome.kind == "conflict"
     assert outcome.matches[0].registration.seller == "acme"
-    assert guard_calls  # the candidate needed stage 2
+    assert outcome.matches[0].stage == 2  # a copy for stage 2 only
+    assert guard_calls == []
     await here.close()
     await there.close()
 
