@@ -48,8 +48,17 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
-from typing import Any, Literal
+import threading
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Sequence,
+)
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 
@@ -73,7 +82,7 @@ from shotstamp_service.store.base import (
     StoreError,
 )
 from shotstamp_service.store.group_commit import GroupCommit
-from shotstamp_service.store.registrations import ScreenFactory
+from shotstamp_service.store.registrations import ForeignScreen, ScreenFactory
 from shotstamp_service.store.rows import (
     ANCHOR_COLUMNS,
     CHECKPOINT_COLUMNS,
@@ -93,6 +102,10 @@ log = logging.getLogger(__name__)
 # This replica's latest commits, told apart from other replicas' under the insert lock;
 # an older one read there is only screened needlessly.
 _OWN_SEQS_KEPT = 4096
+# Seconds the registration guard may hold the insert lock before the batch fails.
+GUARD_TIMEOUT = 60.0
+
+T = TypeVar("T")
 
 
 def _lock_key(name: bytes) -> int:
@@ -278,6 +291,10 @@ def _translated(what: str) -> Iterator[None]:
         raise StoreError(f"postgres {what} failed: {exc}") from exc
 
 
+async def _listed(verdicts: Awaitable[Sequence[StoreError | None]]) -> list[StoreError | None]:
+    return list(await verdicts)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "jsonb",
@@ -348,6 +365,11 @@ class PostgresStore(Store):
         self._guard: RegistrationGuard | None = None
         self._screen: ScreenFactory | None = None
         self._own_seqs: dict[int, None] = {}  # seqs this replica committed lately
+        # Registrations commit on a thread of their own, with its own event loop and
+        # connection, so the insert lock is never held while the main loop is busy.
+        self._writer_loop: asyncio.AbstractEventLoop | None = None
+        self._writer_thread: threading.Thread | None = None
+        self._writer_conn: asyncpg.Connection | None = None
 
     # -- plumbing ---------------------------------------------------------
     async def open(self) -> None:
@@ -362,14 +384,54 @@ class PostgresStore(Store):
             )
             async with self._pool.acquire() as conn:
                 await migrate(conn)
+        loop = asyncio.new_event_loop()
+        self._writer_thread = threading.Thread(
+            target=loop.run_forever, name="postgres-writer", daemon=True
+        )
+        self._writer_thread.start()
+        self._writer_loop = loop
         self._commits.start()
 
     async def close(self) -> None:
         await self._commits.stop()
         await self.release_sealer_lock()
+        loop, thread = self._writer_loop, self._writer_thread
+        if loop is not None and thread is not None:
+            with contextlib.suppress(Exception):
+                await self._on_writer(self._close_writer_connection())
+            loop.call_soon_threadsafe(loop.stop)
+            await asyncio.to_thread(thread.join)
+            loop.close()
+            self._writer_loop = self._writer_thread = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+    async def _on_writer(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run `work` on the writer thread's loop; this loop waits without blocking."""
+        if self._writer_loop is None:
+            work.close()
+            raise StoreError("store is not open")
+        return await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(work, self._writer_loop)
+        )
+
+    async def _writer_connection(self) -> asyncpg.Connection:
+        """The writer thread's connection, (re)made on first use or after it was lost."""
+        conn = self._writer_conn
+        if conn is None or conn.is_closed():
+            conn = await asyncpg.connect(
+                self.dsn, server_settings=_SESSION_SETTINGS,
+                command_timeout=self._command_timeout,
+            )
+            await _init_connection(conn)
+            self._writer_conn = conn
+        return conn
+
+    async def _close_writer_connection(self) -> None:
+        conn, self._writer_conn = self._writer_conn, None
+        if conn is not None:
+            await conn.close()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -499,23 +561,29 @@ class PostgresStore(Store):
     async def _write_registrations(
         self, items: list[NewRegistration]
     ) -> list[Registration | Exception]:
-        with _translated("write"):
-            return await self._insert_many(items)
-
-    async def _insert_many(
-        self, batch: Sequence[NewRegistration]
-    ) -> list[Registration | Exception]:
-        items = list(batch)
         # The guard's look at the batch, taken before the lock (no await).
         screen = self._screen(items) if self._guard and self._screen else None
-        async with self.pool.acquire() as conn, conn.transaction():
+        main = asyncio.get_running_loop()
+        with _translated("write"):
+            return await self._on_writer(self._insert_many(items, screen, main))
+
+    async def _insert_many(
+        self, batch: Sequence[NewRegistration], screen: ForeignScreen | None,
+        main: asyncio.AbstractEventLoop,
+    ) -> list[Registration | Exception]:
+        """On the writer thread's loop: nothing else runs there, so no await under the
+        insert lock waits for other work (the main loop's stage-1 lookups)."""
+        items = list(batch)
+        conn = await self._writer_connection()
+        guard = self._guard
+        async with conn.transaction():
             # Commit in sequence order (see the module docstring).
             await conn.execute("SELECT pg_advisory_xact_lock($1)", INSERT_LOCK)
             # Under the lock every other replica's registration is committed: the
             # screen reads those past its look on this connection and decides without
             # awaiting; without a screen, the whole guard runs.
             verdicts: list[StoreError | None] | None = None
-            if self._guard is None:
+            if guard is None:
                 verdicts = [None] * len(items)
             else:
                 if screen is not None:
@@ -526,8 +594,9 @@ class PostgresStore(Store):
                         [seq for seq in self._own_seqs if seq > screen.after],
                     )
                     verdicts = screen.check([_ROWS.fingerprint(row) for row in foreign])
-                if verdicts is None:
-                    verdicts = list(await self._guard(items))
+                if verdicts is None:  # the guard runs on the main loop; this one waits
+                    verdicts = list(await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
+                        asyncio.wait_for(_listed(guard(items)), GUARD_TIMEOUT), main)))
             assert verdicts is not None
             refused = {new.id: v for new, v in zip(items, verdicts, strict=True) if v is not None}
             items = [new for new in items if new.id not in refused]
