@@ -9,7 +9,11 @@ bounded time, and prints, for each concurrency level:
   the first checkpoint containing the registration), and the CPU milliseconds
   per upload spent in the service process and in its fingerprint workers (from
   /proc: unlike rates, these barely move when other work shares the machine),
-  and in this load generator, which shares the same cores.
+  and in this load generator, which shares the same cores. `cores` is what the
+  service kept busy (CPU-seconds per second), `wait` how many cores' worth of
+  its threads were ready to run but waited for a CPU (/proc schedstat): on a
+  shared machine, what other work took (other login sessions are separate
+  autogroups, so their `nice` does not yield to this one).
 
 In the same run it times the naive single-process loop
 `imagehash.phash(Image.open(f))` over the same files and prints the ratio of
@@ -63,6 +67,7 @@ class RunResult:
     cpu_main: float = float("nan")  # CPU seconds of the service processes during the run
     cpu_workers: float = float("nan")  # ... and of their forkservers and fingerprint workers
     cpu_client: float = float("nan")  # ... and of this load generator, on the same cores
+    cpu_wait: float = float("nan")  # seconds the service's threads waited for a CPU
 
     @property
     def rate(self) -> float:
@@ -129,17 +134,38 @@ class LocalService:
         """
         if self.process is None:
             return 0.0, 0.0
-        pid = self.process.proc.pid
         stats = _proc_stats()
+        serving, family = self._family(stats)
+        main = sum(stats[p][1] for p in serving if p in stats)
+        return main, sum(stats[pid][1] for pid in family - serving)
+
+    def _family(self, stats: dict[int, tuple[int, float]]) -> tuple[set[int], set[int]]:
+        """(serving processes, their descendants) among `stats`."""
+        assert self.process is not None
+        pid = self.process.proc.pid
         serving = {pid}
         if self.env.get("SHOTSTAMP_PROCESSES", "1") != "1":  # gunicorn's workers serve
             serving |= {child for child, (ppid, _) in stats.items() if ppid == pid}
-        main = sum(stats[p][1] for p in serving if p in stats)
         family, frontier = set(), set(serving)
         while frontier:
             frontier = {pid for pid, (ppid, _) in stats.items() if ppid in frontier} - family
             family |= frontier
-        return main, sum(stats[pid][1] for pid in family - serving)
+        return serving, family
+
+    def cpu_wait_seconds(self) -> float:
+        """Seconds so far the service's threads (workers included) were ready to run but
+        waited for a CPU (/proc/<pid>/task/*/schedstat, Linux): what others took of its cores."""
+        if self.process is None:
+            return 0.0
+        serving, family = self._family(_proc_stats())
+        waited = 0
+        for pid in serving | family:
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    waited += int((task / "schedstat").read_text().split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+        return waited / 1e9
 
     def stop(self) -> None:
         if self.process is not None:
@@ -321,13 +347,13 @@ def report(result: RunResult, naive: float, naive_cpu: float) -> str:
         f" {ms(pct(result.good_latencies, 99))}"
         f" {ms(pct(result.seal_delays, 50))} {ms(pct(result.seal_delays, 99))}"
         f" {main:7.1f} {workers:8.1f} {client:7.1f} {total:7.1f} {total / naive_cpu:6.2f}x"
-        f" {cores_used(result):5.2f}   {outcomes}"
+        f" {cores_used(result):5.2f} {result.cpu_wait / result.duration:5.2f}   {outcomes}"
     )
 
 
 HEADER = (
     "clients  uploads/s  ×naive   p50 ms   p95 ms   p99 ms  seal50ms seal99ms"
-    "  cpu/up main  workers  client   total ×pHash cores   outcomes"
+    "  cpu/up main  workers  client   total ×pHash cores  wait   outcomes"
 )
 
 
@@ -556,6 +582,7 @@ async def run_level(
             watch = asyncio.create_task(watcher.run())
             cursor = [0] if services else args.cursor
             before = [service.cpu_seconds() for service in services]
+            waited_before = sum(service.cpu_wait_seconds() for service in services)
             client_before = time.process_time()
             spies = []
             if args.profile and services:
@@ -583,6 +610,8 @@ async def run_level(
                         print(f"[{level}] " + summarise_profile(raw), file=sys.stderr)
             if services:
                 after = [service.cpu_seconds() for service in services]
+                result.cpu_wait = (sum(service.cpu_wait_seconds() for service in services)
+                                   - waited_before)
                 result.cpu_main = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
                 result.cpu_workers = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
             await seal_delays(session, urls[0], args.staff_key or keys[0], result, watcher)

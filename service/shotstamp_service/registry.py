@@ -22,10 +22,16 @@ one (`Matcher.look_again`), with nothing lost: under load every round used to be
 a full lookup, since every upload changes the index. After
 `_MAX_ROUNDS` rounds (a burst of look-alike uploads) it decides on what it has
 verified, so a stage-2-only copy reserved in that window can still pass; a
-stage-1 copy never can. Across replicas, `recheck` runs under the store's
-commit lock: stage 1 over what the index gained or lost since the decision's
-last look (everything else was read then), stage 2 for the candidates the
-decision had not verified (usually none, so it costs nothing).
+stage-1 copy never can. Across processes and replicas, the guard looks twice.
+Before the commit lock, on the event loop, `_check_foreign` reads what the
+others committed and looks at what arrived since the decision (stage 2
+included). Under the lock, the store reads the rows the others committed after
+that look and `_ForeignScreen.check` looks the batch up among them alone, on
+the store's own thread, stage 2 included (`verify_many` is pure), so the lock
+never waits for the event loop or the pool. `recheck`, the same look on the
+event loop (stage 1 over what the index gained since the last look, stage 2
+for the candidates not verified yet), remains for an upload without a
+pre-lock look (docs/processes.md).
 """
 
 from __future__ import annotations
@@ -223,6 +229,59 @@ class _Pending:
     fp: Fingerprint
     verified: set[int]  # candidate refs stage 2 already verified for the decision
     seen: Stage1 | None = None  # the decision's last look: `recheck` reads only what changed
+    # The store seq through which `seen` holds every registration (taken before the commit
+    # lock by `_check_foreign`); None: not taken, the guard under the lock looks in full.
+    through: int | None = None
+
+
+class _ForeignScreen:
+    """A batch's `store.ForeignScreen`: each upload's fingerprint and the seq its pre-lock
+    look covers. `check` runs under the commit lock on the store's thread, touching nothing
+    of the registry: a scratch matcher holds only the rows other processes committed since,
+    and each upload is looked up in it under the same rule as in the index (stage 1, then
+    stage 2 for its candidates, as `recheck` would), so it never needs the event loop."""
+
+    def __init__(self, looks: list[tuple[Fingerprint, int] | None], after: int) -> None:
+        self._looks = looks
+        self.after = after
+
+    def check(self, rows: Sequence[StoredFingerprint]) -> list[StoreError | None] | None:
+        if not rows:
+            return [None] * len(self._looks)
+        scratch = Matcher(background=False)
+        features: dict[int, bytes] = {}
+        for row in rows:
+            scratch.add(row.seq, Fingerprint.from_store(
+                row.sha256, row.perceptual, row.features, row.width, row.height))
+            if row.features is not None:
+                features[row.seq] = row.features
+        verdicts: list[StoreError | None] = []
+        for look in self._looks:
+            if look is None:  # not decided by `register`: nothing to guard
+                verdicts.append(None)
+                continue
+            fp, through = look
+            copies = [m.ref for m in scratch.search(fp) if m.verdict == "copy" and m.ref > through]
+            if copies:
+                verdicts.append(RegistrationSuperseded(f"registration {min(copies)} came first"))
+                continue
+            fresh = [c for c in scratch.candidates(fp, limit=None) if c.ref > through]
+            copies = self._verified_copies(fp, fresh, features) if fresh else []
+            verdicts.append(
+                RegistrationSuperseded(f"registration {copies[0]} came first") if copies else None
+            )
+        return verdicts
+
+    @staticmethod
+    def _verified_copies(fp: Fingerprint, fresh: list[Candidate],
+                         features: dict[int, bytes]) -> list[int]:
+        """Stage 2 for `fresh`, here on this thread (`verify_many` is pure): no pool round
+        trip and no wait for the event loop while every process's commits wait for the lock."""
+        items: VerifyItems = [(c.ref, features[c.ref], c.global_pair, c.by_words)
+                              for c in fresh if c.ref in features]
+        evidence = dict(verify_many(fp.features, items)) if fp.features and items else {}
+        decided = [decide(c, evidence.get(c.ref)) for c in fresh]
+        return sorted(m.ref for m in decided if m is not None and m.verdict == "copy")
 
 
 class Registry:
@@ -259,7 +318,9 @@ class Registry:
         # The index's generation when it last read registrations of other processes.
         self._foreign_generation = 0
         self.indexed_through = 0  # highest store seq the index has seen
-        store.guard_registrations(self.recheck)
+        # A bulk load has read rows past what the index holds until it finishes.
+        self._bulk_loading = 0
+        store.guard_registrations(self.recheck, self.screen)
 
     async def load_index(self) -> int:
         """Add every stored registration not yet in the index; returns how many it added.
@@ -281,20 +342,31 @@ class Registry:
         # A few rows (following other replicas) go straight into the index's tail;
         # past _BULK_FROM rows (the load at start) the rest is built in one pass.
         bulk = self.matcher.bulk()
-        async for stored in self.store.iter_fingerprints(after_seq=self.indexed_through):
-            if self.owners.get(stored.seq) is None:  # else registered here, already indexed
-                fp = Fingerprint.from_store(
-                    stored.sha256, stored.perceptual, stored.features, stored.width, stored.height
-                )
-                if added < _BULK_FROM:
-                    self.matcher.add(stored.seq, fp)
-                else:
-                    bulk.add(stored.seq, fp)
-                self.owners.set(stored.seq, stored.seller)
-                added += 1
-                self._since_segment += 1
-            self.indexed_through = max(self.indexed_through, stored.seq)
-        bulk.finish()
+        bulking = False
+        try:
+            async for stored in self.store.iter_fingerprints(after_seq=self.indexed_through):
+                if self.owners.get(stored.seq) is None:  # else registered here, already indexed
+                    fp = Fingerprint.from_store(
+                        stored.sha256, stored.perceptual, stored.features, stored.width,
+                        stored.height
+                    )
+                    if added < _BULK_FROM:
+                        self.matcher.add(stored.seq, fp)
+                        # At once, not at the end: a look between two pages must know.
+                        self._foreign_generation = self.matcher.generation
+                    else:
+                        if not bulking:
+                            bulking = True
+                            self._bulk_loading += 1
+                        bulk.add(stored.seq, fp)
+                    self.owners.set(stored.seq, stored.seller)
+                    added += 1
+                    self._since_segment += 1
+                self.indexed_through = max(self.indexed_through, stored.seq)
+            bulk.finish()
+        finally:
+            if bulking:
+                self._bulk_loading -= 1
         if added:
             self._foreign_generation = self.matcher.generation
         return added
@@ -404,6 +476,8 @@ class Registry:
                 # fewer (a damaged segment dropped): keep what is mapped, its pages stay valid
                 return False
             self.matcher.replace_segments(segments)
+            # They may hold other processes' registrations this one had not read yet.
+            self._foreign_generation = self.matcher.generation
             fresh = set(names) - set(self._mapped)
             for segment in segments:
                 if segment.name in fresh:
@@ -683,16 +757,33 @@ class Registry:
         return verdicts
 
     async def _check_foreign(self, pending: _Pending) -> None:
-        """The guard's look, before the commit lock, when other processes' registrations
-        arrived since the decision's last look: their stage 2 (a pool round trip) then
-        runs here, not under the lock that every process's commits wait for, and the
-        guard under the lock reads only what arrives after this."""
-        if pending.seen is not None and self._foreign_generation <= pending.seen.generation:
-            return  # nothing from elsewhere since: the guard's look under the lock suffices
+        """The guard's look, before the commit lock: read what other processes committed,
+        and when some of it arrived since the decision's last look, look at it (stage 2, a
+        pool round trip, included). Under the lock the store then screens only the rows
+        committed after `pending.through`, on its own thread (`screen`)."""
         await self.load_index()
-        stored = [ref for ref in await self._recheck_one(pending) if ref < _RESERVATION_BASE]
-        if stored:
-            raise RegistrationSuperseded(f"registration {stored[0]} came first")
+        through = self.indexed_through  # no await from here to the look: it covers this far
+        if pending.seen is None or self._foreign_generation > pending.seen.generation:
+            stored = [ref for ref in await self._recheck_one(pending) if ref < _RESERVATION_BASE]
+            if stored:
+                raise RegistrationSuperseded(f"registration {stored[0]} came first")
+        # During a bulk load the index lags `indexed_through`: leave it to the whole guard.
+        pending.through = None if self._bulk_loading else through
+
+    def screen(self, batch: Sequence[NewRegistration]) -> _ForeignScreen | None:
+        """The batch's screen for the rows committed after its uploads' pre-lock looks
+        (`RegistrationStore.guard_registrations`); None when one of them has no such look."""
+        looks: list[tuple[Fingerprint, int] | None] = []
+        for new in batch:
+            pending = self._uncommitted.get(new.id)
+            if pending is None:
+                looks.append(None)
+                continue
+            if pending.through is None:
+                return None
+            looks.append((pending.fp, pending.through))
+        after = min((look[1] for look in looks if look is not None), default=self.indexed_through)
+        return _ForeignScreen(looks, after)
 
     async def _recheck_one(self, pending: _Pending) -> list[int]:
         """Stored registrations `pending` is now a copy of (stage 1, then unverified stage 2)."""

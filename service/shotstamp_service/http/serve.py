@@ -27,19 +27,32 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-__all__ = ["InFlight", "serve", "stop_gracefully", "track_in_flight"]
+__all__ = ["HAND_BACK_IN_FLIGHT", "InFlight", "serve", "stop_gracefully", "track_in_flight"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class InFlight:
-    """Counts requests between their first byte of handling and their response."""
+# With several processes accepting on one socket: a response that leaves while this process
+# has at least this many other requests in flight closes its connection (docs/processes.md).
+HAND_BACK_IN_FLIGHT = 2
 
-    def __init__(self) -> None:
+
+class InFlight:
+    """Counts requests between their first byte of handling and their response.
+
+    `hand_back` (several processes on one socket, else None): a response that leaves while
+    at least that many other requests are in flight here carries `Connection: close`, so
+    the client's next request reconnects, and the kernel gives the new connection to a
+    process whose loop is waiting in accept, not to this busy one. Keep-alive connections
+    otherwise stay with whichever process accepted them, however unevenly they fell.
+    """
+
+    def __init__(self, hand_back: int | None = None) -> None:
         self.count = 0
         self.draining = False
+        self.hand_back = hand_back
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -72,6 +85,8 @@ async def track_in_flight(request: web.Request, handler: Handler) -> web.StreamR
         response = await handler(request)
         if in_flight.draining:
             response.force_close()  # no further requests on this connection
+        elif in_flight.hand_back is not None and in_flight.count > in_flight.hand_back:
+            response.force_close()  # busy: the client's next connection goes elsewhere
         return response
     finally:
         in_flight.leave()

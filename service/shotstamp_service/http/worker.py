@@ -19,7 +19,7 @@ from aiohttp.worker import GunicornWebWorker
 from gunicorn.app.base import BaseApplication
 
 from shotstamp_service.config import Config
-from shotstamp_service.http.serve import stop_gracefully
+from shotstamp_service.http.serve import HAND_BACK_IN_FLIGHT, IN_FLIGHT, stop_gracefully
 
 __all__ = ["ServiceArbiterApp", "ShotstampWorker", "run_processes"]
 
@@ -35,6 +35,7 @@ class ShotstampWorker(GunicornWebWorker):
     async def _run(self) -> None:
         app = self.wsgi
         assert isinstance(app, web.Application)
+        app[IN_FLIGHT].hand_back = HAND_BACK_IN_FLIGHT  # several processes share the socket
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0, access_log=None)
         await runner.setup()
         for sock in self.sockets:

@@ -12,8 +12,10 @@ from shotstamp_service.store.keys import KeyStore
 from shotstamp_service.store.log import CheckpointReader, LogStore, NodeCoord, SealBatch
 from shotstamp_service.store.outbox import OutboxStore
 from shotstamp_service.store.registrations import (
+    ForeignScreen,
     RegistrationGuard,
     RegistrationStore,
+    ScreenFactory,
     StoredFingerprint,
 )
 from shotstamp_service.store.signing_keys import SigningKeyStore
@@ -24,6 +26,7 @@ __all__ = [
     "AnchorStore",
     "CheckpointReader",
     "DuplicateIdempotencyKey",
+    "ForeignScreen",
     "KeyStore",
     "LogStore",
     "NodeCoord",
@@ -31,6 +34,7 @@ __all__ = [
     "RegistrationGuard",
     "RegistrationStore",
     "RegistrationSuperseded",
+    "ScreenFactory",
     "SealBatch",
     "SigningKeyStore",
     "Store",

@@ -15,10 +15,12 @@ registration up to `seq` N can therefore never later see a new one below N,
 which is what lets every replica follow the others' registrations by polling
 `seq > N` (see `Registry.load_index`). The lock is held only for one INSERT and
 its COMMIT; the fingerprinting that dominates an upload happens outside it.
-Under that lock the store also calls the registration guard
-(`Registry.recheck`), whose last look at what the others committed refuses an
-upload that has meanwhile become a copy of another seller's registration, so
-two replicas never both accept one photo from two sellers.
+Under that lock the store reads what the others committed since the
+registration guard's pre-lock look and screens the batch against it without
+awaiting (`ForeignScreen`); only when the screen cannot does it run the guard
+itself (`Registry.recheck`). Either refuses an upload that has meanwhile
+become a copy of another seller's registration, so two replicas never both
+accept one photo from two sellers.
 
 Sealing: `hold_sealer_lock` takes a session-level advisory lock on a
 dedicated connection. Exactly one replica holds it; PostgreSQL releases it
@@ -46,8 +48,17 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
-from typing import Any, Literal
+import threading
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Sequence,
+)
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 
@@ -71,6 +82,7 @@ from shotstamp_service.store.base import (
     StoreError,
 )
 from shotstamp_service.store.group_commit import GroupCommit
+from shotstamp_service.store.registrations import ForeignScreen, ScreenFactory
 from shotstamp_service.store.rows import (
     ANCHOR_COLUMNS,
     CHECKPOINT_COLUMNS,
@@ -86,6 +98,14 @@ _ROWS = Rows(json_text=False)
 __all__ = ["MIGRATIONS", "PostgresStore"]
 
 log = logging.getLogger(__name__)
+
+# This replica's latest commits, told apart from other replicas' under the insert lock;
+# an older one read there is only screened needlessly.
+_OWN_SEQS_KEPT = 4096
+# Seconds the registration guard may hold the insert lock before the batch fails.
+GUARD_TIMEOUT = 60.0
+
+T = TypeVar("T")
 
 
 def _lock_key(name: bytes) -> int:
@@ -271,6 +291,10 @@ def _translated(what: str) -> Iterator[None]:
         raise StoreError(f"postgres {what} failed: {exc}") from exc
 
 
+async def _listed(verdicts: Awaitable[Sequence[StoreError | None]]) -> list[StoreError | None]:
+    return list(await verdicts)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "jsonb",
@@ -339,6 +363,13 @@ class PostgresStore(Store):
         self._lock_conn: asyncpg.Connection | None = None
         self._lock_held = False
         self._guard: RegistrationGuard | None = None
+        self._screen: ScreenFactory | None = None
+        self._own_seqs: dict[int, None] = {}  # seqs this replica committed lately
+        # Registrations commit on a thread of their own, with its own event loop and
+        # connection, so the insert lock is never held while the main loop is busy.
+        self._writer_loop: asyncio.AbstractEventLoop | None = None
+        self._writer_thread: threading.Thread | None = None
+        self._writer_conn: asyncpg.Connection | None = None
 
     # -- plumbing ---------------------------------------------------------
     async def open(self) -> None:
@@ -353,14 +384,54 @@ class PostgresStore(Store):
             )
             async with self._pool.acquire() as conn:
                 await migrate(conn)
+        loop = asyncio.new_event_loop()
+        self._writer_thread = threading.Thread(
+            target=loop.run_forever, name="postgres-writer", daemon=True
+        )
+        self._writer_thread.start()
+        self._writer_loop = loop
         self._commits.start()
 
     async def close(self) -> None:
         await self._commits.stop()
         await self.release_sealer_lock()
+        loop, thread = self._writer_loop, self._writer_thread
+        if loop is not None and thread is not None:
+            with contextlib.suppress(Exception):
+                await self._on_writer(self._close_writer_connection())
+            loop.call_soon_threadsafe(loop.stop)
+            await asyncio.to_thread(thread.join)
+            loop.close()
+            self._writer_loop = self._writer_thread = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+    async def _on_writer(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run `work` on the writer thread's loop; this loop waits without blocking."""
+        if self._writer_loop is None:
+            work.close()
+            raise StoreError("store is not open")
+        return await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(work, self._writer_loop)
+        )
+
+    async def _writer_connection(self) -> asyncpg.Connection:
+        """The writer thread's connection, (re)made on first use or after it was lost."""
+        conn = self._writer_conn
+        if conn is None or conn.is_closed():
+            conn = await asyncpg.connect(
+                self.dsn, server_settings=_SESSION_SETTINGS,
+                command_timeout=self._command_timeout,
+            )
+            await _init_connection(conn)
+            self._writer_conn = conn
+        return conn
+
+    async def _close_writer_connection(self) -> None:
+        conn, self._writer_conn = self._writer_conn, None
+        if conn is not None:
+            await conn.close()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -368,8 +439,11 @@ class PostgresStore(Store):
             raise StoreError("store is not open")
         return self._pool
 
-    def guard_registrations(self, guard: RegistrationGuard) -> None:
+    def guard_registrations(
+        self, guard: RegistrationGuard, screen: ScreenFactory | None = None
+    ) -> None:
         self._guard = guard
+        self._screen = screen
 
     @contextlib.asynccontextmanager
     async def _begin(self, lock: str | None, *args: Any) -> AsyncIterator[_Transaction]:
@@ -487,19 +561,43 @@ class PostgresStore(Store):
     async def _write_registrations(
         self, items: list[NewRegistration]
     ) -> list[Registration | Exception]:
+        # The guard's look at the batch, taken before the lock (no await).
+        screen = self._screen(items) if self._guard and self._screen else None
+        main = asyncio.get_running_loop()
         with _translated("write"):
-            return await self._insert_many(items)
+            return await self._on_writer(self._insert_many(items, screen, main))
 
     async def _insert_many(
-        self, batch: Sequence[NewRegistration]
+        self, batch: Sequence[NewRegistration], screen: ForeignScreen | None,
+        main: asyncio.AbstractEventLoop,
     ) -> list[Registration | Exception]:
+        """On the writer thread's loop: nothing else runs there, so no await under the
+        insert lock waits for other work (the main loop's stage-1 lookups)."""
         items = list(batch)
-        async with self.pool.acquire() as conn, conn.transaction():
+        conn = await self._writer_connection()
+        guard = self._guard
+        async with conn.transaction():
             # Commit in sequence order (see the module docstring).
             await conn.execute("SELECT pg_advisory_xact_lock($1)", INSERT_LOCK)
-            # Under the lock every other replica's registration is committed or
-            # waiting: the guard's last look (read on another connection) sees it.
-            verdicts = list(await self._guard(items)) if self._guard else [None] * len(items)
+            # Under the lock every other replica's registration is committed: the
+            # screen reads those past its look on this connection and decides without
+            # awaiting; without a screen, the whole guard runs.
+            verdicts: list[StoreError | None] | None = None
+            if guard is None:
+                verdicts = [None] * len(items)
+            else:
+                if screen is not None:
+                    foreign = await conn.fetch(
+                        f"SELECT {FINGERPRINT_COLUMNS} FROM registrations"
+                        " WHERE seq > $1 AND NOT seq = ANY($2::bigint[]) ORDER BY seq",
+                        screen.after,
+                        [seq for seq in self._own_seqs if seq > screen.after],
+                    )
+                    verdicts = screen.check([_ROWS.fingerprint(row) for row in foreign])
+                if verdicts is None:  # the guard runs on the main loop; this one waits
+                    verdicts = list(await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
+                        asyncio.wait_for(_listed(guard(items)), GUARD_TIMEOUT), main)))
+            assert verdicts is not None
             refused = {new.id: v for new, v in zip(items, verdicts, strict=True) if v is not None}
             items = [new for new in items if new.id not in refused]
             rows = await conn.fetch(
@@ -527,6 +625,7 @@ class PostgresStore(Store):
                 [new.seller_salt for new in items],
             )
             seqs = {row["id"]: row["seq"] for row in rows}
+            committed = list(seqs.values())
             out: list[Registration | Exception] = []
             for new in batch:
                 if new.id in refused:
@@ -549,7 +648,11 @@ class PostgresStore(Store):
                     if existing is not None
                     else StoreError(f"registration {new.id} was not stored")
                 )
-            return out
+        for seq in committed:
+            self._own_seqs[seq] = None
+        while len(self._own_seqs) > _OWN_SEQS_KEPT:
+            del self._own_seqs[next(iter(self._own_seqs))]
+        return out
 
     async def get_registration(self, registration_id: str) -> Registration | None:
         with _translated("read"):

@@ -16,14 +16,35 @@ from shotstamp_service.records import NewRegistration, Registration
 from shotstamp_service.store.errors import StoreError
 
 __all__ = [
+    "ForeignScreen",
     "RegistrationGuard",
     "RegistrationStore",
     "RegistrationStoreCore",
+    "ScreenFactory",
     "StoredFingerprint",
 ]
 
 RegistrationGuard = Callable[[Sequence[NewRegistration]], Awaitable[Sequence[StoreError | None]]]
 """Given registrations about to be written, an error for each that must not be (else None)."""
+
+
+class ForeignScreen(Protocol):
+    """The guard's look at a batch, taken on the event loop before the commit lock.
+
+    Under the lock the store reads the registrations other processes committed
+    with a seq above `after` and asks `check` about them, on whatever thread
+    holds the lock; only when `check` cannot decide alone (a row is a candidate
+    that needs stage 2) does the store run the whole guard on the event loop.
+    """
+
+    after: int  # every registration committed elsewhere above this seq is unseen by the look
+
+    def check(self, rows: Sequence[StoredFingerprint]) -> list[StoreError | None] | None:
+        """Verdicts for the batch against `rows` (pure: any thread), or None: ask the guard."""
+
+
+ScreenFactory = Callable[[Sequence[NewRegistration]], ForeignScreen | None]
+"""A batch's `ForeignScreen`, made on the event loop without awaiting; None: only the guard."""
 
 
 @dataclass(frozen=True)
@@ -43,14 +64,18 @@ class RegistrationStore(Protocol):
     """Used by the registry (decisions, the index) and the registration routes."""
 
     @abc.abstractmethod
-    def guard_registrations(self, guard: RegistrationGuard) -> None:
+    def guard_registrations(
+        self, guard: RegistrationGuard, screen: ScreenFactory | None = None
+    ) -> None:
         """Have `guard` look at each batch of new registrations just before it is written.
 
         A store shared by several processes calls it under the lock that orders
         registration commits, so everything the others committed is visible to
         it; a registration it returns an error for is not stored, and that
-        error is raised to its caller. A store only one process writes (SQLite)
-        has nothing to guard against: the in-process reservation suffices.
+        error is raised to its caller. With `screen`, the store first asks the
+        batch's `ForeignScreen` about the rows other processes committed since
+        the look it was made from, under the lock without leaving its thread,
+        and calls `guard` only when the screen cannot decide.
         """
 
     @abc.abstractmethod
@@ -89,7 +114,9 @@ class RegistrationStoreCore(RegistrationStore):
 
     fingerprint_page = 20_000
 
-    def guard_registrations(self, guard: RegistrationGuard) -> None:
+    def guard_registrations(
+        self, guard: RegistrationGuard, screen: ScreenFactory | None = None
+    ) -> None:
         return None  # a store only this process writes: nothing to guard against
 
     @abc.abstractmethod

@@ -10,8 +10,10 @@ on their own thread and see the last committed state (WAL snapshots).
 
 Several processes on one machine may share the file (`serve --processes N`,
 docs/processes.md). Registrations commit under `BEGIN IMMEDIATE`, SQLite's one
-write lock, so they commit in `seq` order, and the registration guard
-(`Registry.recheck`) takes its last look under that lock, as on PostgreSQL.
+write lock, so they commit in `seq` order, and under that lock the writer
+thread screens the rows other processes committed since the registration
+guard's pre-lock look (`ForeignScreen`), as on PostgreSQL; the guard itself
+(`Registry.recheck`, on the event loop) runs only when the screen cannot.
 One process seals: `hold_sealer_lock` is an `flock` on a file beside the
 database, which the kernel releases when its holder dies.
 """
@@ -51,6 +53,7 @@ from shotstamp_service.store.base import (
     StoreError,
 )
 from shotstamp_service.store.group_commit import GroupCommit
+from shotstamp_service.store.registrations import ForeignScreen, ScreenFactory
 from shotstamp_service.store.rows import (
     ANCHOR_COLUMNS,
     CHECKPOINT_COLUMNS,
@@ -71,6 +74,9 @@ T = TypeVar("T")
 
 # Seconds the registration guard may hold the write lock before the batch fails.
 GUARD_TIMEOUT = 60.0
+# This process's latest commits, told apart from other processes' under the write lock;
+# an older one read there is only screened needlessly.
+_OWN_SEQS_KEPT = 4096
 
 
 def _tiles_from_tree_nodes(conn: sqlite3.Connection) -> None:
@@ -314,6 +320,9 @@ class SQLiteStore(Store):
             self._write_registrations, max_batch=group_commit_max, name="sqlite-group-commit"
         )
         self._guard: RegistrationGuard | None = None
+        self._screen: ScreenFactory | None = None
+        # Seqs this process committed lately (writer thread only): not screened as foreign.
+        self._own_seqs: dict[int, None] = {}
         self._sealer_fd: int | None = None  # open while this process holds the sealer lock
         # Every write transaction first takes an flock on this file (`_lock_and_begin`).
         self._write_fd: int | None = None
@@ -458,8 +467,11 @@ class SQLiteStore(Store):
     _seal_transaction = _key_transaction = _anchor_transaction = _begin
     _anchor_claim_transaction = _begin
 
-    def guard_registrations(self, guard: RegistrationGuard) -> None:
+    def guard_registrations(
+        self, guard: RegistrationGuard, screen: ScreenFactory | None = None
+    ) -> None:
         self._guard = guard
+        self._screen = screen
 
     # -- the sealer lock --------------------------------------------------
     async def hold_sealer_lock(self) -> bool:
@@ -527,25 +539,36 @@ class SQLiteStore(Store):
         self, items: list[NewRegistration]
     ) -> list[Registration | Exception]:
         loop = asyncio.get_running_loop()
-        return await self._write(lambda conn: self._insert_many(conn, items, loop))
+        # The guard's look at the batch, taken before the lock (on the loop, no await).
+        screen = self._screen(items) if self._screen is not None else None
+        return await self._write(lambda conn: self._insert_many(conn, items, loop, screen))
 
     def _insert_many(
         self,
         conn: sqlite3.Connection,
         items: Sequence[NewRegistration],
         loop: asyncio.AbstractEventLoop,
+        screen: ForeignScreen | None,
     ) -> list[Registration | Exception]:
+        added: list[int] = []
+
         def body() -> list[Registration | Exception]:
             verdicts: list[StoreError | None] = [None] * len(items)
             guard = self._guard
             if guard is not None:
+                # Under the write lock every other process's registration is committed:
+                # the screen reads those past its look here, on this thread...
+                found = None if screen is None else screen.check(
+                    self._foreign_rows(conn, screen.after))
+                if found is not None:
+                    verdicts = found
+                else:  # ...without a screen, the guard waits for the event loop.
 
-                async def look() -> list[StoreError | None]:
-                    return list(await guard(items))
+                    async def look() -> list[StoreError | None]:
+                        return list(await guard(items))
 
-                # Under the write lock every other process's registration is
-                # committed: the guard's last look (on the read connection) sees it.
-                verdicts = asyncio.run_coroutine_threadsafe(look(), loop).result(GUARD_TIMEOUT)
+                    verdicts = asyncio.run_coroutine_threadsafe(look(), loop).result(
+                        GUARD_TIMEOUT)
             out: list[Registration | Exception] = []
             for new, verdict in zip(items, verdicts, strict=True):
                 if verdict is not None:
@@ -591,10 +614,28 @@ class SQLiteStore(Store):
                     continue
                 seq = cur.lastrowid
                 assert seq is not None
+                added.append(seq)
                 out.append(Registration(**{**new.__dict__, "seq": seq}))
             return out
 
-        return self._transaction(conn, body)
+        out = self._transaction(conn, body)
+        # Only once committed: a rolled-back seq may be drawn again by another process.
+        for seq in added:
+            self._own_seqs[seq] = None
+        while len(self._own_seqs) > _OWN_SEQS_KEPT:
+            del self._own_seqs[next(iter(self._own_seqs))]
+        return out
+
+    def _foreign_rows(self, conn: sqlite3.Connection, after: int) -> list[StoredFingerprint]:
+        """The registrations other processes committed past `after` (under the write lock)."""
+        seqs = [seq for (seq,) in conn.execute("SELECT seq FROM registrations WHERE seq > ?",
+                                               (after,)) if seq not in self._own_seqs]
+        if not seqs:
+            return []
+        marks = ",".join("?" * len(seqs))
+        rows = conn.execute(f"SELECT {FINGERPRINT_COLUMNS} FROM registrations"
+                            f" WHERE seq IN ({marks}) ORDER BY seq", seqs)
+        return [_ROWS.fingerprint(row) for row in rows]
 
     async def get_registration(self, registration_id: str) -> Registration | None:
         def run(conn: sqlite3.Connection) -> Registration | None:

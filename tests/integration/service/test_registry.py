@@ -301,3 +301,85 @@ async def test_another_process_registration_is_verified_before_the_commit_lock(t
     assert lock_free == [True]  # verified once, outside the lock
     await here.close()
     await there.close()
+
+
+async def _here_and_there(store_target):
+    """Two registries on one database, as two processes (or replicas) have; `guard_calls`
+    counts the whole guard's runs (the event-loop hop under the commit lock)."""
+    here, there = store_target.make(), store_target.make()
+    await here.open()
+    await there.open()
+    registry = Registry(here, Matcher(), fingerprint_here)
+    other = Registry(there, Matcher(), fingerprint_here)
+    guard_calls: list[int] = []
+
+    async def counted(batch):
+        guard_calls.append(len(batch))
+        return await registry.recheck(batch)
+
+    here.guard_registrations(counted, registry.screen)
+    return here, there, registry, other, guard_calls
+
+
+def _commit_elsewhere_after_the_pre_lock_look(registry: Registry, other: Registry,
+                                              photo: bytes) -> list[str]:
+    """Have `other` register `photo` (as acme) right after `registry`'s pre-lock look, before
+    its commit takes the lock; `registry`'s index never follows it meanwhile."""
+    real = registry._check_foreign
+    kinds: list[str] = []
+
+    async def then_the_other_commits(pending):
+        await real(pending)
+        if not kinds:
+            kinds.append((await other.register(Principal("acme", "seller", "k1"), photo)).kind)
+
+    registry._check_foreign = then_the_other_commits  # type: ignore[method-assign]
+    return kinds
+
+
+async def test_a_copy_committed_elsewhere_between_the_pre_lock_look_and_the_lock_is_refused(
+    store_target,
+):
+    """The window the pre-lock look leaves: the store screens the rows committed since, under
+    the commit lock on its own thread; a copy is refused there, without the event-loop hop."""
+    here, there, registry, other, guard_calls = await _here_and_there(store_target)
+    original = imagegen.jpeg(65)
+    kinds = _commit_elsewhere_after_the_pre_lock_look(registry, other, original)
+    outcome = await registry.register(Principal("thief", "seller", "k2"),
+                                      imagegen.recompressed_copy(original))
+    assert kinds == ["created"]
+    assert outcome.kind == "conflict"
+    (match,) = outcome.matches
+    assert match.registration.seller == "acme"
+    assert guard_calls == []  # decided by the screen, never waiting for the event loop
+    await here.close()
+    await there.close()
+
+
+async def test_a_crop_committed_elsewhere_between_the_pre_lock_look_and_the_lock_is_refused(
+    store_target,
+):
+    """A stage-2 copy in that window: the screen verifies the candidate itself, on the
+    store's thread, without the pool or the event loop."""
+    here, there, registry, other, guard_calls = await _here_and_there(store_target)
+    original = imagegen.encode(imagegen.detailed_photo(66))
+    kinds = _commit_elsewhere_after_the_pre_lock_look(registry, other, original)
+    outcome = await registry.register(Principal("thief", "seller", "k2"), _crop_90(original))
+    assert kinds == ["created"]
+    assert outcome.kind == "conflict"
+    assert outcome.matches[0].registration.seller == "acme"
+    assert outcome.matches[0].stage == 2  # a copy for stage 2 only
+    assert guard_calls == []
+    await here.close()
+    await there.close()
+
+
+async def test_an_unrelated_registration_committed_in_that_window_costs_no_hop(store_target):
+    here, there, registry, other, guard_calls = await _here_and_there(store_target)
+    kinds = _commit_elsewhere_after_the_pre_lock_look(registry, other, imagegen.jpeg(67))
+    outcome = await registry.register(Principal("globex", "seller", "k2"), imagegen.jpeg(68))
+    assert kinds == ["created"]
+    assert outcome.kind == "created"
+    assert guard_calls == []
+    await here.close()
+    await there.close()
