@@ -193,9 +193,9 @@ class Sealer:
         )
         try:
             await self.store.commit_seal(SealBatch(assignments, tiles, checkpoint))
-        except StoreError:
-            # Our view of the tree may be stale (another sealer, a failed disk):
-            # forget it so the next seal starts again from what is stored.
+        except BaseException:
+            # Our view of the tree may be stale (another sealer, a failed disk, or a stop's
+            # cancel after the store committed): the next seal starts from what is stored.
             self._tree = None
             raise
         self._tree = tree

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
@@ -142,3 +143,36 @@ async def tamper(target, statement: str, value: bytes = b"\0" * 32) -> None:
         await conn.close()
 
 
+
+
+async def test_a_seal_cancelled_after_its_commit_leaves_the_final_seal_whole(store_target, signer):
+    """A clean stop cancels the sealer's beat, then drains. A cancel that lands while the
+    store's seal has committed but not yet returned must not leave a stale tree behind:
+    the drain seals what arrived since instead of failing on it (a flaky SIGTERM test)."""
+    store = store_target.make()
+    await store.open()
+    sealer = Sealer(store, signer)
+    await sealer.load()
+    for n in range(3):
+        await store.add_registration(registration("s", n))
+    committed = asyncio.Event()
+    real = store.commit_seal
+
+    async def commit_then_wait(batch):
+        await real(batch)
+        committed.set()
+        await asyncio.Event().wait()  # the stop's cancel arrives here
+
+    store.commit_seal = commit_then_wait
+    beat = asyncio.create_task(sealer.run())  # leads, then seals at once
+    await committed.wait()
+    beat.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await beat
+    store.commit_seal = real
+    for n in range(3, 5):
+        await store.add_registration(registration("s", n))
+    await sealer.drain()
+    assert await store.pending(10) == []
+    assert (await store.latest_checkpoint()).tree_size == 5
+    await store.close()
