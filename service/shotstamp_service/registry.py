@@ -256,8 +256,11 @@ class _ForeignScreen:
             if row.features is not None:
                 features[row.seq] = row.features
         verdicts: list[StoreError | None] = []
+        newest = max(row.seq for row in rows)
         for look in self._looks:
-            if look is None:  # not decided by `register`: nothing to guard
+            # None: not decided by `register`, nothing to guard; a look that covered every
+            # row has nothing to look at (a batch's rows start after its lowest `through`).
+            if look is None or look[1] >= newest:
                 verdicts.append(None)
                 continue
             fp, through = look

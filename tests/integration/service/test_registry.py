@@ -383,3 +383,31 @@ async def test_an_unrelated_registration_committed_in_that_window_costs_no_hop(s
     assert guard_calls == []
     await here.close()
     await there.close()
+
+
+def test_the_screen_looks_only_for_uploads_whose_pre_lock_look_missed_a_row(monkeypatch):
+    """A batch's rows start after its lowest `through`: an upload whose own look already
+    covered every row is not looked up again (the look is where the screen's CPU goes), and
+    one that did not is still refused as a copy."""
+    from shotstamp_service.registry import _ForeignScreen
+    from shotstamp_service.store import RegistrationSuperseded, StoredFingerprint
+
+    original = fingerprint(imagegen.jpeg(70))
+    perceptual, features = original.to_store()
+    row = StoredFingerprint(7, "acme", original.sha256, perceptual, features, original.width,
+                            original.height)
+    copy = fingerprint(imagegen.recompressed_copy(imagegen.jpeg(70)))
+    looked: list[Fingerprint] = []
+    real = Matcher.search
+
+    def counted(self: Matcher, fp: Fingerprint) -> list:  # type: ignore[type-arg]
+        looked.append(fp)
+        return real(self, fp)
+
+    monkeypatch.setattr(Matcher, "search", counted)
+    covered, missed = (copy, 7), (copy, 6)
+    verdicts = _ForeignScreen([covered, missed, None], after=6).check([row])
+    assert verdicts is not None
+    assert verdicts[0] is None and verdicts[2] is None
+    assert isinstance(verdicts[1], RegistrationSuperseded)
+    assert looked == [copy]  # the missed upload's look alone
