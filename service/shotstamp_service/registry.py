@@ -25,13 +25,14 @@ verified, so a stage-2-only copy reserved in that window can still pass; a
 stage-1 copy never can. Across processes and replicas, the guard looks twice.
 Before the commit lock, on the event loop, `_check_foreign` reads what the
 others committed and looks at what arrived since the decision (stage 2
-included). Under the lock, the store reads the rows the others committed after
-that look and `_ForeignScreen.check` looks the batch up among them alone, on
-the store's own thread, stage 2 included (`verify_many` is pure), so the lock
-never waits for the event loop or the pool. `recheck`, the same look on the
-event loop (stage 1 over what the index gained since the last look, stage 2
-for the candidates not verified yet), remains for an upload without a
-pre-lock look (docs/processes.md).
+included); the others' rows are read before deciding too, so usually nothing
+has, and the decision's look stands for it. Under the lock, the store reads the
+rows the others committed after that look and `_ForeignScreen.check` looks the
+batch up among them alone, on the store's own thread, stage 2 included
+(`verify_many` is pure), so the lock never waits for the event loop or the
+pool. `recheck`, the same look on the event loop (stage 1 over what the index
+gained since the last look, stage 2 for the candidates not verified yet),
+remains for an upload without a pre-lock look (docs/processes.md).
 """
 
 from __future__ import annotations
