@@ -25,13 +25,14 @@ verified, so a stage-2-only copy reserved in that window can still pass; a
 stage-1 copy never can. Across processes and replicas, the guard looks twice.
 Before the commit lock, on the event loop, `_check_foreign` reads what the
 others committed and looks at what arrived since the decision (stage 2
-included). Under the lock, the store reads the rows the others committed after
-that look and `_ForeignScreen.check` looks the batch up among them alone, on
-the store's own thread, stage 2 included (`verify_many` is pure), so the lock
-never waits for the event loop or the pool. `recheck`, the same look on the
-event loop (stage 1 over what the index gained since the last look, stage 2
-for the candidates not verified yet), remains for an upload without a
-pre-lock look (docs/processes.md).
+included); the others' rows are read before deciding too, so usually nothing
+has, and the decision's look stands for it. Under the lock, the store reads the
+rows the others committed after that look and `_ForeignScreen.check` looks the
+batch up among them alone, on the store's own thread, stage 2 included
+(`verify_many` is pure), so the lock never waits for the event loop or the
+pool. `recheck`, the same look on the event loop (stage 1 over what the index
+gained since the last look, stage 2 for the candidates not verified yet),
+remains for an upload without a pre-lock look (docs/processes.md).
 """
 
 from __future__ import annotations
@@ -232,6 +233,9 @@ class _Pending:
     # The store seq through which `seen` holds every registration (taken before the commit
     # lock by `_check_foreign`); None: not taken, the guard under the lock looks in full.
     through: int | None = None
+    # The store seq through which the decision's last look held every registration (taken
+    # with no await after that look); None: not known, `_check_foreign` looks again.
+    decided_through: int | None = None
 
 
 class _ForeignScreen:
@@ -256,8 +260,11 @@ class _ForeignScreen:
             if row.features is not None:
                 features[row.seq] = row.features
         verdicts: list[StoreError | None] = []
+        newest = max(row.seq for row in rows)
         for look in self._looks:
-            if look is None:  # not decided by `register`: nothing to guard
+            # None: not decided by `register`, nothing to guard; a look that covered every
+            # row has nothing to look at (a batch's rows start after its lowest `through`).
+            if look is None or look[1] >= newest:
                 verdicts.append(None)
                 continue
             fp, through = look
@@ -617,13 +624,18 @@ class Registry:
         verified: dict[int, Evidence | None] = {}  # stage 2's evidence, kept across rounds
         last: list[Stage1] = []  # the decision's final index read
         while True:
+            # Read the other processes' rows before deciding, so the decision's look covers
+            # them and the pre-lock look has nothing left to do (`_check_foreign`).
+            await self.load_index()
             decided = await self._decide(who, fp, verified, last)
             if decided is not None:
                 return decided
+            # No await since the decision's last look (`_decide` returns None right after it).
+            pending = _Pending(fp, set(verified), last[0] if last else None)
+            pending.decided_through = None if self._bulk_loading else self.indexed_through
             try:
                 return await self._store_new(
-                    who, fp, thumbnail, title, reference, idempotency_key, digest,
-                    _Pending(fp, set(verified), last[0] if last else None),
+                    who, fp, thumbnail, title, reference, idempotency_key, digest, pending,
                 )
             except RegistrationSuperseded:
                 continue  # another replica committed a copy first: decide again, against it
@@ -760,7 +772,20 @@ class Registry:
         """The guard's look, before the commit lock: read what other processes committed,
         and when some of it arrived since the decision's last look, look at it (stage 2, a
         pool round trip, included). Under the lock the store then screens only the rows
-        committed after `pending.through`, on its own thread (`screen`)."""
+        committed after `pending.through`, on its own thread (`screen`).
+
+        When the decision verified every candidate it saw and the index has read no other
+        process's row since (there is no await from the decision to here), its look stands
+        as the pre-lock look: the screen then reads everything committed after it
+        (`decided_through`), and no second look (a scratch matcher and a word search, about
+        a millisecond) is made here."""
+        seen = pending.seen
+        if (pending.decided_through is not None and seen is not None
+                and seen.candidates is not None
+                and self._foreign_generation <= seen.generation
+                and all(c.ref in pending.verified for c in seen.candidates)):
+            pending.through = pending.decided_through
+            return
         await self.load_index()
         through = self.indexed_through  # no await from here to the look: it covers this far
         if pending.seen is None or self._foreign_generation > pending.seen.generation:

@@ -383,3 +383,60 @@ async def test_an_unrelated_registration_committed_in_that_window_costs_no_hop(s
     assert guard_calls == []
     await here.close()
     await there.close()
+
+
+def test_the_screen_looks_only_for_uploads_whose_pre_lock_look_missed_a_row(monkeypatch):
+    """A batch's rows start after its lowest `through`: an upload whose own look already
+    covered every row is not looked up again (the look is where the screen's CPU goes), and
+    one that did not is still refused as a copy."""
+    from shotstamp_service.registry import _ForeignScreen
+    from shotstamp_service.store import RegistrationSuperseded, StoredFingerprint
+
+    original = fingerprint(imagegen.jpeg(70))
+    perceptual, features = original.to_store()
+    row = StoredFingerprint(7, "acme", original.sha256, perceptual, features, original.width,
+                            original.height)
+    copy = fingerprint(imagegen.recompressed_copy(imagegen.jpeg(70)))
+    looked: list[Fingerprint] = []
+    real = Matcher.search
+
+    def counted(self: Matcher, fp: Fingerprint) -> list:  # type: ignore[type-arg]
+        looked.append(fp)
+        return real(self, fp)
+
+    monkeypatch.setattr(Matcher, "search", counted)
+    covered, missed = (copy, 7), (copy, 6)
+    verdicts = _ForeignScreen([covered, missed, None], after=6).check([row])
+    assert verdicts is not None
+    assert verdicts[0] is None and verdicts[2] is None
+    assert isinstance(verdicts[1], RegistrationSuperseded)
+    assert looked == [copy]  # the missed upload's look alone
+
+
+async def test_a_decision_that_saw_the_other_process_s_rows_needs_no_second_look(
+    store_target,
+):
+    """The rows another process committed are read before the decision, so its look covers
+    them: the pre-lock look is not repeated (it is a scratch matcher and a word search per
+    upload), and a copy of such a row is still refused, by the decision itself."""
+    here, there, registry, other, guard_calls = await _here_and_there(store_target)
+    second_looks: list[object] = []
+    real = registry._recheck_one
+
+    async def counted(pending):
+        second_looks.append(pending)
+        return await real(pending)
+
+    registry._recheck_one = counted  # type: ignore[method-assign]
+    original = imagegen.jpeg(71)
+    assert (await other.register(Principal("acme", "seller", "k1"), original)).kind == "created"
+    outcome = await registry.register(Principal("globex", "seller", "k2"), imagegen.jpeg(72))
+    assert outcome.kind == "created"
+    assert second_looks == []
+    copy = await registry.register(Principal("thief", "seller", "k3"),
+                                   imagegen.recompressed_copy(original))
+    assert copy.kind == "conflict"
+    assert copy.matches[0].registration.seller == "acme"
+    assert guard_calls == []
+    await here.close()
+    await there.close()
