@@ -238,6 +238,11 @@ class _Pending:
     decided_through: int | None = None
 
 
+def _copy_refs(matches: list[Match]) -> list[int]:
+    """The refs of `matches` whose verdict is copy, ascending."""
+    return sorted(m.ref for m in matches if m.verdict == "copy")
+
+
 class _ForeignScreen:
     """A batch's `store.ForeignScreen`: each upload's fingerprint and the seq its pre-lock
     look covers. `check` runs under the commit lock on the store's thread, touching nothing
@@ -288,7 +293,7 @@ class _ForeignScreen:
                               for c in fresh if c.ref in features]
         evidence = dict(verify_many(fp.features, items)) if fp.features and items else {}
         decided = [decide(c, evidence.get(c.ref)) for c in fresh]
-        return sorted(m.ref for m in decided if m is not None and m.verdict == "copy")
+        return _copy_refs([m for m in decided if m is not None])
 
 
 class Registry:
@@ -532,9 +537,6 @@ class Registry:
             return await self._fingerprint(data), None
         return await self._analyse(data)
 
-    def _copy_refs(self, matches: list[Match]) -> list[int]:
-        return sorted(m.ref for m in matches if m.verdict == "copy")
-
     async def _match(
         self,
         fp: Fingerprint,
@@ -652,7 +654,7 @@ class Registry:
         while True:
             exact = await self.store.find_by_sha256(fp.sha256)
             matches = await self._match(fp, verified, last=last)
-            candidates = sorted({*self._copy_refs(matches), *(r.seq for r in exact)})
+            candidates = sorted({*_copy_refs(matches), *(r.seq for r in exact)})
             if not candidates:
                 return None
             first = candidates[0]
@@ -818,7 +820,7 @@ class Registry:
                                              below=_RESERVATION_BASE))
         pending.seen = seen
         # Reservations (this upload's own among them) are not stored registrations.
-        copies = [ref for ref in self._copy_refs(seen.found) if ref < _RESERVATION_BASE]
+        copies = [ref for ref in _copy_refs(seen.found) if ref < _RESERVATION_BASE]
         if copies:
             return copies
         assert seen.candidates is not None  # a look that does not stop at a copy has them
@@ -834,7 +836,7 @@ class Registry:
         await self._stage2(pending.fp, fresh, evidence)
         pending.verified.update(evidence)
         decided = [decide(c, evidence.get(c.ref)) for c in fresh]
-        return self._copy_refs([m for m in decided if m is not None])
+        return _copy_refs([m for m in decided if m is not None])
 
     async def _registration_for(self, ref: int) -> Registration:
         inflight = self._inflight.get(ref)
