@@ -355,6 +355,23 @@ def found_at_scale(true_score: float, unrelated_sorted: np.ndarray, pairs: int, 
     return _fewer_than(keep, rate)
 
 
+def estimate_at_scale(r: QueryResult, unrelated: Unrelated, n: int, *,
+                      words_only: bool = False, size: int = rule.SHORTLIST,
+                      least: int = rule.MIN_CONSISTENT) -> float:
+    """P(`r`'s copy verdict still holds when the index holds `n` unrelated registrations)."""
+    if r.verdict == "copy-fast" or (r.verdict == "copy-verified" and r.via_pdq):
+        return 1.0  # the PDQ index is exact: its candidates do not depend on its size
+    if not r.verified_copy:
+        return 0.0
+    by_words = found_at_scale(r.true_words, unrelated.scores, unrelated.pairs, n,
+                              rule.MAX_CANDIDATES)
+    if words_only:  # the ranking before the shortlist: the 3 best word scores verified
+        return by_words
+    # both are verified: at least the likelier of the two (a lower bound of the union)
+    return max(by_words, verified_at_scale(r.true_words, r.true_consistent, unrelated, n,
+                                           size, least))
+
+
 def verified_at_scale(true_score: float, true_consistent: int, unrelated: Unrelated,
                       n: int, size: int = rule.SHORTLIST,
                       least: int = rule.MIN_CONSISTENT) -> float:
@@ -721,19 +738,8 @@ def main(argv: list[str] | None = None) -> int:
         "at 10 M, top 3 by words |")
     say("|---|---|---|---|---|---|---|---|---|---|---|")
 
-    def at_scale(r: QueryResult, n: int = TEN_MILLION, *, words_only: bool = False,
-                 size: int = shortlist, least: int = rule.MIN_CONSISTENT) -> float:
-        if r.verdict == "copy-fast" or (r.verdict == "copy-verified" and r.via_pdq):
-            return 1.0  # the PDQ index is exact: its candidates do not depend on its size
-        if not r.verified_copy:
-            return 0.0
-        by_words = found_at_scale(r.true_words, unrelated.scores, word_pairs, n,
-                                  rule.MAX_CANDIDATES)
-        if words_only:  # the ranking before the shortlist: the 3 best word scores verified
-            return by_words
-        # both are verified: at least the likelier of the two (a lower bound of the union)
-        return max(by_words, verified_at_scale(r.true_words, r.true_consistent, unrelated, n,
-                                               size, least))
+    def at_scale(r: QueryResult, n: int = TEN_MILLION, *, words_only: bool = False) -> float:
+        return estimate_at_scale(r, unrelated, n, words_only=words_only, size=shortlist)
 
     def scaled_row(rs: list[QueryResult]) -> str:
         return " | ".join(f"{np.mean([at_scale(r, n, words_only=w) for r in rs]):.1%}"

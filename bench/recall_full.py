@@ -222,14 +222,9 @@ def estimate(every: int, registrations: int, workers: int) -> None:
                for f, others in same_picture().items()}
     _, results, unrelated = mb.run_queries(items, registered, related, cache)
     cache.save()
-    pairs = sum(1 for r in results if r.item.fp.local is not None) * (len(registered) - 1)
 
     def at(r: mb.QueryResult, n: int) -> float:
-        if r.verdict == "copy-fast" or (r.verdict == "copy-verified" and r.via_pdq):
-            return 1.0
-        if not r.verified_copy:
-            return 0.0
-        return mb.found_at_scale(r.true_words, unrelated, pairs, n)
+        return mb.estimate_at_scale(r, unrelated, n)
 
     print(f"| edit | n | recall at {len(registered)} | est. at {registrations:,} | "
           "est. at 10 M |")
