@@ -738,8 +738,11 @@ class Registry:
         self._since_segment += 1
         self.matcher.add(registration.seq, fp)
         self.owners.set(registration.seq, registration.seller)
-        # `indexed_through` is not advanced here: on a shared store other replicas'
-        # registrations below this seq may not have been read yet (see load_index).
+        # Stores commit in seq order, so with no seq between it and the index's last, nothing
+        # unread lies below it: the next load_index need not read this row back (its blob).
+        # With a gap (another replica's rows, or a batch resuming out of order) it waits.
+        if registration.seq == self.indexed_through + 1:
+            self.indexed_through = registration.seq
         return Outcome("created", registration)
 
     async def recheck(self, batch: Sequence[NewRegistration]) -> list[StoreError | None]:
