@@ -273,27 +273,14 @@ class _ForeignScreen:
                 verdicts.append(None)
                 continue
             fp, through = look
-            copies = [m.ref for m in scratch.search(fp) if m.verdict == "copy" and m.ref > through]
-            if copies:
-                verdicts.append(RegistrationSuperseded(f"registration {min(copies)} came first"))
-                continue
-            fresh = [c for c in scratch.candidates(fp, limit=None) if c.ref > through]
-            copies = self._verified_copies(fp, fresh, features) if fresh else []
+            # Stage 1 and stage 2 under the index's rule, for the rows past this upload's
+            # look only, every word candidate, and on past a similar-only hash match.
+            copies = _copy_refs(scratch.match(fp, features.get, limit=None, after=through,
+                                              past_similar=True))
             verdicts.append(
                 RegistrationSuperseded(f"registration {copies[0]} came first") if copies else None
             )
         return verdicts
-
-    @staticmethod
-    def _verified_copies(fp: Fingerprint, fresh: list[Candidate],
-                         features: dict[int, bytes]) -> list[int]:
-        """Stage 2 for `fresh`, here on this thread (`verify_many` is pure): no pool round
-        trip and no wait for the event loop while every process's commits wait for the lock."""
-        items: VerifyItems = [(c.ref, features[c.ref], c.global_pair, c.by_words)
-                              for c in fresh if c.ref in features]
-        evidence = dict(verify_many(fp.features, items)) if fp.features and items else {}
-        decided = [decide(c, evidence.get(c.ref)) for c in fresh]
-        return _copy_refs([m for m in decided if m is not None])
 
 
 class Registry:
