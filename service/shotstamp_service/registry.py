@@ -530,16 +530,15 @@ class Registry:
         verified: dict[int, Evidence | None] | None = None,
         *,
         complete: bool = False,
-        last: list[Stage1] | None = None,
-    ) -> list[Match]:
-        """Both stages of matching; returns with no await after its last index read.
+    ) -> tuple[list[Match], Stage1]:
+        """Both stages of matching, and the final look (for `recheck`); returns with no
+        await after that look.
 
         `verified` (ref → evidence, None when a candidate could not be verified)
         is filled in and may be passed again to skip what was verified already.
         A stage-1 copy ends the search (a registration needs no more), unless
         `complete` (a check, the desk's compare): then the other candidates are
         verified too, so similar registrations are listed beside the copy.
-        `last`, if given, receives the final look (for `recheck`).
         """
         verified = {} if verified is None else verified
         seen: Stage1 | None = None
@@ -548,10 +547,8 @@ class Registry:
             seen = (self.matcher.look(fp, stop_at_copy=not complete) if seen is None
                     else self.matcher.look_again(seen, stop_at_copy=not complete))
             found, candidates = seen.found, seen.candidates
-            if last is not None:
-                last[:] = [seen]
             if candidates is None:
-                return found  # stage 1 decides: no verification needed
+                return found, seen  # stage 1 decides: no verification needed
             for c in candidates:
                 was = self._reservation_of.get(c.ref)
                 if c.ref not in verified and was in verified:
@@ -559,7 +556,7 @@ class Registry:
             todo = [c for c in candidates if c.ref not in verified]
             if not todo or round_ == _MAX_ROUNDS:
                 decided = [decide(c, verified.get(c.ref)) for c in candidates]
-                return rank(found + [m for m in decided if m is not None])
+                return rank(found + [m for m in decided if m is not None]), seen
             await self._stage2(fp, todo, verified)
         raise AssertionError("unreachable: the last round returns")
 
@@ -611,16 +608,15 @@ class Registry:
                 return Outcome("existing", _same_request(earlier, idempotency_key, digest))
         fp, thumbnail = await self.analyse(data)
         verified: dict[int, Evidence | None] = {}  # stage 2's evidence, kept across rounds
-        last: list[Stage1] = []  # the decision's final index read
         while True:
             # Read the other processes' rows before deciding, so the decision's look covers
             # them and the pre-lock look has nothing left to do (`_check_foreign`).
             await self.load_index()
-            decided = await self._decide(who, fp, verified, last)
-            if decided is not None:
+            decided = await self._decide(who, fp, verified)
+            if isinstance(decided, Outcome):
                 return decided
-            # No await since the decision's last look (`_decide` returns None right after it).
-            pending = _Pending(fp, set(verified), last[0] if last else None)
+            # No await since the decision's last look (`_decide` returns it right after).
+            pending = _Pending(fp, set(verified), decided)
             pending.decided_through = None if self._bulk_loading else self.indexed_through
             try:
                 return await self._store_new(
@@ -631,25 +627,25 @@ class Registry:
 
     async def _decide(
         self, who: Principal, fp: Fingerprint, verified: dict[int, Evidence | None],
-        last: list[Stage1] | None = None,
-    ) -> Outcome | None:
-        """`existing` or `conflict` from what is indexed; None when the upload is new.
+    ) -> Outcome | Stage1:
+        """`existing` or `conflict` from what is indexed; when the upload is new, the
+        decision's final look (`_Pending.seen`).
 
         Returns with no await after the final index read, so the caller can
         reserve the fingerprint before anyone else searches (module docstring).
         """
         while True:
             exact = await self.store.find_by_sha256(fp.sha256)
-            matches = await self._match(fp, verified, last=last)
+            matches, seen = await self._match(fp, verified)
             candidates = sorted({*_copy_refs(matches), *(r.seq for r in exact)})
             if not candidates:
-                return None
+                return seen
             first = candidates[0]
             owner = self.owners.get(first)
             if owner == who.seller:
                 return Outcome("existing", await self._registration_for(first))
             if owner is None:
-                return None
+                return seen
             inflight = self._inflight.get(first)
             if inflight is not None:
                 # Another seller's upload of this photo is still being committed:
@@ -873,7 +869,8 @@ class Registry:
     async def check(self, data: bytes) -> tuple[Fingerprint, list[ResolvedMatch]]:
         fp = await self.fingerprint(data)
         exact = await self.store.find_by_sha256(fp.sha256)
-        return fp, await self.resolve(await self._match(fp, complete=True), exact, fp=fp)
+        matches, _ = await self._match(fp, complete=True)
+        return fp, await self.resolve(matches, exact, fp=fp)
 
     async def check_with_thumbnail(
         self, data: bytes
@@ -882,7 +879,8 @@ class Registry:
         picture of the suspect; None when thumbnails are off or it cannot be made)."""
         fp, thumbnail = await self.analyse(data)
         exact = await self.store.find_by_sha256(fp.sha256)
-        matches = await self.resolve(await self._match(fp, complete=True), exact, fp=fp)
+        found, _ = await self._match(fp, complete=True)
+        matches = await self.resolve(found, exact, fp=fp)
         return fp, thumbnail, matches
 
 
