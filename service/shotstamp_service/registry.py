@@ -309,7 +309,7 @@ class Registry:
         self._verify = verify  # None: verify in this process (tests, tools)
         self._reservations = itertools.count(_RESERVATION_BASE)
         self._inflight: dict[int, asyncio.Future[Registration]] = {}
-        self._uncommitted: dict[str, _Pending] = {}  # registration id → its decision's inputs
+        self._pending: dict[str, _Pending] = {}  # registration id → its decision's inputs
         self._reserved_features: dict[int, bytes] = {}  # reservation ref → its feature blob
         # seq → the reservation it was committed from (the latest few): stage 2's evidence
         # for the reservation holds for the seq (the same fingerprint; `verify` is pure).
@@ -694,7 +694,7 @@ class Registry:
             thumbnail=thumbnail,
             seller_salt=os.urandom(SALT_SIZE),
         )
-        self._uncommitted[new.id] = pending
+        self._pending[new.id] = pending
         try:
             await self._check_foreign(pending)
             registration = await self.store.add_registration(new)
@@ -713,7 +713,7 @@ class Registry:
             self.owners.drop_reservation(ref)
             self._reserved_features.pop(ref, None)
             self._inflight.pop(ref, None)
-            self._uncommitted.pop(new.id, None)
+            self._pending.pop(new.id, None)
         future.set_result(registration)
         self._reservation_of[registration.seq] = ref
         if len(self._reservation_of) > _RESERVATIONS_KEPT:
@@ -748,7 +748,7 @@ class Registry:
         await self.load_index()
         verdicts: list[StoreError | None] = []
         for new in batch:
-            pending = self._uncommitted.get(new.id)
+            pending = self._pending.get(new.id)
             refs = [] if pending is None else await self._recheck_one(pending)
             stored = [ref for ref in refs if ref < _RESERVATION_BASE]  # not this batch's
             verdicts.append(
@@ -788,7 +788,7 @@ class Registry:
         (`RegistrationStore.guard_registrations`); None when one of them has no such look."""
         looks: list[tuple[Fingerprint, int] | None] = []
         for new in batch:
-            pending = self._uncommitted.get(new.id)
+            pending = self._pending.get(new.id)
             if pending is None:
                 looks.append(None)
                 continue

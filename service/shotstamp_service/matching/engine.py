@@ -451,7 +451,7 @@ class Matcher:
         init=False, default_factory=lambda: deque(maxlen=JOURNAL_CHANGES), repr=False)
     # id(fp) → (fp, its `_Entry`) of the latest few added (the fingerprint is held, so its
     # id is not reused while it is here).
-    _entries: OrderedDict[int, tuple[Fingerprint, _Entry]] = field(
+    _entry_cache: OrderedDict[int, tuple[Fingerprint, _Entry]] = field(
         init=False, default_factory=OrderedDict, repr=False)
 
     def __post_init__(self) -> None:
@@ -484,7 +484,7 @@ class Matcher:
             self._words.add(ref, *entry.words)
 
     def _entry(self, fp: Fingerprint) -> _Entry:
-        return _cached(self._entries, fp, _entry)
+        return _cached(self._entry_cache, fp, _entry)
 
     def add_many(self, items: Iterable[tuple[int, Fingerprint]]) -> int:
         """Bulk `add` for the rebuild at start: one pass, indexes built once. Returns count."""
@@ -617,7 +617,7 @@ class Matcher:
             if added is not None and ref in self._refs and (below is None or ref < below):
                 if scratch is None:
                     scratch = Matcher(background=False)
-                    scratch._entries = self._entries  # their entries are made already
+                    scratch._entry_cache = self._entry_cache  # their entries are made already
                 scratch.add(ref, added)
         found = [m for m in earlier.found if m.ref not in changed]
         candidates = [c for c in earlier.candidates if c.ref not in changed]
