@@ -451,7 +451,7 @@ class Matcher:
         init=False, default_factory=lambda: deque(maxlen=JOURNAL_CHANGES), repr=False)
     # id(fp) → (fp, its `_Entry`) of the latest few added (the fingerprint is held, so its
     # id is not reused while it is here).
-    _entries: OrderedDict[int, tuple[Fingerprint, _Entry]] = field(
+    _entry_cache: OrderedDict[int, tuple[Fingerprint, _Entry]] = field(
         init=False, default_factory=OrderedDict, repr=False)
 
     def __post_init__(self) -> None:
@@ -484,7 +484,7 @@ class Matcher:
             self._words.add(ref, *entry.words)
 
     def _entry(self, fp: Fingerprint) -> _Entry:
-        return _cached(self._entries, fp, _entry)
+        return _cached(self._entry_cache, fp, _entry)
 
     def add_many(self, items: Iterable[tuple[int, Fingerprint]]) -> int:
         """Bulk `add` for the rebuild at start: one pass, indexes built once. Returns count."""
@@ -617,7 +617,7 @@ class Matcher:
             if added is not None and ref in self._refs and (below is None or ref < below):
                 if scratch is None:
                     scratch = Matcher(background=False)
-                    scratch._entries = self._entries  # their entries are made already
+                    scratch._entry_cache = self._entry_cache  # their entries are made already
                 scratch.add(ref, added)
         found = [m for m in earlier.found if m.ref not in changed]
         candidates = [c for c in earlier.candidates if c.ref not in changed]
@@ -674,15 +674,25 @@ class Matcher:
                                   probe=index_keypoints(local, probes) if probes else None,
                                   max_probe_postings=WORD_PROBE_POSTINGS)
 
-    def match(self, fp: Fingerprint, features_of: Callable[[int], bytes | None]) -> list[Match]:
-        """Both stages in one call (benchmarks, tests, the `check` endpoint off the hot path)."""
-        matches = self.search(fp)
-        if matches:
-            return matches  # a copy by its hash: the service stops here too
+    def match(self, fp: Fingerprint, features_of: Callable[[int], bytes | None], *,
+              limit: int | None = SHORTLIST, after: int | None = None,
+              past_similar: bool = False) -> list[Match]:
+        """Both stages in one call (benchmarks, tests, the `check` endpoint off the hot path,
+        and the registry's screen under the commit lock, on the store's thread).
+
+        `limit`: the most word-index candidates, as `candidates` (None: all with MIN_VOTES).
+        `after`: only refs above it are reported or verified (the screen: what its upload's
+        pre-lock look covered is not looked at again). `past_similar`: a stage-1 match that
+        is only similar does not end the search, so stage 2 may still find a copy.
+        """
+        matches = [m for m in self.search(fp) if after is None or m.ref > after]
+        if any(m.verdict == "copy" for m in matches) or (matches and not past_similar):
+            return matches  # decided by its hash: the service stops here too
         query = fp.local
         if query is None:
             return matches
-        candidates = self.candidates(fp)
+        candidates = [c for c in self.candidates(fp, limit=limit)
+                      if after is None or c.ref > after]
         blobs = {c.ref: features_of(c.ref) for c in candidates}
         evidence = dict(verify_many(query, [(c.ref, blob, c.global_pair, c.by_words)
                                             for c in candidates
