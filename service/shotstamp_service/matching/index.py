@@ -749,6 +749,60 @@ def _merge(segments: list[_Segment], dead: set[int], tier: int) -> _Segment:
                     np.concatenate(signature_parts), tier)
 
 
+def _near(stored: np.ndarray, starts: np.ndarray, ends: np.ndarray, signatures: np.ndarray,
+          max_distance: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
+    """Of the postings in the ranges `[starts, ends)` (one a query word), those whose stored
+    signature is within `max_distance` (over SIGNATURE_BITS) of their query word's:
+    (positions among those read, query word of each, posting index, distance); `None` first
+    when the ranges are empty."""
+    idx = _gather_ranges(starts, ends)
+    if len(idx) == 0:
+        return None, idx, idx, idx
+    # (uint32 signatures of older files truncate to the 16 bits kept)
+    xor = stored[idx].astype(np.uint16, copy=False)
+    xor ^= np.repeat(signatures, ends - starts)
+    bits = np.bitwise_count(xor)
+    # Only the few postings within the distance get their query word (a search over the
+    # lists' ends), index and weight: not every posting read.
+    near = np.flatnonzero(bits <= max_distance // _SIGNATURE_SCALE)
+    which = np.searchsorted(np.cumsum(ends - starts), near, side="right")
+    return near, which, idx[near], _SIGNATURE_SCALE * bits[near]
+
+
+@dataclass(frozen=True)
+class _Tail:
+    """The in-memory tail's live postings, sorted by word, each word's in the order added."""
+
+    words: np.ndarray  # (p,) uint32
+    locals_: np.ndarray  # (p,) int32: tail index of the registration
+    angles: np.ndarray  # (p,) uint8
+    signatures: np.ndarray  # (p,) uint16: `stored_signatures`
+
+    @classmethod
+    def empty(cls) -> _Tail:
+        return cls(np.zeros(0, np.uint32), np.zeros(0, np.int32), np.zeros(0, np.uint8),
+                   np.zeros(0, np.uint16))
+
+    def insert(self, local: int, words: np.ndarray, angles: np.ndarray,
+               signatures: np.ndarray) -> _Tail:
+        """With one registration's postings (`words` sorted and unique) after each word's."""
+        at = np.searchsorted(self.words, words, side="right")
+        return _Tail(np.insert(self.words, at, words),
+                     np.insert(self.locals_, at, np.int32(local)),
+                     np.insert(self.angles, at, angles),
+                     np.insert(self.signatures, at, signatures))
+
+    def without(self, local: int) -> _Tail:
+        keep = self.locals_ != local
+        return _Tail(self.words[keep], self.locals_[keep], self.angles[keep],
+                     self.signatures[keep])
+
+    def ranges(self, words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`[starts, ends)` of each of `words` (uint32) among the postings."""
+        return (np.searchsorted(self.words, words, side="left"),
+                np.searchsorted(self.words, words, side="right"))
+
+
 @dataclass(frozen=True)
 class WordScore:
     ref: int
@@ -783,11 +837,11 @@ class WordIndex:
         self._tail_angles: list[np.ndarray] = []
         self._tail_signatures: list[np.ndarray] = []
         self._tail_postings = 0
-        # word → [(tail idx, angle, signature)]
-        self._tail_by_word: dict[int, list[tuple[int, int, int]]] = {}
-        # Words the tail may hold (a superset: discards leave theirs set), so that a lookup
-        # with thousands of probe words touches the dict only for those (1 MB).
-        self._tail_has = np.zeros(WORD_VALUES, bool)
+        # The tail's live postings sorted by word (each word's in the order added), searched
+        # as a segment is, with `searchsorted` for offsets: a lookup's cost no longer grows
+        # with the postings of its words in Python (bench/vote.py).
+        self._tail = _Tail.empty()
+        self._tail_ref_array = np.zeros(0, np.int64)  # tail idx → ref (-1: discarded)
         self._dead: set[int] = set()  # discarded refs still present in some segment
         self._registrations = 0
         self._merge: _Merge | None = None
@@ -829,9 +883,8 @@ class WordIndex:
         self._tail_words.append(words)
         self._tail_angles.append(angles)
         self._tail_signatures.append(signatures)
-        for w, a, g in zip(words.tolist(), angles.tolist(), signatures.tolist(), strict=True):
-            self._tail_by_word.setdefault(w, []).append((local, a, g))
-        self._tail_has[words] = True
+        self._tail = self._tail.insert(local, words, angles, signatures)
+        self._tail_ref_array = np.append(self._tail_ref_array, np.int64(ref))
         self._tail_postings += len(words)
         self._registrations += 1
         if self._tail_postings >= self._segment_postings:
@@ -854,10 +907,10 @@ class WordIndex:
         self._finish_merge()
         local = self._tail_local.pop(ref, None)
         if local is not None:
-            # Drop its postings from the word lists now: the tail stays exact.
-            for w in self._tail_words[local].tolist():
-                self._tail_by_word[w] = [p for p in self._tail_by_word[w] if p[0] != local]
+            # Drop its postings now: the tail stays exact.
+            self._tail = self._tail.without(local)
             self._tail_refs[local] = -1
+            self._tail_ref_array[local] = -1
             self._registrations -= 1
             return
         if ref not in self._dead and any(np.any(s.refs == ref) for s in self._segments
@@ -908,8 +961,8 @@ class WordIndex:
         self._segments.append(segment)
         self._tail_refs, self._tail_local = [], {}
         self._tail_words, self._tail_angles, self._tail_signatures = [], [], []
-        self._tail_by_word, self._tail_postings = {}, 0
-        self._tail_has[:] = False
+        self._tail, self._tail_postings = _Tail.empty(), 0
+        self._tail_ref_array = np.zeros(0, np.int64)
         self._maybe_merge()
 
     def _maybe_merge(self) -> None:
@@ -1024,10 +1077,9 @@ class WordIndex:
         for seg in self._segments:
             if not seg.persisted:
                 df += seg.offsets[w64 + 1] - seg.offsets[w64]
-        if self._tail_by_word:
-            held = np.flatnonzero(self._tail_has[words])
-            df[held] += np.array([len(self._tail_by_word.get(w, ())) for w in words[held].tolist()],
-                                 np.int64)
+        if len(self._tail.words):
+            starts, ends = self._tail.ranges(words)
+            df += ends - starts
         useful = (df > 0) & ~((df > 64) & (df > max_df * total))
         if budget is not None and int(df[useful].sum()) > budget:
             candidates = np.flatnonzero(useful)
@@ -1044,36 +1096,22 @@ class WordIndex:
         w64 = words.astype(np.int64)
         for seg in self._segments:
             starts, ends = seg.offsets[w64], seg.offsets[w64 + 1]
-            idx = _gather_ranges(starts, ends)
-            if len(idx) == 0:
+            near, which, idx, distance = _near(seg.signatures, starts, ends, signatures,
+                                               max_distance)
+            if near is None:
                 continue
-            # (uint32 signatures of older files truncate to the 16 bits kept)
-            xor = seg.signatures[idx].astype(np.uint16, copy=False)
-            xor ^= np.repeat(signatures, ends - starts)
-            bits = np.bitwise_count(xor)
-            # Only the few postings within the distance get their query word (a search over
-            # the lists' ends), index and weight: not every posting read.
-            near = np.flatnonzero(bits <= max_distance // _SIGNATURE_SCALE)
-            which = np.searchsorted(np.cumsum(ends - starts), near, side="right")
-            idx, distance = idx[near], _SIGNATURE_SCALE * bits[near]
             locals_, angle = _unpack(seg.postings[idx], seg.packed)
             dangle = (angles[which] - angle) % ANGLE_BINS
             yield seg.refs, locals_, dangle, idf[which] * by_distance[distance]
-        if self._tail_by_word:
-            local_l, dangle_l, weight_l = [], [], []
-            held = np.flatnonzero(self._tail_has[words])
-            for i, w, g in zip(held.tolist(), words[held].tolist(), signatures[held].tolist(),
-                               strict=True):
-                for local, a, stored in self._tail_by_word.get(w, ()):
-                    d = _SIGNATURE_SCALE * (g ^ stored).bit_count()
-                    if d > max_distance:
-                        continue
-                    local_l.append(local)
-                    dangle_l.append((int(angles[i]) - a) % ANGLE_BINS)
-                    weight_l.append(idf[i] * by_distance[d])
-            if local_l:
-                yield (np.array(self._tail_refs, np.int64), np.array(local_l, np.int64),
-                       np.array(dangle_l, np.int64), np.array(weight_l))
+        tail = self._tail
+        if len(tail.words):
+            starts, ends = tail.ranges(words)
+            near, which, idx, distance = _near(tail.signatures, starts, ends, signatures,
+                                               max_distance)
+            if near is not None and len(idx):
+                dangle = (angles[which] - tail.angles[idx]) % ANGLE_BINS
+                yield (self._tail_ref_array, tail.locals_[idx].astype(np.int64), dangle,
+                       idf[which] * by_distance[distance])
 
     @staticmethod
     def _score(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],

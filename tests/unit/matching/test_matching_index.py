@@ -285,6 +285,52 @@ def test_word_index_over_many_mapped_parts_answers_as_in_memory(
             assert answers(mapped, query, **kw) == answers(fewer, query, **kw)
 
 
+def test_word_index_tail_answers_as_frozen_segments_through_adds_and_discards() -> None:
+    """The in-memory tail (sorted numpy postings) gives the same registrations, scores to the
+    bit and votes as the same registrations bulk-loaded into segments, while registrations
+    are added and discarded (its postings go at once) and with budgets and probes cutting."""
+    rng = np.random.default_rng(21)
+    n, k = 300, 40
+    words = np.minimum(rng.zipf(1.3, n * k), 3000).astype(np.uint32)
+    angles = rng.integers(0, ANGLE_BINS, n * k).astype(np.uint8)
+    signatures = rng.integers(0, 1 << 32, n * k, dtype=np.uint64).astype(np.uint32)
+    refs = np.arange(1, n + 1, dtype=np.int64)
+    tail = WordIndex(background=False, segment_postings=1 << 30)  # never frozen
+    gone: set[int] = set()
+    settings: list[dict[str, object]] = [
+        {}, {"max_postings": 2_000}, {"max_df": 0.5},
+        {"probe": np.arange(10), "max_postings": 5_000, "max_probe_postings": 400}]
+    checked = 0
+    for i in range(n):
+        tail.add(int(refs[i]), *(a[i * k:(i + 1) * k] for a in (words, angles, signatures)))
+        if i % 7 == 3:  # discard an earlier registration now and then
+            victim = int(rng.integers(0, i + 1))
+            tail.discard(int(refs[victim]))
+            gone.add(victim)
+        if i % 60 != 59:
+            continue
+        live = np.array([j for j in range(i + 1) if j not in gone])
+        frozen = WordIndex(background=False)
+        take = np.concatenate([np.arange(j * k, (j + 1) * k) for j in live])
+        frozen.add_many(refs[live], np.full(len(live), k), words[take], angles[take],
+                        signatures[take])
+        assert not tail._segments and len(tail) == len(frozen) == len(live)
+        for j in rng.choice(live, 4, replace=False).tolist():
+            own = slice(j * k, j * k + 30)
+            query = (words[own], (angles[own] + 5) % ANGLE_BINS, signatures[own] ^ np.uint32(6))
+            for kw in settings:
+                got, want = (
+                    [(g.ref, g.score, g.votes)
+                     for g in index.search(*query, limit=8, min_votes=2, max_distance=10,
+                                           sigma=6.0, **kw)]  # type: ignore[arg-type]
+                    for index in (tail, frozen))
+                assert got == want
+                checked += bool(want)
+    assert checked > 20  # the queries find registrations
+    assert tail._tail.words.size == sum(len(np.unique(words[j * k:(j + 1) * k]))
+                                        for j in range(n) if j not in gone)
+
+
 def test_hamming_tail_counts_distances_exactly_at_the_radius_and_at_256() -> None:
     """The brute-force tail sums a row's four popcounts mod 256: the complement (distance 256)
     must not come back as distance 0; codes at the radius and one past it, their differing
