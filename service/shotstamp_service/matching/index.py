@@ -37,6 +37,7 @@ discards it a few milliseconds later) and a scan for old ones.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -44,7 +45,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Frozen", "HammingIndex", "Hit", "WordIndex", "WordScore", "build_frozen",
+__all__ = ["Frozen", "HammingIndex", "Hit", "WordIndex", "WordQuery", "WordScore", "build_frozen",
            "pack_postings", "packed_view", "stored_signatures", "word_segments"]
 
 CODE_BYTES = 32
@@ -595,6 +596,9 @@ MAX_SEGMENT_POSTINGS = 1 << 26
 FINAL_TIER = 1 << 30
 # Merges of fewer postings than this run inline (tens of milliseconds).
 INLINE_MERGE = 1 << 21
+# A vote's keys (registration × angle bin) are counted with one bincount over all of them
+# while there are at most this many (or 8 per vote), instead of sorted (`WordIndex._score`).
+DENSE_KEYS = 1 << 16
 # Postings store the segment-local registration index with the angle bin in the top 4 bits.
 _LOCAL_BITS = 28
 # Persisted parts pack a posting's local index (< 2**20) and angle bin in 3 bytes, (p, 3)
@@ -769,38 +773,58 @@ def _near(stored: np.ndarray, starts: np.ndarray, ends: np.ndarray, signatures: 
     return near, which, idx[near], _SIGNATURE_SCALE * bits[near]
 
 
+# A tail posting is one little-endian uint64: word << 44 | tail index << 20 | angle bin << 16 |
+# stored signature, so the sorted array is in word order, each word's postings in the order
+# added, and adding or dropping a registration moves one array (bench/vote.py).
+_TAIL_WORD_SHIFT = 44
+_TAIL_LOCAL_SHIFT = 20
+_TAIL_LOCALS = 1 << (_TAIL_WORD_SHIFT - _TAIL_LOCAL_SHIFT)
+_TAIL_ANGLE_SHIFT = 16
+
+
 @dataclass(frozen=True)
 class _Tail:
     """The in-memory tail's live postings, sorted by word, each word's in the order added."""
 
-    words: np.ndarray  # (p,) uint32
-    locals_: np.ndarray  # (p,) int32: tail index of the registration
-    angles: np.ndarray  # (p,) uint8
-    signatures: np.ndarray  # (p,) uint16: `stored_signatures`
+    packed: np.ndarray  # (p,) <u8, see _TAIL_WORD_SHIFT
 
     @classmethod
     def empty(cls) -> _Tail:
-        return cls(np.zeros(0, np.uint32), np.zeros(0, np.int32), np.zeros(0, np.uint8),
-                   np.zeros(0, np.uint16))
+        return cls(np.zeros(0, "<u8"))
+
+    def __len__(self) -> int:
+        return len(self.packed)
 
     def insert(self, local: int, words: np.ndarray, angles: np.ndarray,
                signatures: np.ndarray) -> _Tail:
-        """With one registration's postings (`words` sorted and unique) after each word's."""
-        at = np.searchsorted(self.words, words, side="right")
-        return _Tail(np.insert(self.words, at, words),
-                     np.insert(self.locals_, at, np.int32(local)),
-                     np.insert(self.angles, at, angles),
-                     np.insert(self.signatures, at, signatures))
+        """With registration `local`'s postings (`words` sorted and distinct, uint32;
+        `local` < _TAIL_LOCALS and above every tail index held)."""
+        new = ((words.astype("<u8") << _TAIL_WORD_SHIFT)
+               | np.uint64(local << _TAIL_LOCAL_SHIFT)
+               | (angles.astype("<u8") << _TAIL_ANGLE_SHIFT) | signatures.astype("<u8"))
+        return _Tail(np.insert(self.packed, np.searchsorted(self.packed, new), new))
 
     def without(self, local: int) -> _Tail:
-        keep = self.locals_ != local
-        return _Tail(self.words[keep], self.locals_[keep], self.angles[keep],
-                     self.signatures[keep])
+        held = (self.packed >> _TAIL_LOCAL_SHIFT) & np.uint64(_TAIL_LOCALS - 1)
+        return _Tail(self.packed[held != local])
 
     def ranges(self, words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`[starts, ends)` of each of `words` (uint32) among the postings."""
-        return (np.searchsorted(self.words, words, side="left"),
-                np.searchsorted(self.words, words, side="right"))
+        key = words.astype("<u8") << _TAIL_WORD_SHIFT
+        return (np.searchsorted(self.packed, key, side="left"),
+                np.searchsorted(self.packed, key | np.uint64((1 << _TAIL_WORD_SHIFT) - 1),
+                                side="right"))
+
+    @property
+    def signatures(self) -> np.ndarray:
+        """(p,) uint16 view of the postings' signatures (their low 16 bits), no copy."""
+        return self.packed.view("<u2")[::4]
+
+    def fields(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(tail index, angle bin) as int64 of the postings at `idx`."""
+        p = self.packed[idx]
+        return (((p >> _TAIL_LOCAL_SHIFT) & np.uint64(_TAIL_LOCALS - 1)).astype(np.int64),
+                ((p >> _TAIL_ANGLE_SHIFT) & np.uint64(ANGLE_BINS - 1)).astype(np.int64))
 
 
 @dataclass(frozen=True)
@@ -820,6 +844,50 @@ class _Merge:
 
     def run(self) -> None:
         self.result = _merge(self.inputs, self.dead, self.tier)
+
+
+@functools.lru_cache(maxsize=8)
+def _by_distance(sigma: float | None) -> np.ndarray:
+    """A vote's weight by signature distance 0..SIGNATURE_BITS: exp(-(d / sigma)²), or 1."""
+    distance = np.arange(SIGNATURE_BITS + 1, dtype=np.float64)
+    out = np.ones_like(distance) if sigma is None else np.exp(-((distance / sigma) ** 2))
+    out.flags.writeable = False
+    return out
+
+
+@dataclass(frozen=True)
+class WordQuery:
+    """The query side of a word lookup, which depends on the query alone: its distinct words
+    (each with the angle bin and stored signature of its first keypoint) and the fresh
+    probe words one bit away from those of the `probe` keypoints (each with its source
+    keypoint's). Made once an upload and read by each of its looks (`WordIndex.search_query`)."""
+
+    words: np.ndarray  # (w,) uint32, sorted, distinct
+    angles: np.ndarray  # (w,) int64 angle bins
+    signatures: np.ndarray  # (w,) uint16: `stored_signatures`
+    probe_words: np.ndarray  # (q,) uint32, sorted, none of `words`
+    probe_angles: np.ndarray
+    probe_signatures: np.ndarray
+
+    @classmethod
+    def of(cls, words: np.ndarray, angles: np.ndarray, signatures: np.ndarray,
+           probe: np.ndarray | None = None) -> WordQuery:
+        """From one entry per keypoint (as `WordIndex.add` takes them) and the indices of the
+        keypoints to probe around (None: none)."""
+        words = np.asarray(words, np.uint32)
+        angles = np.asarray(angles, np.uint8).astype(np.int64)
+        signatures = stored_signatures(signatures)
+        unique, first = np.unique(words, return_index=True)
+        if probe is None or not len(probe):
+            none = np.zeros(0, np.int64)
+            return cls(unique, angles[first], signatures[first], unique[none], angles[none],
+                       signatures[none])
+        flips = np.uint32(1) << np.arange(WORD_BITS, dtype=np.uint32)
+        probes, first_probe = np.unique((words[probe, None] ^ flips).ravel(), return_index=True)
+        source = np.asarray(probe)[first_probe // WORD_BITS]
+        fresh = ~np.isin(probes, unique, assume_unique=True)
+        return cls(unique, angles[first], signatures[first], probes[fresh],
+                   angles[source[fresh]], signatures[source[fresh]])
 
 
 class WordIndex:
@@ -877,6 +945,8 @@ class WordIndex:
         # One vote per word per registration: keep the first (strongest) keypoint of each.
         words, first = np.unique(words, return_index=True)
         angles, signatures = angles[first], signatures[first]
+        if len(self._tail_refs) >= _TAIL_LOCALS:
+            self._freeze_tail()  # tail indexes fit their 24 bits (never, at the default size)
         local = len(self._tail_refs)
         self._tail_refs.append(ref)
         self._tail_local[ref] = local
@@ -1031,33 +1101,34 @@ class WordIndex:
         signature — after every exact word, and only within what `max_postings` leaves and
         `max_probe_postings` allows (rarest first).
         """
+        return self.search_query(WordQuery.of(words, angles, signatures, probe), limit=limit,
+                                 min_votes=min_votes, max_distance=max_distance, sigma=sigma,
+                                 max_df=max_df, max_postings=max_postings,
+                                 max_probe_postings=max_probe_postings)
+
+    def search_query(self, query: WordQuery, *, limit: int, min_votes: int,
+                     max_distance: int = SIGNATURE_BITS, sigma: float | None = None,
+                     max_df: float = 0.02, max_postings: int | None = None,
+                     max_probe_postings: int | None = None) -> list[WordScore]:
+        """`search` with the query side made already (`WordQuery.of`): an upload's several
+        looks (`Matcher.look`, `look_again`'s scratch index) share it."""
         self._finish_merge()
-        words = np.asarray(words, np.uint32)
-        angles = np.asarray(angles, np.uint8).astype(np.int64)
-        signatures = stored_signatures(signatures)
         total = max(1, self._registrations)
-        unique, first = np.unique(words, return_index=True)
-        exact = self._readable(unique, angles[first], signatures[first], total, max_df,
+        exact = self._readable(query.words, query.angles, query.signatures, total, max_df,
                                max_postings)
-        if probe is not None and len(probe):
-            flips = np.uint32(1) << np.arange(WORD_BITS, dtype=np.uint32)
-            probes, first = np.unique((words[probe, None] ^ flips).ravel(), return_index=True)
-            source = np.asarray(probe)[first // WORD_BITS]
-            fresh = ~np.isin(probes, unique, assume_unique=True)
+        if len(query.probe_words):
             limits = [max_probe_postings]
             if max_postings is not None:
                 limits.append(max_postings - int(exact[3].sum()))
             left = min((x for x in limits if x is not None), default=None)
-            more = self._readable(probes[fresh], angles[source[fresh]],
-                                  signatures[source[fresh]], total, max_df, left)
+            more = self._readable(query.probe_words, query.probe_angles,
+                                  query.probe_signatures, total, max_df, left)
             words, angles, signatures, df = (np.concatenate([a, b])
                                              for a, b in zip(exact, more, strict=True))
         else:
             words, angles, signatures, df = exact
         idf = np.log((total + 1) / df)
-        distance = np.arange(SIGNATURE_BITS + 1, dtype=np.float64)
-        by_distance = (np.ones_like(distance) if sigma is None
-                       else np.exp(-((distance / sigma) ** 2)))
+        by_distance = _by_distance(sigma)
         # The best `keep` are enough: dead registrations may still be among them.
         keep = limit + len(self._dead)
         results = self._score(list(self._votes(words, angles, signatures, idf, max_distance,
@@ -1077,7 +1148,7 @@ class WordIndex:
         for seg in self._segments:
             if not seg.persisted:
                 df += seg.offsets[w64 + 1] - seg.offsets[w64]
-        if len(self._tail.words):
+        if len(self._tail):
             starts, ends = self._tail.ranges(words)
             df += ends - starts
         useful = (df > 0) & ~((df > 64) & (df > max_df * total))
@@ -1104,13 +1175,13 @@ class WordIndex:
             dangle = (angles[which] - angle) % ANGLE_BINS
             yield seg.refs, locals_, dangle, idf[which] * by_distance[distance]
         tail = self._tail
-        if len(tail.words):
+        if len(tail):
             starts, ends = tail.ranges(words)
             near, which, idx, distance = _near(tail.signatures, starts, ends, signatures,
                                                max_distance)
             if near is not None and len(idx):
-                dangle = (angles[which] - tail.angles[idx]) % ANGLE_BINS
-                yield (self._tail_ref_array, tail.locals_[idx].astype(np.int64), dangle,
+                locals_, angle = tail.fields(idx)
+                yield (self._tail_ref_array, locals_, (angles[which] - angle) % ANGLE_BINS,
                        idf[which] * by_distance[distance])
 
     @staticmethod
@@ -1147,15 +1218,27 @@ class WordIndex:
         key = np.concatenate([local * ANGLE_BINS + dangle,
                               local * ANGLE_BINS + (dangle + 1) % ANGLE_BINS])
         w2 = np.concatenate([weight, weight])
-        keys, inv, votes = _unique(key)
-        score = np.bincount(inv, weights=w2)
+        span = total * ANGLE_BINS
+        if span <= max(DENSE_KEYS, 8 * len(key)):
+            # Few registrations (a small index, a scratch one): count every key directly.
+            # Each key's weights are summed in the same order as below: the same floats.
+            counted = np.bincount(key, minlength=span)
+            keys = np.flatnonzero(counted)
+            votes, score = counted[keys], np.bincount(key, weights=w2, minlength=span)[keys]
+        else:
+            keys, inv, votes = _unique(key)
+            score = np.bincount(inv, weights=w2)
         reg = keys // ANGLE_BINS
-        # Keys are sorted, so each registration is a run; put its best bin first in the run:
-        # most votes (the consistent matches, whatever their weights), then the highest score,
-        # then the lowest bin.
-        order = np.lexsort((-score, -votes, reg))
-        reg, score, votes = reg[order], score[order], votes[order]
-        first = np.flatnonzero(np.r_[True, reg[1:] != reg[:-1]])
+        # Keys are sorted, so each registration is a run; keep its best bin: most votes (the
+        # consistent matches, whatever their weights), then the highest score, then the
+        # lowest bin (exact comparisons, per run, instead of a sort of every key).
+        starts = np.flatnonzero(np.r_[True, reg[1:] != reg[:-1]])
+        run = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(reg)]))
+        top = votes == np.maximum.reduceat(votes, starts)[run]
+        ranked = np.where(top, score, -np.inf)
+        top &= ranked == np.maximum.reduceat(ranked, starts)[run]
+        first = np.flatnonzero(top)
+        first = first[np.r_[True, run[first][1:] != run[first][:-1]]]
         reg, score, votes = reg[first], score[first], votes[first]
         enough = votes >= min_votes
         reg, score, votes = reg[enough], score[enough], votes[enough]
