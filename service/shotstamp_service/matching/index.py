@@ -862,12 +862,11 @@ class WordQuery:
     probe words one bit away from those of the `probe` keypoints (each with its source
     keypoint's). Made once an upload and read by each of its looks (`WordIndex.search_query`)."""
 
-    words: np.ndarray  # (w,) uint32, sorted, distinct
-    angles: np.ndarray  # (w,) int64 angle bins
-    signatures: np.ndarray  # (w,) uint16: `stored_signatures`
-    probe_words: np.ndarray  # (q,) uint32, sorted, none of `words`
-    probe_angles: np.ndarray
-    probe_signatures: np.ndarray
+    # (w + q,): the w distinct words, sorted, then the q probe words (sorted, none of those)
+    words: np.ndarray  # uint32
+    angles: np.ndarray  # int64 angle bins
+    signatures: np.ndarray  # uint16: `stored_signatures`
+    exact: int  # w
 
     @classmethod
     def of(cls, words: np.ndarray, angles: np.ndarray, signatures: np.ndarray,
@@ -879,15 +878,14 @@ class WordQuery:
         signatures = stored_signatures(signatures)
         unique, first = np.unique(words, return_index=True)
         if probe is None or not len(probe):
-            none = np.zeros(0, np.int64)
-            return cls(unique, angles[first], signatures[first], unique[none], angles[none],
-                       signatures[none])
+            return cls(unique, angles[first], signatures[first], len(unique))
         flips = np.uint32(1) << np.arange(WORD_BITS, dtype=np.uint32)
         probes, first_probe = np.unique((words[probe, None] ^ flips).ravel(), return_index=True)
         source = np.asarray(probe)[first_probe // WORD_BITS]
         fresh = ~np.isin(probes, unique, assume_unique=True)
-        return cls(unique, angles[first], signatures[first], probes[fresh],
-                   angles[source[fresh]], signatures[source[fresh]])
+        source = np.concatenate([first, source[fresh]])
+        return cls(np.concatenate([unique, probes[fresh]]), angles[source], signatures[source],
+                   len(unique))
 
 
 class WordIndex:
@@ -1114,59 +1112,73 @@ class WordIndex:
         looks (`Matcher.look`, `look_again`'s scratch index) share it."""
         self._finish_merge()
         total = max(1, self._registrations)
-        exact = self._readable(query.words, query.angles, query.signatures, total, max_df,
-                               max_postings)
-        if len(query.probe_words):
+        df, ranges = self._frequencies(query.words)
+        n = query.exact
+        read = self._readable(df[:n], total, max_df, max_postings)
+        if n < len(query.words):
             limits = [max_probe_postings]
             if max_postings is not None:
-                limits.append(max_postings - int(exact[3].sum()))
+                limits.append(max_postings - int(df[read].sum()))
             left = min((x for x in limits if x is not None), default=None)
-            more = self._readable(query.probe_words, query.probe_angles,
-                                  query.probe_signatures, total, max_df, left)
-            words, angles, signatures, df = (np.concatenate([a, b])
-                                             for a, b in zip(exact, more, strict=True))
-        else:
-            words, angles, signatures, df = exact
+            read = np.concatenate([read, n + self._readable(df[n:], total, max_df, left)])
+        df = df[read]
+        ranges = [r if r is None else (r[0][read], r[1][read]) for r in ranges]
         idf = np.log((total + 1) / df)
         by_distance = _by_distance(sigma)
         # The best `keep` are enough: dead registrations may still be among them.
         keep = limit + len(self._dead)
-        results = self._score(list(self._votes(words, angles, signatures, idf, max_distance,
-                                               by_distance)), min_votes, keep)
+        results = self._score(list(self._votes(query.words[read], query.angles[read],
+                                               query.signatures[read], idf, max_distance,
+                                               by_distance, ranges)), min_votes, keep)
         results = [r for r in results if r.ref not in self._dead]
         results.sort(key=lambda r: (-r.score, r.ref))
         return results[:limit]
 
-    def _readable(self, words: np.ndarray, angles: np.ndarray, signatures: np.ndarray,
-                  total: int, max_df: float, budget: int | None,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The query words worth reading (see `search`), rarest first within `budget`
-        postings, each with its angle, signature and document frequency."""
+    def _frequencies(self, words: np.ndarray,
+                     ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray] | None]]:
+        """The document frequency of each of `words`, and the `[starts, ends)` of each among
+        the postings of every in-memory segment and of the tail (last), read once for all
+        of a lookup's words; None for a mapped segment (its frequencies are summed in
+        `_mapped_df`, and only the words read touch its offsets)."""
         w64 = words.astype(np.int64)
         df = (np.zeros(len(words), np.int64) if self._mapped_df is None
               else self._mapped_df[w64].astype(np.int64))
+        ranges: list[tuple[np.ndarray, np.ndarray] | None] = []
         for seg in self._segments:
-            if not seg.persisted:
-                df += seg.offsets[w64 + 1] - seg.offsets[w64]
-        if len(self._tail):
-            starts, ends = self._tail.ranges(words)
+            if seg.persisted:
+                ranges.append(None)
+                continue
+            starts, ends = seg.offsets[w64], seg.offsets[w64 + 1]
             df += ends - starts
+            ranges.append((starts, ends))
+        starts, ends = self._tail.ranges(words)
+        df += ends - starts
+        ranges.append((starts, ends))
+        return df, ranges
+
+    @staticmethod
+    def _readable(df: np.ndarray, total: int, max_df: float, budget: int | None,
+                  ) -> np.ndarray:
+        """Which of the query words with document frequencies `df` are worth reading (see
+        `search`), rarest first within `budget` postings: their positions, in order."""
         useful = (df > 0) & ~((df > 64) & (df > max_df * total))
         if budget is not None and int(df[useful].sum()) > budget:
             candidates = np.flatnonzero(useful)
             rarest = candidates[np.argsort(df[candidates], kind="stable")]
-            useful = np.zeros(len(words), bool)
+            useful = np.zeros(len(df), bool)
             useful[rarest[np.cumsum(df[rarest]) <= budget]] = True
-        return words[useful], angles[useful], signatures[useful], df[useful]
+        return np.flatnonzero(useful)
 
     def _votes(self, words: np.ndarray, angles: np.ndarray, signatures: np.ndarray,
                idf: np.ndarray, max_distance: int, by_distance: np.ndarray,
+               ranges: list[tuple[np.ndarray, np.ndarray] | None],
                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """Per segment (and the tail): (refs, local index, angle difference, weight) arrays of
-        the postings whose signature is within `max_distance` of the query word's."""
+        the postings whose signature is within `max_distance` of the query word's. `ranges`:
+        `_frequencies`' of these words (None: read them from the segment's offsets)."""
         w64 = words.astype(np.int64)
-        for seg in self._segments:
-            starts, ends = seg.offsets[w64], seg.offsets[w64 + 1]
+        for seg, known in zip(self._segments, ranges, strict=False):
+            starts, ends = (seg.offsets[w64], seg.offsets[w64 + 1]) if known is None else known
             near, which, idx, distance = _near(seg.signatures, starts, ends, signatures,
                                                max_distance)
             if near is None:
@@ -1174,9 +1186,9 @@ class WordIndex:
             locals_, angle = _unpack(seg.postings[idx], seg.packed)
             dangle = (angles[which] - angle) % ANGLE_BINS
             yield seg.refs, locals_, dangle, idf[which] * by_distance[distance]
-        tail = self._tail
-        if len(tail):
-            starts, ends = tail.ranges(words)
+        tail, known_tail = self._tail, ranges[-1]
+        if len(tail) and known_tail is not None:  # (the tail's are always known)
+            starts, ends = known_tail
             near, which, idx, distance = _near(tail.signatures, starts, ends, signatures,
                                                max_distance)
             if near is not None and len(idx):
