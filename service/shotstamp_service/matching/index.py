@@ -131,11 +131,7 @@ class _Layout:
     def for_size(cls, size: int, max_radius: int, chunk_bits: int | None = None) -> _Layout:
         natural = max(1, size - 1).bit_length() + EXTRA_CHUNK_BITS  # ⌈log2 size⌉ + 2
         bits = chunk_bits or min(MAX_CHUNK_BITS, max(MIN_CHUNK_BITS, natural))
-        m = -(-CODE_BITS // bits)
-        base, extra = divmod(CODE_BITS, m)
-        widths = tuple(base + 1 if c < extra else base for c in range(m))
-        starts = tuple(int(x) for x in np.cumsum((0, *widths[:-1])))
-        return cls(starts, widths, max_radius // m)
+        return _layout(bits, max_radius)
 
     def values(self, codes: np.ndarray) -> list[np.ndarray]:
         """(n, 32) uint8 codes → one uint32 array of chunk values per chunk."""
@@ -150,6 +146,17 @@ class _Layout:
                 v = (words[:, k] << np.uint64(low)) | (words[:, k + 1] >> np.uint64(64 - low))
             out.append((v & np.uint64((1 << width) - 1)).astype(np.uint32))
         return out
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(bits: int, max_radius: int) -> _Layout:
+    """`_Layout.for_size`'s layout for chunks of about `bits` bits (immutable, so shared:
+    each scratch matcher of `Matcher.look_again` made its own, ~20 µs an index)."""
+    m = -(-CODE_BITS // bits)
+    base, extra = divmod(CODE_BITS, m)
+    widths = tuple(base + 1 if c < extra else base for c in range(m))
+    starts = tuple(int(x) for x in np.cumsum((0, *widths[:-1])))
+    return _Layout(starts, widths, max_radius // m)
 
 
 class Hit(NamedTuple):
