@@ -589,12 +589,8 @@ WORD_BITS = 20
 WORD_VALUES = 1 << WORD_BITS
 ANGLE_BINS = 16
 # A segment is frozen from the tail every this many postings (512 registrations of 128
-# words); `FANOUT` segments of one tier merge into one of the next. The tail is searched in
-# Python, a segment with numpy: on the corpus (664 registrations, ~85 k postings), a lookup
-# took 2.1 ms all in the tail (1 << 18) and 1.2 ms with one segment and the rest in the tail
-# (1 << 16); with 128 probed keypoints 6.5 and 3.0 ms. Under load (bench/load.py, 8 clients,
-# look-alike product shots, no probes) the service process's CPU per upload fell from 8.7 to
-# 6.9 ms.
+# words); `FANOUT` segments of one tier merge into one of the next. History: docs/index.md,
+# "The word vote on a small index".
 SEGMENT_POSTINGS = 1 << 16
 FANOUT = 8
 # Segments this large are never merged again: a merge sorts its whole input, and at ten
