@@ -132,7 +132,7 @@ class StoredKeypoints:
         outside = np.maximum(np.abs((x + 0.5) / width - 0.5),
                              np.abs((y + 0.5) / height - 0.5)) > centre
         # `index_keypoints` in one pass: central ones first, each group in stored order.
-        central = np.r_[0, np.cumsum(~outside)]  # central keypoints before each position
+        central = np.concatenate(([0], np.cumsum(~outside)))  # central ones before each
         central_before = central[:-1] - np.repeat(central[first], n)
         rank = np.where(outside,
                         np.repeat(central[first + n] - central[first], n) + index - central_before,
@@ -243,15 +243,15 @@ def consistency(query: LocalFeatures | QueryWords,
     # runs), ~2.5x faster than sorting the keys as they come (bench/stage2.py).
     ranked = np.stack([np.sort(b)[None, :] + _NEXT_BINS[:, None] for b in base])
     ranked = np.sort(ranked, axis=None, kind="stable")
-    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
-    bins, votes = ranked[starts], np.diff(np.r_[starts, len(ranked)])
+    starts = np.flatnonzero(_new_run(ranked))
+    bins, votes = ranked[starts], np.diff(starts, append=len(ranked))
     # Each image's fullest bin, the lowest key on a tie (pairs are one-to-one, so a bin's
     # count is of distinct pairs): the bins are in key order, so each image's are together.
     image = bins >> 31
-    group = np.cumsum(np.r_[True, image[1:] != image[:-1]]) - 1
-    fullest = np.flatnonzero(votes == np.maximum.reduceat(votes, np.flatnonzero(
-        np.r_[True, image[1:] != image[:-1]]))[group])
-    fullest = fullest[np.r_[True, group[fullest[1:]] != group[fullest[:-1]]]]
+    new_image = _new_run(image)
+    group = np.cumsum(new_image) - 1
+    fullest = np.flatnonzero(votes == np.maximum.reduceat(votes, np.flatnonzero(new_image))[group])
+    fullest = fullest[_new_run(group[fullest])]
     best = np.full(s.count, -1, np.int64)
     best[image[fullest]] = bins[fullest]
     inside = (keys == best[which]).any(axis=0)
@@ -269,6 +269,14 @@ def consistency(query: LocalFeatures | QueryWords,
         dy = cb * source[0] + ca * source[1] + oy - target[1]
         inside = dx ** 2 + dy ** 2 <= limit ** 2
     return np.bincount(which[inside], minlength=s.count).astype(np.int64)
+
+
+def _new_run(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values starts (a mask); np.r_ costs 3 µs more a call."""
+    out = np.empty(len(values), bool)
+    out[:1] = True
+    np.not_equal(values[1:], values[:-1], out=out[1:])
+    return out
 
 
 def _fit(which: np.ndarray, x: np.ndarray, y: np.ndarray, u: np.ndarray, v: np.ndarray, *,
