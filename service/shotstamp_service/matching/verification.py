@@ -302,10 +302,11 @@ def _ratio_matches(query: np.ndarray, stored: np.ndarray,
     if not len(rows):
         return rows, rows.astype(np.intp)
     target, closest = index[rows, 0], distance[rows, 0]
-    winners = np.lexsort((rows, closest, target))  # by stored keypoint, closest, first
-    winners = winners[np.concatenate(([True], target[winners[1:]] != target[winners[:-1]]))]
-    _, met = np.unique(target, return_index=True)  # both in the stored keypoints' order
-    chosen = winners[np.argsort(met)]
+    order = np.lexsort((rows, closest, target))  # by stored keypoint, closest, first
+    starts = np.flatnonzero(np.concatenate(([True], target[order[1:]] != target[order[:-1]])))
+    # Each stored keypoint's winner, and where it was first met (`rows` ascend: its least
+    # position), ordered by the latter.
+    chosen = order[starts][np.argsort(np.minimum.reduceat(order, starts))]
     return rows[chosen], target[chosen].astype(np.intp)
 
 
