@@ -102,12 +102,14 @@ def test_corpus_photos_are_verified_as_before(photos: Path) -> None:
     stored = {f: _local(fingerprint(data)) for f, (data, _) in originals.items()}
     files = list(stored)
     hard = [e for e in EDITS if e.name in ("crop_offcentre", "rotate", "combination", "mirror")]
+    copies = 0
     for k, file in enumerate(files):
         for edit in hard:
             query = _query(fingerprint(apply_edit(edit, originals[file][1], photo=file)))
-            assert _same_matching(query, stored[file]) >= 0
+            copies += _same_matching(query, stored[file]) >= 20
             for other in (files[(k + j) % len(files)] for j in (1, 2, 3)):
                 _same_matching(query, stored[other])
+    assert copies > len(files) * len(hard) // 2  # copies with RANSAC inliers were compared
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 5])
