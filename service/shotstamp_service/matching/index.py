@@ -44,6 +44,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from shotstamp_service.matching import kernels
+
 __all__ = ["Frozen", "HammingIndex", "Hit", "WordIndex", "WordScore", "build_frozen",
            "pack_postings", "packed_view", "stored_signatures", "word_segments"]
 
@@ -668,23 +670,6 @@ def _order_by_word(words: np.ndarray) -> np.ndarray:
     return low[np.argsort(high, kind="stable")]
 
 
-def _unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`np.unique(values, return_inverse=True, return_counts=True)` of non-negative int64:
-    below 2**32 by two passes of numpy's radix sort on 16-bit keys (as `_order_by_word`)
-    instead of a comparison sort, ≈ 3 times faster on a lookup's 20,000 votes."""
-    if not len(values) or int(values.max()) >= 1 << 32 or int(values.min()) < 0:
-        uniq, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-        return uniq, inverse, counts
-    low = np.argsort((values & 0xFFFF).astype(np.uint16), kind="stable")
-    order = low[np.argsort((values[low] >> 16).astype(np.uint16), kind="stable")]
-    ordered = values[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    counts = np.diff(np.r_[starts, len(values)])
-    inverse = np.empty(len(values), np.int64)
-    inverse[order] = np.repeat(np.arange(len(starts)), counts)
-    return ordered[starts], inverse, counts
-
-
 def _segment(refs: np.ndarray, reg_of_posting: np.ndarray, words: np.ndarray,
              angles: np.ndarray, signatures: np.ndarray, tier: int) -> _Segment:
     order = _order_by_word(words)
@@ -1079,57 +1064,29 @@ class WordIndex:
     def _score(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
                min_votes: int, keep: int) -> list[WordScore]:
         """The `keep` best registrations (score, then ref) of the votes of every part
-        (`_votes`), scored in one pass: a registration's votes all come from one part, so
-        numbering the parts' registrations one after another scores each as alone, and in
-        the same order (the same float sums), at one set of numpy calls a lookup instead
-        of one a part (33 at 10 M)."""
+        (`_votes`): per registration its best angle bin pair, counted by the compiled
+        `kernels.best_bins` (bit-identical to the numpy scoring it replaced, kept as the
+        reference in tests/unit/matching/test_matching_kernels.py)."""
         parts = [p for p in parts if len(p[1])]
         if not parts:
             return []
-        sizes = np.array([len(p[0]) for p in parts], np.int64)
-        bases = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        local = np.concatenate([p[1] + b for p, b in zip(parts, bases.tolist(), strict=True)])
-        dangle = np.concatenate([p[2] for p in parts])
-        weight = np.concatenate([p[3] for p in parts])
-        # Cheap first cut: registrations with fewer raw votes than `min_votes` in all bins
-        # together cannot reach it in one bin pair. Most registrations get one chance vote, so
-        # this cut leaves little for the exact scoring below.
-        total = int(sizes.sum())
-        if 8 * len(local) >= total:
-            counts = np.bincount(local, minlength=total)
-            hopeful = counts[local] >= min_votes
-        else:  # a few votes into large parts: sorting them is cheaper than counting all
-            _, inverse, few = _unique(local)
-            hopeful = few[inverse] >= min_votes
-        if not hopeful.any():
-            return []
-        local, dangle, weight = local[hopeful], dangle[hopeful], weight[hopeful]
-        # Each vote counts in its angle bin and the next, so a copy whose turn falls on a bin
-        # boundary is not split in two.
-        key = np.concatenate([local * ANGLE_BINS + dangle,
-                              local * ANGLE_BINS + (dangle + 1) % ANGLE_BINS])
-        w2 = np.concatenate([weight, weight])
-        keys, inv, votes = _unique(key)
-        score = np.bincount(inv, weights=w2)
-        reg = keys // ANGLE_BINS
-        # Keys are sorted, so each registration is a run; put its best bin first in the run:
-        # most votes (the consistent matches, whatever their weights), then the highest score,
-        # then the lowest bin.
-        order = np.lexsort((-score, -votes, reg))
-        reg, score, votes = reg[order], score[order], votes[order]
-        first = np.flatnonzero(np.r_[True, reg[1:] != reg[:-1]])
-        reg, score, votes = reg[first], score[first], votes[first]
-        enough = votes >= min_votes
-        reg, score, votes = reg[enough], score[enough], votes[enough]
-        part = np.searchsorted(bases, reg, side="right") - 1
-        refs = np.empty(len(reg), np.int64)
+        vote_starts = np.zeros(len(parts) + 1, np.int64)
+        np.cumsum([len(p[1]) for p in parts], out=vote_starts[1:])
+        part, local, score, votes = kernels.best_bins(
+            np.concatenate([p[1] for p in parts]).astype(np.int64, copy=False),
+            np.concatenate([p[2] for p in parts]).astype(np.int64, copy=False),
+            np.concatenate([p[3] for p in parts]),
+            vote_starts, max(len(p[0]) for p in parts), min_votes)
+        refs = np.empty(len(local), np.int64)
         for k in np.unique(part).tolist():
             at = part == k
-            refs[at] = parts[k][0][reg[at] - bases[k]]
+            refs[at] = parts[k][0][local[at]]
         chosen = refs != -1
-        refs, score, votes = refs[chosen], score[chosen], votes[chosen]
-        # the `keep` best, in the order `search` ranks them (score, then ref)
-        best = np.lexsort((refs, -score))[:keep]
+        part, local, refs = part[chosen], local[chosen], refs[chosen]
+        score, votes = score[chosen], votes[chosen]
+        # the `keep` best, in the order `search` ranks them (score, then ref, then where the
+        # registration stands among the parts, as before)
+        best = np.lexsort((local, part, refs, -score))[:keep]
         return [WordScore(int(r), float(s), int(v))
                 for r, s, v in zip(refs[best].tolist(), score[best].tolist(),
                                    votes[best].tolist(), strict=True)]
