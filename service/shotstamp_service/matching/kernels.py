@@ -13,17 +13,33 @@ first call at service start.
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numba import njit
 
 __all__ = ["best_bins", "warm"]
 
+log = logging.getLogger(__name__)
+
 ANGLE_BINS = 16  # as index.ANGLE_BINS (a test checks they agree)
 
 
-@njit(cache=True, nogil=True)
+def _compiled(fn: Callable[..., Any]) -> Any:
+    """`njit(cache=True)`; where numba finds no writable cache directory (a read-only install,
+    no writable home, no NUMBA_CACHE_DIR) it compiles at each start instead of failing."""
+    try:
+        return njit(cache=True, nogil=True)(fn)
+    except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
+        log.warning("%s: compiling at every start (set NUMBA_CACHE_DIR to a writable directory)",
+                    exc)
+        return njit(nogil=True)(fn)
+
+
+@_compiled
 def _best_bins(local: np.ndarray, dangle: np.ndarray, weight: np.ndarray,
                vote_starts: np.ndarray, min_votes: int, count: np.ndarray,
                slot: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -103,8 +119,10 @@ def best_bins(local: np.ndarray, dangle: np.ndarray, weight: np.ndarray,
     if len(_scratch.count) < largest:
         _scratch.count = np.zeros(largest, np.int32)
         _scratch.slot = np.full(largest, -1, np.int32)
-    return _best_bins(local, dangle, weight.astype(np.float64, copy=False), vote_starts,
-                      min_votes, _scratch.count, _scratch.slot)
+    found: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] = _best_bins(
+        local, dangle, weight.astype(np.float64, copy=False), vote_starts, min_votes,
+        _scratch.count, _scratch.slot)
+    return found
 
 
 def warm() -> None:

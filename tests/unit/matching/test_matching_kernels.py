@@ -4,7 +4,13 @@ counts and order, bit for bit, over random parts (hypothesis) shaped like `_vote
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -89,3 +95,18 @@ def test_scratch_is_left_clean_between_calls() -> None:
 
 def test_kernel_angle_bins_match_the_index() -> None:
     assert kernels.ANGLE_BINS == ANGLE_BINS
+
+
+_WARM = ("from shotstamp_service.matching import kernels; kernels.warm(); "
+         "s = kernels._best_bins.stats; print(sum(s.cache_hits.values()), s.cache_path)")
+
+
+@pytest.mark.integration
+def test_the_kernel_compiles_once_per_machine(tmp_path: Path) -> None:
+    """The first start compiles and writes numba's cache (here NUMBA_CACHE_DIR, as a
+    read-only install would need); the next start loads it instead of compiling."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", _WARM], env=env, capture_output=True,
+                           text=True, check=True).stdout.split() for _ in range(2)]
+    assert runs[0][0] == "0" and runs[1][0] == "1"
+    assert Path(runs[1][1]).is_relative_to(tmp_path) and list(tmp_path.rglob("*.nbi"))
