@@ -41,68 +41,80 @@ def _compiled(fn: Callable[..., Any]) -> Any:
 
 @_compiled
 def _best_bins(local: np.ndarray, dangle: np.ndarray, weight: np.ndarray,
-               vote_starts: np.ndarray, min_votes: int, count: np.ndarray,
-               slot: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    n_parts = len(vote_starts) - 1
+               vote_starts: np.ndarray, min_votes: int, state: np.ndarray,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     n = len(local)
     out_part = np.empty(n, np.int64)
     out_local = np.empty(n, np.int64)
     out_score = np.empty(n, np.float64)
     out_votes = np.empty(n, np.int64)
     found = 0
-    hopeful = np.empty(n, np.int64)
-    for p in range(n_parts):
+    # per hopeful registration (a slot): its run of votes in `order`, in vote order
+    order = np.empty(n, np.int64)
+    start = np.empty(n + 1, np.int64)
+    fill = np.empty(n, np.int64)
+    reg = np.empty(n, np.int64)
+    votes = np.zeros(ANGLE_BINS, np.int64)
+    score = np.zeros(ANGLE_BINS, np.float64)
+    for p in range(len(vote_starts) - 1):
         lo, hi = vote_starts[p], vote_starts[p + 1]
-        # raw votes per registration: fewer than `min_votes` in all bins cannot reach it
+        # `state` of a registration: its raw vote count (fewer than `min_votes` in all bins
+        # cannot reach it in one bin pair), then -(slot + 1) once given a slot
         for i in range(lo, hi):
-            count[local[i]] += 1
+            state[local[i]] += 1
         h = 0
+        free = 0
         for i in range(lo, hi):
             r = local[i]
-            if count[r] >= min_votes and slot[r] < 0:
-                slot[r] = h
-                hopeful[h] = r
+            st = state[r]
+            if st < 0:
+                s = -st - 1
+                order[fill[s]] = i
+                fill[s] += 1
+            elif st >= min_votes:
+                reg[h] = r
+                start[h] = free
+                order[free] = i
+                fill[h] = free + 1
+                free += st
+                state[r] = -(h + 1)
                 h += 1
-        votes = np.zeros(h * ANGLE_BINS, np.int64)
-        score = np.zeros(h * ANGLE_BINS, np.float64)
-        # each vote in its bin, then (a second pass: `np.bincount`'s order of addition over
-        # the concatenated keys) in the next bin
-        for i in range(lo, hi):
-            s = slot[local[i]]
-            if s >= 0:
-                k = s * ANGLE_BINS + dangle[i]
-                votes[k] += 1
-                score[k] += weight[i]
-        for i in range(lo, hi):
-            s = slot[local[i]]
-            if s >= 0:
-                k = s * ANGLE_BINS + (dangle[i] + 1) % ANGLE_BINS
-                votes[k] += 1
-                score[k] += weight[i]
+        start[h] = free
         for s in range(h):
+            votes[:] = 0
+            score[:] = 0.0
+            # each vote in its bin, then in the next: per bin, the sum in the order
+            # `np.bincount` adds the concatenated keys of the numpy scoring
+            for j in range(start[s], start[s + 1]):
+                b = dangle[order[j]]
+                votes[b] += 1
+                score[b] += weight[order[j]]
+            for j in range(start[s], start[s + 1]):
+                b = (dangle[order[j]] + 1) % ANGLE_BINS
+                votes[b] += 1
+                score[b] += weight[order[j]]
             # most votes, then the highest score, then the lowest bin
-            best = s * ANGLE_BINS
-            for k in range(s * ANGLE_BINS + 1, (s + 1) * ANGLE_BINS):
-                if votes[k] > votes[best] or (votes[k] == votes[best] and score[k] > score[best]):
-                    best = k
+            best = 0
+            for b in range(1, ANGLE_BINS):
+                if votes[b] > votes[best] or (votes[b] == votes[best] and score[b] > score[best]):
+                    best = b
             if votes[best] >= min_votes:
                 out_part[found] = p
-                out_local[found] = hopeful[s]
+                out_local[found] = reg[s]
                 out_score[found] = score[best]
                 out_votes[found] = votes[best]
                 found += 1
         for i in range(lo, hi):
-            count[local[i]] = 0
-            slot[local[i]] = -1
+            state[local[i]] = 0
     return out_part[:found], out_local[:found], out_score[:found], out_votes[:found]
 
 
 class _Scratch(threading.local):
-    """Per thread: the counts (zero) and slots (-1) between calls, grown to the largest part."""
+    """Per thread: the registrations' states (all zero between calls), as long as the largest
+    part seen."""
 
     def __init__(self) -> None:
-        self.count = np.zeros(0, np.int32)
-        self.slot = np.full(0, -1, np.int32)
+        self.state = np.zeros(0, np.int32)
 
 
 _scratch = _Scratch()
@@ -116,12 +128,11 @@ def best_bins(local: np.ndarray, dangle: np.ndarray, weight: np.ndarray,
 
     Part p's votes are `[vote_starts[p], vote_starts[p + 1])` of `local` (int64 indexes
     below `largest`), `dangle` (int64 angle bins, 0 ≤ bin < ANGLE_BINS) and `weight`."""
-    if len(_scratch.count) < largest:
-        _scratch.count = np.zeros(largest, np.int32)
-        _scratch.slot = np.full(largest, -1, np.int32)
+    if len(_scratch.state) < largest:
+        _scratch.state = np.zeros(largest, np.int32)
     found: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] = _best_bins(
         local, dangle, weight.astype(np.float64, copy=False), vote_starts, min_votes,
-        _scratch.count, _scratch.slot)
+        _scratch.state)
     return found
 
 

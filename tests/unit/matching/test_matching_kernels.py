@@ -88,7 +88,7 @@ def test_scratch_is_left_clean_between_calls() -> None:
     second = (refs, local[::-1].copy(), rng.integers(0, ANGLE_BINS, 5000).astype(np.int64),
               rng.random(5000))
     WordIndex._score([first], 3, 100)
-    assert not kernels._scratch.count.any() and (kernels._scratch.slot == -1).all()
+    assert not kernels._scratch.state.any()
     assert _as_tuples(WordIndex._score([second], 3, 100)) == _as_tuples(
         before.score([second], 3, 100))
 
