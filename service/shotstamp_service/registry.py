@@ -273,27 +273,14 @@ class _ForeignScreen:
                 verdicts.append(None)
                 continue
             fp, through = look
-            copies = [m.ref for m in scratch.search(fp) if m.verdict == "copy" and m.ref > through]
-            if copies:
-                verdicts.append(RegistrationSuperseded(f"registration {min(copies)} came first"))
-                continue
-            fresh = [c for c in scratch.candidates(fp, limit=None) if c.ref > through]
-            copies = self._verified_copies(fp, fresh, features) if fresh else []
+            # Stage 1 and stage 2 under the index's rule, for the rows past this upload's
+            # look only, every word candidate, and on past a similar-only hash match.
+            copies = _copy_refs(scratch.match(fp, features.get, limit=None, after=through,
+                                              past_similar=True))
             verdicts.append(
                 RegistrationSuperseded(f"registration {copies[0]} came first") if copies else None
             )
         return verdicts
-
-    @staticmethod
-    def _verified_copies(fp: Fingerprint, fresh: list[Candidate],
-                         features: dict[int, bytes]) -> list[int]:
-        """Stage 2 for `fresh`, here on this thread (`verify_many` is pure): no pool round
-        trip and no wait for the event loop while every process's commits wait for the lock."""
-        items: VerifyItems = [(c.ref, features[c.ref], c.global_pair, c.by_words)
-                              for c in fresh if c.ref in features]
-        evidence = dict(verify_many(fp.features, items)) if fp.features and items else {}
-        decided = [decide(c, evidence.get(c.ref)) for c in fresh]
-        return _copy_refs([m for m in decided if m is not None])
 
 
 class Registry:
@@ -322,7 +309,7 @@ class Registry:
         self._verify = verify  # None: verify in this process (tests, tools)
         self._reservations = itertools.count(_RESERVATION_BASE)
         self._inflight: dict[int, asyncio.Future[Registration]] = {}
-        self._uncommitted: dict[str, _Pending] = {}  # registration id → its decision's inputs
+        self._pending: dict[str, _Pending] = {}  # registration id → its decision's inputs
         self._reserved_features: dict[int, bytes] = {}  # reservation ref → its feature blob
         # seq → the reservation it was committed from (the latest few): stage 2's evidence
         # for the reservation holds for the seq (the same fingerprint; `verify` is pure).
@@ -543,16 +530,15 @@ class Registry:
         verified: dict[int, Evidence | None] | None = None,
         *,
         complete: bool = False,
-        last: list[Stage1] | None = None,
-    ) -> list[Match]:
-        """Both stages of matching; returns with no await after its last index read.
+    ) -> tuple[list[Match], Stage1]:
+        """Both stages of matching, and the final look (for `recheck`); returns with no
+        await after that look.
 
         `verified` (ref → evidence, None when a candidate could not be verified)
         is filled in and may be passed again to skip what was verified already.
         A stage-1 copy ends the search (a registration needs no more), unless
         `complete` (a check, the desk's compare): then the other candidates are
         verified too, so similar registrations are listed beside the copy.
-        `last`, if given, receives the final look (for `recheck`).
         """
         verified = {} if verified is None else verified
         seen: Stage1 | None = None
@@ -561,10 +547,8 @@ class Registry:
             seen = (self.matcher.look(fp, stop_at_copy=not complete) if seen is None
                     else self.matcher.look_again(seen, stop_at_copy=not complete))
             found, candidates = seen.found, seen.candidates
-            if last is not None:
-                last[:] = [seen]
             if candidates is None:
-                return found  # stage 1 decides: no verification needed
+                return found, seen  # stage 1 decides: no verification needed
             for c in candidates:
                 was = self._reservation_of.get(c.ref)
                 if c.ref not in verified and was in verified:
@@ -572,7 +556,7 @@ class Registry:
             todo = [c for c in candidates if c.ref not in verified]
             if not todo or round_ == _MAX_ROUNDS:
                 decided = [decide(c, verified.get(c.ref)) for c in candidates]
-                return rank(found + [m for m in decided if m is not None])
+                return rank(found + [m for m in decided if m is not None]), seen
             await self._stage2(fp, todo, verified)
         raise AssertionError("unreachable: the last round returns")
 
@@ -624,16 +608,15 @@ class Registry:
                 return Outcome("existing", _same_request(earlier, idempotency_key, digest))
         fp, thumbnail = await self.analyse(data)
         verified: dict[int, Evidence | None] = {}  # stage 2's evidence, kept across rounds
-        last: list[Stage1] = []  # the decision's final index read
         while True:
             # Read the other processes' rows before deciding, so the decision's look covers
             # them and the pre-lock look has nothing left to do (`_check_foreign`).
             await self.load_index()
-            decided = await self._decide(who, fp, verified, last)
-            if decided is not None:
+            decided = await self._decide(who, fp, verified)
+            if isinstance(decided, Outcome):
                 return decided
-            # No await since the decision's last look (`_decide` returns None right after it).
-            pending = _Pending(fp, set(verified), last[0] if last else None)
+            # No await since the decision's last look (`_decide` returns it right after).
+            pending = _Pending(fp, set(verified), decided)
             pending.decided_through = None if self._bulk_loading else self.indexed_through
             try:
                 return await self._store_new(
@@ -644,25 +627,25 @@ class Registry:
 
     async def _decide(
         self, who: Principal, fp: Fingerprint, verified: dict[int, Evidence | None],
-        last: list[Stage1] | None = None,
-    ) -> Outcome | None:
-        """`existing` or `conflict` from what is indexed; None when the upload is new.
+    ) -> Outcome | Stage1:
+        """`existing` or `conflict` from what is indexed; when the upload is new, the
+        decision's final look (`_Pending.seen`).
 
         Returns with no await after the final index read, so the caller can
         reserve the fingerprint before anyone else searches (module docstring).
         """
         while True:
             exact = await self.store.find_by_sha256(fp.sha256)
-            matches = await self._match(fp, verified, last=last)
+            matches, seen = await self._match(fp, verified)
             candidates = sorted({*_copy_refs(matches), *(r.seq for r in exact)})
             if not candidates:
-                return None
+                return seen
             first = candidates[0]
             owner = self.owners.get(first)
             if owner == who.seller:
                 return Outcome("existing", await self._registration_for(first))
             if owner is None:
-                return None
+                return seen
             inflight = self._inflight.get(first)
             if inflight is not None:
                 # Another seller's upload of this photo is still being committed:
@@ -711,7 +694,7 @@ class Registry:
             thumbnail=thumbnail,
             seller_salt=os.urandom(SALT_SIZE),
         )
-        self._uncommitted[new.id] = pending
+        self._pending[new.id] = pending
         try:
             await self._check_foreign(pending)
             registration = await self.store.add_registration(new)
@@ -730,7 +713,7 @@ class Registry:
             self.owners.drop_reservation(ref)
             self._reserved_features.pop(ref, None)
             self._inflight.pop(ref, None)
-            self._uncommitted.pop(new.id, None)
+            self._pending.pop(new.id, None)
         future.set_result(registration)
         self._reservation_of[registration.seq] = ref
         if len(self._reservation_of) > _RESERVATIONS_KEPT:
@@ -738,8 +721,11 @@ class Registry:
         self._since_segment += 1
         self.matcher.add(registration.seq, fp)
         self.owners.set(registration.seq, registration.seller)
-        # `indexed_through` is not advanced here: on a shared store other replicas'
-        # registrations below this seq may not have been read yet (see load_index).
+        # Stores commit in seq order, so with no seq between it and the index's last, nothing
+        # unread lies below it: the next load_index need not read this row back (its blob).
+        # With a gap (another replica's rows, or a batch resuming out of order) it waits.
+        if registration.seq == self.indexed_through + 1:
+            self.indexed_through = registration.seq
         return Outcome("created", registration)
 
     async def recheck(self, batch: Sequence[NewRegistration]) -> list[StoreError | None]:
@@ -762,7 +748,7 @@ class Registry:
         await self.load_index()
         verdicts: list[StoreError | None] = []
         for new in batch:
-            pending = self._uncommitted.get(new.id)
+            pending = self._pending.get(new.id)
             refs = [] if pending is None else await self._recheck_one(pending)
             stored = [ref for ref in refs if ref < _RESERVATION_BASE]  # not this batch's
             verdicts.append(
@@ -802,7 +788,7 @@ class Registry:
         (`RegistrationStore.guard_registrations`); None when one of them has no such look."""
         looks: list[tuple[Fingerprint, int] | None] = []
         for new in batch:
-            pending = self._uncommitted.get(new.id)
+            pending = self._pending.get(new.id)
             if pending is None:
                 looks.append(None)
                 continue
@@ -883,7 +869,8 @@ class Registry:
     async def check(self, data: bytes) -> tuple[Fingerprint, list[ResolvedMatch]]:
         fp = await self.fingerprint(data)
         exact = await self.store.find_by_sha256(fp.sha256)
-        return fp, await self.resolve(await self._match(fp, complete=True), exact, fp=fp)
+        matches, _ = await self._match(fp, complete=True)
+        return fp, await self.resolve(matches, exact, fp=fp)
 
     async def check_with_thumbnail(
         self, data: bytes
@@ -892,7 +879,8 @@ class Registry:
         picture of the suspect; None when thumbnails are off or it cannot be made)."""
         fp, thumbnail = await self.analyse(data)
         exact = await self.store.find_by_sha256(fp.sha256)
-        matches = await self.resolve(await self._match(fp, complete=True), exact, fp=fp)
+        found, _ = await self._match(fp, complete=True)
+        matches = await self.resolve(found, exact, fp=fp)
         return fp, thumbnail, matches
 
 

@@ -46,7 +46,7 @@ from shotstamp_service.matching.features import (
 from shotstamp_service.matching.fingerprint import Fingerprint
 from shotstamp_service.matching.index import SIGNATURE_BITS as INDEX_SIGNATURE_BITS
 from shotstamp_service.matching.index import WORD_BITS as INDEX_WORD_BITS
-from shotstamp_service.matching.index import HammingIndex, WordIndex, WordScore
+from shotstamp_service.matching.index import HammingIndex, WordIndex, WordQuery, WordScore
 from shotstamp_service.matching.ranking import QueryWords, StoredKeypoints, consistency
 from shotstamp_service.matching.rule import (
     AGREEMENT_CLEAN,
@@ -158,6 +158,8 @@ MAX_MATCHES = 20  # the most matches one answer lists
 # Index changes remembered for `Matcher.look_again` (a few in-flight uploads' worth; each
 # holds its fingerprint, ~15 KB with features). An older look is redone in full.
 JOURNAL_CHANGES = 512
+# Word-lookup query sides kept (`Matcher._queries`, ≈ 25 KB each): the uploads in flight.
+QUERIES_KEPT = 64
 
 # The word index stores signatures as uint32 and tabulates their distances up to its own
 # SIGNATURE_BITS: it must be the width local_features samples.
@@ -398,9 +400,18 @@ def _entry(fp: Fingerprint) -> _Entry:
     return _Entry(False, good, low, indexed)
 
 
+def _word_query(fp: Fingerprint) -> WordQuery | None:
+    """The query side of `fp`'s word lookups with the default probes (`Matcher.word_scores`)."""
+    local = fp.local
+    if local is None or not len(local):
+        return None
+    return WordQuery.of(*words(local), probe=index_keypoints(local, WORD_PROBES)
+                        if WORD_PROBES else None)
+
+
 def _cached(cache: OrderedDict[int, tuple[Fingerprint, _T]], fp: Fingerprint,
-            make: Callable[[Fingerprint], _T]) -> _T:
-    """`make(fp)`, remembered for the latest JOURNAL_CHANGES fingerprints in `cache`."""
+            make: Callable[[Fingerprint], _T], size: int = JOURNAL_CHANGES) -> _T:
+    """`make(fp)`, remembered for the latest `size` fingerprints in `cache`."""
     key = id(fp)
     held = cache.get(key)
     if held is not None and held[0] is fp:
@@ -408,7 +419,7 @@ def _cached(cache: OrderedDict[int, tuple[Fingerprint, _T]], fp: Fingerprint,
         return held[1]
     value = make(fp)
     cache[key] = (fp, value)
-    if len(cache) > JOURNAL_CHANGES:
+    if len(cache) > size:
         cache.popitem(last=False)
     return value
 
@@ -451,7 +462,11 @@ class Matcher:
         init=False, default_factory=lambda: deque(maxlen=JOURNAL_CHANGES), repr=False)
     # id(fp) → (fp, its `_Entry`) of the latest few added (the fingerprint is held, so its
     # id is not reused while it is here).
-    _entries: OrderedDict[int, tuple[Fingerprint, _Entry]] = field(
+    _entry_cache: OrderedDict[int, tuple[Fingerprint, _Entry]] = field(
+        init=False, default_factory=OrderedDict, repr=False)
+    # id(fp) → (fp, its `WordQuery`) of the latest QUERIES_KEPT looked up: an upload's looks
+    # (`look`, then `look_again`'s scratch matchers) make its query side once.
+    _queries: OrderedDict[int, tuple[Fingerprint, WordQuery | None]] = field(
         init=False, default_factory=OrderedDict, repr=False)
 
     def __post_init__(self) -> None:
@@ -484,7 +499,7 @@ class Matcher:
             self._words.add(ref, *entry.words)
 
     def _entry(self, fp: Fingerprint) -> _Entry:
-        return _cached(self._entries, fp, _entry)
+        return _cached(self._entry_cache, fp, _entry)
 
     def add_many(self, items: Iterable[tuple[int, Fingerprint]]) -> int:
         """Bulk `add` for the rebuild at start: one pass, indexes built once. Returns count."""
@@ -617,7 +632,8 @@ class Matcher:
             if added is not None and ref in self._refs and (below is None or ref < below):
                 if scratch is None:
                     scratch = Matcher(background=False)
-                    scratch._entries = self._entries  # their entries are made already
+                    scratch._entry_cache = self._entry_cache  # their entries are made already
+                    scratch._queries = self._queries  # and `fp`'s query side
                 scratch.add(ref, added)
         found = [m for m in earlier.found if m.ref not in changed]
         candidates = [c for c in earlier.candidates if c.ref not in changed]
@@ -668,21 +684,34 @@ class Matcher:
         local = fp.local
         if local is None or not len(local):
             return []
-        return self._words.search(*words(local), limit=limit, min_votes=min_votes,
-                                  max_distance=SIGNATURE_DISTANCE, sigma=SIGNATURE_SIGMA,
-                                  max_postings=max_postings,
-                                  probe=index_keypoints(local, probes) if probes else None,
-                                  max_probe_postings=WORD_PROBE_POSTINGS)
+        query = (_cached(self._queries, fp, _word_query, QUERIES_KEPT) if probes == WORD_PROBES
+                 else WordQuery.of(*words(local), probe=index_keypoints(local, probes)
+                                   if probes else None))
+        assert query is not None  # made from the same non-empty local features
+        return self._words.search_query(query, limit=limit, min_votes=min_votes,
+                                        max_distance=SIGNATURE_DISTANCE, sigma=SIGNATURE_SIGMA,
+                                        max_postings=max_postings,
+                                        max_probe_postings=WORD_PROBE_POSTINGS)
 
-    def match(self, fp: Fingerprint, features_of: Callable[[int], bytes | None]) -> list[Match]:
-        """Both stages in one call (benchmarks, tests, the `check` endpoint off the hot path)."""
-        matches = self.search(fp)
-        if matches:
-            return matches  # a copy by its hash: the service stops here too
+    def match(self, fp: Fingerprint, features_of: Callable[[int], bytes | None], *,
+              limit: int | None = SHORTLIST, after: int | None = None,
+              past_similar: bool = False) -> list[Match]:
+        """Both stages in one call (benchmarks, tests, the `check` endpoint off the hot path,
+        and the registry's screen under the commit lock, on the store's thread).
+
+        `limit`: the most word-index candidates, as `candidates` (None: all with MIN_VOTES).
+        `after`: only refs above it are reported or verified (the screen: what its upload's
+        pre-lock look covered is not looked at again). `past_similar`: a stage-1 match that
+        is only similar does not end the search, so stage 2 may still find a copy.
+        """
+        matches = [m for m in self.search(fp) if after is None or m.ref > after]
+        if any(m.verdict == "copy" for m in matches) or (matches and not past_similar):
+            return matches  # decided by its hash: the service stops here too
         query = fp.local
         if query is None:
             return matches
-        candidates = self.candidates(fp)
+        candidates = [c for c in self.candidates(fp, limit=limit)
+                      if after is None or c.ref > after]
         blobs = {c.ref: features_of(c.ref) for c in candidates}
         evidence = dict(verify_many(query, [(c.ref, blob, c.global_pair, c.by_words)
                                             for c in candidates

@@ -37,6 +37,7 @@ discards it a few milliseconds later) and a scan for old ones.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -44,7 +45,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Frozen", "HammingIndex", "Hit", "WordIndex", "WordScore", "build_frozen",
+__all__ = ["Frozen", "HammingIndex", "Hit", "WordIndex", "WordQuery", "WordScore", "build_frozen",
            "pack_postings", "packed_view", "stored_signatures", "word_segments"]
 
 CODE_BYTES = 32
@@ -130,11 +131,7 @@ class _Layout:
     def for_size(cls, size: int, max_radius: int, chunk_bits: int | None = None) -> _Layout:
         natural = max(1, size - 1).bit_length() + EXTRA_CHUNK_BITS  # ⌈log2 size⌉ + 2
         bits = chunk_bits or min(MAX_CHUNK_BITS, max(MIN_CHUNK_BITS, natural))
-        m = -(-CODE_BITS // bits)
-        base, extra = divmod(CODE_BITS, m)
-        widths = tuple(base + 1 if c < extra else base for c in range(m))
-        starts = tuple(int(x) for x in np.cumsum((0, *widths[:-1])))
-        return cls(starts, widths, max_radius // m)
+        return _layout(bits, max_radius)
 
     def values(self, codes: np.ndarray) -> list[np.ndarray]:
         """(n, 32) uint8 codes → one uint32 array of chunk values per chunk."""
@@ -149,6 +146,17 @@ class _Layout:
                 v = (words[:, k] << np.uint64(low)) | (words[:, k + 1] >> np.uint64(64 - low))
             out.append((v & np.uint64((1 << width) - 1)).astype(np.uint32))
         return out
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(bits: int, max_radius: int) -> _Layout:
+    """`_Layout.for_size`'s layout for chunks of about `bits` bits (immutable, so shared:
+    each scratch matcher of `Matcher.look_again` made its own, ~20 µs an index)."""
+    m = -(-CODE_BITS // bits)
+    base, extra = divmod(CODE_BITS, m)
+    widths = tuple(base + 1 if c < extra else base for c in range(m))
+    starts = tuple(int(x) for x in np.cumsum((0, *widths[:-1])))
+    return _Layout(starts, widths, max_radius // m)
 
 
 class Hit(NamedTuple):
@@ -581,12 +589,8 @@ WORD_BITS = 20
 WORD_VALUES = 1 << WORD_BITS
 ANGLE_BINS = 16
 # A segment is frozen from the tail every this many postings (512 registrations of 128
-# words); `FANOUT` segments of one tier merge into one of the next. The tail is searched in
-# Python, a segment with numpy: on the corpus (664 registrations, ~85 k postings), a lookup
-# took 2.1 ms all in the tail (1 << 18) and 1.2 ms with one segment and the rest in the tail
-# (1 << 16); with 128 probed keypoints 6.5 and 3.0 ms. Under load (bench/load.py, 8 clients,
-# look-alike product shots, no probes) the service process's CPU per upload fell from 8.7 to
-# 6.9 ms.
+# words); `FANOUT` segments of one tier merge into one of the next. History: docs/index.md,
+# "The word vote on a small index".
 SEGMENT_POSTINGS = 1 << 16
 FANOUT = 8
 # Segments this large are never merged again: a merge sorts its whole input, and at ten
@@ -732,6 +736,80 @@ def _merge(segments: list[_Segment], dead: set[int], tier: int) -> _Segment:
                     np.concatenate(signature_parts), tier)
 
 
+def _near(stored: np.ndarray, starts: np.ndarray, ends: np.ndarray, signatures: np.ndarray,
+          max_distance: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
+    """Of the postings in the ranges `[starts, ends)` (one a query word), those whose stored
+    signature is within `max_distance` (over SIGNATURE_BITS) of their query word's:
+    (positions among those read, query word of each, posting index, distance); `None` first
+    when the ranges are empty."""
+    idx = _gather_ranges(starts, ends)
+    if len(idx) == 0:
+        return None, idx, idx, idx
+    # (uint32 signatures of older files truncate to the 16 bits kept)
+    xor = stored[idx].astype(np.uint16, copy=False)
+    xor ^= np.repeat(signatures, ends - starts)
+    bits = np.bitwise_count(xor)
+    # Only the few postings within the distance get their query word (a search over the
+    # lists' ends), index and weight: not every posting read.
+    near = np.flatnonzero(bits <= max_distance // _SIGNATURE_SCALE)
+    which = np.searchsorted(np.cumsum(ends - starts), near, side="right")
+    return near, which, idx[near], _SIGNATURE_SCALE * bits[near]
+
+
+# A tail posting is one little-endian uint64: word << 44 | tail index << 20 | angle bin << 16 |
+# stored signature, so the sorted array is in word order, each word's postings in the order
+# added, and adding or dropping a registration moves one array (bench/vote.py).
+_TAIL_WORD_SHIFT = 44
+_TAIL_LOCAL_SHIFT = 20
+_TAIL_LOCALS = 1 << (_TAIL_WORD_SHIFT - _TAIL_LOCAL_SHIFT)
+_TAIL_ANGLE_SHIFT = 16
+
+
+@dataclass(frozen=True)
+class _Tail:
+    """The in-memory tail's live postings, sorted by word, each word's in the order added."""
+
+    packed: np.ndarray  # (p,) <u8, see _TAIL_WORD_SHIFT
+
+    @classmethod
+    def empty(cls) -> _Tail:
+        return cls(np.zeros(0, "<u8"))
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+    def insert(self, local: int, words: np.ndarray, angles: np.ndarray,
+               signatures: np.ndarray) -> _Tail:
+        """With registration `local`'s postings (`words` sorted and distinct, uint32;
+        `local` < _TAIL_LOCALS and above every tail index held)."""
+        new = ((words.astype("<u8") << _TAIL_WORD_SHIFT)
+               | np.uint64(local << _TAIL_LOCAL_SHIFT)
+               | (angles.astype("<u8") << _TAIL_ANGLE_SHIFT) | signatures.astype("<u8"))
+        return _Tail(np.insert(self.packed, np.searchsorted(self.packed, new), new))
+
+    def without(self, local: int) -> _Tail:
+        held = (self.packed >> _TAIL_LOCAL_SHIFT) & np.uint64(_TAIL_LOCALS - 1)
+        return _Tail(self.packed[held != local])
+
+    def ranges(self, words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`[starts, ends)` of each of `words` (uint32) among the postings."""
+        key = words.astype("<u8") << _TAIL_WORD_SHIFT
+        return (np.searchsorted(self.packed, key, side="left"),
+                np.searchsorted(self.packed, key | np.uint64((1 << _TAIL_WORD_SHIFT) - 1),
+                                side="right"))
+
+    @property
+    def signatures(self) -> np.ndarray:
+        """(p,) uint16 view of the postings' signatures (their low 16 bits), no copy."""
+        return self.packed.view("<u2")[::4]
+
+    def fields(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(tail index, angle bin) as int64 of the postings at `idx`."""
+        p = self.packed[idx]
+        return (((p >> _TAIL_LOCAL_SHIFT) & np.uint64(_TAIL_LOCALS - 1)).astype(np.int64),
+                ((p >> _TAIL_ANGLE_SHIFT) & np.uint64(ANGLE_BINS - 1)).astype(np.int64))
+
+
 @dataclass(frozen=True)
 class WordScore:
     ref: int
@@ -751,6 +829,48 @@ class _Merge:
         self.result = _merge(self.inputs, self.dead, self.tier)
 
 
+@functools.lru_cache(maxsize=8)
+def _by_distance(sigma: float | None) -> np.ndarray:
+    """A vote's weight by signature distance 0..SIGNATURE_BITS: exp(-(d / sigma)²), or 1."""
+    distance = np.arange(SIGNATURE_BITS + 1, dtype=np.float64)
+    out = np.ones_like(distance) if sigma is None else np.exp(-((distance / sigma) ** 2))
+    out.flags.writeable = False
+    return out
+
+
+@dataclass(frozen=True)
+class WordQuery:
+    """The query side of a word lookup, which depends on the query alone: its distinct words
+    (each with the angle bin and stored signature of its first keypoint) and the fresh
+    probe words one bit away from those of the `probe` keypoints (each with its source
+    keypoint's). Made once an upload and read by each of its looks (`WordIndex.search_query`)."""
+
+    # (w + q,): the w distinct words, sorted, then the q probe words (sorted, none of those)
+    words: np.ndarray  # uint32
+    angles: np.ndarray  # int64 angle bins
+    signatures: np.ndarray  # uint16: `stored_signatures`
+    exact: int  # w
+
+    @classmethod
+    def of(cls, words: np.ndarray, angles: np.ndarray, signatures: np.ndarray,
+           probe: np.ndarray | None = None) -> WordQuery:
+        """From one entry per keypoint (as `WordIndex.add` takes them) and the indices of the
+        keypoints to probe around (None: none)."""
+        words = np.asarray(words, np.uint32)
+        angles = np.asarray(angles, np.uint8).astype(np.int64)
+        signatures = stored_signatures(signatures)
+        unique, first = np.unique(words, return_index=True)
+        if probe is None or not len(probe):
+            return cls(unique, angles[first], signatures[first], len(unique))
+        flips = np.uint32(1) << np.arange(WORD_BITS, dtype=np.uint32)
+        probes, first_probe = np.unique((words[probe, None] ^ flips).ravel(), return_index=True)
+        source = np.asarray(probe)[first_probe // WORD_BITS]
+        fresh = ~np.isin(probes, unique, assume_unique=True)
+        source = np.concatenate([first, source[fresh]])
+        return cls(np.concatenate([unique, probes[fresh]]), angles[source], signatures[source],
+                   len(unique))
+
+
 class WordIndex:
     """Inverted file of visual words with Hamming-embedding signatures and
     orientation-consistent, idf-weighted voting."""
@@ -766,11 +886,11 @@ class WordIndex:
         self._tail_angles: list[np.ndarray] = []
         self._tail_signatures: list[np.ndarray] = []
         self._tail_postings = 0
-        # word → [(tail idx, angle, signature)]
-        self._tail_by_word: dict[int, list[tuple[int, int, int]]] = {}
-        # Words the tail may hold (a superset: discards leave theirs set), so that a lookup
-        # with thousands of probe words touches the dict only for those (1 MB).
-        self._tail_has = np.zeros(WORD_VALUES, bool)
+        # The tail's live postings sorted by word (each word's in the order added), searched
+        # as a segment is, with `searchsorted` for offsets: a lookup's cost no longer grows
+        # with the postings of its words in Python (bench/vote.py).
+        self._tail = _Tail.empty()
+        self._tail_ref_array = np.zeros(0, np.int64)  # tail idx → ref (-1: discarded)
         self._dead: set[int] = set()  # discarded refs still present in some segment
         self._registrations = 0
         self._merge: _Merge | None = None
@@ -806,15 +926,16 @@ class WordIndex:
         # One vote per word per registration: keep the first (strongest) keypoint of each.
         words, first = np.unique(words, return_index=True)
         angles, signatures = angles[first], signatures[first]
+        if len(self._tail_refs) >= _TAIL_LOCALS:
+            self._freeze_tail()  # tail indexes fit their 24 bits (never, at the default size)
         local = len(self._tail_refs)
         self._tail_refs.append(ref)
         self._tail_local[ref] = local
         self._tail_words.append(words)
         self._tail_angles.append(angles)
         self._tail_signatures.append(signatures)
-        for w, a, g in zip(words.tolist(), angles.tolist(), signatures.tolist(), strict=True):
-            self._tail_by_word.setdefault(w, []).append((local, a, g))
-        self._tail_has[words] = True
+        self._tail = self._tail.insert(local, words, angles, signatures)
+        self._tail_ref_array = np.append(self._tail_ref_array, np.int64(ref))
         self._tail_postings += len(words)
         self._registrations += 1
         if self._tail_postings >= self._segment_postings:
@@ -837,10 +958,10 @@ class WordIndex:
         self._finish_merge()
         local = self._tail_local.pop(ref, None)
         if local is not None:
-            # Drop its postings from the word lists now: the tail stays exact.
-            for w in self._tail_words[local].tolist():
-                self._tail_by_word[w] = [p for p in self._tail_by_word[w] if p[0] != local]
+            # Drop its postings now: the tail stays exact.
+            self._tail = self._tail.without(local)
             self._tail_refs[local] = -1
+            self._tail_ref_array[local] = -1
             self._registrations -= 1
             return
         if ref not in self._dead and any(np.any(s.refs == ref) for s in self._segments
@@ -891,8 +1012,8 @@ class WordIndex:
         self._segments.append(segment)
         self._tail_refs, self._tail_local = [], {}
         self._tail_words, self._tail_angles, self._tail_signatures = [], [], []
-        self._tail_by_word, self._tail_postings = {}, 0
-        self._tail_has[:] = False
+        self._tail, self._tail_postings = _Tail.empty(), 0
+        self._tail_ref_array = np.zeros(0, np.int64)
         self._maybe_merge()
 
     def _maybe_merge(self) -> None:
@@ -961,102 +1082,102 @@ class WordIndex:
         signature — after every exact word, and only within what `max_postings` leaves and
         `max_probe_postings` allows (rarest first).
         """
+        return self.search_query(WordQuery.of(words, angles, signatures, probe), limit=limit,
+                                 min_votes=min_votes, max_distance=max_distance, sigma=sigma,
+                                 max_df=max_df, max_postings=max_postings,
+                                 max_probe_postings=max_probe_postings)
+
+    def search_query(self, query: WordQuery, *, limit: int, min_votes: int,
+                     max_distance: int = SIGNATURE_BITS, sigma: float | None = None,
+                     max_df: float = 0.02, max_postings: int | None = None,
+                     max_probe_postings: int | None = None) -> list[WordScore]:
+        """`search` with the query side made already (`WordQuery.of`): an upload's several
+        looks (`Matcher.look`, `look_again`'s scratch index) share it."""
         self._finish_merge()
-        words = np.asarray(words, np.uint32)
-        angles = np.asarray(angles, np.uint8).astype(np.int64)
-        signatures = stored_signatures(signatures)
         total = max(1, self._registrations)
-        unique, first = np.unique(words, return_index=True)
-        exact = self._readable(unique, angles[first], signatures[first], total, max_df,
-                               max_postings)
-        if probe is not None and len(probe):
-            flips = np.uint32(1) << np.arange(WORD_BITS, dtype=np.uint32)
-            probes, first = np.unique((words[probe, None] ^ flips).ravel(), return_index=True)
-            source = np.asarray(probe)[first // WORD_BITS]
-            fresh = ~np.isin(probes, unique, assume_unique=True)
+        df, ranges = self._frequencies(query.words)
+        n = query.exact
+        read = self._readable(df[:n], total, max_df, max_postings)
+        if n < len(query.words):
             limits = [max_probe_postings]
             if max_postings is not None:
-                limits.append(max_postings - int(exact[3].sum()))
+                limits.append(max_postings - int(df[read].sum()))
             left = min((x for x in limits if x is not None), default=None)
-            more = self._readable(probes[fresh], angles[source[fresh]],
-                                  signatures[source[fresh]], total, max_df, left)
-            words, angles, signatures, df = (np.concatenate([a, b])
-                                             for a, b in zip(exact, more, strict=True))
-        else:
-            words, angles, signatures, df = exact
+            read = np.concatenate([read, n + self._readable(df[n:], total, max_df, left)])
+        df = df[read]
+        ranges = [r if r is None else (r[0][read], r[1][read]) for r in ranges]
         idf = np.log((total + 1) / df)
-        distance = np.arange(SIGNATURE_BITS + 1, dtype=np.float64)
-        by_distance = (np.ones_like(distance) if sigma is None
-                       else np.exp(-((distance / sigma) ** 2)))
+        by_distance = _by_distance(sigma)
         # The best `keep` are enough: dead registrations may still be among them.
         keep = limit + len(self._dead)
-        results = self._score(list(self._votes(words, angles, signatures, idf, max_distance,
-                                               by_distance)), min_votes, keep)
+        results = self._score(list(self._votes(query.words[read], query.angles[read],
+                                               query.signatures[read], idf, max_distance,
+                                               by_distance, ranges)), min_votes, keep)
         results = [r for r in results if r.ref not in self._dead]
         results.sort(key=lambda r: (-r.score, r.ref))
         return results[:limit]
 
-    def _readable(self, words: np.ndarray, angles: np.ndarray, signatures: np.ndarray,
-                  total: int, max_df: float, budget: int | None,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The query words worth reading (see `search`), rarest first within `budget`
-        postings, each with its angle, signature and document frequency."""
+    def _frequencies(self, words: np.ndarray,
+                     ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray] | None]]:
+        """The document frequency of each of `words`, and the `[starts, ends)` of each among
+        the postings of every in-memory segment and of the tail (last), read once for all
+        of a lookup's words; None for a mapped segment (its frequencies are summed in
+        `_mapped_df`, and only the words read touch its offsets)."""
         w64 = words.astype(np.int64)
         df = (np.zeros(len(words), np.int64) if self._mapped_df is None
               else self._mapped_df[w64].astype(np.int64))
+        ranges: list[tuple[np.ndarray, np.ndarray] | None] = []
         for seg in self._segments:
-            if not seg.persisted:
-                df += seg.offsets[w64 + 1] - seg.offsets[w64]
-        if self._tail_by_word:
-            held = np.flatnonzero(self._tail_has[words])
-            df[held] += np.array([len(self._tail_by_word.get(w, ())) for w in words[held].tolist()],
-                                 np.int64)
+            if seg.persisted:
+                ranges.append(None)
+                continue
+            starts, ends = seg.offsets[w64], seg.offsets[w64 + 1]
+            df += ends - starts
+            ranges.append((starts, ends))
+        starts, ends = self._tail.ranges(words)
+        df += ends - starts
+        ranges.append((starts, ends))
+        return df, ranges
+
+    @staticmethod
+    def _readable(df: np.ndarray, total: int, max_df: float, budget: int | None,
+                  ) -> np.ndarray:
+        """Which of the query words with document frequencies `df` are worth reading (see
+        `search`), rarest first within `budget` postings: their positions, in order."""
         useful = (df > 0) & ~((df > 64) & (df > max_df * total))
         if budget is not None and int(df[useful].sum()) > budget:
             candidates = np.flatnonzero(useful)
             rarest = candidates[np.argsort(df[candidates], kind="stable")]
-            useful = np.zeros(len(words), bool)
+            useful = np.zeros(len(df), bool)
             useful[rarest[np.cumsum(df[rarest]) <= budget]] = True
-        return words[useful], angles[useful], signatures[useful], df[useful]
+        return np.flatnonzero(useful)
 
     def _votes(self, words: np.ndarray, angles: np.ndarray, signatures: np.ndarray,
                idf: np.ndarray, max_distance: int, by_distance: np.ndarray,
+               ranges: list[tuple[np.ndarray, np.ndarray] | None],
                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """Per segment (and the tail): (refs, local index, angle difference, weight) arrays of
-        the postings whose signature is within `max_distance` of the query word's."""
+        the postings whose signature is within `max_distance` of the query word's. `ranges`:
+        `_frequencies`' of these words (None: read them from the segment's offsets)."""
         w64 = words.astype(np.int64)
-        for seg in self._segments:
-            starts, ends = seg.offsets[w64], seg.offsets[w64 + 1]
-            idx = _gather_ranges(starts, ends)
-            if len(idx) == 0:
+        for seg, known in zip(self._segments, ranges, strict=False):
+            starts, ends = (seg.offsets[w64], seg.offsets[w64 + 1]) if known is None else known
+            near, which, idx, distance = _near(seg.signatures, starts, ends, signatures,
+                                               max_distance)
+            if near is None:
                 continue
-            # (uint32 signatures of older files truncate to the 16 bits kept)
-            xor = seg.signatures[idx].astype(np.uint16, copy=False)
-            xor ^= np.repeat(signatures, ends - starts)
-            bits = np.bitwise_count(xor)
-            # Only the few postings within the distance get their query word (a search over
-            # the lists' ends), index and weight: not every posting read.
-            near = np.flatnonzero(bits <= max_distance // _SIGNATURE_SCALE)
-            which = np.searchsorted(np.cumsum(ends - starts), near, side="right")
-            idx, distance = idx[near], _SIGNATURE_SCALE * bits[near]
             locals_, angle = _unpack(seg.postings[idx], seg.packed)
             dangle = (angles[which] - angle) % ANGLE_BINS
             yield seg.refs, locals_, dangle, idf[which] * by_distance[distance]
-        if self._tail_by_word:
-            local_l, dangle_l, weight_l = [], [], []
-            held = np.flatnonzero(self._tail_has[words])
-            for i, w, g in zip(held.tolist(), words[held].tolist(), signatures[held].tolist(),
-                               strict=True):
-                for local, a, stored in self._tail_by_word.get(w, ()):
-                    d = _SIGNATURE_SCALE * (g ^ stored).bit_count()
-                    if d > max_distance:
-                        continue
-                    local_l.append(local)
-                    dangle_l.append((int(angles[i]) - a) % ANGLE_BINS)
-                    weight_l.append(idf[i] * by_distance[d])
-            if local_l:
-                yield (np.array(self._tail_refs, np.int64), np.array(local_l, np.int64),
-                       np.array(dangle_l, np.int64), np.array(weight_l))
+        tail, known_tail = self._tail, ranges[-1]
+        if len(tail) and known_tail is not None:  # (the tail's are always known)
+            starts, ends = known_tail
+            near, which, idx, distance = _near(tail.signatures, starts, ends, signatures,
+                                               max_distance)
+            if near is not None and len(idx):
+                locals_, angle = tail.fields(idx)
+                yield (self._tail_ref_array, locals_, (angles[which] - angle) % ANGLE_BINS,
+                       idf[which] * by_distance[distance])
 
     @staticmethod
     def _score(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],

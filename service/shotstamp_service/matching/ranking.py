@@ -16,9 +16,10 @@ most query keypoints in one bin (and its neighbours' overlaps: each vote also co
 next bin of every dimension).
 
 Pure numpy over all candidates at once, from their blobs' keypoint fields alone
-(`StoredKeypoints.from_blobs`, `consistency`): ~30 µs a candidate, 1.9 ms for 64, against ~1 ms
-for one `verification.verify_pair` (bench/ranking.py); run in the pool, beside the verification
-it selects for.
+(`StoredKeypoints.from_blobs`, `consistency`): ~1.8 ms of CPU for a shortlist of 64 product
+shots, blobs read and upload's words included, against 0.13 ms for one
+`verification.verify_pair` of a product shot and ~1.7 ms of a corpus photo (bench/stage2.py);
+run in the pool, beside the verification it selects for.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ FIT_DISTANCE = 4.0
 _FLIPS = np.concatenate([[0], np.uint32(1) << np.arange(WORD_BITS, dtype=np.uint32)]
                         ).astype(np.uint32)
 _NEAR, _EXACT = 1, 2  # `QueryWords.table`'s flags
+# The level, x and y steps of a Hough key's 8 neighbours along them (`consistency`)
+_NEXT_BINS = np.array([(b >> 2 & 1) << 20 | (b >> 1 & 1) << 10 | (b & 1) for b in range(8)],
+                      np.int64)
 
 
 class QueryWords:
@@ -129,7 +133,7 @@ class StoredKeypoints:
         outside = np.maximum(np.abs((x + 0.5) / width - 0.5),
                              np.abs((y + 0.5) / height - 0.5)) > centre
         # `index_keypoints` in one pass: central ones first, each group in stored order.
-        central = np.r_[0, np.cumsum(~outside)]  # central keypoints before each position
+        central = np.concatenate(([0], np.cumsum(~outside)))  # central ones before each
         central_before = central[:-1] - np.repeat(central[first], n)
         rank = np.where(outside,
                         np.repeat(central[first + n] - central[first], n) + index - central_before,
@@ -171,9 +175,12 @@ def consistency(query: LocalFeatures | QueryWords,
         return out
     # Repeated words within one stored image are left out as on the query's side; every
     # keypoint of a repeated word hits (same word), so counting among the hits is enough.
-    _, inverse, counts = np.unique((s.owner[hit] << 32) + ids[hit], return_inverse=True,
-                                   return_counts=True)
-    hit = hit[counts[inverse] <= MAX_REPEATS]
+    image_word = (s.owner[hit] << 32) + ids[hit]
+    ordered = np.sort(image_word)
+    if (ordered[MAX_REPEATS:] == ordered[:-MAX_REPEATS]).any():  # some word repeats too often
+        repeats = np.searchsorted(ordered, image_word, "right") \
+            - np.searchsorted(ordered, image_word, "left")
+        hit = hit[repeats <= MAX_REPEATS]
     # Each stored word's partners: the query keypoints whose word is it or one bit away.
     probes = ids[hit][:, None] ^ _FLIPS[None, :]
     row, flip = np.nonzero(q.table[probes] & _EXACT)
@@ -191,29 +198,28 @@ def consistency(query: LocalFeatures | QueryWords,
     si = np.repeat(hit[row], runs)
     qi = q.order[np.repeat(lo - np.cumsum(runs) + runs, runs) + np.arange(total)]
     xor = q.descriptors[qi] ^ s.descriptors.view(np.uint64).reshape(-1, 4)[si]
-    bits = np.bitwise_count(xor)
-    distance = bits[:, 0].astype(np.int64) + bits[:, 1] + bits[:, 2] + bits[:, 3]
+    distance = np.bitwise_count(xor).sum(axis=1, dtype=np.int64)
     close = distance <= DESCRIPTOR_DISTANCE
     qi, si, distance = qi[close], si[close], distance[close]
-    # One-to-one, closest first: each keypoint of either side in at most one pair.
-    order = np.lexsort((si, qi, distance))
+    # One-to-one, closest first: each keypoint of either side in at most one pair. The pairs
+    # are distinct, so one sort of (distance, query keypoint, stored keypoint) packed into an
+    # int64 orders them as a lexsort would; each side's first pair is its closest.
+    q_bits, s_bits = max(len(q.order), 1).bit_length(), len(s.owner).bit_length()
+    order = np.argsort((distance << (q_bits + s_bits)) + (qi << s_bits) + si)
     qi, si = qi[order], si[order]
-    pair_owner = s.owner[si]
-    _, first_q = np.unique((pair_owner << 16) + qi, return_index=True)
-    single_q = np.zeros(len(qi), bool)
-    single_q[first_q] = True
-    _, first_s = np.unique(si, return_index=True)
-    single_s = np.zeros(len(qi), bool)
-    single_s[first_s] = True
-    qi, si = qi[single_q & single_s], si[single_q & single_s]
+    position = np.arange(len(qi))
+    first_q = np.full(s.count << q_bits, len(qi))
+    np.minimum.at(first_q, (s.owner[si] << q_bits) + qi, position)
+    first_s = np.full(len(s.owner), len(qi))
+    np.minimum.at(first_s, si, position)
+    single = (first_q[(s.owner[si] << q_bits) + qi] == position) & (first_s[si] == position)
+    qi, si = qi[single], si[single]
     if not len(qi):
         return out
     xy = s.xy[si]
-    angle_s = s.angle[si].astype(np.int64)
-    level_s = s.octave[si].astype(np.int64)
     qf = q.features
-    turn = (qf.angle.astype(np.int64)[qi] - angle_s) % 256
-    levels = qf.octave.astype(np.int64)[qi] - level_s
+    turn = (qf.angle[qi].astype(np.int64) - s.angle[si]) % 256
+    levels = qf.octave[qi].astype(np.int64) - s.octave[si]
     theta = turn * (2 * np.pi / 256)
     scale = ORB_SCALE ** levels.astype(np.float64)
     cos, sin = scale * np.cos(theta), scale * np.sin(theta)
@@ -223,56 +229,65 @@ def consistency(query: LocalFeatures | QueryWords,
     centre = np.array(qf.shape[::-1], np.float64) / 2
     tx = (qf.xy[qi, 0] - centre[0] - moved_x) / TRANSLATION_STEP
     ty = (qf.xy[qi, 1] - centre[1] - moved_y) / TRANSLATION_STEP
-    a = turn / (256 / ANGLE_STEPS)
-    sc = levels / LEVEL_STEP
-    # Each vote in its bin and the next along every axis (the next by rounding): 16 bins.
-    ba, bs, bx, by = (np.floor(v).astype(np.int64) for v in (a, sc, tx, ty))
-    bs = np.clip(bs, -60, 60) + 64
-    bx, by = np.clip(bx, -500, 500) + 512, np.clip(by, -500, 500) + 512
+    # Each vote in its bin and the next along every axis (the next by rounding): 16 bins,
+    # each a 31-bit key [angle 4][level 7][x 10][y 10] under the image's number. The angle
+    # wraps; the other fields are clipped one short of their width, so +1 never carries.
+    ba = turn // (256 // ANGLE_STEPS)
+    bs = np.clip(levels // LEVEL_STEP, -60, 60) + 64
+    bx = np.clip(np.floor(tx).astype(np.int64), -500, 500) + 512
+    by = np.clip(np.floor(ty).astype(np.int64), -500, 500) + 512
     which = s.owner[si]
-    keys = np.stack([(which << 31) + ((((ba + (bits & 1)) % ANGLE_STEPS * 128 + bs
-                                        + (bits >> 1 & 1)) * 1024 + bx + (bits >> 2 & 1))
-                                      * 1024 + by + (bits >> 3 & 1))  # 31 bits a bin
-                     for bits in range(16)])
-    bins, votes = np.unique(keys, return_counts=True)
-    # Each image's fullest bin (pairs are one-to-one, so a bin's count is of distinct pairs)
-    order = np.lexsort((-votes, bins >> 31))
-    bins, votes = bins[order], votes[order]
-    first = np.flatnonzero(np.r_[True, (bins[1:] >> 31) != (bins[:-1] >> 31)])
+    rest = (which << 31) + (bs << 20) + (bx << 10) + by
+    base = (rest + (ba << 27), rest + ((ba + 1) % ANGLE_STEPS << 27))
+    keys = np.stack([b[None, :] + _NEXT_BINS[:, None] for b in base]).reshape(16, -1)
+    # All keys in order: as 16 rows each sorted, merged by the stable sort (timsort joins
+    # runs), ~2.5x faster than sorting the keys as they come (bench/stage2.py).
+    ranked = np.stack([np.sort(b)[None, :] + _NEXT_BINS[:, None] for b in base])
+    ranked = np.sort(ranked, axis=None, kind="stable")
+    starts = np.flatnonzero(_new_run(ranked))
+    bins, votes = ranked[starts], np.diff(starts, append=len(ranked))
+    # Each image's fullest bin, the lowest key on a tie (pairs are one-to-one, so a bin's
+    # count is of distinct pairs): the bins are in key order, so each image's are together.
+    image = bins >> 31
+    new_image = _new_run(image)
+    group = np.cumsum(new_image) - 1
+    fullest = np.flatnonzero(votes == np.maximum.reduceat(votes, np.flatnonzero(new_image))[group])
+    fullest = fullest[_new_run(group[fullest])]
     best = np.full(s.count, -1, np.int64)
-    best[bins[first] >> 31] = bins[first]
+    best[image[fullest]] = bins[fullest]
     inside = (keys == best[which]).any(axis=0)
     # Refine: the similarity transform that fits the fullest bin's pairs best (least squares),
     # then the pairs it puts within FIT_DISTANCE of their partners, twice. Coarse bins let a
     # look-alike's near misses in; the fitted transform does not.
-    target = np.stack([qf.xy[qi, 0] - centre[0], qf.xy[qi, 1] - centre[1]], axis=1)
-    source = xy.astype(np.float64)
+    # Each fit reads only the pairs it uses: bincount adds in array order, so the sums are
+    # those of weighting all pairs by 0 or 1, bit for bit (an added ±0.0 changes no sum).
+    target = (qf.xy[qi, 0] - centre[0], qf.xy[qi, 1] - centre[1])
+    source = (xy[:, 0].astype(np.float64), xy[:, 1].astype(np.float64))
     for limit in (4 * FIT_DISTANCE, 2 * FIT_DISTANCE, FIT_DISTANCE):
-        fitted = _fit(which, source, target, inside, s.count)
-        moved = _apply(fitted[which], source)
-        inside = ((moved - target) ** 2).sum(axis=1) <= limit ** 2
+        fitted = _fit(which[inside], *(c[inside] for c in (*source, *target)), n=s.count)
+        ca, cb, ox, oy = (f[which] for f in fitted)
+        dx = ca * source[0] - cb * source[1] + ox - target[0]
+        dy = cb * source[0] + ca * source[1] + oy - target[1]
+        inside = dx ** 2 + dy ** 2 <= limit ** 2
     return np.bincount(which[inside], minlength=s.count).astype(np.int64)
 
 
-def _fit(which: np.ndarray, source: np.ndarray, target: np.ndarray, use: np.ndarray,
-         n: int) -> np.ndarray:
-    """Per image, (a, b, tx, ty) of the similarity x' = [[a, -b], [b, a]] x + t that fits the
-    pairs `use` selects in the least-squares sense (Umeyama's closed form in 2-D)."""
-    w = use.astype(np.float64)
-    count = np.maximum(np.bincount(which, w, n), 1e-9)
-    ms = np.stack([np.bincount(which, w * source[:, i], n) for i in (0, 1)], 1) / count[:, None]
-    mt = np.stack([np.bincount(which, w * target[:, i], n) for i in (0, 1)], 1) / count[:, None]
-    s = source - ms[which]
-    t = target - mt[which]
-    norm = np.maximum(np.bincount(which, w * (s ** 2).sum(axis=1), n), 1e-9)
-    a = np.bincount(which, w * (s[:, 0] * t[:, 0] + s[:, 1] * t[:, 1]), n) / norm
-    b = np.bincount(which, w * (s[:, 0] * t[:, 1] - s[:, 1] * t[:, 0]), n) / norm
-    tx = mt[:, 0] - (a * ms[:, 0] - b * ms[:, 1])
-    ty = mt[:, 1] - (b * ms[:, 0] + a * ms[:, 1])
-    return np.stack([a, b, tx, ty], axis=1)
+def _new_run(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values starts (a mask); np.r_ costs 3 µs more a call."""
+    out = np.empty(len(values), bool)
+    out[:1] = True
+    np.not_equal(values[1:], values[:-1], out=out[1:])
+    return out
 
 
-def _apply(fitted: np.ndarray, points: np.ndarray) -> np.ndarray:
-    a, b, tx, ty = fitted.T
-    return np.stack([a * points[:, 0] - b * points[:, 1] + tx,
-                     b * points[:, 0] + a * points[:, 1] + ty], axis=1)
+def _fit(which: np.ndarray, x: np.ndarray, y: np.ndarray, u: np.ndarray, v: np.ndarray, *,
+         n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per image, (a, b, tx, ty) of the similarity (u, v) = [[a, -b], [b, a]] (x, y) + t that
+    fits the pairs given in the least-squares sense (Umeyama's closed form in 2-D)."""
+    count = np.maximum(np.bincount(which, None, n).astype(np.float64), 1e-9)
+    mx, my, mu, mv = (np.bincount(which, c, n) / count for c in (x, y, u, v))
+    x, y, u, v = x - mx[which], y - my[which], u - mu[which], v - mv[which]
+    norm = np.maximum(np.bincount(which, x ** 2 + y ** 2, n), 1e-9)
+    a = np.bincount(which, x * u + y * v, n) / norm
+    b = np.bincount(which, x * v - y * u, n) / norm
+    return a, b, mu - (a * mx - b * my), mv - (b * mx + a * my)

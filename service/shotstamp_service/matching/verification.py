@@ -46,7 +46,6 @@ centres at integers); global transforms are built in continuous coordinates (pix
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import cv2
@@ -280,25 +279,35 @@ def verify_pair(query: LocalFeatures, stored: LocalFeatures,
                    global_geometry=_geometry("aligned", transform, qxy, sxy, query, stored))
 
 
-def _nearest(query: np.ndarray, stored: np.ndarray) -> Sequence[Sequence[cv2.DMatch]]:
-    """Each query descriptor's two nearest stored descriptors."""
+Nearest = tuple[np.ndarray, np.ndarray]  # (distances, stored indices), (n, 2) int32 each
+
+
+def _nearest(query: np.ndarray, stored: np.ndarray) -> Nearest:
+    """Each query descriptor's two nearest stored descriptors, the nearer first: the kernel
+    OpenCV's brute-force matcher runs (`knnMatch`, k=2), as arrays instead of DMatch objects."""
     if len(query) < 2 or len(stored) < 2:
-        return []
-    return cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query, stored, k=2)
+        return np.zeros((0, 2), np.int32), np.zeros((0, 2), np.int32)
+    distance, index = cv2.batchDistance(query, stored, cv2.CV_32S, normType=cv2.NORM_HAMMING,
+                                        K=2)
+    return distance, index
 
 
 def _ratio_matches(query: np.ndarray, stored: np.ndarray,
-                   nearest: Sequence[Sequence[cv2.DMatch]] | None = None) -> list[tuple[int, int]]:
-    """(query index, stored index) of Lowe ratio-test matches, one per stored keypoint."""
-    if nearest is None:
-        nearest = _nearest(query, stored)
-    best: dict[int, tuple[float, int]] = {}
-    for pair in nearest:
-        if len(pair) == 2 and pair[0].distance < RATIO * pair[1].distance:
-            m = pair[0]
-            if m.trainIdx not in best or m.distance < best[m.trainIdx][0]:
-                best[m.trainIdx] = (m.distance, m.queryIdx)
-    return [(q, t) for t, (_, q) in best.items()]
+                   nearest: Nearest | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(query indices, stored indices) of Lowe ratio-test matches, one per stored keypoint: its
+    closest query keypoint (the first on a tie), in the order the stored keypoints are first
+    met going through the query's."""
+    distance, index = _nearest(query, stored) if nearest is None else nearest
+    rows = np.flatnonzero(distance[:, 0] < RATIO * distance[:, 1])
+    if not len(rows):
+        return rows, rows.astype(np.intp)
+    target, closest = index[rows, 0], distance[rows, 0]
+    order = np.lexsort((rows, closest, target))  # by stored keypoint, closest, first
+    starts = np.flatnonzero(np.concatenate(([True], target[order[1:]] != target[order[:-1]])))
+    # Each stored keypoint's winner, and where it was first met (`rows` ascend: its least
+    # position), ordered by the latter.
+    chosen = order[starts][np.argsort(np.minimum.reduceat(order, starts))]
+    return rows[chosen], target[chosen].astype(np.intp)
 
 
 def _thumbnail_keypoints(image: np.ndarray, shape: tuple[int, int],
@@ -328,11 +337,9 @@ def _guided_inliers(query: LocalFeatures, stored: LocalFeatures, transform: np.n
         qxy, qd = query.xy.astype(np.float64) + 0.5, query.descriptors
         sxy, sd = stored.xy.astype(np.float64) + 0.5, stored.descriptors
         tolerance = GUIDED_TOLERANCE
-    pairs = _ratio_matches(qd, sd)
-    if not pairs:
+    qi, si = _ratio_matches(qd, sd)
+    if not len(qi):
         return 0, np.zeros((0, 2)), np.zeros((0, 2))
-    qi = np.array([q for q, _ in pairs])
-    si = np.array([t for _, t in pairs])
     predicted = qxy[qi] @ transform[:, :2].T + transform[:, 2]
     near = np.linalg.norm(predicted - sxy[si], axis=1) <= tolerance
     return int(near.sum()), qxy[qi[near]], sxy[si[near]]
@@ -344,18 +351,18 @@ def _keypoint_evidence(query: LocalFeatures, stored: LocalFeatures) -> Evidence:
         return Evidence()
     # (2): ratio-test matches, at most one query keypoint per stored keypoint
     nearest = _nearest(query.descriptors, stored.descriptors)
-    pairs = _ratio_matches(query.descriptors, stored.descriptors, nearest)
-    if len(pairs) < MIN_MATCHES:
-        return Evidence(matches=len(pairs))
-    src = query.xy[np.array([q for q, _ in pairs])]
-    dst = stored.xy[np.array([t for _, t in pairs])]
+    qi, si = _ratio_matches(query.descriptors, stored.descriptors, nearest)
+    matches = len(qi)
+    if matches < MIN_MATCHES:
+        return Evidence(matches=matches)
+    src, dst = query.xy[qi], stored.xy[si]
     # (3): a similarity transform query → stored, fitted with RANSAC
     transform, inliers = cv2.estimateAffinePartial2D(
         src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_THRESHOLD,
         maxIters=2000, confidence=0.995, refineIters=10,
     )
     if transform is None or inliers is None:
-        return Evidence(matches=len(pairs))
+        return Evidence(matches=matches)
     count = int(inliers.sum())
     scale = math.hypot(transform[0, 0], transform[1, 0])
     rotation = math.degrees(math.atan2(transform[1, 0], transform[0, 0]))
@@ -368,11 +375,11 @@ def _keypoint_evidence(query: LocalFeatures, stored: LocalFeatures) -> Evidence:
     # (4): every keypoint pair the transform puts together, ratio test or not
     rematched = _rematch(query, stored, transform, nearest) if count >= REMATCH_MIN_INLIERS else 0
     if max(count, rematched) < PHOTOMETRY_MIN_INLIERS:
-        return Evidence(len(pairs), count, scale, rotation, rematched=rematched,
+        return Evidence(matches, count, scale, rotation, rematched=rematched,
                         geometry=geometry)
     # (5): how much of the overlap looks the same once aligned
     share, cells, overlay = agreement(query, stored, continuous)
-    return Evidence(len(pairs), count, scale, rotation, share, cells, rematched=rematched,
+    return Evidence(matches, count, scale, rotation, share, cells, rematched=rematched,
                     overlay=overlay, geometry=geometry, coverage=geometry.covered(),
                     resize=_resize(query, stored, scale))
 
@@ -388,13 +395,13 @@ def _resize(query: LocalFeatures, stored: LocalFeatures, scale: float) -> float 
 
 
 def _rematch(query: LocalFeatures, stored: LocalFeatures, transform: np.ndarray,
-             nearest: Sequence[Sequence[cv2.DMatch]]) -> int:
+             nearest: Nearest) -> int:
     """One-to-one pairs among each query keypoint's two nearest descriptors that `transform`
     (index coordinates, query → stored) puts within GUIDED_TOLERANCE of each other, at most
     REMATCH_DISTANCE bits apart: the ratio test's rejects that the geometry vouches for."""
-    found = np.array([(m.distance, m.queryIdx, m.trainIdx) for pair in nearest for m in pair
-                      if m.distance <= REMATCH_DISTANCE]).reshape(-1, 3)
-    d, qi, si = found[:, 0], found[:, 1].astype(np.intp), found[:, 2].astype(np.intp)
+    distance, index = nearest
+    near = np.flatnonzero(distance.ravel() <= REMATCH_DISTANCE)  # row by row, nearer first
+    d, qi, si = distance.ravel()[near], near // 2, index.ravel()[near].astype(np.intp)
     offsets = query.xy[qi] @ transform[:, :2].T + transform[:, 2] - stored.xy[si]
     near = np.flatnonzero((offsets * offsets).sum(axis=1) <= GUIDED_TOLERANCE ** 2)
     ranked = near[np.argsort(d[near], kind="stable")]

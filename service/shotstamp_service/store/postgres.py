@@ -842,9 +842,12 @@ class PostgresStore(Store):
         claimed = DELIVERY_COLUMNS.replace("d.next_attempt_at", "due.next_attempt_at")
         with _translated("write"):
             # As SQLite's: the webhooks with pending deliveries (a skip scan),
-            # the first few due of each, at most `per_seller` of each seller's;
-            # then locked (FOR UPDATE cannot go with a window), SKIP LOCKED so
-            # that replicas claim disjoint rows.
+            # the first few due of each, at most `per_seller` of each seller's.
+            # Each webhook's few are locked as they are picked (SKIP LOCKED in the
+            # LATERAL, before its LIMIT), so a replica racing another takes the next
+            # due rows instead of ranking rows the other holds and then skipping them
+            # all (it came back empty while deliveries were due). The final lock
+            # (FOR UPDATE cannot go with the window) re-checks each row is still due.
             rows = await self.pool.fetch(
                 "WITH RECURSIVE hooks AS ("
                 " (SELECT webhook_id FROM webhook_deliveries WHERE status = 'pending'"
@@ -860,7 +863,7 @@ class PostgresStore(Store):
                 "  FROM hooks h JOIN webhooks w ON w.id = h.webhook_id CROSS JOIN LATERAL ("
                 "   SELECT seq, next_attempt_at FROM webhook_deliveries"
                 "   WHERE webhook_id = w.id AND status = 'pending' AND next_attempt_at <= $1"
-                "   ORDER BY next_attempt_at, seq LIMIT $5) p"
+                "   ORDER BY next_attempt_at, seq LIMIT $5 FOR UPDATE SKIP LOCKED) p"
                 "  WHERE NOT (w.seller = ANY($4::text[]))) r"
                 " WHERE seller_rank <= $5 ORDER BY next_attempt_at, seq LIMIT $3),"
                 " due AS ("

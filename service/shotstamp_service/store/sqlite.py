@@ -256,6 +256,13 @@ def _read_tiles(conn: sqlite3.Connection, wanted: Iterable[TileCoord]) -> dict[T
 
 # Fingerprint rows read on the event loop before the rest go to the reader thread.
 _FOLLOW_ROWS_INLINE = 32
+# Feature blobs read on the event loop: a stage-2 round's candidates (up to the engine's
+# 64-word shortlist and the PDQ candidates) cost less there than the hop to the reader.
+_FEATURES_INLINE = 128
+_FEATURES_BY_SEQ = (
+    "SELECT seq, features FROM registrations"
+    " WHERE seq IN (SELECT value FROM json_each(?)) AND features IS NOT NULL"
+)
 
 
 def _roll_back(conn: sqlite3.Connection | None) -> None:
@@ -707,24 +714,19 @@ class SQLiteStore(Store):
 
     async def get_features(self, seqs: Iterable[int]) -> dict[int, bytes]:
         wanted = sorted(set(seqs))
+        listed = json.dumps(wanted)
 
         def run(conn: sqlite3.Connection) -> dict[int, bytes]:
-            found: dict[int, bytes] = {}
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for row in conn.execute(
-                    f"SELECT seq, features FROM registrations"
-                    f" WHERE seq IN ({marks}) AND features IS NOT NULL",
-                    chunk,
-                ):
-                    found[row["seq"]] = bytes(row["features"])
-            return found
+            # One statement text for any count, so it is prepared once (the IN list of
+            # `?` marks was a new statement for each length).
+            rows = conn.execute(_FEATURES_BY_SEQ, (listed,))
+            return {seq: bytes(blob) for seq, blob in rows}
 
         if not wanted:
             return {}
-        # A stage-2 round's few candidates on the loop; a long list on the reader.
-        return await (self._read_here(run) if len(wanted) <= 16 else self._read(run))
+        # A stage-2 round's candidates on the loop; only a longer list goes to the reader.
+        return await (self._read_here(run) if len(wanted) <= _FEATURES_INLINE
+                      else self._read(run))
 
     async def get_thumbnail(self, seq: int) -> bytes | None:
         def run(conn: sqlite3.Connection) -> bytes | None:

@@ -244,6 +244,36 @@ async def test_two_replicas_claim_disjoint_webhook_deliveries(postgres_url):
         assert len(await b.claim_deliveries(now=200, lease_until=300, limit=50)) == 20
 
 
+async def test_a_claim_takes_the_due_deliveries_another_replica_does_not_hold(postgres_url):
+    """The race above, made deterministic: another replica's claim holds the first 15 rows
+    (locked, not yet committed). A claim skips them and takes the 5 after, where it used
+    to rank the 15 held ones first and then skip them all, coming back empty."""
+    from shotstamp_service.records import WebhookDelivery, WebhookRecord
+
+    async with opened(postgres_url) as b:
+        await b.add_webhook(
+            WebhookRecord("wh1", "acme", "https://example.com/h", "s3cret", ("conflict",), "t")
+        )
+        await b.enqueue_deliveries(
+            [WebhookDelivery(f"d{n}", "wh1", f"e{n}", "conflict", b"{}", "t", next_attempt_at=n)
+             for n in range(20)]
+        )
+        other = await asyncpg.connect(postgres_url)
+        try:
+            async with other.transaction():
+                held = await other.fetch(
+                    "SELECT id FROM webhook_deliveries WHERE next_attempt_at < 15 FOR UPDATE"
+                )
+                assert len(held) == 15
+                claimed = await b.claim_deliveries(now=100, lease_until=200, limit=15)
+                assert [d.id for d in claimed] == [f"d{n}" for n in range(15, 20)]
+        finally:
+            await other.close()
+        # Released uncommitted: the 15 are due again, the 5 are leased.
+        again = await b.claim_deliveries(now=100, lease_until=200, limit=50)
+        assert [d.id for d in again] == [f"d{n}" for n in range(15)]
+
+
 async def test_replicas_racing_to_schedule_and_claim_an_anchor_job_get_one_each_time(postgres_url):
     from shotstamp_service.store import AnchorAttempt
 

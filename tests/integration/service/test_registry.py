@@ -440,3 +440,41 @@ async def test_a_decision_that_saw_the_other_process_s_rows_needs_no_second_look
     assert guard_calls == []
     await here.close()
     await there.close()
+
+
+async def test_the_index_does_not_read_back_the_rows_it_committed_itself(store_target):
+    """A registration's own row is indexed at its commit: the next `load_index` skips it
+    (it used to read it back, feature blob and all, once per upload), unless another
+    process's row may lie below it unread; that row is then read and indexed as before."""
+    here, there, registry, other, _ = await _here_and_there(store_target)
+    read: list[int] = []
+    real = here._fingerprint_page
+
+    async def page(after_seq: int, limit: int):
+        rows = await real(after_seq, limit)
+        read.extend(row.seq for row in rows)
+        return rows
+
+    here._fingerprint_page = page  # type: ignore[method-assign]
+    seqs = []
+    for n in (81, 82, 83):
+        outcome = await registry.register(Principal("globex", "seller", "k2"), imagegen.jpeg(n))
+        assert outcome.kind == "created"
+        seqs.append(outcome.registration.seq)
+        assert registry.indexed_through == outcome.registration.seq
+    assert await registry.load_index() == 0
+    assert read == []  # none of the three read back
+
+    # Another process commits between this one's look and its commit: a gap below its seq.
+    kinds = _commit_elsewhere_after_the_pre_lock_look(registry, other, imagegen.jpeg(84))
+    outcome = await registry.register(Principal("globex", "seller", "k2"), imagegen.jpeg(85))
+    assert kinds == ["created"] and outcome.kind == "created"
+    foreign = outcome.registration.seq - 1
+    assert registry.indexed_through == seqs[-1] < foreign  # not advanced over the unread row
+    assert registry.owners.get(foreign) is None
+    assert await registry.load_index() == 1  # the other's row, indexed; its own, skipped
+    assert registry.owners.get(foreign) == "acme"
+    assert registry.indexed_through == outcome.registration.seq
+    assert read == [foreign, outcome.registration.seq]
+    await here.close()
+    await there.close()

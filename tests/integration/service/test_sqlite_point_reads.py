@@ -94,3 +94,28 @@ async def test_the_few_registrations_another_process_added_are_read_on_the_loop(
     many = regs + [await store.add_registration(_new(n)) for n in range(4, 81)]
     store.fingerprint_page = 50  # two pages, each partly on the loop, the rest on the reader
     assert [f.seq async for f in store.iter_fingerprints()] == [r.seq for r in many]
+
+
+async def test_a_stage_2_round_s_blobs_are_read_on_the_loop_and_a_longer_list_on_the_reader(
+    store, monkeypatch
+):
+    """Stage 2 reads up to its shortlist's 64 word candidates plus the PDQ ones: on the
+    loop, where it costs less than the hop; a list past `_FEATURES_INLINE` hops."""
+    from shotstamp_service.store import sqlite
+
+    regs = [await store.add_registration(_new(n)) for n in range(1, 151)]
+    real_read = store._read
+    monkeypatch.setattr(store, "_read", _no_reader)
+    inline = [r.seq for r in regs[: sqlite._FEATURES_INLINE - 1]]  # and one not stored
+    found = await store.get_features([*inline, 10_000])
+    assert found == {r.seq: bytes([n]) * 100 for n, r in enumerate(regs[:len(inline)], 1)}
+    hopped: list[int] = []
+
+    async def reader(fn):
+        hopped.append(1)
+        return await real_read(fn)
+
+    monkeypatch.setattr(store, "_read", reader)
+    everything = await store.get_features(r.seq for r in regs)
+    assert hopped == [1]
+    assert everything == {r.seq: bytes([n]) * 100 for n, r in enumerate(regs, 1)}

@@ -329,6 +329,40 @@ def test_a_registration_indexed_twice_is_prepared_once(
     assert sum(k is not None for k in sampled) - indexed == 1
 
 
+def test_an_uploads_looks_make_its_word_query_once(
+    fixture_fps: list[Fingerprint], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`look` and `look_again`'s scratch matcher read one `WordQuery` of the upload (its
+    words sampled once), and score as a lookup that makes its query side afresh."""
+    sampled: list[object] = []
+    real = words
+
+    def counting(local: object, keep: object = None) -> object:
+        sampled.append(keep)
+        return real(local, keep)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rule, "words", counting)
+    matcher = Matcher(background=False)
+    *originals, copy = fixture_fps
+    for ref, fp in enumerate(originals[1:], start=10):
+        matcher.add(ref, fp)
+    first = matcher.look(copy, stop_at_copy=False)
+    matcher.add(5, originals[0])
+    again = matcher.look_again(first, stop_at_copy=False)
+    assert again.candidates is not None and 5 in {m.ref for m in again.found}  # a copy
+    assert sum(k is None for k in sampled) == 1  # the query's words: once for both looks
+    got = matcher.word_scores(copy, limit=10)
+    local = copy.local
+    assert local is not None
+    fresh = matcher._words.search(
+        *real(local), limit=10, min_votes=rule.MIN_VOTES, max_distance=rule.SIGNATURE_DISTANCE,
+        sigma=rule.SIGNATURE_SIGMA, max_postings=rule.WORD_POSTINGS_BUDGET,
+        probe=rule.index_keypoints(local, rule.WORD_PROBES),
+        max_probe_postings=rule.WORD_PROBE_POSTINGS)
+    assert got == fresh and got[0].ref == 5
+    assert sum(k is None for k in sampled) == 1
+
+
 def test_add_many_equals_add(fixture_fps: list[Fingerprint]) -> None:
     one, bulk = Matcher(background=False), Matcher(background=False)
     for ref, fp in enumerate(fixture_fps[:-1]):

@@ -285,6 +285,100 @@ def test_word_index_over_many_mapped_parts_answers_as_in_memory(
             assert answers(mapped, query, **kw) == answers(fewer, query, **kw)
 
 
+def test_word_index_tail_answers_as_frozen_segments_through_adds_and_discards() -> None:
+    """The in-memory tail (sorted numpy postings) gives the same registrations, scores to the
+    bit and votes as the same registrations bulk-loaded into segments, while registrations
+    are added and discarded (its postings go at once) and with budgets and probes cutting."""
+    rng = np.random.default_rng(21)
+    n, k = 300, 40
+    words = np.minimum(rng.zipf(1.3, n * k), 3000).astype(np.uint32)
+    angles = rng.integers(0, ANGLE_BINS, n * k).astype(np.uint8)
+    signatures = rng.integers(0, 1 << 32, n * k, dtype=np.uint64).astype(np.uint32)
+    refs = np.arange(1, n + 1, dtype=np.int64)
+    tail = WordIndex(background=False, segment_postings=1 << 30)  # never frozen
+    gone: set[int] = set()
+    settings: list[dict[str, object]] = [
+        {}, {"max_postings": 2_000}, {"max_df": 0.5},
+        {"probe": np.arange(10), "max_postings": 5_000, "max_probe_postings": 400}]
+    checked = 0
+    for i in range(n):
+        tail.add(int(refs[i]), *(a[i * k:(i + 1) * k] for a in (words, angles, signatures)))
+        if i % 7 == 3:  # discard an earlier registration now and then
+            victim = int(rng.integers(0, i + 1))
+            tail.discard(int(refs[victim]))
+            gone.add(victim)
+        if i % 60 != 59:
+            continue
+        live = np.array([j for j in range(i + 1) if j not in gone])
+        frozen = WordIndex(background=False)
+        take = np.concatenate([np.arange(j * k, (j + 1) * k) for j in live])
+        frozen.add_many(refs[live], np.full(len(live), k), words[take], angles[take],
+                        signatures[take])
+        assert not tail._segments and len(tail) == len(frozen) == len(live)
+        for j in rng.choice(live, 4, replace=False).tolist():
+            own = slice(j * k, j * k + 30)
+            query = (words[own], (angles[own] + 5) % ANGLE_BINS, signatures[own] ^ np.uint32(6))
+            for kw in settings:
+                got, want = (
+                    [(g.ref, g.score, g.votes)
+                     for g in index.search(*query, limit=8, min_votes=2, max_distance=10,
+                                           sigma=6.0, **kw)]  # type: ignore[arg-type]
+                    for index in (tail, frozen))
+                assert got == want
+                checked += bool(want)
+    assert checked > 20  # the queries find registrations
+    assert len(tail._tail) == sum(len(np.unique(words[j * k:(j + 1) * k]))
+                                        for j in range(n) if j not in gone)
+
+
+def _score_reference(parts: list[tuple[np.ndarray, ...]], min_votes: int,
+                     keep: int) -> list[tuple[int, float, int]]:
+    """`WordIndex._score` spelled out: each vote counts in its angle bin and the next; a
+    registration's best bin has the most votes, then the highest score (weights summed in
+    vote order), then the lowest bin; the `keep` best by score, then ref."""
+    out = []
+    for refs, local, dangle, weight in parts:
+        bins: dict[tuple[int, int], list[float]] = {}
+        for half in (0, 1):
+            for r, d, w in zip(local.tolist(), dangle.tolist(), weight.tolist(), strict=True):
+                bins.setdefault((r, (d + half) % ANGLE_BINS), []).append(w)
+        best: dict[int, tuple[int, float, int]] = {}
+        for (r, b), ws in sorted(bins.items()):
+            total = 0.0
+            for w in ws:
+                total += w
+            got = (len(ws), total, -b)
+            if r not in best or got[:2] > best[r][:2]:
+                best[r] = got
+        out += [(int(refs[r]), s, v) for r, (v, s, _) in best.items()
+                if v >= min_votes and refs[r] != -1]
+    out.sort(key=lambda x: (-x[1], x[0]))
+    return out[:keep]
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_word_scores_pick_each_registrations_best_bin_as_the_reference_does(
+        dense: bool) -> None:
+    """Votes with many ties (weights from a few values, counts equal across bins), into
+    small parts or large ones (the kernel's scratch sized to the largest)."""
+    rng = np.random.default_rng(8)
+    parts = []
+    # 40 registrations of each part get the votes; the parts hold 68, or 70,000 of them
+    # (2**20 keys: too many to count every one).
+    for size in ((40, 3, 25) if dense else (40_000, 3, 30_000)):
+        n = 400
+        refs = np.arange(size, dtype=np.int64) + 100_000 * len(parts)
+        refs[::7] = -1  # discarded tail rows
+        voters = rng.choice(size, min(size, 40), replace=False)
+        parts.append((refs, rng.choice(voters, n).astype(np.int64),
+                      rng.integers(0, ANGLE_BINS, n).astype(np.int64),
+                      rng.choice([0.5, 1.25, 2.0], n)))
+    for min_votes, keep in ((2, 10), (3, 100), (30, 100)):
+        got = [(g.ref, g.score, g.votes) for g in WordIndex._score(parts, min_votes, keep)]
+        assert got == _score_reference(parts, min_votes, keep)
+    assert len(WordIndex._score(parts, 2, 100)) > 30
+
+
 def test_hamming_tail_counts_distances_exactly_at_the_radius_and_at_256() -> None:
     """The brute-force tail sums a row's four popcounts mod 256: the complement (distance 256)
     must not come back as distance 0; codes at the radius and one past it, their differing
