@@ -4,6 +4,7 @@
     PYTHONPATH=sdk:service:. python -m bench.vote_kernel ranks DIR/data --family combination
         [--budgets 200000,300000,400000] [--every 1]
     PYTHONPATH=sdk:service:. python -m bench.vote_kernel startup
+    PYTHONPATH=sdk:service:. python -m bench.vote_kernel small --against OTHER/index.py
 
 DIR/data is `bench/fullscale.py build`'s data directory; its persisted segments are mapped
 into a `Matcher` (as a service start does, without the store's tail) and queried with the real
@@ -17,6 +18,11 @@ asserted equal (refs, float scores, votes, order). Prints medians per vote and p
 
 `ranks`: where the original ranks in the vote (as /tmp/why.py: in the shortlist, absent) for
 one edit family at each postings budget, and the CPU per vote at each (this checkout's code).
+
+`small`: `_score` alone on small synthetic parts (an empty service's look, a `look_again`
+scratch index, a few thousand registrations), this checkout's against the `WordIndex._score`
+of another commit's `index.py` (`git show main:service/shotstamp_service/matching/index.py`),
+alternating, answers asserted equal.
 
 `startup`: the kernel's first call in fresh processes: with an empty numba cache (compiles),
 then with the cache it wrote, and the import of numba alone.
@@ -177,18 +183,64 @@ def startup(rounds: int) -> None:
         print(f"| {label} | {med[0]:.2f} | {med[1]:.2f} | {med[2]:.2f} | {len(runs)} |")
 
 
+def small(against: Path) -> None:
+    import importlib.util
+
+    from shotstamp_service.matching import kernels
+
+    spec = importlib.util.spec_from_file_location("other_index", against)
+    assert spec is not None and spec.loader is not None
+    other = importlib.util.module_from_spec(spec)
+    sys.modules["other_index"] = other
+    spec.loader.exec_module(other)
+    kernels.warm()
+    rng = np.random.default_rng(1)
+
+    def parts_of(sizes: list[int], n: int) -> list:
+        out = []
+        for size in sizes:
+            hot = np.where(rng.random(n) < 0.3, rng.integers(0, 5, n), rng.integers(0, size, n))
+            out.append((np.arange(size, dtype=np.int64), hot.astype(np.int64),
+                        rng.integers(0, 16, n).astype(np.int64), rng.random(n)))
+        return out
+
+    cases = {"an empty service's look (3 parts of ≤ 512, 1,500 votes)": ([512, 512, 300], 500),
+             "a look_again scratch index (8 registrations, 40 votes)": ([8], 40),
+             "2,139 registrations (5 parts, 6,000 votes)": ([512, 512, 512, 512, 91], 1200)}
+    print("| `_score` CPU (thread), median | other | this checkout |")
+    print("|---|---|---|")
+    for name, (sizes, n) in cases.items():
+        samples = [parts_of(sizes, n) for _ in range(50)]
+        times: dict[str, list[float]] = {"other": [], "this": []}
+        for rep in range(20):
+            for i, parts in enumerate(samples):
+                got = {}
+                for who in (("other", "this") if (i + rep) % 2 else ("this", "other")):
+                    fn = other.WordIndex._score if who == "other" else AFTER.__func__
+                    got[who], dt = _timed(fn, parts, 2, 64)
+                    times[who].append(dt)
+                assert _as_tuples(got["other"]) == _as_tuples(got["this"])
+        print(f"| {name} | {statistics.median(times['other']) * 1e6:.0f} µs | "
+              f"{statistics.median(times['this']) * 1e6:.0f} µs |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["compare", "ranks", "startup"])
+    parser.add_argument("command", choices=["compare", "ranks", "startup", "small"])
     parser.add_argument("data", type=Path, nargs="?")
     parser.add_argument("--queries", type=int, default=150)
     parser.add_argument("--family", default="combination")
     parser.add_argument("--budgets", default=f"{engine.WORD_POSTINGS_BUDGET},300000,400000")
     parser.add_argument("--every", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--against", type=Path, help="small: another commit's index.py")
     args = parser.parse_args()
     if args.command == "startup":
         startup(args.rounds)
+    elif args.command == "small":
+        if args.against is None:
+            parser.error("small needs --against OTHER/index.py")
+        small(args.against)
     elif args.data is None:
         parser.error(f"{args.command} needs the data directory")
     elif args.command == "compare":
