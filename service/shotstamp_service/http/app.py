@@ -2,11 +2,11 @@
 
 Start-up order (cleanup_ctx, undone in reverse): store → signing keys (the
 active key's private half found on disk) → fingerprint pool → registry (index
-rebuilt from the store, then following it) → sealer → anchors (their own
-task, never on the seal path) → webhook dispatcher (stopped first, so its
-last outbox writes reach the store). On shutdown the sealer seals whatever is
-still pending before the store closes (if this replica is the one that seals;
-otherwise the one that does will).
+rebuilt from the store, the word vote's kernel compiled, then following it) →
+sealer → anchors (their own task, never on the seal path) → webhook dispatcher
+(stopped first, so its last outbox writes reach the store). On shutdown the
+sealer seals whatever is still pending before the store closes (if this
+replica is the one that seals; otherwise the one that does will).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from shotstamp_service.http.serve import IN_FLIGHT, InFlight, track_in_flight
 from shotstamp_service.log.sealer import Sealer
 from shotstamp_service.log.signer import SigningKeys
 from shotstamp_service.logs import REQUEST_ID
+from shotstamp_service.matching import kernels
 from shotstamp_service.matching.engine import Matcher
 from shotstamp_service.matching.fingerprint import DecodeLimits, ImageRejected
 from shotstamp_service.matching.pool import FingerprintPool
@@ -228,6 +229,8 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     count = await registry.load_index()
     log.info("index loaded with %d registrations", count)
+    # The word vote's compiled kernel: compiled or loaded from numba's cache now, not on an upload.
+    await asyncio.to_thread(kernels.warm)
     app[REGISTRY] = registry
     # Other replicas register too: their photos must be caught here within a second.
     tasks = [
