@@ -45,7 +45,6 @@ from shotstamp_service.http.serve import IN_FLIGHT, InFlight, track_in_flight
 from shotstamp_service.log.sealer import Sealer
 from shotstamp_service.log.signer import SigningKeys
 from shotstamp_service.logs import REQUEST_ID
-from shotstamp_service.matching import kernels
 from shotstamp_service.matching.engine import Matcher
 from shotstamp_service.matching.fingerprint import DecodeLimits, ImageRejected
 from shotstamp_service.matching.pool import FingerprintPool
@@ -230,6 +229,10 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     count = await registry.load_index()
     log.info("index loaded with %d registrations", count)
     # The word vote's compiled kernel: compiled or loaded from numba's cache now, not on an upload.
+    # Imported here, not at the top: the fingerprint workers re-import this module's importers
+    # (multiprocessing's main-module fix-up) and must not load numba (~80 MB each).
+    from shotstamp_service.matching import kernels
+
     await asyncio.to_thread(kernels.warm)
     app[REGISTRY] = registry
     # Other replicas register too: their photos must be caught here within a second.
