@@ -305,19 +305,25 @@ def test_look_again_below_a_ref_leaves_out_those_above(fixture_fps: list[Fingerp
         == [4]
 
 
-def test_a_registration_indexed_twice_is_prepared_once(
-    fixture_fps: list[Fingerprint], monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The registry adds an upload as a reservation, then under its seq, and other uploads'
-    `look_again` add it to their scratch matcher: its words are sampled once for all."""
-    sampled: list[object] = []
+@pytest.fixture
+def sampled(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every `keep` the engine's word sampler is called with, in order."""
+    calls: list[object] = []
     real = words
 
     def counting(local: object, keep: object = None) -> object:
-        sampled.append(keep)
+        calls.append(keep)
         return real(local, keep)  # type: ignore[arg-type]
 
     monkeypatch.setattr(rule, "words", counting)
+    return calls
+
+
+def test_a_registration_indexed_twice_is_prepared_once(
+    fixture_fps: list[Fingerprint], sampled: list[object],
+) -> None:
+    """The registry adds an upload as a reservation, then under its seq, and other uploads'
+    `look_again` add it to their scratch matcher: its words are sampled once for all."""
     matcher = Matcher(background=False)
     *originals, copy = fixture_fps
     first = matcher.look(copy)
@@ -330,18 +336,10 @@ def test_a_registration_indexed_twice_is_prepared_once(
 
 
 def test_an_uploads_looks_make_its_word_query_once(
-    fixture_fps: list[Fingerprint], monkeypatch: pytest.MonkeyPatch,
+    fixture_fps: list[Fingerprint], sampled: list[object],
 ) -> None:
     """`look` and `look_again`'s scratch matcher read one `WordQuery` of the upload (its
     words sampled once), and score as a lookup that makes its query side afresh."""
-    sampled: list[object] = []
-    real = words
-
-    def counting(local: object, keep: object = None) -> object:
-        sampled.append(keep)
-        return real(local, keep)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(rule, "words", counting)
     matcher = Matcher(background=False)
     *originals, copy = fixture_fps
     for ref, fp in enumerate(originals[1:], start=10):
@@ -355,7 +353,7 @@ def test_an_uploads_looks_make_its_word_query_once(
     local = copy.local
     assert local is not None
     fresh = matcher._words.search(
-        *real(local), limit=10, min_votes=rule.MIN_VOTES, max_distance=rule.SIGNATURE_DISTANCE,
+        *words(local), limit=10, min_votes=rule.MIN_VOTES, max_distance=rule.SIGNATURE_DISTANCE,
         sigma=rule.SIGNATURE_SIGMA, max_postings=rule.WORD_POSTINGS_BUDGET,
         probe=rule.index_keypoints(local, rule.WORD_PROBES),
         max_probe_postings=rule.WORD_PROBE_POSTINGS)
