@@ -6,6 +6,13 @@ the votes' keys and counting into arrays the size of the index. Its sums add the
 in the order `np.bincount` adds them, so its answers are bit-identical to the numpy
 reference (`tests/unit/matching/test_matching_kernels.py`).
 
+`near_votes` is `WordIndex._votes`' reading: per part, it walks the query words' postings
+ranges, keeps the postings whose stored signature is near the query word's and writes their
+votes (local index, angle difference, weight) into one set of arrays for `best_bins`, instead
+of numpy gathering every posting index, signature and repeated query signature first. It
+keeps the order and the float multiply of the numpy code it replaced, so its votes are
+bit-identical (`tests/unit/matching/near_bfe285a.py`, `test_matching_near.py`).
+
 numba compiles on the first call (seconds) and caches the machine code beside this file
 (`__pycache__`) or, where that is read-only, under `NUMBA_CACHE_DIR`; `warm()` makes that
 first call at service start.
@@ -16,12 +23,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit
 
-__all__ = ["best_bins", "warm"]
+__all__ = ["NearPart", "best_bins", "near_votes", "warm"]
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +143,107 @@ def best_bins(local: np.ndarray, dangle: np.ndarray, weight: np.ndarray,
     return found
 
 
+@_compiled
+def _near_votes(postings: np.ndarray, stored: np.ndarray, starts: np.ndarray,
+                ends: np.ndarray, local_shift: int, local_mask: int, angle_shift: int,
+                angles: np.ndarray, signatures: np.ndarray, idf: np.ndarray,
+                by_distance: np.ndarray, max_bits: int, scale: int,
+                out_local: np.ndarray, out_dangle: np.ndarray, out_weight: np.ndarray,
+                at: int) -> int:
+    for j in range(len(starts)):
+        query = np.int64(signatures[j])
+        angle = angles[j]
+        w = idf[j]
+        for i in range(starts[j], ends[j]):
+            # the low 16 bits (uint32 signatures of older files, the tail's uint64 postings),
+            # counted by SWAR, which LLVM compiles to one popcnt
+            x = (np.int64(stored[i]) ^ query) & 0xFFFF
+            x -= (x >> 1) & 0x5555
+            x = (x & 0x3333) + ((x >> 2) & 0x3333)
+            x = (x + (x >> 4)) & 0x0F0F
+            bits = (x + (x >> 8)) & 0x1F
+            if bits <= max_bits:
+                # a tail posting (uint64) may exceed 2**63: the wrap leaves the fields' bits
+                p = np.int64(postings[i])
+                out_local[at] = (p >> local_shift) & local_mask
+                out_dangle[at] = (angle - ((p >> angle_shift) & (ANGLE_BINS - 1))) % ANGLE_BINS
+                out_weight[at] = w * by_distance[scale * bits]
+                at += 1
+    return at
+
+
+class NearPart(NamedTuple):
+    """One part's postings for `near_votes`: posting i of the query word j is in
+    `[starts[j], ends[j])`; its local index is `(posting >> local_shift) & local_mask`, its
+    angle bin `(posting >> angle_shift) & (ANGLE_BINS - 1)`."""
+
+    refs: np.ndarray  # local index → ref
+    postings: np.ndarray  # uint32 (plain or a 3-byte-stride view) or uint64 (the tail)
+    stored: np.ndarray  # the postings' signatures in their low 16 bits: uint16, uint32, uint64
+    starts: np.ndarray
+    ends: np.ndarray
+    local_shift: int
+    local_mask: int
+    angle_shift: int
+
+
+def near_votes(parts: list[NearPart], angles: np.ndarray, signatures: np.ndarray,
+               idf: np.ndarray, by_distance: np.ndarray, max_bits: int, scale: int,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The votes of every part's postings whose stored signature differs from query word j's
+    (`signatures[j]`, uint16) in at most `max_bits` bits: (local index, angle difference
+    `(angles[j] - angle) % ANGLE_BINS`, weight `idf[j] * by_distance[scale * bits]`) as int64,
+    int64 and float64 arrays, part after part, each part's words in order and each word's
+    postings in order; and `vote_starts` (part p's votes are `[vote_starts[p],
+    vote_starts[p + 1])`), as `best_bins` takes them."""
+    starts = [np.asarray(p.starts, np.int64) for p in parts]
+    ends = [np.asarray(p.ends, np.int64) for p in parts]
+    total = sum(int((e - s).sum()) for s, e in zip(starts, ends, strict=True))
+    local = np.empty(total, np.int64)
+    dangle = np.empty(total, np.int64)
+    weight = np.empty(total, np.float64)
+    vote_starts = np.zeros(len(parts) + 1, np.int64)
+    angles = np.asarray(angles, np.int64)
+    signatures = np.asarray(signatures, np.uint16)
+    idf = np.asarray(idf, np.float64)
+    by_distance = _readonly(np.asarray(by_distance, np.float64))
+    at = 0
+    for k, part in enumerate(parts):
+        if len(starts[k]):
+            at = _near_votes(_readonly(part.postings), _readonly(part.stored), starts[k],
+                             ends[k], part.local_shift, part.local_mask, part.angle_shift,
+                             angles, signatures, idf, by_distance, max_bits, scale,
+                             local, dangle, weight, at)
+        vote_starts[k + 1] = at
+    return local[:at], dangle[:at], weight[:at], vote_starts
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """`a` as a read-only view: in-memory parts then share the mapped parts' compiled code
+    (numba compiles one version per array type, and read-only is part of the type)."""
+    if not a.flags.writeable:
+        return a
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+# The array types parts come in (postings, signatures): plain uint32 postings (in memory,
+# format /1) or a 3-byte-stride view (formats /2 on), with uint16 signatures or the uint32 of
+# formats /1-/2; the tail's uint64 postings, which hold their signatures too.
+def _warm_parts() -> list[tuple[np.ndarray, np.ndarray]]:
+    plain = np.zeros(2, np.uint32)
+    packed = np.ndarray((2,), "<u4", buffer=np.zeros(7, np.uint8), strides=(3,))
+    tail = np.zeros(2, "<u8")
+    return [(plain, np.zeros(2, np.uint16)), (plain, np.zeros(2, np.uint32)),
+            (packed, np.zeros(2, np.uint16)), (packed, np.zeros(2, np.uint32)), (tail, tail)]
+
+
 def warm() -> None:
     """Compile, or load from numba's cache, the kernels: a service calls it before it says
     it is healthy, so no upload waits for the compiler."""
     one = np.zeros(1, np.int64)
     best_bins(one, one, np.ones(1), np.array([0, 1], np.int64), 1, 1)
+    for postings, stored in _warm_parts():
+        near_votes([NearPart(one, postings, stored, np.zeros(1, np.int64), np.ones(1, np.int64),
+                             0, 1, 1)], one, np.zeros(1, np.uint16), np.ones(1), np.ones(33), 0, 2)
