@@ -115,7 +115,10 @@ def compare(data: Path, queries: int) -> None:
         matcher.word_scores(item.fp, limit=SHORTLIST)
         WordIndex._votes = VOTES
         (args,) = captured
-        postings.append(sum(0 if r is None else int((r[1] - r[0]).sum()) for r in args[-1]))
+        w64 = args[0].astype(np.int64)
+        postings.append(sum(int((s.offsets[w64 + 1] - s.offsets[w64]).sum()) if r is None
+                            else int((r[1] - r[0]).sum())
+                            for s, r in zip([*index._segments, None], args[-1], strict=True)))
         answers = {}
         for name in (("before", "after") if i % 2 else ("after", "before")):
             WordIndex.search_query = before_near.search_query if name == "before" else SEARCH
