@@ -5,6 +5,7 @@
         [--budgets 200000,300000,400000] [--max-dfs 0.02,0.05] [--every 1]
     PYTHONPATH=sdk:service:. python -m bench.vote_kernel startup
     PYTHONPATH=sdk:service:. python -m bench.vote_kernel small --against OTHER/index.py
+    PYTHONPATH=sdk:service:. python -m bench.vote_kernel small-vote
 
 DIR/data is `bench/fullscale.py build`'s data directory; its persisted segments are mapped
 into a `Matcher` (as a service start does, without the store's tail) and queried with the real
@@ -29,6 +30,10 @@ service's limit SHORTLIST.
 scratch index, a few thousand registrations), this checkout's against the `WordIndex._score`
 of another commit's `index.py` (`git show main:service/shotstamp_service/matching/index.py`),
 alternating, answers asserted equal.
+
+`small-vote`: the whole word lookup on small in-memory indexes (8 to 20,000 registrations: an
+empty service's, a `look_again` scratch index's), the numpy `_votes` of 2bd7b28 against
+`near_votes`, alternating, answers asserted equal.
 
 `startup`: the kernel's first call in fresh processes: with an empty numba cache (compiles),
 then with the cache it wrote, and the import of numba alone.
@@ -269,9 +274,48 @@ def small(against: Path) -> None:
               f"{statistics.median(times['this']) * 1e6:.0f} µs |")
 
 
+def small_vote() -> None:
+    """The whole word lookup (`search_query`) on small in-memory indexes, the numpy `_votes`
+    (2bd7b28) against `near_votes`, alternating, answers asserted equal."""
+    from shotstamp_service.matching import kernels
+    from shotstamp_service.matching.index import WordQuery
+
+    kernels.warm()
+    rng = np.random.default_rng(2)
+    print("| `search_query` CPU (thread), median | numpy `_votes` (2bd7b28) | kernel |")
+    print("|---|---|---|")
+    for n in (8, 500, 2_000, 20_000):
+        k = 120
+        words = (np.minimum(rng.zipf(1.2, n * k), 1 << 20) - 1).astype(np.uint32)
+        angles = rng.integers(0, 16, n * k).astype(np.uint8)
+        signatures = rng.integers(0, 1 << 32, n * k, dtype=np.uint64).astype(np.uint32)
+        index = WordIndex(background=False)  # segments of SEGMENT_POSTINGS and a tail
+        for i in range(n):
+            index.add(i, *(a[i * k:(i + 1) * k] for a in (words, angles, signatures)))
+        queries = []
+        for i in rng.choice(n, 50).tolist():
+            own = slice(i * k, (i + 1) * k)
+            queries.append(WordQuery.of(words[own], (angles[own] + 2) % 16,
+                                        signatures[own] ^ np.uint32(5)))
+        times: dict[str, list[float]] = {"before": [], "after": []}
+        for rep in range(10):
+            for j, query in enumerate(queries):
+                got = {}
+                for who in (("before", "after") if (j + rep) % 2 else ("after", "before")):
+                    fn = before_near.search_query if who == "before" else SEARCH
+                    got[who], dt = _timed(fn, index, query, limit=64, min_votes=2,
+                                          max_distance=10, sigma=6.0, max_postings=200_000)
+                    times[who].append(dt)
+                assert _as_tuples(got["before"]) == _as_tuples(got["after"])
+        print(f"| {n:,} registrations ({len(index._segments)} segments, tail "
+              f"{len(index._tail):,} postings) | {statistics.median(times['before']) * 1e6:.0f} µs "
+              f"| {statistics.median(times['after']) * 1e6:.0f} µs |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["compare", "ranks", "startup", "small"])
+    parser.add_argument("command",
+                        choices=["compare", "ranks", "startup", "small", "small-vote"])
     parser.add_argument("data", type=Path, nargs="?")
     parser.add_argument("--queries", type=int, default=150)
     parser.add_argument("--family", default="combination")
@@ -283,6 +327,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "startup":
         startup(args.rounds)
+    elif args.command == "small-vote":
+        small_vote()
     elif args.command == "small":
         if args.against is None:
             parser.error("small needs --against OTHER/index.py")
