@@ -1,6 +1,6 @@
 """Compiled (numba) kernels of the word vote (docs/index.md, "The vote's compiled kernel").
 
-`best_bins` is `WordIndex._score`'s counting: one pass over the votes with scratch arrays
+`best_bins` is `WordIndex._best`'s counting: one pass over the votes with scratch arrays
 sized to a part's registrations and reset only where touched, instead of sorting twice
 the votes' keys and counting into arrays the size of the index. Its sums add the weights
 in the order `np.bincount` adds them, so its answers are bit-identical to the numpy
@@ -11,7 +11,7 @@ ranges, keeps the postings whose stored signature is near the query word's and w
 votes (local index, angle difference, weight) into one set of arrays for `best_bins`, instead
 of numpy gathering every posting index, signature and repeated query signature first. It
 keeps the order and the float multiply of the numpy code it replaced, so its votes are
-bit-identical (`tests/unit/matching/near_bfe285a.py`, `test_matching_near.py`).
+bit-identical (`tests/unit/matching/near_2bd7b28.py`, `test_matching_near.py`).
 
 numba compiles on the first call (seconds) and caches the machine code beside this file
 (`__pycache__`) or, where that is read-only, under `NUMBA_CACHE_DIR`; `warm()` makes that
