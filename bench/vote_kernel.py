@@ -2,27 +2,38 @@
 
     PYTHONPATH=sdk:service:. python -m bench.vote_kernel compare DIR/data [--queries 150]
     PYTHONPATH=sdk:service:. python -m bench.vote_kernel ranks DIR/data --family combination
-        [--budgets 200000,300000,400000] [--every 1]
+        [--budgets 200000,300000,400000] [--max-dfs 0.02,0.05] [--every 1]
     PYTHONPATH=sdk:service:. python -m bench.vote_kernel startup
     PYTHONPATH=sdk:service:. python -m bench.vote_kernel small --against OTHER/index.py
+    PYTHONPATH=sdk:service:. python -m bench.vote_kernel small-vote
 
 DIR/data is `bench/fullscale.py build`'s data directory; its persisted segments are mapped
 into a `Matcher` (as a service start does, without the store's tail) and queried with the real
 query fingerprints `bench/fullscale.py` cached (bench/out/cache/fullscale-*-every3.pkl: the
 edits of every third query photo).
 
-`compare`: per query, `Matcher.word_scores` (limit SHORTLIST) with `WordIndex._score` as it was
-(tests/unit/matching/score_0707bd2.py, verbatim) and as it is, alternating which goes first,
-in CPU time of the thread; then `_score` alone on the same votes, both ways. Every answer is
-asserted equal (refs, float scores, votes, order). Prints medians per vote and per `_score`.
+`compare`: per query, `Matcher.word_scores` (limit SHORTLIST) with `WordIndex._votes` as it was
+(numpy, main 2bd7b28: tests/unit/matching/near_2bd7b28.py, verbatim) and as it is (the
+compiled `kernels.near_votes`), alternating which goes first, in CPU time of the thread; then
+the postings read alone on the same words, both ways (the old one with the concatenation its
+`_score` made). Every answer (refs, float scores, votes, order) and every vote array is
+asserted equal. Prints medians per vote and per read. (Until 2bd7b28 it compared `_score`,
+numpy 0707bd2 against its kernel: bench/RESULTS.md, "The word vote's scoring as a compiled
+kernel".)
 
 `ranks`: where the original ranks in the vote (as /tmp/why.py: in the shortlist, absent) for
-one edit family at each postings budget, and the CPU per vote at each (this checkout's code).
+one edit family at each postings budget (and each `max_df`, `--max-dfs 0.02,0.05`), and the
+CPU per vote at each (this checkout's code): with limit 100,000 (the ranks) and with the
+service's limit SHORTLIST.
 
 `small`: `_score` alone on small synthetic parts (an empty service's look, a `look_again`
 scratch index, a few thousand registrations), this checkout's against the `WordIndex._score`
 of another commit's `index.py` (`git show main:service/shotstamp_service/matching/index.py`),
 alternating, answers asserted equal.
+
+`small-vote`: the whole word lookup on small in-memory indexes (8 to 20,000 registrations: an
+empty service's, a `look_again` scratch index's), the numpy `_votes` of 2bd7b28 against
+`near_votes`, alternating, answers asserted equal.
 
 `startup`: the kernel's first call in fresh processes: with an empty numba cache (compiles),
 then with the cache it wrote, and the import of numba alone.
@@ -50,9 +61,11 @@ from shotstamp_service.matching import engine  # noqa: E402
 from shotstamp_service.matching.engine import SHORTLIST, Matcher  # noqa: E402
 from shotstamp_service.matching.index import WordIndex  # noqa: E402
 from shotstamp_service.matching.segments import SegmentDir  # noqa: E402
-from tests.unit.matching import score_0707bd2 as before  # noqa: E402
+from tests.unit.matching import near_2bd7b28 as before_near  # noqa: E402
 
 AFTER = WordIndex.__dict__["_score"]
+VOTES = WordIndex._votes
+SEARCH = WordIndex.search_query
 
 
 def _load(data: Path) -> tuple[Matcher, list, int]:
@@ -85,45 +98,70 @@ def compare(data: Path, queries: int) -> None:
     chosen = [it for it in items if it.fp.local is not None and len(it.fp.local)]
     chosen = chosen[:: max(1, len(chosen) // queries)][:queries]
     print(f"{len(matcher):,} registrations mapped; {len(chosen)} queries", flush=True)
+    index = matcher._words
     captured: list = []
 
-    def capture(parts, min_votes, keep):
-        captured.append((parts, min_votes, keep))
-        return AFTER.__func__(parts, min_votes, keep)
+    def capture(self, *args):
+        captured.append(args)
+        return VOTES(self, *args)
+
+    def read_before(*args):
+        # main's `_votes` and the concatenation its `_score` made of the parts
+        parts = [p for p in before_near.votes(index, *args) if len(p[1])]
+        return (np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]),
+                np.concatenate([p[3] for p in parts])) if parts else None
 
     vote = {"before": [], "after": []}
-    score = {"before": [], "after": []}
-    votes_in: list[int] = []
+    read = {"before": [], "after": []}
+    postings: list[int] = []
+    passed: list[int] = []
     for i, item in enumerate(chosen):
         captured.clear()
-        WordIndex._score = staticmethod(capture)
+        WordIndex._votes = capture
         matcher.word_scores(item.fp, limit=SHORTLIST)
-        (parts, min_votes, keep), = captured
-        votes_in.append(sum(len(p[1]) for p in parts))
+        WordIndex._votes = VOTES
+        (args,) = captured
+        w64 = args[0].astype(np.int64)
+        postings.append(sum(int((s.offsets[w64 + 1] - s.offsets[w64]).sum()) if r is None
+                            else int((r[1] - r[0]).sum())
+                            for s, r in zip([*index._segments, None], args[-1], strict=True)))
         answers = {}
         for name in (("before", "after") if i % 2 else ("after", "before")):
-            WordIndex._score = staticmethod(before.score) if name == "before" else AFTER
+            WordIndex.search_query = before_near.search_query if name == "before" else SEARCH
             answers[name], dt = _timed(matcher.word_scores, item.fp, limit=SHORTLIST)
             vote[name].append(dt)
+        WordIndex.search_query = SEARCH
         assert _as_tuples(answers["before"]) == _as_tuples(answers["after"]), item.photo
+        got = {}
         for name in (("before", "after") if i % 2 else ("after", "before")):
-            fn = before.score if name == "before" else AFTER.__func__
-            answers[name], dt = _timed(fn, parts, min_votes, keep)
-            score[name].append(dt)
-        assert _as_tuples(answers["before"]) == _as_tuples(answers["after"]), item.photo
-    WordIndex._score = AFTER
+            if name == "before":
+                got[name], dt = _timed(read_before, *args)
+            else:
+                got[name], dt = _timed(index._votes, *args)
+            read[name].append(dt)
+        _, local, dangle, weight, _ = got["after"]
+        passed.append(len(local))
+        if got["before"] is None:
+            assert not len(local), item.photo
+        else:
+            for x, y in zip(got["before"], (local, dangle, weight), strict=True):
+                assert np.array_equal(x, y), item.photo  # floats too: the same multiply
     ms = lambda xs: statistics.median(xs) * 1e3  # noqa: E731
-    print(f"votes into _score: median {statistics.median(votes_in):,.0f}, "
-          f"p90 {np.percentile(votes_in, 90):,.0f}; every answer equal")
-    print("| CPU ms (thread), median | numpy (0707bd2) | kernel | saved | ratio |")
+    print(f"postings read: median {statistics.median(postings):,.0f}; passing the filter: "
+          f"median {statistics.median(passed):,.0f} "
+          f"({statistics.median(np.array(passed) / np.maximum(postings, 1)):.0%}); "
+          "every answer and every vote equal")
+    print("| CPU ms (thread), median | numpy `_votes` (2bd7b28) | kernel | saved | ratio |")
     print("|---|---|---|---|---|")
-    for label, d in (("word vote (`word_scores`)", vote), ("`_score` alone", score)):
+    for label, d in (("word vote (`word_scores`)", vote),
+                     ("postings read and filtered (`_votes`, + the concatenation)", read)):
         b, a = ms(d["before"]), ms(d["after"])
         ratios = [x / y for x, y in zip(d["before"], d["after"], strict=True) if y > 0]
         print(f"| {label} | {b:.2f} | {a:.2f} | {b - a:.2f} | {statistics.median(ratios):.1f}× |")
 
 
-def ranks(data: Path, family: str, budgets: list[int | None], every: int) -> None:
+def ranks(data: Path, family: str, budgets: list[int | None], every: int,
+          max_dfs: list[float]) -> None:
     from bench.fullscale import QUERY_SELLER
     from shotstamp_service.matching import kernels
 
@@ -136,21 +174,32 @@ def ranks(data: Path, family: str, budgets: list[int | None], every: int) -> Non
     rows = [(it, orig.get(it.photo)) for it in items if it.edit == family]
     rows = [(it, ref) for it, ref in rows if ref is not None and ref <= through][::every]
     print(f"{family}: {len(rows)} queries, {len(matcher):,} registrations mapped", flush=True)
-    print("| family | budget | in shortlist | absent | of | CPU ms/vote median | p90 |")
-    print("|---|---|---|---|---|---|---|")
-    for budget in budgets:
+    print("| family | max_df | budget | in shortlist | absent | of | CPU ms/vote median | p90 "
+          "| at limit SHORTLIST: median | p90 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for max_df, budget in ((d, b) for d in max_dfs for b in budgets):
         inside = absent = 0
         cpu = []
+        served = []  # the vote as the service makes it (limit SHORTLIST)
+
+        def search(self, query, **kw):
+            return SEARCH(self, query, **{**kw, "max_df": max_df})  # noqa: B023
+
+        WordIndex.search_query = search
         for it, ref in rows:
             scores, dt = _timed(matcher.word_scores, it.fp, limit=100_000, max_postings=budget)
             cpu.append(dt)
+            served.append(_timed(matcher.word_scores, it.fp, limit=SHORTLIST,
+                                 max_postings=budget)[1])
             refs = [s.ref for s in scores]
             rank = refs.index(ref) if ref in refs else None
             absent += rank is None
             inside += rank is not None and rank < SHORTLIST
+        WordIndex.search_query = SEARCH
         name = "none" if budget is None else f"{budget:,}"
-        print(f"| {family} | {name} | {inside} | {absent} | {len(rows)} | "
-              f"{statistics.median(cpu) * 1e3:.1f} | {np.percentile(cpu, 90) * 1e3:.1f} |",
+        print(f"| {family} | {max_df:g} | {name} | {inside} | {absent} | {len(rows)} | "
+              f"{statistics.median(cpu) * 1e3:.1f} | {np.percentile(cpu, 90) * 1e3:.1f} | "
+              f"{statistics.median(served) * 1e3:.1f} | {np.percentile(served, 90) * 1e3:.1f} |",
               flush=True)
 
 
@@ -161,8 +210,8 @@ import numba
 imported = time.process_time() - t
 from shotstamp_service.matching import kernels
 kernels.warm()
-s = kernels._best_bins.stats
-print(imported, time.process_time() - t, time.perf_counter() - w, sum(s.cache_hits.values()))
+hits = sum(sum(k.stats.cache_hits.values()) for k in (kernels._best_bins, kernels._near_votes))
+print(imported, time.process_time() - t, time.perf_counter() - w, hits)
 """
 
 
@@ -176,7 +225,8 @@ def startup(rounds: int) -> None:
             for label in got:
                 out = subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, check=True,
                                      capture_output=True, text=True).stdout.split()
-                assert out[3] == ("0" if label.startswith("empty") else "1"), out
+                # best_bins' one version and near_votes' (kernels._warm_parts)
+                assert out[3] == ("0" if label.startswith("empty") else "6"), out
                 got[label].append([float(x) for x in out[:3]])
     for label, runs in got.items():
         med = np.median(np.array(runs), axis=0)
@@ -224,19 +274,61 @@ def small(against: Path) -> None:
               f"{statistics.median(times['this']) * 1e6:.0f} µs |")
 
 
+def small_vote() -> None:
+    """The whole word lookup (`search_query`) on small in-memory indexes, the numpy `_votes`
+    (2bd7b28) against `near_votes`, alternating, answers asserted equal."""
+    from shotstamp_service.matching import kernels
+    from shotstamp_service.matching.index import WordQuery
+
+    kernels.warm()
+    rng = np.random.default_rng(2)
+    print("| `search_query` CPU (thread), median | numpy `_votes` (2bd7b28) | kernel |")
+    print("|---|---|---|")
+    for n in (8, 500, 2_000, 20_000):
+        k = 120
+        words = (np.minimum(rng.zipf(1.2, n * k), 1 << 20) - 1).astype(np.uint32)
+        angles = rng.integers(0, 16, n * k).astype(np.uint8)
+        signatures = rng.integers(0, 1 << 32, n * k, dtype=np.uint64).astype(np.uint32)
+        index = WordIndex(background=False)  # segments of SEGMENT_POSTINGS and a tail
+        for i in range(n):
+            index.add(i, *(a[i * k:(i + 1) * k] for a in (words, angles, signatures)))
+        queries = []
+        for i in rng.choice(n, 50).tolist():
+            own = slice(i * k, (i + 1) * k)
+            queries.append(WordQuery.of(words[own], (angles[own] + 2) % 16,
+                                        signatures[own] ^ np.uint32(5)))
+        times: dict[str, list[float]] = {"before": [], "after": []}
+        for rep in range(10):
+            for j, query in enumerate(queries):
+                got = {}
+                for who in (("before", "after") if (j + rep) % 2 else ("after", "before")):
+                    fn = before_near.search_query if who == "before" else SEARCH
+                    got[who], dt = _timed(fn, index, query, limit=64, min_votes=2,
+                                          max_distance=10, sigma=6.0, max_postings=200_000)
+                    times[who].append(dt)
+                assert _as_tuples(got["before"]) == _as_tuples(got["after"])
+        print(f"| {n:,} registrations ({len(index._segments)} segments, tail "
+              f"{len(index._tail):,} postings) | {statistics.median(times['before']) * 1e6:.0f} µs "
+              f"| {statistics.median(times['after']) * 1e6:.0f} µs |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["compare", "ranks", "startup", "small"])
+    parser.add_argument("command",
+                        choices=["compare", "ranks", "startup", "small", "small-vote"])
     parser.add_argument("data", type=Path, nargs="?")
     parser.add_argument("--queries", type=int, default=150)
     parser.add_argument("--family", default="combination")
     parser.add_argument("--budgets", default=f"{engine.WORD_POSTINGS_BUDGET},300000,400000")
     parser.add_argument("--every", type=int, default=1)
+    parser.add_argument("--max-dfs", default="0.02", help="ranks: WordIndex.search's max_df")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--against", type=Path, help="small: another commit's index.py")
     args = parser.parse_args()
     if args.command == "startup":
         startup(args.rounds)
+    elif args.command == "small-vote":
+        small_vote()
     elif args.command == "small":
         if args.against is None:
             parser.error("small needs --against OTHER/index.py")
@@ -247,7 +339,8 @@ def main() -> None:
         compare(args.data, args.queries)
     else:
         budgets = [None if b == "none" else int(b) for b in args.budgets.split(",")]
-        ranks(args.data, args.family, budgets, args.every)
+        ranks(args.data, args.family, budgets, args.every,
+              [float(x) for x in args.max_dfs.split(",")])
 
 
 if __name__ == "__main__":

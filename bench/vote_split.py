@@ -37,7 +37,7 @@ from shotstamp_service.matching.engine import (
 )
 from shotstamp_service.matching.segments import SegmentDir
 
-STEPS = ("_frequencies", "_readable", "_votes", "_score")
+STEPS = ("_frequencies", "_readable", "_votes", "_score", "_best")  # _best: from 30a7822
 
 
 def _timed(module: ModuleType, acc: dict[str, float]) -> None:
@@ -54,8 +54,8 @@ def _timed(module: ModuleType, acc: dict[str, float]) -> None:
                     **kwargs: Any) -> Any:
             t = time.thread_time()
             out = _fn(*args, **kwargs)
-            if _name == "_votes":
-                out = list(out)  # a generator: its work happens when read
+            if _name == "_votes" and not isinstance(out, tuple):
+                out = list(out)  # a generator (until 2bd7b28): its work happens when read
             acc[_name] += time.thread_time() - t
             return out
 

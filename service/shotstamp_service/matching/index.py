@@ -736,26 +736,6 @@ def _merge(segments: list[_Segment], dead: set[int], tier: int) -> _Segment:
                     np.concatenate(signature_parts), tier)
 
 
-def _near(stored: np.ndarray, starts: np.ndarray, ends: np.ndarray, signatures: np.ndarray,
-          max_distance: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
-    """Of the postings in the ranges `[starts, ends)` (one a query word), those whose stored
-    signature is within `max_distance` (over SIGNATURE_BITS) of their query word's:
-    (positions among those read, query word of each, posting index, distance); `None` first
-    when the ranges are empty."""
-    idx = _gather_ranges(starts, ends)
-    if len(idx) == 0:
-        return None, idx, idx, idx
-    # (uint32 signatures of older files truncate to the 16 bits kept)
-    xor = stored[idx].astype(np.uint16, copy=False)
-    xor ^= np.repeat(signatures, ends - starts)
-    bits = np.bitwise_count(xor)
-    # Only the few postings within the distance get their query word (a search over the
-    # lists' ends), index and weight: not every posting read.
-    near = np.flatnonzero(bits <= max_distance // _SIGNATURE_SCALE)
-    which = np.searchsorted(np.cumsum(ends - starts), near, side="right")
-    return near, which, idx[near], _SIGNATURE_SCALE * bits[near]
-
-
 # A tail posting is one little-endian uint64: word << 44 | tail index << 20 | angle bin << 16 |
 # stored signature, so the sorted array is in word order, each word's postings in the order
 # added, and adding or dropping a registration moves one array (bench/vote.py).
@@ -797,17 +777,6 @@ class _Tail:
         return (np.searchsorted(self.packed, key, side="left"),
                 np.searchsorted(self.packed, key | np.uint64((1 << _TAIL_WORD_SHIFT) - 1),
                                 side="right"))
-
-    @property
-    def signatures(self) -> np.ndarray:
-        """(p,) uint16 view of the postings' signatures (their low 16 bits), no copy."""
-        return self.packed.view("<u2")[::4]
-
-    def fields(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(tail index, angle bin) as int64 of the postings at `idx`."""
-        p = self.packed[idx]
-        return (((p >> _TAIL_LOCAL_SHIFT) & np.uint64(_TAIL_LOCALS - 1)).astype(np.int64),
-                ((p >> _TAIL_ANGLE_SHIFT) & np.uint64(ANGLE_BINS - 1)).astype(np.int64))
 
 
 @dataclass(frozen=True)
@@ -1110,9 +1079,9 @@ class WordIndex:
         by_distance = _by_distance(sigma)
         # The best `keep` are enough: dead registrations may still be among them.
         keep = limit + len(self._dead)
-        results = self._score(list(self._votes(query.words[read], query.angles[read],
-                                               query.signatures[read], idf, max_distance,
-                                               by_distance, ranges)), min_votes, keep)
+        results = self._best(*self._votes(query.words[read], query.angles[read],
+                                          query.signatures[read], idf, max_distance,
+                                          by_distance, ranges), min_votes, keep)
         results = [r for r in results if r.ref not in self._dead]
         results.sort(key=lambda r: (-r.score, r.ref))
         return results[:limit]
@@ -1155,54 +1124,69 @@ class WordIndex:
     def _votes(self, words: np.ndarray, angles: np.ndarray, signatures: np.ndarray,
                idf: np.ndarray, max_distance: int, by_distance: np.ndarray,
                ranges: list[tuple[np.ndarray, np.ndarray] | None],
-               ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """Per segment (and the tail): (refs, local index, angle difference, weight) arrays of
-        the postings whose signature is within `max_distance` of the query word's. `ranges`:
-        `_frequencies`' of these words (None: read them from the segment's offsets)."""
+               ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The votes of the postings whose signature is within `max_distance` of the query
+        word's, segment after segment, then the tail: (each part's refs, local index, angle
+        difference, weight, vote_starts) as `kernels.best_bins` takes them, read and filtered
+        by the compiled `kernels.near_votes` (bit-identical to the numpy `_near` it replaced,
+        kept in tests/unit/matching/near_2bd7b28.py). `ranges`: `_frequencies`' of these
+        words (None: read them from the segment's offsets)."""
+        from shotstamp_service.matching import kernels
+
         w64 = words.astype(np.int64)
+        parts = []
         for seg, known in zip(self._segments, ranges, strict=False):
             starts, ends = (seg.offsets[w64], seg.offsets[w64 + 1]) if known is None else known
-            near, which, idx, distance = _near(seg.signatures, starts, ends, signatures,
-                                               max_distance)
-            if near is None:
-                continue
-            locals_, angle = _unpack(seg.postings[idx], seg.packed)
-            dangle = (angles[which] - angle) % ANGLE_BINS
-            yield seg.refs, locals_, dangle, idf[which] * by_distance[distance]
+            local_bits = _PACKED_LOCAL_BITS if seg.packed else _LOCAL_BITS
+            parts.append(kernels.NearPart(seg.refs, seg.postings, seg.signatures, starts, ends,
+                                          0, (1 << local_bits) - 1, local_bits))
         tail, known_tail = self._tail, ranges[-1]
         if len(tail) and known_tail is not None:  # (the tail's are always known)
-            starts, ends = known_tail
-            near, which, idx, distance = _near(tail.signatures, starts, ends, signatures,
-                                               max_distance)
-            if near is not None and len(idx):
-                locals_, angle = tail.fields(idx)
-                yield (self._tail_ref_array, locals_, (angles[which] - angle) % ANGLE_BINS,
-                       idf[which] * by_distance[distance])
+            parts.append(kernels.NearPart(self._tail_ref_array, tail.packed, tail.packed,
+                                          *known_tail, _TAIL_LOCAL_SHIFT, _TAIL_LOCALS - 1,
+                                          _TAIL_ANGLE_SHIFT))
+        local, dangle, weight, vote_starts = kernels.near_votes(
+            parts, angles, signatures, idf, by_distance, max_distance // _SIGNATURE_SCALE,
+            _SIGNATURE_SCALE)
+        return [p.refs for p in parts], local, dangle, weight, vote_starts
 
     @staticmethod
     def _score(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
                min_votes: int, keep: int) -> list[WordScore]:
+        """`_best` of votes given as one (refs, local index, angle difference, weight) tuple a
+        part (the form `_votes` yielded until 2bd7b28; tests and benches score such parts)."""
+        vote_starts = np.zeros(len(parts) + 1, np.int64)
+        np.cumsum([len(p[1]) for p in parts], out=vote_starts[1:])
+        if not parts:
+            return []
+        return WordIndex._best(
+            [p[0] for p in parts],
+            np.concatenate([p[1] for p in parts]).astype(np.int64, copy=False),
+            np.concatenate([p[2] for p in parts]).astype(np.int64, copy=False),
+            np.concatenate([p[3] for p in parts]), vote_starts, min_votes, keep)
+
+    @staticmethod
+    def _best(refs_of: list[np.ndarray], local: np.ndarray, dangle: np.ndarray,
+              weight: np.ndarray, vote_starts: np.ndarray, min_votes: int, keep: int,
+              ) -> list[WordScore]:
         """The `keep` best registrations (score, then ref) of the votes of every part
-        (`_votes`): per registration its best angle bin pair, counted by the compiled
+        (`_votes`; part p's are `[vote_starts[p], vote_starts[p + 1])`, its local indexes
+        into `refs_of[p]`): per registration its best angle bin pair, counted by the compiled
         `kernels.best_bins` (bit-identical to the numpy scoring it replaced, kept as the
         reference in tests/unit/matching/test_matching_kernels.py)."""
         # numba (≈ 0.2 s, 100+ MB mapped) only in processes that vote, not the fingerprint workers
         from shotstamp_service.matching import kernels
 
-        parts = [p for p in parts if len(p[1])]
-        if not parts:
+        voted = np.flatnonzero(np.diff(vote_starts))
+        if not len(voted):
             return []
-        vote_starts = np.zeros(len(parts) + 1, np.int64)
-        np.cumsum([len(p[1]) for p in parts], out=vote_starts[1:])
         part, local, score, votes = kernels.best_bins(
-            np.concatenate([p[1] for p in parts]).astype(np.int64, copy=False),
-            np.concatenate([p[2] for p in parts]).astype(np.int64, copy=False),
-            np.concatenate([p[3] for p in parts]),
-            vote_starts, max(len(p[0]) for p in parts), min_votes)
+            local, dangle, weight, vote_starts, max(len(refs_of[k]) for k in voted.tolist()),
+            min_votes)
         refs = np.empty(len(local), np.int64)
         for k in np.unique(part).tolist():
             at = part == k
-            refs[at] = parts[k][0][local[at]]
+            refs[at] = refs_of[k][local[at]]
         chosen = refs != -1
         part, local, refs = part[chosen], local[chosen], refs[chosen]
         score, votes = score[chosen], votes[chosen]
