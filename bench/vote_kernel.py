@@ -3,6 +3,8 @@
     PYTHONPATH=sdk:service:. python -m bench.vote_kernel compare DIR/data [--queries 150]
     PYTHONPATH=sdk:service:. python -m bench.vote_kernel ranks DIR/data --family combination
         [--budgets 200000,300000,400000] [--max-dfs 0.02,0.05] [--every 1]
+    PYTHONPATH=sdk:service:. python -m bench.vote_kernel probes DIR/data --family combination
+        [--probe-budgets 0,2000,20000,50000,100000]
     PYTHONPATH=sdk:service:. python -m bench.vote_kernel startup
     PYTHONPATH=sdk:service:. python -m bench.vote_kernel small --against OTHER/index.py
     PYTHONPATH=sdk:service:. python -m bench.vote_kernel small-vote
@@ -203,6 +205,47 @@ def ranks(data: Path, family: str, budgets: list[int | None], every: int,
               flush=True)
 
 
+def probes(data: Path, family: str, probe_budgets: list[int]) -> None:
+    """Where the original ranks when the probe words (one bit from the query's, `WordQuery`)
+    get a budget of their own beside WORD_POSTINGS_BUDGET's exact words, instead of what those
+    leave of it (which at 1 M is almost always nothing): in the shortlist, CPU per vote."""
+    from bench.fullscale import QUERY_SELLER
+    from shotstamp_service.matching import kernels
+
+    kernels.warm()
+    matcher, items, through = _load(data)
+    db = sqlite3.connect(f"file:{data}/shotstamp.db?mode=ro", uri=True)
+    seq_of = dict(db.execute("select sha256, seq from registrations where seller=?",
+                             (QUERY_SELLER,)))
+    orig = {it.photo: seq_of.get(it.fp.sha256) for it in items if it.edit == "original"}
+    rows = [(it, orig.get(it.photo)) for it in items if it.edit == family]
+    rows = [(it, ref) for it, ref in rows if ref is not None and ref <= through]
+    readable = WordIndex.__dict__["_readable"].__func__
+    print(f"{family}: {len(rows)} queries, {len(matcher):,} registrations mapped", flush=True)
+    print("| family | exact budget | probe budget | in shortlist | of | CPU ms/vote median | p90 |")
+    print("|---|---|---|---|---|---|---|")
+    rows_out = [("shared (today)", None)] + [(f"own {p:,}", p) for p in probe_budgets]
+    for name, own in rows_out:
+        calls = [0]
+
+        def read(df, total, max_df, budget, own=own, calls=calls):
+            calls[0] += 1  # search_query's second call is the probe words'
+            return readable(df, total, max_df, own if own is not None and calls[0] == 2
+                            else budget)
+
+        WordIndex._readable = staticmethod(read)  # type: ignore[method-assign]
+        inside, cpu = 0, []
+        for it, ref in rows:
+            calls[0] = 0
+            scores, dt = _timed(matcher.word_scores, it.fp, limit=SHORTLIST)
+            cpu.append(dt)
+            inside += ref in [s.ref for s in scores]
+        WordIndex._readable = staticmethod(readable)  # type: ignore[method-assign]
+        print(f"| {family} | {engine.WORD_POSTINGS_BUDGET:,} | {name} | {inside} | {len(rows)} "
+              f"| {statistics.median(cpu) * 1e3:.1f} | {np.percentile(cpu, 90) * 1e3:.1f} |",
+              flush=True)
+
+
 _FIRST_CALL = """
 import time, resource
 t = time.process_time(); w = time.perf_counter()
@@ -315,13 +358,16 @@ def small_vote() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command",
-                        choices=["compare", "ranks", "startup", "small", "small-vote"])
+                        choices=["compare", "ranks", "probes", "startup", "small",
+                                 "small-vote"])
     parser.add_argument("data", type=Path, nargs="?")
     parser.add_argument("--queries", type=int, default=150)
     parser.add_argument("--family", default="combination")
     parser.add_argument("--budgets", default=f"{engine.WORD_POSTINGS_BUDGET},300000,400000")
     parser.add_argument("--every", type=int, default=1)
     parser.add_argument("--max-dfs", default="0.02", help="ranks: WordIndex.search's max_df")
+    parser.add_argument("--probe-budgets", default="2000,20000,50000,100000",
+                        help="probes: the probe words' own postings budgets")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--against", type=Path, help="small: another commit's index.py")
     args = parser.parse_args()
@@ -337,6 +383,8 @@ def main() -> None:
         parser.error(f"{args.command} needs the data directory")
     elif args.command == "compare":
         compare(args.data, args.queries)
+    elif args.command == "probes":
+        probes(args.data, args.family, [int(x) for x in args.probe_budgets.split(",")])
     else:
         budgets = [None if b == "none" else int(b) for b in args.budgets.split(",")]
         ranks(args.data, args.family, budgets, args.every,
