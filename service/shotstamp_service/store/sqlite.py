@@ -26,6 +26,7 @@ import fcntl
 import json
 import logging
 import os
+import resource
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -259,10 +260,43 @@ _FOLLOW_ROWS_INLINE = 32
 # Feature blobs read on the event loop: a stage-2 round's candidates (up to the engine's
 # 64-word shortlist and the PDQ candidates) cost less there than the hop to the reader.
 _FEATURES_INLINE = 128
+# ...unless those reads wait for the disk: then on the reader, so that the loop serves the other
+# requests meanwhile. A blob the OS has not cached costs ~2.5 page reads from the disk (~200 µs
+# of wall, the loop idle); one it has, none. Above this many disk pages per blob (recent mean),
+# a 64-blob round waits more than the hop costs (docs/storage.md, "Stage 2's blobs at 1 M").
+_FEATURES_DISK_PAGES = 1 / 16
+# Weight of the newest round in that mean: a few rounds move it across the limit.
+_FEATURES_DISK_WEIGHT = 0.25
 _FEATURES_BY_SEQ = (
     "SELECT seq, features FROM registrations"
     " WHERE seq IN (SELECT value FROM json_each(?)) AND features IS NOT NULL"
 )
+
+
+class _DiskPages:
+    """Pages stage 2's blob reads fetched from the disk, per blob: a recent mean.
+
+    Counted by the kernel for the thread that read (`ru_inblock`, 512-byte blocks), so a read
+    served by SQLite's or the OS's page cache counts none, whatever the host's CPU contention.
+    """
+
+    def __init__(self) -> None:
+        self.per_blob = 0.0
+
+    @property
+    def waiting(self) -> bool:
+        return self.per_blob > _FEATURES_DISK_PAGES
+
+    def counted(self, read: Callable[[], T], blobs: int) -> T:
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_inblock
+        out = read()
+        pages = (resource.getrusage(resource.RUSAGE_THREAD).ru_inblock - before) / 8
+        self.record(pages, blobs)
+        return out
+
+    def record(self, pages: float, blobs: int) -> None:
+        if blobs:
+            self.per_blob += _FEATURES_DISK_WEIGHT * (pages / blobs - self.per_blob)
 
 
 def _roll_back(conn: sqlite3.Connection | None) -> None:
@@ -331,6 +365,7 @@ class SQLiteStore(Store):
         # Seqs this process committed lately (writer thread only): not screened as foreign.
         self._own_seqs: dict[int, None] = {}
         self._sealer_fd: int | None = None  # open while this process holds the sealer lock
+        self._blob_disk = _DiskPages()  # where stage 2's blob reads run (`get_features`)
         # Every write transaction first takes an flock on this file (`_lock_and_begin`).
         self._write_fd: int | None = None
 
@@ -716,17 +751,22 @@ class SQLiteStore(Store):
         wanted = sorted(set(seqs))
         listed = json.dumps(wanted)
 
-        def run(conn: sqlite3.Connection) -> dict[int, bytes]:
+        def read(conn: sqlite3.Connection) -> dict[int, bytes]:
             # One statement text for any count, so it is prepared once (the IN list of
             # `?` marks was a new statement for each length).
             rows = conn.execute(_FEATURES_BY_SEQ, (listed,))
             return {seq: bytes(blob) for seq, blob in rows}
 
+        def run(conn: sqlite3.Connection) -> dict[int, bytes]:
+            return self._blob_disk.counted(lambda: read(conn), len(wanted))
+
         if not wanted:
             return {}
-        # A stage-2 round's candidates on the loop; only a longer list goes to the reader.
-        return await (self._read_here(run) if len(wanted) <= _FEATURES_INLINE
-                      else self._read(run))
+        # A stage-2 round's candidates on the loop; a longer list, or one whose rows the disk
+        # would have to give (`_DiskPages`), on the reader, whose reads keep the mean current.
+        if len(wanted) <= _FEATURES_INLINE and not self._blob_disk.waiting:
+            return await self._read_here(run)
+        return await self._read(run)
 
     async def get_thumbnail(self, seq: int) -> bytes | None:
         def run(conn: sqlite3.Connection) -> bytes | None:
