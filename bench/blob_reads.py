@@ -4,6 +4,7 @@
     PYTHONPATH=sdk:service:. python -m bench.blob_reads measure DIR/data [--rounds 3]
         [--settings default,mmap,cache64,mmap+cache64] [--parse]
     PYTHONPATH=sdk:service:. python -m bench.blob_reads syscalls DIR/data --setting default
+    PYTHONPATH=sdk:service:. python -m bench.blob_reads loop DIR/data [--cold 40] [--rounds 3]
 
 DIR/data is `bench/fullscale.py build`'s data directory (SQLite, opened read-only here: nothing
 is written to it). `shortlists` asks the engine which seqs stage 2 reads: its persisted
@@ -21,6 +22,12 @@ connection. Per shortlist: CPU of the thread (`time.thread_time`), page faults o
 adds what the serving process does with the blobs next (pickling the stage-2 job for the
 pool) and what the pool worker does (`StoredKeypoints.from_blobs`, the shortlist's parse,
 and `LocalFeatures.from_bytes` of each). `syscalls` runs one setting under `strace -c -f`.
+
+`loop` opens the data directory with the store itself (`SQLiteStore`, as a serving process:
+it writes nothing) and has 8 tasks call `get_features` on cold random shortlists while a 1 ms
+ticker measures how long the event loop was held (its lateness summed), with stage 2's reads
+routed as on main (always on the loop: the disk-page limit set to infinity) and as now
+(`_DiskPages`), alternating block by block; CPU of the whole process per shortlist.
 
 The OS page cache is what it is when the run starts (the first round warms what it reads);
 rounds after the first show the steady state of a serving process that has been up a while.
@@ -223,6 +230,71 @@ def measure(data: Path, settings: list[str], rounds: int, kind: str, parse: bool
                   f"{statistics.median(c[i] for c in costs) * 1e3:.3f} |")
 
 
+def loop(data: Path, cold: int, rounds: int) -> None:
+    import asyncio
+    import math
+
+    from shotstamp_service.store.sqlite import SQLiteStore
+
+    modes = {"on the loop (main)": math.inf,
+             "routed (_DiskPages)": store_sqlite._FEATURES_DISK_PAGES}
+    pool = _cold_lists(data, cold * rounds * len(modes), 64, int(time.time()))
+    got: dict[str, list[tuple[float, float, float]]] = {m: [] for m in modes}
+
+    async def block(store: SQLiteStore, lists: list[list[int]]) -> tuple[float, float, float]:
+        lag = 0.0
+        done = False
+
+        async def ticker() -> None:
+            nonlocal lag
+            while not done:
+                t = time.perf_counter()
+                await asyncio.sleep(0.001)
+                lag += max(0.0, time.perf_counter() - t - 0.001)
+
+        queue = list(lists)
+
+        async def reader() -> None:
+            while queue:
+                seqs = queue.pop()
+                assert len(await store.get_features(seqs)) == len(seqs)
+
+        tick = asyncio.create_task(ticker())
+        c0, w0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(reader() for _ in range(8)))
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+        done = True
+        await tick
+        return cpu / len(lists), wall / len(lists), lag / len(lists)
+
+    async def run() -> None:
+        store = SQLiteStore(data / "shotstamp.db")
+        await store.open()
+        try:
+            at = 0
+            for r in range(rounds):
+                for name in (modes if r % 2 == 0 else reversed(list(modes))):
+                    store_sqlite._FEATURES_DISK_PAGES = modes[name]
+                    store._blob_disk.per_blob = 0.0
+                    got[name].append(await block(store, pool[at:at + cold]))
+                    at += cold
+                    cpu, wall, lag = got[name][-1]
+                    print(f"round {r + 1} {name}: CPU {cpu * 1e3:.2f} ms, wall {wall * 1e3:.2f}"
+                          f" ms, loop held {lag * 1e3:.2f} ms per shortlist", flush=True)
+        finally:
+            store_sqlite._FEATURES_DISK_PAGES = modes["routed (_DiskPages)"]
+            await store.close()
+
+    asyncio.run(run())
+    print()
+    print("| stage 2's reads | CPU ms per shortlist (process), median of rounds | wall ms | "
+          "event loop held ms |")
+    print("|---|---|---|---|")
+    for name, rows in got.items():
+        print(f"| {name} | " + " | ".join(
+            f"{statistics.median(x[i] for x in rows) * 1e3:.2f}" for i in range(3)) + " |")
+
+
 def syscalls(data: Path, setting: str, kind: str, limit: int | None) -> None:
     code = (f"import sys; sys.path[:0] = {sys.path[:3]!r}\n"
             "from bench import blob_reads as b\n"
@@ -238,7 +310,7 @@ def syscalls(data: Path, setting: str, kind: str, limit: int | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["shortlists", "measure", "syscalls"])
+    parser.add_argument("command", choices=["shortlists", "measure", "syscalls", "loop"])
     parser.add_argument("data", type=Path)
     parser.add_argument("--shots", type=int, default=200)
     parser.add_argument("--queries", type=int, default=200)
@@ -257,6 +329,8 @@ def main() -> None:
     elif args.command == "measure":
         measure(args.data, args.settings.split(","), args.rounds, args.kind, args.parse,
                 args.limit, args.cold, args.max_seq)
+    elif args.command == "loop":
+        loop(args.data, args.cold or 40, args.rounds)
     else:
         syscalls(args.data, args.setting, args.kind, args.limit)
 

@@ -295,8 +295,13 @@ class _DiskPages:
         return out
 
     def record(self, pages: float, blobs: int) -> None:
-        if blobs:
-            self.per_blob += _FEATURES_DISK_WEIGHT * (pages / blobs - self.per_blob)
+        if not blobs:
+            return
+        was = self.waiting
+        self.per_blob += _FEATURES_DISK_WEIGHT * (pages / blobs - self.per_blob)
+        if self.waiting != was:  # rare: the data directory outgrew the OS's cache, or back
+            log.info("stage 2's blob reads: %.2f disk pages a blob, now on the %s",
+                     self.per_blob, "reader thread" if self.waiting else "event loop")
 
 
 def _roll_back(conn: sqlite3.Connection | None) -> None:

@@ -135,7 +135,7 @@ def _counting_reader(store, monkeypatch) -> list[int]:
 
 
 async def test_blob_reads_that_wait_for_the_disk_go_to_the_reader_until_they_no_longer_do(
-    store, monkeypatch
+    store, monkeypatch, caplog
 ):
     """Rows the OS has not cached (a data directory far larger than its page cache) would
     hold the loop while the disk answers: those rounds go to the reader, and back to the loop
@@ -145,9 +145,12 @@ async def test_blob_reads_that_wait_for_the_disk_go_to_the_reader_until_they_no_
     regs = [await store.add_registration(_new(n)) for n in range(1, 65)]
     want = {r.seq: bytes([n]) * 100 for n, r in enumerate(regs, 1)}
     hopped = _counting_reader(store, monkeypatch)
+    caplog.set_level("INFO", logger="shotstamp_service.store.sqlite")
     store._blob_disk.record(2.5 * 64, 64)  # a cold round: ~2.5 disk pages a blob
     store._blob_disk.record(2.5 * 64, 64)
     assert store._blob_disk.waiting
+    assert [r.getMessage() for r in caplog.records] == [
+        "stage 2's blob reads: 0.62 disk pages a blob, now on the reader thread"]
     rounds = 0
     while store._blob_disk.waiting:  # each round read here is served from the cache
         assert await store.get_features(want) == want
@@ -157,6 +160,8 @@ async def test_blob_reads_that_wait_for_the_disk_go_to_the_reader_until_they_no_
     assert await store.get_features(want) == want
     assert len(hopped) == rounds  # on the loop again
     assert store._blob_disk.per_blob <= sqlite._FEATURES_DISK_PAGES
+    assert caplog.records[-1].getMessage().endswith("now on the event loop")
+    assert len(caplog.records) == 2
 
 
 def test_disk_pages_per_blob_is_a_recent_mean():
