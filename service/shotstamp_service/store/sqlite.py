@@ -273,6 +273,9 @@ _FEATURES_BY_SEQ = (
 )
 
 
+_RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None)  # Linux only
+
+
 class _DiskPages:
     """Pages stage 2's blob reads fetched from the disk, per blob: a recent mean.
 
@@ -288,9 +291,11 @@ class _DiskPages:
         return self.per_blob > _FEATURES_DISK_PAGES
 
     def counted(self, read: Callable[[], T], blobs: int) -> T:
-        before = resource.getrusage(resource.RUSAGE_THREAD).ru_inblock
+        if _RUSAGE_THREAD is None:
+            return read()  # no per-thread count (not Linux): on the loop, as before
+        before = resource.getrusage(_RUSAGE_THREAD).ru_inblock
         out = read()
-        pages = (resource.getrusage(resource.RUSAGE_THREAD).ru_inblock - before) / 8
+        pages = (resource.getrusage(_RUSAGE_THREAD).ru_inblock - before) / 8
         self.record(pages, blobs)
         return out
 
