@@ -5,6 +5,7 @@
         [--settings default,mmap,cache64,mmap+cache64] [--parse]
     PYTHONPATH=sdk:service:. python -m bench.blob_reads syscalls DIR/data --setting default
     PYTHONPATH=sdk:service:. python -m bench.blob_reads loop DIR/data [--cold 40] [--rounds 3]
+    PYTHONPATH=sdk:service:. python -m bench.blob_reads check DIR/data [--cold 200]
 
 DIR/data is `bench/fullscale.py build`'s data directory (SQLite, opened read-only here: nothing
 is written to it). `shortlists` asks the engine which seqs stage 2 reads: its persisted
@@ -22,6 +23,8 @@ connection. Per shortlist: CPU of the thread (`time.thread_time`), page faults o
 adds what the serving process does with the blobs next (pickling the stage-2 job for the
 pool) and what the pool worker does (`StoredKeypoints.from_blobs`, the shortlist's parse,
 and `LocalFeatures.from_bytes` of each). `syscalls` runs one setting under `strace -c -f`.
+`check` asserts the store's one-row read (`_FEATURES_BY_SEQ`) equal, blob for blob and in
+order, to main's row-by-row statement on every cached shortlist and on random ones.
 
 `loop` opens the data directory with the store itself (`SQLiteStore`, as a serving process:
 it writes nothing) and has 8 tasks call `get_features` on cold random shortlists while a 1 ms
@@ -122,8 +125,27 @@ def _syscr() -> int:
 
 
 def _read(conn: sqlite3.Connection, seqs: list[int]) -> dict[int, bytes]:
-    rows = conn.execute(store_sqlite._FEATURES_BY_SEQ, (json.dumps(seqs),))
-    return {seq: bytes(blob) for seq, blob in rows}
+    return store_sqlite._read_features(conn, json.dumps(seqs))
+
+
+# main's statement (2bd7b28): one row a blob. `check` asserts the store's one-row read equal.
+_ROWS_BY_SEQ = (
+    "SELECT seq, features FROM registrations"
+    " WHERE seq IN (SELECT value FROM json_each(?)) AND features IS NOT NULL"
+)
+
+
+def check(data: Path, cold: int) -> None:
+    conn = _open(data, "default")
+    lists = [s for kind in json.loads(CACHE.read_text()).values() for s in kind]
+    lists += _cold_lists(data, cold, 64, 7)
+    blobs = 0
+    for seqs in lists:
+        new = _read(conn, seqs)
+        old = {seq: bytes(blob) for seq, blob in conn.execute(_ROWS_BY_SEQ, (json.dumps(seqs),))}
+        assert new == old and list(new) == list(old), seqs
+        blobs += len(new)
+    print(f"{len(lists)} shortlists, {blobs} blobs: the one-row read equals main's row by row")
 
 
 Sample = tuple[float, int, int, int, float]
@@ -310,7 +332,7 @@ def syscalls(data: Path, setting: str, kind: str, limit: int | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["shortlists", "measure", "syscalls", "loop"])
+    parser.add_argument("command", choices=["shortlists", "measure", "syscalls", "loop", "check"])
     parser.add_argument("data", type=Path)
     parser.add_argument("--shots", type=int, default=200)
     parser.add_argument("--queries", type=int, default=200)
@@ -329,6 +351,8 @@ def main() -> None:
     elif args.command == "measure":
         measure(args.data, args.settings.split(","), args.rounds, args.kind, args.parse,
                 args.limit, args.cold, args.max_seq)
+    elif args.command == "check":
+        check(args.data, args.cold or 200)
     elif args.command == "loop":
         loop(args.data, args.cold or 40, args.rounds)
     else:
