@@ -6,6 +6,7 @@
     PYTHONPATH=sdk:service:. python -m bench.blob_reads syscalls DIR/data --setting default
     PYTHONPATH=sdk:service:. python -m bench.blob_reads loop DIR/data [--cold 40] [--rounds 3]
     PYTHONPATH=sdk:service:. python -m bench.blob_reads check DIR/data [--cold 200]
+    PYTHONPATH=sdk:service:. python -m bench.blob_reads gil DIR/data [--cold 30] [--rounds 2]
 
 DIR/data is `bench/fullscale.py build`'s data directory (SQLite, opened read-only here: nothing
 is written to it). `shortlists` asks the engine which seqs stage 2 reads: its persisted
@@ -24,7 +25,10 @@ adds what the serving process does with the blobs next (pickling the stage-2 job
 pool) and what the pool worker does (`StoredKeypoints.from_blobs`, the shortlist's parse,
 and `LocalFeatures.from_bytes` of each). `syscalls` runs one setting under `strace -c -f`.
 `check` asserts the store's one-row read (`_FEATURES_BY_SEQ`) equal, blob for blob and in
-order, to main's row-by-row statement on every cached shortlist and on random ones.
+order, to main's row-by-row statement on every cached shortlist and on random ones. `gil`
+reads cold shortlists on a reader thread while the main thread runs Python, row by row (main)
+against one row (now): a thread that releases the GIL around each row's `sqlite3_step` waits
+for it back after each.
 
 `loop` opens the data directory with the store itself (`SQLiteStore`, as a serving process:
 it writes nothing) and has 8 tasks call `get_features` on cold random shortlists while a 1 ms
@@ -133,6 +137,53 @@ _ROWS_BY_SEQ = (
     "SELECT seq, features FROM registrations"
     " WHERE seq IN (SELECT value FROM json_each(?)) AND features IS NOT NULL"
 )
+
+
+def gil(data: Path, cold: int, rounds: int) -> None:
+    """A reader thread reading cold shortlists while the main thread runs Python (a busy
+    loop): main's row-by-row statement against the store's one-row read, alternating."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    conn = _open(data, "default")
+    pool = _cold_lists(data, cold * rounds * 2, 64, int(time.time()))
+    reads = {
+        "row by row (main)": lambda seqs: {
+            seq: bytes(blob)
+            for seq, blob in conn.execute(_ROWS_BY_SEQ, (json.dumps(seqs),))},
+        "one row (now)": lambda seqs: _read(conn, seqs),
+    }
+    stop = False
+
+    def spin() -> None:
+        x = 0
+        while not stop:
+            for i in range(1000):
+                x += i
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    got: dict[str, list[tuple[float, float]]] = {name: [] for name in reads}
+    with ThreadPoolExecutor(1) as reader:
+        at = 0
+        for r in range(rounds):
+            for name in (list(reads) if r % 2 == 0 else list(reads)[::-1]):
+                for seqs in pool[at:at + cold]:
+                    def job(seqs: list[int] = seqs, fn=reads[name]) -> tuple[float, float]:
+                        c, w = time.thread_time(), time.perf_counter()
+                        fn(seqs)
+                        return time.thread_time() - c, time.perf_counter() - w
+                    got[name].append(reader.submit(job).result())
+                at += cold
+    stop = True
+    spinner.join()
+    print("| read on a reader thread, the main thread busy | reader CPU ms per shortlist "
+          "(median) | wall ms (median) | p90 wall |")
+    print("|---|---|---|---|")
+    for name, rows in got.items():
+        walls = sorted(w for _, w in rows)
+        print(f"| {name} | {statistics.median(c for c, _ in rows) * 1e3:.2f} | "
+              f"{statistics.median(walls) * 1e3:.1f} | {walls[int(0.9 * len(walls))] * 1e3:.1f} |")
 
 
 def check(data: Path, cold: int) -> None:
@@ -332,7 +383,8 @@ def syscalls(data: Path, setting: str, kind: str, limit: int | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["shortlists", "measure", "syscalls", "loop", "check"])
+    parser.add_argument("command",
+                        choices=["shortlists", "measure", "syscalls", "loop", "check", "gil"])
     parser.add_argument("data", type=Path)
     parser.add_argument("--shots", type=int, default=200)
     parser.add_argument("--queries", type=int, default=200)
@@ -351,6 +403,8 @@ def main() -> None:
     elif args.command == "measure":
         measure(args.data, args.settings.split(","), args.rounds, args.kind, args.parse,
                 args.limit, args.cold, args.max_seq)
+    elif args.command == "gil":
+        gil(args.data, args.cold or 30, args.rounds)
     elif args.command == "check":
         check(args.data, args.cold or 200)
     elif args.command == "loop":
