@@ -24,7 +24,7 @@ connection. Per shortlist: CPU of the thread (`time.thread_time`), page faults o
 adds what the serving process does with the blobs next (pickling the stage-2 job for the
 pool) and what the pool worker does (`StoredKeypoints.from_blobs`, the shortlist's parse,
 and `LocalFeatures.from_bytes` of each). `syscalls` runs one setting under `strace -c -f`.
-`check` asserts the store's one-row read (`_FEATURES_BY_SEQ`) equal, blob for blob and in
+`check` asserts the store's one-row read (`_FEATURES_BY_SEQ_ONE_ROW`) equal, blob for blob and in
 order, to main's row-by-row statement on every cached shortlist and on random ones. `gil`
 reads cold shortlists on a reader thread while the main thread runs Python, row by row (main)
 against one row (now): a thread that releases the GIL around each row's `sqlite3_step` waits
@@ -129,10 +129,16 @@ def _syscr() -> int:
 
 
 def _read(conn: sqlite3.Connection, seqs: list[int]) -> dict[int, bytes]:
+    """As the store reads on the loop (row by row, main's statement)."""
     return store_sqlite._read_features(conn, json.dumps(seqs))
 
 
-# main's statement (2bd7b28): one row a blob. `check` asserts the store's one-row read equal.
+def _read_one_row(conn: sqlite3.Connection, seqs: list[int]) -> dict[int, bytes]:
+    """As the store reads on its reader thread."""
+    return store_sqlite._read_features_one_row(conn, json.dumps(seqs))
+
+
+# main's statement (2bd7b28): one row a blob; `check` asserts the one-row read equal to it.
 _ROWS_BY_SEQ = (
     "SELECT seq, features FROM registrations"
     " WHERE seq IN (SELECT value FROM json_each(?)) AND features IS NOT NULL"
@@ -151,7 +157,7 @@ def gil(data: Path, cold: int, rounds: int) -> None:
         "row by row (main)": lambda seqs: {
             seq: bytes(blob)
             for seq, blob in conn.execute(_ROWS_BY_SEQ, (json.dumps(seqs),))},
-        "one row (now)": lambda seqs: _read(conn, seqs),
+        "one row (now)": lambda seqs: _read_one_row(conn, seqs),
     }
     stop = False
 
@@ -192,7 +198,7 @@ def check(data: Path, cold: int) -> None:
     lists += _cold_lists(data, cold, 64, 7)
     blobs = 0
     for seqs in lists:
-        new = _read(conn, seqs)
+        new = _read_one_row(conn, seqs)
         old = {seq: bytes(blob) for seq, blob in conn.execute(_ROWS_BY_SEQ, (json.dumps(seqs),))}
         assert new == old and list(new) == list(old), seqs
         blobs += len(new)

@@ -209,14 +209,24 @@ async def test_blob_reads_are_counted_from_the_disk_when_the_os_has_dropped_the_
     assert hopped == [1]  # ...so the next on the reader
 
 
-async def test_a_round_s_blobs_come_back_byte_for_byte_from_the_one_row_read(store):
-    """The blobs travel end to end in one row (`_FEATURES_BY_SEQ`): every byte value, NULs,
-    invalid UTF-8, an empty blob and a row without features keep their place."""
+@pytest.mark.parametrize("where", ["loop", "reader"])
+async def test_a_round_s_blobs_come_back_byte_for_byte_wherever_they_are_read(
+    store, monkeypatch, where
+):
+    """On the reader the blobs travel end to end in one row (`_FEATURES_BY_SEQ_ONE_ROW`):
+    every byte value, NULs, invalid UTF-8, an empty blob and a row without features keep
+    their place, as row by row on the loop."""
     every = bytes(range(256))
     blobs = [every * 3, b"\x00" * 7, b"\xff\xfe\x80", b"", every[::-1] + b"\x00", None]
     regs = [await store.add_registration(new_registration(n, features=blob))
             for n, blob in enumerate(blobs, 1)]
     want = {r.seq: blob for r, blob in zip(regs, blobs, strict=True) if blob is not None}
+    hopped = _counting_reader(store, monkeypatch)
+    if where == "reader":
+        monkeypatch.setattr(store._blob_disk, "record", lambda *_: None)
+        store._blob_disk.per_blob = 1.0  # as after rounds that met the disk
     got = await store.get_features([r.seq for r in regs] + [10_000])
     assert got == want and all(type(b) is bytes for b in got.values())
+    assert list(got) == sorted(got)
     assert await store.get_features([regs[-1].seq, 10_000]) == {}
+    assert len(hopped) == (2 if where == "reader" else 0)
