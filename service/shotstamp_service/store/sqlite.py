@@ -26,6 +26,7 @@ import fcntl
 import json
 import logging
 import os
+import resource
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -259,10 +260,84 @@ _FOLLOW_ROWS_INLINE = 32
 # Feature blobs read on the event loop: a stage-2 round's candidates (up to the engine's
 # 64-word shortlist and the PDQ candidates) cost less there than the hop to the reader.
 _FEATURES_INLINE = 128
+# ...unless those reads wait for the disk: then on the reader, so that the loop serves the other
+# requests meanwhile. A blob the OS has not cached costs ~2.5 page reads from the disk (~200 µs
+# of wall, the loop idle); one it has, none. Above this many disk pages per blob (recent mean),
+# a 64-blob round waits more than the hop costs (docs/storage.md, "Stage 2's blobs at 1 M").
+_FEATURES_DISK_PAGES = 1 / 16
+# Weight of the newest round in that mean: a few rounds move it across the limit.
+_FEATURES_DISK_WEIGHT = 0.25
 _FEATURES_BY_SEQ = (
     "SELECT seq, features FROM registrations"
     " WHERE seq IN (SELECT value FROM json_each(?)) AND features IS NOT NULL"
 )
+# The same rows' blobs as one row (seqs, lengths, the blobs end to end), for the reader thread:
+# one `sqlite3_step`. Python's sqlite3 releases the GIL around each step, and a reader that
+# must win it back from a busy loop after every row waited up to the 5 ms switch interval for
+# each of the 64 rows it read from the disk (~100 ms a round instead of ~12). On the loop,
+# row by row is cheaper (no concatenation; ~0.1 ms a cached round).
+_FEATURES_BY_SEQ_ONE_ROW = (
+    "SELECT group_concat(seq), group_concat(length(features)),"
+    " CAST(group_concat(features, x'') AS BLOB) FROM"
+    " (SELECT seq, features FROM registrations"
+    "  WHERE seq IN (SELECT value FROM json_each(?)) AND features IS NOT NULL)"
+)
+
+
+_RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None)  # Linux only
+
+
+def _read_features(conn: sqlite3.Connection, listed: str) -> dict[int, bytes]:
+    """`_FEATURES_BY_SEQ` for the seqs `listed` (a JSON list): {seq: feature blob}."""
+    return {seq: bytes(blob) for seq, blob in conn.execute(_FEATURES_BY_SEQ, (listed,))}
+
+
+def _read_features_one_row(conn: sqlite3.Connection, listed: str) -> dict[int, bytes]:
+    """`_read_features` in one `sqlite3_step` (`_FEATURES_BY_SEQ_ONE_ROW`)."""
+    seqs, lengths, blobs = conn.execute(_FEATURES_BY_SEQ_ONE_ROW, (listed,)).fetchone()
+    found: dict[int, bytes] = {}
+    if seqs is None:
+        return found
+    at = 0
+    for seq, length in zip(seqs.split(","), lengths.split(","), strict=True):
+        found[int(seq)] = blobs[at:at + int(length)]
+        at += int(length)
+    if at != len(blobs):
+        raise StoreError(f"feature blobs of {len(found)} rows: {len(blobs)} bytes, want {at}")
+    return found
+
+
+class _DiskPages:
+    """Pages stage 2's blob reads fetched from the disk, per blob: a recent mean.
+
+    Counted by the kernel for the thread that read (`ru_inblock`, 512-byte blocks), so a read
+    served by SQLite's or the OS's page cache counts none, whatever the host's CPU contention.
+    """
+
+    def __init__(self) -> None:
+        self.per_blob = 0.0
+
+    @property
+    def waiting(self) -> bool:
+        return self.per_blob > _FEATURES_DISK_PAGES
+
+    def counted(self, read: Callable[[], T], blobs: int) -> T:
+        if _RUSAGE_THREAD is None:
+            return read()  # no per-thread count (not Linux): on the loop, as before
+        before = resource.getrusage(_RUSAGE_THREAD).ru_inblock
+        out = read()
+        pages = (resource.getrusage(_RUSAGE_THREAD).ru_inblock - before) / 8
+        self.record(pages, blobs)
+        return out
+
+    def record(self, pages: float, blobs: int) -> None:
+        if not blobs:
+            return
+        was = self.waiting
+        self.per_blob += _FEATURES_DISK_WEIGHT * (pages / blobs - self.per_blob)
+        if self.waiting != was:  # rare: the data directory outgrew the OS's cache, or back
+            log.info("stage 2's blob reads: %.2f disk pages a blob, now on the %s",
+                     self.per_blob, "reader thread" if self.waiting else "event loop")
 
 
 def _roll_back(conn: sqlite3.Connection | None) -> None:
@@ -331,6 +406,7 @@ class SQLiteStore(Store):
         # Seqs this process committed lately (writer thread only): not screened as foreign.
         self._own_seqs: dict[int, None] = {}
         self._sealer_fd: int | None = None  # open while this process holds the sealer lock
+        self._blob_disk = _DiskPages()  # where stage 2's blob reads run (`get_features`)
         # Every write transaction first takes an flock on this file (`_lock_and_begin`).
         self._write_fd: int | None = None
 
@@ -716,17 +792,22 @@ class SQLiteStore(Store):
         wanted = sorted(set(seqs))
         listed = json.dumps(wanted)
 
-        def run(conn: sqlite3.Connection) -> dict[int, bytes]:
-            # One statement text for any count, so it is prepared once (the IN list of
-            # `?` marks was a new statement for each length).
-            rows = conn.execute(_FEATURES_BY_SEQ, (listed,))
-            return {seq: bytes(blob) for seq, blob in rows}
+        # One statement text for any count, so it is prepared once (the IN list of `?`
+        # marks was a new statement for each length).
+        def here(conn: sqlite3.Connection) -> dict[int, bytes]:
+            return self._blob_disk.counted(lambda: _read_features(conn, listed), len(wanted))
+
+        def reader(conn: sqlite3.Connection) -> dict[int, bytes]:
+            return self._blob_disk.counted(lambda: _read_features_one_row(conn, listed),
+                                           len(wanted))
 
         if not wanted:
             return {}
-        # A stage-2 round's candidates on the loop; only a longer list goes to the reader.
-        return await (self._read_here(run) if len(wanted) <= _FEATURES_INLINE
-                      else self._read(run))
+        # A stage-2 round's candidates on the loop; a longer list, or one whose rows the disk
+        # would have to give (`_DiskPages`), on the reader, whose reads keep the mean current.
+        if len(wanted) <= _FEATURES_INLINE and not self._blob_disk.waiting:
+            return await self._read_here(here)
+        return await self._read(reader)
 
     async def get_thumbnail(self, seq: int) -> bytes | None:
         def run(conn: sqlite3.Connection) -> bytes | None:

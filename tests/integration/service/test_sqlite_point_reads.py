@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -119,3 +120,113 @@ async def test_a_stage_2_round_s_blobs_are_read_on_the_loop_and_a_longer_list_on
     everything = await store.get_features(r.seq for r in regs)
     assert hopped == [1]
     assert everything == {r.seq: bytes([n]) * 100 for n, r in enumerate(regs, 1)}
+
+
+def _counting_reader(store, monkeypatch) -> list[int]:
+    hopped: list[int] = []
+    real_read = store._read
+
+    async def reader(fn):
+        hopped.append(1)
+        return await real_read(fn)
+
+    monkeypatch.setattr(store, "_read", reader)
+    return hopped
+
+
+async def test_blob_reads_that_wait_for_the_disk_go_to_the_reader_until_they_no_longer_do(
+    store, monkeypatch, caplog
+):
+    """Rows the OS has not cached (a data directory far larger than its page cache) would
+    hold the loop while the disk answers: those rounds go to the reader, and back to the loop
+    once the reader's reads come from the cache again."""
+    from shotstamp_service.store import sqlite
+
+    regs = [await store.add_registration(_new(n)) for n in range(1, 65)]
+    want = {r.seq: bytes([n]) * 100 for n, r in enumerate(regs, 1)}
+    hopped = _counting_reader(store, monkeypatch)
+    caplog.set_level("INFO", logger="shotstamp_service.store.sqlite")
+    store._blob_disk.record(2.5 * 64, 64)  # a cold round: ~2.5 disk pages a blob
+    store._blob_disk.record(2.5 * 64, 64)
+    assert store._blob_disk.waiting
+    assert [r.getMessage() for r in caplog.records] == [
+        "stage 2's blob reads: 0.62 disk pages a blob, now on the reader thread"]
+    rounds = 0
+    while store._blob_disk.waiting:  # each round read here is served from the cache
+        assert await store.get_features(want) == want
+        rounds += 1
+        assert len(hopped) == rounds, "a waiting round was read on the loop"
+    assert 5 <= rounds <= 20  # a few rounds, not one lucky read, bring it back
+    assert await store.get_features(want) == want
+    assert len(hopped) == rounds  # on the loop again
+    assert store._blob_disk.per_blob <= sqlite._FEATURES_DISK_PAGES
+    assert caplog.records[-1].getMessage().endswith("now on the event loop")
+    assert len(caplog.records) == 2
+
+
+def test_disk_pages_per_blob_is_a_recent_mean():
+    from shotstamp_service.store.sqlite import _DiskPages
+
+    pages = _DiskPages()
+    pages.record(0, 0)  # an empty round says nothing
+    assert pages.per_blob == 0 and not pages.waiting
+    pages.record(3, 64)  # three disk pages in a 64-blob round: under the limit
+    assert not pages.waiting
+    for _ in range(3):
+        pages.record(160, 64)
+    assert pages.waiting and pages.per_blob < 2.5
+    for _ in range(20):
+        pages.record(0, 64)
+    assert not pages.waiting
+
+
+async def test_blob_reads_are_counted_from_the_disk_when_the_os_has_dropped_the_rows(
+    store, monkeypatch, tmp_path
+):
+    """The real signal: rows evicted from the OS's page cache (and SQLite's) are read from
+    the disk by the loop's read, counted by the kernel, and send the next rounds to the
+    reader thread."""
+    regs = [await store.add_registration(
+        new_registration(n, height=20, features=os.urandom(6000))) for n in range(1, 65)]
+    want = await store.get_features(r.seq for r in regs)
+    assert len(want) == 64 and not store._blob_disk.waiting
+    await store._write(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+    store._lconn.execute("PRAGMA shrink_memory")  # SQLite's own cache of those pages
+    fd = os.open(store.path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    hopped = _counting_reader(store, monkeypatch)
+    assert await store.get_features(want) == want
+    if not store._blob_disk.per_blob:
+        pytest.skip(f"{tmp_path} gives no page back to the disk (tmpfs?): nothing was read")
+    assert hopped == []  # that round on the loop, which met the disk...
+    assert store._blob_disk.per_blob >= 0.25  # ~1.5 pages a 6 KB blob, a quarter of it
+    assert store._blob_disk.waiting
+    assert await store.get_features(want) == want
+    assert hopped == [1]  # ...so the next on the reader
+
+
+@pytest.mark.parametrize("where", ["loop", "reader"])
+async def test_a_round_s_blobs_come_back_byte_for_byte_wherever_they_are_read(
+    store, monkeypatch, where
+):
+    """On the reader the blobs travel end to end in one row (`_FEATURES_BY_SEQ_ONE_ROW`):
+    every byte value, NULs, invalid UTF-8, an empty blob and a row without features keep
+    their place, as row by row on the loop."""
+    every = bytes(range(256))
+    blobs = [every * 3, b"\x00" * 7, b"\xff\xfe\x80", b"", every[::-1] + b"\x00", None]
+    regs = [await store.add_registration(new_registration(n, features=blob))
+            for n, blob in enumerate(blobs, 1)]
+    want = {r.seq: blob for r, blob in zip(regs, blobs, strict=True) if blob is not None}
+    hopped = _counting_reader(store, monkeypatch)
+    if where == "reader":
+        monkeypatch.setattr(store._blob_disk, "record", lambda *_: None)
+        store._blob_disk.per_blob = 1.0  # as after rounds that met the disk
+    got = await store.get_features([r.seq for r in regs] + [10_000])
+    assert got == want and all(type(b) is bytes for b in got.values())
+    assert list(got) == sorted(got)
+    assert await store.get_features([regs[-1].seq, 10_000]) == {}
+    assert len(hopped) == (2 if where == "reader" else 0)
