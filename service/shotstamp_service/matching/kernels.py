@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit
 
-__all__ = ["best_bins", "warm"]
+__all__ = ["EMPTY_TABLE", "ProbeTable", "best_bins", "best_per_ref", "pdq_hits", "read_only",
+           "warm"]
 
 log = logging.getLogger(__name__)
 
@@ -141,3 +142,211 @@ def warm() -> None:
     it is healthy, so no upload waits for the compiler."""
     one = np.zeros(1, np.int64)
     best_bins(one, one, np.ones(1), np.array([0, 1], np.int64), 1, 1)
+    code = np.zeros((2, 32), np.uint8)
+    pdq_hits(EMPTY_TABLE, code, 0, code.view(np.uint64).reshape(-1, 4), np.ones(2, bool), (0, 2))
+    best_per_ref(np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64),
+                 np.zeros(2, np.uint8))
+
+
+# -- the PDQ probe (docs/index.md, "The PDQ probe's compiled kernel") ---------------------------
+
+_M1 = np.uint64(0x5555555555555555)
+_M2 = np.uint64(0x3333333333333333)
+_M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
+_H01 = np.uint64(0x0101010101010101)
+
+
+@_compiled
+def _popcount(x: np.uint64) -> Any:
+    # the classic SWAR count: LLVM recognises it and emits one popcnt (numba has no popcount)
+    x = x - ((x >> np.uint64(1)) & _M1)
+    x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
+    x = (x + (x >> np.uint64(4))) & _M4
+    return np.int64((x * _H01) >> np.uint64(56))
+
+
+@_compiled
+def _distance(a: np.ndarray, i: int, b: np.ndarray, j: int) -> Any:
+    return (_popcount(a[i, 0] ^ b[j, 0]) + _popcount(a[i, 1] ^ b[j, 1])
+            + _popcount(a[i, 2] ^ b[j, 2]) + _popcount(a[i, 3] ^ b[j, 3]))
+
+
+@_compiled
+def _run_start(e: int, base: np.ndarray, step: np.ndarray, wide_blocks: np.ndarray,
+               wide: np.ndarray) -> Any:
+    """`PackedOffsets.flat` of one entry: a block's base plus the entry's uint8 step, or its
+    int32 step in `wide` for a wide block (whose uint8 steps are all 0)."""
+    b = e >> 6  # OFFSET_BLOCK_BITS (a test checks they agree)
+    s = step[e]
+    if s == 0 and len(wide_blocks):
+        k = np.searchsorted(wide_blocks, b)
+        if k < len(wide_blocks) and wide_blocks[k] == b:
+            return base[b] + wide[k, e & 63]
+    return base[b] + s
+
+
+@_compiled
+def _pdq_hits(query: np.ndarray, qwords: np.ndarray, radius: int, chunk_bit: np.ndarray,
+              chunk_width: np.ndarray, masks: np.ndarray, mask_starts: np.ndarray,
+              entry_starts: np.ndarray, size: int, packed_offsets: bool, base: np.ndarray,
+              step: np.ndarray, wide_blocks: np.ndarray, wide: np.ndarray, plain: np.ndarray,
+              packed_order: bool, order3: np.ndarray, order4: np.ndarray, codes: np.ndarray,
+              live: np.ndarray, tail_from: int, tail_to: int,
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    cap = 64
+    pos_out = np.empty(cap, np.int64)
+    q_out = np.empty(cap, np.int64)
+    d_out = np.empty(cap, np.int64)
+    found = 0
+    check_live = len(live) > 0
+    # the walk's order is the numpy probe's: chunk, query code, probe mask, run position
+    for c in range(len(chunk_width)):
+        shift = 0 if packed_offsets else c * size  # packed run starts include c * size
+        for qi in range(query.shape[0]):
+            v = np.int64(0)  # the chunk's value: bits [chunk_bit, + width) of the code, MSB first
+            for b in range(chunk_bit[c], chunk_bit[c] + chunk_width[c]):
+                v = (v << 1) | ((np.int64(query[qi, b >> 3]) >> (7 - (b & 7))) & 1)
+            for j in range(mask_starts[c], mask_starts[c + 1]):
+                e = entry_starts[c] + (v ^ np.int64(masks[j]))
+                if packed_offsets:
+                    lo = _run_start(e, base, step, wide_blocks, wide)
+                    hi = _run_start(e + 1, base, step, wide_blocks, wide)
+                else:
+                    lo = np.int64(plain[e]) + shift
+                    hi = np.int64(plain[e + 1]) + shift
+                for i in range(lo, hi):
+                    if packed_order:
+                        p = (np.int64(order3[3 * i]) | (np.int64(order3[3 * i + 1]) << 8)
+                             | (np.int64(order3[3 * i + 2]) << 16))
+                    else:
+                        p = np.int64(order4[i])
+                    if check_live and not live[p]:
+                        continue
+                    d = _distance(codes, p, qwords, qi)
+                    if d <= radius:
+                        if found == cap:
+                            cap *= 2
+                            pos_out, q_out, d_out = _grown(pos_out, q_out, d_out, cap)
+                        pos_out[found] = p
+                        q_out[found] = qi
+                        d_out[found] = d
+                        found += 1
+    # the unindexed tail by brute force, a query code at a time (the numpy search's order)
+    for qi in range(query.shape[0]):
+        for r in range(tail_from, tail_to):
+            d = _distance(codes, r, qwords, qi)
+            if d <= radius and (not check_live or live[r]):
+                if found == cap:
+                    cap *= 2
+                    pos_out, q_out, d_out = _grown(pos_out, q_out, d_out, cap)
+                pos_out[found] = r
+                q_out[found] = qi
+                d_out[found] = d
+                found += 1
+    return pos_out[:found], q_out[:found], d_out[:found]
+
+
+@_compiled
+def _grown(a: np.ndarray, b: np.ndarray, c: np.ndarray, cap: int,
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    out = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64))
+    out[0][: len(a)] = a
+    out[1][: len(b)] = b
+    out[2][: len(c)] = c
+    return out
+
+
+@_compiled
+def _best_per_ref(refs: np.ndarray, distance: np.ndarray, query: np.ndarray,
+                  tags: np.ndarray) -> np.ndarray:
+    """Indexes of each ref's best hit (distance, then query code, then tag), ordered by the
+    ref's first hit."""
+    by_ref = np.argsort(refs, kind="mergesort")  # stable: a ref's first hit leads its group
+    best = np.empty(len(refs), np.int64)
+    first = np.empty(len(refs), np.int64)
+    groups = 0
+    g = 0
+    while g < len(by_ref):
+        top = by_ref[g]
+        k = g + 1
+        while k < len(by_ref) and refs[by_ref[k]] == refs[top]:
+            i = by_ref[k]
+            if (distance[i], query[i], tags[i]) < (distance[top], query[top], tags[top]):
+                top = i
+            k += 1
+        best[groups] = top
+        first[groups] = by_ref[g]
+        groups += 1
+        g = k
+    return best[:groups][np.argsort(first[:groups])]
+
+
+class ProbeTable(NamedTuple):
+    """A multi-index table as `pdq_hits` reads it (`index._Tables.kernel_view` makes it): per
+    chunk its first bit, width, probe masks and first run-start entry; the run starts packed
+    (`base`, `step`, `wide_blocks`, `wide`) or plain int32 (`plain`: every chunk's, back to
+    back, without the c * size the packed form includes); the order in 3 bytes (`order3`) or
+    int32 (`order4`), flat. Arrays of the form not used are empty."""
+
+    chunk_bit: np.ndarray  # (m,) int64
+    chunk_width: np.ndarray  # (m,) int64
+    masks: np.ndarray  # uint32, every chunk's masks back to back
+    mask_starts: np.ndarray  # (m + 1,) int64
+    entry_starts: np.ndarray  # (m,) int64
+    size: int
+    packed_offsets: bool
+    base: np.ndarray  # int64
+    step: np.ndarray  # uint8
+    wide_blocks: np.ndarray  # int64
+    wide: np.ndarray  # (w, 64) int32
+    plain: np.ndarray  # int32
+    packed_order: bool
+    order3: np.ndarray  # uint8
+    order4: np.ndarray  # int32
+
+
+def read_only(a: np.ndarray) -> np.ndarray:
+    """A read-only view of `a`: numba compiles one specialization a combination of argument
+    types, read-only included, and mapped segments are read-only, so every argument is."""
+    if not a.flags.writeable:
+        return a
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
+_EMPTY = {t: read_only(np.zeros(0, t)) for t in (np.int64, np.int32, np.uint8, np.uint32)}
+_NO_WIDE = read_only(np.zeros((0, 64), np.int32))
+_NO_LIVE = read_only(np.zeros(0, np.bool_))
+EMPTY_TABLE = ProbeTable(_EMPTY[np.int64], _EMPTY[np.int64], _EMPTY[np.uint32],
+                         read_only(np.zeros(1, np.int64)), _EMPTY[np.int64], 0, False,
+                         _EMPTY[np.int64], _EMPTY[np.uint8], _EMPTY[np.int64], _NO_WIDE,
+                         _EMPTY[np.int32], False, _EMPTY[np.uint8], _EMPTY[np.int32])
+
+
+def pdq_hits(table: ProbeTable, query: np.ndarray, radius: int, codes: np.ndarray,
+             live: np.ndarray | None = None, tail: tuple[int, int] = (0, 0),
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions, query index, distance) of the stored `codes` ((n, 4) uint64) within
+    `radius` of the `query` codes ((k, 32) uint8): `table`'s candidates (every position in the
+    runs of every chunk's value within its flips of the query's), then the rows `tail` =
+    [from, to) by brute force, where `live` (if given) is set. In the order the numpy search
+    met them (chunk, query code, probe mask, run position; then the tail, a query code at a
+    time), duplicates (a code found by several chunks) included."""
+    query = read_only(np.ascontiguousarray(query, np.uint8))
+    qwords = query.view(np.uint64).reshape(-1, 4)
+    found: tuple[np.ndarray, np.ndarray, np.ndarray] = _pdq_hits(
+        query, qwords, radius, *table, read_only(codes),
+        _NO_LIVE if live is None else read_only(live), tail[0], tail[1])
+    return found
+
+
+def best_per_ref(refs: np.ndarray, distance: np.ndarray, query: np.ndarray, tags: np.ndarray,
+                 ) -> np.ndarray:
+    """Indexes into the hits of each ref's closest (ties: lowest query index, then lowest
+    tag), ordered by where the ref was first hit."""
+    if len(refs) <= 1:
+        return np.arange(len(refs), dtype=np.int64)
+    chosen: np.ndarray = _best_per_ref(refs.astype(np.int64, copy=False), distance, query,
+                                       tags.astype(np.int64, copy=False))
+    return chosen
