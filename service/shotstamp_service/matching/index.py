@@ -248,14 +248,18 @@ class _Tables:
         mask_starts = ro(np.cumsum([0, *(len(m) for m in self.masks)]).astype(np.int64))
         if isinstance(self.offsets, PackedOffsets):
             o = self.offsets
+            wide_bits = np.zeros(-(-len(o.base) // 8) if len(o.wide_blocks) else 0, np.uint8)
+            np.bitwise_or.at(wide_bits, o.wide_blocks >> 3,
+                             (1 << (o.wide_blocks & 7)).astype(np.uint8))
             packed = (True, ro(np.asarray(o.base, np.int64)), ro(np.asarray(o.step, np.uint8)),
-                      ro(np.asarray(o.wide_blocks, np.int64)),
+                      ro(wide_bits), ro(np.asarray(o.wide_blocks, np.int64)),
                       ro(np.asarray(o.wide, np.int32).reshape(-1, 1 << OFFSET_BLOCK_BITS)),
                       kernels.EMPTY_TABLE.plain)
             entry_starts = ro(np.array(o.chunk_starts, np.int64))
         else:
             e = kernels.EMPTY_TABLE
-            packed = (False, e.base, e.step, e.wide_blocks, e.wide, ro(_back_to_back(self.offsets)))
+            packed = (False, e.base, e.step, e.wide_bits, e.wide_blocks, e.wide,
+                      ro(_back_to_back(self.offsets)))
             entry_starts = ro(np.cumsum([0, *(len(o) for o in self.offsets[:-1])]).astype(np.int64))
         if self.order.dtype == np.uint8:
             order = (True, ro(self.order), kernels.EMPTY_TABLE.order4)

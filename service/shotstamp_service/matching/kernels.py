@@ -156,7 +156,12 @@ _M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 _H01 = np.uint64(0x0101010101010101)
 
 
-@_compiled
+def _inlined(fn: Callable[..., Any]) -> Any:
+    """A small helper of the kernels, compiled into each caller (numba IR inlining)."""
+    return njit(inline="always", nogil=True)(fn)
+
+
+@_inlined
 def _popcount(x: np.uint64) -> Any:
     # the classic SWAR count: LLVM recognises it and emits one popcnt (numba has no popcount)
     x = x - ((x >> np.uint64(1)) & _M1)
@@ -165,33 +170,30 @@ def _popcount(x: np.uint64) -> Any:
     return np.int64((x * _H01) >> np.uint64(56))
 
 
-@_compiled
+@_inlined
 def _distance(a: np.ndarray, i: int, b: np.ndarray, j: int) -> Any:
     return (_popcount(a[i, 0] ^ b[j, 0]) + _popcount(a[i, 1] ^ b[j, 1])
             + _popcount(a[i, 2] ^ b[j, 2]) + _popcount(a[i, 3] ^ b[j, 3]))
 
 
 @_compiled
-def _run_start(e: int, base: np.ndarray, step: np.ndarray, wide_blocks: np.ndarray,
-               wide: np.ndarray) -> Any:
+def _run_start(e: int, base: np.ndarray, step: np.ndarray, wide_bits: np.ndarray,
+               wide_blocks: np.ndarray, wide: np.ndarray) -> Any:
     """`PackedOffsets.flat` of one entry: a block's base plus the entry's uint8 step, or its
-    int32 step in `wide` for a wide block (whose uint8 steps are all 0)."""
+    int32 step in `wide` for a wide block (`wide_bits` marks them)."""
     b = e >> 6  # OFFSET_BLOCK_BITS (a test checks they agree)
-    s = step[e]
-    if s == 0 and len(wide_blocks):
-        k = np.searchsorted(wide_blocks, b)
-        if k < len(wide_blocks) and wide_blocks[k] == b:
-            return base[b] + wide[k, e & 63]
-    return base[b] + s
+    if (wide_bits[b >> 3] >> (b & 7)) & 1:
+        return base[b] + wide[np.searchsorted(wide_blocks, b), e & 63]
+    return base[b] + step[e]
 
 
 @_compiled
 def _pdq_hits(query: np.ndarray, qwords: np.ndarray, radius: int, chunk_bit: np.ndarray,
               chunk_width: np.ndarray, masks: np.ndarray, mask_starts: np.ndarray,
               entry_starts: np.ndarray, size: int, packed_offsets: bool, base: np.ndarray,
-              step: np.ndarray, wide_blocks: np.ndarray, wide: np.ndarray, plain: np.ndarray,
-              packed_order: bool, order3: np.ndarray, order4: np.ndarray, codes: np.ndarray,
-              live: np.ndarray, tail_from: int, tail_to: int,
+              step: np.ndarray, wide_bits: np.ndarray, wide_blocks: np.ndarray, wide: np.ndarray,
+              plain: np.ndarray, packed_order: bool, order3: np.ndarray, order4: np.ndarray,
+              codes: np.ndarray, live: np.ndarray, tail_from: int, tail_to: int,
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     cap = 64
     pos_out = np.empty(cap, np.int64)
@@ -199,38 +201,64 @@ def _pdq_hits(query: np.ndarray, qwords: np.ndarray, radius: int, chunk_bit: np.
     d_out = np.empty(cap, np.int64)
     found = 0
     check_live = len(live) > 0
-    # the walk's order is the numpy probe's: chunk, query code, probe mask, run position
+    most = 1
+    for c in range(len(chunk_width)):
+        most = max(most, mask_starts[c + 1] - mask_starts[c])
+    lo = np.empty(most, np.int64)
+    hi = np.empty(most, np.int64)
+    candidates = np.empty(256, np.int64)
+    # The walk's order is the numpy probe's: chunk, query code, probe mask, run position. Each
+    # (chunk, query code) in three passes, every load of a pass independent of the others, so
+    # that their cache misses overlap (a single pass waits for each run's bounds in turn, and
+    # was slower than numpy's gathers at 1 M): the runs' bounds, the candidates' positions,
+    # their distances.
     for c in range(len(chunk_width)):
         shift = 0 if packed_offsets else c * size  # packed run starts include c * size
+        first, nm = mask_starts[c], mask_starts[c + 1] - mask_starts[c]
         for qi in range(query.shape[0]):
             v = np.int64(0)  # the chunk's value: bits [chunk_bit, + width) of the code, MSB first
             for b in range(chunk_bit[c], chunk_bit[c] + chunk_width[c]):
                 v = (v << 1) | ((np.int64(query[qi, b >> 3]) >> (7 - (b & 7))) & 1)
-            for j in range(mask_starts[c], mask_starts[c + 1]):
-                e = entry_starts[c] + (v ^ np.int64(masks[j]))
+            total = 0
+            for j in range(nm):
+                e = entry_starts[c] + (v ^ np.int64(masks[first + j]))
                 if packed_offsets:
-                    lo = _run_start(e, base, step, wide_blocks, wide)
-                    hi = _run_start(e + 1, base, step, wide_blocks, wide)
+                    # `PackedOffsets.flat`, spelled out: as a call (even inlined by numba)
+                    # or behind a test of the step, 4 times slower; wide blocks are rare
+                    b0, b1 = e >> 6, (e + 1) >> 6  # OFFSET_BLOCK_BITS (a test checks it)
+                    lo[j] = base[b0] + step[e]
+                    hi[j] = base[b1] + step[e + 1]
+                    if len(wide_blocks) and ((wide_bits[b0 >> 3] >> (b0 & 7)) & 1
+                                             or (wide_bits[b1 >> 3] >> (b1 & 7)) & 1):
+                        lo[j] = _run_start(e, base, step, wide_bits, wide_blocks, wide)
+                        hi[j] = _run_start(e + 1, base, step, wide_bits, wide_blocks, wide)
                 else:
-                    lo = np.int64(plain[e]) + shift
-                    hi = np.int64(plain[e + 1]) + shift
-                for i in range(lo, hi):
+                    lo[j] = np.int64(plain[e]) + shift
+                    hi[j] = np.int64(plain[e + 1]) + shift
+                total += hi[j] - lo[j]
+            if total > len(candidates):
+                candidates = np.empty(2 * total, np.int64)
+            n = 0
+            for j in range(nm):
+                for i in range(lo[j], hi[j]):
                     if packed_order:
-                        p = (np.int64(order3[3 * i]) | (np.int64(order3[3 * i + 1]) << 8)
-                             | (np.int64(order3[3 * i + 2]) << 16))
+                        candidates[n] = (np.int64(order3[3 * i])
+                                         | (np.int64(order3[3 * i + 1]) << 8)
+                                         | (np.int64(order3[3 * i + 2]) << 16))
                     else:
-                        p = np.int64(order4[i])
-                    if check_live and not live[p]:
-                        continue
-                    d = _distance(codes, p, qwords, qi)
-                    if d <= radius:
-                        if found == cap:
-                            cap *= 2
-                            pos_out, q_out, d_out = _grown(pos_out, q_out, d_out, cap)
-                        pos_out[found] = p
-                        q_out[found] = qi
-                        d_out[found] = d
-                        found += 1
+                        candidates[n] = order4[i]
+                    n += 1
+            for k in range(n):
+                p = candidates[k]
+                d = _distance(codes, p, qwords, qi)
+                if d <= radius and (not check_live or live[p]):
+                    if found == cap:
+                        cap *= 2
+                        pos_out, q_out, d_out = _grown(pos_out, q_out, d_out, cap)
+                    pos_out[found] = p
+                    q_out[found] = qi
+                    d_out[found] = d
+                    found += 1
     # the unindexed tail by brute force, a query code at a time (the numpy search's order)
     for qi in range(query.shape[0]):
         for r in range(tail_from, tail_to):
@@ -297,6 +325,7 @@ class ProbeTable(NamedTuple):
     packed_offsets: bool
     base: np.ndarray  # int64
     step: np.ndarray  # uint8
+    wide_bits: np.ndarray  # uint8, one bit a block: set for the wide ones
     wide_blocks: np.ndarray  # int64
     wide: np.ndarray  # (w, 64) int32
     plain: np.ndarray  # int32
@@ -320,7 +349,8 @@ _NO_WIDE = read_only(np.zeros((0, 64), np.int32))
 _NO_LIVE = read_only(np.zeros(0, np.bool_))
 EMPTY_TABLE = ProbeTable(_EMPTY[np.int64], _EMPTY[np.int64], _EMPTY[np.uint32],
                          read_only(np.zeros(1, np.int64)), _EMPTY[np.int64], 0, False,
-                         _EMPTY[np.int64], _EMPTY[np.uint8], _EMPTY[np.int64], _NO_WIDE,
+                         _EMPTY[np.int64], _EMPTY[np.uint8], _EMPTY[np.uint8], _EMPTY[np.int64],
+                         _NO_WIDE,
                          _EMPTY[np.int32], False, _EMPTY[np.uint8], _EMPTY[np.int32])
 
 
