@@ -1,10 +1,16 @@
-"""Compiled (numba) kernels of the word vote (docs/index.md, "The vote's compiled kernel").
+"""Compiled (numba) kernels of the word vote and of the PDQ probe (docs/index.md, "The word
+vote's compiled kernel", "The PDQ probe's compiled kernel").
 
 `best_bins` is `WordIndex._score`'s counting: one pass over the votes with scratch arrays
 sized to a part's registrations and reset only where touched, instead of sorting twice
 the votes' keys and counting into arrays the size of the index. Its sums add the weights
 in the order `np.bincount` adds them, so its answers are bit-identical to the numpy
 reference (`tests/unit/matching/test_matching_kernels.py`).
+
+`pdq_hits` is `HammingIndex.search`'s probe of one part's multi-index tables (and its tail's
+brute force), `best_per_ref` its fold into each ref's closest pair: the same dict of ref → Hit
+as the numpy search they replaced, in the same order
+(`tests/unit/matching/test_matching_pdq_kernel.py`).
 
 numba compiles on the first call (seconds) and caches the machine code beside this file
 (`__pycache__`) or, where that is read-only, under `NUMBA_CACHE_DIR`; `warm()` makes that
