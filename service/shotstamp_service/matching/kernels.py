@@ -172,7 +172,7 @@ def _inlined(fn: Callable[..., Any]) -> Any:
 
 
 @_inlined
-def _popcount(x: np.uint64) -> Any:
+def _bits_set(x: np.uint64) -> Any:
     # the classic SWAR count: LLVM recognises it and emits one popcnt (numba has no popcount)
     x = x - ((x >> np.uint64(1)) & _M1)
     x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
@@ -182,8 +182,8 @@ def _popcount(x: np.uint64) -> Any:
 
 @_inlined
 def _distance(a: np.ndarray, i: int, b: np.ndarray, j: int) -> Any:
-    return (_popcount(a[i, 0] ^ b[j, 0]) + _popcount(a[i, 1] ^ b[j, 1])
-            + _popcount(a[i, 2] ^ b[j, 2]) + _popcount(a[i, 3] ^ b[j, 3]))
+    return (_bits_set(a[i, 0] ^ b[j, 0]) + _bits_set(a[i, 1] ^ b[j, 1])
+            + _bits_set(a[i, 2] ^ b[j, 2]) + _bits_set(a[i, 3] ^ b[j, 3]))
 
 
 @_compiled
