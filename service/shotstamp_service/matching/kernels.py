@@ -233,8 +233,8 @@ def _pdq_hits(query: np.ndarray, qwords: np.ndarray, radius: int, chunk_bit: np.
             for j in range(nm):
                 e = entry_starts[c] + (v ^ np.int64(masks[first + j]))
                 if packed_offsets:
-                    # `PackedOffsets.flat`, spelled out: as a call (even inlined by numba)
-                    # or behind a test of the step, 4 times slower; wide blocks are rare
+                    # `PackedOffsets.flat` spelled out: through a helper, 5 times slower
+                    # (docs/index.md); the rare wide blocks fixed after
                     b0, b1 = e >> 6, (e + 1) >> 6  # OFFSET_BLOCK_BITS (a test checks it)
                     lo[j] = base[b0] + step[e]
                     hi[j] = base[b1] + step[e + 1]
