@@ -41,9 +41,12 @@ import functools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from shotstamp_service.matching import kernels
 
 __all__ = ["Frozen", "HammingIndex", "Hit", "WordIndex", "WordQuery", "WordScore", "build_frozen",
            "pack_postings", "packed_view", "stored_signatures", "word_segments"]
@@ -68,17 +71,6 @@ TAIL_LIMIT = 65_536
 INLINE_REBUILD = 262_144
 
 
-def _popcount_rows(xor: np.ndarray) -> np.ndarray:
-    """Bits set in each row of an (n, 4) uint64 array: the Hamming distances of n pairs.
-
-    Four column adds instead of `.sum(axis=1)`, whose reduction over a length-4 axis costs
-    more than the popcounts themselves.
-    """
-    bits: np.ndarray = np.bitwise_count(xor)
-    total: np.ndarray = bits[:, 0].astype(np.int16) + bits[:, 1] + bits[:, 2] + bits[:, 3]
-    return total.astype(np.int64)
-
-
 def _as_words(codes: np.ndarray) -> np.ndarray:
     """(n, 32) uint8 → (n, 4) uint64 for popcounts (byte order is irrelevant to distances)."""
     return codes.view(np.uint64).reshape(-1, 4)
@@ -94,12 +86,17 @@ def _gather_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return shift + np.arange(total, dtype=np.int64)
 
 
-def _keep_best(best: dict[int, Hit], refs: np.ndarray, distances: np.ndarray,
-               owner: np.ndarray, tags: np.ndarray) -> None:
-    """Fold code pairs into `best`: each ref's closest pair (ties: query index, then tag)."""
-    for ref, distance, qi, tag in zip(refs.tolist(), distances.tolist(), owner.tolist(),
-                                      tags.tolist(), strict=True):
-        hit = Hit(distance, qi, tag)
+def _keep_best(best: dict[int, Hit], refs: np.ndarray, tags: np.ndarray,
+               positions: np.ndarray, query: np.ndarray, distance: np.ndarray) -> None:
+    """Fold `kernels.pdq_hits`' hits of one part (its `refs` and `tags`) into `best`: each ref's
+    closest pair (ties: query index, then tag), new refs in the order they were first hit."""
+    from shotstamp_service.matching import kernels
+
+    hit_refs, hit_tags = refs[positions], tags[positions]
+    chosen = kernels.best_per_ref(hit_refs, distance, query, hit_tags)
+    for ref, d, qi, tag in zip(hit_refs[chosen].tolist(), distance[chosen].tolist(),
+                               query[chosen].tolist(), hit_tags[chosen].tolist(), strict=True):
+        hit = Hit(d, qi, tag)
         if ref not in best or hit < best[ref]:
             best[ref] = hit
 
@@ -239,13 +236,55 @@ class _Tables:
             return self.order.nbytes + self.offsets.nbytes
         return self.order.nbytes + sum(o.nbytes for o in self.offsets)
 
-    def runs(self, c: int, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(starts, ends) in the flat `order` of chunk c's runs for the values `probes`."""
+    @functools.cached_property
+    def kernel_view(self) -> kernels.ProbeTable:
+        """These tables as the compiled probe reads them (made once: no copy of a mapped
+        array, which numba reads in place)."""
+        from shotstamp_service.matching import kernels
+
+        ro = kernels.read_only
+        widths = self.layout.widths
+        masks = ro(np.concatenate(self.masks).astype(np.uint32, copy=False))
+        mask_starts = ro(np.cumsum([0, *(len(m) for m in self.masks)]).astype(np.int64))
         if isinstance(self.offsets, PackedOffsets):
-            return self.offsets.at(c, probes), self.offsets.at(c, probes + 1)
-        offsets = self.offsets[c]
-        return (offsets[probes].astype(np.int64) + c * self.size,
-                offsets[probes + 1].astype(np.int64) + c * self.size)
+            o = self.offsets
+            wide_bits = np.zeros(-(-len(o.base) // 8) if len(o.wide_blocks) else 0, np.uint8)
+            np.bitwise_or.at(wide_bits, o.wide_blocks >> 3,
+                             (1 << (o.wide_blocks & 7)).astype(np.uint8))
+            packed = (True, ro(np.asarray(o.base, np.int64)), ro(np.asarray(o.step, np.uint8)),
+                      ro(wide_bits), ro(np.asarray(o.wide_blocks, np.int64)),
+                      ro(np.asarray(o.wide, np.int32).reshape(-1, 1 << OFFSET_BLOCK_BITS)),
+                      kernels.EMPTY_TABLE.plain)
+            entry_starts = ro(np.array(o.chunk_starts, np.int64))
+        else:
+            e = kernels.EMPTY_TABLE
+            packed = (False, e.base, e.step, e.wide_bits, e.wide_blocks, e.wide,
+                      ro(_back_to_back(self.offsets)))
+            entry_starts = ro(np.cumsum([0, *(len(o) for o in self.offsets[:-1])]).astype(np.int64))
+        if self.order.dtype == np.uint8:
+            order = (True, ro(self.order), kernels.EMPTY_TABLE.order4)
+        else:
+            order = (False, kernels.EMPTY_TABLE.order3,
+                     ro(np.ascontiguousarray(self.order, np.int32).reshape(-1)))
+        return kernels.ProbeTable(ro(np.array(self.layout.starts, np.int64)),
+                                  ro(np.array(widths, np.int64)), masks, mask_starts,
+                                  entry_starts, self.size, *packed, *order)
+
+
+def _back_to_back(parts: list[np.ndarray]) -> np.ndarray:
+    """int32 run starts of every chunk as one flat array: the array `parts` are consecutive
+    views of (as `_build_tables` and the segments of formats /1–/3 make them), else a copy."""
+    flat = parts[0].base
+    if (isinstance(flat, np.ndarray) and flat.dtype == np.int32 and flat.ndim == 1
+            and flat.flags.c_contiguous and len(flat) == sum(len(p) for p in parts)):
+        at = flat.__array_interface__["data"][0]
+        for p in parts:
+            if p.__array_interface__["data"][0] != at or not p.flags.c_contiguous:
+                break
+            at += p.nbytes
+        else:
+            return flat
+    return np.concatenate(parts).astype(np.int32, copy=False)
 
 
 def _stable_order(values: np.ndarray) -> np.ndarray:
@@ -264,11 +303,14 @@ def _build_tables(codes: np.ndarray, max_radius: int, chunk_bits: int | None) ->
         # which made every new index cost ~10 ms (Matcher.look_again builds small ones)
         return _Tables(0, layout, np.empty((len(layout.widths), 0), np.int32), [], [])
     order = np.empty((len(layout.widths), size), np.int32)
-    offsets = []
+    # every chunk's run starts in one flat array (the compiled probe reads it whole)
+    ends = np.cumsum([(1 << w) + 1 for w in layout.widths])
+    flat = np.empty(int(ends[-1]), np.int32)
+    offsets = [flat[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
     for c, values in enumerate(layout.values(codes)):
         order[c] = _stable_order(values)
-        counts = np.bincount(values, minlength=1 << layout.widths[c])
-        offsets.append(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+        offsets[c][0] = 0
+        np.cumsum(np.bincount(values, minlength=1 << layout.widths[c]), out=offsets[c][1:])
     masks = [_flip_masks(w, layout.flips) for w in layout.widths]
     return _Tables(size, layout, order, offsets, masks)
 
@@ -298,31 +340,6 @@ def build_frozen(codes: np.ndarray, refs: np.ndarray, tags: np.ndarray, max_radi
         tables = replace(tables, order=pack_order(tables.order),
                          offsets=PackedOffsets.pack(tables.offsets, tables.size))
     return Frozen(codes, np.asarray(refs, np.int64), np.asarray(tags, np.uint8), tables)
-
-
-def _probe(tables: _Tables, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(positions, which query code) of the tables' candidates for query codes `q`: each
-    chunk probed with its near values, for all query codes at once."""
-    qvalues = tables.layout.values(q)
-    probes = [(values[:, None] ^ masks[None, :]).ravel().astype(np.int64)
-              for values, masks in zip(qvalues, tables.masks, strict=True)]
-    which = np.concatenate([np.repeat(np.arange(len(q)), len(masks)) for masks in tables.masks])
-    if isinstance(tables.offsets, PackedOffsets):
-        # Every chunk's probes in one flat gather (with the next entry: where each run ends)
-        # instead of four a chunk: the numpy calls, not the reads, were half of the cost.
-        o = tables.offsets
-        i = np.concatenate([p + start for p, start in zip(probes, o.chunk_starts, strict=True)])
-        both = o.flat(np.concatenate([i, i + 1]))
-        starts_a, ends_a = both[: len(i)], both[len(i):]
-    else:
-        runs = [tables.runs(c, p) for c, p in enumerate(probes)]
-        starts_a = np.concatenate([r[0] for r in runs])
-        ends_a = np.concatenate([r[1] for r in runs])
-    owner = np.repeat(which, ends_a - starts_a)
-    at = _gather_ranges(starts_a, ends_a)
-    if tables.order.dtype == np.uint8:  # 3 bytes a position (`pack_order`)
-        return (packed_view(tables.order)[at] & np.uint32(0xFFFFFF)).astype(np.int64), owner
-    return tables.order.reshape(-1)[at].astype(np.int64), owner
 
 
 def pack_order(order: np.ndarray) -> np.ndarray:
@@ -478,42 +495,19 @@ class HammingIndex:
         best: dict[int, Hit] = {}
         if not queries or self._n + len(self._frozen) == 0:
             return best
-        tables = self._tables
-        stored = _as_words(self._codes)
+        # numba (≈ 0.2 s, 100+ MB mapped) only in processes that search, not the fingerprint workers
+        from shotstamp_service.matching import kernels
+
         q = np.stack(queries)
-        qwords = _as_words(q)
         for part in self._frozen:
             if part.tables.size:
-                positions, owner = _probe(part.tables, q)
-                distances = _popcount_rows(_as_words(part.codes)[positions] ^ qwords[owner])
-                keep = distances <= radius
-                _keep_best(best, part.refs[positions[keep]], distances[keep], owner[keep],
-                           part.tags[positions[keep]])
-        positions, owner = np.zeros(0, np.int64), np.zeros(0, np.int64)
-        if tables.size:
-            # (1): candidates from the tables
-            positions, owner = _probe(tables, q)
-        # (2): exact distances of the tables' candidates (a gather: they are few)
-        distances = _popcount_rows(stored[positions] ^ qwords[owner])
-        # (3): plus the unindexed tail, by brute force over its contiguous rows, one query
-        # code at a time: no gather and no index arrays the size of the tail
-        tail = stored[tables.size:self._n]
-        for qi in range(len(queries)):
-            # A row's four popcounts (≤ 64 each) summed in one multiply of their uint32 view:
-            # the top byte is the sum mod 256, so only a distance of exactly 256 wraps (to 0);
-            # the few within the radius are then counted exactly. Half the passes of
-            # `_popcount_rows` over the tail.
-            counts = np.bitwise_count(tail ^ qwords[qi]).view(np.uint32).reshape(-1)
-            near = np.flatnonzero((counts * np.uint32(0x01010101)) >> np.uint32(24) <= radius)
-            tail_distances = _popcount_rows(tail[near] ^ qwords[qi])
-            near = near[tail_distances <= radius]
-            positions = np.concatenate([positions, near + tables.size])
-            owner = np.concatenate([owner, np.full(len(near), qi, np.int64)])
-            distances = np.concatenate([distances, tail_distances[tail_distances <= radius]])
-        # (4): keep live codes within the radius
-        keep = (distances <= radius) & self._live[positions]
-        _keep_best(best, self._refs[positions[keep]], distances[keep], owner[keep],
-                   self._tags[positions[keep]])
+                _keep_best(best, part.refs, part.tags, *kernels.pdq_hits(
+                    part.tables.kernel_view, q, radius, _as_words(part.codes)))
+        # the in-memory tables' candidates, then the unindexed tail by brute force; live only
+        tables = self._tables
+        view = tables.kernel_view if tables.size else kernels.EMPTY_TABLE
+        _keep_best(best, self._refs, self._tags, *kernels.pdq_hits(
+            view, q, radius, _as_words(self._codes), self._live, (tables.size, self._n)))
         return best
 
     # -- rebuilding -----------------------------------------------------------------------
