@@ -294,7 +294,8 @@ def _inlined(fn: Callable[..., Any]) -> Any:
 
 @_inlined
 def _bits_set(x: np.uint64) -> Any:
-    # the classic SWAR count: LLVM recognises it and emits one popcnt (numba has no popcount)
+    # the classic SWAR count of a uint64: LLVM emits one popcnt for it here (checked in the
+    # asm); `_popcount` through int64 measured no faster on this probe (2026-12-07 merge)
     x = x - ((x >> np.uint64(1)) & _M1)
     x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
     x = (x + (x >> np.uint64(4))) & _M4
