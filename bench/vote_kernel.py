@@ -162,8 +162,9 @@ def compare(data: Path, queries: int) -> None:
         print(f"| {label} | {b:.2f} | {a:.2f} | {b - a:.2f} | {statistics.median(ratios):.1f}× |")
 
 
-def ranks(data: Path, family: str, budgets: list[int | None], every: int,
-          max_dfs: list[float]) -> None:
+def _family(data: Path, family: str) -> tuple[Matcher, list]:
+    """The 1 M segments in a warm `Matcher`, and each query of `family` with its original's
+    seq (the queries whose original the segments hold)."""
     from bench.fullscale import QUERY_SELLER
     from shotstamp_service.matching import kernels
 
@@ -174,7 +175,13 @@ def ranks(data: Path, family: str, budgets: list[int | None], every: int,
                              (QUERY_SELLER,)))
     orig = {it.photo: seq_of.get(it.fp.sha256) for it in items if it.edit == "original"}
     rows = [(it, orig.get(it.photo)) for it in items if it.edit == family]
-    rows = [(it, ref) for it, ref in rows if ref is not None and ref <= through][::every]
+    return matcher, [(it, ref) for it, ref in rows if ref is not None and ref <= through]
+
+
+def ranks(data: Path, family: str, budgets: list[int | None], every: int,
+          max_dfs: list[float]) -> None:
+    matcher, rows = _family(data, family)
+    rows = rows[::every]
     print(f"{family}: {len(rows)} queries, {len(matcher):,} registrations mapped", flush=True)
     print("| family | max_df | budget | in shortlist | absent | of | CPU ms/vote median | p90 "
           "| at limit SHORTLIST: median | p90 |")
@@ -209,17 +216,7 @@ def probes(data: Path, family: str, probe_budgets: list[int]) -> None:
     """Where the original ranks when the probe words (one bit from the query's, `WordQuery`)
     get a budget of their own beside WORD_POSTINGS_BUDGET's exact words, instead of what those
     leave of it (which at 1 M is almost always nothing): in the shortlist, CPU per vote."""
-    from bench.fullscale import QUERY_SELLER
-    from shotstamp_service.matching import kernels
-
-    kernels.warm()
-    matcher, items, through = _load(data)
-    db = sqlite3.connect(f"file:{data}/shotstamp.db?mode=ro", uri=True)
-    seq_of = dict(db.execute("select sha256, seq from registrations where seller=?",
-                             (QUERY_SELLER,)))
-    orig = {it.photo: seq_of.get(it.fp.sha256) for it in items if it.edit == "original"}
-    rows = [(it, orig.get(it.photo)) for it in items if it.edit == family]
-    rows = [(it, ref) for it, ref in rows if ref is not None and ref <= through]
+    matcher, rows = _family(data, family)
     readable = WordIndex.__dict__["_readable"].__func__
     print(f"{family}: {len(rows)} queries, {len(matcher):,} registrations mapped", flush=True)
     print("| family | exact budget | probe budget | in shortlist | of | CPU ms/vote median | p90 |")
