@@ -76,16 +76,6 @@ def _as_words(codes: np.ndarray) -> np.ndarray:
     return codes.view(np.uint64).reshape(-1, 4)
 
 
-def _gather_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Concatenation of arange(s, e) for each (s, e), without a Python loop."""
-    lengths = ends - starts
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    shift = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
-    return shift + np.arange(total, dtype=np.int64)
-
-
 def _keep_best(best: dict[int, Hit], refs: np.ndarray, tags: np.ndarray,
                positions: np.ndarray, query: np.ndarray, distance: np.ndarray) -> None:
     """Fold `kernels.pdq_hits`' hits of one part (its `refs` and `tags`) into `best`: each ref's
