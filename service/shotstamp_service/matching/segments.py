@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +56,12 @@ from shotstamp_service.matching.index import (
     packed_view,
     word_segments,
 )
+
+# np.load parses each file's header with ast.literal_eval, and CPython 3.11's AST constructor
+# keeps one recursion counter per interpreter: two threads opening segments at once (two
+# registries, or a start beside the segment keeper) raised "AST constructor recursion depth
+# mismatch" in CI (python/cpython#106905). Opening is rare; one header at a time.
+_HEADER_PARSE = threading.Lock()
 
 __all__ = ["FANOUT", "Damaged", "Segment", "SegmentDir"]
 
@@ -266,7 +273,9 @@ class SegmentDir:
                 raise Damaged(f"{path} fails its checksum")
             # A plain ndarray view of the np.memmap (it keeps the mapping alive): indexing a
             # memmap runs Python code each time, ≈ 250 times a word vote at 10 M.
-            array: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
+            with _HEADER_PARSE:
+                array: np.ndarray = np.load(path, mmap_mode="r",
+                                            allow_pickle=False).view(np.ndarray)
             return array
 
         def frozen(prefix: str) -> Frozen:
