@@ -228,7 +228,8 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     count = await registry.load_index()
     log.info("index loaded with %d registrations", count)
-    # The word vote's compiled kernel: compiled or loaded from numba's cache now, not on an upload.
+    # The compiled kernels (word vote, PDQ probe): compiled or loaded from numba's cache now, not
+    # on an upload.
     # Imported here, not at the top: the fingerprint workers re-import this module's importers
     # (multiprocessing's main-module fix-up) and must not load numba (~80 MB each).
     from shotstamp_service.matching import kernels
