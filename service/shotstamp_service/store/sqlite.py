@@ -28,6 +28,7 @@ import logging
 import os
 import resource
 import sqlite3
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -267,6 +268,9 @@ _FEATURES_INLINE = 128
 _FEATURES_DISK_PAGES = 1 / 16
 # Weight of the newest round in that mean: a few rounds move it across the limit.
 _FEATURES_DISK_WEIGHT = 0.25
+# Feature blobs kept in memory (`_BlobCache`), in bytes: an upload's stage 2 reads ~50 blobs of
+# ~5.5 KB (product shots), mostly the same look-alikes and recent registrations again.
+FEATURES_CACHED_BYTES = 32 << 20
 _FEATURES_BY_SEQ = (
     "SELECT seq, features FROM registrations"
     " WHERE seq IN (SELECT value FROM json_each(?)) AND features IS NOT NULL"
@@ -340,6 +344,36 @@ class _DiskPages:
                      self.per_blob, "reader thread" if self.waiting else "event loop")
 
 
+class _BlobCache:
+    """Feature blobs by seq, the most recently used first out of `limit` bytes; loop only.
+
+    A committed registration's blob never changes (rows are only added; `leaf_index` is the
+    one column sealing sets), so a blob kept is the one the row holds. Kept: blobs read for
+    stage 2, and this process's own registrations once committed, which the next uploads
+    meet as candidates. Reading them again cost the loop SQLite's page reads and a copy.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self._blobs: OrderedDict[int, bytes] = OrderedDict()
+
+    def get(self, seq: int) -> bytes | None:
+        blob = self._blobs.get(seq)
+        if blob is not None:
+            self._blobs.move_to_end(seq)
+        return blob
+
+    def put(self, seq: int, blob: bytes) -> None:
+        if not self.limit or len(blob) > self.limit or seq in self._blobs:
+            return
+        self._blobs[seq] = blob
+        self.size += len(blob)
+        while self.size > self.limit:
+            _, dropped = self._blobs.popitem(last=False)
+            self.size -= len(dropped)
+
+
 def _roll_back(conn: sqlite3.Connection | None) -> None:
     try:
         if conn is not None and conn.in_transaction:
@@ -387,7 +421,13 @@ def migrate(conn: sqlite3.Connection) -> int:
 class SQLiteStore(Store):
     """The embedded store: a single SQLite file in the data directory."""
 
-    def __init__(self, path: Path | str, *, group_commit_max: int = 512) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        group_commit_max: int = 512,
+        features_cached_bytes: int = FEATURES_CACHED_BYTES,
+    ) -> None:
         self.path = Path(path)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
@@ -407,6 +447,7 @@ class SQLiteStore(Store):
         self._own_seqs: dict[int, None] = {}
         self._sealer_fd: int | None = None  # open while this process holds the sealer lock
         self._blob_disk = _DiskPages()  # where stage 2's blob reads run (`get_features`)
+        self._blobs = _BlobCache(features_cached_bytes)  # what they need not read again
         # Every write transaction first takes an flock on this file (`_lock_and_begin`).
         self._write_fd: int | None = None
 
@@ -624,7 +665,11 @@ class SQLiteStore(Store):
         loop = asyncio.get_running_loop()
         # The guard's look at the batch, taken before the lock (on the loop, no await).
         screen = self._screen(items) if self._screen is not None else None
-        return await self._write(lambda conn: self._insert_many(conn, items, loop, screen))
+        out = await self._write(lambda conn: self._insert_many(conn, items, loop, screen))
+        for result in out:  # committed: the next uploads' stage 2 finds these blobs here
+            if isinstance(result, Registration) and result.features is not None:
+                self._blobs.put(result.seq, result.features)
+        return out
 
     def _insert_many(
         self,
@@ -789,7 +834,26 @@ class SQLiteStore(Store):
         return first + await self._read(run(first[-1].seq, limit - inline))
 
     async def get_features(self, seqs: Iterable[int]) -> dict[int, bytes]:
-        wanted = sorted(set(seqs))
+        kept: dict[int, bytes] = {}
+        wanted: list[int] = []
+        for seq in sorted(set(seqs)):
+            blob = self._blobs.get(seq)
+            if blob is None:
+                wanted.append(seq)
+            else:
+                kept[seq] = blob
+        if not wanted:
+            return kept
+        read = await self._features_from_db(wanted)
+        for seq, blob in read.items():
+            self._blobs.put(seq, blob)
+        if not kept:
+            return read
+        return {seq: kept[seq] if seq in kept else read[seq]
+                for seq in sorted((*kept, *read))}
+
+    async def _features_from_db(self, wanted: list[int]) -> dict[int, bytes]:
+        """`wanted` (sorted seqs) from SQLite: on the loop, or on the reader (below)."""
         listed = json.dumps(wanted)
 
         # One statement text for any count, so it is prepared once (the IN list of `?`
@@ -801,8 +865,6 @@ class SQLiteStore(Store):
             return self._blob_disk.counted(lambda: _read_features_one_row(conn, listed),
                                            len(wanted))
 
-        if not wanted:
-            return {}
         # A stage-2 round's candidates on the loop; a longer list, or one whose rows the disk
         # would have to give (`_DiskPages`), on the reader, whose reads keep the mean current.
         if len(wanted) <= _FEATURES_INLINE and not self._blob_disk.waiting:

@@ -22,7 +22,8 @@ def _new(n: int) -> NewRegistration:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "db.sqlite")
+    # These tests are about SQLite's reads: no blob cache in front of them (test_sqlite_blob_cache).
+    opened = SQLiteStore(tmp_path / "db.sqlite", features_cached_bytes=0)
     await opened.open()
     yield opened
     await opened.close()
