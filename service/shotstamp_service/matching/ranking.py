@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shotstamp_service.matching.features import (
+    _WORD,
     ORB_SCALE,
     WORD_BITS,
     LocalFeatures,
@@ -53,10 +54,11 @@ TRANSLATION_STEP = 32.0
 # partner (canonical pixels; copies fit to ~0.8 px, verification.RANSAC_THRESHOLD is 3).
 FIT_DISTANCE = 4.0
 
-_FLIPS = np.concatenate([[0], np.uint32(1) << np.arange(WORD_BITS, dtype=np.uint32)]
-                        ).astype(np.uint32)
-_FLIPS64 = _FLIPS.astype(np.int64)
-_NEAR, _EXACT = 1, 2  # `QueryWords.table`'s flags
+# A word and the words one bit away: XOR with each of these
+_FLIPS = np.concatenate([[0], np.int64(1) << np.arange(WORD_BITS, dtype=np.int64)])
+# `word_ids`' sampler (its descriptor bytes and bit shifts, the first the word's top bit)
+_WORD_BYTE = _WORD.byte.astype(np.int64)
+_WORD_SHIFT = _WORD.shift.astype(np.int64)
 # A pair's rotation and scale, computed by numpy as the numpy steps did (`turn * (2π / 256)`
 # of an int64 turn, `ORB_SCALE ** levels` of float64 levels), for every turn and level
 # difference: the compiled consistency reads them, so its products are the same bits.
@@ -66,8 +68,8 @@ _SCALE = ORB_SCALE ** np.arange(-255, 256, dtype=np.int64).astype(np.float64)
 
 
 class QueryWords:
-    """The upload's side, once per pool task: its keypoints' words, sorted, and which words lie
-    within one bit of any of them."""
+    """The upload's side, once per pool task: its keypoints' words, sorted, and the arrays the
+    compiled consistency reads."""
 
     def __init__(self, query: LocalFeatures) -> None:
         self.features = query
@@ -76,12 +78,6 @@ class QueryWords:
         ids = word_ids(query.descriptors)
         self.order = np.argsort(ids, kind="stable")  # keypoints by word
         self.words = ids[self.order]
-        # A byte per word (1 MB): NEAR for every word within one bit of the upload's, NEAR |
-        # EXACT for its own; most stored words are neither, and a look-up here is cheaper than
-        # the binary searches it spares them.
-        self.table = np.zeros(1 << WORD_BITS, np.uint8)
-        self.table[(ids[:, None] ^ _FLIPS[None, :]).ravel()] = _NEAR
-        self.table[ids] = _NEAR | _EXACT
         # The compiled consistency's arguments (`_ready` types), once per task
         self.kernel_words = self.words.astype(np.int64)
         self.kernel_descriptors = _ready(self.descriptors, np.uint64)
@@ -132,36 +128,14 @@ class StoredKeypoints:
         # The keypoint sections only (38 bytes a keypoint), one copy: [xy][angle][octave][desc]
         buf = np.concatenate([np.frombuffer(b, np.uint8, 38 * k.keypoints, k.offset)
                               for b, k in zip(blobs, layouts, strict=True)])
-        base = np.cumsum(38 * n) - 38 * n
-        first = np.cumsum(n) - n
-        owner = np.repeat(np.arange(len(blobs)), n)
-        index = np.arange(len(owner)) - np.repeat(first, n)  # within its image
-        words16 = buf.view("<u2")  # sections are 38n bytes: xy stays 2-byte aligned
-        at = np.repeat(base >> 1, n) + 2 * index
-        x = words16[at].astype(np.float32) / 8  # as `LocalFeatures.from_bytes` reads them
-        y = words16[at + 1].astype(np.float32) / 8
-        size = np.array([k.shape for k in layouts], np.float32)  # (height, width)
-        width, height = np.repeat(size[:, 1], n), np.repeat(size[:, 0], n)
-        outside = np.maximum(np.abs((x + 0.5) / width - 0.5),
-                             np.abs((y + 0.5) / height - 0.5)) > centre
-        # `index_keypoints` in one pass: central ones first, each group in stored order.
-        central = np.concatenate(([0], np.cumsum(~outside)))  # central ones before each
-        central_before = central[:-1] - np.repeat(central[first], n)
-        rank = np.where(outside,
-                        np.repeat(central[first + n] - central[first], n) + index - central_before,
-                        central_before)
-        chosen = rank < limit
-        kept = np.minimum(n, limit)
-        slot = np.repeat(np.cumsum(kept) - kept, n)[chosen] + rank[chosen]
-        pick = np.empty(int(kept.sum()), np.int64)
-        pick[slot] = np.flatnonzero(chosen)
-        owner, index = owner[pick], index[pick]
-        rows = np.ndarray((len(buf) - 31,), "V32", buf, strides=(1,))  # 32 bytes from each byte
-        return cls(len(blobs), owner,
-                   np.stack([x[pick] - width[pick] / 2, y[pick] - height[pick] / 2], axis=1),
-                   buf[(base + 4 * n)[owner] + index],
-                   buf[(base + 5 * n)[owner] + index],
-                   rows[(base + 6 * n)[owner] + 32 * index].view(np.uint8).reshape(-1, 32))
+        size = np.array([k.shape for k in layouts], np.int64)  # (height, width)
+        # Which keypoints, and their fields, in one compiled pass (stage2_kernels).
+        from shotstamp_service.matching.stage2_kernels import stored_keypoints
+
+        owner, xy, angle, octave, descriptors = stored_keypoints(
+            buf, np.cumsum(38 * n) - 38 * n, n, _ready(size[:, 0], np.int64),
+            _ready(size[:, 1], np.int64), limit, centre)
+        return cls(len(blobs), owner, xy, angle, octave, descriptors)
 
     @classmethod
     def _empty(cls, count: int) -> StoredKeypoints:
@@ -183,12 +157,13 @@ def consistency(query: LocalFeatures | QueryWords,
     # (stage2_kernels; docs/cpu-budget.md, "Stage 2's consistency compiled").
     from shotstamp_service.matching.stage2_kernels import consistency_counts
 
+    descriptors = _ready(s.descriptors, np.uint8)
     counts: np.ndarray = consistency_counts(
-        s.count, word_ids(s.descriptors).astype(np.int64), _ready(s.owner, np.int64),
-        _ready(s.descriptors, np.uint8).view(np.uint64).reshape(-1, 4),
-        s.angle.astype(np.int64), s.octave.astype(np.int64), _ready(s.xy, np.float32),
-        q.table, q.kernel_words, q.order, q.kernel_descriptors, q.angle, q.octave,
-        q.target_x, q.target_y, _FLIPS64, _COS, _SIN, _SCALE, MAX_REPEATS,
+        s.count, _WORD_BYTE, _WORD_SHIFT, _ready(s.owner, np.int64), descriptors,
+        descriptors.view(np.uint64).reshape(-1, 4), _ready(s.angle, np.uint8),
+        _ready(s.octave, np.uint8), _ready(s.xy, np.float32),
+        q.kernel_words, q.order, q.kernel_descriptors, q.angle, q.octave,
+        q.target_x, q.target_y, _FLIPS, _COS, _SIN, _SCALE, MAX_REPEATS,
         DESCRIPTOR_DISTANCE, ANGLE_STEPS, LEVEL_STEP, TRANSLATION_STEP, FIT_DISTANCE)
     return counts
 

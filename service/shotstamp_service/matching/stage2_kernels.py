@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-__all__ = ["consistency_counts", "warm"]
+__all__ = ["consistency_counts", "stored_keypoints", "warm"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ _M1 = np.uint64(0x5555555555555555)
 _M2 = np.uint64(0x3333333333333333)
 _M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 _H01 = np.uint64(0x0101010101010101)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing's multiplier, 2**64 / golden ratio
 
 
 def _compiled(fn: Callable[..., Any]) -> Any:
@@ -62,22 +63,36 @@ def _bits_set(x: np.uint64) -> Any:
 
 
 @_inlined
-def _first_at_least(values: np.ndarray, key: int) -> Any:
-    """`np.searchsorted(values, key, "left")` of a sorted array."""
-    lo, hi = 0, len(values)
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if values[mid] < key:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+def _counted(keys: np.ndarray) -> Any:
+    """The distinct values of `keys` (non-negative) and how often each occurs, in an
+    open-addressing table of twice their number or more: (slots, -1 where empty; counts)."""
+    size = 2
+    while size < 2 * len(keys):
+        size *= 2
+    slots = np.full(size, -1, np.int64)
+    counts = np.zeros(size, np.int64)
+    for key in keys:
+        slot = _slot(slots, key)
+        slots[slot] = key
+        counts[slot] += 1
+    return slots, counts
+
+
+@_inlined
+def _slot(slots: np.ndarray, key: int) -> Any:
+    """Where `key` is in `slots` (`_counted`'s), or the empty slot where it would go."""
+    mask = len(slots) - 1
+    slot = np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(32)) & mask
+    while slots[slot] != key and slots[slot] != -1:
+        slot = (slot + 1) & mask
+    return slot
 
 
 @_compiled
-def consistency_counts(count: int, ids: np.ndarray, owner: np.ndarray, s_desc: np.ndarray,
+def consistency_counts(count: int, word_byte: np.ndarray, word_shift: np.ndarray,
+                       owner: np.ndarray, s_bytes: np.ndarray, s_desc: np.ndarray,
                        s_angle: np.ndarray, s_octave: np.ndarray, s_xy: np.ndarray,
-                       table: np.ndarray, words: np.ndarray, order: np.ndarray,
+                       words: np.ndarray, order: np.ndarray,
                        q_desc: np.ndarray, q_angle: np.ndarray, q_octave: np.ndarray,
                        target_x: np.ndarray, target_y: np.ndarray, flips: np.ndarray,
                        cos_table: np.ndarray, sin_table: np.ndarray, scale_table: np.ndarray,
@@ -85,23 +100,37 @@ def consistency_counts(count: int, ids: np.ndarray, owner: np.ndarray, s_desc: n
                        translation_step: float, fit_distance: float) -> np.ndarray:
     """Per stored image (`count`), its keypoints that agree with the fitted transform.
 
-    Stored side, m keypoints: words `ids` (int64), `owner` (int64), descriptors (m, 4) uint64,
-    angle and octave (int64), xy (m, 2) float32. Query side: `table` (uint8 flags, 1 = near,
-    2 = exact), sorted `words` (int64) and their keypoints `order`, descriptors (n, 4) uint64,
-    angle and octave (int64), the targets (its xy minus its centre, float64). `cos_table[t]`
-    and `sin_table[t]` of a turn t in 0-255 and `scale_table[l + 255]` of a level difference l:
-    the values numpy gives `ranking.consistency`'s expressions.
+    Stored side, m keypoints: `owner` (int64), descriptors as (m, 32) uint8 and the same as
+    (m, 4) uint64, angle and octave (uint8), xy (m, 2) float32; their words are the bits
+    `word_shift` of bytes `word_byte` (`features._WORD`'s, the first the top bit). Query
+    side, n keypoints: sorted `words` (int64) and their keypoints `order`, descriptors
+    (n, 4) uint64, angle and octave (int64), the targets (its xy less its centre, float64).
+    `cos_table[t]` and `sin_table[t]` of a turn t in 0-255 and `scale_table[l + 255]` of a
+    level difference l: the values numpy gives `ranking.consistency`'s expressions.
     """
     out = np.zeros(count, np.int64)
-    m = len(ids)
+    m = len(owner)
     n = len(order)
     if m == 0 or n == 0:
         return out
-    # (1) the stored keypoints whose word is the query's or one bit away
+    # (0) the stored keypoints' words (`features.word_ids`: integer, so any order of the bits)
+    ids = np.empty(m, np.int64)
+    for i in range(m):
+        word = 0
+        for b in range(len(word_byte)):
+            word = (word << 1) | ((s_bytes[i, word_byte[b]] >> word_shift[b]) & 1)
+        ids[i] = word
+    # (1) the stored keypoints whose word is the query's or one bit away (a hash set of
+    # those ~2,000 words instead of a 1 MB table of all words: no table to clear per task)
     hit = np.empty(m, np.int64)
     hits = 0
+    near = np.empty(n * len(flips), np.int64)
+    for j in range(n):
+        for f in range(len(flips)):
+            near[j * len(flips) + f] = words[j] ^ flips[f]
+    near_slots, _ = _counted(near)
     for i in range(m):
-        if table[ids[i]] != 0:
+        if near_slots[_slot(near_slots, ids[i])] == ids[i]:
             hit[hits] = i
             hits += 1
     if hits == 0:
@@ -110,17 +139,11 @@ def consistency_counts(count: int, ids: np.ndarray, owner: np.ndarray, s_desc: n
     image_word = np.empty(hits, np.int64)
     for h in range(hits):
         image_word[h] = (owner[hit[h]] << 32) + ids[hit[h]]
-    ordered = np.sort(image_word)
-    repeated = False
-    for h in range(hits - max_repeats):
-        if ordered[h + max_repeats] == ordered[h]:
-            repeated = True
-            break
-    if repeated:
+    slots, repeats = _counted(image_word)
+    if repeats.max() > max_repeats:
         kept = 0
         for h in range(hits):
-            lo = _first_at_least(ordered, image_word[h])
-            if lo + max_repeats >= hits or ordered[lo + max_repeats] != image_word[h]:
+            if repeats[_slot(slots, image_word[h])] <= max_repeats:
                 hit[kept] = hit[h]
                 kept += 1
         hits = kept
@@ -131,21 +154,22 @@ def consistency_counts(count: int, ids: np.ndarray, owner: np.ndarray, s_desc: n
     pair_s = np.empty(cap, np.int64)
     pair_d = np.empty(cap, np.int64)
     pairs = 0
-    starts = np.empty(len(flips), np.int64)
-    runs = np.empty(len(flips), np.int64)
+    starts = np.zeros(len(flips), np.int64)
+    runs = np.zeros(len(flips), np.int64)
+    # each query word's run in `words` (sorted)
+    q_slots, q_runs = _counted(words)
+    q_starts = np.zeros(len(q_slots), np.int64)
+    for j in range(n - 1, -1, -1):
+        q_starts[_slot(q_slots, words[j])] = j
     for h in range(hits):
         si = hit[h]
         word = ids[si]
         found = 0
         for f in range(len(flips)):
-            probe = word ^ flips[f]
-            runs[f] = 0
-            if table[probe] & 2:
-                lo = _first_at_least(words, probe)
-                hi = _first_at_least(words, probe + 1)
-                starts[f] = lo
-                runs[f] = hi - lo
-                found += hi - lo
+            slot = _slot(q_slots, word ^ flips[f])
+            starts[f] = q_starts[slot]
+            runs[f] = q_runs[slot]  # 0 for an empty slot: not a query word
+            found += runs[f]
         if found > max_repeats:
             continue
         for f in range(len(flips)):
@@ -209,10 +233,10 @@ def consistency_counts(count: int, ids: np.ndarray, owner: np.ndarray, s_desc: n
     angle_width = 256 // angle_steps
     for p in range(k):
         qi, si = qi_of[p], si_of[p]
-        turn = q_angle[qi] - s_angle[si]
+        turn = q_angle[qi] - np.int64(s_angle[si])
         if turn < 0:
             turn += 256
-        levels = q_octave[qi] - s_octave[si]
+        levels = q_octave[qi] - np.int64(s_octave[si])
         scale = scale_table[levels + 255]
         cos = scale * cos_table[turn]
         sin = scale * sin_table[turn]
@@ -235,18 +259,20 @@ def consistency_counts(count: int, ids: np.ndarray, owner: np.ndarray, s_desc: n
             for b in range(8):
                 keys[16 * p + 8 * a + b] = base + (((b >> 2) & 1) << 20 | ((b >> 1) & 1) << 10
                                                    | (b & 1))
-    # (6) each image's fullest bin, the lowest key on a tie
-    ranked = np.sort(keys)
+    # (6) each image's fullest bin, the lowest key on a tie: the keys counted in a hash
+    # table (a sort of all 16 keys a pair cost twice as much), then every bin in it visited
+    slots, votes = _counted(keys)
     best = np.full(count, -1, np.int64)
     best_votes = np.zeros(count, np.int64)
-    start = 0
-    for i in range(1, len(ranked) + 1):
-        if i == len(ranked) or ranked[i] != ranked[start]:
-            image = ranked[start] >> 31
-            if i - start > best_votes[image]:
-                best_votes[image] = i - start
-                best[image] = ranked[start]
-            start = i
+    for slot in range(len(slots)):
+        key = slots[slot]
+        if key == -1:
+            continue
+        image = key >> 31
+        if votes[slot] > best_votes[image] or (votes[slot] == best_votes[image]
+                                               and key < best[image]):
+            best_votes[image] = votes[slot]
+            best[image] = key
     inside = np.zeros(k, np.bool_)
     for p in range(k):
         target = best[which[p]]
@@ -317,6 +343,77 @@ def consistency_counts(count: int, ids: np.ndarray, owner: np.ndarray, s_desc: n
 
 
 @_inlined
+def _take(buf: np.ndarray, start: int, count: int, i: int, x: Any, y: Any, w: Any, h: Any,
+          b: int, at: int, owner: np.ndarray, xy: np.ndarray, angle: np.ndarray,
+          octave: np.ndarray, descriptors: np.ndarray) -> None:
+    """Keypoint `i` of image `b` (its section at `buf[start]`, `count` keypoints) as row
+    `at` of the outputs."""
+    owner[at] = b
+    xy[at, 0] = x - w / np.float32(2)
+    xy[at, 1] = y - h / np.float32(2)
+    angle[at] = buf[start + 4 * count + i]
+    octave[at] = buf[start + 5 * count + i]
+    row = start + 6 * count + 32 * i
+    descriptors[at, :] = buf[row:row + 32]
+
+
+@_compiled
+def stored_keypoints(buf: np.ndarray, base: np.ndarray, n: np.ndarray, height: np.ndarray,
+                     width: np.ndarray, limit: int, centre: float,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`ranking.StoredKeypoints.from_blobs`' reading: of each image (its keypoint section
+    from `buf[base[b]]`: [xy: 4n][angle: n][octave: n][descriptors: 32n]), its first `limit`
+    keypoints, central ones first (within `centre` of the side from the middle), each group
+    in stored order: (owner, xy from the centre, angle, octave, descriptors). Positions in
+    float32 as numpy computes them there (1/8 px, the centre test in float32)."""
+    images = len(base)
+    kept = 0
+    for b in range(images):
+        kept += min(n[b], limit)
+    owner = np.empty(kept, np.int64)
+    xy = np.empty((kept, 2), np.float32)
+    angle = np.empty(kept, np.uint8)
+    octave = np.empty(kept, np.uint8)
+    descriptors = np.empty((kept, 32), np.uint8)
+    bound = np.float32(centre)
+    half = np.float32(0.5)
+    eighth = np.float32(8)
+    later = np.empty(max(limit, 0), np.int64)  # an image's outer keypoints, while they fit
+    at = 0
+    for b in range(images):
+        start, count = base[b], n[b]
+        w, h = np.float32(width[b]), np.float32(height[b])
+        taken = 0
+        outer = 0
+        # the central keypoints in stored order, then (the `later` ones) the others
+        for i in range(count):
+            if taken == limit:
+                break
+            # 1/8 px in little-endian uint16s, as `LocalFeatures.from_bytes` reads them
+            x = np.float32(np.int64(buf[start + 4 * i])
+                           | np.int64(buf[start + 4 * i + 1]) << 8) / eighth
+            y = np.float32(np.int64(buf[start + 4 * i + 2])
+                           | np.int64(buf[start + 4 * i + 3]) << 8) / eighth
+            if max(abs((x + half) / w - half), abs((y + half) / h - half)) > bound:
+                if outer < limit:
+                    later[outer] = i
+                    outer += 1
+                continue
+            _take(buf, start, count, i, x, y, w, h, b, at, owner, xy, angle, octave, descriptors)
+            at += 1
+            taken += 1
+        for j in range(min(outer, limit - taken)):
+            i = later[j]
+            x = np.float32(np.int64(buf[start + 4 * i])
+                           | np.int64(buf[start + 4 * i + 1]) << 8) / eighth
+            y = np.float32(np.int64(buf[start + 4 * i + 2])
+                           | np.int64(buf[start + 4 * i + 3]) << 8) / eighth
+            _take(buf, start, count, i, x, y, w, h, b, at, owner, xy, angle, octave, descriptors)
+            at += 1
+    return owner, xy, angle, octave, descriptors
+
+
+@_inlined
 def _grown(a: np.ndarray, cap: int) -> Any:
     out = np.empty(cap, a.dtype)
     out[: len(a)] = a
@@ -324,13 +421,16 @@ def _grown(a: np.ndarray, cap: int) -> Any:
 
 
 def warm() -> None:
-    """Compile, or load from numba's cache, the kernel with the argument types
-    `ranking.consistency` passes (C-contiguous, writable), before any upload needs it."""
+    """Compile, or load from numba's cache, the kernels with the argument types `ranking`
+    passes (C-contiguous, writable), before any upload needs them."""
+    one = np.ones(1, np.int64)
+    blob = np.zeros(38, np.uint8)
+    owner, xy, angle, octave, descriptors = stored_keypoints(blob, one * 0, one, one * 8,
+                                                             one * 8, 128, 0.35)
     words = np.zeros(1, np.int64)
-    desc = np.zeros((1, 4), np.uint64)
-    xy = np.zeros((1, 2), np.float32)
     real = np.zeros(1, np.float64)
-    flags = np.full(1, 3, np.uint8)
-    consistency_counts(1, words, words, desc, words, words, xy, flags, words, words, desc,
-                       words, words, real, real, words, np.ones(256), np.zeros(256),
-                       np.ones(511), 4, 64, 16, 2, 32.0, 4.0)
+    packed = descriptors.view(np.uint64).reshape(-1, 4)
+    consistency_counts(1, np.zeros(20, np.int64), np.zeros(20, np.int64), owner, descriptors,
+                       packed, angle, octave, xy, words, words, packed, words, words, real,
+                       real, words, np.ones(256), np.zeros(256), np.ones(511), 4, 64, 16, 2,
+                       32.0, 4.0)

@@ -141,3 +141,40 @@ def test_a_word_repeated_past_max_repeats_pairs_with_nothing() -> None:
         got = ranking.consistency(query, [copy]).tolist()
         assert got == before.consistency(query, [copy]).tolist() == [want], (
             stored_repeats, query_repeats)
+
+
+@st.composite
+def blob_sets(draw: st.DrawFn) -> tuple[list[bytes], int, float]:
+    """Stored blobs of 0-300 keypoints, positions anywhere on small and large canonical
+    images, many of them on the 1/8 px grid points nearest the centre test's bound."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    centre = draw(st.sampled_from([0.35, 0.25, 0.5, 0.0]))
+    blobs = []
+    for _ in range(draw(st.integers(0, 6))):
+        n = int(rng.choice([0, 1, 5, 60, 130, 300]))
+        shape = (int(rng.integers(1, 600)), int(rng.integers(1, 600)))
+        xy = rng.random((n, 2)) * np.array(shape[::-1])
+        edge = rng.random(n) < 0.3  # at the bound: (x + 0.5) / width - 0.5 = ±centre
+        sign = rng.choice([-1, 1], n)
+        for axis, side in ((0, shape[1]), (1, shape[0])):
+            at = ((0.5 + sign * centre) * side - 0.5)[edge]
+            xy[edge, axis] = np.clip(np.round(at * 8) / 8 + rng.integers(-1, 2, edge.sum()) / 8,
+                                     0, None)
+        features = _features(rng, shape, xy, rng.integers(0, 256, n), rng.integers(0, 8, n),
+                             rng.integers(0, 256, (n, 32), np.uint8))
+        blobs.append(features.to_bytes())
+    return blobs, draw(st.sampled_from([0, 1, 64, 128, 10_000])), centre
+
+
+@settings(max_examples=200, deadline=None)
+@given(blob_sets())
+def test_the_compiled_blob_reader_reads_as_the_numpy_one(case: tuple[list[bytes], int, float],
+                                                         ) -> None:
+    blobs, limit, centre = case
+    want = before.StoredKeypoints.from_blobs(blobs, limit, centre)
+    got = ranking.StoredKeypoints.from_blobs(blobs, limit, centre)
+    assert got.count == want.count
+    for field in ("owner", "xy", "angle", "octave", "descriptors"):
+        a, b = getattr(got, field), getattr(want, field)
+        assert a.dtype == b.dtype and a.shape == b.shape, field
+        assert a.tobytes() == b.tobytes(), field
