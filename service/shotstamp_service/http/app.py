@@ -235,6 +235,10 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     from shotstamp_service.matching import kernels
 
     await asyncio.to_thread(kernels.warm)
+    if pool.workers <= 0:  # stage 2 runs here, not in the workers' forkserver (its warm-up)
+        from shotstamp_service.matching import stage2_kernels
+
+        await asyncio.to_thread(stage2_kernels.warm)
     app[REGISTRY] = registry
     # Other replicas register too: their photos must be caught here within a second.
     tasks = [

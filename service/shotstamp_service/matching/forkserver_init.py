@@ -10,7 +10,9 @@
    ignore both, see pool.py.)
 2. It fingerprints one tiny image, so that the hashers' lazy imports (scipy's
    FFT for pHash: most of a second) happen once here, and every worker forked
-   from it starts ready instead of paying for them on its first upload.
+   from it starts ready instead of paying for them on its first upload. It
+   compiles stage 2's numba kernels, or loads them from numba's cache
+   (`stage2_kernels.warm`), for the same reason: the forks share the code.
 
 3. It keeps freed memory in the workers' heap (glibc's `mallopt`, inherited by every fork):
    each upload's decode and arrays would otherwise be mapped fresh and page-faulted in,
@@ -50,6 +52,10 @@ def _warm_up() -> None:
     Image.new("RGB", (64, 64), (200, 120, 40)).save(buffer, "PNG")
     with contextlib.suppress(Exception):  # a warm-up must never stop the pool starting
         fingerprint(buffer.getvalue())
+    with contextlib.suppress(Exception):
+        from shotstamp_service.matching import stage2_kernels
+
+        stage2_kernels.warm()
 
 
 _warm_up()
