@@ -120,8 +120,10 @@ __all__ = [
     "SCALE_RANGE",
     "SHORTLIST",
     "Candidate",
+    "IndexEntry",
     "Match",
     "Matcher",
+    "QuerySides",
     "Stage1",
     "consistent_keypoints",
     "decide",
@@ -391,6 +393,11 @@ class _Entry:
     words: VisualWords | None  # of its INDEX_KEYPOINTS
 
 
+IndexEntry = _Entry  # opaque outside the engine: made by `Matcher.entry`, taken by `add`
+# id(fp) → (fp, its `WordQuery`): `Matcher.query_sides`, for a `Matcher.scratch`.
+QuerySides = OrderedDict[int, tuple[Fingerprint, WordQuery | None]]
+
+
 def _entry(fp: Fingerprint) -> _Entry:
     if _legacy(fp):
         return _Entry(True, [], [], None)
@@ -482,14 +489,19 @@ class Matcher:
         """Changes so far (adds, discards, loads): a `Stage1` is as of one of them."""
         return self._generation
 
-    def add(self, ref: int, fp: Fingerprint) -> None:
-        """Index registration `ref`; adding a ref already present does nothing."""
+    def add(self, ref: int, fp: Fingerprint, entry: IndexEntry | None = None) -> None:
+        """Index registration `ref`; adding a ref already present does nothing. `entry`:
+        `fp`'s, made already (`entry`, by this matcher or another on any thread)."""
         if ref in self._refs:
             return
         self._refs.add(ref)
         self._generation += 1
         self._journal.append((ref, fp))
-        entry = self._entry(fp)
+        if entry is None:
+            entry = self._entry(fp)
+        else:  # kept like one made here: `look_again`'s scratch matchers read it
+            given = entry
+            _cached(self._entry_cache, fp, lambda _: given)
         if entry.legacy:
             self._legacy.add(ref, fp.hashes["phash"])
             return
@@ -500,6 +512,31 @@ class Matcher:
 
     def _entry(self, fp: Fingerprint) -> _Entry:
         return _cached(self._entry_cache, fp, _entry)
+
+    def entry(self, fp: Fingerprint) -> IndexEntry:
+        """What indexing `fp` takes (its keypoints' words, its PDQ codes), made once: a
+        registration followed from another process is parsed by one thread for both the
+        index and the commit lock's screen (`registry`)."""
+        return self._entry(fp)
+
+    def query_sides(self, fps: Iterable[Fingerprint]) -> QuerySides:
+        """The query sides (`WordQuery`, read-only) this matcher has made for `fps`, for a
+        `scratch` matcher on another thread: their looks there do not make them again."""
+        out: QuerySides = OrderedDict()
+        for fp in fps:
+            held = self._queries.get(id(fp))
+            if held is not None and held[0] is fp:
+                out[id(fp)] = held
+        return out
+
+    @classmethod
+    def scratch(cls, sides: QuerySides | None = None) -> Matcher:
+        """An empty matcher without background rebuilds, sharing no state with any other
+        but the read-only query sides `sides` (`query_sides`)."""
+        out = cls(background=False)
+        if sides:
+            out._queries = OrderedDict(sides)
+        return out
 
     def add_many(self, items: Iterable[tuple[int, Fingerprint]]) -> int:
         """Bulk `add` for the rebuild at start: one pass, indexes built once. Returns count."""

@@ -768,13 +768,18 @@ class SQLiteStore(Store):
 
         return await self._read_here(run)
 
-    async def _fingerprint_page(self, after_seq: int, limit: int) -> list[StoredFingerprint]:
+    async def _fingerprint_page(
+        self, after_seq: int, limit: int, skip: Sequence[int] = ()
+    ) -> list[StoredFingerprint]:
+        # One statement text whatever `skip` holds, so it is prepared once (`get_features`).
+        skipped = json.dumps([seq for seq in skip if seq > after_seq])
+
         def run(after: int, most: int) -> Callable[[sqlite3.Connection], list[StoredFingerprint]]:
             def rows(conn: sqlite3.Connection) -> list[StoredFingerprint]:
                 found = conn.execute(
-                    f"SELECT {FINGERPRINT_COLUMNS} FROM registrations"
-                    " WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after, most),
+                    f"SELECT {FINGERPRINT_COLUMNS} FROM registrations WHERE seq > ?"
+                    " AND seq NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?",
+                    (after, skipped, most),
                 )
                 return [_ROWS.fingerprint(row) for row in found]
 
