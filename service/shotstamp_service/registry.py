@@ -63,9 +63,12 @@ from shotstamp_service.matching.engine import (
     QuerySides,
     Stage1,
     Stage2Item,
+    could_match,
     decide,
+    index_entry,
     rank,
     verify_many,
+    word_query,
 )
 from shotstamp_service.matching.fingerprint import Fingerprint
 from shotstamp_service.matching.rule import clause_named, explain
@@ -279,19 +282,20 @@ class _ForeignScreen:
     def check(self, rows: Sequence[StoredFingerprint]) -> list[StoreError | None] | None:
         if not rows:
             return [None] * len(self._looks)
-        scratch = Matcher.scratch(self._sides)
+        parsed: list[_Parsed] = []
         features: dict[int, bytes] = {}
         for row in rows:
             known = self._known.get(row.seq)
             if known is None:
                 fp = Fingerprint.from_store(
                     row.sha256, row.perceptual, row.features, row.width, row.height)
-                known = _Parsed(row.seq, row.seller, fp, scratch.entry(fp))
+                known = _Parsed(row.seq, row.seller, fp, index_entry(fp))
                 if self._parsed is not None:
                     self._parsed.append(known)
-            scratch.add(row.seq, known.fp, known.entry)
+            parsed.append(known)
             if row.features is not None:
                 features[row.seq] = row.features
+        scratch: Matcher | None = None
         verdicts: list[StoreError | None] = []
         newest = max(row.seq for row in rows)
         for look in self._looks:
@@ -301,6 +305,15 @@ class _ForeignScreen:
                 verdicts.append(None)
                 continue
             fp, through = look
+            held = self._sides.get(id(fp)) if self._sides else None
+            query = held[1] if held is not None and held[0] is fp else word_query(fp)
+            if not any(could_match(fp, query, p.fp, p.entry) for p in parsed if p.seq > through):
+                verdicts.append(None)  # no row it could match: no scratch matcher, no search
+                continue
+            if scratch is None:
+                scratch = Matcher.scratch(self._sides)
+                for p in parsed:
+                    scratch.add(p.seq, p.fp, p.entry)
             # Stage 1 and stage 2 under the index's rule, for the rows past this upload's
             # look only, every word candidate, and on past a similar-only hash match.
             copies = _copy_refs(scratch.match(fp, features.get, limit=None, after=through,

@@ -126,10 +126,13 @@ __all__ = [
     "QuerySides",
     "Stage1",
     "consistent_keypoints",
+    "could_match",
     "decide",
+    "index_entry",
     "shortlist",
     "verify",
     "verify_many",
+    "word_query",
 ]
 
 # -- the index's constants (the rule's thresholds are in `rule`; history for both:
@@ -414,6 +417,43 @@ def _word_query(fp: Fingerprint) -> WordQuery | None:
         return None
     return WordQuery.of(*words(local), probe=index_keypoints(local, WORD_PROBES)
                         if WORD_PROBES else None)
+
+
+def index_entry(fp: Fingerprint) -> IndexEntry:
+    """What indexing `fp` takes, made here (`Matcher.entry` keeps the ones it makes)."""
+    return _entry(fp)
+
+
+def word_query(fp: Fingerprint) -> WordQuery | None:
+    """The query side `Matcher.word_scores` makes for `fp` (None: it has no keypoints)."""
+    return _word_query(fp)
+
+
+def could_match(fp: Fingerprint, query: WordQuery | None, stored: Fingerprint,
+                entry: IndexEntry) -> bool:
+    """Whether a look for `fp` (`query`: its `word_query`) in a matcher holding `stored`
+    (indexed as `entry`) could report it, as a match or a candidate. False only when no
+    PDQ code of `fp` (mirror included) is within PDQ_CANDIDATE of one of `stored`'s and
+    fewer than MIN_VOTES of `stored`'s indexed words are among `query`'s, exact or probed
+    (each vote needs one: one posting per word and registration, distinct query words):
+    then `match` finds nothing there. A bound on both stages' inputs, no search."""
+    if entry.legacy or _legacy(fp):
+        return True
+    codes = [int.from_bytes(code, "big") for _, code in entry.good + entry.low]
+    for _, code, _ in fp.pdq_codes(query=True):
+        mine = int.from_bytes(code, "big")
+        if any((mine ^ theirs).bit_count() <= PDQ_CANDIDATE + 1 for theirs in codes):
+            return True  # one bit of margin: whichever way the index bounds its radius
+    if query is None or entry.words is None:
+        return False
+    indexed = np.asarray(entry.words[0], np.uint32)
+    shared = np.zeros(len(indexed), np.bool_)
+    # The query's exact words, then its probe words: each part sorted (`WordQuery`).
+    for part in (query.words[: query.exact], query.words[query.exact:]):
+        if len(part):
+            at = np.minimum(np.searchsorted(part, indexed), len(part) - 1)
+            shared |= part[at] == indexed
+    return len(set(indexed[shared].tolist())) >= MIN_VOTES
 
 
 def _cached(cache: OrderedDict[int, tuple[Fingerprint, _T]], fp: Fingerprint,

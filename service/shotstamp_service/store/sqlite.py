@@ -771,15 +771,19 @@ class SQLiteStore(Store):
     async def _fingerprint_page(
         self, after_seq: int, limit: int, skip: Sequence[int] = ()
     ) -> list[StoredFingerprint]:
-        # One statement text whatever `skip` holds, so it is prepared once (`get_features`).
-        skipped = json.dumps([seq for seq in skip if seq > after_seq])
+        # Two statement texts, each prepared once: `skip` as one JSON list (`get_features`).
+        skipped = [seq for seq in skip if seq > after_seq]
+        listed = json.dumps(skipped) if skipped else None
 
         def run(after: int, most: int) -> Callable[[sqlite3.Connection], list[StoredFingerprint]]:
             def rows(conn: sqlite3.Connection) -> list[StoredFingerprint]:
                 found = conn.execute(
                     f"SELECT {FINGERPRINT_COLUMNS} FROM registrations WHERE seq > ?"
+                    " ORDER BY seq LIMIT ?", (after, most),
+                ) if listed is None else conn.execute(
+                    f"SELECT {FINGERPRINT_COLUMNS} FROM registrations WHERE seq > ?"
                     " AND seq NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?",
-                    (after, skipped, most),
+                    (after, listed, most),
                 )
                 return [_ROWS.fingerprint(row) for row in found]
 
