@@ -45,6 +45,7 @@ import json
 import logging
 import os
 from array import array
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -56,13 +57,18 @@ from shotstamp_service.http.auth import Principal
 from shotstamp_service.matching.engine import (
     Candidate,
     Columns,
+    IndexEntry,
     Match,
     Matcher,
+    QuerySides,
     Stage1,
     Stage2Item,
+    could_match,
     decide,
+    index_entry,
     rank,
     verify_many,
+    word_query,
 )
 from shotstamp_service.matching.fingerprint import Fingerprint
 from shotstamp_service.matching.rule import clause_named, explain
@@ -112,6 +118,10 @@ SEGMENT_ROWS = 8_192
 UPGRADE_ROWS = 500_000
 # Uploads larger than this are hashed off the event loop.
 _HASH_INLINE_MAX = 1 << 20
+# Other processes' registrations, parsed and with their index entries, that the index (on the
+# loop) or the commit lock's screen (on the store's thread) hands the other (`_Parsed`): the
+# latest this many, ample for the few committed between one upload's look and its commit.
+_PARSED_KEPT = 512
 
 
 class IdempotencyKeyReused(Exception):
@@ -238,6 +248,16 @@ class _Pending:
     decided_through: int | None = None
 
 
+@dataclass(frozen=True)
+class _Parsed:
+    """A registration another process committed, parsed once for both readers of it."""
+
+    seq: int
+    seller: str
+    fp: Fingerprint
+    entry: IndexEntry
+
+
 def _copy_refs(matches: list[Match]) -> list[int]:
     """The refs of `matches` whose verdict is copy, ascending."""
     return sorted(m.ref for m in matches if m.verdict == "copy")
@@ -250,20 +270,32 @@ class _ForeignScreen:
     and each upload is looked up in it under the same rule as in the index (stage 1, then
     stage 2 for its candidates, as `recheck` would), so it never needs the event loop."""
 
-    def __init__(self, looks: list[tuple[Fingerprint, int] | None], after: int) -> None:
+    def __init__(self, looks: list[tuple[Fingerprint, int] | None], after: int,
+                 sides: QuerySides | None = None, known: dict[int, _Parsed] | None = None,
+                 parsed: deque[_Parsed] | None = None) -> None:
         self._looks = looks
         self.after = after
+        self._sides = sides  # the uploads' query sides, made on the loop already
+        self._known = known or {}  # rows the index has parsed already, by seq
+        self._parsed = parsed  # where the rows parsed here go, for the index (thread-safe)
 
     def check(self, rows: Sequence[StoredFingerprint]) -> list[StoreError | None] | None:
         if not rows:
             return [None] * len(self._looks)
-        scratch = Matcher(background=False)
+        parsed: list[_Parsed] = []
         features: dict[int, bytes] = {}
         for row in rows:
-            scratch.add(row.seq, Fingerprint.from_store(
-                row.sha256, row.perceptual, row.features, row.width, row.height))
+            known = self._known.get(row.seq)
+            if known is None:
+                fp = Fingerprint.from_store(
+                    row.sha256, row.perceptual, row.features, row.width, row.height)
+                known = _Parsed(row.seq, row.seller, fp, index_entry(fp))
+                if self._parsed is not None:
+                    self._parsed.append(known)
+            parsed.append(known)
             if row.features is not None:
                 features[row.seq] = row.features
+        scratch: Matcher | None = None
         verdicts: list[StoreError | None] = []
         newest = max(row.seq for row in rows)
         for look in self._looks:
@@ -273,6 +305,15 @@ class _ForeignScreen:
                 verdicts.append(None)
                 continue
             fp, through = look
+            held = self._sides.get(id(fp)) if self._sides else None
+            query = held[1] if held is not None and held[0] is fp else word_query(fp)
+            if not any(could_match(fp, query, p.fp, p.entry) for p in parsed if p.seq > through):
+                verdicts.append(None)  # no row it could match: no scratch matcher, no search
+                continue
+            if scratch is None:
+                scratch = Matcher.scratch(self._sides)
+                for p in parsed:
+                    scratch.add(p.seq, p.fp, p.entry)
             # Stage 1 and stage 2 under the index's rule, for the rows past this upload's
             # look only, every word candidate, and on past a similar-only hash match.
             copies = _copy_refs(scratch.match(fp, features.get, limit=None, after=through,
@@ -319,6 +360,13 @@ class Registry:
         self.indexed_through = 0  # highest store seq the index has seen
         # A bulk load has read rows past what the index holds until it finishes.
         self._bulk_loading = 0
+        # This process's own registrations committed past `indexed_through` (a gap below
+        # them): indexed already, so `load_index` does not read them back.
+        self._own_ahead: set[int] = set()
+        # Other processes' rows parsed by the screen (appended on the store's thread) and
+        # by `load_index` (the latest _PARSED_KEPT, by seq): each is parsed once (`_Parsed`).
+        self._screened: deque[_Parsed] = deque(maxlen=_PARSED_KEPT)
+        self._followed: OrderedDict[int, _Parsed] = OrderedDict()
         store.guard_registrations(self.recheck, self.screen)
 
     async def load_index(self) -> int:
@@ -326,8 +374,9 @@ class Registry:
 
         Called at start and then every `follow` interval, so the index also holds
         what other replicas registered. Stores commit registrations in `seq`
-        order, so everything up to the highest seq read has been seen; the
-        replica's own registrations are read again and skipped.
+        order, so everything up to the highest seq read has been seen. Rows
+        indexed already are not read: the process's own, and other processes' that
+        the commit lock's screen parsed (`_Parsed`).
         """
         added = 0
         if self.segments is not None and not self._segments_opened:
@@ -338,19 +387,36 @@ class Registry:
                 log.error("index directory %s unusable (%s): the index is built in memory",
                           self.segments.path, exc)
                 self.segments = None
+        # What needs no read: other processes' rows the screen has parsed (indexed here, now)
+        # and this process's own past a gap (indexed when committed). Each is committed and
+        # stores commit in seq order, so once the rows between them are read, the index holds
+        # everything up to the highest of them.
+        held: list[int] = []
+        while self._screened:
+            parsed = self._screened.popleft()
+            if parsed.seq > self.indexed_through and self.owners.get(parsed.seq) is None:
+                self._index_parsed(parsed)
+                held.append(parsed.seq)
+        if held:  # a look while the rows are read must know
+            self._foreign_generation = self.matcher.generation
+        indexed = len(held)  # registrations this call indexes
+        held.extend(seq for seq in self._own_ahead if seq > self.indexed_through)
+        held.sort()
         # A few rows (following other replicas) go straight into the index's tail;
         # past _BULK_FROM rows (the load at start) the rest is built in one pass.
         bulk = self.matcher.bulk()
         bulking = False
         try:
-            async for stored in self.store.iter_fingerprints(after_seq=self.indexed_through):
+            async for stored in self.store.iter_fingerprints(after_seq=self.indexed_through,
+                                                             skip=held):
                 if self.owners.get(stored.seq) is None:  # else registered here, already indexed
                     fp = Fingerprint.from_store(
                         stored.sha256, stored.perceptual, stored.features, stored.width,
                         stored.height
                     )
-                    if added < _BULK_FROM:
-                        self.matcher.add(stored.seq, fp)
+                    if added + indexed < _BULK_FROM:
+                        self._index_parsed(_Parsed(stored.seq, stored.seller, fp,
+                                                   self.matcher.entry(fp)))
                         # At once, not at the end: a look between two pages must know.
                         self._foreign_generation = self.matcher.generation
                     else:
@@ -358,17 +424,28 @@ class Registry:
                             bulking = True
                             self._bulk_loading += 1
                         bulk.add(stored.seq, fp)
-                    self.owners.set(stored.seq, stored.seller)
-                    added += 1
-                    self._since_segment += 1
+                        self.owners.set(stored.seq, stored.seller)
+                    indexed += 1
                 self.indexed_through = max(self.indexed_through, stored.seq)
             bulk.finish()
         finally:
             if bulking:
                 self._bulk_loading -= 1
-        if added:
+        if held:  # the read is complete: every row between them has been indexed
+            self.indexed_through = max(self.indexed_through, held[-1])
+        self._own_ahead = {seq for seq in self._own_ahead if seq > self.indexed_through}
+        if indexed:
+            self._since_segment += indexed
             self._foreign_generation = self.matcher.generation
-        return added
+        return added + indexed
+
+    def _index_parsed(self, parsed: _Parsed) -> None:
+        """Index another process's registration, and keep it for the screen (`_Parsed`)."""
+        self.matcher.add(parsed.seq, parsed.fp, parsed.entry)
+        self.owners.set(parsed.seq, parsed.seller)
+        self._followed[parsed.seq] = parsed
+        if len(self._followed) > _PARSED_KEPT:
+            self._followed.popitem(last=False)
 
     async def _open_segments(self, directory: SegmentDir) -> int:
         """Map the index's segments, first writing segments for what the store holds past
@@ -723,9 +800,12 @@ class Registry:
         self.owners.set(registration.seq, registration.seller)
         # Stores commit in seq order, so with no seq between it and the index's last, nothing
         # unread lies below it: the next load_index need not read this row back (its blob).
-        # With a gap (another replica's rows, or a batch resuming out of order) it waits.
+        # With a gap (another replica's rows, or a batch resuming out of order) it waits,
+        # and the next load_index reads the rows below it but not it.
         if registration.seq == self.indexed_through + 1:
             self.indexed_through = registration.seq
+        else:
+            self._own_ahead.add(registration.seq)
         return Outcome("created", registration)
 
     async def recheck(self, batch: Sequence[NewRegistration]) -> list[StoreError | None]:
@@ -796,7 +876,15 @@ class Registry:
                 return None
             looks.append((pending.fp, pending.through))
         after = min((look[1] for look in looks if look is not None), default=self.indexed_through)
-        return _ForeignScreen(looks, after)
+        # What the screen need not make again on its thread: the uploads' query sides and
+        # the rows past `after` the index has parsed already.
+        known: dict[int, _Parsed] = {}
+        for seq in reversed(self._followed):
+            if seq <= after:
+                break
+            known[seq] = self._followed[seq]
+        sides = self.matcher.query_sides(look[0] for look in looks if look is not None)
+        return _ForeignScreen(looks, after, sides, known, self._screened)
 
     async def _recheck_one(self, pending: _Pending) -> list[int]:
         """Stored registrations `pending` is now a copy of (stage 1, then unverified stage 2)."""

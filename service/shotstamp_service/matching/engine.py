@@ -120,14 +120,19 @@ __all__ = [
     "SCALE_RANGE",
     "SHORTLIST",
     "Candidate",
+    "IndexEntry",
     "Match",
     "Matcher",
+    "QuerySides",
     "Stage1",
     "consistent_keypoints",
+    "could_match",
     "decide",
+    "index_entry",
     "shortlist",
     "verify",
     "verify_many",
+    "word_query",
 ]
 
 # -- the index's constants (the rule's thresholds are in `rule`; history for both:
@@ -391,6 +396,11 @@ class _Entry:
     words: VisualWords | None  # of its INDEX_KEYPOINTS
 
 
+IndexEntry = _Entry  # opaque outside the engine: made by `Matcher.entry`, taken by `add`
+# id(fp) → (fp, its `WordQuery`): `Matcher.query_sides`, for a `Matcher.scratch`.
+QuerySides = OrderedDict[int, tuple[Fingerprint, WordQuery | None]]
+
+
 def _entry(fp: Fingerprint) -> _Entry:
     if _legacy(fp):
         return _Entry(True, [], [], None)
@@ -407,6 +417,43 @@ def _word_query(fp: Fingerprint) -> WordQuery | None:
         return None
     return WordQuery.of(*words(local), probe=index_keypoints(local, WORD_PROBES)
                         if WORD_PROBES else None)
+
+
+def index_entry(fp: Fingerprint) -> IndexEntry:
+    """What indexing `fp` takes, made here (`Matcher.entry` keeps the ones it makes)."""
+    return _entry(fp)
+
+
+def word_query(fp: Fingerprint) -> WordQuery | None:
+    """The query side `Matcher.word_scores` makes for `fp` (None: it has no keypoints)."""
+    return _word_query(fp)
+
+
+def could_match(fp: Fingerprint, query: WordQuery | None, stored: Fingerprint,
+                entry: IndexEntry) -> bool:
+    """Whether a look for `fp` (`query`: its `word_query`) in a matcher holding `stored`
+    (indexed as `entry`) could report it, as a match or a candidate. False only when no
+    PDQ code of `fp` (mirror included) is within PDQ_CANDIDATE of one of `stored`'s and
+    fewer than MIN_VOTES of `stored`'s indexed words are among `query`'s, exact or probed
+    (each vote needs one: one posting per word and registration, distinct query words):
+    then `match` finds nothing there. A bound on both stages' inputs, no search."""
+    if entry.legacy or _legacy(fp):
+        return True
+    codes = [int.from_bytes(code, "big") for _, code in entry.good + entry.low]
+    for _, code, _ in fp.pdq_codes(query=True):
+        mine = int.from_bytes(code, "big")
+        if any((mine ^ theirs).bit_count() <= PDQ_CANDIDATE + 1 for theirs in codes):
+            return True  # one bit of margin: whichever way the index bounds its radius
+    if query is None or entry.words is None:
+        return False
+    indexed = np.asarray(entry.words[0], np.uint32)
+    shared = np.zeros(len(indexed), np.bool_)
+    # The query's exact words, then its probe words: each part sorted (`WordQuery`).
+    for part in (query.words[: query.exact], query.words[query.exact:]):
+        if len(part):
+            at = np.minimum(np.searchsorted(part, indexed), len(part) - 1)
+            shared |= part[at] == indexed
+    return len(set(indexed[shared].tolist())) >= MIN_VOTES
 
 
 def _cached(cache: OrderedDict[int, tuple[Fingerprint, _T]], fp: Fingerprint,
@@ -482,14 +529,19 @@ class Matcher:
         """Changes so far (adds, discards, loads): a `Stage1` is as of one of them."""
         return self._generation
 
-    def add(self, ref: int, fp: Fingerprint) -> None:
-        """Index registration `ref`; adding a ref already present does nothing."""
+    def add(self, ref: int, fp: Fingerprint, entry: IndexEntry | None = None) -> None:
+        """Index registration `ref`; adding a ref already present does nothing. `entry`:
+        `fp`'s, made already (`entry`, by this matcher or another on any thread)."""
         if ref in self._refs:
             return
         self._refs.add(ref)
         self._generation += 1
         self._journal.append((ref, fp))
-        entry = self._entry(fp)
+        if entry is None:
+            entry = self._entry(fp)
+        else:  # kept like one made here: `look_again`'s scratch matchers read it
+            given = entry
+            _cached(self._entry_cache, fp, lambda _: given)
         if entry.legacy:
             self._legacy.add(ref, fp.hashes["phash"])
             return
@@ -500,6 +552,31 @@ class Matcher:
 
     def _entry(self, fp: Fingerprint) -> _Entry:
         return _cached(self._entry_cache, fp, _entry)
+
+    def entry(self, fp: Fingerprint) -> IndexEntry:
+        """What indexing `fp` takes (its keypoints' words, its PDQ codes), made once: a
+        registration followed from another process is parsed by one thread for both the
+        index and the commit lock's screen (`registry`)."""
+        return self._entry(fp)
+
+    def query_sides(self, fps: Iterable[Fingerprint]) -> QuerySides:
+        """The query sides (`WordQuery`, read-only) this matcher has made for `fps`, for a
+        `scratch` matcher on another thread: their looks there do not make them again."""
+        out: QuerySides = OrderedDict()
+        for fp in fps:
+            held = self._queries.get(id(fp))
+            if held is not None and held[0] is fp:
+                out[id(fp)] = held
+        return out
+
+    @classmethod
+    def scratch(cls, sides: QuerySides | None = None) -> Matcher:
+        """An empty matcher without background rebuilds, sharing no state with any other
+        but the read-only query sides `sides` (`query_sides`)."""
+        out = cls(background=False)
+        if sides:
+            out._queries = OrderedDict(sides)
+        return out
 
     def add_many(self, items: Iterable[tuple[int, Fingerprint]]) -> int:
         """Bulk `add` for the rebuild at start: one pass, indexes built once. Returns count."""

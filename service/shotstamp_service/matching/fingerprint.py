@@ -115,6 +115,7 @@ class Fingerprint:
     ) -> Fingerprint:
         hashes = {name: bytes.fromhex(value) for name, value in perceptual.items()}
         quality = trim_quality = black_quality = None
+        local = None
         if features is not None:
             try:
                 local = LocalFeatures.from_bytes(features)
@@ -124,8 +125,11 @@ class Fingerprint:
                 quality = local.quality
                 trim_quality = None if local.trim_quality == 255 else local.trim_quality
                 black_quality = None if local.black_quality == 255 else local.black_quality
-        return cls(sha256, hashes, width, height, "", quality, features, trim_quality,
-                   black_quality=black_quality)
+        fp = cls(sha256, hashes, width, height, "", quality, features, trim_quality,
+                 black_quality=black_quality)
+        if local is not None:
+            fp.__dict__["local"] = local  # `local`'s cached value: indexing it parses no blob again
+        return fp
 
     def code(self, name: str) -> PerceptualHash:
         return PerceptualHash(self.hashes[name] if name in self.hashes else self.variants[name])

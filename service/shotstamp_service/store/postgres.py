@@ -688,13 +688,16 @@ class PostgresStore(Store):
             )
         return _ROWS.registration(row) if row else None
 
-    async def _fingerprint_page(self, after_seq: int, limit: int) -> list[StoredFingerprint]:
+    async def _fingerprint_page(
+        self, after_seq: int, limit: int, skip: Sequence[int] = ()
+    ) -> list[StoredFingerprint]:
         with _translated("read"):
             rows = await self.pool.fetch(
                 f"SELECT {FINGERPRINT_COLUMNS} FROM registrations"
-                " WHERE seq > $1 ORDER BY seq LIMIT $2",
+                " WHERE seq > $1 AND NOT seq = ANY($3::bigint[]) ORDER BY seq LIMIT $2",
                 after_seq,
                 limit,
+                [seq for seq in skip if seq > after_seq],
             )
         return [_ROWS.fingerprint(row) for row in rows]
 

@@ -99,8 +99,11 @@ class RegistrationStore(Protocol):
     async def find_by_idempotency_key(self, seller: str, key: str) -> Registration | None: ...
 
     @abc.abstractmethod
-    def iter_fingerprints(self, after_seq: int = 0) -> AsyncIterator[StoredFingerprint]:
-        """Every registration's fingerprint with seq > after_seq, in seq order."""
+    def iter_fingerprints(
+        self, after_seq: int = 0, skip: Sequence[int] = ()
+    ) -> AsyncIterator[StoredFingerprint]:
+        """Every registration's fingerprint with seq > after_seq, in seq order, but those
+        whose seq is in `skip` (the reader has them: not read at all)."""
 
     @abc.abstractmethod
     async def get_features(self, seqs: Iterable[int]) -> dict[int, bytes]: ...
@@ -120,12 +123,16 @@ class RegistrationStoreCore(RegistrationStore):
         return None  # a store only this process writes: nothing to guard against
 
     @abc.abstractmethod
-    async def _fingerprint_page(self, after_seq: int, limit: int) -> list[StoredFingerprint]:
-        """At most `limit` fingerprints with seq > after_seq, in seq order."""
+    async def _fingerprint_page(
+        self, after_seq: int, limit: int, skip: Sequence[int] = ()
+    ) -> list[StoredFingerprint]:
+        """At most `limit` fingerprints with seq > after_seq and not in `skip`, in seq order."""
 
-    async def iter_fingerprints(self, after_seq: int = 0) -> AsyncIterator[StoredFingerprint]:
+    async def iter_fingerprints(
+        self, after_seq: int = 0, skip: Sequence[int] = ()
+    ) -> AsyncIterator[StoredFingerprint]:
         while True:
-            page = await self._fingerprint_page(after_seq, self.fingerprint_page)
+            page = await self._fingerprint_page(after_seq, self.fingerprint_page, skip)
             for item in page:
                 yield item
             if len(page) < self.fingerprint_page:

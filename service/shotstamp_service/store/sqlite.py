@@ -813,13 +813,22 @@ class SQLiteStore(Store):
 
         return await self._read_here(run)
 
-    async def _fingerprint_page(self, after_seq: int, limit: int) -> list[StoredFingerprint]:
+    async def _fingerprint_page(
+        self, after_seq: int, limit: int, skip: Sequence[int] = ()
+    ) -> list[StoredFingerprint]:
+        # Two statement texts, each prepared once: `skip` as one JSON list (`get_features`).
+        skipped = [seq for seq in skip if seq > after_seq]
+        listed = json.dumps(skipped) if skipped else None
+
         def run(after: int, most: int) -> Callable[[sqlite3.Connection], list[StoredFingerprint]]:
             def rows(conn: sqlite3.Connection) -> list[StoredFingerprint]:
                 found = conn.execute(
-                    f"SELECT {FINGERPRINT_COLUMNS} FROM registrations"
-                    " WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after, most),
+                    f"SELECT {FINGERPRINT_COLUMNS} FROM registrations WHERE seq > ?"
+                    " ORDER BY seq LIMIT ?", (after, most),
+                ) if listed is None else conn.execute(
+                    f"SELECT {FINGERPRINT_COLUMNS} FROM registrations WHERE seq > ?"
+                    " AND seq NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?",
+                    (after, listed, most),
                 )
                 return [_ROWS.fingerprint(row) for row in found]
 

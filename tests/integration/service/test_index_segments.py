@@ -36,9 +36,9 @@ class CountingStore:
     def __getattr__(self, name):
         return getattr(self._store, name)
 
-    def iter_fingerprints(self, after_seq: int = 0):
+    def iter_fingerprints(self, after_seq: int = 0, skip=()):
         self.read_after.append(after_seq)
-        return self._store.iter_fingerprints(after_seq)
+        return self._store.iter_fingerprints(after_seq, skip)
 
 
 async def _start(store, index: Path | None) -> Registry:

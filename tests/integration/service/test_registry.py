@@ -444,14 +444,15 @@ async def test_a_decision_that_saw_the_other_process_s_rows_needs_no_second_look
 
 async def test_the_index_does_not_read_back_the_rows_it_committed_itself(store_target):
     """A registration's own row is indexed at its commit: the next `load_index` skips it
-    (it used to read it back, feature blob and all, once per upload), unless another
-    process's row may lie below it unread; that row is then read and indexed as before."""
+    (it used to read it back, feature blob and all, once per upload), also when another
+    process's row lies below it unread: that row alone is read, or, when the screen under
+    the commit lock parsed it, none (it is indexed from what the screen parsed)."""
     here, there, registry, other, _ = await _here_and_there(store_target)
     read: list[int] = []
     real = here._fingerprint_page
 
-    async def page(after_seq: int, limit: int):
-        rows = await real(after_seq, limit)
+    async def page(after_seq: int, limit: int, skip=()):
+        rows = await real(after_seq, limit, skip)
         read.extend(row.seq for row in rows)
         return rows
 
@@ -472,9 +473,27 @@ async def test_the_index_does_not_read_back_the_rows_it_committed_itself(store_t
     foreign = outcome.registration.seq - 1
     assert registry.indexed_through == seqs[-1] < foreign  # not advanced over the unread row
     assert registry.owners.get(foreign) is None
+    assert [parsed.seq for parsed in registry._screened] == [foreign]  # the screen's
     assert await registry.load_index() == 1  # the other's row, indexed; its own, skipped
     assert registry.owners.get(foreign) == "acme"
     assert registry.indexed_through == outcome.registration.seq
-    assert read == [foreign, outcome.registration.seq]
+    assert read == []
+
+    # The same gap, with what the screen parsed lost: the other's row is read, its own not.
+    kinds = _commit_elsewhere_after_the_pre_lock_look(registry, other, imagegen.jpeg(86))
+    outcome = await registry.register(Principal("globex", "seller", "k2"), imagegen.jpeg(87))
+    assert kinds == ["created"] and outcome.kind == "created"
+    foreign = outcome.registration.seq - 1
+    registry._screened.clear()
+    assert registry.owners.get(foreign) is None
+    assert await registry.load_index() == 1
+    assert registry.owners.get(foreign) == "acme"
+    assert registry.indexed_through == outcome.registration.seq
+    assert read == [foreign]
+    # Both rows of the other's are found by their copies.
+    for n in (84, 86):
+        copy = await registry.register(Principal("thief", "seller", "k3"),
+                                       imagegen.recompressed_copy(imagegen.jpeg(n)))
+        assert copy.kind == "conflict" and copy.matches[0].registration.seller == "acme"
     await here.close()
     await there.close()
