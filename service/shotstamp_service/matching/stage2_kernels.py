@@ -19,16 +19,13 @@ forkserver (`forkserver_init`), whose forks, the workers, inherit the compiled c
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from numba import njit
+
+from .kernels import _compiled, _inlined
 
 __all__ = ["consistency_counts", "stored_keypoints", "warm"]
-
-log = logging.getLogger(__name__)
 
 _M1 = np.uint64(0x5555555555555555)
 _M2 = np.uint64(0x3333333333333333)
@@ -37,25 +34,10 @@ _H01 = np.uint64(0x0101010101010101)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing's multiplier, 2**64 / golden ratio
 
 
-def _compiled(fn: Callable[..., Any]) -> Any:
-    """`njit(cache=True)`, or without a cache where numba finds no writable directory (as
-    `kernels._compiled`)."""
-    try:
-        return njit(cache=True, nogil=True)(fn)
-    except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
-        log.warning("%s: compiling at every start (set NUMBA_CACHE_DIR to a writable directory)",
-                    exc)
-        return njit(nogil=True)(fn)
-
-
-def _inlined(fn: Callable[..., Any]) -> Any:
-    """A small helper compiled into each caller."""
-    return njit(inline="always", nogil=True)(fn)
-
-
 @_inlined
 def _bits_set(x: np.uint64) -> Any:
-    # SWAR count of a uint64 (LLVM emits one popcnt for it, as in kernels._bits_set)
+    # SWAR count of a uint64 (LLVM emits one popcnt for it), a copy of kernels._bits_set:
+    # numba's cache does not notice a change to a function of another file it compiled in
     x = x - ((x >> np.uint64(1)) & _M1)
     x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
     x = (x + (x >> np.uint64(4))) & _M4
