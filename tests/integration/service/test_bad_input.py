@@ -331,7 +331,7 @@ def test_a_barrage_of_bad_uploads_leaves_memory_bounded_and_the_server_up(tmp_pa
         ]
         failures: list[Any] = []
         lock = threading.Lock()
-        jobs = [p for _ in range(6) for p in payloads]
+        jobs: list[tuple[str, bytes, int]] = []
 
         def client() -> None:
             while True:
@@ -356,14 +356,20 @@ def test_a_barrage_of_bad_uploads_leaves_memory_bounded_and_the_server_up(tmp_pa
                     with lock:
                         failures.append((name, status, reply))
 
-        started = time.monotonic()
-        threads = [threading.Thread(target=client) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=300)
-        elapsed = time.monotonic() - started
-        assert not failures, failures[:5]
+        def barrage() -> float:
+            jobs.extend(p for _ in range(6) for p in payloads)
+            started = time.monotonic()
+            threads = [threading.Thread(target=client) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=300)
+            assert not failures, failures[:5]
+            return time.monotonic() - started
+
+        elapsed = barrage()
+        first = rss_kib(main)
+        elapsed += barrage()
 
         # Still up and working.
         body, ctype = multipart(imagegen.jpeg(299))
@@ -381,12 +387,15 @@ def test_a_barrage_of_bad_uploads_leaves_memory_bounded_and_the_server_up(tmp_pa
         main_peak = peak_rss_kib(main)
         worker_peak = max(peak_rss_kib(pid) for pid in workers)
         print(
-            f"\nbarrage of {6 * len(payloads)} in {elapsed:.1f} s: main RSS {before // 1024} MB"
-            f" -> {after // 1024} MB (peak {main_peak // 1024} MB); worker peak"
+            f"\nbarrage of 2 × {6 * len(payloads)} in {elapsed:.1f} s: main RSS {before // 1024} MB"
+            f" -> {first // 1024} -> {after // 1024} MB (peak {main_peak // 1024} MB); worker peak"
             f" {worker_start // 1024} -> {worker_peak // 1024} MB"
         )
-        # Nothing retained: the bodies are gone once answered (the RSS returns).
-        assert after - before < 32 * 1024
+        # Nothing retained: the bodies are gone once answered. The allocator may keep one
+        # body's worth of freed heap (glibc raises its mmap threshold up to 32 MB), so the
+        # first barrage may leave up to `cap` more; the second (54 uploads more) leaves no more.
+        assert first - before < (cap + 32 * 1024 * 1024) // 1024
+        assert after - first < 32 * 1024
         # At most `slots` bodies of up to `cap` bytes (twice, while a part is joined) at once.
         assert main_peak - before < (slots * 2 * cap + 64 * 1024 * 1024) // 1024
         # No bomb was ever decoded: a worker's peak grew no more than a small photo's decode
