@@ -36,6 +36,7 @@ from shotstamp_service.matching.features import (
     keypoint_layout,
     word_ids,
 )
+from shotstamp_service.matching.stage2_kernels import consistency_counts, stored_keypoints
 
 __all__ = ["QueryWords", "StoredKeypoints", "consistency"]
 
@@ -130,8 +131,6 @@ class StoredKeypoints:
                               for b, k in zip(blobs, layouts, strict=True)])
         size = np.array([k.shape for k in layouts], np.int64)  # (height, width)
         # Which keypoints, and their fields, in one compiled pass (stage2_kernels).
-        from shotstamp_service.matching.stage2_kernels import stored_keypoints
-
         owner, xy, angle, octave, descriptors = stored_keypoints(
             buf, np.cumsum(38 * n) - 38 * n, n, _ready(size[:, 0], np.int64),
             _ready(size[:, 1], np.int64), limit, centre)
@@ -155,8 +154,6 @@ def consistency(query: LocalFeatures | QueryWords,
         return np.zeros(s.count, np.int64)
     # The rest in compiled loops, bit-identical to the numpy steps they replaced
     # (stage2_kernels; docs/cpu-budget.md, "Stage 2's consistency compiled").
-    from shotstamp_service.matching.stage2_kernels import consistency_counts
-
     descriptors = _ready(s.descriptors, np.uint8)
     counts: np.ndarray = consistency_counts(
         s.count, _WORD_BYTE, _WORD_SHIFT, _ready(s.owner, np.int64), descriptors,
