@@ -89,6 +89,7 @@ def test_scratch_is_left_clean_between_calls() -> None:
               rng.random(5000))
     WordIndex._score([first], 3, 100)
     assert not kernels._scratch.state.any()
+    assert not kernels._scratch.seen.any()
     assert _as_tuples(WordIndex._score([second], 3, 100)) == _as_tuples(
         before.score([second], 3, 100))
 
@@ -110,3 +111,26 @@ def test_the_kernel_compiles_once_per_machine(tmp_path: Path) -> None:
                            text=True, check=True).stdout.split() for _ in range(2)]
     assert runs[0][0] == "0" and runs[1][0] == "1"
     assert Path(runs[1][1]).is_relative_to(tmp_path) and list(tmp_path.rglob("*.nbi"))
+
+
+@pytest.mark.parametrize("min_votes", [0, 1, 2, 3])
+def test_sparse_votes_over_a_large_part(min_votes: int) -> None:
+    """As at 1 M: most registrations voted for get one vote, a few get several, spread over a
+    part far larger than the votes (the bitsets are cleared vote by vote, not whole); the
+    kernel keeps exactly the registrations the reference keeps, and leaves no trace."""
+    rng = np.random.default_rng(min_votes)
+    size = 200_000
+    refs = np.arange(size, dtype=np.int64)
+    parts = []
+    for n in (3_000, 40, 2):
+        hot = rng.integers(0, size, 5)
+        local = np.where(rng.random(n) < 0.1, rng.choice(hot, n), rng.integers(0, size, n))
+        local[: min(n, 4)] = [63, 64, 127, 128][: min(n, 4)]  # either side of a word's edge
+        local[-1] = local[0]
+        parts.append((refs, local.astype(np.int64), rng.integers(0, ANGLE_BINS, n).astype(
+            np.int64), rng.choice(np.array([0.5, 1.0, 2.5]), n)))
+    for part in parts:
+        got = _as_tuples(WordIndex._score([part], min_votes, 50))
+        assert got == _as_tuples(before.score([part], min_votes, 50))
+        assert got or len(part[1]) < 3_000, "the hot registrations reach min_votes"
+        assert not kernels._scratch.state.any() and not kernels._scratch.seen.any()

@@ -1,0 +1,204 @@
+"""An upload's stage-1 look at 1 M, this checkout against another commit's code, on real queries.
+
+    PYTHONPATH=sdk:service:. python -m bench.full_path compare DIR/data --before SRC [--queries 200]
+
+DIR/data is `bench/fullscale.py build`'s data directory; its persisted segments are mapped into
+one `Matcher` (as a service start does, without the store's tail) and queried with the real
+query fingerprints `bench/fullscale.py` cached (bench/out/cache/fullscale-*-every3.pkl: the
+edits of every third query photo). SRC is an export of the other commit (`git archive main |
+tar -x -C SRC`): its `kernels.py` and `index.py` are loaded beside this checkout's, and its
+`WordIndex` and `HammingIndex` methods and kernels module stand in for this checkout's while
+its looks run (the same mapped segments, the same `Matcher`).
+
+Per query, `Matcher.look(fp, stop_at_copy=False)` (what an upload's first look does when no
+stage-1 copy stops it: the PDQ probe, the gated probes and the word vote) both ways,
+alternating which goes first, in CPU time of the thread, with the parts timed inside it: the
+PDQ searches (`HammingIndex.search`), the postings read (`WordIndex._votes`), the scoring
+(`WordIndex._best`, of which the kernel `best_bins`). Every answer is asserted equal: stage-1
+matches, and every candidate (ref, PDQ distance and pair, gate, word score to the bit, votes)
+in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import pickle
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import shotstamp_service.matching as matching_package  # noqa: E402
+from shotstamp_service.matching import engine, kernels  # noqa: E402
+from shotstamp_service.matching import index as index_module  # noqa: E402
+from shotstamp_service.matching.engine import Matcher  # noqa: E402
+from shotstamp_service.matching.segments import SegmentDir  # noqa: E402
+
+# What an export stands in for while its looks run: (class, method) of this checkout's index.
+SWAPPED = [(index_module.WordIndex, "search_query"), (index_module.WordIndex, "_votes"),
+           (index_module.WordIndex, "_best"), (index_module.WordIndex, "_frequencies"),
+           (index_module.WordIndex, "_readable"), (index_module.HammingIndex, "search")]
+
+
+def _module(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+class Version:
+    """One version's kernels module and index methods, put in place by `using`."""
+
+    def __init__(self, name: str, kernels_module: ModuleType, methods: dict[Any, Any]) -> None:
+        self.name, self.kernels, self.methods = name, kernels_module, methods
+
+    @classmethod
+    def this(cls) -> Version:
+        return cls("after", kernels, {(c, m): c.__dict__[m] for c, m in SWAPPED})
+
+    @classmethod
+    def export(cls, src: Path) -> Version:
+        base = src / "service/shotstamp_service/matching"
+        old_kernels = _module("before_kernels", base / "kernels.py")
+        old_index = _module("before_index", base / "index.py")
+        methods = {(c, m): getattr(old_index, c.__name__).__dict__[m] for c, m in SWAPPED}
+        return cls("before", old_kernels, methods)
+
+    @contextmanager
+    def using(self) -> Iterator[None]:
+        saved = {(c, m): c.__dict__[m] for c, m in SWAPPED}
+        for (c, m), f in self.methods.items():
+            setattr(c, m, f)
+        matching_package.kernels = self.kernels  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            for (c, m), f in saved.items():
+                setattr(c, m, f)
+            matching_package.kernels = kernels  # type: ignore[attr-defined]
+
+
+class Timers:
+    """Thread CPU spent inside wrapped callables, by label (outermost call only per label)."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = defaultdict(float)
+
+    def wrap(self, label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.spent[label] += time.thread_time() - t
+        return timed
+
+
+@contextmanager
+def timed_parts(version: Version, timers: Timers) -> Iterator[None]:
+    """`version`'s parts wrapped by `timers` (inside `version.using()`)."""
+    wrapped = [(index_module.HammingIndex, "search", "PDQ searches"),
+               (index_module.WordIndex, "_votes", "postings read"),
+               (index_module.WordIndex, "_best", "scoring")]
+    saved = [(c, m, c.__dict__[m]) for c, m, _ in wrapped]
+    kernel = version.kernels.best_bins
+    for c, m, label in wrapped:
+        raw = c.__dict__[m]
+        fn = raw.__func__ if isinstance(raw, staticmethod) else raw
+        w = timers.wrap(label, fn)
+        setattr(c, m, staticmethod(w) if isinstance(raw, staticmethod) else w)
+    version.kernels.best_bins = timers.wrap("of which best_bins", kernel)
+    try:
+        yield
+    finally:
+        for c, m, f in saved:
+            setattr(c, m, f)
+        version.kernels.best_bins = kernel
+
+
+def answer(stage1: engine.Stage1) -> tuple[Any, ...]:
+    found = [(m.ref, sorted(m.distances.items()), m.verdict, m.clause, m.pdq_pair)
+             for m in stage1.found]
+    cands = None if stage1.candidates is None else [
+        (c.ref, c.pdq, c.pdq_pair, c.gated, c.words, c.votes) for c in stage1.candidates]
+    return found, cands
+
+
+def compare(data: Path, before: Path, queries: int) -> None:
+    kernels.warm()
+    versions = [Version.export(before), Version.this()]
+    with versions[0].using():
+        versions[0].kernels.warm()
+    caches = sorted((ROOT / "bench" / "out" / "cache").glob("fullscale-*-every3.pkl"))
+    if not caches:
+        sys.exit("no bench/out/cache/fullscale-*-every3.pkl: copy /work/main/bench/out/cache")
+    items = pickle.loads(caches[-1].read_bytes())
+    segments = SegmentDir(data / "index").open()
+    matcher = Matcher(background=False)
+    for segment in segments:
+        matcher.attach(segment)
+    chosen = [it for it in items if it.fp.local is not None and len(it.fp.local)]
+    chosen = chosen[:: max(1, len(chosen) // queries)][:queries]
+    print(f"{len(matcher):,} registrations mapped; {len(chosen)} queries (+20 of warm-up)",
+          flush=True)
+
+    def look(version: Version, fp: Any, timers: Timers) -> tuple[Any, float]:
+        matcher._near = None  # no answer kept from the other version's look
+        with version.using(), timed_parts(version, timers):
+            t = time.thread_time()
+            stage1 = matcher.look(fp, stop_at_copy=False)
+            return answer(stage1), time.thread_time() - t
+
+    for it in chosen[:20]:
+        for v in versions:
+            look(v, it.fp, Timers())
+    spent: dict[str, dict[str, list[float]]] = {v.name: defaultdict(list) for v in versions}
+    words = 0
+    for k, it in enumerate(chosen):
+        got = {}
+        for v in (versions if k % 2 else versions[::-1]):
+            timers = Timers()
+            got[v.name], total = look(v, it.fp, timers)
+            spent[v.name]["look"].append(total)
+            for label, s in timers.spent.items():
+                spent[v.name][label].append(s)
+        assert got["before"] == got["after"], f"query {k} ({it.photo}): the answers differ"
+        words += sum(1 for c in got["after"][1] or [] if c[4])
+    print(f"every answer equal ({words / len(chosen):.1f} word candidates a look)")
+    labels = ["look", "PDQ searches", "postings read", "scoring", "of which best_bins"]
+    print("| CPU ms (thread), median | before | after | saved | ratio (median of per-look) |")
+    print("|---|---|---|---|---|")
+    for label in labels:
+        b, a = spent["before"][label], spent["after"][label]
+        ratios = [x / y for x, y in zip(b, a, strict=True) if y > 0]
+        print(f"| {label} | {statistics.median(b) * 1e3:.3f} | {statistics.median(a) * 1e3:.3f} "
+              f"| {(statistics.median(b) - statistics.median(a)) * 1e3:.3f} | "
+              f"{statistics.median(ratios):.2f}× |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmp = sub.add_parser("compare")
+    cmp.add_argument("data", type=Path)
+    cmp.add_argument("--before", type=Path, required=True)
+    cmp.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    if args.command == "compare":
+        compare(args.data, args.before, args.queries)
+
+
+if __name__ == "__main__":
+    main()
