@@ -357,10 +357,14 @@ class _BlobCache:
         self.limit = limit
         self.size = 0
         self._blobs: OrderedDict[int, bytes] = OrderedDict()
+        self.asked = 0  # blobs asked for, and found here: logged at close (the hit rate)
+        self.found = 0
 
     def get(self, seq: int) -> bytes | None:
         blob = self._blobs.get(seq)
+        self.asked += 1
         if blob is not None:
+            self.found += 1
             self._blobs.move_to_end(seq)
         return blob
 
@@ -501,6 +505,10 @@ class SQLiteStore(Store):
         self._commits.start()
 
     async def close(self) -> None:
+        if self._blobs.asked:
+            log.info("stage 2's feature blobs: %d asked for, %.1f %% kept in memory (%d of "
+                     "%d MiB held)", self._blobs.asked, 100 * self._blobs.found / self._blobs.asked,
+                     self._blobs.size >> 20, self._blobs.limit >> 20)
         await self._commits.stop()
         await self.release_sealer_lock()
         loop = asyncio.get_running_loop()
