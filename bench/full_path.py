@@ -6,9 +6,9 @@ DIR/data is `bench/fullscale.py build`'s data directory; its persisted segments 
 one `Matcher` (as a service start does, without the store's tail) and queried with the real
 query fingerprints `bench/fullscale.py` cached (bench/out/cache/fullscale-*-every3.pkl: the
 edits of every third query photo). SRC is an export of the other commit (`git archive main |
-tar -x -C SRC`): its `kernels.py` and `index.py` are loaded beside this checkout's, and its
-`WordIndex` and `HammingIndex` methods and kernels module stand in for this checkout's while
-its looks run (the same mapped segments, the same `Matcher`).
+tar -x -C SRC`): its `index.py` is loaded beside this checkout's, calling its own `kernels.py`
+(`export_index`), and its `WordIndex` and `HammingIndex` methods stand in for this checkout's
+while its looks run (the same mapped segments, the same `Matcher`).
 
 Per query, `Matcher.look(fp, stop_at_copy=False)` (what an upload's first look does when no
 stage-1 copy stops it: the PDQ probe, the gated probes and the word vote) both ways,
@@ -37,7 +37,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import shotstamp_service.matching as matching_package  # noqa: E402
 from shotstamp_service.matching import engine, kernels  # noqa: E402
 from shotstamp_service.matching import index as index_module  # noqa: E402
 from shotstamp_service.matching.engine import Matcher  # noqa: E402
@@ -58,6 +57,20 @@ def _module(name: str, path: Path) -> ModuleType:
     return module
 
 
+def export_index(src: Path) -> ModuleType:
+    """The export's `index.py` as module `before_index`, calling the export's `kernels.py`
+    (`before_kernels`) where it imports this checkout's."""
+    base = src / "service/shotstamp_service/matching"
+    _module("before_kernels", base / "kernels.py")
+    text = (base / "index.py").read_text().replace(
+        "from shotstamp_service.matching import kernels", "import before_kernels as kernels")
+    module = ModuleType("before_index")
+    module.__file__ = str(base / "index.py")
+    sys.modules["before_index"] = module  # dataclasses resolve their module by name
+    exec(compile(text, module.__file__, "exec"), module.__dict__)
+    return module
+
+
 class Version:
     """One version's kernels module and index methods, put in place by `using`."""
 
@@ -70,24 +83,20 @@ class Version:
 
     @classmethod
     def export(cls, src: Path) -> Version:
-        base = src / "service/shotstamp_service/matching"
-        old_kernels = _module("before_kernels", base / "kernels.py")
-        old_index = _module("before_index", base / "index.py")
+        old_index = export_index(src)
         methods = {(c, m): getattr(old_index, c.__name__).__dict__[m] for c, m in SWAPPED}
-        return cls("before", old_kernels, methods)
+        return cls("before", sys.modules["before_kernels"], methods)
 
     @contextmanager
     def using(self) -> Iterator[None]:
         saved = {(c, m): c.__dict__[m] for c, m in SWAPPED}
         for (c, m), f in self.methods.items():
             setattr(c, m, f)
-        matching_package.kernels = self.kernels  # type: ignore[attr-defined]
         try:
             yield
         finally:
             for (c, m), f in saved.items():
                 setattr(c, m, f)
-            matching_package.kernels = kernels  # type: ignore[attr-defined]
 
 
 class Timers:

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import resource
@@ -298,12 +297,9 @@ def _port(obj: object, module: object) -> object:
 
 def compare(directory: Path, before: Path, queries: int,
             before_directory: Path | None = None) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "before_index", before / "service/shotstamp_service/matching/index.py")
-    assert spec is not None and spec.loader is not None
-    old = importlib.util.module_from_spec(spec)
-    sys.modules["before_index"] = old  # dataclasses resolve their module by name
-    spec.loader.exec_module(old)
+    from bench.full_path import export_index
+
+    old = export_index(before)  # its index.py with its own kernels.py
     segments = SegmentDir(directory).open()
     mapped = {old: SegmentDir(before_directory).open() if before_directory else segments,
               index_module: segments}
