@@ -4,7 +4,7 @@
     PYTHONPATH=sdk:service python -m bench.startup measure DIR [--queries 200]
     PYTHONPATH=sdk:service python -m bench.startup store DIR [--registrations 30000]
     PYTHONPATH=sdk:service python -m bench.startup compare DIR --before SRC [--queries 200]
-        [--before-directory DIR0]
+        [--before-directory DIR0] [--touch-first]
     PYTHONPATH=sdk:service python -m bench.startup repack DIR --into DST
 
 `build` writes synthetic registrations as `bench/index.py` makes them (1.5 uniform PDQ codes
@@ -296,7 +296,7 @@ def _port(obj: object, module: object) -> object:
 
 
 def compare(directory: Path, before: Path, queries: int,
-            before_directory: Path | None = None) -> None:
+            before_directory: Path | None = None, touch_first: bool = False) -> None:
     from bench.full_path import export_index
 
     old = export_index(before)  # its index.py with its own kernels.py
@@ -373,6 +373,8 @@ def compare(directory: Path, before: Path, queries: int,
     found = 0
     for k in range(queries):
         codes, vote = query()
+        if touch_first:  # the pages the query reads, from the disk once, untimed
+            lookup(indexes[1], codes, vote)
         answers.clear()
         for j in ((0, 1) if k % 2 else (1, 0)):
             times[j].append(lookup(indexes[j], codes, vote))
@@ -499,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--before", type=Path, help="compare: an export of the other commit")
     parser.add_argument("--into", type=Path, help="repack: the directory to write")
+    parser.add_argument("--touch-first", action="store_true",
+                        help="compare: each query looked up once untimed first, so that "
+                        "neither version pays alone for pages the OS had not cached")
     parser.add_argument("--before-directory", type=Path,
                         help="compare: the segments the other version maps (default DIRECTORY)")
     args = parser.parse_args(argv)
@@ -509,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "compare":
         if args.before is None:
             parser.error("compare needs --before SRC")
-        compare(args.directory, args.before, args.queries, args.before_directory)
+        compare(args.directory, args.before, args.queries, args.before_directory,
+                args.touch_first)
     elif args.command == "repack":
         if args.into is None:
             parser.error("repack needs --into DST")
