@@ -124,3 +124,17 @@ async def test_a_store_without_the_cache_reads_every_time(tmp_path, monkeypatch)
         assert reads == [[reg.seq], [reg.seq]] and store._blobs.size == 0
     finally:
         await store.close()
+
+
+async def test_the_hit_rate_is_logged_at_close(tmp_path, caplog):
+    """Each blob asked for counts once, found in memory or not; closing logs the share kept."""
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    await store.open()
+    regs = [await store.add_registration(new_registration(n, features=os.urandom(100 + n)))
+            for n in range(1, 4)]  # committed here: kept
+    await store.get_features([regs[0].seq, regs[1].seq, 10_000])  # 10_000: not stored
+    await store.get_features([regs[2].seq])
+    assert (store._blobs.asked, store._blobs.found) == (4, 3)
+    with caplog.at_level("INFO", logger="shotstamp_service.store.sqlite"):
+        await store.close()
+    assert "stage 2's feature blobs: 4 asked for, 75.0 % kept in memory" in caplog.text
