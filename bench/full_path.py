@@ -187,6 +187,10 @@ def compare(data: Path, before: Path, queries: int) -> None:
         words += sum(1 for c in got["after"][1] or [] if c[4])
     print(f"every answer equal ({words / len(chosen):.1f} word candidates a look)")
     labels = ["look", "PDQ searches", "postings read", "scoring", "of which best_bins"]
+    for name in ("before", "after"):
+        xs = sorted(spent[name]["look"])
+        print(f"{name}: look p99 {xs[int(0.99 * (len(xs) - 1))] * 1e3:.3f} ms, "
+              f"max {xs[-1] * 1e3:.3f} ms")
     print("| CPU ms (thread), median | before | after | saved | ratio (median of per-look) |")
     print("|---|---|---|---|---|")
     for label in labels:
