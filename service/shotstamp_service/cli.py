@@ -28,7 +28,6 @@ from shotstamp_service.config import Config
 from shotstamp_service.files import PRIVATE_UMASK
 from shotstamp_service.http.app import create_app, make_signing_keys, make_store
 from shotstamp_service.http.auth import issue_key
-from shotstamp_service.http.eventloop import loop_factory
 from shotstamp_service.http.serve import serve
 from shotstamp_service.log.signer import SigningKeyUnavailable
 from shotstamp_service.logs import configure_logging
@@ -158,16 +157,15 @@ def _serve(config: Config) -> int:
     # SIGTERM/SIGINT stop gracefully: stop accepting, let in-flight uploads
     # finish, seal what is pending (serve.py says how, and why not run_app).
     try:
-        with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
-            runner.run(
-                serve(
-                    create_app(config),
-                    config.host,
-                    config.port,
-                    drain_timeout=config.shutdown_timeout,
-                    announce=lambda msg: log.info(msg.strip()),
-                )
+        asyncio.run(
+            serve(
+                create_app(config),
+                config.host,
+                config.port,
+                drain_timeout=config.shutdown_timeout,
+                announce=lambda msg: log.info(msg.strip()),
             )
+        )
     except (SigningKeyUnavailable, StoreError, OSError, ValueError) as exc:
         # At start: the signing key (missing, not the active one, unreadable, not
         # Ed25519), the database (unreachable, too new), the port (taken).

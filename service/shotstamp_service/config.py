@@ -8,15 +8,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV_VARS", "EVENT_LOOPS", "MAX_THUMBNAIL_SIZE", "MIN_THUMBNAIL_SIZE", "Config"]
+__all__ = ["ENV_VARS", "MAX_THUMBNAIL_SIZE", "MIN_THUMBNAIL_SIZE", "Config"]
 
 # Big enough to recognise a product shot side by side, small enough to keep
 # per registration (a 256 px JPEG is ~5 KB at thumbnail.JPEG_QUALITY).
 MIN_THUMBNAIL_SIZE = 16
 MAX_THUMBNAIL_SIZE = 1024
-
-# The serving processes' event loop, the first the default (http/eventloop.py says why).
-EVENT_LOOPS = ("uvloop", "asyncio")
 
 
 @dataclass(frozen=True)
@@ -39,8 +36,6 @@ class Config:
     fingerprint_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     # Serving processes sharing the port and the data directory (docs/processes.md).
     processes: int = field(default_factory=lambda: os.cpu_count() or 1)
-    # The serving processes' event loop: uvloop, or asyncio's own (http/eventloop.py).
-    event_loop: str = EVENT_LOOPS[0]
     wait_timeout: float = 15.0
     # On SIGTERM, how long requests in flight may take to finish before the
     # service cuts them off and exits (pending registrations are sealed either way).
@@ -137,8 +132,6 @@ class Config:
             raise ValueError("max upload parts must be at least 1")
         if self.processes < 1:
             raise ValueError(f"processes must be at least 1, got {self.processes}")
-        if self.event_loop not in EVENT_LOOPS:
-            raise ValueError(f"event loop {self.event_loop!r} is not one of {EVENT_LOOPS}")
         if self.log_format not in ("json", "text"):
             raise ValueError(f"log format {self.log_format!r} is neither 'json' nor 'text'")
         if self.database_url is not None and not self.database_url.startswith(
@@ -202,7 +195,6 @@ ENV_VARS: dict[str, str] = {
     "max_frames": "SHOTSTAMP_MAX_FRAMES",
     "fingerprint_workers": "SHOTSTAMP_FINGERPRINT_WORKERS",
     "processes": "SHOTSTAMP_PROCESSES",
-    "event_loop": "SHOTSTAMP_EVENT_LOOP",
     "wait_timeout": "SHOTSTAMP_WAIT_TIMEOUT",
     "thumbnails": "SHOTSTAMP_THUMBNAILS",
     "thumbnail_size": "SHOTSTAMP_THUMBNAIL_SIZE",

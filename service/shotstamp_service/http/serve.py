@@ -27,8 +27,6 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from shotstamp_service.http.eventloop import describe
-
 __all__ = ["HAND_BACK_IN_FLIGHT", "InFlight", "serve", "stop_gracefully", "track_in_flight"]
 
 log = logging.getLogger(__name__)
@@ -113,7 +111,6 @@ async def serve(
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        log.info("event loop: %s", describe(loop))
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()

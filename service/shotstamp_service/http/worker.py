@@ -11,38 +11,23 @@ docs/processes.md says how the processes share one data directory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import os
 from typing import Any
 
 from aiohttp import web
 from aiohttp.worker import GunicornWebWorker
 from gunicorn.app.base import BaseApplication
-from gunicorn.workers.base import Worker
 
 from shotstamp_service.config import Config
-from shotstamp_service.http.eventloop import describe, loop_factory
 from shotstamp_service.http.serve import HAND_BACK_IN_FLIGHT, IN_FLIGHT, stop_gracefully
 
 __all__ = ["ServiceArbiterApp", "ShotstampWorker", "run_processes"]
-
-log = logging.getLogger(__name__)
 
 # Seconds a worker's event loop may go without checking in before gunicorn kills it.
 HEARTBEAT_TIMEOUT = 30
 
 
 class ShotstampWorker(GunicornWebWorker):
-    def init_process(self) -> None:
-        # aiohttp's own, with the loop `Config.event_loop` names in place of asyncio's (its
-        # GunicornUVLoopWebWorker sets a process-wide policy instead; this keeps one factory).
-        with contextlib.suppress(RuntimeError):
-            asyncio.get_event_loop().close()
-        self.loop = loop_factory(self.app.config.event_loop)()
-        asyncio.set_event_loop(self.loop)
-        Worker.init_process(self)
-
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
         self._notify_waiter_done()  # stop accepting now, not at the next heartbeat
@@ -61,7 +46,6 @@ class ShotstampWorker(GunicornWebWorker):
             await web.SockSite(runner, sock, backlog=1).start()
             sock.listen(self.cfg.backlog)
         self.booted = True  # tells the arbiter a start failure is not a clean exit
-        log.info("event loop: %s", describe(asyncio.get_running_loop()))
         pid = os.getpid()
         try:
             while self.alive:
