@@ -15,6 +15,13 @@ bounded time, and prints, for each concurrency level:
   shared machine, what other work took (other login sessions are separate
   autogroups, so their `nice` does not yield to this one).
 
+The load generator's client is `bench/rawhttp.py` (`--client raw`): the same
+multipart uploads over keep-alive connections as aiohttp's client sent, each
+answer read whole and its status and registration id checked, for about a third
+of aiohttp's CPU per upload. `--client aiohttp` is the client of before;
+`--client raw,aiohttp` alternates the two run by run and sums up each apart
+(docs/cpu-budget.md, "The load generator's client").
+
 In the same run it times the naive single-process loop
 `imagehash.phash(Image.open(f))` over the same files and prints the ratio of
 the service's end-to-end throughput to it. Figures are medians over --repeat

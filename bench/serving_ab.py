@@ -1,10 +1,11 @@
-"""The serving processes' CPU per request on uvloop and on asyncio's loop, side by side.
+"""The serving processes' CPU per request of two services side by side: A and B.
 
 `bench/load.py` runs one service at a time, and on the shared host its serving column
-moves by ±1 ms between runs, more than the event loop's share. Here two services run at
-once from the same build, one per `SHOTSTAMP_EVENT_LOOP`, and short bursts of the same
-kind of request go to each in turn, round after round, so a noisy minute hits both
-alike; the serving processes' CPU (user + system, /proc) is read around each burst.
+moves by ±1 ms between runs, more than many changes are worth. Here two services run at
+once, differing only in the environment given to each (`--a`, `--b`), and short bursts
+of the same kind of request go to each in turn, round after round, so a noisy minute
+hits both alike; the serving processes' CPU (not their fingerprint workers') is read
+around each burst from every thread's schedstat.
 
 Kinds of request, each from the lean client (bench/rawhttp.py) with `--clients`
 concurrent connections:
@@ -15,8 +16,12 @@ concurrent connections:
   authentication, multipart and the error answer, nothing else);
 - `checkpoint`: GET /v1/checkpoints/latest (HTTP and a small JSON answer).
 
-    PYTHONPATH=sdk:service:. python -m bench.loop_cpu --rounds 6 --burst 150
-    PYTHONPATH=sdk:service:. python -m bench.loop_cpu --processes 2   # under gunicorn
+    # a setting, one process and its worker on core 0
+    PYTHONPATH=sdk:service:. python -m bench.serving_ab --cpus \
+        --a SHOTSTAMP_THUMBNAILS=on --b SHOTSTAMP_THUMBNAILS=off
+    # a setting, two processes under gunicorn (e9bedb7's event loop, bench/RESULTS.md)
+    PYTHONPATH=sdk:service:. python -m bench.serving_ab --processes 2 \
+        --a SHOTSTAMP_EVENT_LOOP=asyncio --b SHOTSTAMP_EVENT_LOOP=uvloop
 
 With `--cpus` (one process only) both services and their fingerprint workers run on
 core 0 and this client on core 1, as `bench/load.py --cpus` does.
@@ -37,7 +42,7 @@ from load import LocalService, _proc_stats
 from productshots import product_shots
 from rawhttp import RawClient
 
-LOOPS = ("asyncio", "uvloop")
+SIDES = ("A", "B")
 KINDS = ("upload", "refused", "checkpoint")
 
 
@@ -88,9 +93,9 @@ async def burst(
 async def run(args: argparse.Namespace) -> None:
     kinds = args.kinds.split(",")
     uploads = args.rounds * args.burst * ("upload" in kinds) + args.burst
-    print(f"preparing {uploads * len(LOOPS)} product shots…", file=sys.stderr)
-    shots = [p.read_bytes() for p in product_shots(uploads * len(LOOPS))]
-    per_loop = {loop: shots[i * uploads:(i + 1) * uploads] for i, loop in enumerate(LOOPS)}
+    print(f"preparing {uploads * len(SIDES)} product shots…", file=sys.stderr)
+    shots = [p.read_bytes() for p in product_shots(uploads * len(SIDES))]
+    per_side = {side: shots[i * uploads:(i + 1) * uploads] for i, side in enumerate(SIDES)}
     env = {
         "SHOTSTAMP_SEAL_INTERVAL": "1.0",
         "SHOTSTAMP_FINGERPRINT_WORKERS": str(args.workers),
@@ -101,48 +106,51 @@ async def run(args: argparse.Namespace) -> None:
         "SHOTSTAMP_LOG_FORMAT": "text",
     }
     cpus = {0} if args.cpus else None
-    services = {loop: LocalService({**env, "SHOTSTAMP_EVENT_LOOP": loop}, cpus) for loop in LOOPS}
+    sides = {"A": dict(v.split("=", 1) for v in args.a),
+             "B": dict(v.split("=", 1) for v in args.b)}
+    services = {side: LocalService({**env, **sides[side]}, cpus) for side in SIDES}
     client = RawClient()
     try:
         keys, urls = {}, {}
-        for loop, service in services.items():
-            keys[loop] = service.admin("keys", "create", "--seller", "bench")
-            urls[loop] = service.start()
+        for side, service in services.items():
+            keys[side] = service.admin("keys", "create", "--seller", "bench")
+            urls[side] = service.start()
             if args.processes > 1:
                 service.wait_for_workers(args.processes)
         if args.cpus:
             os.sched_setaffinity(0, {(os.cpu_count() or 1) - 1})
         # Warm-up: connections, first-call caches, the pools' first jobs.
-        for loop in LOOPS:
+        for side in SIDES:
             for kind in kinds:
-                await burst(client, urls[loop], keys[loop], kind, per_loop[loop],
+                await burst(client, urls[side], keys[side], kind, per_side[side],
                             args.burst // 5 or 1, args.clients)
         ms: dict[tuple[str, str], list[float]] = {}
         other = 0
         for n in range(args.rounds):
-            order = LOOPS if n % 2 == 0 else LOOPS[::-1]
+            order = SIDES if n % 2 == 0 else SIDES[::-1]
             for kind in kinds:
-                for loop in order:
-                    before = serving_cpu(services[loop])
+                for side in order:
+                    before = serving_cpu(services[side])
                     # The cheap kinds in longer bursts, for about as much CPU as the uploads.
                     size = args.burst * (1 if kind == "upload" else 4)
-                    good, bad = await burst(client, urls[loop], keys[loop], kind,
-                                            per_loop[loop], size, args.clients)
+                    good, bad = await burst(client, urls[side], keys[side], kind,
+                                            per_side[side], size, args.clients)
                     # The serving processes' own threads settle (the writer's commit).
                     await asyncio.sleep(0.3)
-                    used = serving_cpu(services[loop]) - before
-                    ms.setdefault((kind, loop), []).append(used * 1000 / max(1, good + bad))
+                    used = serving_cpu(services[side]) - before
+                    ms.setdefault((kind, side), []).append(used * 1000 / max(1, good + bad))
                     other += bad
         print(f"serving processes' CPU ms per request ({args.processes} process(es), "
               f"{args.clients} clients, {args.rounds} rounds of {args.burst}, medians; "
               f"each round's figures in brackets)")
-        print(f"{'request':>10} {'asyncio':>8} {'uvloop':>8} {'saved':>7} {'ratio':>6}")
+        print(f"A: {' '.join(args.a) or 'as set'}\nB: {' '.join(args.b) or 'as set'}")
+        print(f"{'request':>10} {'A':>8} {'B':>8} {'A - B':>7} {'B / A':>6}")
         for kind in kinds:
-            a = statistics.median(ms[(kind, "asyncio")])
-            u = statistics.median(ms[(kind, "uvloop")])
-            print(f"{kind:>10} {a:8.3f} {u:8.3f} {a - u:7.3f} {u / a:6.2f}"
-                  f"   asyncio [{', '.join(f'{v:.2f}' for v in ms[(kind, 'asyncio')])}]"
-                  f" uvloop [{', '.join(f'{v:.2f}' for v in ms[(kind, 'uvloop')])}]")
+            a = statistics.median(ms[(kind, "A")])
+            b = statistics.median(ms[(kind, "B")])
+            print(f"{kind:>10} {a:8.3f} {b:8.3f} {a - b:7.3f} {b / a:6.2f}"
+                  f"   A [{', '.join(f'{v:.2f}' for v in ms[(kind, 'A')])}]"
+                  f" B [{', '.join(f'{v:.2f}' for v in ms[(kind, 'B')])}]")
         print(f"unexpected answers: {other}")
     finally:
         await client.close()
@@ -158,6 +166,10 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="SHOTSTAMP_PROCESSES")
     parser.add_argument("--workers", type=int, default=1, help="fingerprint workers each")
     parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--a", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment of service A (repeatable)")
+    parser.add_argument("--b", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment of service B (repeatable)")
     parser.add_argument("--cpus", action="store_true",
                         help="services and workers on core 0, this client on the last core")
     args = parser.parse_args()
