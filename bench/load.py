@@ -15,6 +15,13 @@ bounded time, and prints, for each concurrency level:
   shared machine, what other work took (other login sessions are separate
   autogroups, so their `nice` does not yield to this one).
 
+The load generator's client is `bench/rawhttp.py` (`--client raw`): the same
+multipart uploads over keep-alive connections as aiohttp's client sent, each
+answer read whole and its status and registration id checked, for about a third
+of aiohttp's CPU per upload. `--client aiohttp` is the client of before;
+`--client raw,aiohttp` alternates the two run by run and sums up each apart
+(docs/cpu-budget.md, "The load generator's client").
+
 In the same run it times the naive single-process loop
 `imagehash.phash(Image.open(f))` over the same files and prints the ratio of
 the service's end-to-end throughput to it. Figures are medians over --repeat
@@ -52,6 +59,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.kit
 from productshots import product_shots
+from rawhttp import RawClient
 from tests.kit import processes  # real service processes
 
 
@@ -185,20 +193,62 @@ def bad_upload(rng: random.Random, good: bytes) -> tuple[bytes, str]:
     return b"", "image/jpeg"
 
 
+class AiohttpClient:
+    """The load generator's first client (`--client aiohttp`): aiohttp's session, a `FormData`
+    per upload. Same calls as `rawhttp.RawClient`, which is leaner (docs/cpu-budget.md)."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def post_image(
+        self, base: str, path: str, key: str, data: bytes, content_type: str
+    ) -> tuple[int, bytes]:
+        form = aiohttp.FormData()
+        form.add_field("image", data, filename="shot.jpg", content_type=content_type)
+        async with self.session.post(
+            f"{base}{path}", data=form, headers={"Authorization": f"Bearer {key}"}
+        ) as resp:
+            return resp.status, await resp.read()
+
+    async def get(self, base: str, path: str, key: str | None = None) -> tuple[int, bytes]:
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        async with self.session.get(f"{base}{path}", headers=headers) as resp:
+            return resp.status, await resp.read()
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+Client = AiohttpClient | RawClient
+CLIENTS = ("raw", "aiohttp")  # --client: the first is the default
+# What a failed request raises, in either client.
+REQUEST_ERRORS = (aiohttp.ClientError, OSError, ValueError)
+
+
+def make_client(kind: str) -> Client:
+    if kind == "raw":
+        return RawClient()
+    return AiohttpClient(
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=120)
+        )
+    )
+
+
 class CheckpointWatcher:
     """Polls /v1/checkpoints/latest and keeps every (size, signed timestamp) it sees."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
-        self.session, self.url = session, url
+    def __init__(self, client: Client, url: str) -> None:
+        self.client, self.url = client, url
         self.seen: dict[int, float] = {}
 
     async def run(self) -> None:
         while True:
             try:
-                async with self.session.get(f"{self.url}/v1/checkpoints/latest") as resp:
-                    body = await resp.json()
+                _, raw = await self.client.get(self.url, "/v1/checkpoints/latest")
+                body = json.loads(raw)
                 self.seen.setdefault(body["tree_size"], _note_time(body["note"]))
-            except (aiohttp.ClientError, KeyError, ValueError):
+            except (*REQUEST_ERRORS, KeyError):
                 pass
             await asyncio.sleep(0.05)
 
@@ -211,7 +261,7 @@ def _note_time(note: str) -> float:
 
 
 async def drive(
-    session: aiohttp.ClientSession,
+    http_client: Client,
     urls: list[str],
     keys: list[str],
     files: list[bytes],
@@ -240,26 +290,26 @@ async def drive(
         else:
             data, ctype = files[cursor[0]], "image/jpeg"
             cursor[0] += 1
-        form = aiohttp.FormData()
-        form.add_field("image", data, filename="shot.jpg", content_type=ctype)
         started = time.monotonic()
         try:
-            async with session.post(
-                f"{url}/v1/registrations",
-                data=form,
-                headers={"Authorization": f"Bearer {key}"},
-            ) as resp:
-                body = await resp.read()
-                status = resp.status
-        except aiohttp.ClientError as exc:
+            status, body = await http_client.post_image(url, "/v1/registrations", key, data, ctype)
+        except REQUEST_ERRORS as exc:
             result.outcomes[f"error:{type(exc).__name__}"] += 1
             return
         latency = time.monotonic() - started
         result.latencies.append(latency)
-        result.outcomes[str(status) if not bad else f"bad:{status}"] += 1
         if status == 201:
+            # Every acknowledgement is checked: a 201 without a registration id is no ack.
+            try:
+                reg_id = json.loads(body)["id"]
+            except (ValueError, KeyError, TypeError):
+                reg_id = None
+            if not isinstance(reg_id, str) or not reg_id:
+                result.outcomes["201-without-id"] += 1
+                return
             result.good_latencies.append(latency)
-            result.acked.append((json.loads(body)["id"], time.time()))
+            result.acked.append((reg_id, time.time()))
+        result.outcomes[str(status) if not bad else f"bad:{status}"] += 1
 
     async def client(n: int) -> None:
         while time.monotonic() < stop_at and cursor[0] < len(files):
@@ -284,7 +334,7 @@ async def drive(
 
 
 async def seal_delays(
-    session: aiohttp.ClientSession,
+    client: Client,
     url: str,
     key: str,
     result: RunResult,
@@ -296,11 +346,8 @@ async def seal_delays(
     while pending and time.monotonic() < deadline:
         still = []
         for reg_id, acked_at in pending:
-            async with session.get(
-                f"{url}/v1/registrations/{reg_id}", headers={"Authorization": f"Bearer {key}"}
-            ) as resp:
-                body = await resp.json()
-            index = body.get("leaf_index")
+            _, raw = await client.get(url, f"/v1/registrations/{reg_id}", key)
+            index = json.loads(raw).get("leaf_index")
             sizes = sorted(s for s in watcher.seen if index is not None and s > index)
             if not sizes:
                 still.append((reg_id, acked_at))
@@ -574,52 +621,51 @@ async def run_level(
         if processes > 1:  # the first process up would take every client's connection
             for service in services:
                 service.wait_for_workers(processes)
+    client = make_client(args.client_kind)
     try:
-        connector = aiohttp.TCPConnector(limit=0)
-        timeout = aiohttp.ClientTimeout(total=120)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            watcher = CheckpointWatcher(session, urls[0])
-            watch = asyncio.create_task(watcher.run())
-            cursor = [0] if services else args.cursor
-            before = [service.cpu_seconds() for service in services]
-            waited_before = sum(service.cpu_wait_seconds() for service in services)
-            client_before = time.process_time()
-            spies = []
-            if args.profile and services:
-                # Past the first seconds (connections, warm caches), not past the end.
-                level = f"{replicas}x{clients}" if pace is None else f"{replicas}x{pace:.0f}per-s"
-                spies = start_profilers(services[0], args.duration - 4, args.profile / level)
-            result = await drive(
-                session,
-                urls,
-                keys,
-                files,
-                clients,
-                args.duration,
-                args.bad_fraction,
-                cursor,
-                pace,
-            )
-            result.cpu_client = time.process_time() - client_before
-            for spy in spies:
-                spy.wait()
-            if spies:
-                for name in ("service", "worker"):
-                    raw = args.profile / level / f"{name}.txt"
-                    if raw.exists():
-                        print(f"[{level}] " + summarise_profile(raw), file=sys.stderr)
-            if services:
-                after = [service.cpu_seconds() for service in services]
-                result.cpu_wait = (sum(service.cpu_wait_seconds() for service in services)
-                                   - waited_before)
-                result.cpu_main = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
-                result.cpu_workers = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
-            await seal_delays(session, urls[0], args.staff_key or keys[0], result, watcher)
-            watch.cancel()
-            if cursor[0] >= len(files):
-                print("ran out of distinct images; raise --max-rate", file=sys.stderr)
-            return result
+        watcher = CheckpointWatcher(client, urls[0])
+        watch = asyncio.create_task(watcher.run())
+        cursor = [0] if services else args.cursor
+        before = [service.cpu_seconds() for service in services]
+        waited_before = sum(service.cpu_wait_seconds() for service in services)
+        client_before = time.process_time()
+        spies = []
+        if args.profile and services:
+            # Past the first seconds (connections, warm caches), not past the end.
+            level = f"{replicas}x{clients}" if pace is None else f"{replicas}x{pace:.0f}per-s"
+            spies = start_profilers(services[0], args.duration - 4, args.profile / level)
+        result = await drive(
+            client,
+            urls,
+            keys,
+            files,
+            clients,
+            args.duration,
+            args.bad_fraction,
+            cursor,
+            pace,
+        )
+        result.cpu_client = time.process_time() - client_before
+        for spy in spies:
+            spy.wait()
+        if spies:
+            for name in ("service", "worker"):
+                raw = args.profile / level / f"{name}.txt"
+                if raw.exists():
+                    print(f"[{level}] " + summarise_profile(raw), file=sys.stderr)
+        if services:
+            after = [service.cpu_seconds() for service in services]
+            result.cpu_wait = (sum(service.cpu_wait_seconds() for service in services)
+                               - waited_before)
+            result.cpu_main = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
+            result.cpu_workers = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
+        await seal_delays(client, urls[0], args.staff_key or keys[0], result, watcher)
+        watch.cancel()
+        if cursor[0] >= len(files):
+            print("ran out of distinct images; raise --max-rate", file=sys.stderr)
+        return result
     finally:
+        await client.close()
         for service in services:
             service.stop()
         if database is not None:
@@ -666,17 +712,25 @@ async def main_async(args: argparse.Namespace) -> None:
         return {"processes": n, "replicas": 1} if len(procs) > 1 else {
             "replicas": n, "processes": procs[0]}
 
-    print((f"{kind:>8} " if len(counts) > 1 else "") + HEADER)
-    # Replica counts interleaved round by round, so a noisy minute on the shared
-    # machine hits them alike and their ratio stays fair.
-    runs: dict[tuple[int, int], list[RunResult]] = {}
+    clients_kinds = args.client.split(",")
+    print(("client  " if len(clients_kinds) > 1 else "")
+          + (f"{kind:>8} " if len(counts) > 1 else "") + HEADER)
+    # Replica counts (and load generator clients) interleaved round by round, so a noisy
+    # minute on the shared machine hits them alike and their ratio stays fair. The first
+    # client's runs make the peak and the rest below; each client's CPU is summed up apart.
+    by_client: dict[str, dict[tuple[int, int], list[RunResult]]] = {k: {} for k in clients_kinds}
+    runs = by_client[clients_kinds[0]]
     for _ in range(args.repeat):
-        for replicas in counts:
-            for clients in levels:
-                result = await run_level(args, files, clients, naive, **sizes(replicas))
-                runs.setdefault((replicas, clients), []).append(result)
-                prefix = f"{replicas:8d} " if len(counts) > 1 else ""
-                print(prefix + report(result, naive, naive_cpu), flush=True)
+        for client_kind in clients_kinds:
+            args.client_kind = client_kind
+            for replicas in counts:
+                for clients in levels:
+                    result = await run_level(args, files, clients, naive, **sizes(replicas))
+                    by_client[client_kind].setdefault((replicas, clients), []).append(result)
+                    prefix = f"{client_kind:7} " if len(clients_kinds) > 1 else ""
+                    prefix += f"{replicas:8d} " if len(counts) > 1 else ""
+                    print(prefix + report(result, naive, naive_cpu), flush=True)
+    args.client_kind = clients_kinds[0]
 
     peaks = {}
     for replicas in counts:
@@ -724,7 +778,9 @@ async def main_async(args: argparse.Namespace) -> None:
     lost = sum(r.outcomes["unsealed-after-30s"] for r in every)
     print(f"5xx answers: {fives}; acknowledged but not sealed within 30 s: {lost}")
     if not args.url:
-        print("\n" + "\n".join(cpu_summary(runs, naive_cpu)))
+        for client_kind, its_runs in by_client.items():
+            label = f"load generator --client {client_kind}: " if len(by_client) > 1 else ""
+            print("\n" + label + "\n".join(cpu_summary(its_runs, naive_cpu)))
     if args.record is not None:
         # The median run by total CPU of the busiest closed-loop level: one line per commit.
         level = max(((r, c) for r, c in runs if c >= 0), key=lambda k: k[1])
@@ -752,6 +808,13 @@ def main() -> None:
         help="share of malformed uploads mixed in (e.g. 0.2)",
     )
     parser.add_argument("--workers", type=int, help="SHOTSTAMP_FINGERPRINT_WORKERS")
+    parser.add_argument(
+        "--client",
+        default=CLIENTS[0],
+        help="the load generator's HTTP client: raw (bench/rawhttp.py, lean) or aiohttp "
+        "(its ClientSession, the client before); a comma-separated list alternates them "
+        "run by run and sums up each one's CPU apart, e.g. raw,aiohttp",
+    )
     parser.add_argument(
         "--service-env",
         action="append",
@@ -813,6 +876,8 @@ def main() -> None:
         f"{RECORD_SECTION!r} in FILE (default bench/RESULTS.md)",
     )
     args = parser.parse_args()
+    if not set(args.client.split(",")) <= set(CLIENTS):
+        parser.error(f"--client: each of {', '.join(CLIENTS)}")
     if args.record is not None and args.url:
         parser.error("--record measures a local service's CPU: drop --url")
     if max(int(c) for c in args.replicas.split(",")) > 1 and not args.postgres:
