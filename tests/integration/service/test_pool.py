@@ -151,9 +151,19 @@ def _described(views: list[memoryview]) -> list[tuple[bool, int, bytes]]:
     return [(isinstance(v, memoryview) and v.readonly, len(v), bytes(v[:16])) for v in views]
 
 
-async def test_stage_two_through_the_pool_is_stage_two_in_process(pool):
+@pytest.fixture(params=[2, 0], ids=["workers", "no workers"])
+async def any_pool(request):
+    pool = FingerprintPool(request.param, DecodeLimits())
+    await pool.start()
+    yield pool
+    pool.close()
+
+
+async def test_stage_two_through_the_pool_is_stage_two_in_process(any_pool):
     """The worker reads the candidates' blobs as views of what it received, not bytes: every
-    candidate's evidence (geometry included) and the shortlist's choice are the same."""
+    candidate's evidence (geometry included) and the shortlist's choice are the same (and
+    without workers, where the blobs are not wrapped at all)."""
+    pool = any_pool
     photos = [imagegen.detailed_photo(seed) for seed in range(12)]
     stored = [fingerprint(imagegen.encode(p)).to_store()[1] for p in photos]
     w, h = photos[0].size
