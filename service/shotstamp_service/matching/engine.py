@@ -943,7 +943,7 @@ class BulkLoad:
         return len(columns)
 
 
-def verify(query: LocalFeatures | Fingerprint | bytes, stored: LocalFeatures | bytes,
+def verify(query: LocalFeatures | Fingerprint | bytes, stored: LocalFeatures | bytes | memoryview,
            pdq_pair: tuple[str, str] | None = None) -> Evidence:
     """Stage 2 for one candidate: pure, for the process pool. Accepts blobs or parsed features.
 
@@ -956,7 +956,7 @@ def verify(query: LocalFeatures | Fingerprint | bytes, stored: LocalFeatures | b
         query = parsed
     if isinstance(query, bytes):
         query = LocalFeatures.from_bytes(query)
-    if isinstance(stored, bytes):
+    if isinstance(stored, bytes | memoryview):  # a blob the pool received out of band
         stored = LocalFeatures.from_bytes(stored)
     return verify_pair(query, stored, pdq_pair)
 

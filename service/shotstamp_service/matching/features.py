@@ -33,10 +33,12 @@ __all__ = [
     "SIGNATURE_BITS",
     "WORD_BITS",
     "KeypointLayout",
+    "KeypointLayouts",
     "LocalFeatures",
     "VisualWords",
     "extract",
     "keypoint_layout",
+    "keypoint_layouts",
     "word_ids",
     "words",
 ]
@@ -165,7 +167,7 @@ class LocalFeatures:
                          self.descriptors.tobytes(), self.thumbnail_jpeg])
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> LocalFeatures:
+    def from_bytes(cls, blob: bytes | memoryview) -> LocalFeatures:
         """Parse a stored blob: views into it, no copies and no image decoding."""
         header = _HEADERS.get(bytes(blob[:4]))
         if header is None:
@@ -186,7 +188,8 @@ class LocalFeatures:
         at += n
         descriptors = np.frombuffer(blob, np.uint8, 32 * n, at).reshape(n, 32)
         at += 32 * n
-        return cls((height, width), xy, angle, octave, descriptors, blob[at:], (th, tw),
+        # bytes also from a memoryview (the pool's out-of-band blobs): a thumbnail is kept
+        return cls((height, width), xy, angle, octave, descriptors, bytes(blob[at:]), (th, tw),
                    quality, trim_quality, black_quality, source)
 
 
@@ -294,7 +297,7 @@ class KeypointLayout(NamedTuple):
     offset: int
 
 
-def keypoint_layout(blob: bytes) -> KeypointLayout:
+def keypoint_layout(blob: bytes | memoryview) -> KeypointLayout:
     """A stored blob's header alone, for readers of a few keypoint fields of many blobs
     (`ranking.StoredKeypoints`); raises ValueError where `LocalFeatures.from_bytes` would."""
     header = _HEADERS.get(bytes(blob[:4]))
@@ -306,3 +309,44 @@ def keypoint_layout(blob: bytes) -> KeypointLayout:
     if len(blob) < header.size + 38 * n:
         raise ValueError(f"feature blob truncated: {len(blob)} bytes for {n} keypoints")
     return KeypointLayout((height, width), n, header.size)
+
+
+class KeypointLayouts(NamedTuple):
+    """Many blobs joined into one buffer and where each one's keypoints lie in it
+    (`keypoint_layouts`)."""
+
+    buffer: np.ndarray  # uint8, the blobs one after another
+    offset: np.ndarray  # int64, each blob's keypoint section in `buffer`
+    keypoints: np.ndarray  # int64, n of each
+    height: np.ndarray  # int64, canonical
+    width: np.ndarray  # int64
+
+
+# Each header's size by the last byte of its magic (b"SSF1"...: 0 for any other byte)
+_HEADER_SIZES = np.zeros(256, np.int64)
+for _magic, _header in _HEADERS.items():
+    _HEADER_SIZES[_magic[3]] = _header.size
+
+
+def keypoint_layouts(blobs: Sequence[bytes | memoryview]) -> KeypointLayouts:
+    """`keypoint_layout` of many blobs at once: one join and a few array reads of the headers
+    instead of a Python parse of each (a shortlist reads 64); raises the ValueError
+    `keypoint_layout` raises for the first damaged blob."""
+    lengths = np.fromiter(map(len, blobs), np.int64, len(blobs))
+    # a bytearray: the kernels that read it take writable arrays (`ranking._ready`)
+    buffer = np.frombuffer(bytearray().join(blobs), np.uint8)
+    starts = np.cumsum(lengths) - lengths
+    # every header field read below lies in a blob's first 10 bytes
+    short = lengths < 10
+    head = buffer[np.where(short, 0, starts)[:, None] + np.arange(10)] if len(buffer) >= 10 \
+        else np.zeros((len(blobs), 10), np.uint8)
+    size = np.where((head[:, 0] == ord("S")) & (head[:, 1] == ord("S")) & (head[:, 2] == ord("F")),
+                    _HEADER_SIZES[head[:, 3]], 0)
+    # little-endian uint16s after the magic: height, width, n
+    height, width, n = (head[:, 4 + 2 * k].astype(np.int64) | head[:, 5 + 2 * k].astype(np.int64)
+                        << 8 for k in range(3))
+    if (short | (size == 0) | (lengths < size + 38 * n)).any():
+        bad = short | (size == 0) | (lengths < size + 38 * n)
+        keypoint_layout(blobs[int(np.argmax(bad))])  # raises its error
+        raise AssertionError("keypoint_layouts disagrees with keypoint_layout")
+    return KeypointLayouts(buffer, starts + size, n, height, width)

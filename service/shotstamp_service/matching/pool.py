@@ -38,8 +38,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-# A frame is an 8-byte big-endian length and that many bytes of pickle.
+# A frame is an 8-byte big-endian length and that many bytes of pickle. A job's pickle comes
+# with its out-of-band buffers (pickle protocol 5): the frame holds their count (4 bytes), each
+# one's length (8 bytes, the pickle first), then the pickle and the buffers.
 _HEADER = struct.Struct("!Q")
+_PARTS = struct.Struct("!I")
 # Send buffer of the service's end of each channel: a whole upload (a few hundred KB) fits in
 # one send instead of waiting for the worker to drain the default 208 KB (the kernel caps it at
 # net.core.wmem_max; below that, the rest follows as before).
@@ -79,7 +82,7 @@ def _worker_main(channel: socket.socket, cpu_seconds: int = 0) -> None:
         if cpu_seconds:
             _limit_cpu(cpu_seconds)
         try:
-            job = pickle.loads(frame)
+            job = _load_job(frame)
             reply = ("ok", job())
         except Exception as exc:  # handed back to the caller, as an executor would
             reply = ("error", exc)
@@ -106,14 +109,14 @@ def _send_frame(channel: socket.socket, payload: bytes) -> None:
     channel.sendall(_HEADER.pack(len(payload)) + payload)
 
 
-def _recv_frame(channel: socket.socket) -> bytes | None:
+def _recv_frame(channel: socket.socket) -> bytearray | None:
     header = _recv_exactly(channel, _HEADER.size)
     if header is None:
         return None
     return _recv_exactly(channel, _HEADER.unpack(header)[0])
 
 
-def _recv_exactly(channel: socket.socket, size: int) -> bytes | None:
+def _recv_exactly(channel: socket.socket, size: int) -> bytearray | None:
     buffer = bytearray(size)
     view = memoryview(buffer)
     got = 0
@@ -122,7 +125,31 @@ def _recv_exactly(channel: socket.socket, size: int) -> bytes | None:
         if n == 0:
             return None
         got += n
-    return bytes(buffer)
+    return buffer
+
+
+def _dump_job(job: Callable[[], Any]) -> list[memoryview | bytes]:
+    """A job's frame (less its header) as parts to send together: the parts' lengths, the
+    pickle, then the buffers it left out of band (`pickle.PickleBuffer`s in the job: stage 2's
+    feature blobs), which are sent from where they are instead of copied into the pickle."""
+    buffers: list[pickle.PickleBuffer] = []
+    payload = pickle.dumps(job, protocol=5, buffer_callback=buffers.append)
+    parts: list[memoryview | bytes] = [payload, *(b.raw() for b in buffers)]
+    lengths = struct.pack(f"!I{len(parts)}Q", len(parts), *(len(p) for p in parts))
+    return [lengths, *parts]
+
+
+def _load_job(frame: bytearray) -> Any:
+    """The job `_dump_job` sent; its out-of-band buffers are read-only views of `frame` (as
+    bytes would be, without copying them out)."""
+    view = memoryview(frame).toreadonly()
+    (count,) = _PARTS.unpack_from(view)
+    at = _PARTS.size + 8 * count
+    parts = []
+    for length in struct.unpack_from(f"!{count}Q", view, _PARTS.size):
+        parts.append(view[at:at + length])
+        at += length
+    return pickle.loads(parts[0], buffers=parts[1:])
 
 
 class WorkerLost(Exception):
@@ -134,23 +161,26 @@ class _Worker:
     process: BaseProcess
     channel: socket.socket
 
-    async def exchange(self, payload: bytes) -> memoryview:
-        """Send one job frame and read its reply frame, without blocking the loop."""
+    async def exchange(self, parts: list[memoryview | bytes]) -> memoryview:
+        """Send one job frame (`parts`, `_dump_job`'s) and read its reply frame, without
+        blocking the loop."""
         loop = asyncio.get_running_loop()
-        head = _HEADER.pack(len(payload))
+        parts = [_HEADER.pack(sum(len(p) for p in parts)), *parts]
         try:
-            # Header and job in one gathering send: no copy of the image, and one wake-up of
-            # the worker where two sends woke it for the head alone (bench/RESULTS.md, "CPU
-            # per registration, branch cpu"). What the socket does not take now follows.
+            # Header and job in one gathering send: no copy of the image or the blobs, and one
+            # wake-up of the worker where two sends woke it for the head alone (bench/
+            # RESULTS.md, "CPU per registration, branch cpu"). What the socket does not take
+            # now follows.
             try:
-                sent = self.channel.sendmsg([head, payload])
+                sent = self.channel.sendmsg(parts)
             except (BlockingIOError, InterruptedError):
                 sent = 0
-            if sent < len(head):
-                await loop.sock_sendall(self.channel, head[sent:])
-                sent = len(head)
-            if sent < len(head) + len(payload):
-                await loop.sock_sendall(self.channel, memoryview(payload)[sent - len(head):])
+            for part in parts:
+                if sent >= len(part):
+                    sent -= len(part)
+                    continue
+                await loop.sock_sendall(self.channel, memoryview(part)[sent:])
+                sent = 0
             return await self.read_frame(loop)
         except OSError as exc:
             raise WorkerLost(str(exc)) from exc
@@ -310,6 +340,11 @@ class FingerprintPool:
         Local-feature verification is CPU work (~1 ms a candidate, OpenCV holding
         the GIL for parts of it): on the event loop it would stall every request.
         """
+        if self.workers > 0:
+            # The blobs (~400 KB for 64 candidates) travel out of band: sent from where they
+            # are and read in place by the worker, not copied into and out of the pickle.
+            stored = [(item[0], pickle.PickleBuffer(item[1]), *item[2:])
+                      for item in stored]
         return await self._run(functools.partial(verify_many, query, stored))
 
     async def _run(self, job: Callable[[], T]) -> T:
@@ -319,7 +354,7 @@ class FingerprintPool:
             await self.start()  # used without `start()`: start on first use
         if self._thread is not None:
             return await asyncio.get_running_loop().run_in_executor(self._thread, job)
-        payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = _dump_job(job)
         # Shielded: an upload cancelled mid-job (client gone) must not leave a
         # worker with half a job sent or a reply unread; the exchange finishes
         # and the worker goes back to the idle queue either way.
@@ -328,7 +363,7 @@ class FingerprintPool:
             return value  # type: ignore[no-any-return]
         raise value
 
-    async def _exchange(self, payload: bytes) -> tuple[str, Any]:
+    async def _exchange(self, payload: list[memoryview | bytes]) -> tuple[str, Any]:
         assert self._idle is not None
         worker = await self._idle.get()
         try:

@@ -33,7 +33,7 @@ from shotstamp_service.matching.features import (
     ORB_SCALE,
     WORD_BITS,
     LocalFeatures,
-    keypoint_layout,
+    keypoint_layouts,
     word_ids,
 )
 from shotstamp_service.matching.stage2_kernels import consistency_counts, stored_keypoints
@@ -118,22 +118,19 @@ class StoredKeypoints:
                    np.concatenate([s.descriptors[k] for s, k in zip(stored, picks, strict=True)]))
 
     @classmethod
-    def from_blobs(cls, blobs: Sequence[bytes], limit: int, centre: float) -> StoredKeypoints:
+    def from_blobs(cls, blobs: Sequence[bytes | memoryview], limit: int,
+                   centre: float) -> StoredKeypoints:
         """From stored feature blobs, reading only their keypoint fields, all blobs at once:
         each image's `limit` keypoints central ones first (within `centre` of the side from
         the middle; `engine.index_keypoints`: the ones the word index holds)."""
-        layouts = [keypoint_layout(b) for b in blobs]
-        n = np.array([k.keypoints for k in layouts], np.int64)
-        if not n.sum():
+        layouts = keypoint_layouts(blobs)
+        if not layouts.keypoints.sum():
             return cls._empty(len(blobs))
-        # The keypoint sections only (38 bytes a keypoint), one copy: [xy][angle][octave][desc]
-        buf = np.concatenate([np.frombuffer(b, np.uint8, 38 * k.keypoints, k.offset)
-                              for b, k in zip(blobs, layouts, strict=True)])
-        size = np.array([k.shape for k in layouts], np.int64)  # (height, width)
-        # Which keypoints, and their fields, in one compiled pass (stage2_kernels).
+        # Which keypoints, and their fields, in one compiled pass (stage2_kernels) over the
+        # blobs joined as they came (their keypoint sections: [xy][angle][octave][desc]).
         owner, xy, angle, octave, descriptors = stored_keypoints(
-            buf, np.cumsum(38 * n) - 38 * n, n, _ready(size[:, 0], np.int64),
-            _ready(size[:, 1], np.int64), limit, centre)
+            layouts.buffer, layouts.offset, layouts.keypoints, layouts.height, layouts.width,
+            limit, centre)
         return cls(len(blobs), owner, xy, angle, octave, descriptors)
 
     @classmethod

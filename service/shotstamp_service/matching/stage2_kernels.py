@@ -14,7 +14,8 @@ numpy computed (`ranking`'s tables), so its counts are bit-identical to the nump
 
 numba compiles on the first call and caches the machine code beside this file (as
 `kernels.py`); `warm()` makes that first call where stage 2 runs: the fingerprint pool's
-forkserver (`forkserver_init`), whose forks, the workers, inherit the compiled code.
+forkserver (`forkserver_init`), whose forks, the workers, inherit the compiled code (a first
+start compiles them in a throwaway child of the forkserver, which then loads them from the cache).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from .kernels import _compiled, _inlined
 
-__all__ = ["consistency_counts", "stored_keypoints", "warm"]
+__all__ = ["cacheable", "consistency_counts", "stored_keypoints", "warm"]
 
 _M1 = np.uint64(0x5555555555555555)
 _M2 = np.uint64(0x3333333333333333)
@@ -400,6 +401,13 @@ def _grown(a: np.ndarray, cap: int) -> Any:
     out = np.empty(cap, a.dtype)
     out[: len(a)] = a
     return out
+
+
+def cacheable() -> bool:
+    """Whether numba caches these kernels (it found a writable cache directory): a compile in
+    one process then serves another (`forkserver_init` compiles them in a throwaway child)."""
+    return all(kernel.stats.cache_path is not None
+               for kernel in (consistency_counts, stored_keypoints))
 
 
 def warm() -> None:

@@ -313,8 +313,8 @@ def test_a_barrage_of_bad_uploads_leaves_memory_bounded_and_the_server_up(tmp_pa
         main = server.pid
         workers = [pid for pid in server.pids() if pid != main]
         before = rss_kib(main)
-        # A worker's start: more after a first start that compiled stage 2's kernels in the
-        # forkserver (its compiler's memory, forked into every worker) than from the cache.
+        # A worker's start (the bound below is growth over it; a first start's size against a
+        # later one's is test_startup_kernels').
         worker_start = max(peak_rss_kib(pid) for pid in workers)
 
         cap = 32 * 1024 * 1024

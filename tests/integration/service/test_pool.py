@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import itertools
 import operator
 import os
+import pickle
 
 import pytest
 
 from shotstamp_service.http.errors import STATUS
 from shotstamp_service.matching.decode import Rejection
+from shotstamp_service.matching.engine import verify_many
 from shotstamp_service.matching.fingerprint import DecodeLimits, ImageRejected, fingerprint
 from shotstamp_service.matching.pool import FingerprintPool
+from tests.kit import imagegen
 from tests.kit.imagegen import jpeg
 
 
@@ -128,3 +133,47 @@ async def test_workers_leave_when_the_pool_closes():
     pool.close()
     assert all(not p.is_alive() for p in processes)
     assert all(p.exitcode == 0 for p in processes)
+
+
+async def test_out_of_band_buffers_cross_whole(pool):
+    """A job's `pickle.PickleBuffer`s travel beside its pickle (sent from where they are, read
+    in place as read-only views): of every size, also past what one send takes, in order."""
+    data = os.urandom(5 << 20)
+    cuts = [0, 0, 1, 8, 9, 1 << 16, 300_000, 3 << 20, len(data)]
+    chunks = [data[a:b] for a, b in itertools.pairwise(cuts)]
+    job = functools.partial(_described, [pickle.PickleBuffer(c) for c in chunks])
+    assert await pool._run(job) == [(True, len(c), c[:16]) for c in chunks]
+    assert await pool._run(functools.partial(bytes.join, b"", [pickle.PickleBuffer(c)
+                                                               for c in chunks])) == data
+
+
+def _described(views: list[memoryview]) -> list[tuple[bool, int, bytes]]:
+    return [(isinstance(v, memoryview) and v.readonly, len(v), bytes(v[:16])) for v in views]
+
+
+@pytest.fixture(params=[2, 0], ids=["workers", "no workers"])
+async def any_pool(request):
+    pool = FingerprintPool(request.param, DecodeLimits())
+    await pool.start()
+    yield pool
+    pool.close()
+
+
+async def test_stage_two_through_the_pool_is_stage_two_in_process(any_pool):
+    """The worker reads the candidates' blobs as views of what it received, not bytes: every
+    candidate's evidence (geometry included) and the shortlist's choice are the same (and
+    without workers, where the blobs are not wrapped at all)."""
+    pool = any_pool
+    photos = [imagegen.detailed_photo(seed) for seed in range(12)]
+    stored = [fingerprint(imagegen.encode(p)).to_store()[1] for p in photos]
+    w, h = photos[0].size
+    crop = fingerprint(imagegen.encode(photos[0].crop((w // 10, h // 10, w, h))))
+    assert crop.features is not None and all(stored)
+    # a global-pair candidate, and more word candidates than the shortlist keeps
+    items = [(0, stored[0], ("pdq", "pdq"), False),
+             *((ref, blob, None, True) for ref, blob in enumerate(stored))]
+    got = await pool.verify(crop.features, items)
+    want = verify_many(crop.features, items)
+    assert [r for r, _ in got] == [r for r, _ in want] and len(want) < len(items)
+    assert [dataclasses.astuple(e) for _, e in got] == [dataclasses.astuple(e) for _, e in want]
+    assert max(e.inliers for _, e in got) > 20

@@ -12,7 +12,12 @@ from PIL import Image
 
 from shotstamp_service.matching import engine
 from shotstamp_service.matching.engine import MAX_CANDIDATES, Candidate, verify_many
-from shotstamp_service.matching.features import LocalFeatures, keypoint_layout, words
+from shotstamp_service.matching.features import (
+    LocalFeatures,
+    keypoint_layout,
+    keypoint_layouts,
+    words,
+)
 from shotstamp_service.matching.fingerprint import Fingerprint, fingerprint
 from shotstamp_service.matching.ranking import QueryWords, StoredKeypoints, consistency
 from tests.kit import imagegen
@@ -200,3 +205,39 @@ def test_a_damaged_blob_is_refused_by_its_header() -> None:
         keypoint_layout(b"JUNK" + blob[4:])
     with pytest.raises(ValueError, match="truncated"):
         keypoint_layout(blob[:100])
+
+
+def test_headers_read_together_are_each_blobs_own() -> None:
+    original, crop, _, alike = _scene()
+    blobs = [_stored_blob(fp) for fp in (original, crop, *alike)]
+    # and a blob with no keypoints, a header alone
+    blobs.append(LocalFeatures.from_bytes(blobs[0]).subset(np.zeros(0, np.intp)).to_bytes())
+    got = keypoint_layouts(blobs)
+    assert bytes(got.buffer) == b"".join(blobs) and got.buffer.flags.writeable
+    at = 0
+    for k, blob in enumerate(blobs):
+        want = keypoint_layout(blob)
+        assert (got.offset[k] - at, got.keypoints[k], got.height[k], got.width[k]) == (
+            want.offset, want.keypoints, *want.shape)
+        at += len(blob)
+    assert got.keypoints[-1] == 0 and got.keypoints[:-1].min() > 0
+    assert keypoint_layouts([]).keypoints.shape == (0,)
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda b: b"JUNK" + b[4:], "not a shotstamp feature blob"),
+    (lambda b: b"SSF9" + b[4:], "not a shotstamp feature blob"),
+    (lambda b: b[:100], "truncated"),
+    (lambda b: b[:12], "too short"),
+    (lambda b: b[:3], "not a shotstamp feature blob"),
+    (lambda b: b"", "not a shotstamp feature blob"),
+])
+def test_headers_read_together_refuse_a_damaged_blob_as_alone(damage, message) -> None:
+    blob = _stored_blob(_scene()[0])
+    for position in range(3):
+        blobs = [blob, blob]
+        blobs.insert(position, damage(blob))
+        with pytest.raises(ValueError, match=message):
+            keypoint_layout(blobs[position])
+        with pytest.raises(ValueError, match=message):
+            keypoint_layouts(blobs)
