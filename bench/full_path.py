@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import pickle
 import statistics
 import sys
 import time
@@ -37,10 +36,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.vote_kernel import load_fullscale  # noqa: E402
 from shotstamp_service.matching import engine, kernels  # noqa: E402
 from shotstamp_service.matching import index as index_module  # noqa: E402
-from shotstamp_service.matching.engine import Matcher  # noqa: E402
-from shotstamp_service.matching.segments import SegmentDir  # noqa: E402
 
 # What an export stands in for while its looks run: (class, method) of this checkout's index.
 SWAPPED = [(index_module.WordIndex, "search_query"), (index_module.WordIndex, "_votes"),
@@ -150,14 +148,7 @@ def compare(data: Path, before: Path, queries: int) -> None:
     versions = [Version.export(before), Version.this()]
     with versions[0].using():
         versions[0].kernels.warm()
-    caches = sorted((ROOT / "bench" / "out" / "cache").glob("fullscale-*-every3.pkl"))
-    if not caches:
-        sys.exit("no bench/out/cache/fullscale-*-every3.pkl: copy /work/main/bench/out/cache")
-    items = pickle.loads(caches[-1].read_bytes())
-    segments = SegmentDir(data / "index").open()
-    matcher = Matcher(background=False)
-    for segment in segments:
-        matcher.attach(segment)
+    matcher, items, _ = load_fullscale(data)
     chosen = [it for it in items if it.fp.local is not None and len(it.fp.local)]
     chosen = chosen[:: max(1, len(chosen) // queries)][:queries]
     print(f"{len(matcher):,} registrations mapped; {len(chosen)} queries (+20 of warm-up)",

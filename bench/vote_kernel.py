@@ -70,7 +70,8 @@ VOTES = WordIndex._votes
 SEARCH = WordIndex.search_query
 
 
-def _load(data: Path) -> tuple[Matcher, list, int]:
+def load_fullscale(data: Path) -> tuple[Matcher, list, int]:
+    """The 1 M segments mapped into a Matcher, the cached query edits, the segments' last seq."""
     caches = sorted((ROOT / "bench" / "out" / "cache").glob("fullscale-*-every3.pkl"))
     if not caches:
         sys.exit("no bench/out/cache/fullscale-*-every3.pkl: copy /work/main/bench/out/cache")
@@ -96,7 +97,7 @@ def compare(data: Path, queries: int) -> None:
     from shotstamp_service.matching import kernels
 
     kernels.warm()
-    matcher, items, _ = _load(data)
+    matcher, items, _ = load_fullscale(data)
     chosen = [it for it in items if it.fp.local is not None and len(it.fp.local)]
     chosen = chosen[:: max(1, len(chosen) // queries)][:queries]
     print(f"{len(matcher):,} registrations mapped; {len(chosen)} queries", flush=True)
@@ -169,7 +170,7 @@ def _family(data: Path, family: str) -> tuple[Matcher, list]:
     from shotstamp_service.matching import kernels
 
     kernels.warm()
-    matcher, items, through = _load(data)
+    matcher, items, through = load_fullscale(data)
     db = sqlite3.connect(f"file:{data}/shotstamp.db?mode=ro", uri=True)
     seq_of = dict(db.execute("select sha256, seq from registrations where seller=?",
                              (QUERY_SELLER,)))
