@@ -38,13 +38,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# Each stamp holds the sha256 of the pyproject.toml it installed: a checkout or a new worktree
+# touches the file without changing it, and must not reinstall (or repoint) the venv.
+PYPROJECT_SUM = $$(sha256sum pyproject.toml | cut -c1-64)
+
 $(VENV)/.service: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[service]'
-	touch $@
+	@if [ "$$(cat $@ 2>/dev/null)" = "$(PYPROJECT_SUM)" ]; then touch $@; else \
+		$(BIN)/python -m pip install --quiet -e '.[service]' && echo "$(PYPROJECT_SUM)" > $@; fi
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[service,dev]'
-	touch $@ $(VENV)/.service
+	@if [ "$$(cat $@ 2>/dev/null)" = "$(PYPROJECT_SUM)" ]; then touch $@; else \
+		$(BIN)/python -m pip install --quiet -e '.[service,dev]' && echo "$(PYPROJECT_SUM)" > $@ \
+		&& cp $@ $(VENV)/.service; fi
 
 dist: | $(BIN)/python
 	$(BIN)/python -m pip wheel --no-deps --wheel-dir dist .
