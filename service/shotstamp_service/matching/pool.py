@@ -76,7 +76,6 @@ def _worker_main(channel: socket.socket, cpu_seconds: int = 0) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     limit = _CpuLimit(cpu_seconds) if cpu_seconds else None
-    _batch_policy()
     if cpu_seconds:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGXCPU would dump core
     channel.setblocking(True)
@@ -101,21 +100,6 @@ def _worker_main(channel: socket.socket, cpu_seconds: int = 0) -> None:
             _send_frame(channel, payload)
         except OSError:
             os._exit(0)
-
-
-def _batch_policy() -> None:
-    """Run this worker under SCHED_BATCH (Linux): the job handed over does not preempt the
-    serving process that handed it over.
-
-    Under the default policy the kernel switched to a worker as soon as its job arrived, in
-    the middle of the serving process's loop, and back again when that process's next event
-    came in: each switch refills the caches of the one switched to, and about half the
-    workers' CPU outside their jobs was that (docs/cpu-budget.md, "The fingerprint workers'
-    column"). A batch task is not run early on its wake-up; it runs when the serving process
-    waits or its time slice ends, and its share of the CPU (nice, weights) is unchanged.
-    """
-    with contextlib.suppress(AttributeError, OSError):  # not Linux: the default policy stays
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
 class _CpuLimit:

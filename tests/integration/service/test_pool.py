@@ -226,15 +226,3 @@ def _burn(seconds: float) -> float:
     while time.process_time() - started < seconds:
         pass
     return time.process_time() - started
-
-
-@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
-async def test_workers_run_under_the_batch_policy(pool):
-    """A worker's wake-up does not preempt the serving process (pool._batch_policy); a
-    replacement worker runs under it too."""
-    assert {os.sched_getscheduler(pid) for pid in pool.worker_pids()} == {os.SCHED_BATCH}
-    assert os.sched_getscheduler(0) != os.SCHED_BATCH  # the serving side is left as it was
-    with pytest.raises(ImageRejected):
-        await pool._run(functools.partial(os._exit, 3))
-    workers = await _two_workers(pool)
-    assert {os.sched_getscheduler(pid) for pid in workers} == {os.SCHED_BATCH}
