@@ -126,14 +126,9 @@ class _CpuLimit:
 
 
 def _send_frame(channel: socket.socket, payload: bytes) -> None:
-    """The header and `payload` in one gathering send (no joined copy of the payload)."""
-    parts = [memoryview(_HEADER.pack(len(payload))), memoryview(payload)]
-    while parts:
-        sent = channel.sendmsg(parts)
-        while parts and sent >= len(parts[0]):
-            sent -= len(parts.pop(0))
-        if parts:
-            parts[0] = parts[0][sent:]
+    # Joined: a reply is ~7 KB, and a gathering sendmsg's views and partial-send loop cost
+    # more than the copy (docs/cpu-budget.md, "The fingerprint workers' column").
+    channel.sendall(_HEADER.pack(len(payload)) + payload)
 
 
 def _recv_frame(channel: socket.socket, inbox: bytearray) -> memoryview | None:
