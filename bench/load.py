@@ -475,7 +475,7 @@ _IDLE_FRAMES = (
     "select (selectors.py",
     "_worker (concurrent/futures/thread.py",
     "wait (threading.py",
-    "_recv_exactly (shotstamp_service/matching/pool.py",
+    "_recv_frame (shotstamp_service/matching/pool.py",
 )
 
 

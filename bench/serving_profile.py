@@ -45,7 +45,7 @@ COMPONENTS = [
 ]
 # Leaf frames of a thread that waits (for the selector, a queue, a lock): not busy.
 IDLE = ("select (selectors.py", "_worker (concurrent/futures/thread.py", "wait (threading.py",
-        "_recv_exactly (shotstamp_service/matching/pool.py")
+        "_recv_frame (shotstamp_service/matching/pool.py")
 # CPU ms per upload measured alone for the components whose samples are mostly waiting.
 MEASURED_ALONE = {"pool exchange": 0.20, "thread hops": 0.05}
 

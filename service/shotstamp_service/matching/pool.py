@@ -50,6 +50,10 @@ _SEND_BUFFER = 4 << 20
 # The service reads a reply into a buffer this large first: a fingerprint (~20-40 KB) comes in
 # with its header in one read.
 _FIRST_READ = 1 << 16
+# A worker reads each job into one buffer of this size, kept from job to job: an upload
+# (~160 KB) or a stage-2 job (~400 KB) arrives with its header in one read, into memory that
+# is neither allocated nor zeroed again. A larger job gets a buffer of its own, let go after.
+_INBOX = 1 << 20
 
 
 def _worker_main(channel: socket.socket, cpu_seconds: int = 0) -> None:
@@ -71,16 +75,18 @@ def _worker_main(channel: socket.socket, cpu_seconds: int = 0) -> None:
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit = _CpuLimit(cpu_seconds) if cpu_seconds else None
     if cpu_seconds:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGXCPU would dump core
     channel.setblocking(True)
     _send_frame(channel, pickle.dumps(("ready", None)))
+    inbox = bytearray(_INBOX)
     while True:
-        frame = _recv_frame(channel)
+        frame = _recv_frame(channel, inbox)
         if frame is None:
             os._exit(0)
-        if cpu_seconds:
-            _limit_cpu(cpu_seconds)
+        if limit is not None:
+            limit.before_job()
         try:
             job = _load_job(frame)
             reply = ("ok", job())
@@ -96,36 +102,61 @@ def _worker_main(channel: socket.socket, cpu_seconds: int = 0) -> None:
             os._exit(0)
 
 
-def _limit_cpu(seconds: int) -> None:
-    """Let the coming job use `seconds` more CPU seconds (RLIMIT_CPU counts whole seconds)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    used = math.ceil(usage.ru_utime + usage.ru_stime)
-    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    soft = used + seconds if hard == resource.RLIM_INFINITY else min(used + seconds, hard)
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+class _CpuLimit:
+    """Before each job, RLIMIT_CPU at what the worker has used so far (whole seconds, as the
+    kernel counts them) plus `seconds`.
+
+    The limit is set only when that figure moves, about once a second of CPU rather than once
+    a job: the same limit at every job's start, two system calls fewer per job.
+    """
+
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+        self.hard = resource.getrlimit(resource.RLIMIT_CPU)[1]  # only this process lowers it
+        self.soft: int | None = None
+
+    def before_job(self) -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        used = math.ceil(usage.ru_utime + usage.ru_stime)
+        soft = (used + self.seconds if self.hard == resource.RLIM_INFINITY
+                else min(used + self.seconds, self.hard))
+        if soft != self.soft:
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, self.hard))
+            self.soft = soft
 
 
 def _send_frame(channel: socket.socket, payload: bytes) -> None:
+    # Joined: a reply is ~7 KB, and a gathering sendmsg's views and partial-send loop cost
+    # more than the copy (docs/cpu-budget.md, "The fingerprint workers' column").
     channel.sendall(_HEADER.pack(len(payload)) + payload)
 
 
-def _recv_frame(channel: socket.socket) -> bytearray | None:
-    header = _recv_exactly(channel, _HEADER.size)
-    if header is None:
-        return None
-    return _recv_exactly(channel, _HEADER.unpack(header)[0])
+def _recv_frame(channel: socket.socket, inbox: bytearray) -> memoryview | None:
+    """The next frame's payload (None at EOF), read with its header, in `inbox` if it fits.
 
-
-def _recv_exactly(channel: socket.socket, size: int) -> bytearray | None:
-    buffer = bytearray(size)
-    view = memoryview(buffer)
+    The service sends a worker its next job only after that job's reply, so reading past the
+    header takes no bytes of another frame. The payload is a view of `inbox`, overwritten by
+    the next frame: a job's reply is sent before the next frame is read, and nothing of a job
+    outlives it.
+    """
+    view = memoryview(inbox)
     got = 0
-    while got < size:
+    while got < _HEADER.size:
         n = channel.recv_into(view[got:])
         if n == 0:
             return None
         got += n
-    return buffer
+    end = _HEADER.size + _HEADER.unpack_from(inbox)[0]
+    if end > len(inbox):  # a large upload: a buffer of its own, the first bytes copied over
+        frame = bytearray(end)
+        frame[:got] = view[:got]
+        view = memoryview(frame)
+    while got < end:
+        n = channel.recv_into(view[got:end])
+        if n == 0:
+            return None
+        got += n
+    return view[_HEADER.size:end]
 
 
 def _dump_job(job: Callable[[], Any]) -> list[memoryview | bytes]:
@@ -139,7 +170,7 @@ def _dump_job(job: Callable[[], Any]) -> list[memoryview | bytes]:
     return [lengths, *parts]
 
 
-def _load_job(frame: bytearray) -> Any:
+def _load_job(frame: bytearray | memoryview) -> Any:
     """The job `_dump_job` sent; its out-of-band buffers are read-only views of `frame` (as
     bytes would be, without copying them out)."""
     view = memoryview(frame).toreadonly()
@@ -150,6 +181,13 @@ def _load_job(frame: bytearray) -> Any:
         parts.append(view[at:at + length])
         at += length
     return pickle.loads(parts[0], buffers=parts[1:])
+
+
+def _on_bytes(function: Callable[..., T], data: memoryview | pickle.PickleBuffer,
+              *args: Any) -> T:
+    """`function(bytes(data), *args)` in a worker: the upload arrived out of band as a view of
+    the worker's receive buffer, and the decoder reads `bytes` (one copy, as unpickling made)."""
+    return function(bytes(data), *args)
 
 
 class WorkerLost(Exception):
@@ -322,12 +360,20 @@ class FingerprintPool:
         threading.Thread(target=worker.process.join, args=(5,), daemon=True).start()
 
     async def __call__(self, data: bytes) -> Fingerprint:
+        if self.workers > 0:
+            return await self._run(functools.partial(
+                _on_bytes, fingerprint, pickle.PickleBuffer(data), self.limits))
         return await self._run(functools.partial(fingerprint, data, self.limits))
 
     async def analyse(self, data: bytes) -> tuple[Fingerprint, bytes | None]:
         """The fingerprint and, when thumbnails are on, the thumbnail, in one worker call."""
         if self.thumbnail_size is None:
             return await self(data), None
+        if self.workers > 0:
+            # The upload travels out of band: sent from where it is, not copied into a pickle.
+            return await self._run(functools.partial(
+                _on_bytes, fingerprint_and_thumbnail, pickle.PickleBuffer(data), self.limits,
+                self.thumbnail_size))
         return await self._run(
             functools.partial(fingerprint_and_thumbnail, data, self.limits, self.thumbnail_size)
         )

@@ -9,14 +9,17 @@ import itertools
 import operator
 import os
 import pickle
+import time
 
 import pytest
 
 from shotstamp_service.http.errors import STATUS
+from shotstamp_service.matching import pool as pool_module
 from shotstamp_service.matching.decode import Rejection
 from shotstamp_service.matching.engine import verify_many
 from shotstamp_service.matching.fingerprint import DecodeLimits, ImageRejected, fingerprint
 from shotstamp_service.matching.pool import FingerprintPool
+from shotstamp_service.matching.thumbnail import fingerprint_and_thumbnail
 from tests.kit import imagegen
 from tests.kit.imagegen import jpeg
 
@@ -43,7 +46,8 @@ async def test_jobs_and_replies_of_every_size_cross_whole(pool):
     (and smaller than the header's own read) come back byte for byte, in order."""
     data = os.urandom(3 << 20)
     sizes = [0, 1, 7, 8, 9, (1 << 16) - 9, 1 << 16, (1 << 16) + 1, 300_000, len(data)]
-    for size in sizes:
+    # Up, then down again: a worker's kept buffer, a larger job's own, then the kept one.
+    for size in [*sizes, *reversed(sizes)]:
         got = await pool._run(functools.partial(operator.getitem, data, slice(0, size)))
         assert got == data[:size]
     together = await asyncio.gather(
@@ -177,3 +181,48 @@ async def test_stage_two_through_the_pool_is_stage_two_in_process(any_pool):
     assert [r for r, _ in got] == [r for r, _ in want] and len(want) < len(items)
     assert [dataclasses.astuple(e) for _, e in got] == [dataclasses.astuple(e) for _, e in want]
     assert max(e.inliers for _, e in got) > 20
+
+
+async def test_an_upload_travels_beside_the_job_s_pickle(pool, monkeypatch):
+    """`analyse` and `__call__` send the upload out of band (from the caller's bytes, not a
+    copy in the pickle), and the worker's answer is the in-process one."""
+    sent: list[list[memoryview | bytes]] = []
+    dump = pool_module._dump_job
+
+    def spy(job):
+        parts = dump(job)
+        sent.append(parts)
+        return parts
+
+    monkeypatch.setattr(pool_module, "_dump_job", spy)
+    data = jpeg(21)
+    assert await pool.analyse(data) == fingerprint_and_thumbnail(data, DecodeLimits(), 64)
+    assert await pool(data) == fingerprint(data)
+    for parts in sent:
+        _, pickled, upload = parts
+        assert len(pickled) < 1024 and bytes(upload) == data
+
+
+async def test_each_job_gets_its_cpu_seconds_as_the_worker_s_total_grows():
+    """The CPU limit moves with what the worker has used: four jobs of 0.6 s each, 2.4 s in
+    all, on one worker with a 1 s limit per job, all answer; a job of 3 s does not."""
+    pool = FingerprintPool(1, DecodeLimits(), cpu_seconds=1)
+    await pool.start()
+    try:
+        (before,) = pool.worker_pids()
+        for _ in range(4):
+            assert await pool._run(functools.partial(_burn, 0.6)) >= 0.6
+        assert pool.worker_pids() == {before}
+        with pytest.raises(ImageRejected) as caught:
+            await pool._run(functools.partial(_burn, 3.0))
+        assert caught.value.code == "image_too_costly"
+    finally:
+        pool.close()
+
+
+def _burn(seconds: float) -> float:
+    """Spin on the CPU for `seconds` of this process's CPU time; the time spun."""
+    started = time.process_time()
+    while time.process_time() - started < seconds:
+        pass
+    return time.process_time() - started
