@@ -480,7 +480,9 @@ _IDLE_FRAMES = (
 
 
 def start_profilers(service: LocalService, seconds: float, out: Path) -> list[subprocess.Popen]:
-    """py-spy on the service process and on one fingerprint worker, `seconds` long.
+    """py-spy on each serving process and on one fingerprint worker of each, `seconds` long:
+    `service.txt` and `worker.txt` with one process, `service-<i>.txt` and `worker-<i>.txt`
+    with several (gunicorn's workers, not its arbiter, which only supervises).
 
     `--gil`: only the thread holding the GIL is sampled, so the shares are of
     the Python work that competes for the cores, not of threads waiting on a
@@ -488,10 +490,17 @@ def start_profilers(service: LocalService, seconds: float, out: Path) -> list[su
     """
     if service.process is None:
         return []
-    main = service.process.proc.pid
-    children = _children(main)
-    workers = [w for fs in children for w in _children(fs)]
-    targets = [("service", main)] + ([("worker", workers[0])] if workers else [])
+    serving, _ = service._family(_proc_stats())
+    if len(serving) > 1:  # the arbiter serves nothing
+        serving.discard(service.process.proc.pid)
+    targets: list[tuple[str, int]] = []
+    for i, pid in enumerate(sorted(serving)):
+        suffix = f"-{i}" if len(serving) > 1 else ""
+        targets.append((f"service{suffix}", pid))
+        # The fingerprint workers are the serving process's grandchildren (its forkserver's).
+        workers = sorted(w for fs in _children(pid) for w in _children(fs))
+        if workers:
+            targets.append((f"worker{suffix}", workers[0]))
     out.mkdir(parents=True, exist_ok=True)
     spy = Path(sys.executable).parent / "py-spy"
     return [
@@ -633,6 +642,7 @@ async def run_level(
         if args.profile and services:
             # Past the first seconds (connections, warm caches), not past the end.
             level = f"{replicas}x{clients}" if pace is None else f"{replicas}x{pace:.0f}per-s"
+            level = f"p{processes}-{level}"  # each level its own folder: none overwrites another
             spies = start_profilers(services[0], args.duration - 4, args.profile / level)
         result = await drive(
             client,
@@ -649,10 +659,8 @@ async def run_level(
         for spy in spies:
             spy.wait()
         if spies:
-            for name in ("service", "worker"):
-                raw = args.profile / level / f"{name}.txt"
-                if raw.exists():
-                    print(f"[{level}] " + summarise_profile(raw), file=sys.stderr)
+            for raw in sorted((args.profile / level).glob("*.txt")):
+                print(f"[{level}] " + summarise_profile(raw), file=sys.stderr)
         if services:
             after = [service.cpu_seconds() for service in services]
             result.cpu_wait = (sum(service.cpu_wait_seconds() for service in services)
