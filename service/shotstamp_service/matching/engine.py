@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 import numpy as np
 
 from shotstamp_service.matching.features import (
+    ANGLE_BINS,
     SIGNATURE_BITS,
     WORD_BITS,
     LocalFeatures,
@@ -45,8 +46,15 @@ from shotstamp_service.matching.features import (
 )
 from shotstamp_service.matching.fingerprint import Fingerprint
 from shotstamp_service.matching.index import SIGNATURE_BITS as INDEX_SIGNATURE_BITS
+from shotstamp_service.matching.index import STORED_SIGNATURE_BITS as INDEX_STORED_SIGNATURE_BITS
 from shotstamp_service.matching.index import WORD_BITS as INDEX_WORD_BITS
-from shotstamp_service.matching.index import HammingIndex, WordIndex, WordQuery, WordScore
+from shotstamp_service.matching.index import (
+    HammingIndex,
+    WordIndex,
+    WordQuery,
+    WordScore,
+    stored_signatures,
+)
 from shotstamp_service.matching.ranking import QueryWords, StoredKeypoints, consistency
 from shotstamp_service.matching.rule import (
     AGREEMENT_CLEAN,
@@ -429,14 +437,21 @@ def word_query(fp: Fingerprint) -> WordQuery | None:
     return _word_query(fp)
 
 
+# The stored signature bits a vote may differ in: `WordIndex.search_query`'s own bound
+# (SIGNATURE_DISTANCE over the full signature, halved with the bits the index keeps).
+_VOTE_BITS = SIGNATURE_DISTANCE // (INDEX_SIGNATURE_BITS // INDEX_STORED_SIGNATURE_BITS)
+
+
 def could_match(fp: Fingerprint, query: WordQuery | None, stored: Fingerprint,
                 entry: IndexEntry) -> bool:
     """Whether a look for `fp` (`query`: its `word_query`) in a matcher holding `stored`
     (indexed as `entry`) could report it, as a match or a candidate. False only when no
     PDQ code of `fp` (mirror included) is within PDQ_CANDIDATE of one of `stored`'s and
-    fewer than MIN_VOTES of `stored`'s indexed words are among `query`'s, exact or probed
-    (each vote needs one: one posting per word and registration, distinct query words):
-    then `match` finds nothing there. A bound on both stages' inputs, no search."""
+    fewer than MIN_VOTES of `stored`'s postings could vote: a posting is one per distinct
+    indexed word (the signature of its first keypoint, as `WordIndex.add` keeps it), and
+    votes only for the query word equal to it, exact or probed (query words are distinct),
+    whose stored signature is within SIGNATURE_DISTANCE (`near_votes`' test): then `match`
+    finds nothing there. A bound on both stages' inputs, no search."""
     if entry.legacy or _legacy(fp):
         return True
     codes = [int.from_bytes(code, "big") for _, code in entry.good + entry.low]
@@ -446,14 +461,21 @@ def could_match(fp: Fingerprint, query: WordQuery | None, stored: Fingerprint,
             return True  # one bit of margin: whichever way the index bounds its radius
     if query is None or entry.words is None:
         return False
-    indexed = np.asarray(entry.words[0], np.uint32)
-    shared = np.zeros(len(indexed), np.bool_)
+    indexed, first = np.unique(np.asarray(entry.words[0], np.uint32), return_index=True)
+    signatures = stored_signatures(np.asarray(entry.words[2])[first])
+    angles = np.asarray(entry.words[1]).astype(np.int64)[first]
+    votes = np.zeros(ANGLE_BINS, np.int64)  # by angle difference, as `best_bins` bins them
     # The query's exact words, then its probe words: each part sorted (`WordQuery`).
-    for part in (query.words[: query.exact], query.words[query.exact:]):
-        if len(part):
-            at = np.minimum(np.searchsorted(part, indexed), len(part) - 1)
-            shared |= part[at] == indexed
-    return len(set(indexed[shared].tolist())) >= MIN_VOTES
+    for part in (slice(0, query.exact), slice(query.exact, len(query.words))):
+        words_ = query.words[part]
+        if len(words_):
+            at = np.minimum(np.searchsorted(words_, indexed), len(words_) - 1)
+            near = (words_[at] == indexed) & (
+                np.bitwise_count(query.signatures[part][at] ^ signatures) <= _VOTE_BITS)
+            dangle = (query.angles[part][at[near]] - angles[near]) % ANGLE_BINS
+            votes += np.bincount(dangle, minlength=ANGLE_BINS)
+    # A vote counts in its bin and the next; the best bin needs MIN_VOTES.
+    return int((votes + np.roll(votes, 1)).max()) >= MIN_VOTES
 
 
 def _cached(cache: OrderedDict[int, tuple[Fingerprint, _T]], fp: Fingerprint,
