@@ -462,18 +462,25 @@ def could_match(fp: Fingerprint, query: WordQuery | None, stored: Fingerprint,
     if query is None or entry.words is None:
         return False
     indexed, first = np.unique(np.asarray(entry.words[0], np.uint32), return_index=True)
-    signatures = stored_signatures(np.asarray(entry.words[2])[first])
-    angles = np.asarray(entry.words[1]).astype(np.int64)[first]
-    votes = np.zeros(ANGLE_BINS, np.int64)  # by angle difference, as `best_bins` bins them
-    # The query's exact words, then its probe words: each part sorted (`WordQuery`).
-    for part in (slice(0, query.exact), slice(query.exact, len(query.words))):
-        words_ = query.words[part]
-        if len(words_):
-            at = np.minimum(np.searchsorted(words_, indexed), len(words_) - 1)
-            near = (words_[at] == indexed) & (
-                np.bitwise_count(query.signatures[part][at] ^ signatures) <= _VOTE_BITS)
-            dangle = (query.angles[part][at[near]] - angles[near]) % ANGLE_BINS
-            votes += np.bincount(dangle, minlength=ANGLE_BINS)
+    # Each indexed word's query word (query words are distinct): the exact part, then the
+    # probe part, each sorted (`WordQuery`); -1 where it has none.
+    q = np.full(len(indexed), -1, np.int64)
+    for lo, hi in ((0, query.exact), (query.exact, len(query.words))):
+        if hi > lo:
+            part = query.words[lo:hi]
+            at = np.minimum(np.searchsorted(part, indexed), hi - lo - 1)
+            q = np.where(part[at] == indexed, lo + at, q)
+    hit = np.flatnonzero(q >= 0)
+    if len(hit) < MIN_VOTES:
+        return False
+    q, first = q[hit], first[hit]
+    near = np.bitwise_count(
+        query.signatures[q] ^ stored_signatures(np.asarray(entry.words[2])[first])) <= _VOTE_BITS
+    if np.count_nonzero(near) < MIN_VOTES:
+        return False
+    stored_angles = np.asarray(entry.words[1])[first[near]].astype(np.int64)
+    votes = np.bincount((query.angles[q[near]] - stored_angles) % ANGLE_BINS,
+                        minlength=ANGLE_BINS)  # by angle difference, as `best_bins` bins them
     # A vote counts in its bin and the next; the best bin needs MIN_VOTES.
     return int((votes + np.roll(votes, 1)).max()) >= MIN_VOTES
 
