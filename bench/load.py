@@ -591,6 +591,7 @@ async def run_level(
     services: list[LocalService] = []
     urls, keys = [args.url] if args.url else [], [args.key] if args.key else []
     database = None
+    steps: Path | None = None
     if args.url is None:
         # Peak throughput is the question here, so the per-key rate limits are off
         # (the bench reads every registration back with one staff key).
@@ -610,6 +611,12 @@ async def run_level(
             "SHOTSTAMP_LOG_FORMAT": "text",
         }
         env.update(item.split("=", 1) for item in args.service_env)
+        if args.step_cpu is not None:  # bench/step_cpu: thread CPU per step, a folder a run
+            args.step_runs = getattr(args, "step_runs", 0) + 1
+            steps = args.step_cpu / f"{args.step_runs:02d}-p{processes}x{replicas}-{clients}"
+            env["BENCH_STEP_CPU"] = str(steps)
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(Path(__file__).parent / "step_cpu"), os.environ.get("PYTHONPATH", "")])
         if args.pg_server is not None:
             database = await args.pg_server.create_database("load")
             env["SHOTSTAMP_DATABASE_URL"] = database
@@ -668,6 +675,10 @@ async def run_level(
             result.cpu_main = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
             result.cpu_workers = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
         await seal_delays(client, urls[0], args.staff_key or keys[0], result, watcher)
+        if steps is not None:
+            steps.mkdir(parents=True, exist_ok=True)
+            (steps / "run.json").write_text(json.dumps({"uploads": result.outcomes["201"],
+                                                        "rate": result.rate}))
         watch.cancel()
         if cursor[0] >= len(files):
             print("ran out of distinct images; raise --max-rate", file=sys.stderr)
@@ -873,6 +884,13 @@ def main() -> None:
         metavar="DIR",
         help="py-spy the service and one worker during each run; raw stacks in DIR, "
         "a summary on stderr",
+    )
+    parser.add_argument(
+        "--step-cpu",
+        type=Path,
+        metavar="DIR",
+        help="time the serving path's steps in each serving process (thread CPU per call, "
+        "bench/step_cpu); a folder a run in DIR, read with python -m bench.step_cpu DIR",
     )
     parser.add_argument(
         "--record",
