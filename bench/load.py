@@ -480,7 +480,9 @@ _IDLE_FRAMES = (
 
 
 def start_profilers(service: LocalService, seconds: float, out: Path) -> list[subprocess.Popen]:
-    """py-spy on the service process and on one fingerprint worker, `seconds` long.
+    """py-spy on each serving process and on one fingerprint worker of each, `seconds` long:
+    `service.txt` and `worker.txt` with one process, `service-<i>.txt` and `worker-<i>.txt`
+    with several (gunicorn's workers, not its arbiter, which only supervises).
 
     `--gil`: only the thread holding the GIL is sampled, so the shares are of
     the Python work that competes for the cores, not of threads waiting on a
@@ -488,10 +490,17 @@ def start_profilers(service: LocalService, seconds: float, out: Path) -> list[su
     """
     if service.process is None:
         return []
-    main = service.process.proc.pid
-    children = _children(main)
-    workers = [w for fs in children for w in _children(fs)]
-    targets = [("service", main)] + ([("worker", workers[0])] if workers else [])
+    serving, _ = service._family(_proc_stats())
+    if len(serving) > 1:  # the arbiter serves nothing
+        serving.discard(service.process.proc.pid)
+    targets: list[tuple[str, int]] = []
+    for i, pid in enumerate(sorted(serving)):
+        suffix = f"-{i}" if len(serving) > 1 else ""
+        targets.append((f"service{suffix}", pid))
+        # The fingerprint workers are the serving process's grandchildren (its forkserver's).
+        workers = sorted(w for fs in _children(pid) for w in _children(fs))
+        if workers:
+            targets.append((f"worker{suffix}", workers[0]))
     out.mkdir(parents=True, exist_ok=True)
     spy = Path(sys.executable).parent / "py-spy"
     return [
@@ -582,6 +591,7 @@ async def run_level(
     services: list[LocalService] = []
     urls, keys = [args.url] if args.url else [], [args.key] if args.key else []
     database = None
+    steps: Path | None = None
     if args.url is None:
         # Peak throughput is the question here, so the per-key rate limits are off
         # (the bench reads every registration back with one staff key).
@@ -601,6 +611,12 @@ async def run_level(
             "SHOTSTAMP_LOG_FORMAT": "text",
         }
         env.update(item.split("=", 1) for item in args.service_env)
+        if args.step_cpu is not None:  # bench/step_cpu: thread CPU per step, a folder a run
+            args.step_runs = getattr(args, "step_runs", 0) + 1
+            steps = args.step_cpu / f"{args.step_runs:02d}-p{processes}x{replicas}-{clients}"
+            env["BENCH_STEP_CPU"] = str(steps)
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(Path(__file__).parent / "step_cpu"), os.environ.get("PYTHONPATH", "")])
         if args.pg_server is not None:
             database = await args.pg_server.create_database("load")
             env["SHOTSTAMP_DATABASE_URL"] = database
@@ -633,6 +649,7 @@ async def run_level(
         if args.profile and services:
             # Past the first seconds (connections, warm caches), not past the end.
             level = f"{replicas}x{clients}" if pace is None else f"{replicas}x{pace:.0f}per-s"
+            level = f"p{processes}-{level}"  # each level its own folder: none overwrites another
             spies = start_profilers(services[0], args.duration - 4, args.profile / level)
         result = await drive(
             client,
@@ -649,10 +666,8 @@ async def run_level(
         for spy in spies:
             spy.wait()
         if spies:
-            for name in ("service", "worker"):
-                raw = args.profile / level / f"{name}.txt"
-                if raw.exists():
-                    print(f"[{level}] " + summarise_profile(raw), file=sys.stderr)
+            for raw in sorted((args.profile / level).glob("*.txt")):
+                print(f"[{level}] " + summarise_profile(raw), file=sys.stderr)
         if services:
             after = [service.cpu_seconds() for service in services]
             result.cpu_wait = (sum(service.cpu_wait_seconds() for service in services)
@@ -660,6 +675,10 @@ async def run_level(
             result.cpu_main = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
             result.cpu_workers = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
         await seal_delays(client, urls[0], args.staff_key or keys[0], result, watcher)
+        if steps is not None:
+            steps.mkdir(parents=True, exist_ok=True)
+            (steps / "run.json").write_text(json.dumps({"uploads": result.outcomes["201"],
+                                                        "rate": result.rate}))
         watch.cancel()
         if cursor[0] >= len(files):
             print("ran out of distinct images; raise --max-rate", file=sys.stderr)
@@ -865,6 +884,13 @@ def main() -> None:
         metavar="DIR",
         help="py-spy the service and one worker during each run; raw stacks in DIR, "
         "a summary on stderr",
+    )
+    parser.add_argument(
+        "--step-cpu",
+        type=Path,
+        metavar="DIR",
+        help="time the serving path's steps in each serving process (thread CPU per call, "
+        "bench/step_cpu); a folder a run in DIR, read with python -m bench.step_cpu DIR",
     )
     parser.add_argument(
         "--record",

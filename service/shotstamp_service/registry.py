@@ -55,6 +55,7 @@ import numpy as np
 from shotstamp._verify import SALT_SIZE
 from shotstamp_service.http.auth import Principal
 from shotstamp_service.matching.engine import (
+    BulkLoad,
     Candidate,
     Columns,
     IndexEntry,
@@ -403,9 +404,9 @@ class Registry:
         held.extend(seq for seq in self._own_ahead if seq > self.indexed_through)
         held.sort()
         # A few rows (following other replicas) go straight into the index's tail;
-        # past _BULK_FROM rows (the load at start) the rest is built in one pass.
-        bulk = self.matcher.bulk()
-        bulking = False
+        # past _BULK_FROM rows (the load at start) the rest is built in one pass. Made only
+        # then: a follow's read (every upload makes one) has no use for its empty columns.
+        bulk: BulkLoad | None = None
         try:
             async for stored in self.store.iter_fingerprints(after_seq=self.indexed_through,
                                                              skip=held):
@@ -420,16 +421,17 @@ class Registry:
                         # At once, not at the end: a look between two pages must know.
                         self._foreign_generation = self.matcher.generation
                     else:
-                        if not bulking:
-                            bulking = True
+                        if bulk is None:
+                            bulk = self.matcher.bulk()
                             self._bulk_loading += 1
                         bulk.add(stored.seq, fp)
                         self.owners.set(stored.seq, stored.seller)
                     indexed += 1
                 self.indexed_through = max(self.indexed_through, stored.seq)
-            bulk.finish()
+            if bulk is not None:
+                bulk.finish()
         finally:
-            if bulking:
+            if bulk is not None:
                 self._bulk_loading -= 1
         if held:  # the read is complete: every row between them has been indexed
             self.indexed_through = max(self.indexed_through, held[-1])

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 import numpy as np
 
 from shotstamp_service.matching.features import (
+    ANGLE_BINS,
     SIGNATURE_BITS,
     WORD_BITS,
     LocalFeatures,
@@ -45,8 +46,15 @@ from shotstamp_service.matching.features import (
 )
 from shotstamp_service.matching.fingerprint import Fingerprint
 from shotstamp_service.matching.index import SIGNATURE_BITS as INDEX_SIGNATURE_BITS
+from shotstamp_service.matching.index import STORED_SIGNATURE_BITS as INDEX_STORED_SIGNATURE_BITS
 from shotstamp_service.matching.index import WORD_BITS as INDEX_WORD_BITS
-from shotstamp_service.matching.index import HammingIndex, WordIndex, WordQuery, WordScore
+from shotstamp_service.matching.index import (
+    HammingIndex,
+    WordIndex,
+    WordQuery,
+    WordScore,
+    stored_signatures,
+)
 from shotstamp_service.matching.ranking import QueryWords, StoredKeypoints, consistency
 from shotstamp_service.matching.rule import (
     AGREEMENT_CLEAN,
@@ -429,14 +437,21 @@ def word_query(fp: Fingerprint) -> WordQuery | None:
     return _word_query(fp)
 
 
+# The stored signature bits a vote may differ in: `WordIndex.search_query`'s own bound
+# (SIGNATURE_DISTANCE over the full signature, halved with the bits the index keeps).
+_VOTE_BITS = SIGNATURE_DISTANCE // (INDEX_SIGNATURE_BITS // INDEX_STORED_SIGNATURE_BITS)
+
+
 def could_match(fp: Fingerprint, query: WordQuery | None, stored: Fingerprint,
                 entry: IndexEntry) -> bool:
     """Whether a look for `fp` (`query`: its `word_query`) in a matcher holding `stored`
     (indexed as `entry`) could report it, as a match or a candidate. False only when no
     PDQ code of `fp` (mirror included) is within PDQ_CANDIDATE of one of `stored`'s and
-    fewer than MIN_VOTES of `stored`'s indexed words are among `query`'s, exact or probed
-    (each vote needs one: one posting per word and registration, distinct query words):
-    then `match` finds nothing there. A bound on both stages' inputs, no search."""
+    fewer than MIN_VOTES of `stored`'s postings could vote: a posting is one per distinct
+    indexed word (the signature of its first keypoint, as `WordIndex.add` keeps it), and
+    votes only for the query word equal to it, exact or probed (query words are distinct),
+    whose stored signature is within SIGNATURE_DISTANCE (`near_votes`' test): then `match`
+    finds nothing there. A bound on both stages' inputs, no search."""
     if entry.legacy or _legacy(fp):
         return True
     codes = [int.from_bytes(code, "big") for _, code in entry.good + entry.low]
@@ -446,14 +461,28 @@ def could_match(fp: Fingerprint, query: WordQuery | None, stored: Fingerprint,
             return True  # one bit of margin: whichever way the index bounds its radius
     if query is None or entry.words is None:
         return False
-    indexed = np.asarray(entry.words[0], np.uint32)
-    shared = np.zeros(len(indexed), np.bool_)
-    # The query's exact words, then its probe words: each part sorted (`WordQuery`).
-    for part in (query.words[: query.exact], query.words[query.exact:]):
-        if len(part):
-            at = np.minimum(np.searchsorted(part, indexed), len(part) - 1)
-            shared |= part[at] == indexed
-    return len(set(indexed[shared].tolist())) >= MIN_VOTES
+    indexed, first = np.unique(np.asarray(entry.words[0], np.uint32), return_index=True)
+    # Each indexed word's query word (query words are distinct): the exact part, then the
+    # probe part, each sorted (`WordQuery`); -1 where it has none.
+    q = np.full(len(indexed), -1, np.int64)
+    for lo, hi in ((0, query.exact), (query.exact, len(query.words))):
+        if hi > lo:
+            part = query.words[lo:hi]
+            at = np.minimum(np.searchsorted(part, indexed), hi - lo - 1)
+            q = np.where(part[at] == indexed, lo + at, q)
+    hit = np.flatnonzero(q >= 0)
+    if len(hit) < MIN_VOTES:
+        return False
+    q, first = q[hit], first[hit]
+    near = np.bitwise_count(
+        query.signatures[q] ^ stored_signatures(np.asarray(entry.words[2])[first])) <= _VOTE_BITS
+    if np.count_nonzero(near) < MIN_VOTES:
+        return False
+    stored_angles = np.asarray(entry.words[1])[first[near]].astype(np.int64)
+    votes = np.bincount((query.angles[q[near]] - stored_angles) % ANGLE_BINS,
+                        minlength=ANGLE_BINS)  # by angle difference, as `best_bins` bins them
+    # A vote counts in its bin and the next; the best bin needs MIN_VOTES.
+    return int((votes + np.roll(votes, 1)).max()) >= MIN_VOTES
 
 
 def _cached(cache: OrderedDict[int, tuple[Fingerprint, _T]], fp: Fingerprint,
