@@ -476,6 +476,21 @@ class HammingIndex:
         if self._rebuild is not None:
             self._discarded_during_rebuild.append(ref)
 
+    def rekey(self, old: int, new: int) -> bool:
+        """Store `old`'s codes under `new` instead, in place, when they are all in the tail
+        and no rebuild holds a snapshot of them; False (nothing changed) otherwise: then
+        `discard` and `add` do it. `new` holds no code here. `search` answers alike either
+        way: a ref's hit is its closest pair wherever its codes sit."""
+        self._finish_rebuild()
+        if self._rebuild is not None or new in self._tail:
+            return False
+        positions = self._tail.pop(old, None)
+        if positions is None:
+            return False
+        self._refs[positions] = new
+        self._tail[new] = positions
+        return True
+
     def search(self, codes: Iterable[bytes], radius: int) -> dict[int, Hit]:
         """ref → its closest (query code, stored code) pair within `radius`."""
         if radius > self.max_radius:
@@ -921,6 +936,26 @@ class WordIndex:
                                          if not s.persisted):
             self._dead.add(ref)
             self._registrations -= 1
+
+    def rekey(self, old: int, new: int) -> bool:
+        """Index `old`'s postings under `new` instead, in place, when `old` is in the tail;
+        False (nothing changed) otherwise: then `discard` and `add` do it. `new` is not
+        indexed here. The tail keeps counting the postings twice, as a discard and an add
+        would (`discard` leaves `_tail_postings` as it is), so the tail is frozen after the
+        same calls as before and every segment, document frequency and score is the same;
+        only where the registration stands in the tail changes, which no answer reads
+        (ranks tie on the ref first, and a registration's votes come in query-word order)."""
+        self._finish_merge()
+        local = self._tail_local.pop(old, None)
+        if local is None:
+            return False
+        self._tail_refs[local] = new
+        self._tail_local[new] = local
+        self._tail_ref_array[local] = new
+        self._tail_postings += len(self._tail_words[local])
+        if self._tail_postings >= self._segment_postings:
+            self._freeze_tail()
+        return True
 
     def attach(self, segment: _Segment) -> None:
         """Search `segment` too (a persisted one, never merged here; see `segments.py`)."""
