@@ -104,3 +104,51 @@ def test_could_match_counts_distinct_shared_words() -> None:
     assert could_match(far_query, wq, far, type(far_entry)(False, far_entry.good,
                                                            far_entry.low,
                                                            (two, *entry.words[1:])))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_look_again_without_a_scratch_answers_as_with_one(photos, seed: int,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Matcher.look_again` builds no scratch matcher when `could_match` says no for every
+    registration added since: its answers (matches, candidates in order, whether it stops at a
+    copy) are those of the look with a scratch matcher, made when the bound is switched off."""
+    stored, queries = photos
+    rng = np.random.default_rng(seed)
+    built: list[int] = []
+    real_add = Matcher.add
+
+    def counting(self: Matcher, ref: int, fp: Fingerprint, entry: object = None) -> None:
+        if not self.background:  # the scratch matchers (the test's own are background too)
+            built.append(ref)
+        real_add(self, ref, fp, entry)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Matcher, "add", counting)
+    skipped = 0
+    for name, query in queries:
+        matchers = [Matcher(background=True), Matcher(background=True)]
+        earlier = []
+        first = [int(x) for x in rng.choice(len(stored), 2, replace=False)]
+        for m in matchers:
+            for i in first:
+                m.add(100 + i, stored[i])
+            earlier.append(m.look(query, stop_at_copy=bool(seed % 2)))
+        for step in range(3):
+            i = int(rng.integers(0, len(stored)))
+            ref = 200 + 10 * step + i
+            for m in matchers:
+                if step == 1:
+                    m.discard(100 + first[0])
+                m.add(ref, stored[i])
+            built.clear()
+            with monkeypatch.context() as forced:
+                forced.setattr("shotstamp_service.matching.engine.could_match",
+                               lambda *args: True)
+                want = matchers[1].look_again(earlier[1], stop_at_copy=bool(seed % 2))
+            forced_built = bool(built)
+            built.clear()
+            got = matchers[0].look_again(earlier[0], stop_at_copy=bool(seed % 2))
+            skipped += forced_built and not built
+            assert (got.found, got.candidates) == (want.found, want.candidates), (name, step)
+            assert got.generation == want.generation
+            earlier = [got, want]
+    assert skipped > 0  # the bound does skip scratch matchers here
