@@ -733,26 +733,21 @@ class Matcher:
         changed: dict[int, Fingerprint | None] = {}
         for ref, added in list(self._journal)[len(self._journal) - gap:]:
             changed[ref] = added  # the latest change of each ref wins
-        news = [(ref, added) for ref, added in changed.items()
-                if added is not None and ref in self._refs and (below is None or ref < below)]
+        scratch: Matcher | None = None
+        for ref, added in changed.items():
+            if added is not None and ref in self._refs and (below is None or ref < below):
+                if scratch is None:
+                    scratch = Matcher(background=False)
+                    scratch._entry_cache = self._entry_cache  # their entries are made already
+                    scratch._queries = self._queries  # and `fp`'s query side
+                scratch.add(ref, added)
         found = [m for m in earlier.found if m.ref not in changed]
         candidates = [c for c in earlier.candidates if c.ref not in changed]
-        if news:
-            # A scratch matcher only when one of them could be reported (`could_match`'s
-            # bound, as the commit lock's screen skips its own): else it would find nothing.
-            query = _cached(self._queries, fp, _word_query, QUERIES_KEPT)
-            scratch: Matcher | None = None
-            if any(could_match(fp, query, added, self._entry(added)) for _, added in news):
-                scratch = Matcher(background=False)
-                scratch._entry_cache = self._entry_cache  # their entries are made already
-                scratch._queries = self._queries  # and `fp`'s query side
-                for ref, added in news:
-                    scratch.add(ref, added)
-            found = rank(found + (scratch.search(fp) if scratch is not None else []))
+        if scratch is not None:
+            found = rank(found + scratch.search(fp))
             if stop_at_copy and any(m.verdict == "copy" for m in found):
                 return Stage1(fp, self._generation, found, None)
-            candidates = sorted(candidates + (scratch.candidates(fp, limit=None)
-                                              if scratch is not None else []),
+            candidates = sorted(candidates + scratch.candidates(fp, limit=None),
                                 key=_candidate_order)
         return Stage1(fp, self._generation, found, candidates)
 
