@@ -119,7 +119,7 @@ class _Layout:
 
     starts: tuple[int, ...]  # first bit of each chunk, MSB-first over the 32 bytes
     widths: tuple[int, ...]
-    flips: int  # ⌊max_radius/m⌋: the uniform bound (tables before branch look probed all)
+    flips: int  # ⌊max_radius/m⌋, the uniform bound (benches probe older code with it)
     chunk_flips: tuple[int, ...]  # per chunk, the bits its probes flip; -1: not probed
 
     @functools.cached_property
