@@ -29,6 +29,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -67,6 +68,24 @@ def export_index(src: Path) -> ModuleType:
     sys.modules["before_index"] = module  # dataclasses resolve their module by name
     exec(compile(text, module.__file__, "exec"), module.__dict__)
     return module
+
+
+def export_masks(module: ModuleType, tables: Any, max_radius: int) -> list[Any]:
+    """The probe masks `module` (an index.py, this checkout's or an export's) gives a table of
+    `tables`' layout: before branch look every chunk ⌊max_radius/m⌋ bits out, since then
+    `_Layout.masks` (per chunk). Segments are mapped by this checkout's `segments.py`, whose
+    tables carry its masks: an export's looks must read the tables with its own."""
+    layout = module._layout(max(tables.layout.widths), max_radius)
+    assert tuple(layout.widths) == tuple(tables.layout.widths)
+    if hasattr(layout, "masks"):
+        return list(layout.masks)
+    return [module._flip_masks(w, layout.flips) for w in layout.widths]
+
+
+def with_masks(parts: list[Any], module: ModuleType, max_radius: int) -> list[Any]:
+    """Persisted PDQ parts with their tables probed as `module` probes them (same arrays)."""
+    return [p if not p.tables.size else replace(p, tables=replace(
+        p.tables, masks=export_masks(module, p.tables, max_radius))) for p in parts]
 
 
 class Version:
@@ -154,7 +173,15 @@ def compare(data: Path, before: Path, queries: int) -> None:
     print(f"{len(matcher):,} registrations mapped; {len(chosen)} queries (+20 of warm-up)",
           flush=True)
 
+    # each version's probes of the same mapped PDQ tables (`export_masks`)
+    before_index = sys.modules["before_index"]
+    parts = {"after": (matcher._pdq._frozen, matcher._pdq_low._frozen),
+             "before": (with_masks(matcher._pdq._frozen, before_index, engine.PDQ_CANDIDATE),
+                        with_masks(matcher._pdq_low._frozen, before_index,
+                                   engine.PDQ_CANDIDATE))}
+
     def look(version: Version, fp: Any, timers: Timers) -> tuple[Any, float]:
+        matcher._pdq._frozen, matcher._pdq_low._frozen = parts[version.name]
         matcher._near = None  # no answer kept from the other version's look
         with version.using(), timed_parts(version, timers):
             t = time.thread_time()

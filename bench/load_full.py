@@ -31,17 +31,17 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench.load import (  # noqa: E402
+    CLIENTS,
     LocalService,
     RunResult,
     cpu_per_upload,
     drive,
+    make_client,
     pct,
 )
 from bench.productshots import product_shot  # noqa: E402
@@ -81,15 +81,16 @@ async def level(service: LocalService, files: list[bytes], clients: int, duratio
     keys = [service.admin("keys", "create", "--seller", f"fullscale-load-{n}")
             for n in range(2)]
     url = service.process.url if service.process else ""
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector,
-                                     timeout=aiohttp.ClientTimeout(total=120)) as session:
+    client = make_client(CLIENTS[0])  # bench/load.py's default, the lean client (branch uv)
+    try:
         before = service.cpu_seconds()
         client_before = time.process_time()
-        result = await drive(session, [url], keys, files, clients, duration, 0.0, [0], pace)
+        result = await drive(client, [url], keys, files, clients, duration, 0.0, [0], pace)
         result.cpu_client = time.process_time() - client_before
         after = service.cpu_seconds()
         result.cpu_main, result.cpu_workers = after[0] - before[0], after[1] - before[1]
+    finally:
+        await client.close()
     result.good_latencies = [v for v in result.latencies]
     return result
 

@@ -286,8 +286,13 @@ def _port(obj: object, module: object) -> object:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         cls = getattr(module, type(obj).__name__)
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{f.name: _port(getattr(obj, f.name), module)
-                      for f in dataclasses.fields(obj) if f.name in names})
+        fields = {f.name: _port(getattr(obj, f.name), module)
+                  for f in dataclasses.fields(obj) if f.name in names}
+        if type(obj).__name__ == "_Tables" and getattr(obj, "size", 0):
+            from bench.full_path import export_masks
+
+            fields["masks"] = export_masks(module, obj, PDQ_CANDIDATE)  # its own probes
+        return cls(**fields)
     if isinstance(obj, list):
         return [_port(x, module) for x in obj]
     if isinstance(obj, tuple) and not hasattr(obj, "_fields"):

@@ -774,6 +774,7 @@ class Registry:
             seller_salt=os.urandom(SALT_SIZE),
         )
         self._pending[new.id] = pending
+        registration: Registration | None = None
         try:
             await self._check_foreign(pending)
             registration = await self.store.add_registration(new)
@@ -788,17 +789,20 @@ class Registry:
             future.exception()  # retrieved: waiters re-raise it, nobody logs it twice
             raise
         finally:
-            self.matcher.discard(ref)
+            if registration is None:
+                self.matcher.discard(ref)
+            else:  # indexed once: the reservation's entries become the seq's (no await)
+                self.matcher.rekey(ref, registration.seq, fp)
             self.owners.drop_reservation(ref)
             self._reserved_features.pop(ref, None)
             self._inflight.pop(ref, None)
             self._pending.pop(new.id, None)
+        assert registration is not None  # else the try returned or raised
         future.set_result(registration)
         self._reservation_of[registration.seq] = ref
         if len(self._reservation_of) > _RESERVATIONS_KEPT:
             del self._reservation_of[next(iter(self._reservation_of))]
         self._since_segment += 1
-        self.matcher.add(registration.seq, fp)
         self.owners.set(registration.seq, registration.seller)
         # Stores commit in seq order, so with no seq between it and the index's last, nothing
         # unread lies below it: the next load_index need not read this row back (its blob).

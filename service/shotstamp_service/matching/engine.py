@@ -678,6 +678,35 @@ class Matcher:
             self._words.discard(ref)
             self._legacy.discard(ref)
 
+    def rekey(self, old: int, new: int, fp: Fingerprint) -> None:
+        """`discard(old)` then `add(new, fp)`: a reservation committed as seq `new`, with
+        `fp` the fingerprint `old` was added with. Indexed once: where `old`'s codes and
+        postings are still in the indexes' tails (a few milliseconds after the reservation,
+        nearly always) they are re-keyed in place, else discarded and added again. Either
+        way the journal, the generation and every answer are those of the two calls
+        (docs/index.md, "Each upload indexed once")."""
+        if old not in self._refs or new in self._refs:
+            self.discard(old)
+            self.add(new, fp)
+            return
+        entry = self._entry(fp)
+        self._refs.remove(old)
+        self._refs.add(new)
+        self._generation += 2
+        self._journal.append((old, None))
+        self._journal.append((new, fp))
+        if entry.legacy:
+            self._legacy.discard(old)
+            self._legacy.add(new, fp.hashes["phash"])
+            return
+        for index, codes in ((self._pdq, entry.good), (self._pdq_low, entry.low)):
+            if codes and not index.rekey(old, new):
+                index.discard(old)
+                _add_codes(index, new, codes)
+        if entry.words is not None and not self._words.rekey(old, new):
+            self._words.discard(old)
+            self._words.add(new, *entry.words)
+
     def search(self, fp: Fingerprint) -> list[Match]:
         """Stage 1's verdicts from global hashes alone: copies, closest first."""
         near = self._near_hits(fp)

@@ -46,7 +46,6 @@ from shotstamp_service.matching.index import (
     OFFSET_BLOCK_BITS,
     Frozen,
     PackedOffsets,
-    _flip_masks,
     _Layout,
     _merge,
     _Segment,
@@ -283,7 +282,7 @@ class SegmentDir:
             size = len(codes)
             layout = _Layout.for_size(size, PDQ_CANDIDATE, int(entry["chunk_bits"][prefix]))
             lengths = [(1 << width) + 1 for width in layout.widths] if size else []
-            masks = [_flip_masks(width, layout.flips) for width in layout.widths] if size else []
+            masks = layout.masks if size else []
             offsets: list[np.ndarray] | PackedOffsets
             if f"{prefix}.offsets.npy" in files:  # formats /1–/3: int32 run starts
                 flat = load(f"{prefix}.offsets")

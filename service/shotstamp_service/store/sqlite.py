@@ -268,6 +268,11 @@ _FEATURES_INLINE = 128
 _FEATURES_DISK_PAGES = 1 / 16
 # Weight of the newest round in that mean: a few rounds move it across the limit.
 _FEATURES_DISK_WEIGHT = 0.25
+# The same for the sha256 lookup of each upload: one descent of the sha256 index, whose leaf
+# at 1 M registrations is often not in the OS's cache (~0.7 ms of the loop's wall an upload,
+# bench/RESULTS.md, branch full). Above a quarter of a disk page a lookup (recent mean), the
+# loop would wait longer than the hop to the reader costs (~50 µs).
+_SHA256_DISK_PAGES = 1 / 4
 # Feature blobs kept in memory (`_BlobCache`), in bytes: an upload's stage 2 reads ~50 blobs of
 # ~5.5 KB (product shots), mostly the same look-alikes and recent registrations again.
 FEATURES_CACHED_BYTES = 32 << 20
@@ -312,18 +317,21 @@ def _read_features_one_row(conn: sqlite3.Connection, listed: str) -> dict[int, b
 
 
 class _DiskPages:
-    """Pages stage 2's blob reads fetched from the disk, per blob: a recent mean.
+    """Pages some reads (stage 2's blobs; `what`) fetched from the disk, per item (a blob, a
+    lookup): a recent mean, and whether it is above `limit`.
 
     Counted by the kernel for the thread that read (`ru_inblock`, 512-byte blocks), so a read
     served by SQLite's or the OS's page cache counts none, whatever the host's CPU contention.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = "stage 2's blob reads", limit: float = _FEATURES_DISK_PAGES,
+                 unit: str = "a blob") -> None:
         self.per_blob = 0.0
+        self.what, self.limit, self.unit = what, limit, unit
 
     @property
     def waiting(self) -> bool:
-        return self.per_blob > _FEATURES_DISK_PAGES
+        return self.per_blob > self.limit
 
     def counted(self, read: Callable[[], T], blobs: int) -> T:
         if _RUSAGE_THREAD is None:
@@ -340,8 +348,8 @@ class _DiskPages:
         was = self.waiting
         self.per_blob += _FEATURES_DISK_WEIGHT * (pages / blobs - self.per_blob)
         if self.waiting != was:  # rare: the data directory outgrew the OS's cache, or back
-            log.info("stage 2's blob reads: %.2f disk pages a blob, now on the %s",
-                     self.per_blob, "reader thread" if self.waiting else "event loop")
+            log.info("%s: %.2f disk pages %s, now on the %s", self.what, self.per_blob,
+                     self.unit, "reader thread" if self.waiting else "event loop")
 
 
 class _BlobCache:
@@ -451,6 +459,8 @@ class SQLiteStore(Store):
         self._own_seqs: dict[int, None] = {}
         self._sealer_fd: int | None = None  # open while this process holds the sealer lock
         self._blob_disk = _DiskPages()  # where stage 2's blob reads run (`get_features`)
+        # where the sha256 lookups run (`find_by_sha256`)
+        self._sha256_disk = _DiskPages("sha256 lookups", _SHA256_DISK_PAGES, "a lookup")
         self._blobs = _BlobCache(features_cached_bytes)  # what they need not read again
         # Every write transaction first takes an flock on this file (`_lock_and_begin`).
         self._write_fd: int | None = None
@@ -808,7 +818,14 @@ class SQLiteStore(Store):
             )
             return [_ROWS.registration(row) for row in rows]
 
-        return await self._read_here(run)
+        def counted(conn: sqlite3.Connection) -> list[Registration]:
+            return self._sha256_disk.counted(lambda: run(conn), 1)
+
+        # On the loop while the index's pages are cached; on the reader while they come from
+        # the disk (`_DiskPages`), so that the loop serves other requests meanwhile.
+        if self._sha256_disk.waiting:
+            return await self._read(counted)
+        return await self._read_here(counted)
 
     async def find_by_idempotency_key(self, seller: str, key: str) -> Registration | None:
         def run(conn: sqlite3.Connection) -> Registration | None:

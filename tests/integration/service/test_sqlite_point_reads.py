@@ -231,3 +231,57 @@ async def test_a_round_s_blobs_come_back_byte_for_byte_wherever_they_are_read(
     assert list(got) == sorted(got)
     assert await store.get_features([regs[-1].seq, 10_000]) == {}
     assert len(hopped) == (2 if where == "reader" else 0)
+
+
+async def test_sha256_lookups_that_wait_for_the_disk_go_to_the_reader(store, monkeypatch, caplog):
+    """The upload's exact-duplicate lookup: on the loop while the sha256 index's pages are
+    cached, on the reader while they come from the disk, and back; the same rows either way."""
+    from shotstamp_service.store import sqlite
+
+    regs = [await store.add_registration(new_registration(n)) for n in range(1, 9)]
+    dup = await store.add_registration(new_registration(3, idempotency_key="again"))
+    hopped = _counting_reader(store, monkeypatch)
+    caplog.set_level("INFO", logger="shotstamp_service.store.sqlite")
+    on_loop = [await store.find_by_sha256(f"{n:064x}") for n in (3, 5, 99)]
+    assert [[r.seq for r in found] for found in on_loop] == [[regs[2].seq, dup.seq],
+                                                             [regs[4].seq], []]
+    assert hopped == [] and not store._sha256_disk.waiting
+    store._sha256_disk.record(2, 1)  # a lookup whose index pages came from the disk
+    assert store._sha256_disk.waiting
+    assert caplog.records[-1].getMessage() == (
+        "sha256 lookups: 0.50 disk pages a lookup, now on the reader thread")
+    lookups = 0
+    while store._sha256_disk.waiting:  # each read there is served from the cache
+        assert [await store.find_by_sha256(f"{n:064x}") for n in (3, 5, 99)] == on_loop
+        lookups += 3
+        assert len(hopped) == lookups, "a waiting lookup was read on the loop"
+    assert await store.find_by_sha256(f"{3:064x}") == on_loop[0]
+    assert len(hopped) == lookups  # on the loop again
+    assert store._sha256_disk.per_blob <= sqlite._SHA256_DISK_PAGES
+    assert caplog.records[-1].getMessage().endswith("now on the event loop")
+
+
+async def test_sha256_lookups_are_counted_from_the_disk_when_the_os_has_dropped_the_index(
+    store, monkeypatch, tmp_path
+):
+    """The real signal: the sha256 index's pages evicted from the OS's page cache (and
+    SQLite's) are read from the disk by the loop's lookup and send the next to the reader."""
+    for n in range(1, 2001):
+        await store.add_registration(new_registration(n))
+    assert await store.find_by_sha256(f"{7:064x}") and not store._sha256_disk.waiting
+    await store._write(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+    store._lconn.execute("PRAGMA shrink_memory")
+    fd = os.open(store.path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    hopped = _counting_reader(store, monkeypatch)
+    assert [r.sha256 for r in await store.find_by_sha256(f"{1500:064x}")] == [f"{1500:064x}"]
+    if not store._sha256_disk.per_blob:
+        pytest.skip(f"{tmp_path} gives no page back to the disk (tmpfs?): nothing was read")
+    assert hopped == []  # that lookup on the loop, which met the disk...
+    assert store._sha256_disk.waiting
+    assert await store.find_by_sha256(f"{1501:064x}")
+    assert hopped == [1]  # ...so the next on the reader
