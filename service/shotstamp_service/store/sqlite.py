@@ -489,6 +489,19 @@ class SQLiteStore(Store):
             self._unlock()
             raise
 
+    def _connect_and_migrate(self) -> sqlite3.Connection:
+        """The writer's connection, made under the write lock: on a new file `journal_mode=WAL`
+        writes the header, and two processes doing so at once get "database is locked" at
+        once, not after the busy timeout (SQLite's deadlock rule)."""
+        assert self._write_fd is not None
+        fcntl.flock(self._write_fd, fcntl.LOCK_EX)
+        try:
+            conn = connect(self.path)
+            migrate(conn)
+            return conn
+        finally:
+            self._unlock()
+
     def _unlock(self) -> None:
         if self._write_fd is not None:
             fcntl.flock(self._write_fd, fcntl.LOCK_UN)
@@ -505,8 +518,7 @@ class SQLiteStore(Store):
         # O_CLOEXEC: no decoder or other child may hold it after us.
         self._write_fd = os.open(self.write_lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                                  0o600)
-        self._wconn = await loop.run_in_executor(self._writer, connect, self.path)
-        await loop.run_in_executor(self._writer, migrate, self._wconn)
+        self._wconn = await loop.run_in_executor(self._writer, self._connect_and_migrate)
         self._rconn = await loop.run_in_executor(self._reader, connect, self.path)
         self._lconn = connect(self.path)
         # Never wait for a lock on the loop: a busy database sends the read to the reader.

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from shotstamp_service.records import NewRegistration
@@ -69,3 +70,42 @@ def test_two_processes_writing_at_once_both_commit_everything(tmp_path: Path) ->
             await store.close()
 
     assert asyncio.run(count()) == 80
+
+
+def test_processes_opening_a_new_database_at_once_all_open_it(tmp_path: Path) -> None:
+    """Six processes open each of 30 new files together (a `--processes N` first start): the
+    WAL switch is made under the write lock, so none gets "database is locked" (before the
+    fix 1 to 8 opens in 180 did, from `PRAGMA journal_mode=WAL`)."""
+    rounds, processes = 30, 6
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys, time
+        from pathlib import Path
+        sys.path[:0] = {sys.path!r}
+        from shotstamp_service.store.sqlite import SQLiteStore
+
+        async def main(folder):
+            failed = 0
+            for n in range({rounds}):
+                while not (folder / f"go{{n}}").exists():
+                    time.sleep(0.0002)
+                store = SQLiteStore(folder / f"db{{n}}.sqlite")
+                try:
+                    await store.open()
+                except Exception as exc:
+                    failed += 1
+                    print(n, repr(exc), file=sys.stderr)
+                finally:
+                    await store.close()
+            sys.exit(1 if failed else 0)
+
+        asyncio.run(main(Path(sys.argv[1])))
+        """
+    )
+    openers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)])
+               for _ in range(processes)]
+    time.sleep(3)  # every opener imported and waiting
+    for n in range(rounds):
+        (tmp_path / f"go{n}").touch()
+        time.sleep(0.15)
+    assert [p.wait(timeout=120) for p in openers] == [0] * processes
