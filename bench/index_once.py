@@ -33,6 +33,19 @@ def one_round(base: list[Fingerprint], uploads: list[Fingerprint], once: bool,
     matcher.add_many((seq, fp) for seq, fp in enumerate(base, start=1))
     seq, commit, reserve = len(base), 0.0, 0.0
     inflight: deque[tuple[int, Fingerprint]] = deque()
+
+    def commit_oldest() -> float:
+        nonlocal seq
+        ref, held = inflight.popleft()
+        seq += 1
+        t = time.thread_time()
+        if once:
+            matcher.rekey(ref, seq, held)
+        else:
+            matcher.discard(ref)
+            matcher.add(seq, held)
+        return time.thread_time() - t
+
     for k, fp in enumerate(uploads):
         t = time.thread_time()
         matcher.add(RESERVED + k, fp)
@@ -40,25 +53,9 @@ def one_round(base: list[Fingerprint], uploads: list[Fingerprint], once: bool,
         inflight.append((RESERVED + k, fp))
         if len(inflight) < clients and k < len(uploads) - 1:
             continue
-        ref, held = inflight.popleft()
-        seq += 1
-        t = time.thread_time()
-        if once:
-            matcher.rekey(ref, seq, held)
-        else:
-            matcher.discard(ref)
-            matcher.add(seq, held)
-        commit += time.thread_time() - t
+        commit += commit_oldest()
     while inflight:
-        ref, held = inflight.popleft()
-        seq += 1
-        t = time.thread_time()
-        if once:
-            matcher.rekey(ref, seq, held)
-        else:
-            matcher.discard(ref)
-            matcher.add(seq, held)
-        commit += time.thread_time() - t
+        commit += commit_oldest()
     return commit / len(uploads) * 1e3, reserve / len(uploads) * 1e3, matcher
 
 
