@@ -135,6 +135,18 @@ def _counting_reader(store, monkeypatch) -> list[int]:
     return hopped
 
 
+async def _evict(store: SQLiteStore) -> None:
+    """Every page of the database out of SQLite's cache and the OS's, as if never read."""
+    await store._write(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+    store._lconn.execute("PRAGMA shrink_memory")  # SQLite's own cache of those pages
+    fd = os.open(store.path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 async def test_blob_reads_that_wait_for_the_disk_go_to_the_reader_until_they_no_longer_do(
     store, monkeypatch, caplog
 ):
@@ -191,14 +203,7 @@ async def test_blob_reads_are_counted_from_the_disk_when_the_os_has_dropped_the_
         new_registration(n, height=20, features=os.urandom(6000))) for n in range(1, 65)]
     want = await store.get_features(r.seq for r in regs)
     assert len(want) == 64 and not store._blob_disk.waiting
-    await store._write(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
-    store._lconn.execute("PRAGMA shrink_memory")  # SQLite's own cache of those pages
-    fd = os.open(store.path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+    await _evict(store)
     hopped = _counting_reader(store, monkeypatch)
     assert await store.get_features(want) == want
     if not store._blob_disk.per_blob:
@@ -269,14 +274,7 @@ async def test_sha256_lookups_are_counted_from_the_disk_when_the_os_has_dropped_
     for n in range(1, 2001):
         await store.add_registration(new_registration(n))
     assert await store.find_by_sha256(f"{7:064x}") and not store._sha256_disk.waiting
-    await store._write(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
-    store._lconn.execute("PRAGMA shrink_memory")
-    fd = os.open(store.path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+    await _evict(store)
     hopped = _counting_reader(store, monkeypatch)
     assert [r.sha256 for r in await store.find_by_sha256(f"{1500:064x}")] == [f"{1500:064x}"]
     if not store._sha256_disk.per_blob:
