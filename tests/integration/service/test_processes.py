@@ -191,18 +191,32 @@ def test_a_burst_of_keep_alive_connections_is_shared_by_the_processes(tmp_path):
         # Both up: each has started its fingerprint pool (app startup, before it listens).
         wait_until(lambda: all(_workers(pid) for pid in workers), 30, "both workers' pools")
         time.sleep(1.0)
-        before = {pid: _sockets(pid) for pid in workers}
         port = int(service.url.rsplit(":", 1)[1])
-        conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(16)]
-        try:
-            for conn in conns:
-                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            for conn in conns:
-                assert conn.recv(64).startswith(b"HTTP/1.1 200")
-            taken = {pid: _sockets(pid) - before[pid] for pid in workers}
-        finally:
-            for conn in conns:
-                conn.close()
-        assert sum(taken.values()) == 16 and min(taken.values()) >= 3, taken
+        # A process the host has descheduled cannot accept: on a loaded machine one burst
+        # may fall to the other alone, so up to three bursts, and one must be shared.
+        splits = []
+        for _ in range(3):
+            taken = _burst(workers, port, 16)
+            splits.append(taken)
+            if sum(taken.values()) == 16 and min(taken.values()) >= 3:
+                break
+            time.sleep(1.0)  # the closed connections leave the processes' socket counts
+        else:
+            raise AssertionError(f"no burst of 16 was shared: {splits}")
     finally:
         service.kill()
+
+
+def _burst(workers: list[int], port: int, n: int) -> dict[int, int]:
+    """How many of `n` keep-alive connections, opened at once, each process holds."""
+    before = {pid: _sockets(pid) for pid in workers}
+    conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+    try:
+        for conn in conns:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        for conn in conns:
+            assert conn.recv(64).startswith(b"HTTP/1.1 200")
+        return {pid: _sockets(pid) - before[pid] for pid in workers}
+    finally:
+        for conn in conns:
+            conn.close()
