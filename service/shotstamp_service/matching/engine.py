@@ -166,6 +166,8 @@ SIGNATURE_SIGMA: float | None = 6.0  # history: #signature_distance-and-signatur
 # Query keypoints whose words are also looked up one bit away, and those probes' postings cap.
 WORD_PROBES = 64  # history: #word_probes-and-word_probe_postings
 WORD_PROBE_POSTINGS = 2_000  # history: #word_probes-and-word_probe_postings
+# The probe words' postings where the exact words fill WORD_POSTINGS_BUDGET (at scale), beyond it.
+WORD_PROBE_POSTINGS_AT_SCALE = 20_000  # history: #word_probe_postings_at_scale
 MAX_MATCHES = 20  # the most matches one answer lists
 
 # Index changes remembered for `Matcher.look_again` (a few in-flight uploads' worth; each
@@ -813,7 +815,8 @@ class Matcher:
 
     def word_scores(self, fp: Fingerprint, *, limit: int, min_votes: int = MIN_VOTES,
                     max_postings: int | None = WORD_POSTINGS_BUDGET,
-                    probes: int = WORD_PROBES) -> list[WordScore]:
+                    probes: int = WORD_PROBES,
+                    probe_postings_at_scale: int | None = None) -> list[WordScore]:
         """The word index's best `limit` registrations for `fp` (all its keypoints' words,
         and one bit away from the words of `probes` of them)."""
         local = fp.local
@@ -826,7 +829,10 @@ class Matcher:
         return self._words.search_query(query, limit=limit, min_votes=min_votes,
                                         max_distance=SIGNATURE_DISTANCE, sigma=SIGNATURE_SIGMA,
                                         max_postings=max_postings,
-                                        max_probe_postings=WORD_PROBE_POSTINGS)
+                                        max_probe_postings=WORD_PROBE_POSTINGS,
+                                        scale_probe_postings=WORD_PROBE_POSTINGS_AT_SCALE
+                                        if probe_postings_at_scale is None
+                                        else probe_postings_at_scale)
 
     def match(self, fp: Fingerprint, features_of: Callable[[int], bytes | None], *,
               limit: int | None = SHORTLIST, after: int | None = None,
@@ -897,6 +903,7 @@ class Matcher:
                              "min_word_votes": MIN_VOTES,
                              "probed_keypoints": WORD_PROBES,
                              "probe_postings_budget": WORD_PROBE_POSTINGS,
+                             "probe_postings_at_scale": WORD_PROBE_POSTINGS_AT_SCALE,
                              "word_postings_budget": WORD_POSTINGS_BUDGET},
             "legacy": "; ".join(line for line in clause_lines("copy") + clause_lines("similar")
                                 if line.startswith("phash")),

@@ -1073,7 +1073,8 @@ class WordIndex:
                limit: int, min_votes: int, max_distance: int = SIGNATURE_BITS,
                sigma: float | None = None, max_df: float = 0.02,
                max_postings: int | None = None, probe: np.ndarray | None = None,
-               max_probe_postings: int | None = None) -> list[WordScore]:
+               max_probe_postings: int | None = None, scale_probe_postings: int = 0,
+               ) -> list[WordScore]:
         """The `limit` best-scoring registrations with at least `min_votes` consistent words.
 
         A query word votes for a posting only if their signatures differ in at most
@@ -1091,17 +1092,21 @@ class WordIndex:
         `probe` (indices into the query words): also read, for each of those words, the
         words one bit away from it (multi-probe LSH, Lv et al. 2007), with its angle and
         signature — after every exact word, and only within what `max_postings` leaves and
-        `max_probe_postings` allows (rarest first).
+        `max_probe_postings` allows (rarest first). Where the exact words alone fill
+        `max_postings` (at scale: past ~270 k registrations they always do, and no probe word
+        was read), the probe words read up to `scale_probe_postings` (if more) beyond it.
         """
         return self.search_query(WordQuery.of(words, angles, signatures, probe), limit=limit,
                                  min_votes=min_votes, max_distance=max_distance, sigma=sigma,
                                  max_df=max_df, max_postings=max_postings,
-                                 max_probe_postings=max_probe_postings)
+                                 max_probe_postings=max_probe_postings,
+                                 scale_probe_postings=scale_probe_postings)
 
     def search_query(self, query: WordQuery, *, limit: int, min_votes: int,
                      max_distance: int = SIGNATURE_BITS, sigma: float | None = None,
                      max_df: float = 0.02, max_postings: int | None = None,
-                     max_probe_postings: int | None = None) -> list[WordScore]:
+                     max_probe_postings: int | None = None, scale_probe_postings: int = 0,
+                     ) -> list[WordScore]:
         """`search` with the query side made already (`WordQuery.of`): an upload's several
         looks (`Matcher.look`, `look_again`'s scratch index) share it."""
         self._finish_merge()
@@ -1114,6 +1119,10 @@ class WordIndex:
             if max_postings is not None:
                 limits.append(max_postings - int(df[read].sum()))
             left = min((x for x in limits if x is not None), default=None)
+            if scale_probe_postings and max_postings is not None \
+                    and self._fill(df[:n], total, max_df, max_postings):
+                # the exact words fill the budget: the probe words read their own
+                left = max(left or 0, scale_probe_postings)
             read = np.concatenate([read, n + self._readable(df[n:], total, max_df, left)])
         df = df[read]
         ranges = [r if r is None else (r[0][read], r[1][read]) for r in ranges]
@@ -1151,11 +1160,22 @@ class WordIndex:
         return df, ranges
 
     @staticmethod
+    def _useful(df: np.ndarray, total: int, max_df: float) -> np.ndarray:
+        """Which of the words with document frequencies `df` are worth reading at all (see
+        `search`): a mask."""
+        return (df > 0) & ~((df > 64) & (df > max_df * total))
+
+    @staticmethod
+    def _fill(df: np.ndarray, total: int, max_df: float, budget: int) -> bool:
+        """Whether the words worth reading (`_useful`) hold `budget` postings or more."""
+        return int(df[WordIndex._useful(df, total, max_df)].sum()) >= budget
+
+    @staticmethod
     def _readable(df: np.ndarray, total: int, max_df: float, budget: int | None,
                   ) -> np.ndarray:
         """Which of the query words with document frequencies `df` are worth reading (see
         `search`), rarest first within `budget` postings: their positions, in order."""
-        useful = (df > 0) & ~((df > 64) & (df > max_df * total))
+        useful = WordIndex._useful(df, total, max_df)
         if budget is not None and int(df[useful].sum()) > budget:
             candidates = np.flatnonzero(useful)
             rarest = candidates[np.argsort(df[candidates], kind="stable")]

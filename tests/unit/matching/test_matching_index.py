@@ -200,6 +200,37 @@ def test_word_index_reads_probes_only_within_the_budget_exact_words_leave(frozen
     assert found(probe=np.array([0]), max_postings=10, max_probe_postings=1) == [1, 2]
 
 
+@pytest.mark.parametrize("frozen", [False, True])
+def test_word_index_probes_read_their_own_postings_where_exact_words_fill_the_budget(
+        frozen: bool) -> None:
+    """At scale the exact words fill `max_postings` and left no probe word read: with
+    `scale_probe_postings` the probe words read that many postings beyond the budget (rarest
+    first), and only then; where the exact words fit, the probes' cap is as before."""
+    word, rare, common = 0b1011, 0b1011 ^ (1 << 5), 0b1011 ^ (1 << 6)
+    signature = np.array([7], np.uint32)
+    index = WordIndex(background=False, segment_postings=1 if frozen else 1 << 18)
+    index.add(1, np.array([word], np.uint32), np.zeros(1, np.uint8), signature)
+    index.add(2, np.array([rare], np.uint32), np.zeros(1, np.uint8), signature)
+    for ref in range(3, 6):  # a probe word held by three registrations
+        index.add(ref, np.array([common], np.uint32), np.zeros(1, np.uint8), signature)
+
+    def found(**kwargs: object) -> list[int]:
+        got = index.search(np.array([word], np.uint32), np.zeros(1, np.uint8), signature,
+                           limit=10, min_votes=1, max_df=1.0, probe=np.array([0]),
+                           max_probe_postings=1, **kwargs)  # type: ignore[arg-type]
+        return sorted(g.ref for g in got)
+
+    # The exact word's one posting fills a budget of one: no probe word is read ...
+    assert found(max_postings=1) == [1]
+    # ... unless the probe words read their own: the rarest first, within that many.
+    assert found(max_postings=1, scale_probe_postings=1) == [1, 2]
+    assert found(max_postings=1, scale_probe_postings=3) == [1, 2]
+    assert found(max_postings=1, scale_probe_postings=4) == [1, 2, 3, 4, 5]
+    # Where the exact words leave room, `max_probe_postings` caps the probes as before.
+    assert found(max_postings=10, scale_probe_postings=4) == [1, 2]
+    assert found(scale_probe_postings=4) == [1, 2]
+
+
 def _mapped(parts: list[index_module._Segment]) -> list[index_module._Segment]:
     """Word parts as `SegmentDir` maps them: packed postings, persisted."""
     return [index_module._Segment(p.refs, p.offsets,
@@ -260,7 +291,9 @@ def test_word_index_over_many_mapped_parts_answers_as_in_memory(
 
     settings: list[dict[str, object]] = [
         {}, {"max_postings": 3_000}, {"max_df": 0.5},
-        {"probe": np.arange(10), "max_postings": 6_000, "max_probe_postings": 500}]
+        {"probe": np.arange(10), "max_postings": 6_000, "max_probe_postings": 500},
+        {"probe": np.arange(10), "max_postings": 3_000, "max_probe_postings": 100,
+         "scale_probe_postings": 800}]
     whole = reference(n - tail)
     cut = 0
     for query in queries():
@@ -299,7 +332,9 @@ def test_word_index_tail_answers_as_frozen_segments_through_adds_and_discards() 
     gone: set[int] = set()
     settings: list[dict[str, object]] = [
         {}, {"max_postings": 2_000}, {"max_df": 0.5},
-        {"probe": np.arange(10), "max_postings": 5_000, "max_probe_postings": 400}]
+        {"probe": np.arange(10), "max_postings": 5_000, "max_probe_postings": 400},
+        {"probe": np.arange(10), "max_postings": 2_000, "max_probe_postings": 100,
+         "scale_probe_postings": 600}]
     checked = 0
     for i in range(n):
         tail.add(int(refs[i]), *(a[i * k:(i + 1) * k] for a in (words, angles, signatures)))
