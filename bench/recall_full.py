@@ -185,13 +185,12 @@ async def measure(service: LocalService, copies: list[tuple[str, str, bytes]],
     print(json.dumps({k: dict(v) for k, v in outcome.items()}))
 
 
-def estimate(every: int, registrations: int, workers: int) -> None:
-    """bench/matching.py's at-scale estimate for the same query photos, at `registrations`."""
-    import numpy as np
-
+def _engine_run(every: int, workers: int) -> tuple[dict[str, int], set[str], list, object,
+                                                   object, dict[str, set[int]]]:
+    """bench/matching.py's engine over the registered originals and the edits of every
+    `every`-th query photo: (registered, sample, items, results, unrelated, related)."""
     from bench import matching as mb
     from tests.kit.corpus import corpus_dir, held_out, load_photos, same_picture
-    from tests.kit.edits import EDITS
 
     root = corpus_dir()
     photos = load_photos(root)
@@ -201,14 +200,18 @@ def estimate(every: int, registrations: int, workers: int) -> None:
     queries, _, _ = split_corpus(root)
     sample = set(queries[::every])
     # The registered originals and the sampled photos' edits only (bench/matching.py
-    # fingerprints the whole corpus): cached beside its cache, under the same code digest.
+    # fingerprints the whole corpus, and its cache serves when it has run): cached beside
+    # its cache, under the same code digest.
     path = mb.OUT / "cache" / f"fullscale-{mb.fingerprints_digest()}-every{every}.pkl"
     # A sample of every d-th photo holds every (k·d)-th photo's edits too.
     cached = [path.with_name(path.name.replace(f"every{every}", f"every{d}"))
               for d in range(1, every + 1) if every % d == 0]
+    cached.append(mb.OUT / "cache" / f"fingerprints-{mb.fingerprints_digest()}.pkl")
     found = [c for c in cached if c.exists()]
     if found:
-        items = pickle.loads(found[0].read_bytes())
+        items = [i for i in pickle.loads(found[0].read_bytes())
+                 if i.photo in registered and (i.edit == "original" or i.photo in sample)
+                 and not i.edit.startswith("known:")]
     else:
         jobs = [(str(root), f, f in sample) for f in registered]
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -220,30 +223,134 @@ def estimate(every: int, registrations: int, workers: int) -> None:
     cache = mb.EvidenceCache(mb.OUT / "cache" / f"evidence-{digest}.pkl")
     related = {f: {registered[g] for g in others if g in registered}
                for f, others in same_picture().items()}
-    _, results, unrelated = mb.run_queries(items, registered, related, cache)
+    _, results, unrelated = mb.run_queries(items, registered, related, cache,
+                                           lookalikes=mb.corpus_lookalikes(photos, registered,
+                                                                           root))
     cache.save()
+    return registered, sample, items, results, unrelated, related
 
-    def at(r: mb.QueryResult, n: int) -> float:
-        return mb.estimate_at_scale(r, unrelated, n)
 
-    print(f"| edit | n | recall at {len(registered)} | est. at {registrations:,} | "
-          "est. at 10 M |")
-    print("|---|---|---|---|---|")
-    everything = []
-    for e in EDITS:
-        rs = [r for r in results if r.genuine_ref is not None and r.item.edit == e.name
-              and r.item.photo in sample]
-        if not rs:
-            continue
-        everything += rs
-        print(f"| {e.name} | {len(rs)} | "
+def _families(results: list, sample: set[str]) -> list[tuple[str, list]]:
+    from tests.kit.edits import EDITS
+
+    rows = [(e.name, [r for r in results if r.genuine_ref is not None and r.item.edit == e.name
+                      and r.item.photo in sample]) for e in EDITS]
+    rows = [(name, rs) for name, rs in rows if rs]
+    return [*rows, ("**all edits**", [r for _, rs in rows for r in rs])]
+
+
+def estimate(every: int, registrations: int, workers: int) -> None:
+    """bench/matching.py's at-scale estimates for the same query photos: at `registrations`
+    as the fullscale directory holds them (its distractors: SEEDS real images, each
+    registered `registrations` / SEEDS times), the linear estimate at the same size, and a
+    catalogue of 10 M independent photos with 0, 10 or 100 look-alikes each."""
+    import numpy as np
+
+    from bench import matching as mb
+
+    registered, sample, _, results, unrelated, _ = _engine_run(every, workers)
+    copies = max(1, round((registrations - len(registered)) / SEEDS))
+    fullscale = mb.Population(((len(registered) - 1, 1), (SEEDS, copies)))
+    columns: list[tuple[str, object]] = [
+        (f"linear est. at {registrations:,} (old)", registrations),
+        (f"est., {registrations:,} independent, look-alikes as measured",
+         mb.Population(((registrations - 1, 1),))),
+        (f"est. for this directory ({SEEDS:,} seeds × {copies})", fullscale),
+        ("linear est. at 10 M (old)", mb.TEN_MILLION),
+        *((f"est. at 10 M, {k} look-alikes", mb.catalogue(mb.TEN_MILLION, k))
+          for k in mb.LOOKALIKE_SIZES)]
+
+    def at(r: mb.QueryResult, how: object) -> float:
+        if isinstance(how, int):
+            return mb.estimate_at_scale(r, unrelated, how)
+        assert isinstance(how, mb.Population)
+        return mb.estimate_in(r, unrelated, how)
+
+    print(f"| edit | n | recall at {len(registered)} | " + " | ".join(c for c, _ in columns)
+          + " |")
+    print("|---|---|---|" + "---|" * len(columns))
+    for name, rs in _families(results, sample):
+        print(f"| {name} | {len(rs)} | "
               f"{np.mean([r.verdict.startswith('copy') for r in rs]):.1%} | "
-              f"{np.mean([at(r, registrations) for r in rs]):.1%} | "
-              f"{np.mean([at(r, mb.TEN_MILLION) for r in rs]):.1%} |")
-    print(f"| **all edits** | {len(everything)} | "
-          f"{np.mean([r.verdict.startswith('copy') for r in everything]):.1%} | "
-          f"{np.mean([at(r, registrations) for r in everything]):.1%} | "
-          f"{np.mean([at(r, mb.TEN_MILLION) for r in everything]):.1%} |")
+              + " | ".join(f"{np.mean([at(r, how) for r in rs]):.1%}" for _, how in columns)
+              + " |")
+
+
+# Distinct distractor fingerprints bench/fullscale.py registers (its seeds.pkl): 239 sources
+# × (an original and 12 look-alikes), 3,107 after the refused ones.
+SEEDS = 3107
+
+
+def validate(seeds_pkl: Path, every: int, workers: int) -> None:
+    """The estimate checked where it can be measured exactly: the engine with the corpus's
+    registrations and the fullscale directory's distinct seeds registered once each."""
+    import numpy as np
+
+    from bench import matching as mb
+    from shotstamp_service.matching.fingerprint import Fingerprint
+
+    registered, sample, items, results, unrelated, related = _engine_run(every, workers)
+    class Seeds(pickle.Unpickler):  # `python -m bench.fullscale` pickled __main__.Seed
+        def find_class(self, module: str, name: str) -> object:
+            return super().find_class("bench.fullscale" if module == "__main__" else module,
+                                      name)
+
+    with open(seeds_pkl, "rb") as f:
+        seeds = Seeds(f).load()["distractors"]
+    base = 1 + max(registered.values())
+    with_seeds = dict(registered)
+    family: dict[int, str] = {}
+    extra = []
+    for k, seed in enumerate(seeds):
+        fp = Fingerprint.from_store(seed.sha256, seed.perceptual, seed.features, seed.width,
+                                    seed.height)
+        extra.append(mb.Item(seed.name, "original", fp, 0, 0.0))
+        with_seeds[seed.name] = base + k
+        family[base + k] = seed.family
+    digest = mb._digest([*mb.FINGERPRINT_CODE, mb.SERVICE / "verification.py"])
+    cache = mb.EvidenceCache(mb.OUT / "cache" / f"evidence-seeds-{digest}.pkl")
+    t = time.perf_counter()
+    _, measured, _ = mb.run_queries(items + extra, with_seeds, related, cache,
+                                    pair_consistency=False)
+    cache.save()
+    print(f"<!-- engine with {len(with_seeds):,} registrations: {time.perf_counter() - t:.0f} s "
+          "-->")
+    by_key = {(r.item.photo, r.item.edit): r for r in measured}
+    n_seeds, families = len(seeds), len(set(family.values()))
+    others = len(registered) - 1
+    columns = [("linear (old)", len(with_seeds) - 1),
+               (f"seeds independent ({others} + {n_seeds:,})",
+                mb.Population(((others, 1), (n_seeds, 1)))),
+               (f"families as one ({others} + {families} × 13)",
+                mb.Population(((others, 1), (families, n_seeds // families))))]
+
+    def at(r: mb.QueryResult, how: object) -> float:
+        if isinstance(how, int):
+            return mb.estimate_at_scale(r, unrelated, how)
+        assert isinstance(how, mb.Population)
+        return mb.estimate_in(r, unrelated, how)
+
+    print(f"| edit | n | measured, {len(registered)} | **measured, {len(with_seeds):,}** | "
+          + " | ".join(c for c, _ in columns) + " | registrations outscoring the original: "
+          "measured / expected (mean per copy) |")
+    print("|---|---|---|---|" + "---|" * len(columns) + "---|")
+    for name, rs in _families(results, sample):
+        ms = [by_key[(r.item.photo, r.item.edit)] for r in rs]
+        # Suspect (d): the seeds scored against the copies as the corpus's independent photos
+        # are. Measured: registrations outscoring the original with the seeds registered;
+        # expected: its look-alikes as measured, and the independent rate × (663 + seeds).
+        ind = unrelated.independent[:, 0]  # type: ignore[attr-defined]
+        pairs = unrelated.independent_pairs  # type: ignore[attr-defined]
+        seen = [int((m.others[:, 0] >= m.true_words).sum()) for m in ms
+                if m.others is not None and m.true_words > 0]
+        expected = [int(((r.others[:, 2] > 0) & (r.others[:, 0] >= r.true_words)).sum())
+                    + int((ind >= r.true_words).sum()) / pairs * (n_seeds + others)
+                    for r in rs if r.others is not None and r.true_words > 0]
+        print(f"| {name} | {len(rs)} | "
+              f"{np.mean([r.verdict.startswith('copy') for r in rs]):.1%} | "
+              f"**{np.mean([m.verdict.startswith('copy') for m in ms]):.1%}** | "
+              + " | ".join(f"{np.mean([at(r, how) for r in rs]):.1%}" for _, how in columns)
+              + f" | {np.mean(seen or [0]):.1f} / {np.mean(expected or [0]):.1f} |")
 
 
 def main() -> int:
@@ -262,7 +369,13 @@ def main() -> int:
     parser.add_argument("--estimate", action="store_true")
     parser.add_argument("--registrations", type=int, default=1_000_000,
                         help="with --estimate: the size to estimate at")
+    parser.add_argument("--validate", type=Path, metavar="SEEDS_PKL",
+                        help="the estimate beside the engine with the corpus and the seeds of "
+                             "DIR/../seeds.pkl registered once each (in process)")
     args = parser.parse_args()
+    if args.validate:
+        validate(args.validate, args.every, args.workers)
+        return 0
     if args.estimate:
         estimate(args.every, args.registrations, args.workers)
         return 0
