@@ -474,6 +474,9 @@ class Population:
     # look-alikes of every photo (the same product shot by other sellers); None: exactly the
     # query's look-alikes among the corpus's registrations, as measured
     lookalikes: float | None = None
+    # the chances that one look-alike outranks the original (by word score, and by
+    # consistency in the shortlist); None: as the query's corpus look-alikes do
+    share: tuple[float, float] | None = None
 
 
 def _poisson_pmf(mean: float, upto: int) -> np.ndarray:
@@ -512,6 +515,10 @@ def _competitors(r: QueryResult, unrelated: Unrelated, population: Population,
     above = int(((mine[:, 0] >= score) & (mine[:, 1] >= consistency)).sum())
     if population.lookalikes is None:
         return above, 0.0, clusters
+    if population.share is not None:  # the word ranking reads no consistency
+        words, consistent = population.share
+        return 0, population.lookalikes * (words if consistency == -math.inf
+                                           else consistent), clusters
     look = unrelated.lookalike
     pooled = (int(((look[:, 0] >= score) & (look[:, 1] >= consistency)).sum())
               / max(1, unrelated.lookalike_pairs))
@@ -551,13 +558,17 @@ def estimate_in(r: QueryResult, unrelated: Unrelated, population: Population, *,
 
 
 def catalogue(n: int, lookalikes: float) -> Population:
-    """A marketplace's index: n independent photos, each with `lookalikes` look-alikes."""
-    return Population(((n, 1),), lookalikes)
+    """A marketplace's index: n independent photos, each with `lookalikes` look-alikes that
+    outrank a copy's original with LOOKALIKE_SHARE."""
+    return Population(((n, 1),), lookalikes, LOOKALIKE_SHARE)
 
 
 # Look-alikes per photo the 10 M estimate is given (docs/benchmarks-at-scale.md: why 10).
 LOOKALIKES = 10
 LOOKALIKE_SIZES = (0, 10, 100)
+# Another shot of the same thing outranks a copy's original this often, by word score and by
+# consistency: the most of the seeds' families (docs/benchmarks-at-scale.md).
+LOOKALIKE_SHARE = (0.24, 0.09)
 
 
 # -- global-hash distances over every pair -----------------------------------------------------
@@ -951,9 +962,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{unrelated.independent_pairs:,} (query, registration) pairs of different manifest "
         f"groups here, and {LOOKALIKES} look-alikes of each photo (the next columns: "
         + ", ".join(str(k) for k in LOOKALIKE_SIZES if k != LOOKALIKES)
-        + "), which outscore it as its own look-alikes here do "
-        f"({unrelated.lookalike_pairs:,} pairs of one group or similar_pairs.tsv; the corpus's "
-        "share where larger or where it has none). 'top 3 by words' is the ranking before "
+        + "), each of which outranks it by word score and by consistency with "
+        f"LOOKALIKE_SHARE = {LOOKALIKE_SHARE} (another shot of the same thing, "
+        "bench/recall_full.py --validate; the corpus's own "
+        f"look-alikes, {unrelated.lookalike_pairs:,} pairs of one manifest group or "
+        "similar_pairs.tsv, outrank far less often). 'top 3 by words' is the ranking before "
         "the shortlist; 'linear (old)' is the estimate before issue 22's fix, every unrelated "
         f"pair of the {word_pairs:,} scaled with n, look-alikes included (kept one release "
         "for comparison).")

@@ -281,6 +281,57 @@ def estimate(every: int, registrations: int, workers: int) -> None:
 SEEDS = 3107
 
 
+def lookalike_shares(matcher: object, seeds: list, refs: dict[str, int]) -> None:
+    """How often another shot of the same thing outranks a copy's original by word score:
+    the seeds' look-alike families (bench/fullscale.py: each source's crops, perspective
+    warps, lighting changes and new background) against its copier edits, in `matcher`."""
+    from bench.fullscale import COPY_EDITS, FAMILY
+    from shotstamp_service.matching import engine as rule
+
+    by_source: dict[str, dict[str, object]] = collections.defaultdict(dict)
+    for item in seeds:
+        source, variant = item.photo.rsplit("|", 1)
+        by_source[source][variant] = item
+    kinds = {"crop": "crop (the same picture)", "warp": "warp (another viewpoint)",
+             "light": "light (relit)", "background": "background (another ground)"}
+    # (edit, kind) → [outranking by word score, at least as consistent, pairs]
+    counts: dict[tuple[str, str], list[int]] = collections.defaultdict(lambda: [0, 0, 0])
+    for members in by_source.values():
+        if "original" not in members:
+            continue
+        true_ref = refs[members["original"].photo]  # type: ignore[attr-defined]
+        for edit in COPY_EDITS:
+            if edit not in members:
+                continue
+            query = members[edit].fp  # type: ignore[attr-defined]
+            scores = {x.ref: x.score for x in matcher.word_scores(  # type: ignore[attr-defined]
+                query, limit=1 << 30, max_postings=None, probes=0)
+                if x.votes >= rule.MIN_VOTES}
+            true = scores.get(true_ref, 0.0)
+            if true <= 0 or query.local is None:
+                continue
+            shots = [(v, item) for v, item in members.items() if v in FAMILY]
+            cons = rule.consistent_keypoints(query.local, [
+                members["original"].fp.local,  # type: ignore[attr-defined]
+                *(item.fp.local for _, item in shots)])  # type: ignore[attr-defined]
+            for (variant, item), c in zip(shots, cons[1:], strict=True):
+                tally = counts[(edit, variant.split("_")[0])]
+                tally[0] += scores.get(refs[item.photo], 0.0) >= true  # type: ignore[attr-defined]
+                tally[1] += int(c >= max(cons[0], rule.MIN_CONSISTENT))
+                tally[2] += 1
+    print("Look-alikes of the seeds against a copy's original: share outranking it by word "
+          "score / at least as consistent (and ≥ MIN_CONSISTENT), of the pairs:\n")
+    print("| copy | " + " | ".join(kinds.values()) + " | another shot (warp, background) |")
+    print("|---|" + "---|" * (len(kinds) + 1))
+    for edit in COPY_EDITS:
+        cells = [counts[(edit, k)] for k in kinds]
+        shot = [counts[(edit, "warp")][i] + counts[(edit, "background")][i] for i in (0, 1, 2)]
+        print(f"| {edit} | " + " | ".join(f"{a / max(1, n):.1%} / {b / max(1, n):.1%} ({n})"
+                                          for a, b, n in cells)
+              + f" | **{shot[0] / max(1, shot[2]):.1%} / {shot[1] / max(1, shot[2]):.1%}** |")
+    print()
+
+
 def validate(seeds_pkl: Path, every: int, workers: int) -> None:
     """The estimate checked where it can be measured exactly: the engine with the corpus's
     registrations and the fullscale directory's distinct seeds registered once each."""
@@ -310,11 +361,12 @@ def validate(seeds_pkl: Path, every: int, workers: int) -> None:
     digest = mb._digest([*mb.FINGERPRINT_CODE, mb.SERVICE / "verification.py"])
     cache = mb.EvidenceCache(mb.OUT / "cache" / f"evidence-seeds-{digest}.pkl")
     t = time.perf_counter()
-    _, measured, _ = mb.run_queries(items + extra, with_seeds, related, cache,
-                                    pair_consistency=False)
+    matcher, measured, _ = mb.run_queries(items + extra, with_seeds, related, cache,
+                                          pair_consistency=False)
     cache.save()
     print(f"<!-- engine with {len(with_seeds):,} registrations: {time.perf_counter() - t:.0f} s "
           "-->")
+    lookalike_shares(matcher, extra, with_seeds)
     by_key = {(r.item.photo, r.item.edit): r for r in measured}
     n_seeds, families = len(seeds), len(set(family.values()))
     others = len(registered) - 1

@@ -14,6 +14,7 @@ import pytest
 from scipy.stats import poisson
 
 from bench.matching import (
+    LOOKALIKE_SHARE,
     SHORTLIST_SIZES,
     Population,
     QueryResult,
@@ -100,14 +101,30 @@ def test_a_catalogue_gives_each_photo_its_share_of_lookalikes() -> None:
     r = _query(10.0, [(20.0, 0, True), (5.0, 0, True), (4.0, 0, True), (3.0, 0, True)],
                lookalikes=4)
     un = _unrelated([(1.0, 0)] * 10, 10**12, [(20.0, 0), (5.0, 0), (4.0, 0), (3.0, 0)], 4)
-    got = estimate_in(r, un, catalogue(10_000_000, 10), words_only=True)
+    got = estimate_in(r, un, Population(((10_000_000, 1),), 10), words_only=True)
     assert got == pytest.approx(poisson.cdf(KEEP - 1, 2.5), abs=1e-4)
-    assert estimate_in(r, un, catalogue(10_000_000, 0), words_only=True) == \
+    assert estimate_in(r, un, Population(((10_000_000, 1),), 0), words_only=True) == \
         pytest.approx(1.0, abs=1e-4)
     # a photo with no look-alike in the corpus takes the corpus's share (1 in 4 here too)
     lone = _query(10.0, [], lookalikes=0)
-    assert estimate_in(lone, un, catalogue(10_000_000, 10), words_only=True) == \
+    assert estimate_in(lone, un, Population(((10_000_000, 1),), 10), words_only=True) == \
         pytest.approx(got, abs=1e-12)
+    # a catalogue's look-alikes outrank with LOOKALIKE_SHARE, whatever the corpus shows
+    for k in (0, 10, 100):
+        assert estimate_in(lone, un, catalogue(10_000_000, k), words_only=True) == \
+            pytest.approx(poisson.cdf(KEEP - 1, k * LOOKALIKE_SHARE[0]), abs=1e-4)
+
+
+def test_the_shortlist_reads_the_lookalikes_consistency_share() -> None:
+    # the original is 5th by words (4 look-alikes ahead, not more consistent): only the
+    # shortlist finds it, and then as often as fewer than 3 look-alikes are as consistent
+    r = _query(10.0, [], lookalikes=0, true_consistent=20)
+    un = _unrelated([(1.0, 0)] * 10, 10**12, [], 0)
+    for share in (0.0, 0.1, 0.5):
+        got = estimate_in(r, un, Population(((1000, 1),), 10, (0.4, share)))
+        words = poisson.cdf(KEEP - 1, 4.0)
+        shortlisted = poisson.cdf(rule.SHORTLIST - 1, 4.0) * poisson.cdf(KEEP - 1, 10 * share)
+        assert got == pytest.approx(max(words, shortlisted), abs=1e-4)
 
 
 @pytest.mark.parametrize(("fixed", "look", "clusters"), [
