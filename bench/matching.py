@@ -390,7 +390,9 @@ def found_at_scale(true_score: float, unrelated_sorted: np.ndarray, pairs: int, 
 def estimate_at_scale(r: QueryResult, unrelated: Unrelated, n: int, *,
                       words_only: bool = False, size: int = rule.SHORTLIST,
                       least: int = rule.MIN_CONSISTENT) -> float:
-    """P(`r`'s copy verdict still holds when the index holds `n` unrelated registrations)."""
+    """P(`r`'s copy verdict still holds when the index holds `n` unrelated registrations), by
+    the linear estimate: every unrelated corpus pair, look-alikes included, scaled with n.
+    Replaced by `estimate_in` (issue 22); printed beside it for one release."""
     if r.verdict == "copy-fast" or (r.verdict == "copy-verified" and r.via_pdq):
         return 1.0  # the PDQ index is exact: its candidates do not depend on its size
     if not r.verified_copy:
