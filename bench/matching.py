@@ -232,6 +232,20 @@ class Unrelated:
     independent_pairs: int = 0
     lookalike: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2)))
     lookalike_pairs: int = 0
+    # the sorted consistencies of the independent pairs at or above a word score, by score
+    _memo: dict[float, np.ndarray] = dataclasses.field(default_factory=dict, repr=False,
+                                                       compare=False)
+
+    def independent_above(self, score: float, consistency: float) -> int:
+        """Independent pairs at least as high as `score` and as consistent as `consistency`."""
+        ind = self.independent
+        at_least = int(np.searchsorted(-ind[:, 0], -score, side="right"))  # highest first
+        if consistency == -math.inf:
+            return at_least
+        if score not in self._memo:
+            self._memo[score] = np.sort(ind[:at_least, 1])
+        kept = self._memo[score]
+        return len(kept) - int(np.searchsorted(kept, consistency))
 
 
 def run_queries(items: list[Item], registered: dict[str, int], related: dict[str, set[int]],
@@ -508,8 +522,7 @@ def _competitors(r: QueryResult, unrelated: Unrelated, population: Population,
                  score: float, consistency: float) -> tuple[int, float, list[tuple[float, int]]]:
     """(look-alikes counted exactly, expected look-alikes, independent clusters as (expected,
     size)) at least as high as `score` in word score and `consistency` in consistency."""
-    ind = unrelated.independent
-    seen = int(((ind[:, 0] >= score) & (ind[:, 1] >= consistency)).sum())
+    seen = unrelated.independent_above(score, consistency)
     # half a pair when none was seen: the resolution of the corpus (a guess, on the safe side)
     rate = max(seen, 0.5) / max(1, unrelated.independent_pairs)
     clusters = [(photos * rate, size) for photos, size in population.independent]
@@ -534,8 +547,9 @@ def _shortlist_floor(unrelated: Unrelated, population: Population, size: int) ->
     (every one of them counted as shortlisted: more competition than a shortlist holds)."""
     ind = unrelated.independent[:, 0]
     registrations = sum(photos * each for photos, each in population.independent)
-    expected = registrations * np.arange(1, len(ind) + 1) / max(1, unrelated.independent_pairs)
-    k = int(np.searchsorted(expected, TAIL_SHARE * size))
+    # the k-th highest pair is expected registrations × (k + 1) / pairs times in the index
+    k = math.ceil(TAIL_SHARE * size * max(1, unrelated.independent_pairs)
+                  / max(registrations, 1e-300)) - 1
     return float(ind[k]) if k < len(ind) else -math.inf
 
 
