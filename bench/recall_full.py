@@ -280,6 +280,38 @@ def estimate(every: int, registrations: int, workers: int) -> None:
               f"{np.mean([r.verdict.startswith('copy') for r in rs]):.1%} | "
               + " | ".join(f"{np.mean([at(r, how) for r in rs]):.1%}" for _, how in columns)
               + " |")
+    why_linear(results, unrelated, sample, registrations)
+
+
+def why_linear(results: list, unrelated: object, sample: set[str], n: int) -> None:
+    """Where the linear estimate's competitors at `n` come from: the pooled tail of unrelated
+    pairs is look-alike pairs (one manifest group or similar_pairs.tsv), which it hands to
+    every query as a rate, while a query's own look-alikes rarely outscore its original."""
+    import numpy as np
+
+    look = unrelated.lookalike[:, 0]  # type: ignore[attr-defined]
+    ind = unrelated.independent[:, 0]  # type: ignore[attr-defined]
+    pairs = unrelated.pairs  # type: ignore[attr-defined]
+    pooled = np.concatenate([np.c_[ind, np.zeros(len(ind))], np.c_[look, np.ones(len(look))]])
+    best = pooled[np.argsort(-pooled[:, 0], kind="stable")]
+    print("\nThe best unrelated pairs by word score that are look-alike pairs: "
+          + ", ".join(f"top {k:,} {best[:k, 1].mean():.1%}" for k in (104, 1000, 5000))
+          + f" (of {len(pooled):,} pairs with MIN_VOTES, {len(look):,} of them look-alike)\n")
+    print(f"| edit | word-found copies | linear estimate at {n:,}: ≥ 3 competitors expected | "
+          "of which mostly from look-alike pairs | outscored by a look-alike of their own |")
+    print("|---|---|---|---|---|")
+    for name, rs in _families(results, sample)[:-1]:
+        found = [r for r in rs if r.verified_copy and not r.via_pdq
+                 and r.verdict != "copy-fast" and r.true_words > 0 and r.others is not None]
+        if not found:
+            continue
+        from_look = np.array([(look >= r.true_words).sum() / pairs * n for r in found])
+        from_ind = np.array([(ind >= r.true_words).sum() / pairs * n for r in found])
+        at_risk = from_look + from_ind >= 3
+        own = sum(bool(((r.others[:, 2] > 0) & (r.others[:, 0] >= r.true_words)).any())
+                  for r in found)
+        print(f"| {name} | {len(found)} | {int(at_risk.sum())} | "
+              f"{int((at_risk & (from_look > from_ind)).sum())} | {own} |")
 
 
 # Distinct distractor fingerprints bench/fullscale.py registers (its seeds.pkl): 239 sources
