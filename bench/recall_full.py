@@ -379,6 +379,7 @@ def validate(seeds_pkl: Path, every: int, workers: int) -> None:
     from shotstamp_service.matching.fingerprint import Fingerprint
 
     registered, sample, items, results, unrelated, related = _engine_run(every, workers)
+
     class Seeds(pickle.Unpickler):  # `python -m bench.fullscale` pickled __main__.Seed
         def find_class(self, module: str, name: str) -> object:
             return super().find_class("bench.fullscale" if module == "__main__" else module,
