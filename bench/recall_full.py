@@ -2,6 +2,7 @@
 
     PYTHONPATH=sdk:service:. python -m bench.recall_full DIR/data [--every 3] [--edits a,b]
     PYTHONPATH=sdk:service:. python -m bench.recall_full DIR/data --estimate [--every 3]
+    PYTHONPATH=sdk:service:. python -m bench.recall_full DIR/data --validate DIR/seeds.pkl
 
 DIR/data is a data directory `bench/fullscale.py build` made: the corpus's query originals
 (every non-held-out photo, as `bench/matching.py` registers them) registered by one seller
@@ -23,9 +24,14 @@ Each run's sellers carry a fresh tag, so the benchmark can run again on the same
 (what an earlier run registered is then another seller's copy of the same photo).
 A staff key reads back every registration a refusal names (seller and title).
 
-`--estimate` prints `bench/matching.py`'s estimate for the same photos at the directory's
-size instead (its fingerprint cache, its `found_at_scale`), to set beside the measured
-figures: the estimate models only the word-vote ranking among unrelated registrations.
+`--estimate` prints `bench/matching.py`'s estimates for the same photos instead (its
+fingerprint cache, its `estimate_in`): for this directory's population (the corpus's
+registrations and 3,107 seeds each registered ≈ 322 times), to set beside the measured
+figures, and for a 10 M catalogue with 0, 10 or 100 look-alikes per photo; beside them the
+linear estimate it replaced (`estimate_at_scale`). `--validate SEEDS_PKL` registers the
+corpus and the seeds once each in process and sets the engine's verdicts beside the
+estimate's, and measures how often a seed's look-alikes outrank its copies' original
+(`matching.LOOKALIKE_SHARE`). docs/benchmarks-at-scale.md, *The estimate at scale*.
 """
 
 from __future__ import annotations
@@ -185,13 +191,12 @@ async def measure(service: LocalService, copies: list[tuple[str, str, bytes]],
     print(json.dumps({k: dict(v) for k, v in outcome.items()}))
 
 
-def estimate(every: int, registrations: int, workers: int) -> None:
-    """bench/matching.py's at-scale estimate for the same query photos, at `registrations`."""
-    import numpy as np
-
+def _engine_run(every: int, workers: int) -> tuple[dict[str, int], set[str], list, object,
+                                                   object, dict[str, set[int]]]:
+    """bench/matching.py's engine over the registered originals and the edits of every
+    `every`-th query photo: (registered, sample, items, results, unrelated, related)."""
     from bench import matching as mb
     from tests.kit.corpus import corpus_dir, held_out, load_photos, same_picture
-    from tests.kit.edits import EDITS
 
     root = corpus_dir()
     photos = load_photos(root)
@@ -201,14 +206,18 @@ def estimate(every: int, registrations: int, workers: int) -> None:
     queries, _, _ = split_corpus(root)
     sample = set(queries[::every])
     # The registered originals and the sampled photos' edits only (bench/matching.py
-    # fingerprints the whole corpus): cached beside its cache, under the same code digest.
+    # fingerprints the whole corpus, and its cache serves when it has run): cached beside
+    # its cache, under the same code digest.
     path = mb.OUT / "cache" / f"fullscale-{mb.fingerprints_digest()}-every{every}.pkl"
     # A sample of every d-th photo holds every (k·d)-th photo's edits too.
     cached = [path.with_name(path.name.replace(f"every{every}", f"every{d}"))
               for d in range(1, every + 1) if every % d == 0]
+    cached.append(mb.OUT / "cache" / f"fingerprints-{mb.fingerprints_digest()}.pkl")
     found = [c for c in cached if c.exists()]
     if found:
-        items = pickle.loads(found[0].read_bytes())
+        items = [i for i in pickle.loads(found[0].read_bytes())
+                 if i.photo in registered and (i.edit == "original" or i.photo in sample)
+                 and not i.edit.startswith("known:")]
     else:
         jobs = [(str(root), f, f in sample) for f in registered]
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -220,30 +229,219 @@ def estimate(every: int, registrations: int, workers: int) -> None:
     cache = mb.EvidenceCache(mb.OUT / "cache" / f"evidence-{digest}.pkl")
     related = {f: {registered[g] for g in others if g in registered}
                for f, others in same_picture().items()}
-    _, results, unrelated = mb.run_queries(items, registered, related, cache)
+    _, results, unrelated = mb.run_queries(items, registered, related, cache,
+                                           lookalikes=mb.corpus_lookalikes(photos, registered,
+                                                                           root))
     cache.save()
+    return registered, sample, items, results, unrelated, related
 
-    def at(r: mb.QueryResult, n: int) -> float:
-        return mb.estimate_at_scale(r, unrelated, n)
 
-    print(f"| edit | n | recall at {len(registered)} | est. at {registrations:,} | "
-          "est. at 10 M |")
-    print("|---|---|---|---|---|")
-    everything = []
-    for e in EDITS:
-        rs = [r for r in results if r.genuine_ref is not None and r.item.edit == e.name
-              and r.item.photo in sample]
-        if not rs:
-            continue
-        everything += rs
-        print(f"| {e.name} | {len(rs)} | "
+def _families(results: list, sample: set[str]) -> list[tuple[str, list]]:
+    from tests.kit.edits import EDITS
+
+    rows = [(e.name, [r for r in results if r.genuine_ref is not None and r.item.edit == e.name
+                      and r.item.photo in sample]) for e in EDITS]
+    rows = [(name, rs) for name, rs in rows if rs]
+    return [*rows, ("**all edits**", [r for _, rs in rows for r in rs])]
+
+
+def estimate(every: int, registrations: int, workers: int) -> None:
+    """bench/matching.py's at-scale estimates for the same query photos: at `registrations`
+    as the fullscale directory holds them (its distractors: SEEDS real images, each
+    registered `registrations` / SEEDS times), the linear estimate at the same size, and a
+    catalogue of 10 M independent photos with 0, 10 or 100 look-alikes each."""
+    import numpy as np
+
+    from bench import matching as mb
+
+    registered, sample, _, results, unrelated, _ = _engine_run(every, workers)
+    copies = max(1, round((registrations - len(registered)) / SEEDS))
+    fullscale = mb.Population(((len(registered) - 1, 1), (SEEDS, copies)))
+    columns: list[tuple[str, object]] = [
+        (f"linear est. at {registrations:,} (old)", registrations),
+        (f"est., {registrations:,} independent, look-alikes as measured",
+         mb.Population(((registrations - 1, 1),))),
+        (f"est. for this directory ({SEEDS:,} seeds × {copies})", fullscale),
+        ("linear est. at 10 M (old)", mb.TEN_MILLION),
+        *((f"est. at 10 M, {k} look-alikes", mb.catalogue(mb.TEN_MILLION, k))
+          for k in mb.LOOKALIKE_SIZES)]
+
+    def at(r: mb.QueryResult, how: object) -> float:
+        if isinstance(how, int):
+            return mb.estimate_at_scale(r, unrelated, how)
+        assert isinstance(how, mb.Population)
+        return mb.estimate_in(r, unrelated, how)
+
+    print(f"| edit | n | recall at {len(registered)} | " + " | ".join(c for c, _ in columns)
+          + " |")
+    print("|---|---|---|" + "---|" * len(columns))
+    for name, rs in _families(results, sample):
+        print(f"| {name} | {len(rs)} | "
               f"{np.mean([r.verdict.startswith('copy') for r in rs]):.1%} | "
-              f"{np.mean([at(r, registrations) for r in rs]):.1%} | "
-              f"{np.mean([at(r, mb.TEN_MILLION) for r in rs]):.1%} |")
-    print(f"| **all edits** | {len(everything)} | "
-          f"{np.mean([r.verdict.startswith('copy') for r in everything]):.1%} | "
-          f"{np.mean([at(r, registrations) for r in everything]):.1%} | "
-          f"{np.mean([at(r, mb.TEN_MILLION) for r in everything]):.1%} |")
+              + " | ".join(f"{np.mean([at(r, how) for r in rs]):.1%}" for _, how in columns)
+              + " |")
+    why_linear(results, unrelated, sample, registrations)
+
+
+def why_linear(results: list, unrelated: object, sample: set[str], n: int) -> None:
+    """Where the linear estimate's competitors at `n` come from: the pooled tail of unrelated
+    pairs is look-alike pairs (one manifest group or similar_pairs.tsv), which it hands to
+    every query as a rate, while a query's own look-alikes rarely outscore its original."""
+    import numpy as np
+
+    look = unrelated.lookalike[:, 0]  # type: ignore[attr-defined]
+    ind = unrelated.independent[:, 0]  # type: ignore[attr-defined]
+    pairs = unrelated.pairs  # type: ignore[attr-defined]
+    pooled = np.concatenate([np.c_[ind, np.zeros(len(ind))], np.c_[look, np.ones(len(look))]])
+    best = pooled[np.argsort(-pooled[:, 0], kind="stable")]
+    print("\nThe best unrelated pairs by word score that are look-alike pairs: "
+          + ", ".join(f"top {k:,} {best[:k, 1].mean():.1%}" for k in (104, 1000, 5000))
+          + f" (of {len(pooled):,} pairs with MIN_VOTES, {len(look):,} of them look-alike)\n")
+    print(f"| edit | word-found copies | linear estimate at {n:,}: ≥ 3 competitors expected | "
+          "of which mostly from look-alike pairs | outscored by a look-alike of their own |")
+    print("|---|---|---|---|---|")
+    for name, rs in _families(results, sample)[:-1]:
+        found = [r for r in rs if r.verified_copy and not r.via_pdq
+                 and r.verdict != "copy-fast" and r.true_words > 0 and r.others is not None]
+        if not found:
+            continue
+        from_look = np.array([(look >= r.true_words).sum() / pairs * n for r in found])
+        from_ind = np.array([(ind >= r.true_words).sum() / pairs * n for r in found])
+        at_risk = from_look + from_ind >= 3
+        own = sum(bool(((r.others[:, 2] > 0) & (r.others[:, 0] >= r.true_words)).any())
+                  for r in found)
+        print(f"| {name} | {len(found)} | {int(at_risk.sum())} | "
+              f"{int((at_risk & (from_look > from_ind)).sum())} | {own} |")
+
+
+# Distinct distractor fingerprints bench/fullscale.py registers (its seeds.pkl): 239 sources
+# × (an original and 12 look-alikes), 3,107 after the refused ones.
+SEEDS = 3107
+
+
+def lookalike_shares(matcher: object, seeds: list, refs: dict[str, int]) -> None:
+    """How often another shot of the same thing outranks a copy's original by word score:
+    the seeds' look-alike families (bench/fullscale.py: each source's crops, perspective
+    warps, lighting changes and new background) against its copier edits, in `matcher`."""
+    from bench.fullscale import COPY_EDITS, FAMILY
+    from shotstamp_service.matching import engine as rule
+
+    by_source: dict[str, dict[str, object]] = collections.defaultdict(dict)
+    for item in seeds:
+        source, variant = item.photo.rsplit("|", 1)
+        by_source[source][variant] = item
+    kinds = {"crop": "crop (the same picture)", "warp": "warp (another viewpoint)",
+             "light": "light (relit)", "background": "background (another ground)"}
+    # (edit, kind) → [outranking by word score, at least as consistent, pairs]
+    counts: dict[tuple[str, str], list[int]] = collections.defaultdict(lambda: [0, 0, 0])
+    for members in by_source.values():
+        if "original" not in members:
+            continue
+        true_ref = refs[members["original"].photo]  # type: ignore[attr-defined]
+        for edit in COPY_EDITS:
+            if edit not in members:
+                continue
+            query = members[edit].fp  # type: ignore[attr-defined]
+            scores = {x.ref: x.score for x in matcher.word_scores(  # type: ignore[attr-defined]
+                query, limit=1 << 30, max_postings=None, probes=0)
+                if x.votes >= rule.MIN_VOTES}
+            true = scores.get(true_ref, 0.0)
+            if true <= 0 or query.local is None:
+                continue
+            shots = [(v, item) for v, item in members.items() if v in FAMILY]
+            cons = rule.consistent_keypoints(query.local, [
+                members["original"].fp.local,  # type: ignore[attr-defined]
+                *(item.fp.local for _, item in shots)])  # type: ignore[attr-defined]
+            for (variant, item), c in zip(shots, cons[1:], strict=True):
+                tally = counts[(edit, variant.split("_")[0])]
+                tally[0] += scores.get(refs[item.photo], 0.0) >= true  # type: ignore[attr-defined]
+                tally[1] += int(c >= max(cons[0], rule.MIN_CONSISTENT))
+                tally[2] += 1
+    print("Look-alikes of the seeds against a copy's original: share outranking it by word "
+          "score / at least as consistent (and ≥ MIN_CONSISTENT), of the pairs:\n")
+    print("| copy | " + " | ".join(kinds.values()) + " | another shot (warp, background) |")
+    print("|---|" + "---|" * (len(kinds) + 1))
+    for edit in COPY_EDITS:
+        cells = [counts[(edit, k)] for k in kinds]
+        shot = [counts[(edit, "warp")][i] + counts[(edit, "background")][i] for i in (0, 1, 2)]
+        print(f"| {edit} | " + " | ".join(f"{a / max(1, n):.1%} / {b / max(1, n):.1%} ({n})"
+                                          for a, b, n in cells)
+              + f" | **{shot[0] / max(1, shot[2]):.1%} / {shot[1] / max(1, shot[2]):.1%}** |")
+    print()
+
+
+def validate(seeds_pkl: Path, every: int, workers: int) -> None:
+    """The estimate checked where it can be measured exactly: the engine with the corpus's
+    registrations and the fullscale directory's distinct seeds registered once each."""
+    import numpy as np
+
+    from bench import matching as mb
+    from shotstamp_service.matching.fingerprint import Fingerprint
+
+    registered, sample, items, results, unrelated, related = _engine_run(every, workers)
+
+    class Seeds(pickle.Unpickler):  # `python -m bench.fullscale` pickled __main__.Seed
+        def find_class(self, module: str, name: str) -> object:
+            return super().find_class("bench.fullscale" if module == "__main__" else module,
+                                      name)
+
+    with open(seeds_pkl, "rb") as f:
+        seeds = Seeds(f).load()["distractors"]
+    base = 1 + max(registered.values())
+    with_seeds = dict(registered)
+    family: dict[int, str] = {}
+    extra = []
+    for k, seed in enumerate(seeds):
+        fp = Fingerprint.from_store(seed.sha256, seed.perceptual, seed.features, seed.width,
+                                    seed.height)
+        extra.append(mb.Item(seed.name, "original", fp, 0, 0.0))
+        with_seeds[seed.name] = base + k
+        family[base + k] = seed.family
+    digest = mb._digest([*mb.FINGERPRINT_CODE, mb.SERVICE / "verification.py"])
+    cache = mb.EvidenceCache(mb.OUT / "cache" / f"evidence-seeds-{digest}.pkl")
+    t = time.perf_counter()
+    matcher, measured, _ = mb.run_queries(items + extra, with_seeds, related, cache,
+                                          pair_consistency=False)
+    cache.save()
+    print(f"<!-- engine with {len(with_seeds):,} registrations: {time.perf_counter() - t:.0f} s "
+          "-->")
+    lookalike_shares(matcher, extra, with_seeds)
+    by_key = {(r.item.photo, r.item.edit): r for r in measured}
+    n_seeds, families = len(seeds), len(set(family.values()))
+    others = len(registered) - 1
+    columns = [("linear (old)", len(with_seeds) - 1),
+               (f"seeds independent ({others} + {n_seeds:,})",
+                mb.Population(((others, 1), (n_seeds, 1)))),
+               (f"families as one ({others} + {families} × 13)",
+                mb.Population(((others, 1), (families, n_seeds // families))))]
+
+    def at(r: mb.QueryResult, how: object) -> float:
+        if isinstance(how, int):
+            return mb.estimate_at_scale(r, unrelated, how)
+        assert isinstance(how, mb.Population)
+        return mb.estimate_in(r, unrelated, how)
+
+    print(f"| edit | n | measured, {len(registered)} | **measured, {len(with_seeds):,}** | "
+          + " | ".join(c for c, _ in columns) + " | registrations outscoring the original: "
+          "measured / expected (mean per copy) |")
+    print("|---|---|---|---|" + "---|" * len(columns) + "---|")
+    for name, rs in _families(results, sample):
+        ms = [by_key[(r.item.photo, r.item.edit)] for r in rs]
+        # Suspect (d): the seeds scored against the copies as the corpus's independent photos
+        # are. Measured: registrations outscoring the original with the seeds registered;
+        # expected: its look-alikes as measured, and the independent rate × (663 + seeds).
+        ind = unrelated.independent[:, 0]  # type: ignore[attr-defined]
+        pairs = unrelated.independent_pairs  # type: ignore[attr-defined]
+        seen = [int((m.others[:, 0] >= m.true_words).sum()) for m in ms
+                if m.others is not None and m.true_words > 0]
+        expected = [int(((r.others[:, 2] > 0) & (r.others[:, 0] >= r.true_words)).sum())
+                    + int((ind >= r.true_words).sum()) / pairs * (n_seeds + others)
+                    for r in rs if r.others is not None and r.true_words > 0]
+        print(f"| {name} | {len(rs)} | "
+              f"{np.mean([r.verdict.startswith('copy') for r in rs]):.1%} | "
+              f"**{np.mean([m.verdict.startswith('copy') for m in ms]):.1%}** | "
+              + " | ".join(f"{np.mean([at(r, how) for r in rs]):.1%}" for _, how in columns)
+              + f" | {np.mean(seen or [0]):.1f} / {np.mean(expected or [0]):.1f} |")
 
 
 def main() -> int:
@@ -262,7 +460,13 @@ def main() -> int:
     parser.add_argument("--estimate", action="store_true")
     parser.add_argument("--registrations", type=int, default=1_000_000,
                         help="with --estimate: the size to estimate at")
+    parser.add_argument("--validate", type=Path, metavar="SEEDS_PKL",
+                        help="the estimate beside the engine with the corpus and the seeds of "
+                             "DIR/../seeds.pkl registered once each (in process)")
     args = parser.parse_args()
+    if args.validate:
+        validate(args.validate, args.every, args.workers)
+        return 0
     if args.estimate:
         estimate(args.every, args.registrations, args.workers)
         return 0
