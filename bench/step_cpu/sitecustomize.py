@@ -28,6 +28,7 @@ STEPS = (
     ("shotstamp_service.registry", "_ForeignScreen", "check"),
     ("shotstamp_service.registry", None, "could_match"),
     ("shotstamp_service.registry", None, "index_entry"),
+    ("shotstamp_service.registry", None, "verify_many"),  # stage 2 on the loop (branch rounds)
     ("shotstamp_service.store.sqlite", "SQLiteStore", "_foreign_rows"),
     ("shotstamp_service.store.sqlite", "SQLiteStore", "_insert_many"),
 )

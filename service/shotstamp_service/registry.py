@@ -22,7 +22,10 @@ one (`Matcher.look_again`), with nothing lost: under load every round used to be
 a full lookup, since every upload changes the index. After
 `_MAX_ROUNDS` rounds (a burst of look-alike uploads) it decides on what it has
 verified, so a stage-2-only copy reserved in that window can still pass; a
-stage-1 copy never can. Across processes and replicas, the guard looks twice.
+stage-1 copy never can. A round whose stage 2 is tiny (a product shot against one
+to three look-alikes, `_tiny`) is verified on the event loop, with no await, so no
+further round follows it (`verify_many` is pure: the same evidence as the pool's).
+Across processes and replicas, the guard looks twice.
 Before the commit lock, on the event loop, `_check_foreign` reads what the
 others committed and looks at what arrived since the decision (stage 2
 included); the others' rows are read before deciding too, so usually nothing
@@ -55,6 +58,7 @@ import numpy as np
 from shotstamp._verify import SALT_SIZE
 from shotstamp_service.http.auth import Principal
 from shotstamp_service.matching.engine import (
+    MAX_CANDIDATES,
     BulkLoad,
     Candidate,
     Columns,
@@ -71,6 +75,7 @@ from shotstamp_service.matching.engine import (
     verify_many,
     word_query,
 )
+from shotstamp_service.matching.features import keypoint_layout
 from shotstamp_service.matching.fingerprint import Fingerprint
 from shotstamp_service.matching.rule import clause_named, explain
 from shotstamp_service.matching.segments import SegmentDir
@@ -119,6 +124,13 @@ SEGMENT_ROWS = 8_192
 UPGRADE_ROWS = 500_000
 # Uploads larger than this are hashed off the event loop.
 _HASH_INLINE_MAX = 1 << 20
+# Stage 2 runs on the event loop instead of as a pool job when it costs less than the job's
+# exchange and wake-ups on both sides (~0.45 ms): an upload of at most this many keypoints (a
+# product shot has ~76, a real photo the cap of 500)...
+_INLINE_KEYPOINTS = 256
+# ...against candidates of at most this many keypoint pairs (upload × stored) in all, none of
+# them left to the shortlist: ≈ 0.1–0.25 ms of verification (docs/cpu-budget.md, branch rounds).
+_INLINE_PAIRS = 40_000
 # Other processes' registrations, parsed and with their index entries, that the index (on the
 # loop) or the commit lock's screen (on the store's thread) hands the other (`_Parsed`): the
 # latest this many, ample for the few committed between one upload's look and its commit.
@@ -659,8 +671,8 @@ class Registry:
                               for c in candidates if c.ref in blobs]
         if not items:
             return
-        if self._verify is None:
-            results = verify_many(fp.features, items)
+        if self._verify is None or _tiny(fp.features, items):
+            results = verify_many(fp.features, items)  # pure: the pool's answer, bit for bit
         else:
             results = await self._verify(fp.features, items)
         verified.update(results)
@@ -976,6 +988,26 @@ class Registry:
         found, _ = await self._match(fp, complete=True)
         matches = await self.resolve(found, exact, fp=fp)
         return fp, thumbnail, matches
+
+
+def _tiny(query: bytes, items: VerifyItems) -> bool:
+    """Whether stage 2 of `items` is cheaper on the event loop than as a pool job: a small
+    upload against few keypoint pairs, with no word candidates for the shortlist to rank
+    (`_INLINE_KEYPOINTS`, `_INLINE_PAIRS`). A blob it cannot read goes to the pool."""
+    if sum(len(item) > 3 and bool(item[3]) for item in items) > MAX_CANDIDATES:
+        return False  # the shortlist would rank them (its kernel, compiled for the workers)
+    try:
+        upload = keypoint_layout(query).keypoints
+        if upload > _INLINE_KEYPOINTS:
+            return False
+        pairs = 0
+        for item in items:
+            pairs += upload * keypoint_layout(item[1]).keypoints
+            if pairs > _INLINE_PAIRS:
+                return False
+    except ValueError:
+        return False
+    return True
 
 
 def _with_hashes(

@@ -226,11 +226,12 @@ class SellerGatedStore:
 
 
 async def test_a_registration_verified_while_reserved_is_not_verified_again_once_stored(
-    store_target,
+    store_target, monkeypatch,
 ):
     """Stage 2 compared the upload with another seller's reservation; that upload commits
     first, and the guard sees it under its seq: the evidence stands (same fingerprint),
-    nothing is verified twice, and both are registered."""
+    nothing is verified twice (in the pool or on the loop), and both are registered."""
+    import shotstamp_service.registry as registry_module
     from shotstamp_service.matching.engine import verify_many
 
     store = store_target.make()
@@ -238,10 +239,14 @@ async def test_a_registration_verified_while_reserved_is_not_verified_again_once
     gated = SellerGatedStore(store)
     pairs: list[int] = []
 
-    async def verify(query: bytes, items):
+    def here(query: bytes, items):
         pairs.extend(item[0] for item in items)
         return verify_many(query, items)
 
+    async def verify(query: bytes, items):
+        return here(query, items)
+
+    monkeypatch.setattr(registry_module, "verify_many", here)
     registry = Registry(gated, Matcher(), fingerprint_here, verify=verify)  # type: ignore[arg-type]
     acme, globex = Principal("acme", "seller", "k1"), Principal("globex", "seller", "k2")
     # Different photos, but with enough words in common to be a stage-2 candidate.
@@ -258,13 +263,16 @@ async def test_a_registration_verified_while_reserved_is_not_verified_again_once
     await store.close()
 
 
-async def test_another_process_registration_is_verified_before_the_commit_lock(tmp_path):
+async def test_another_process_registration_is_verified_before_the_commit_lock(
+    tmp_path, monkeypatch,
+):
     """A registration another process committed after this upload's decision (read by the
-    index's follow) is verified before the commit, not under SQLite's write lock, which
-    every process's commits wait for."""
+    index's follow) is verified before the commit (in the pool or on the loop), not under
+    SQLite's write lock, which every process's commits wait for."""
     import fcntl
     import os
 
+    import shotstamp_service.registry as registry_module
     from shotstamp_service.matching.engine import verify_many
     from shotstamp_service.store.sqlite import SQLiteStore
 
@@ -274,6 +282,9 @@ async def test_another_process_registration_is_verified_before_the_commit_lock(t
     lock_free: list[bool] = []
 
     async def verify(query: bytes, items):
+        return checked(query, items)
+
+    def checked(query: bytes, items):
         fd = os.open(here.write_lock_path, os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -284,6 +295,7 @@ async def test_another_process_registration_is_verified_before_the_commit_lock(t
             os.close(fd)
         return verify_many(query, items)
 
+    monkeypatch.setattr(registry_module, "verify_many", checked)
     registry = Registry(here, Matcher(), fingerprint_here, verify=verify)
     other = Registry(there, Matcher(), fingerprint_here)
     real = registry._check_foreign
@@ -497,3 +509,144 @@ async def test_the_index_does_not_read_back_the_rows_it_committed_itself(store_t
         assert copy.kind == "conflict" and copy.matches[0].registration.seller == "acme"
     await here.close()
     await there.close()
+
+
+async def _register_crop(tmp_path, monkeypatch, *, inline: bool, original: bytes):
+    """An original, then its crop by another seller (a copy only stage 2 finds), on a fresh
+    store; with `inline` False the tiny stage 2 goes to the pool as before. Returns the pool
+    jobs and the crop's outcome."""
+    import shotstamp_service.registry as registry_module
+    from shotstamp_service.matching.engine import verify_many
+
+    if not inline:
+        monkeypatch.setattr(registry_module, "_INLINE_PAIRS", 0)
+    from shotstamp_service.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / f"{'here' if inline else 'pool'}.sqlite")
+    await store.open()
+    jobs: list[list[int]] = []
+
+    async def pool(query: bytes, items):
+        jobs.append([item[0] for item in items])
+        return verify_many(bytes(query), [(i[0], bytes(i[1]), *i[2:]) for i in items])
+
+    registry = Registry(store, Matcher(), fingerprint_here, verify=pool)
+    first = await registry.register(Principal("acme", "seller", "k1"), original)
+    assert first.kind == "created"
+    crop = await registry.register(Principal("thief", "seller", "k2"), _crop_90(original))
+    await store.close()
+    monkeypatch.undo()
+    return jobs, crop
+
+
+async def test_a_tiny_stage_2_is_verified_on_the_loop_with_the_pool_s_evidence(
+    tmp_path, monkeypatch,
+):
+    """A small upload against one candidate: verified on the event loop, no pool job, and
+    the same conflict, clause, evidence and geometry as through the pool."""
+    from shotstamp_service.matching.features import keypoint_layout
+    from shotstamp_service.registry import _INLINE_KEYPOINTS
+
+    original = imagegen.jpeg(7)
+    fp = await fingerprint_here(_crop_90(original))
+    assert fp.features is not None and keypoint_layout(fp.features).keypoints <= _INLINE_KEYPOINTS
+    here_jobs, here = await _register_crop(tmp_path, monkeypatch, inline=True,
+                                           original=original)
+    pool_jobs, pooled = await _register_crop(tmp_path, monkeypatch, inline=False,
+                                             original=original)
+    assert here_jobs == [] and pool_jobs == [[1]]
+    assert here.kind == pooled.kind == "conflict"
+    assert [(m.registration.seq, m.verdict, m.clause, m.distances, m.geometry)
+            for m in here.matches] == [(m.registration.seq, m.verdict, m.clause, m.distances,
+                                        m.geometry) for m in pooled.matches]
+    assert here.matches[0].stage == 2
+
+
+async def test_a_large_upload_s_stage_2_still_goes_to_the_pool(tmp_path, monkeypatch):
+    """An upload with more keypoints than `_INLINE_KEYPOINTS` (a real photo) is verified in
+    the pool even against one candidate."""
+    from shotstamp_service.matching.features import keypoint_layout
+    from shotstamp_service.registry import _INLINE_KEYPOINTS
+
+    original = imagegen.encode(imagegen.detailed_photo(3))
+    fp = await fingerprint_here(_crop_90(original))
+    assert fp.features is not None and keypoint_layout(fp.features).keypoints > _INLINE_KEYPOINTS
+    jobs, crop = await _register_crop(tmp_path, monkeypatch, inline=True, original=original)
+    assert jobs == [[1]] and crop.kind == "conflict"
+
+
+async def _a_look_alike_reserved_during_stage_2(tmp_path, monkeypatch, *, inline: bool):
+    """Nine photos registered; an upload with five word candidates among them (its first
+    stage 2 a pool job: the shortlist ranks them); while that job runs, another seller's
+    look-alike is reserved (its commit held). Returns the upload's pool jobs and the
+    evidence the look-alike's reservation got."""
+    import shotstamp_service.registry as registry_module
+    from shotstamp_service.matching.engine import verify_many
+
+    if not inline:
+        monkeypatch.setattr(registry_module, "_INLINE_PAIRS", 0)
+    from shotstamp_service.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / f"{'here' if inline else 'pool'}.sqlite")
+    await store.open()
+    gated = SellerGatedStore(store)
+    for seller in ("acme", "globex", "thief"):
+        gated.gates.setdefault(seller, asyncio.Event())
+        gated.waiting.setdefault(seller, asyncio.Event())
+    gated.gates["acme"].set()
+    gated.gates["thief"].set()
+    watching, started, release = [False], asyncio.Event(), asyncio.Event()
+    jobs: list[list[int]] = []
+    evidence: dict[int, dict] = {}
+
+    def here(query: bytes, items):
+        found = verify_many(query, items)
+        if watching[0]:
+            evidence.update((ref, e.as_dict()) for ref, e in found)
+        return found
+
+    async def pool(query: bytes, items):
+        if watching[0] and not started.is_set():
+            jobs.append([item[0] for item in items])
+            started.set()
+            await release.wait()  # the job runs while the look-alike is reserved
+        elif watching[0]:
+            jobs.append([item[0] for item in items])
+        return here(query, items)
+
+    monkeypatch.setattr(registry_module, "verify_many", here)
+    registry = Registry(gated, Matcher(), fingerprint_here, verify=pool)  # type: ignore[arg-type]
+    acme = Principal("acme", "seller", "k1")
+    for seed in (0, 1, 3, 4, 5, 6, 7, 8, 9):
+        assert (await registry.register(acme, imagegen.jpeg(seed))).kind == "created"
+    watching[0] = True
+    upload = asyncio.create_task(registry.register(Principal("thief", "seller", "k2"),
+                                                   imagegen.jpeg(12)))
+    await asyncio.wait_for(started.wait(), 10)
+    watching[0] = False
+    look_alike = asyncio.create_task(registry.register(Principal("globex", "seller", "k3"),
+                                                       imagegen.jpeg(2)))
+    await asyncio.wait_for(gated.waiting["globex"].wait(), 10)
+    watching[0] = True
+    release.set()
+    assert (await asyncio.wait_for(upload, 30)).kind == "created"
+    gated.gates["globex"].set()
+    assert (await asyncio.wait_for(look_alike, 30)).kind == "created"
+    await store.close()
+    monkeypatch.undo()
+    return jobs, {ref: e for ref, e in evidence.items() if ref >= 1 << 62}
+
+
+async def test_a_look_alike_reserved_during_stage_2_is_verified_on_the_loop(
+    tmp_path, monkeypatch,
+):
+    """The decision's later round (a candidate reserved while its first pool job ran) is
+    verified on the event loop, not as a second job, with the evidence the job would give."""
+    here_jobs, here = await _a_look_alike_reserved_during_stage_2(tmp_path, monkeypatch,
+                                                                  inline=True)
+    pool_jobs, pooled = await _a_look_alike_reserved_during_stage_2(tmp_path, monkeypatch,
+                                                                    inline=False)
+    assert len(here_jobs) == 1 and len(here_jobs[0]) > 3  # the shortlist's job only
+    assert len(pool_jobs) == 2 and len(pool_jobs[1]) == 1 and pool_jobs[1][0] >= 1 << 62
+    assert len(here) == len(pooled) == 1
+    assert list(here.values()) == list(pooled.values())
